@@ -1,0 +1,581 @@
+//! One PKCS#11 token as a device: login, the custody key, envelope encryption under it, health,
+//! and recovery from lost sessions.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use cryptoki::context::Pkcs11;
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::aead::GcmParams;
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{
+    Attribute, AttributeInfo, AttributeType, KeyType, ObjectClass, ObjectHandle,
+};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use cryptoki::types::AuthPin;
+use secrecy::SecretString;
+use zeroize::Zeroizing;
+
+use crate::config::{DeviceConfig, TokenSelector};
+use crate::module::load_module;
+use crate::pool::{Lease, PoolStats, SessionPool};
+use crate::HsmError;
+
+/// AES-GCM nonce length: 96 bits, the size GCM is defined for without extra hashing.
+pub const IV_LEN: usize = 12;
+/// AES-GCM tag length in bits.
+const TAG_BITS: u64 = 128;
+
+/// A secret sealed by a device's custody key: the IV and `ciphertext || tag`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// The GCM nonce, fresh for every encryption.
+    pub iv: [u8; IV_LEN],
+    /// Ciphertext followed by the 16-byte tag.
+    pub ciphertext: Vec<u8>,
+}
+
+/// What the token says about the custody key's protection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CustodyKeyInfo {
+    /// `CKA_SENSITIVE`.
+    pub sensitive: bool,
+    /// `CKA_EXTRACTABLE`.
+    pub extractable: bool,
+    /// `CKA_ALWAYS_SENSITIVE`.
+    pub always_sensitive: bool,
+    /// `CKA_NEVER_EXTRACTABLE`.
+    pub never_extractable: bool,
+    /// Whether `CKA_VALUE` can be read at all (it must not).
+    pub value_readable: bool,
+}
+
+/// A token's identity as the module reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenSummary {
+    /// Slot id.
+    pub slot: u64,
+    /// Token label.
+    pub label: String,
+    /// Manufacturer.
+    pub manufacturer: String,
+    /// Model.
+    pub model: String,
+    /// Serial number.
+    pub serial: String,
+}
+
+/// One token, ready to encrypt and decrypt under its custody key.
+pub struct Device {
+    name: String,
+    config: DeviceConfig,
+    ctx: Pkcs11,
+    slot: Slot,
+    pin: SecretString,
+    pool: SessionPool,
+    /// Custody key handle and the pool generation it was found in.
+    custody_key: Mutex<Option<(ObjectHandle, u64)>>,
+    /// Set when the token rejected our PIN: never try it again (tokens lock after a few tries).
+    pin_rejected: AtomicBool,
+    enabled: AtomicBool,
+    operations: AtomicU64,
+    failures: AtomicU64,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device")
+            .field("name", &self.name)
+            .field("slot", &self.slot.id())
+            .field("token", &self.config.token)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Return values meaning "this session (or the whole token state) is gone; open a new one".
+fn session_lost(e: &CkError) -> bool {
+    matches!(
+        e,
+        CkError::Pkcs11(
+            RvError::SessionHandleInvalid
+                | RvError::SessionClosed
+                | RvError::DeviceRemoved
+                | RvError::DeviceError
+                | RvError::TokenNotPresent
+                | RvError::TokenNotRecognized
+                | RvError::UserNotLoggedIn
+                | RvError::KeyHandleInvalid
+                | RvError::ObjectHandleInvalid
+                | RvError::CryptokiNotInitialized,
+            _
+        )
+    )
+}
+
+fn token_label(info_label: &str) -> String {
+    info_label.trim_end().to_owned()
+}
+
+/// Find the slot of the token selected by `sel`.
+fn find_slot(ctx: &Pkcs11, device: &str, sel: &TokenSelector) -> Result<Slot, HsmError> {
+    let ck = |op: &'static str| {
+        move |e: CkError| HsmError::Pkcs11 {
+            device: device.to_owned(),
+            op,
+            reason: e.to_string(),
+        }
+    };
+    let slots = ctx.get_slots_with_token().map_err(ck("C_GetSlotList"))?;
+    let mut uninitialised = 0;
+    for slot in slots {
+        let info = ctx.get_token_info(slot).map_err(ck("C_GetTokenInfo"))?;
+        let matches = match sel {
+            TokenSelector::Label(l) => token_label(info.label()) == *l,
+            TokenSelector::Slot(id) => slot.id() == *id,
+        };
+        if !info.token_initialized() {
+            uninitialised += 1;
+        }
+        if matches {
+            if !info.token_initialized() || !info.user_pin_initialized() {
+                return Err(HsmError::TokenNotInitialized {
+                    device: device.to_owned(),
+                    label: sel.to_string(),
+                });
+            }
+            return Ok(slot);
+        }
+    }
+    let hint = if uninitialised > 0 {
+        format!(" ({uninitialised} uninitialised token(s) present; run `hsm-signer device init`)")
+    } else {
+        String::new()
+    };
+    Err(HsmError::TokenNotFound {
+        device: device.to_owned(),
+        label: sel.to_string(),
+        hint,
+    })
+}
+
+/// Initialise a new token with `label` on the module's first free slot (SoftHSM and other soft
+/// tokens always offer one). Returns false when a token with that label already exists.
+///
+/// This erases whatever is on the chosen free slot, so it is only used for tokens the signer
+/// creates itself (the embedded SoftHSM default), never on an operator's HSM.
+pub fn init_soft_token(
+    module: &std::path::Path,
+    label: &str,
+    so_pin: &SecretString,
+    user_pin: &SecretString,
+) -> Result<bool, HsmError> {
+    let ctx = load_module(module)?;
+    let ck = |op: &'static str| {
+        move |e: CkError| HsmError::Pkcs11 {
+            device: label.to_owned(),
+            op,
+            reason: e.to_string(),
+        }
+    };
+    let mut free = None;
+    for slot in ctx.get_slots_with_token().map_err(ck("C_GetSlotList"))? {
+        let info = ctx.get_token_info(slot).map_err(ck("C_GetTokenInfo"))?;
+        if info.token_initialized() && token_label(info.label()) == label {
+            return Ok(false);
+        }
+        if !info.token_initialized() && free.is_none() {
+            free = Some(slot);
+        }
+    }
+    let slot = free.ok_or_else(|| HsmError::TokenNotFound {
+        device: label.to_owned(),
+        label: label.to_owned(),
+        hint: " (no free slot to initialise a new token in)".into(),
+    })?;
+    ctx.init_token(slot, so_pin, label)
+        .map_err(ck("C_InitToken"))?;
+    // The slot list changes after C_InitToken on SoftHSM; find our token again by label.
+    let slot = find_slot(&ctx, label, &TokenSelector::Label(label.to_owned())).or_else(|e| {
+        match e {
+            // Token is there, only the user PIN is missing, which is what we set next.
+            HsmError::TokenNotInitialized { .. } => ctx
+                .get_slots_with_token()
+                .map_err(ck("C_GetSlotList"))?
+                .into_iter()
+                .find(|s| {
+                    ctx.get_token_info(*s)
+                        .map(|i| token_label(i.label()) == label)
+                        .unwrap_or(false)
+                })
+                .ok_or(e),
+            other => Err(other),
+        }
+    })?;
+    let session = ctx.open_rw_session(slot).map_err(ck("C_OpenSession"))?;
+    session
+        .login(UserType::So, Some(so_pin))
+        .map_err(ck("C_Login(SO)"))?;
+    session.init_pin(user_pin).map_err(ck("C_InitPIN"))?;
+    session.logout().map_err(ck("C_Logout"))?;
+    Ok(true)
+}
+
+impl Device {
+    /// Load the module, find the token, read the PIN and log in once to prove it. Does not
+    /// require the custody key to exist (see [`Device::ensure_custody_key`]).
+    pub fn open(config: DeviceConfig) -> Result<Device, HsmError> {
+        let ctx = load_module(&config.module)?;
+        let slot = find_slot(&ctx, &config.name, &config.token)?;
+        let pin = config.pin.read(&config.name)?;
+        let device = Device {
+            name: config.name.clone(),
+            pool: SessionPool::new(config.max_sessions),
+            config,
+            ctx,
+            slot,
+            pin,
+            custody_key: Mutex::new(None),
+            pin_rejected: AtomicBool::new(false),
+            enabled: AtomicBool::new(true),
+            operations: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        };
+        // Log in now so that a wrong PIN is reported at start-up, not at the first signature.
+        drop(device.lease("login")?);
+        Ok(device)
+    }
+
+    /// Our name for the device.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The configuration the device was opened with.
+    pub fn config(&self) -> &DeviceConfig {
+        &self.config
+    }
+
+    fn ck_err(&self, op: &'static str, e: CkError) -> HsmError {
+        match e {
+            CkError::Pkcs11(
+                RvError::PinIncorrect | RvError::PinInvalid | RvError::PinLenRange,
+                _,
+            ) => HsmError::WrongPin {
+                device: self.name.clone(),
+            },
+            CkError::Pkcs11(RvError::PinLocked, _) => HsmError::PinLocked {
+                device: self.name.clone(),
+            },
+            e if session_lost(&e) => HsmError::Unavailable {
+                device: self.name.clone(),
+                op,
+                reason: e.to_string(),
+            },
+            e => HsmError::Pkcs11 {
+                device: self.name.clone(),
+                op,
+                reason: e.to_string(),
+            },
+        }
+    }
+
+    fn open_session(&self) -> Result<Session, HsmError> {
+        if self.pin_rejected.load(Ordering::SeqCst) {
+            return Err(HsmError::WrongPin {
+                device: self.name.clone(),
+            });
+        }
+        let session = self
+            .ctx
+            .open_rw_session(self.slot)
+            .map_err(|e| self.ck_err("C_OpenSession", e))?;
+        // Login state is per application, not per session: the first session logs in for all.
+        match session.login(UserType::User, Some(&AuthPin::from(self.pin_str()))) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
+            Err(e) => {
+                let err = self.ck_err("C_Login", e);
+                if matches!(err, HsmError::WrongPin { .. } | HsmError::PinLocked { .. }) {
+                    self.pin_rejected.store(true, Ordering::SeqCst);
+                    tracing::error!(device = %self.name, "token rejected the PIN; not retrying");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    fn pin_str(&self) -> String {
+        use secrecy::ExposeSecret;
+        // cryptoki's AuthPin is a SecretString that zeroizes this copy when dropped.
+        self.pin.expose_secret().to_owned()
+    }
+
+    fn lease(&self, op: &'static str) -> Result<Lease<'_>, HsmError> {
+        if !self.enabled.load(Ordering::SeqCst) {
+            return Err(HsmError::Disabled(self.name.clone()));
+        }
+        self.pool
+            .acquire(|| self.open_session())?
+            .ok_or_else(|| HsmError::Unavailable {
+                device: self.name.clone(),
+                op,
+                reason: "no session became free in time".into(),
+            })
+    }
+
+    fn find_custody_key(&self, session: &Session) -> Result<Option<ObjectHandle>, CkError> {
+        let found = session.find_objects(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::Label(self.config.custody_key_label.as_bytes().to_vec()),
+        ])?;
+        match found.len() {
+            0 => Ok(None),
+            1 => Ok(Some(found[0])),
+            // Reported by the caller: we refuse to guess which key seals our envelopes.
+            _ => Err(CkError::InvalidValue),
+        }
+    }
+
+    fn custody_key_handle(&self, lease: &Lease<'_>) -> Result<ObjectHandle, HsmError> {
+        let mut cached = self.custody_key.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((handle, gen)) = *cached {
+            if gen == lease.generation() {
+                return Ok(handle);
+            }
+        }
+        match self.find_custody_key(lease.session()) {
+            Ok(Some(handle)) => {
+                *cached = Some((handle, lease.generation()));
+                Ok(handle)
+            }
+            Ok(None) => Err(HsmError::CustodyKeyMissing {
+                device: self.name.clone(),
+                label: self.config.custody_key_label.clone(),
+            }),
+            Err(CkError::InvalidValue) => Err(HsmError::CustodyKeyAmbiguous {
+                device: self.name.clone(),
+                label: self.config.custody_key_label.clone(),
+                count: 2,
+            }),
+            Err(e) => Err(self.ck_err("C_FindObjects", e)),
+        }
+    }
+
+    /// Run `f` on a pooled session with the custody key. If the device says the session is
+    /// gone, the session (and its idle siblings) are discarded and `f` runs once more on a
+    /// fresh, logged-in session, so a token reset costs one retry and no restart.
+    fn with_custody_key<T>(
+        &self,
+        op: &'static str,
+        mut f: impl FnMut(&Session, ObjectHandle) -> Result<T, CkError>,
+    ) -> Result<T, HsmError> {
+        self.operations.fetch_add(1, Ordering::Relaxed);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let lease = self.lease(op)?;
+            if let Some(latency) = self.config.simulated_latency {
+                std::thread::sleep(latency);
+            }
+            let result = match self.custody_key_handle(&lease) {
+                Ok(key) => f(lease.session(), key),
+                Err(HsmError::Unavailable { reason, .. }) if attempt == 1 => {
+                    tracing::warn!(device = %self.name, %reason, "session lost; reopening");
+                    lease.discard();
+                    continue;
+                }
+                Err(e) => {
+                    self.failures.fetch_add(1, Ordering::Relaxed);
+                    return Err(e);
+                }
+            };
+            match result {
+                Ok(v) => return Ok(v),
+                Err(e) if session_lost(&e) && attempt == 1 => {
+                    tracing::warn!(device = %self.name, error = %e, "session lost; reopening");
+                    lease.discard();
+                }
+                Err(e) => {
+                    self.failures.fetch_add(1, Ordering::Relaxed);
+                    if session_lost(&e) {
+                        lease.discard();
+                    }
+                    return Err(self.ck_err(op, e));
+                }
+            }
+        }
+    }
+
+    /// Encrypt `plaintext` under the custody key with AES-256-GCM, binding `aad`.
+    pub fn encrypt(&self, plaintext: &[u8], aad: &[u8]) -> Result<Envelope, HsmError> {
+        let mut iv = [0u8; IV_LEN];
+        getrandom::getrandom(&mut iv).map_err(|e| HsmError::InvalidInput {
+            device: self.name.clone(),
+            reason: format!("no randomness for the IV: {e}"),
+        })?;
+        let ciphertext = self.with_custody_key("C_Encrypt", |session, key| {
+            let mut iv_buf = iv;
+            let params = GcmParams::new(&mut iv_buf, aad, TAG_BITS.into())?;
+            session.encrypt(&Mechanism::AesGcm(params), key, plaintext)
+        })?;
+        Ok(Envelope { iv, ciphertext })
+    }
+
+    /// Decrypt an envelope into a buffer that is wiped when dropped. Every failure of the
+    /// decryption itself is reported as [`HsmError::Integrity`].
+    pub fn decrypt(&self, envelope: &Envelope, aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, HsmError> {
+        let mut integrity = false;
+        let result = self.with_custody_key("C_Decrypt", |session, key| {
+            let mut iv_buf = envelope.iv;
+            let params = GcmParams::new(&mut iv_buf, aad, TAG_BITS.into())?;
+            // cryptoki sizes this Vec exactly before the real call, so it never reallocates:
+            // wrapping it right away wipes the only copy.
+            match session.decrypt(&Mechanism::AesGcm(params), key, &envelope.ciphertext) {
+                Ok(v) => Ok(Zeroizing::new(v)),
+                Err(e) if session_lost(&e) => Err(e),
+                Err(e) => {
+                    integrity = true;
+                    Err(e)
+                }
+            }
+        });
+        match result {
+            Err(_) if integrity => Err(HsmError::Integrity {
+                device: self.name.clone(),
+            }),
+            other => other,
+        }
+    }
+
+    /// Create the custody key if the token has none. Returns true when it was created.
+    pub fn ensure_custody_key(&self) -> Result<bool, HsmError> {
+        let lease = self.lease("create custody key")?;
+        match self.custody_key_handle(&lease) {
+            Ok(_) => return Ok(false),
+            Err(HsmError::CustodyKeyMissing { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let template = [
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::ValueLen(32.into()),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Encrypt(true),
+            Attribute::Decrypt(true),
+            Attribute::Wrap(false),
+            Attribute::Unwrap(false),
+            Attribute::Sign(false),
+            Attribute::Verify(false),
+            Attribute::Derive(false),
+            Attribute::Label(self.config.custody_key_label.as_bytes().to_vec()),
+        ];
+        let handle = lease
+            .session()
+            .generate_key(&Mechanism::AesKeyGen, &template)
+            .map_err(|e| self.ck_err("C_GenerateKey", e))?;
+        *self.custody_key.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((handle, lease.generation()));
+        tracing::info!(device = %self.name, "created custody key");
+        Ok(true)
+    }
+
+    /// Read the custody key's protection attributes back from the token.
+    pub fn custody_key_info(&self) -> Result<CustodyKeyInfo, HsmError> {
+        let lease = self.lease("inspect custody key")?;
+        let key = self.custody_key_handle(&lease)?;
+        let session = lease.session();
+        let attrs = session
+            .get_attributes(
+                key,
+                &[
+                    AttributeType::Sensitive,
+                    AttributeType::Extractable,
+                    AttributeType::AlwaysSensitive,
+                    AttributeType::NeverExtractable,
+                ],
+            )
+            .map_err(|e| self.ck_err("C_GetAttributeValue", e))?;
+        let flag = |t: AttributeType| {
+            attrs.iter().any(|a| {
+                matches!(
+                    (a, t),
+                    (Attribute::Sensitive(true), AttributeType::Sensitive)
+                        | (Attribute::Extractable(true), AttributeType::Extractable)
+                        | (
+                            Attribute::AlwaysSensitive(true),
+                            AttributeType::AlwaysSensitive
+                        )
+                        | (
+                            Attribute::NeverExtractable(true),
+                            AttributeType::NeverExtractable
+                        )
+                )
+            })
+        };
+        let value = session
+            .get_attribute_info(key, &[AttributeType::Value])
+            .map_err(|e| self.ck_err("C_GetAttributeValue", e))?;
+        let value_readable = matches!(value.first(), Some(AttributeInfo::Available(_)));
+        Ok(CustodyKeyInfo {
+            sensitive: flag(AttributeType::Sensitive),
+            extractable: flag(AttributeType::Extractable),
+            always_sensitive: flag(AttributeType::AlwaysSensitive),
+            never_extractable: flag(AttributeType::NeverExtractable),
+            value_readable,
+        })
+    }
+
+    /// The token's identity.
+    pub fn token_summary(&self) -> Result<TokenSummary, HsmError> {
+        let info = self
+            .ctx
+            .get_token_info(self.slot)
+            .map_err(|e| self.ck_err("C_GetTokenInfo", e))?;
+        Ok(TokenSummary {
+            slot: self.slot.id(),
+            label: token_label(info.label()),
+            manufacturer: info.manufacturer_id().trim_end().to_owned(),
+            model: info.model().trim_end().to_owned(),
+            serial: info.serial_number().trim_end().to_owned(),
+        })
+    }
+
+    /// A cheap liveness check: the token answers, a session is usable and the custody key is
+    /// there. Recovers a lost session on the way, like any other operation.
+    pub fn check(&self) -> Result<(), HsmError> {
+        self.with_custody_key("health check", |session, _key| {
+            session.get_session_info().map(|_| ())
+        })
+    }
+
+    /// Take a device out of service (no new operations) or put it back. Operations in flight
+    /// finish; idle sessions are closed when disabling.
+    pub fn set_enabled(&self, enabled: bool) {
+        self.enabled.store(enabled, Ordering::SeqCst);
+        if !enabled {
+            self.pool.drain_idle();
+        }
+    }
+
+    /// Whether the device accepts operations.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.load(Ordering::SeqCst)
+    }
+
+    /// Session pool counters.
+    pub fn pool_stats(&self) -> PoolStats {
+        self.pool.stats()
+    }
+
+    /// Operations attempted and failed since start.
+    pub fn op_counts(&self) -> (u64, u64) {
+        (
+            self.operations.load(Ordering::Relaxed),
+            self.failures.load(Ordering::Relaxed),
+        )
+    }
+}

@@ -1,0 +1,317 @@
+//! The device layer against the real SoftHSM2 module. Each test runs in its own process (nextest)
+//! with its own token directory, so `C_Initialize` and tokens never leak between tests.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hsm::{
+    find_softhsm_module, init_soft_token, load_module, Device, DeviceConfig, HsmError, PinSource,
+    TokenSelector, DEFAULT_CUSTODY_KEY_LABEL,
+};
+use secrecy::SecretString;
+
+const PIN: &str = "user-pin-1234";
+const SO_PIN: &str = "so-pin-5678";
+
+struct Tokens {
+    dir: tempfile::TempDir,
+    module: PathBuf,
+}
+
+/// A private SoftHSM configuration with `labels` initialised as tokens.
+fn tokens(labels: &[&str]) -> Tokens {
+    let dir = tempfile::tempdir().unwrap();
+    let token_dir = dir.path().join("tokens");
+    std::fs::create_dir_all(&token_dir).unwrap();
+    let conf = dir.path().join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            token_dir.display()
+        ),
+    )
+    .unwrap();
+    std::env::set_var("SOFTHSM2_CONF", &conf);
+    let module = find_softhsm_module().expect("SoftHSM2 is installed (scripts/install-deps.sh)");
+    for label in labels {
+        let created = init_soft_token(
+            &module,
+            label,
+            &SecretString::from(SO_PIN.to_owned()),
+            &SecretString::from(PIN.to_owned()),
+        )
+        .unwrap();
+        assert!(created);
+    }
+    std::fs::write(dir.path().join("pin"), format!("{PIN}\n")).unwrap();
+    Tokens { dir, module }
+}
+
+fn config(t: &Tokens, label: &str, max_sessions: usize) -> DeviceConfig {
+    DeviceConfig {
+        name: format!("dev-{label}"),
+        module: t.module.clone(),
+        token: TokenSelector::Label(label.to_owned()),
+        pin: PinSource::File(t.dir.path().join("pin")),
+        max_sessions,
+        custody_key_label: DEFAULT_CUSTODY_KEY_LABEL.to_owned(),
+        simulated_latency: None,
+    }
+}
+
+fn ready_device(t: &Tokens, label: &str, max_sessions: usize) -> Device {
+    let device = Device::open(config(t, label, max_sessions)).unwrap();
+    assert!(device.ensure_custody_key().unwrap());
+    assert!(!device.ensure_custody_key().unwrap(), "idempotent");
+    device
+}
+
+#[test]
+fn custody_key_is_sensitive_non_extractable_and_unreadable() {
+    let t = tokens(&["a"]);
+    let device = ready_device(&t, "a", 2);
+    let info = device.custody_key_info().unwrap();
+    assert!(info.sensitive);
+    assert!(!info.extractable);
+    assert!(info.always_sensitive);
+    assert!(info.never_extractable);
+    assert!(!info.value_readable, "CKA_VALUE must not be readable");
+}
+
+#[test]
+fn custody_key_is_invisible_to_a_session_that_is_not_logged_in() {
+    let t = tokens(&["a"]);
+    let slot = {
+        let device = ready_device(&t, "a", 2);
+        device.token_summary().unwrap().slot
+        // Dropping the device closes all its sessions, which logs the application out.
+    };
+    let ctx = load_module(&t.module).unwrap();
+    let slot = cryptoki::slot::Slot::try_from(slot).unwrap();
+    let session = ctx.open_ro_session(slot).unwrap();
+    let template = [
+        cryptoki::object::Attribute::Class(cryptoki::object::ObjectClass::SECRET_KEY),
+        cryptoki::object::Attribute::Label(DEFAULT_CUSTODY_KEY_LABEL.as_bytes().to_vec()),
+    ];
+    assert!(session.find_objects(&template).unwrap().is_empty());
+    session
+        .login(
+            cryptoki::session::UserType::User,
+            Some(&SecretString::from(PIN.to_owned())),
+        )
+        .unwrap();
+    assert_eq!(session.find_objects(&template).unwrap().len(), 1);
+}
+
+#[test]
+fn envelope_round_trips_and_is_bound_to_its_aad() {
+    let t = tokens(&["a"]);
+    let device = ready_device(&t, "a", 2);
+    let secret = [7u8; 32];
+    let envelope = device.encrypt(&secret, b"aad-1").unwrap();
+    assert_eq!(envelope.ciphertext.len(), 32 + 16);
+    assert!(!envelope.ciphertext.windows(32).any(|w| w == secret));
+    assert_eq!(&device.decrypt(&envelope, b"aad-1").unwrap()[..], &secret);
+    let again = device.encrypt(&secret, b"aad-1").unwrap();
+    assert_ne!(again.iv, envelope.iv, "a fresh IV for every encryption");
+
+    let err = device.decrypt(&envelope, b"aad-2").unwrap_err();
+    assert!(matches!(err, HsmError::Integrity { .. }), "{err}");
+}
+
+#[test]
+fn tampered_ciphertext_tag_or_iv_fails_authentication() {
+    let t = tokens(&["a"]);
+    let device = ready_device(&t, "a", 2);
+    let envelope = device.encrypt(&[1u8; 32], b"aad").unwrap();
+    for i in [0, 31, 32, 47] {
+        let mut bad = envelope.clone();
+        bad.ciphertext[i] ^= 0x01;
+        let err = device.decrypt(&bad, b"aad").unwrap_err();
+        assert!(matches!(err, HsmError::Integrity { .. }), "byte {i}: {err}");
+    }
+    let mut bad = envelope.clone();
+    bad.iv[0] ^= 0x80;
+    assert!(matches!(
+        device.decrypt(&bad, b"aad").unwrap_err(),
+        HsmError::Integrity { .. }
+    ));
+    let mut short = envelope.clone();
+    short.ciphertext.truncate(10);
+    assert!(matches!(
+        device.decrypt(&short, b"aad").unwrap_err(),
+        HsmError::Integrity { .. }
+    ));
+    // The device still works after the failures.
+    assert_eq!(&device.decrypt(&envelope, b"aad").unwrap()[..], &[1u8; 32]);
+}
+
+#[test]
+fn an_envelope_from_another_device_does_not_open() {
+    let t = tokens(&["a", "b"]);
+    let a = ready_device(&t, "a", 2);
+    let b = ready_device(&t, "b", 2);
+    let envelope = a.encrypt(&[9u8; 32], b"aad").unwrap();
+    assert!(matches!(
+        b.decrypt(&envelope, b"aad").unwrap_err(),
+        HsmError::Integrity { .. }
+    ));
+}
+
+#[test]
+fn wrong_pin_is_one_clear_error_and_is_not_retried() {
+    let t = tokens(&["a"]);
+    let wrong = t.dir.path().join("wrong-pin");
+    std::fs::write(&wrong, "not-the-pin").unwrap();
+    let mut cfg = config(&t, "a", 2);
+    cfg.pin = PinSource::File(wrong);
+    let err = Device::open(cfg).unwrap_err();
+    assert!(matches!(err, HsmError::WrongPin { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(!msg.contains("not-the-pin") && !msg.contains(PIN), "{msg}");
+    // The right PIN still works: we did not lock the token.
+    ready_device(&t, "a", 2);
+}
+
+#[test]
+fn pin_from_environment_and_missing_sources_are_reported() {
+    let t = tokens(&["a"]);
+    let mut cfg = config(&t, "a", 2);
+    std::env::set_var("HSM_TEST_PIN", PIN);
+    cfg.pin = PinSource::Env("HSM_TEST_PIN".into());
+    Device::open(cfg.clone()).unwrap();
+    cfg.pin = PinSource::Env("HSM_TEST_PIN_UNSET".into());
+    let err = Device::open(cfg.clone()).unwrap_err();
+    assert!(matches!(err, HsmError::PinSource { .. }), "{err}");
+    cfg.pin = PinSource::File(t.dir.path().join("no-such-file"));
+    assert!(matches!(
+        Device::open(cfg).unwrap_err(),
+        HsmError::PinSource { .. }
+    ));
+}
+
+#[test]
+fn missing_module_unknown_label_and_uninitialised_token_are_clear_errors() {
+    let t = tokens(&["a"]);
+    let mut cfg = config(&t, "a", 2);
+    cfg.module = PathBuf::from("/nonexistent/libpkcs11.so");
+    let err = Device::open(cfg).unwrap_err();
+    assert!(matches!(err, HsmError::ModuleNotFound(_)), "{err}");
+
+    let err = Device::open(config(&t, "nope", 2)).unwrap_err();
+    assert!(matches!(err, HsmError::TokenNotFound { .. }), "{err}");
+    assert!(err.to_string().contains("uninitialised"), "{err}");
+
+    // SoftHSM always offers one free, uninitialised slot.
+    let ctx = load_module(&t.module).unwrap();
+    let free = ctx
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| !ctx.get_token_info(*s).unwrap().token_initialized())
+        .unwrap();
+    let mut cfg = config(&t, "a", 2);
+    cfg.token = TokenSelector::Slot(free.id());
+    let err = Device::open(cfg).unwrap_err();
+    assert!(matches!(err, HsmError::TokenNotInitialized { .. }), "{err}");
+}
+
+#[test]
+fn missing_custody_key_is_reported_before_any_use() {
+    let t = tokens(&["a"]);
+    let device = Device::open(config(&t, "a", 2)).unwrap();
+    let err = device.encrypt(&[0u8; 32], b"x").unwrap_err();
+    assert!(matches!(err, HsmError::CustodyKeyMissing { .. }), "{err}");
+    assert!(err.to_string().contains("device init"));
+}
+
+#[test]
+fn pool_never_exceeds_max_sessions_with_64_concurrent_users() {
+    let t = tokens(&["a"]);
+    let device = Arc::new(ready_device(&t, "a", 4));
+    let envelope = device.encrypt(&[3u8; 32], b"aad").unwrap();
+    let threads: Vec<_> = (0..64)
+        .map(|_| {
+            let device = device.clone();
+            let envelope = envelope.clone();
+            std::thread::spawn(move || {
+                for _ in 0..25 {
+                    assert_eq!(&device.decrypt(&envelope, b"aad").unwrap()[..], &[3u8; 32]);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let stats = device.pool_stats();
+    assert!(stats.peak_in_use <= 4, "{stats:?}");
+    assert!(
+        stats.peak_in_use >= 2,
+        "the pool was actually contended: {stats:?}"
+    );
+    assert!(stats.opened <= 4, "{stats:?}");
+    assert_eq!(stats.in_use, 0);
+}
+
+/// Close every session of the slot behind the pool's back, through the module's own function
+/// list, as a token reset or a removed device would.
+#[allow(unsafe_code)]
+fn close_all_sessions_behind_the_pools_back(module: &Path, slot: u64) {
+    use cryptoki_sys::{CKR_OK, CK_FUNCTION_LIST_PTR, CK_RV};
+    // SAFETY: the module is already loaded and initialised in this process; dlopen returns the
+    // same instance, and C_CloseAllSessions takes only a slot id.
+    unsafe {
+        let lib = libloading::Library::new(module).unwrap();
+        let get: libloading::Symbol<unsafe extern "C" fn(*mut CK_FUNCTION_LIST_PTR) -> CK_RV> =
+            lib.get(b"C_GetFunctionList").unwrap();
+        let mut list: CK_FUNCTION_LIST_PTR = std::ptr::null_mut();
+        assert_eq!(get(&mut list), CKR_OK);
+        let close_all = (*list).C_CloseAllSessions.unwrap();
+        assert_eq!(close_all(slot as _), CKR_OK);
+        std::mem::forget(lib);
+    }
+}
+
+#[test]
+fn sessions_closed_under_the_pool_are_replaced_transparently() {
+    let t = tokens(&["a"]);
+    let device = Arc::new(ready_device(&t, "a", 4));
+    let envelope = device.encrypt(&[5u8; 32], b"aad").unwrap();
+    // Fill the pool with several idle sessions.
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                for _ in 0..10 {
+                    device.decrypt(&envelope, b"aad").unwrap();
+                }
+            });
+        }
+    });
+    let before = device.pool_stats();
+    let slot = device.token_summary().unwrap().slot;
+    close_all_sessions_behind_the_pools_back(&t.module, slot);
+
+    // Every later operation succeeds, after re-opening and logging in again.
+    for _ in 0..20 {
+        assert_eq!(&device.decrypt(&envelope, b"aad").unwrap()[..], &[5u8; 32]);
+    }
+    device.check().unwrap();
+    let after = device.pool_stats();
+    assert!(after.discarded >= 1, "{after:?}");
+    assert!(after.opened > before.opened, "{before:?} -> {after:?}");
+    assert!(after.peak_in_use <= 4);
+}
+
+#[test]
+fn a_disabled_device_refuses_work_and_recovers_when_enabled() {
+    let t = tokens(&["a"]);
+    let device = ready_device(&t, "a", 2);
+    let envelope = device.encrypt(&[2u8; 32], b"aad").unwrap();
+    device.set_enabled(false);
+    let err = device.decrypt(&envelope, b"aad").unwrap_err();
+    assert!(err.is_unavailable(), "{err}");
+    device.set_enabled(true);
+    assert_eq!(&device.decrypt(&envelope, b"aad").unwrap()[..], &[2u8; 32]);
+}
