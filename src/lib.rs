@@ -1,1 +1,14 @@
+//! hsm-signer: a remote signer for Ethereum validators whose BLS12-381 keys are in the custody
+//! of PKCS#11 tokens. See `DESIGN.md` in the shared folder for the architecture; a request flows
+//! `api` → `consensus` → `slashing` → `scheduler` → `keys` / `hsm`.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
 
+pub mod bench;
+pub mod bls;
+pub mod config;
+pub mod devices;
+pub mod error;
+pub mod keys;
+
+pub use error::{Result, SignerError};

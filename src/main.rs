@@ -1,1 +1,403 @@
-fn main() {}
+//! The `hsm-signer` command line: devices, keys, benchmarks (and, as they land, the server and
+//! slashing-protection commands). Every failure ends in one clear line and a non-zero exit.
+#![deny(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use hsm_signer::config::{default_data_dir, Config};
+use hsm_signer::devices::{embedded_needs_init, init_devices, Devices};
+use hsm_signer::keys::{self, ImportOptions, KeyStore, Progress, PublicKeyBytes};
+use hsm_signer::{bench, Result, SignerError};
+use secrecy::SecretString;
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(
+    name = "hsm-signer",
+    version,
+    about = "Ethereum validator remote signer with keys in PKCS#11 custody"
+)]
+struct Cli {
+    /// Data directory: key store, slashing database, embedded SoftHSM tokens.
+    #[arg(long, global = true, env = "HSM_SIGNER_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Configuration file (default: <data-dir>/hsm-signer.toml, else the embedded SoftHSM default).
+    #[arg(long, global = true, env = "HSM_SIGNER_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// PKCS#11 devices.
+    #[command(subcommand)]
+    Device(DeviceCmd),
+    /// Validator keys.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Subcommand)]
+enum DeviceCmd {
+    /// Make devices ready: create the embedded tokens and the custody keys if missing (idempotent).
+    Init {
+        /// Only this device.
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// Configured devices and whether they open.
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Prove each device works: login, custody key attributes, an encrypt/decrypt round trip.
+    Check {
+        /// Only this device.
+        #[arg(long)]
+        device: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Import EIP-2335 keystores (files, or directories such as the deposit CLI's validator_keys/).
+    Import {
+        /// Keystore files or directories.
+        #[arg(long = "keystore", required = true, num_args = 1..)]
+        keystores: Vec<PathBuf>,
+        /// File holding the keystores' password.
+        #[arg(long)]
+        password_file: PathBuf,
+        /// Device that seals the keys (default: the configured default device).
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// Generate new random keys on a device.
+    Generate {
+        /// How many.
+        #[arg(long)]
+        count: usize,
+        /// Device that seals the keys.
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// List keys.
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a key from the store.
+    Delete {
+        /// The validator public key (0x…).
+        pubkey: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Decrypt-on-device + sign against raw blst signing.
+    Custody {
+        /// Device to use (default: the default device).
+        #[arg(long)]
+        device: Option<String>,
+        /// Signing threads (default: the number of cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Total measuring time in seconds.
+        #[arg(long, default_value_t = 6.0)]
+        seconds: f64,
+        /// Print a JSON report.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let data_dir = cli.data_dir.unwrap_or_else(default_data_dir);
+    let config = Config::load(cli.config.as_deref(), &data_dir)?;
+    // Modules read their environment in C_Initialize: set it before any device or thread exists.
+    config.apply_module_environment()?;
+    let explicit_init = matches!(cli.command, Command::Device(DeviceCmd::Init { .. }));
+    if !explicit_init && embedded_needs_init(&config) {
+        init_devices(&config, None)?;
+        eprintln!(
+            "created {} SoftHSM tokens with custody keys under {} (PINs in 0600 files there)",
+            config.devices.len(),
+            config.data_dir.join("softhsm").display()
+        );
+    }
+    match cli.command {
+        Command::Device(cmd) => device_cmd(&config, cmd),
+        Command::Keys(cmd) => keys_cmd(&config, cmd),
+        Command::Bench(cmd) => bench_cmd(&config, cmd),
+    }
+}
+
+fn device_cmd(config: &Config, cmd: DeviceCmd) -> Result<()> {
+    match cmd {
+        DeviceCmd::Init { device } => {
+            for r in init_devices(config, device.as_deref())? {
+                println!(
+                    "{}: token {}, custody key {}",
+                    r.device,
+                    if r.token_created {
+                        "created"
+                    } else {
+                        "present"
+                    },
+                    if r.custody_key_created {
+                        "created"
+                    } else {
+                        "present"
+                    },
+                );
+            }
+            if config.is_embedded() {
+                println!(
+                    "embedded SoftHSM tokens live in {}",
+                    config.data_dir.join("softhsm").display()
+                );
+            }
+            Ok(())
+        }
+        DeviceCmd::List { json } => {
+            let mut rows = Vec::new();
+            for d in &config.devices {
+                let status = match hsm::Device::open(d.hsm.clone()) {
+                    Ok(dev) => dev
+                        .check()
+                        .map(|_| "ok".to_owned())
+                        .unwrap_or_else(|e| e.to_string()),
+                    Err(e) => e.to_string(),
+                };
+                rows.push(json!({
+                    "name": d.hsm.name,
+                    "profile": d.profile.description,
+                    "module": d.hsm.module,
+                    "token": d.hsm.token.to_string(),
+                    "max_sessions": d.hsm.max_sessions,
+                    "default": d.hsm.name == config.default_device,
+                    "status": status,
+                }));
+            }
+            if json {
+                println!("{}", serde_json::Value::Array(rows));
+            } else {
+                for r in rows {
+                    println!(
+                        "{:<14} token {:<16} sessions {:<3} {}  [{}]",
+                        r["name"].as_str().unwrap_or_default(),
+                        r["token"].as_str().unwrap_or_default(),
+                        r["max_sessions"],
+                        r["status"].as_str().unwrap_or_default(),
+                        r["profile"].as_str().unwrap_or_default(),
+                    );
+                }
+            }
+            Ok(())
+        }
+        DeviceCmd::Check { device } => {
+            let mut failed = 0;
+            for d in config
+                .devices
+                .iter()
+                .filter(|d| device.as_ref().is_none_or(|n| *n == d.hsm.name))
+            {
+                match check_device(&d.hsm) {
+                    Ok(line) => println!("{}: ok: {line}", d.hsm.name),
+                    Err(e) => {
+                        failed += 1;
+                        println!("{}: FAILED: {e}", d.hsm.name);
+                    }
+                }
+            }
+            if failed > 0 {
+                return Err(SignerError::Invalid(format!(
+                    "{failed} device(s) failed the check"
+                )));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn check_device(cfg: &hsm::DeviceConfig) -> Result<String> {
+    let device = hsm::Device::open(cfg.clone())?;
+    let info = device.custody_key_info()?;
+    if !info.sensitive || info.extractable || info.value_readable {
+        return Err(SignerError::Invalid(format!(
+            "custody key is not protected as required: {info:?}"
+        )));
+    }
+    let mut probe = zeroize::Zeroizing::new([0u8; 32]);
+    getrandom::getrandom(probe.as_mut()).map_err(|e| SignerError::Invalid(e.to_string()))?;
+    let env = device.encrypt(probe.as_ref(), b"hsm-signer/check")?;
+    if device.decrypt(&env, b"hsm-signer/check")?.as_slice() != probe.as_ref() {
+        return Err(SignerError::Invalid(
+            "AES-GCM round trip returned different bytes".into(),
+        ));
+    }
+    let token = device.token_summary()?;
+    Ok(format!(
+        "token {:?} ({} {}, serial {}), custody key sensitive, non-extractable, AES-GCM round trip ok",
+        token.label, token.manufacturer, token.model, token.serial
+    ))
+}
+
+fn keys_cmd(config: &Config, cmd: KeysCmd) -> Result<()> {
+    let mut store = KeyStore::load_strict(&config.keys_dir())?;
+    match cmd {
+        KeysCmd::Import {
+            keystores,
+            password_file,
+            device,
+        } => {
+            let password = read_password(&password_file)?;
+            let paths = keys::import::collect_keystore_paths(&keystores)?;
+            let devices = Devices::open_all(config)?;
+            let device = device.unwrap_or_else(|| config.default_device.clone());
+            let report = keys::import_keystores(
+                &mut store,
+                &devices,
+                &paths,
+                &password,
+                &ImportOptions {
+                    device: device.clone(),
+                    progress: Progress::Auto,
+                },
+            )?;
+            for pk in &report.imported {
+                println!("imported {pk}");
+            }
+            for pk in &report.duplicates {
+                println!("already present {pk}");
+            }
+            let cpu = report
+                .kdf_cpu
+                .map(|c| {
+                    format!(
+                        ", {:.1} s CPU ({:.2} cores busy)",
+                        c.as_secs_f64(),
+                        c.as_secs_f64() / report.kdf_wall.as_secs_f64().max(1e-9)
+                    )
+                })
+                .unwrap_or_default();
+            println!(
+                "{} imported, {} already present, onto {device}; KDF on {} threads in {:.1} s{cpu}",
+                report.imported.len(),
+                report.duplicates.len(),
+                report.kdf_threads,
+                report.kdf_wall.as_secs_f64(),
+            );
+            Ok(())
+        }
+        KeysCmd::Generate { count, device } => {
+            let devices = Devices::open_all(config)?;
+            let device = device.unwrap_or_else(|| config.default_device.clone());
+            for pk in keys::generate(&mut store, &devices, &device, count)? {
+                println!("{pk}");
+            }
+            Ok(())
+        }
+        KeysCmd::List { json } => {
+            if json {
+                let list: Vec<_> = store
+                    .iter()
+                    .map(|r| {
+                        json!({
+                            "pubkey": r.pubkey,
+                            "threshold": r.threshold,
+                            "shares": r.shares.iter().map(|s| json!({"id": s.id, "device": s.device, "pubkey": s.pubkey})).collect::<Vec<_>>(),
+                            "origin": r.origin,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(list));
+            } else {
+                for r in store.iter() {
+                    let devices: Vec<_> = r.shares.iter().map(|s| s.device.as_str()).collect();
+                    println!(
+                        "{} {}-of-{} on {}",
+                        r.pubkey,
+                        r.threshold,
+                        r.shares.len(),
+                        devices.join(",")
+                    );
+                }
+                eprintln!("{} key(s) in {}", store.len(), store.dir().display());
+            }
+            Ok(())
+        }
+        KeysCmd::Delete { pubkey } => {
+            let pk = PublicKeyBytes::parse(&pubkey).ok_or_else(|| {
+                SignerError::Invalid(format!("{pubkey:?} is not a 48-byte hex public key"))
+            })?;
+            store.delete(&pk)?;
+            println!("deleted {pk}");
+            Ok(())
+        }
+    }
+}
+
+fn read_password(path: &std::path::Path) -> Result<SecretString> {
+    let raw =
+        zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(SignerError::io(path))?);
+    Ok(SecretString::from(
+        raw.trim_end_matches(['\n', '\r']).to_owned(),
+    ))
+}
+
+fn bench_cmd(config: &Config, cmd: BenchCmd) -> Result<()> {
+    match cmd {
+        BenchCmd::Custody {
+            device,
+            threads,
+            seconds,
+            json,
+        } => {
+            let devices = Devices::open_all(config)?;
+            let device = device.unwrap_or_else(|| config.default_device.clone());
+            let threads = threads.unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            });
+            let report = bench::custody::run(&devices, &device, threads, seconds)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            } else {
+                print!("{}", report.table());
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,452 @@
+//! The one configuration loader: a TOML file (or the embedded SoftHSM default when there is
+//! none), device profiles from `pkcs11-config/` compiled into the binary, and the data directory
+//! layout. Opening devices is `crate::devices`' job, not this module's.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hsm::{DeviceConfig, PinSource, TokenSelector, DEFAULT_CUSTODY_KEY_LABEL};
+use serde::Deserialize;
+
+use crate::error::{Result, SignerError};
+
+/// Device profiles shipped in `pkcs11-config/`, by name.
+const BUILTIN_PROFILES: &[(&str, &str)] = &[
+    ("softhsm", include_str!("../pkcs11-config/softhsm.toml")),
+    ("yubihsm2", include_str!("../pkcs11-config/yubihsm2.toml")),
+    ("luna", include_str!("../pkcs11-config/luna.toml")),
+    ("cloudhsm", include_str!("../pkcs11-config/cloudhsm.toml")),
+    ("nshield", include_str!("../pkcs11-config/nshield.toml")),
+    ("kryoptic", include_str!("../pkcs11-config/kryoptic.toml")),
+];
+
+/// Number of SoftHSM tokens the embedded default creates (enough for a 2-of-3 threshold key).
+pub const EMBEDDED_TOKENS: usize = 3;
+/// Name of the configuration file looked for in the data directory.
+pub const CONFIG_FILE_NAME: &str = "hsm-signer.toml";
+
+/// A kind of device, as described by a file in `pkcs11-config/`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// What the device is.
+    pub description: String,
+    /// Where its module usually is.
+    #[serde(default)]
+    pub module_candidates: Vec<PathBuf>,
+    /// Session cap per token.
+    pub max_sessions: usize,
+    /// Envelope mechanism; only `CKM_AES_GCM` exists today.
+    pub mechanism: String,
+    /// The signer may create tokens of this kind itself.
+    #[serde(default)]
+    pub soft_token: bool,
+    /// Environment variable through which the module finds its own configuration.
+    #[serde(default)]
+    pub config_env: Option<String>,
+}
+
+/// Look up a built-in profile by name.
+pub fn builtin_profile(name: &str) -> Result<Profile> {
+    let text = BUILTIN_PROFILES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, t)| *t)
+        .ok_or_else(|| {
+            let known: Vec<_> = BUILTIN_PROFILES.iter().map(|(n, _)| *n).collect();
+            SignerError::Config(format!(
+                "unknown device profile {name:?}; known: {}",
+                known.join(", ")
+            ))
+        })?;
+    toml::from_str(text).map_err(|e| SignerError::Config(format!("built-in profile {name}: {e}")))
+}
+
+/// One `[[device]]` entry of the configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceEntry {
+    /// Our name for the device; key files refer to it.
+    pub name: String,
+    /// Built-in profile name (default `softhsm`).
+    #[serde(default = "default_profile")]
+    pub profile: String,
+    /// A profile file on disk instead of a built-in one.
+    pub profile_file: Option<PathBuf>,
+    /// Token label (preferred) …
+    pub token_label: Option<String>,
+    /// … or a fixed slot id.
+    pub slot: Option<u64>,
+    /// File holding the user PIN.
+    pub pin_file: Option<PathBuf>,
+    /// Environment variable holding the user PIN.
+    pub pin_env: Option<String>,
+    /// Override the profile's module path.
+    pub module: Option<PathBuf>,
+    /// Override the profile's session cap.
+    pub max_sessions: Option<usize>,
+    /// Override the custody key label.
+    pub custody_key_label: Option<String>,
+    /// Value for the profile's `config_env` (e.g. the path of softhsm2.conf).
+    pub module_config: Option<PathBuf>,
+    /// Benchmarks only: fixed latency added to every device operation (a stand-in network HSM).
+    pub simulated_latency_ms: Option<u64>,
+    /// File holding the SO PIN, for `device init` of soft tokens.
+    pub so_pin_file: Option<PathBuf>,
+}
+
+fn default_profile() -> String {
+    "softhsm".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    default_device: Option<String>,
+    #[serde(default)]
+    device: Vec<DeviceEntry>,
+}
+
+/// A resolved device: the `hsm` crate's config plus what the signer needs around it.
+#[derive(Debug, Clone)]
+pub struct ResolvedDevice {
+    /// What the `hsm` crate needs to open it.
+    pub hsm: DeviceConfig,
+    /// Its profile.
+    pub profile: Profile,
+    /// Environment for the module (`config_env` = `module_config`).
+    pub module_env: Option<(String, PathBuf)>,
+    /// SO PIN file (soft tokens created by the signer).
+    pub so_pin_file: Option<PathBuf>,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Data directory (key store, slashing database, embedded tokens).
+    pub data_dir: PathBuf,
+    /// Where the configuration came from; `None` for the embedded default.
+    pub source: Option<PathBuf>,
+    /// HTTP listen address.
+    pub listen: String,
+    /// Devices, in configuration order.
+    pub devices: Vec<ResolvedDevice>,
+    /// Device that takes new whole keys unless told otherwise.
+    pub default_device: String,
+}
+
+/// `$XDG_DATA_HOME/hsm-signer`, else `~/.local/share/hsm-signer`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("hsm-signer");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| ".".into());
+    home.join(".local/share/hsm-signer")
+}
+
+impl Config {
+    /// Load `config` if given, else `<data_dir>/hsm-signer.toml` if present, else the embedded
+    /// default (SoftHSM tokens under the data directory).
+    pub fn load(config: Option<&Path>, data_dir: &Path) -> Result<Config> {
+        let path = match config {
+            Some(p) => Some(p.to_owned()),
+            None => Some(data_dir.join(CONFIG_FILE_NAME)).filter(|p| p.is_file()),
+        };
+        let Some(path) = path else {
+            return Self::embedded(data_dir);
+        };
+        let text = std::fs::read_to_string(&path).map_err(SignerError::io(&path))?;
+        let file: FileConfig = toml::from_str(&text)
+            .map_err(|e| SignerError::Config(format!("{}: {e}", path.display())))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let devices = file
+            .device
+            .iter()
+            .map(|d| resolve_device(d, base))
+            .collect::<Result<Vec<_>>>()?;
+        let default_device = file
+            .default_device
+            .or_else(|| devices.first().map(|d| d.hsm.name.clone()))
+            .ok_or_else(|| {
+                SignerError::Config(format!("{}: no [[device]] configured", path.display()))
+            })?;
+        let config = Config {
+            data_dir: data_dir.to_owned(),
+            source: Some(path),
+            listen: file.listen.unwrap_or_else(|| "127.0.0.1:9000".into()),
+            devices,
+            default_device,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The embedded default: `EMBEDDED_TOKENS` SoftHSM tokens under `<data_dir>/softhsm`, with
+    /// random PINs in 0600 files (created by [`crate::devices::bootstrap_soft_tokens`]).
+    pub fn embedded(data_dir: &Path) -> Result<Config> {
+        let soft = data_dir.join("softhsm");
+        let entries: Vec<DeviceEntry> = (1..=EMBEDDED_TOKENS)
+            .map(|i| DeviceEntry {
+                name: format!("softhsm-{i}"),
+                profile: "softhsm".into(),
+                profile_file: None,
+                token_label: Some(format!("hsm-signer-{i}")),
+                slot: None,
+                pin_file: Some(soft.join(format!("softhsm-{i}.pin"))),
+                pin_env: None,
+                module: None,
+                max_sessions: None,
+                custody_key_label: None,
+                module_config: Some(soft.join("softhsm2.conf")),
+                simulated_latency_ms: None,
+                so_pin_file: Some(soft.join(format!("softhsm-{i}.so-pin"))),
+            })
+            .collect();
+        let devices = entries
+            .iter()
+            .map(|d| resolve_device(d, data_dir))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Config {
+            data_dir: data_dir.to_owned(),
+            source: None,
+            listen: "127.0.0.1:9000".into(),
+            default_device: devices[0].hsm.name.clone(),
+            devices,
+        })
+    }
+
+    fn validate(&self) -> Result<()> {
+        let mut names = std::collections::HashSet::new();
+        for d in &self.devices {
+            if !names.insert(&d.hsm.name) {
+                return Err(SignerError::Config(format!(
+                    "device {:?} is configured twice",
+                    d.hsm.name
+                )));
+            }
+        }
+        if !names.contains(&self.default_device) {
+            return Err(SignerError::Config(format!(
+                "default_device {:?} is not a configured device",
+                self.default_device
+            )));
+        }
+        self.module_environment().map(|_| ())
+    }
+
+    /// The environment the modules need (e.g. `SOFTHSM2_CONF`); two devices asking for
+    /// different values of one variable is an error, since the module reads it once.
+    pub fn module_environment(&self) -> Result<BTreeMap<String, PathBuf>> {
+        let mut env = BTreeMap::new();
+        for d in &self.devices {
+            if let Some((var, value)) = &d.module_env {
+                if let Some(prev) = env.insert(var.clone(), value.clone()) {
+                    if prev != *value {
+                        return Err(SignerError::Config(format!(
+                            "devices disagree on {var}: {} vs {}",
+                            prev.display(),
+                            value.display()
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(env)
+    }
+
+    /// Set the module environment in this process. Call before any device is opened and
+    /// before other threads exist (the modules read it in `C_Initialize`).
+    pub fn apply_module_environment(&self) -> Result<()> {
+        for (var, value) in self.module_environment()? {
+            std::env::set_var(var, value);
+        }
+        Ok(())
+    }
+
+    /// Directory of the key store.
+    pub fn keys_dir(&self) -> PathBuf {
+        self.data_dir.join("keys")
+    }
+
+    /// Whether this is the embedded default (the signer owns the tokens).
+    pub fn is_embedded(&self) -> bool {
+        self.source.is_none()
+    }
+
+    /// A device by name.
+    pub fn device(&self, name: &str) -> Result<&ResolvedDevice> {
+        self.devices
+            .iter()
+            .find(|d| d.hsm.name == name)
+            .ok_or_else(|| SignerError::Config(format!("no device named {name:?} is configured")))
+    }
+}
+
+fn resolve_device(d: &DeviceEntry, base: &Path) -> Result<ResolvedDevice> {
+    let rel = |p: &PathBuf| {
+        if p.is_absolute() {
+            p.clone()
+        } else {
+            base.join(p)
+        }
+    };
+    let profile = match &d.profile_file {
+        Some(f) => {
+            let f = rel(f);
+            let text = std::fs::read_to_string(&f).map_err(SignerError::io(&f))?;
+            toml::from_str(&text)
+                .map_err(|e| SignerError::Config(format!("{}: {e}", f.display())))?
+        }
+        None => builtin_profile(&d.profile)?,
+    };
+    if profile.mechanism != "CKM_AES_GCM" {
+        return Err(SignerError::Config(format!(
+            "device {}: mechanism {} is not supported (CKM_AES_GCM is)",
+            d.name, profile.mechanism
+        )));
+    }
+    let module = match &d.module {
+        Some(m) => rel(m),
+        None => profile
+            .module_candidates
+            .iter()
+            .find(|p| p.is_file())
+            .or(profile.module_candidates.first())
+            .cloned()
+            .ok_or_else(|| SignerError::Config(format!("device {}: no module path", d.name)))?,
+    };
+    let token = match (&d.token_label, d.slot) {
+        (Some(l), None) => TokenSelector::Label(l.clone()),
+        (None, Some(s)) => TokenSelector::Slot(s),
+        _ => {
+            return Err(SignerError::Config(format!(
+                "device {}: set exactly one of token_label and slot",
+                d.name
+            )))
+        }
+    };
+    let pin = match (&d.pin_file, &d.pin_env) {
+        (Some(f), None) => PinSource::File(rel(f)),
+        (None, Some(v)) => PinSource::Env(v.clone()),
+        _ => {
+            return Err(SignerError::Config(format!(
+                "device {}: set exactly one of pin_file and pin_env",
+                d.name
+            )))
+        }
+    };
+    let module_env = match (&profile.config_env, &d.module_config) {
+        (Some(var), Some(path)) => Some((var.clone(), rel(path))),
+        (None, Some(_)) => {
+            return Err(SignerError::Config(format!(
+                "device {}: module_config is set but profile has no config_env",
+                d.name
+            )))
+        }
+        _ => None,
+    };
+    let max_sessions = d.max_sessions.unwrap_or(profile.max_sessions);
+    if max_sessions == 0 {
+        return Err(SignerError::Config(format!(
+            "device {}: max_sessions must be at least 1",
+            d.name
+        )));
+    }
+    Ok(ResolvedDevice {
+        hsm: DeviceConfig {
+            name: d.name.clone(),
+            module,
+            token,
+            pin,
+            max_sessions,
+            custody_key_label: d
+                .custody_key_label
+                .clone()
+                .unwrap_or_else(|| DEFAULT_CUSTODY_KEY_LABEL.to_owned()),
+            simulated_latency: d.simulated_latency_ms.map(Duration::from_millis),
+        },
+        module_env,
+        so_pin_file: d.so_pin_file.as_ref().map(rel),
+        profile,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_builtin_profile_parses() {
+        for (name, _) in BUILTIN_PROFILES {
+            let p = builtin_profile(name).unwrap();
+            assert!(p.max_sessions > 0, "{name}");
+            assert_eq!(p.mechanism, "CKM_AES_GCM");
+        }
+        assert!(builtin_profile("nope").is_err());
+    }
+
+    #[test]
+    fn config_file_resolves_relative_paths_and_rejects_ambiguity() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            r#"
+listen = "127.0.0.1:9100"
+[[device]]
+name = "yubi"
+profile = "yubihsm2"
+token_label = "YubiHSM"
+pin_env = "YUBI_PIN"
+[[device]]
+name = "soft"
+token_label = "t"
+pin_file = "pins/soft"
+max_sessions = 3
+simulated_latency_ms = 2
+"#,
+        )
+        .unwrap();
+        let c = Config::load(Some(&path), dir.path()).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9100");
+        assert_eq!(c.default_device, "yubi");
+        assert_eq!(c.devices[0].hsm.max_sessions, 16);
+        let soft = c.device("soft").unwrap();
+        assert_eq!(soft.hsm.max_sessions, 3);
+        assert_eq!(soft.hsm.pin, PinSource::File(dir.path().join("pins/soft")));
+        assert_eq!(soft.hsm.simulated_latency, Some(Duration::from_millis(2)));
+
+        std::fs::write(
+            &path,
+            "[[device]]\nname='a'\ntoken_label='x'\nslot=1\npin_env='P'\n",
+        )
+        .unwrap();
+        let err = Config::load(Some(&path), dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("exactly one of token_label and slot"), "{err}");
+        std::fs::write(
+            &path,
+            "[[device]]\nname='a'\ntoken_label='x'\npin_env='P'\nbogus=1\n",
+        )
+        .unwrap();
+        assert!(Config::load(Some(&path), dir.path()).is_err());
+    }
+
+    #[test]
+    fn embedded_default_has_three_soft_tokens_under_the_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config::load(None, dir.path()).unwrap();
+        assert!(c.is_embedded());
+        assert_eq!(c.devices.len(), EMBEDDED_TOKENS);
+        let env = c.module_environment().unwrap();
+        assert_eq!(
+            env["SOFTHSM2_CONF"],
+            dir.path().join("softhsm/softhsm2.conf")
+        );
+    }
+}

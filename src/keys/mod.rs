@@ -1,0 +1,58 @@
+//! The key store: validator keys and threshold shares, each sealed by a device's custody key and
+//! kept as one JSON file per validator (`keys/0x<pubkey>.json`), plus EIP-2335 import and the
+//! decrypt-then-sign step. It does not decide *whether* to sign (slashing protection) or *when*
+//! (the scheduler); it only knows how to turn an envelope and a signing root into a signature.
+
+pub mod eip2335;
+
+mod record;
+mod store;
+
+pub mod import;
+pub use import::{generate, import_keystores, ImportOptions, ImportReport, Progress};
+pub use record::{envelope_aad, KeyRecord, PublicKeyBytes, ShareId, ShareRecord, KEY_FILE_VERSION};
+pub use store::KeyStore;
+
+use blst::min_pk::Signature;
+use hsm::Device;
+
+use crate::bls;
+use crate::error::{Result, SignerError};
+
+/// Seal `secret` (32 bytes) as share `id` of the validator `pubkey` under `device`'s custody key.
+pub fn seal_share(
+    device: &Device,
+    validator: &PublicKeyBytes,
+    id: ShareId,
+    secret: &blst::min_pk::SecretKey,
+) -> Result<ShareRecord> {
+    let bytes = zeroize::Zeroizing::new(secret.to_bytes());
+    let envelope = device.encrypt(bytes.as_ref(), &envelope_aad(validator, id))?;
+    Ok(ShareRecord {
+        id,
+        device: device.name().to_owned(),
+        pubkey: PublicKeyBytes(bls::public_key_bytes(secret)),
+        envelope,
+    })
+}
+
+/// Open one share on its device and sign `signing_root` with it. The secret exists only inside
+/// this call, in buffers that are wiped on return.
+pub fn sign_with_share(
+    device: &Device,
+    validator: &PublicKeyBytes,
+    share: &ShareRecord,
+    signing_root: &[u8; 32],
+) -> Result<Signature> {
+    if device.name() != share.device {
+        return Err(SignerError::Invalid(format!(
+            "share {} of {validator} lives on device {}, not {}",
+            share.id,
+            share.device,
+            device.name()
+        )));
+    }
+    let secret = device.decrypt(&share.envelope, &envelope_aad(validator, share.id))?;
+    let sk = bls::secret_key(&secret)?;
+    Ok(bls::sign(&sk, signing_root))
+}
