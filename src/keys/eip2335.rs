@@ -1,0 +1,1460 @@
+//! EIP-2335 (BLS12-381 keystore, version 4) reading and writing.
+//!
+//! This module owns the keystore format and its cryptography only: it parses
+//! and validates keystore JSON, turns a keystore plus a password into the 32
+//! secret bytes it protects ([`Keystore::decrypt`]), and turns 32 secret bytes
+//! plus a password back into a keystore ([`Keystore::encrypt`]). It does not
+//! touch HSMs, read or write key files, prompt for passwords, derive or check
+//! BLS public keys, or log anything: callers hand it strings and secrets and
+//! decide what to do with the result. Every buffer this module allocates for
+//! key material (normalised password, derived key, plaintext) is wrapped in
+//! [`Zeroizing`] (the internal state of the scrypt, PBKDF2, SHA-256 and AES
+//! implementations is beyond its reach), and the KDF parameters of a keystore
+//! are bounded before any work is done so that a hostile file cannot exhaust
+//! memory or CPU.
+
+use aes::Aes128;
+use ctr::cipher::{KeyIvInit, StreamCipher};
+use hmac::Hmac;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use unicode_normalization::UnicodeNormalization;
+use zeroize::{Zeroize, Zeroizing};
+
+/// The only keystore version this module reads or writes.
+pub const KEYSTORE_VERSION: u64 = 4;
+
+/// Length in bytes of the secret a keystore protects (a BLS12-381 secret key).
+pub const SECRET_LEN: usize = 32;
+
+/// `dklen` we accept and produce: aes-128-ctr uses bytes 0..16 as the key and
+/// the checksum uses bytes 16..32, so exactly 32 bytes are needed.
+const DKLEN: usize = 32;
+
+// Resource limits for scrypt. The KDF parameters come from the file, which is
+// not authenticated until after the KDF has run, so they are attacker
+// controlled. One scrypt derivation allocates 128 * r * n bytes and does work
+// proportional to n * r * p. The EIP default (n = 2^18, r = 8, p = 1) is
+// 256 MiB and on the order of a second. The limits leave room for keystores
+// made deliberately stronger than that (4x n, 4x r, 16x p) while capping the
+// memory of one derivation at 1 GiB and its time at 64x the default (p = 16
+// on a 1 GiB derivation), i.e. about a minute rather than unbounded; they also
+// keep r * p <= 512, far inside RFC 7914's r * p < 2^30.
+
+/// Largest scrypt `n` accepted: 2^20, four times the EIP default.
+const MAX_SCRYPT_N: u64 = 1 << 20;
+/// Largest scrypt `r` accepted: four times the EIP default of 8.
+const MAX_SCRYPT_R: u64 = 32;
+/// Largest scrypt `p` accepted. `p` multiplies the time, not the memory (the
+/// implementation runs the p lanes one after another); the EIP default is 1.
+const MAX_SCRYPT_P: u64 = 16;
+/// Cap on scrypt's big buffer, 128 * r * n bytes. The individual limits above
+/// would still allow 4 GiB (n = 2^20, r = 32); a signer importing keystores in
+/// parallel must not be made to allocate that by a file it has not yet
+/// authenticated. 1 GiB still admits n = 2^20 with the default r = 8.
+const MAX_SCRYPT_MEM: u64 = 1 << 30;
+/// Largest PBKDF2 iteration count accepted. PBKDF2 needs no memory, so only
+/// time is at stake: ten million HMAC-SHA256 iterations is about 40 times the
+/// EIP default of 262144 (seconds of CPU), beyond which a keystore is far more
+/// likely hostile than careful.
+const MAX_PBKDF2_C: u64 = 10_000_000;
+/// Largest keystore JSON accepted. Real keystores are about 1 KiB.
+const MAX_JSON_LEN: usize = 1 << 20;
+/// How many characters of a file-supplied name are quoted in an error.
+const MAX_QUOTED_CHARS: usize = 64;
+
+/// Errors from reading, decrypting or writing an EIP-2335 keystore.
+///
+/// No variant ever carries a password, a secret, a derived key or ciphertext.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Eip2335Error {
+    /// The JSON is not a well-formed keystore: bad syntax, a missing field, a
+    /// field of the wrong type, bad hex, or a value of the wrong length.
+    #[error("malformed keystore: {0}")]
+    Malformed(String),
+    /// The `version` field is not 4.
+    #[error("unsupported keystore version {0} (only version 4, EIP-2335, is supported)")]
+    UnsupportedVersion(u64),
+    /// `crypto.kdf.function` is neither `scrypt` nor `pbkdf2`.
+    #[error("unknown KDF function {0:?} (supported: \"scrypt\", \"pbkdf2\")")]
+    UnknownKdf(String),
+    /// `crypto.cipher.function` is not `aes-128-ctr`.
+    #[error("unknown cipher function {0:?} (supported: \"aes-128-ctr\")")]
+    UnknownCipher(String),
+    /// `crypto.checksum.function` is not `sha256`.
+    #[error("unknown checksum function {0:?} (supported: \"sha256\")")]
+    UnknownChecksum(String),
+    /// KDF parameters outside what the EIP allows or what this module is
+    /// willing to spend memory and CPU on.
+    #[error("unsupported KDF parameters: {0}")]
+    UnsupportedKdfParams(String),
+    /// The password does not match the keystore, or the keystore was altered.
+    #[error("checksum mismatch: wrong password or corrupted keystore")]
+    ChecksumMismatch,
+    /// The keystore protects a secret that is not 32 bytes long.
+    #[error("secret must be {SECRET_LEN} bytes, but the keystore holds {0} bytes")]
+    BadSecretLength(usize),
+    /// The operating system's random number generator failed (encrypt only).
+    #[error("system random number generator failed: {0}")]
+    Randomness(String),
+}
+
+type Result<T> = std::result::Result<T, Eip2335Error>;
+
+/// An EIP-2335 keystore, in the EIP's JSON shape.
+///
+/// Fields are public so callers can read `pubkey`, `path`, `uuid` and
+/// `description`. A value obtained by deserialising directly (rather than via
+/// [`Keystore::from_json`]) is validated again by [`Keystore::decrypt`], so
+/// nothing here has to be trusted. `Debug` shows only public data and
+/// ciphertext.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Keystore {
+    /// The three crypto modules.
+    pub crypto: KeystoreCrypto,
+    /// Optional human-readable description; not necessarily unique.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Public key as hex without `0x` (as the deposit CLI writes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pubkey: Option<String>,
+    /// EIP-2334 derivation path, or `""` if unknown.
+    pub path: String,
+    /// RFC 4122 UUID of the keystore.
+    pub uuid: String,
+    /// Always 4.
+    pub version: u64,
+}
+
+/// The `crypto` object of a keystore.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeystoreCrypto {
+    /// Key derivation: `scrypt` or `pbkdf2`.
+    pub kdf: KeystoreModule,
+    /// Password verification: `sha256`.
+    pub checksum: KeystoreModule,
+    /// Secret encryption: `aes-128-ctr`.
+    pub cipher: KeystoreModule,
+}
+
+/// One EIP-2335 module: a function name, its parameters, and its message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeystoreModule {
+    /// Which construction is used, e.g. `"scrypt"`.
+    pub function: String,
+    /// The construction's parameters, kept as JSON so that unknown functions
+    /// can still be read and reported precisely.
+    pub params: Map<String, Value>,
+    /// The construction's primary input, as hex (empty for the KDF).
+    pub message: String,
+}
+
+/// Which KDF [`Keystore::encrypt`] uses, with its parameters.
+///
+/// `n` is the scrypt cost parameter as a plain value (as written in the
+/// keystore JSON), not its log2: it must be a power of two.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KdfChoice {
+    /// scrypt with cost `n` (a power of two, 2 ..= 2^20), block size `r` and
+    /// parallelism `p`.
+    Scrypt {
+        /// CPU/memory cost, a power of two (value form, e.g. 262144).
+        n: u32,
+        /// Block size.
+        r: u32,
+        /// Parallelism.
+        p: u32,
+    },
+    /// PBKDF2-HMAC-SHA256 with `c` iterations.
+    Pbkdf2 {
+        /// Iteration count.
+        c: u32,
+    },
+}
+
+impl KdfChoice {
+    /// The EIP's scrypt parameters: n = 262144, r = 8, p = 1.
+    #[must_use]
+    pub const fn scrypt_default() -> Self {
+        KdfChoice::Scrypt {
+            n: 262_144,
+            r: 8,
+            p: 1,
+        }
+    }
+
+    /// The EIP's PBKDF2 parameters: c = 262144 (prf hmac-sha256).
+    #[must_use]
+    pub const fn pbkdf2_default() -> Self {
+        KdfChoice::Pbkdf2 { c: 262_144 }
+    }
+
+    fn check(self) -> Result<Kdf> {
+        match self {
+            KdfChoice::Scrypt { n, r, p } => {
+                check_scrypt(u64::from(n), u64::from(r), u64::from(p)).map(Kdf::Scrypt)
+            }
+            KdfChoice::Pbkdf2 { c } => check_pbkdf2(u64::from(c)).map(|c| Kdf::Pbkdf2 { c }),
+        }
+    }
+
+    /// The `crypto.kdf` module for these (already checked) parameters.
+    fn module(self, salt: &[u8]) -> KeystoreModule {
+        let mut params = Map::new();
+        params.insert("dklen".into(), Value::from(DKLEN));
+        match self {
+            KdfChoice::Scrypt { n, r, p } => {
+                params.insert("n".into(), Value::from(n));
+                params.insert("r".into(), Value::from(r));
+                params.insert("p".into(), Value::from(p));
+                params.insert("salt".into(), Value::from(hex::encode(salt)));
+                KeystoreModule {
+                    function: "scrypt".into(),
+                    params,
+                    message: String::new(),
+                }
+            }
+            KdfChoice::Pbkdf2 { c } => {
+                params.insert("c".into(), Value::from(c));
+                params.insert("prf".into(), Value::from("hmac-sha256"));
+                params.insert("salt".into(), Value::from(hex::encode(salt)));
+                KeystoreModule {
+                    function: "pbkdf2".into(),
+                    params,
+                    message: String::new(),
+                }
+            }
+        }
+    }
+}
+
+/// A validated KDF with parameters ready for the implementation.
+#[derive(Clone, Copy, Debug)]
+enum Kdf {
+    Scrypt(scrypt::Params),
+    Pbkdf2 { c: u32 },
+}
+
+/// Everything `decrypt` needs, decoded and checked.
+struct Parsed {
+    kdf: Kdf,
+    salt: Vec<u8>,
+    checksum: [u8; 32],
+    iv: [u8; 16],
+    ciphertext: [u8; SECRET_LEN],
+}
+
+impl Keystore {
+    /// Parses and validates keystore JSON.
+    ///
+    /// Checks the version, the three function names, the KDF parameters
+    /// (including the resource limits) and every hex field, so that a
+    /// keystore that loads can be decrypted without further format errors.
+    /// Does no key derivation and needs no password.
+    ///
+    /// # Errors
+    ///
+    /// [`Eip2335Error::Malformed`] for bad JSON, missing or mistyped fields,
+    /// bad hex or wrong lengths; [`Eip2335Error::UnsupportedVersion`];
+    /// [`Eip2335Error::UnknownKdf`], [`Eip2335Error::UnknownChecksum`] or
+    /// [`Eip2335Error::UnknownCipher`]; [`Eip2335Error::UnsupportedKdfParams`]
+    /// for parameters outside the limits; [`Eip2335Error::BadSecretLength`]
+    /// if the ciphertext is not 32 bytes.
+    pub fn from_json(s: &str) -> Result<Keystore> {
+        if s.len() > MAX_JSON_LEN {
+            return Err(Eip2335Error::Malformed(format!(
+                "keystore JSON is {} bytes, more than the {MAX_JSON_LEN} accepted",
+                s.len()
+            )));
+        }
+        // First as a plain JSON tree: the keystore must be an object (serde
+        // would also accept a bare array for a struct), and its version is
+        // read before anything else, so that e.g. an Ethereum 1 (version 3)
+        // keystore is reported as such rather than as a pile of missing
+        // fields. The typed parse below reads the text again so that its
+        // errors carry line and column.
+        let tree: Value = serde_json::from_str(s).map_err(|e| json_error(&e))?;
+        let Some(object) = tree.as_object() else {
+            return Err(Eip2335Error::Malformed(
+                "keystore JSON must be an object".into(),
+            ));
+        };
+        if let Some(v) = object.get("version").and_then(Value::as_u64) {
+            if v != KEYSTORE_VERSION {
+                return Err(Eip2335Error::UnsupportedVersion(v));
+            }
+        }
+        let ks: Keystore = serde_json::from_str(s).map_err(|e| json_error(&e))?;
+        ks.validate()?;
+        Ok(ks)
+    }
+
+    /// Pretty-printed keystore JSON, in the EIP's field order.
+    #[must_use]
+    pub fn to_json(&self) -> String {
+        // Serialising plain strings, integers and JSON maps cannot fail; the
+        // fallback keeps this function total without a panic path.
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Checks the keystore without decrypting it (the same checks as
+    /// [`Keystore::from_json`] after parsing).
+    ///
+    /// # Errors
+    ///
+    /// As for [`Keystore::from_json`], except JSON syntax errors.
+    pub fn validate(&self) -> Result<()> {
+        self.parse().map(|_| ())
+    }
+
+    /// Derives the decryption key from `password`, verifies the checksum and
+    /// returns the 32 secret bytes.
+    ///
+    /// The password is processed as EIP-2335 requires: NFKD normalisation,
+    /// removal of C0, C1 and DEL control codes, then UTF-8 encoding.
+    ///
+    /// # Errors
+    ///
+    /// [`Eip2335Error::ChecksumMismatch`] for a wrong password (or an altered
+    /// keystore), and any error of [`Keystore::validate`], which is checked
+    /// before any key derivation.
+    pub fn decrypt(&self, password: &SecretString) -> Result<Zeroizing<[u8; SECRET_LEN]>> {
+        let parsed = self.parse()?;
+        let password = normalize_password(password.expose_secret());
+        let key = derive_key(parsed.kdf, &password, &parsed.salt)?;
+        let expected = checksum(&key, &parsed.ciphertext);
+        if !constant_time_eq(&expected, &parsed.checksum) {
+            return Err(Eip2335Error::ChecksumMismatch);
+        }
+        let mut secret = Zeroizing::new([0u8; SECRET_LEN]);
+        secret.copy_from_slice(&parsed.ciphertext);
+        aes_128_ctr(&key, &parsed.iv, &mut secret[..])?;
+        Ok(secret)
+    }
+
+    /// Encrypts `secret` under `password` into a new version 4 keystore with
+    /// a fresh random salt (32 bytes), IV (16 bytes) and UUID (v4).
+    ///
+    /// `pubkey_hex` may carry a `0x` prefix and upper-case digits; it is stored
+    /// lower-case without the prefix. `description` is left empty; set the
+    /// public field afterwards if wanted.
+    ///
+    /// # Errors
+    ///
+    /// [`Eip2335Error::UnsupportedKdfParams`] if `kdf` is outside the limits
+    /// that [`Keystore::decrypt`] accepts (so every keystore written here can
+    /// be read back); [`Eip2335Error::Malformed`] if `pubkey_hex` is not hex;
+    /// [`Eip2335Error::Randomness`] if the system RNG fails.
+    pub fn encrypt(
+        secret: &[u8; SECRET_LEN],
+        password: &SecretString,
+        kdf: KdfChoice,
+        pubkey_hex: Option<String>,
+        path: &str,
+    ) -> Result<Keystore> {
+        let checked_kdf = kdf.check()?;
+        let pubkey = pubkey_hex.map(|pk| normalize_pubkey_hex(&pk)).transpose()?;
+
+        let mut salt = [0u8; 32];
+        fill_random(&mut salt)?;
+        let mut iv = [0u8; 16];
+        fill_random(&mut iv)?;
+        let uuid = random_uuid_v4()?;
+
+        let password = normalize_password(password.expose_secret());
+        let key = derive_key(checked_kdf, &password, &salt)?;
+        let mut buf = Zeroizing::new([0u8; SECRET_LEN]);
+        buf.copy_from_slice(secret);
+        aes_128_ctr(&key, &iv, &mut buf[..])?;
+        // `buf` now holds ciphertext.
+        let sum = checksum(&key, &buf[..]);
+
+        let mut cipher_params = Map::new();
+        cipher_params.insert("iv".into(), Value::from(hex::encode(iv)));
+        Ok(Keystore {
+            crypto: KeystoreCrypto {
+                kdf: kdf.module(&salt),
+                checksum: KeystoreModule {
+                    function: "sha256".into(),
+                    params: Map::new(),
+                    message: hex::encode(sum),
+                },
+                cipher: KeystoreModule {
+                    function: "aes-128-ctr".into(),
+                    params: cipher_params,
+                    message: hex::encode(&buf[..]),
+                },
+            },
+            description: None,
+            pubkey,
+            path: path.to_owned(),
+            uuid,
+            version: KEYSTORE_VERSION,
+        })
+    }
+
+    fn parse(&self) -> Result<Parsed> {
+        if self.version != KEYSTORE_VERSION {
+            return Err(Eip2335Error::UnsupportedVersion(self.version));
+        }
+        let crypto = &self.crypto;
+
+        let kdf_fn = crypto.kdf.function.as_str();
+        if kdf_fn != "scrypt" && kdf_fn != "pbkdf2" {
+            return Err(Eip2335Error::UnknownKdf(quote(kdf_fn)));
+        }
+        if crypto.checksum.function != "sha256" {
+            return Err(Eip2335Error::UnknownChecksum(quote(
+                &crypto.checksum.function,
+            )));
+        }
+        if crypto.cipher.function != "aes-128-ctr" {
+            return Err(Eip2335Error::UnknownCipher(quote(&crypto.cipher.function)));
+        }
+
+        let params = &crypto.kdf.params;
+        let dklen = kdf_uint(params, "dklen")?;
+        if dklen != DKLEN as u64 {
+            return Err(Eip2335Error::UnsupportedKdfParams(format!(
+                "dklen must be {DKLEN}, got {dklen}"
+            )));
+        }
+        let kdf = if kdf_fn == "scrypt" {
+            let n = kdf_uint(params, "n")?;
+            let r = kdf_uint(params, "r")?;
+            let p = kdf_uint(params, "p")?;
+            Kdf::Scrypt(check_scrypt(n, r, p)?)
+        } else {
+            let c = kdf_uint(params, "c")?;
+            let prf = param_str(params, "crypto.kdf.params.prf")?;
+            if prf != "hmac-sha256" {
+                return Err(Eip2335Error::UnsupportedKdfParams(format!(
+                    "pbkdf2 prf must be \"hmac-sha256\", got {:?}",
+                    quote(prf)
+                )));
+            }
+            Kdf::Pbkdf2 {
+                c: check_pbkdf2(c)?,
+            }
+        };
+        let salt = decode_hex(
+            param_str(params, "crypto.kdf.params.salt")?,
+            "crypto.kdf.params.salt",
+        )?;
+
+        let checksum = decode_hex_array::<32>(&crypto.checksum.message, "crypto.checksum.message")?;
+        let iv = decode_hex_array::<16>(
+            param_str(&crypto.cipher.params, "crypto.cipher.params.iv")?,
+            "crypto.cipher.params.iv",
+        )?;
+        let ct = decode_hex(&crypto.cipher.message, "crypto.cipher.message")?;
+        let ciphertext: [u8; SECRET_LEN] = ct
+            .as_slice()
+            .try_into()
+            .map_err(|_| Eip2335Error::BadSecretLength(ct.len()))?;
+
+        if let Some(pk) = &self.pubkey {
+            decode_hex(pk, "pubkey")?;
+        }
+
+        Ok(Parsed {
+            kdf,
+            salt,
+            checksum,
+            iv,
+            ciphertext,
+        })
+    }
+}
+
+/// Checks scrypt parameters against the EIP, RFC 7914 and our resource limits.
+fn check_scrypt(n: u64, r: u64, p: u64) -> Result<scrypt::Params> {
+    let bad = |why: String| Err(Eip2335Error::UnsupportedKdfParams(why));
+    if n < 2 || !n.is_power_of_two() {
+        return bad(format!(
+            "scrypt n must be a power of two of at least 2, got {n}"
+        ));
+    }
+    if n > MAX_SCRYPT_N {
+        return bad(format!("scrypt n = {n} exceeds the limit 2^20"));
+    }
+    if r == 0 || r > MAX_SCRYPT_R {
+        return bad(format!("scrypt r must be 1 ..= {MAX_SCRYPT_R}, got {r}"));
+    }
+    if p == 0 || p > MAX_SCRYPT_P {
+        return bad(format!("scrypt p must be 1 ..= {MAX_SCRYPT_P}, got {p}"));
+    }
+    // Bounded above, so no overflow: 128 * 32 * 2^20 = 2^32.
+    let mem = 128u64.saturating_mul(r).saturating_mul(n);
+    if mem > MAX_SCRYPT_MEM {
+        return bad(format!(
+            "scrypt n = {n}, r = {r} would need {mem} bytes, more than the {MAX_SCRYPT_MEM} allowed"
+        ));
+    }
+    let log_n = u8::try_from(n.trailing_zeros()).map_err(|_| {
+        Eip2335Error::UnsupportedKdfParams(format!("scrypt n = {n} is out of range"))
+    })?;
+    let r32 = u32::try_from(r).map_err(|_| {
+        Eip2335Error::UnsupportedKdfParams(format!("scrypt r = {r} is out of range"))
+    })?;
+    let p32 = u32::try_from(p).map_err(|_| {
+        Eip2335Error::UnsupportedKdfParams(format!("scrypt p = {p} is out of range"))
+    })?;
+    scrypt::Params::new(log_n, r32, p32, DKLEN).map_err(|_| {
+        Eip2335Error::UnsupportedKdfParams(format!(
+            "scrypt rejects n = {n}, r = {r}, p = {p} (RFC 7914 requires n < 2^(16 r))"
+        ))
+    })
+}
+
+/// Checks a PBKDF2 iteration count against our limits.
+fn check_pbkdf2(c: u64) -> Result<u32> {
+    if c == 0 || c > MAX_PBKDF2_C {
+        return Err(Eip2335Error::UnsupportedKdfParams(format!(
+            "pbkdf2 c must be 1 ..= {MAX_PBKDF2_C}, got {c}"
+        )));
+    }
+    u32::try_from(c)
+        .map_err(|_| Eip2335Error::UnsupportedKdfParams(format!("pbkdf2 c = {c} is out of range")))
+}
+
+/// Reads a non-negative integer KDF parameter. A missing or non-numeric value
+/// is malformed; a number that is not a non-negative integer fitting in 64
+/// bits (negative, fractional, or huge) is an unsupported parameter.
+fn kdf_uint(params: &Map<String, Value>, key: &str) -> Result<u64> {
+    match params.get(key) {
+        None => Err(Eip2335Error::Malformed(format!(
+            "missing crypto.kdf.params.{key}"
+        ))),
+        Some(Value::Number(num)) => num.as_u64().ok_or_else(|| {
+            Eip2335Error::UnsupportedKdfParams(format!(
+                "crypto.kdf.params.{key} must be a non-negative integer, got {num}"
+            ))
+        }),
+        Some(_) => Err(Eip2335Error::Malformed(format!(
+            "crypto.kdf.params.{key} must be a number"
+        ))),
+    }
+}
+
+/// Reads a string parameter; `what` is its full JSON path, for messages.
+fn param_str<'a>(params: &'a Map<String, Value>, what: &str) -> Result<&'a str> {
+    let key = what.rsplit('.').next().unwrap_or(what);
+    match params.get(key) {
+        None => Err(Eip2335Error::Malformed(format!("missing {what}"))),
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(Eip2335Error::Malformed(format!("{what} must be a string"))),
+    }
+}
+
+/// Decodes hex (an optional `0x` prefix is tolerated). The error never quotes
+/// the input: it may be ciphertext.
+fn decode_hex(s: &str, what: &str) -> Result<Vec<u8>> {
+    let digits = s
+        .strip_prefix("0x")
+        .or_else(|| s.strip_prefix("0X"))
+        .unwrap_or(s);
+    hex::decode(digits).map_err(|_| Eip2335Error::Malformed(format!("{what} is not valid hex")))
+}
+
+fn decode_hex_array<const N: usize>(s: &str, what: &str) -> Result<[u8; N]> {
+    let bytes = decode_hex(s, what)?;
+    bytes.as_slice().try_into().map_err(|_| {
+        Eip2335Error::Malformed(format!(
+            "{what} must be {N} bytes, got {} bytes",
+            bytes.len()
+        ))
+    })
+}
+
+/// Validates and canonicalises a caller-supplied public key: lower-case hex
+/// without `0x`.
+fn normalize_pubkey_hex(s: &str) -> Result<String> {
+    let bytes = decode_hex(s, "pubkey")?;
+    Ok(hex::encode(bytes))
+}
+
+/// A file-supplied name, shortened for use in an error message.
+fn quote(s: &str) -> String {
+    let mut out: String = s.chars().take(MAX_QUOTED_CHARS).collect();
+    if s.chars().nth(MAX_QUOTED_CHARS).is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// Turns a `serde_json` error into `Malformed` without echoing input: data
+/// errors ("invalid type: string \"...\"") can quote field values, so only
+/// the missing/duplicate-field ones, which name schema fields, are passed on.
+fn json_error(e: &serde_json::Error) -> Eip2335Error {
+    use serde_json::error::Category;
+    let detail = match e.classify() {
+        Category::Syntax | Category::Eof | Category::Io => e.to_string(),
+        Category::Data => {
+            let msg = e.to_string();
+            if msg.starts_with("missing field") || msg.starts_with("duplicate field") {
+                msg
+            } else {
+                format!(
+                    "a field has the wrong type or value at line {} column {}",
+                    e.line(),
+                    e.column()
+                )
+            }
+        }
+    };
+    Eip2335Error::Malformed(format!("invalid keystore JSON: {detail}"))
+}
+
+/// True for the code points EIP-2335 strips from passwords: C0 (U+0000 to
+/// U+001F), DEL (U+007F) and C1 (U+0080 to U+009F). Space is kept.
+fn is_stripped_control(c: char) -> bool {
+    matches!(c, '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}')
+}
+
+/// EIP-2335 password processing: NFKD, strip control codes, UTF-8 encode.
+///
+/// The output is sized exactly in a first pass so that the buffer never
+/// reallocates (a reallocation would leave an unzeroised copy behind). The
+/// normaliser's own small internal buffers are outside our control.
+fn normalize_password(password: &str) -> Zeroizing<Vec<u8>> {
+    let len: usize = password
+        .nfkd()
+        .filter(|&c| !is_stripped_control(c))
+        .map(char::len_utf8)
+        .sum();
+    let mut out = Zeroizing::new(Vec::with_capacity(len));
+    let mut buf = [0u8; 4];
+    for c in password.nfkd().filter(|&c| !is_stripped_control(c)) {
+        out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+    }
+    buf.zeroize();
+    out
+}
+
+/// Runs the KDF into a 32-byte decryption key.
+///
+/// (scrypt's and PBKDF2's internal working buffers are not zeroised by those
+/// crates; only our own output is.)
+fn derive_key(kdf: Kdf, password: &[u8], salt: &[u8]) -> Result<Zeroizing<[u8; DKLEN]>> {
+    let mut key = Zeroizing::new([0u8; DKLEN]);
+    match kdf {
+        Kdf::Scrypt(params) => {
+            scrypt::scrypt(password, salt, &params, &mut key[..]).map_err(|_| {
+                Eip2335Error::UnsupportedKdfParams("scrypt rejected the output length".into())
+            })?;
+        }
+        Kdf::Pbkdf2 { c } => pbkdf2::pbkdf2::<Hmac<Sha256>>(password, salt, c, &mut key[..])
+            .map_err(|_| {
+                Eip2335Error::UnsupportedKdfParams("pbkdf2 rejected the password length".into())
+            })?,
+    }
+    Ok(key)
+}
+
+/// SHA-256 over `key[16..32] || cipher_message`.
+fn checksum(key: &[u8; DKLEN], cipher_message: &[u8]) -> [u8; 32] {
+    let (_, mac_key) = key.split_at(16);
+    Sha256::new()
+        .chain_update(mac_key)
+        .chain_update(cipher_message)
+        .finalize()
+        .into()
+}
+
+/// Compares without an early exit, so timing does not reveal how many leading
+/// bytes of a guessed checksum were right.
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    let diff = a
+        .iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+/// AES-128-CTR (big-endian 128-bit counter) in place, keyed by `key[0..16]`.
+fn aes_128_ctr(key: &[u8; DKLEN], iv: &[u8; 16], buf: &mut [u8]) -> Result<()> {
+    let (aes_key, _) = key.split_at(16);
+    let mut cipher = ctr::Ctr128BE::<Aes128>::new_from_slices(aes_key, iv)
+        .map_err(|_| Eip2335Error::Malformed("bad AES key or IV length".into()))?;
+    cipher
+        .try_apply_keystream(buf)
+        .map_err(|_| Eip2335Error::Malformed("AES-CTR keystream exhausted".into()))
+}
+
+fn fill_random(buf: &mut [u8]) -> Result<()> {
+    getrandom::getrandom(buf).map_err(|e| Eip2335Error::Randomness(e.to_string()))
+}
+
+/// A random RFC 4122 version 4 UUID, lower-case 8-4-4-4-12.
+fn random_uuid_v4() -> Result<String> {
+    let mut b = [0u8; 16];
+    fill_random(&mut b)?;
+    b[6] = (b[6] & 0x0f) | 0x40; // version 4
+    b[8] = (b[8] & 0x3f) | 0x80; // variant 10xx
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        hex::encode(&b[0..4]),
+        hex::encode(&b[4..6]),
+        hex::encode(&b[6..8]),
+        hex::encode(&b[8..10]),
+        hex::encode(&b[10..16])
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// EIP-2335 "Scrypt Test Vector", verbatim.
+    const SCRYPT_VECTOR: &str = r#"{
+    "crypto": {
+        "kdf": {
+            "function": "scrypt",
+            "params": {
+                "dklen": 32,
+                "n": 262144,
+                "p": 1,
+                "r": 8,
+                "salt": "d4e56740f876aef8c010b86a40d5f56745a118d0906a34e69aec8c0db1cb8fa3"
+            },
+            "message": ""
+        },
+        "checksum": {
+            "function": "sha256",
+            "params": {},
+            "message": "d2217fe5f3e9a1e34581ef8a78f7c9928e436d36dacc5e846690a5581e8ea484"
+        },
+        "cipher": {
+            "function": "aes-128-ctr",
+            "params": {
+                "iv": "264daa3f303d7259501c93d997d84fe6"
+            },
+            "message": "06ae90d55fe0a6e9c5c3bc5b170827b2e5cce3929ed3f116c2811e6366dfe20f"
+        }
+    },
+    "description": "This is a test keystore that uses scrypt to secure the secret.",
+    "pubkey": "9612d7a727c9d0a22e185a1c768478dfe919cada9266988cb32359c11f2b7b27f4ae4040902382ae2910c15e2b420d07",
+    "path": "m/12381/60/3141592653/589793238",
+    "uuid": "1d85ae20-35c5-4611-98e8-aa14a633906f",
+    "version": 4
+}"#;
+
+    /// EIP-2335 "PBKDF2 Test Vector", verbatim.
+    const PBKDF2_VECTOR: &str = r#"{
+    "crypto": {
+        "kdf": {
+            "function": "pbkdf2",
+            "params": {
+                "dklen": 32,
+                "c": 262144,
+                "prf": "hmac-sha256",
+                "salt": "d4e56740f876aef8c010b86a40d5f56745a118d0906a34e69aec8c0db1cb8fa3"
+            },
+            "message": ""
+        },
+        "checksum": {
+            "function": "sha256",
+            "params": {},
+            "message": "8a9f5d9912ed7e75ea794bc5a89bca5f193721d30868ade6f73043c6ea6febf1"
+        },
+        "cipher": {
+            "function": "aes-128-ctr",
+            "params": {
+                "iv": "264daa3f303d7259501c93d997d84fe6"
+            },
+            "message": "cee03fde2af33149775b7223e7845e4fb2c8ae1792e5f99fe9ecf474cc8c16ad"
+        }
+    },
+    "description": "This is a test keystore that uses PBKDF2 to secure the secret.",
+    "pubkey": "9612d7a727c9d0a22e185a1c768478dfe919cada9266988cb32359c11f2b7b27f4ae4040902382ae2910c15e2b420d07",
+    "path": "m/12381/60/0/0",
+    "uuid": "64625def-3331-4eea-ab6f-782f3ed16a83",
+    "version": 4
+}"#;
+
+    const VECTOR_PASSWORD: &str = "𝔱𝔢𝔰𝔱𝔭𝔞𝔰𝔰𝔴𝔬𝔯𝔡🔑";
+    const VECTOR_SECRET_HEX: &str =
+        "000000000019d6689c085ae165831e934ff763ae46a2a6c172b3f1b60a8ce26f";
+
+    fn pw(s: &str) -> SecretString {
+        SecretString::from(s.to_owned())
+    }
+
+    fn vector_secret() -> [u8; 32] {
+        let v = hex::decode(VECTOR_SECRET_HEX).unwrap();
+        v.try_into().unwrap()
+    }
+
+    /// A keystore cheap enough to decrypt many times.
+    fn cheap_keystore(password: &str) -> Keystore {
+        Keystore::encrypt(
+            &vector_secret(),
+            &pw(password),
+            KdfChoice::Pbkdf2 { c: 16 },
+            None,
+            "m/12381/3600/0/0/0",
+        )
+        .unwrap()
+    }
+
+    /// A boxed edit of a keystore's JSON tree.
+    type Edit = Box<dyn Fn(&mut Value)>;
+
+    /// Edits the JSON of `base` with `f` and parses it back.
+    fn edited(base: &str, f: impl FnOnce(&mut Value)) -> Result<Keystore> {
+        let mut v: Value = serde_json::from_str(base).unwrap();
+        f(&mut v);
+        Keystore::from_json(&v.to_string())
+    }
+
+    #[test]
+    fn eip_scrypt_test_vector_decrypts_to_known_secret() {
+        let ks = Keystore::from_json(SCRYPT_VECTOR).unwrap();
+        let secret = ks.decrypt(&pw(VECTOR_PASSWORD)).unwrap();
+        assert_eq!(hex::encode(&secret[..]), VECTOR_SECRET_HEX);
+    }
+
+    #[test]
+    fn eip_pbkdf2_test_vector_decrypts_to_known_secret() {
+        let ks = Keystore::from_json(PBKDF2_VECTOR).unwrap();
+        let secret = ks.decrypt(&pw(VECTOR_PASSWORD)).unwrap();
+        assert_eq!(hex::encode(&secret[..]), VECTOR_SECRET_HEX);
+    }
+
+    #[test]
+    fn eip_vectors_survive_to_json_and_back() {
+        for json in [SCRYPT_VECTOR, PBKDF2_VECTOR] {
+            let ks = Keystore::from_json(json).unwrap();
+            let again = Keystore::from_json(&ks.to_json()).unwrap();
+            assert_eq!(ks, again);
+            let as_value: Value = serde_json::from_str(&ks.to_json()).unwrap();
+            let original: Value = serde_json::from_str(json).unwrap();
+            assert_eq!(as_value, original);
+        }
+        let ks = Keystore::from_json(PBKDF2_VECTOR).unwrap();
+        assert_eq!(ks.path, "m/12381/60/0/0");
+        assert_eq!(ks.uuid, "64625def-3331-4eea-ab6f-782f3ed16a83");
+        assert_eq!(
+            ks.pubkey.as_deref(),
+            Some("9612d7a727c9d0a22e185a1c768478dfe919cada9266988cb32359c11f2b7b27f4ae4040902382ae2910c15e2b420d07")
+        );
+    }
+
+    #[test]
+    fn password_nfkd_matches_eip_encoded_password() {
+        // The EIP gives the encoded form of its test password.
+        let bytes = normalize_password(VECTOR_PASSWORD);
+        assert_eq!(hex::encode(&bytes[..]), "7465737470617373776f7264f09f9491");
+        // Composed é (U+00E9) decomposes to e + U+0301.
+        assert_eq!(&normalize_password("\u{e9}")[..], b"e\xcc\x81");
+    }
+
+    #[test]
+    fn password_control_codes_are_stripped_and_space_kept() {
+        let with_controls = "a\u{0}b\u{1f}c\u{7f}d\u{80}e\u{9f}f\n\t\r g";
+        assert_eq!(&normalize_password(with_controls)[..], b"abcdef g");
+        // U+00A0 is not a control code (NFKD maps it to a space).
+        assert_eq!(&normalize_password("a\u{a0}b")[..], b"a b");
+        assert!(normalize_password("\u{1}\u{2}\u{85}").is_empty());
+    }
+
+    #[test]
+    fn password_with_control_codes_decrypts_like_without() {
+        let ks = cheap_keystore("testpassword🔑");
+        let noisy = "𝔱𝔢𝔰\u{7f}𝔱𝔭𝔞\u{0}𝔰𝔰𝔴\u{85}𝔬𝔯𝔡\n🔑\u{1b}";
+        let a = ks.decrypt(&pw("testpassword🔑")).unwrap();
+        let b = ks.decrypt(&pw(noisy)).unwrap();
+        let c = ks.decrypt(&pw(VECTOR_PASSWORD)).unwrap();
+        assert_eq!(*a, vector_secret());
+        assert_eq!(a, b);
+        assert_eq!(a, c);
+        // And against the EIP's own vector, whose password is in fraktur.
+        let vector = Keystore::from_json(PBKDF2_VECTOR).unwrap();
+        assert_eq!(*vector.decrypt(&pw(noisy)).unwrap(), vector_secret());
+    }
+
+    #[test]
+    fn wrong_password_is_checksum_mismatch() {
+        let ks = cheap_keystore("right horse battery staple");
+        assert_eq!(
+            ks.decrypt(&pw("wrong horse battery staple")),
+            Err(Eip2335Error::ChecksumMismatch)
+        );
+        assert_eq!(ks.decrypt(&pw("")), Err(Eip2335Error::ChecksumMismatch));
+    }
+
+    #[test]
+    fn flipped_checksum_digit_is_checksum_mismatch() {
+        let ks = cheap_keystore("pw");
+        let mut bad = ks.clone();
+        let msg = &mut bad.crypto.checksum.message;
+        let first = msg.remove(0);
+        msg.insert(0, if first == '0' { '1' } else { '0' });
+        let bad = Keystore::from_json(&bad.to_json()).unwrap();
+        assert_eq!(bad.decrypt(&pw("pw")), Err(Eip2335Error::ChecksumMismatch));
+        // A flipped ciphertext digit is caught by the same checksum.
+        let mut bad = ks.clone();
+        let msg = &mut bad.crypto.cipher.message;
+        let last = msg.pop().unwrap();
+        msg.push(if last == 'a' { 'b' } else { 'a' });
+        assert_eq!(bad.decrypt(&pw("pw")), Err(Eip2335Error::ChecksumMismatch));
+    }
+
+    #[test]
+    fn checksum_mismatch_display_text() {
+        assert_eq!(
+            Eip2335Error::ChecksumMismatch.to_string(),
+            "checksum mismatch: wrong password or corrupted keystore"
+        );
+    }
+
+    #[test]
+    fn argon2_kdf_is_unknown_kdf() {
+        let r = edited(PBKDF2_VECTOR, |v| {
+            v["crypto"]["kdf"]["function"] = "argon2".into();
+        });
+        assert_eq!(r, Err(Eip2335Error::UnknownKdf("argon2".into())));
+        // Also when deserialised directly and only checked by decrypt.
+        let mut ks = Keystore::from_json(PBKDF2_VECTOR).unwrap();
+        ks.crypto.kdf.function = "argon2".into();
+        assert_eq!(
+            ks.decrypt(&pw(VECTOR_PASSWORD)),
+            Err(Eip2335Error::UnknownKdf("argon2".into()))
+        );
+    }
+
+    #[test]
+    fn unknown_cipher_and_checksum_functions_are_rejected() {
+        let r = edited(PBKDF2_VECTOR, |v| {
+            v["crypto"]["cipher"]["function"] = "aes-128-gcm".into();
+        });
+        assert_eq!(r, Err(Eip2335Error::UnknownCipher("aes-128-gcm".into())));
+        let r = edited(PBKDF2_VECTOR, |v| {
+            v["crypto"]["checksum"]["function"] = "keccak256".into();
+        });
+        assert_eq!(r, Err(Eip2335Error::UnknownChecksum("keccak256".into())));
+        let r = edited(PBKDF2_VECTOR, |v| {
+            v["crypto"]["kdf"]["function"] = "x".repeat(10_000).into();
+        });
+        match r {
+            Err(Eip2335Error::UnknownKdf(name)) => assert!(name.chars().count() <= 65),
+            other => panic!("expected UnknownKdf, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn version_3_is_unsupported_version() {
+        let r = edited(PBKDF2_VECTOR, |v| v["version"] = 3.into());
+        assert_eq!(r, Err(Eip2335Error::UnsupportedVersion(3)));
+        // An Ethereum 1 keystore has a different shape; its version is still
+        // what gets reported.
+        let eth1 = r#"{"address":"008aeeda4d805471df9b2a5b0f38a0c3bcba786b",
+            "crypto":{"cipher":"aes-128-ctr","ciphertext":"00","kdf":"scrypt"},
+            "id":"3198bc9c-6672-5ab3-d995-4942343ae5b6","version":3}"#;
+        assert_eq!(
+            Keystore::from_json(eth1),
+            Err(Eip2335Error::UnsupportedVersion(3))
+        );
+        let mut ks = Keystore::from_json(PBKDF2_VECTOR).unwrap();
+        ks.version = 5;
+        assert_eq!(
+            ks.decrypt(&pw(VECTOR_PASSWORD)),
+            Err(Eip2335Error::UnsupportedVersion(5))
+        );
+    }
+
+    #[test]
+    fn truncated_or_garbage_json_is_malformed() {
+        let malformed = |s: &str| matches!(Keystore::from_json(s), Err(Eip2335Error::Malformed(_)));
+        for cut in [0, 1, 10, PBKDF2_VECTOR.len() / 2, PBKDF2_VECTOR.len() - 1] {
+            assert!(malformed(&PBKDF2_VECTOR[..cut]), "cut at {cut}");
+        }
+        assert!(malformed("not json"));
+        assert!(malformed("[]"));
+        assert!(malformed("[{}, null, null, \"\", \"\", 4]"));
+        assert!(malformed("[5]"));
+        assert!(malformed("null"));
+        assert!(malformed("{}"));
+        assert!(malformed("\u{0}\u{1}garbage"));
+        assert!(malformed(&" ".repeat(MAX_JSON_LEN + 1)));
+        // Missing fields, wrong types, bad hex, wrong lengths.
+        let cases: Vec<Edit> = vec![
+            Box::new(|v| {
+                v.as_object_mut().unwrap().remove("uuid");
+            }),
+            Box::new(|v| {
+                v["crypto"].as_object_mut().unwrap().remove("checksum");
+            }),
+            Box::new(|v| v["version"] = "4".into()),
+            Box::new(|v| v["version"] = (-4).into()),
+            Box::new(|v| v["crypto"]["kdf"]["params"] = Value::Null),
+            Box::new(|v| {
+                v["crypto"]["kdf"]["params"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("salt");
+            }),
+            Box::new(|v| {
+                v["crypto"]["kdf"]["params"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("c");
+            }),
+            Box::new(|v| v["crypto"]["kdf"]["params"]["c"] = "262144".into()),
+            Box::new(|v| v["crypto"]["kdf"]["params"]["salt"] = "xyz".into()),
+            Box::new(|v| v["crypto"]["kdf"]["params"]["salt"] = 7.into()),
+            Box::new(|v| v["crypto"]["cipher"]["params"]["iv"] = "00".into()),
+            Box::new(|v| {
+                v["crypto"]["cipher"]["params"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("iv");
+            }),
+            Box::new(|v| v["crypto"]["checksum"]["message"] = "abc".into()),
+            Box::new(|v| v["crypto"]["checksum"]["message"] = "00".into()),
+            Box::new(|v| v["crypto"]["cipher"]["message"] = "0g".into()),
+            Box::new(|v| v["pubkey"] = "not hex".into()),
+        ];
+        for (i, case) in cases.into_iter().enumerate() {
+            let r = edited(PBKDF2_VECTOR, case);
+            assert!(
+                matches!(r, Err(Eip2335Error::Malformed(_))),
+                "case {i}: {r:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_secret_length_is_reported() {
+        let r = edited(PBKDF2_VECTOR, |v| {
+            v["crypto"]["cipher"]["message"] = "00".repeat(48).into();
+        });
+        assert_eq!(r, Err(Eip2335Error::BadSecretLength(48)));
+        let r = edited(PBKDF2_VECTOR, |v| {
+            v["crypto"]["cipher"]["message"] = "".into()
+        });
+        assert_eq!(r, Err(Eip2335Error::BadSecretLength(0)));
+    }
+
+    #[test]
+    fn hex_fields_accept_optional_0x_prefix() {
+        let ks = cheap_keystore("pw");
+        let mut prefixed = ks.clone();
+        prefixed.crypto.cipher.message = format!("0x{}", ks.crypto.cipher.message);
+        prefixed.crypto.checksum.message = ks.crypto.checksum.message.to_uppercase();
+        let prefixed = Keystore::from_json(&prefixed.to_json()).unwrap();
+        assert_eq!(*prefixed.decrypt(&pw("pw")).unwrap(), vector_secret());
+    }
+
+    #[test]
+    fn hostile_kdf_params_are_rejected_quickly() {
+        type EditFn = fn(&mut Value);
+        let scrypt_cases: &[EditFn] = &[
+            |v| v["crypto"]["kdf"]["params"]["n"] = (1u64 << 30).into(),
+            |v| v["crypto"]["kdf"]["params"]["n"] = u64::MAX.into(),
+            |v| v["crypto"]["kdf"]["params"]["n"] = serde_json::json!(1e300),
+            |v| v["crypto"]["kdf"]["params"]["n"] = (-1).into(),
+            |v| v["crypto"]["kdf"]["params"]["n"] = 1000.into(),
+            |v| v["crypto"]["kdf"]["params"]["n"] = 1.into(),
+            |v| v["crypto"]["kdf"]["params"]["n"] = 0.into(),
+            |v| v["crypto"]["kdf"]["params"]["r"] = 0.into(),
+            |v| v["crypto"]["kdf"]["params"]["r"] = 33.into(),
+            |v| v["crypto"]["kdf"]["params"]["r"] = u32::MAX.into(),
+            |v| v["crypto"]["kdf"]["params"]["p"] = 0.into(),
+            |v| v["crypto"]["kdf"]["params"]["p"] = 17.into(),
+            |v| v["crypto"]["kdf"]["params"]["p"] = (1u64 << 40).into(),
+            |v| v["crypto"]["kdf"]["params"]["dklen"] = 64.into(),
+            |v| v["crypto"]["kdf"]["params"]["dklen"] = 16.into(),
+            // Within each limit, but 4 GiB together.
+            |v| {
+                v["crypto"]["kdf"]["params"]["n"] = (1u64 << 20).into();
+                v["crypto"]["kdf"]["params"]["r"] = 32.into();
+            },
+            // RFC 7914: n < 2^(16 r).
+            |v| {
+                v["crypto"]["kdf"]["params"]["n"] = (1u64 << 16).into();
+                v["crypto"]["kdf"]["params"]["r"] = 1.into();
+            },
+        ];
+        let pbkdf2_cases: &[EditFn] = &[
+            |v| v["crypto"]["kdf"]["params"]["c"] = 0.into(),
+            |v| v["crypto"]["kdf"]["params"]["c"] = 10_000_001.into(),
+            |v| v["crypto"]["kdf"]["params"]["c"] = u64::MAX.into(),
+            |v| v["crypto"]["kdf"]["params"]["dklen"] = 64.into(),
+            |v| v["crypto"]["kdf"]["params"]["dklen"] = 0.into(),
+            |v| v["crypto"]["kdf"]["params"]["prf"] = "hmac-sha512".into(),
+        ];
+        let cases = scrypt_cases
+            .iter()
+            .map(|f| (SCRYPT_VECTOR, f))
+            .chain(pbkdf2_cases.iter().map(|f| (PBKDF2_VECTOR, f)));
+        for (i, (base, edit)) in cases.enumerate() {
+            let mut v: Value = serde_json::from_str(base).unwrap();
+            edit(&mut v);
+            let json = v.to_string();
+            let start = Instant::now();
+            let r = Keystore::from_json(&json);
+            assert!(
+                matches!(r, Err(Eip2335Error::UnsupportedKdfParams(_))),
+                "case {i}: {r:?}"
+            );
+            // Bypassing from_json: decrypt must refuse before deriving.
+            let ks: Keystore = serde_json::from_str(&json).unwrap();
+            let r = ks.decrypt(&pw(VECTOR_PASSWORD));
+            assert!(
+                matches!(r, Err(Eip2335Error::UnsupportedKdfParams(_))),
+                "case {i}: {r:?}"
+            );
+            assert!(
+                start.elapsed() < Duration::from_millis(500),
+                "case {i} slow"
+            );
+        }
+    }
+
+    #[test]
+    fn pbkdf2_round_trip() {
+        let secret = [0x5au8; 32];
+        let ks = Keystore::encrypt(
+            &secret,
+            &pw("correct horse"),
+            KdfChoice::Pbkdf2 { c: 1000 },
+            Some("ab".repeat(48)),
+            "m/12381/3600/7/0/0",
+        )
+        .unwrap();
+        let ks = Keystore::from_json(&ks.to_json()).unwrap();
+        assert_eq!(ks.version, 4);
+        assert_eq!(ks.path, "m/12381/3600/7/0/0");
+        assert_eq!(ks.crypto.kdf.params["c"], 1000);
+        assert_eq!(ks.crypto.kdf.params["prf"], "hmac-sha256");
+        assert_eq!(*ks.decrypt(&pw("correct horse")).unwrap(), secret);
+        assert_eq!(
+            ks.decrypt(&pw("correct horsE")),
+            Err(Eip2335Error::ChecksumMismatch)
+        );
+    }
+
+    #[test]
+    fn scrypt_round_trip() {
+        let secret = vector_secret();
+        let ks = Keystore::encrypt(
+            &secret,
+            &pw(VECTOR_PASSWORD),
+            KdfChoice::Scrypt {
+                n: 1024,
+                r: 8,
+                p: 1,
+            },
+            None,
+            "",
+        )
+        .unwrap();
+        let ks = Keystore::from_json(&ks.to_json()).unwrap();
+        assert_eq!(ks.crypto.kdf.function, "scrypt");
+        assert_eq!(ks.crypto.kdf.params["n"], 1024);
+        assert_eq!(ks.pubkey, None);
+        // Encrypted under the fraktur form, decrypts with the NFKD form.
+        assert_eq!(*ks.decrypt(&pw("testpassword🔑")).unwrap(), secret);
+    }
+
+    #[test]
+    fn default_kdf_choices_match_eip_defaults() {
+        assert_eq!(
+            KdfChoice::scrypt_default(),
+            KdfChoice::Scrypt {
+                n: 262_144,
+                r: 8,
+                p: 1
+            }
+        );
+        assert_eq!(
+            KdfChoice::pbkdf2_default(),
+            KdfChoice::Pbkdf2 { c: 262_144 }
+        );
+
+        // The JSON they produce matches the EIP vectors' params, salt aside.
+        let salt = hex::decode("d4e56740f876aef8c010b86a40d5f56745a118d0906a34e69aec8c0db1cb8fa3")
+            .unwrap();
+        for (choice, vector) in [
+            (KdfChoice::scrypt_default(), SCRYPT_VECTOR),
+            (KdfChoice::pbkdf2_default(), PBKDF2_VECTOR),
+        ] {
+            choice.check().unwrap();
+            let ks = Keystore::from_json(vector).unwrap();
+            assert_eq!(choice.module(&salt), ks.crypto.kdf);
+        }
+
+        // And a full round trip at the default PBKDF2 cost.
+        let ks = Keystore::encrypt(
+            &vector_secret(),
+            &pw("pw"),
+            KdfChoice::pbkdf2_default(),
+            None,
+            "",
+        )
+        .unwrap();
+        assert_eq!(ks.crypto.kdf.params["c"], 262_144);
+        assert_eq!(ks.crypto.kdf.params["dklen"], 32);
+        assert_eq!(*ks.decrypt(&pw("pw")).unwrap(), vector_secret());
+    }
+
+    #[test]
+    fn encrypt_uses_fresh_salt_iv_and_v4_uuid() {
+        let a = cheap_keystore("pw");
+        let b = cheap_keystore("pw");
+        assert_ne!(a.crypto.kdf.params["salt"], b.crypto.kdf.params["salt"]);
+        assert_ne!(a.crypto.cipher.params["iv"], b.crypto.cipher.params["iv"]);
+        assert_ne!(a.crypto.cipher.message, b.crypto.cipher.message);
+        assert_ne!(a.uuid, b.uuid);
+        assert_eq!(
+            hex::decode(a.crypto.kdf.params["salt"].as_str().unwrap())
+                .unwrap()
+                .len(),
+            32
+        );
+        for ks in [&a, &b] {
+            let u = &ks.uuid;
+            let groups: Vec<&str> = u.split('-').collect();
+            let lens: Vec<usize> = groups.iter().map(|g| g.len()).collect();
+            assert_eq!(lens, [8, 4, 4, 4, 12], "{u}");
+            assert!(u.chars().all(|c| c == '-' || c.is_ascii_hexdigit()));
+            assert!(groups[2].starts_with('4'), "{u}");
+            assert!(
+                matches!(groups[3].chars().next(), Some('8' | '9' | 'a' | 'b')),
+                "{u}"
+            );
+        }
+    }
+
+    #[test]
+    fn encrypt_rejects_out_of_range_kdf_choice() {
+        let bad = [
+            KdfChoice::Scrypt {
+                n: 1 << 21,
+                r: 8,
+                p: 1,
+            },
+            KdfChoice::Scrypt {
+                n: 1000,
+                r: 8,
+                p: 1,
+            },
+            KdfChoice::Scrypt {
+                n: 1024,
+                r: 0,
+                p: 1,
+            },
+            KdfChoice::Scrypt {
+                n: 1024,
+                r: 8,
+                p: 17,
+            },
+            KdfChoice::Pbkdf2 { c: 0 },
+            KdfChoice::Pbkdf2 { c: 10_000_001 },
+        ];
+        for choice in bad {
+            let r = Keystore::encrypt(&[1; 32], &pw("pw"), choice, None, "");
+            assert!(
+                matches!(r, Err(Eip2335Error::UnsupportedKdfParams(_))),
+                "{choice:?}: {r:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn encrypt_normalises_pubkey_hex() {
+        let ks = Keystore::encrypt(
+            &[1; 32],
+            &pw("pw"),
+            KdfChoice::Pbkdf2 { c: 1 },
+            Some("0xABcd".into()),
+            "",
+        )
+        .unwrap();
+        assert_eq!(ks.pubkey.as_deref(), Some("abcd"));
+        let r = Keystore::encrypt(
+            &[1; 32],
+            &pw("pw"),
+            KdfChoice::Pbkdf2 { c: 1 },
+            Some("xyz".into()),
+            "",
+        );
+        assert!(matches!(r, Err(Eip2335Error::Malformed(_))));
+    }
+
+    #[test]
+    fn malformed_errors_do_not_echo_keystore_content() {
+        let ct = "06ae90d55fe0a6e9c5c3bc5b170827b2e5cce3929ed3f116c2811e6366dfe20f";
+        let checks: Vec<Edit> = vec![
+            Box::new(move |v| v["version"] = ct.into()),
+            Box::new(move |v| v["path"] = serde_json::json!([ct])),
+            Box::new(move |v| v["crypto"]["cipher"]["message"] = format!("zz{ct}").into()),
+            Box::new(move |v| v["crypto"]["checksum"]["message"] = format!("{ct}00").into()),
+            Box::new(move |v| v["crypto"]["kdf"]["params"]["salt"] = format!("{ct}g").into()),
+        ];
+        for (i, edit) in checks.into_iter().enumerate() {
+            let err = edited(SCRYPT_VECTOR, edit).unwrap_err();
+            assert!(
+                matches!(err, Eip2335Error::Malformed(_)),
+                "case {i}: {err:?}"
+            );
+            let shown = format!("{err} {err:?}");
+            assert!(!shown.contains(&ct[..16]), "case {i} leaks: {shown}");
+        }
+        let err = Keystore::from_json(&format!("{{\"version\": 4, \"x\": {ct}")).unwrap_err();
+        assert!(!err.to_string().contains(&ct[..16]), "{err}");
+    }
+
+    /// xorshift64*: a small deterministic PRNG for the fuzz-style test.
+    struct XorShift(u64);
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            let mut x = self.0;
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            self.0 = x;
+            x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+    }
+
+    /// Replaces a random node of a JSON tree with a random awkward value.
+    fn mutate_value(v: &mut Value, rng: &mut XorShift) {
+        let palette = [
+            Value::Null,
+            Value::from(0),
+            Value::from(1),
+            Value::from(-1),
+            Value::from(3),
+            Value::from(4),
+            Value::from(32),
+            Value::from(1024),
+            Value::from(1u64 << 30),
+            Value::from(u64::MAX),
+            serde_json::json!(1.5),
+            serde_json::json!(1e300),
+            Value::from(""),
+            Value::from("0x"),
+            Value::from("zz"),
+            Value::from("00"),
+            Value::from("ff".repeat(32)),
+            Value::from("argon2"),
+            Value::from("scrypt"),
+            Value::from("pbkdf2"),
+            serde_json::json!([]),
+            serde_json::json!({}),
+            serde_json::json!({"iv": "00"}),
+        ];
+        let descend = rng.below(3) != 0;
+        match &mut *v {
+            Value::Object(m) if descend && !m.is_empty() => {
+                let k = rng.below(m.len());
+                if let Some(child) = m.values_mut().nth(k) {
+                    return mutate_value(child, rng);
+                }
+            }
+            Value::Array(a) if descend && !a.is_empty() => {
+                let k = rng.below(a.len());
+                if let Some(child) = a.get_mut(k) {
+                    return mutate_value(child, rng);
+                }
+            }
+            _ => {}
+        }
+        if let Value::Object(m) = &mut *v {
+            if rng.below(2) == 0 && !m.is_empty() {
+                let k = rng.below(m.len());
+                if let Some(key) = m.keys().nth(k).cloned() {
+                    m.remove(&key);
+                    return;
+                }
+            }
+        }
+        *v = palette[rng.below(palette.len())].clone();
+    }
+
+    #[test]
+    fn random_and_mutated_inputs_never_panic() {
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        let bases = [
+            cheap_keystore("pw").to_json(),
+            Keystore::encrypt(
+                &vector_secret(),
+                &pw("pw"),
+                KdfChoice::Scrypt { n: 16, r: 1, p: 1 },
+                Some("11".repeat(48)),
+                "m/12381/3600/0/0/0",
+            )
+            .unwrap()
+            .to_json(),
+        ];
+        let (mut ok, mut err) = (0usize, 0usize);
+        let start = Instant::now();
+        for i in 0..1000 {
+            let base = &bases[i % bases.len()];
+            let input = match i % 3 {
+                // Pure noise, sometimes JSON-ish.
+                0 => {
+                    let len = rng.below(300);
+                    let bytes: Vec<u8> = (0..len)
+                        .map(|_| {
+                            let b = rng.next() as u8;
+                            let alphabet = b"{}[]\":,0123456789abcdef-. \n";
+                            if rng.below(2) == 0 {
+                                alphabet[usize::from(b) % alphabet.len()]
+                            } else {
+                                b
+                            }
+                        })
+                        .collect();
+                    String::from_utf8_lossy(&bytes).into_owned()
+                }
+                // Byte-level mutations of a valid keystore.
+                1 => {
+                    let mut bytes = base.clone().into_bytes();
+                    for _ in 0..=rng.below(4) {
+                        let pos = rng.below(bytes.len());
+                        match rng.below(4) {
+                            0 => {
+                                if let Some(b) = bytes.get_mut(pos) {
+                                    *b = rng.next() as u8;
+                                }
+                            }
+                            1 => {
+                                if pos < bytes.len() {
+                                    bytes.remove(pos);
+                                }
+                            }
+                            2 => bytes.insert(pos, b"0123456789\"{},x"[rng.below(15)]),
+                            _ => bytes.truncate(pos),
+                        }
+                    }
+                    String::from_utf8_lossy(&bytes).into_owned()
+                }
+                // Structural mutations: random fields replaced or removed.
+                _ => {
+                    let mut v: Value = serde_json::from_str(base).unwrap();
+                    for _ in 0..=rng.below(3) {
+                        mutate_value(&mut v, &mut rng);
+                    }
+                    v.to_string()
+                }
+            };
+            match Keystore::from_json(&input).and_then(|ks| ks.decrypt(&pw("pw"))) {
+                Ok(_) => ok += 1,
+                Err(_) => err += 1,
+            }
+        }
+        assert_eq!(ok + err, 1000);
+        assert!(ok > 0 && err > 0, "ok {ok}, err {err}");
+        assert!(start.elapsed() < Duration::from_secs(60));
+    }
+}
