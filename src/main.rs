@@ -143,20 +143,30 @@ fn run(cli: Cli) -> Result<()> {
     let config = Config::load(cli.config.as_deref(), &data_dir)?;
     // Modules read their environment in C_Initialize: set it before any device or thread exists.
     config.apply_module_environment()?;
-    let explicit_init = matches!(cli.command, Command::Device(DeviceCmd::Init { .. }));
-    if !explicit_init && embedded_needs_init(&config) {
-        init_devices(&config, None)?;
+    match cli.command {
+        Command::Device(cmd) => device_cmd(&config, cmd),
+        Command::Keys(cmd) => keys_cmd(&config, cmd),
+        Command::Bench(cmd) => bench_cmd(&config, cmd),
+    }
+}
+
+/// Open every device, creating the embedded default's tokens on first use. Commands call this
+/// only after their own input has been checked, so bad input changes nothing.
+fn open_devices(config: &Config) -> Result<Devices> {
+    bootstrap_embedded(config)?;
+    Devices::open_all(config)
+}
+
+fn bootstrap_embedded(config: &Config) -> Result<()> {
+    if embedded_needs_init(config) {
+        init_devices(config, None)?;
         eprintln!(
             "created {} SoftHSM tokens with custody keys under {} (PINs in 0600 files there)",
             config.devices.len(),
             config.data_dir.join("softhsm").display()
         );
     }
-    match cli.command {
-        Command::Device(cmd) => device_cmd(&config, cmd),
-        Command::Keys(cmd) => keys_cmd(&config, cmd),
-        Command::Bench(cmd) => bench_cmd(&config, cmd),
-    }
+    Ok(())
 }
 
 fn device_cmd(config: &Config, cmd: DeviceCmd) -> Result<()> {
@@ -187,6 +197,7 @@ fn device_cmd(config: &Config, cmd: DeviceCmd) -> Result<()> {
             Ok(())
         }
         DeviceCmd::List { json } => {
+            bootstrap_embedded(config)?;
             let mut rows = Vec::new();
             for d in &config.devices {
                 let status = match hsm::Device::open(d.hsm.clone()) {
@@ -223,6 +234,7 @@ fn device_cmd(config: &Config, cmd: DeviceCmd) -> Result<()> {
             Ok(())
         }
         DeviceCmd::Check { device } => {
+            bootstrap_embedded(config)?;
             let mut failed = 0;
             for d in config
                 .devices
@@ -280,7 +292,7 @@ fn keys_cmd(config: &Config, cmd: KeysCmd) -> Result<()> {
         } => {
             let password = read_password(&password_file)?;
             let paths = keys::import::collect_keystore_paths(&keystores)?;
-            let devices = Devices::open_all(config)?;
+            let devices = open_devices(config)?;
             let device = device.unwrap_or_else(|| config.default_device.clone());
             let report = keys::import_keystores(
                 &mut store,
@@ -318,7 +330,7 @@ fn keys_cmd(config: &Config, cmd: KeysCmd) -> Result<()> {
             Ok(())
         }
         KeysCmd::Generate { count, device } => {
-            let devices = Devices::open_all(config)?;
+            let devices = open_devices(config)?;
             let device = device.unwrap_or_else(|| config.default_device.clone());
             for pk in keys::generate(&mut store, &devices, &device, count)? {
                 println!("{pk}");
@@ -381,7 +393,7 @@ fn bench_cmd(config: &Config, cmd: BenchCmd) -> Result<()> {
             seconds,
             json,
         } => {
-            let devices = Devices::open_all(config)?;
+            let devices = open_devices(config)?;
             let device = device.unwrap_or_else(|| config.default_device.clone());
             let threads = threads.unwrap_or_else(|| {
                 std::thread::available_parallelism()

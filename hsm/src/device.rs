@@ -297,7 +297,6 @@ impl Device {
                 let err = self.ck_err("C_Login", e);
                 if matches!(err, HsmError::WrongPin { .. } | HsmError::PinLocked { .. }) {
                     self.pin_rejected.store(true, Ordering::SeqCst);
-                    tracing::error!(device = %self.name, "token rejected the PIN; not retrying");
                 }
                 Err(err)
             }

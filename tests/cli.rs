@@ -1,0 +1,265 @@
+//! The real `hsm-signer` binary on its embedded default: device and key commands, and bad input
+//! that must end in one clear line with nothing changed.
+
+mod common;
+
+use common::{assert_one_error_line, fixture, snapshot, Signer};
+
+fn eip_password() -> String {
+    fixture("eip2335/password.txt").display().to_string()
+}
+
+#[test]
+fn first_run_creates_tokens_with_private_pins_and_device_init_is_idempotent() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Signer::new();
+    let out = s.cmd().args(["device", "init"]).output().unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.matches("token created, custody key created").count(),
+        3,
+        "{stdout}"
+    );
+    for i in 1..=3 {
+        let pin = s.data_dir().join(format!("softhsm/softhsm-{i}.pin"));
+        let mode = std::fs::metadata(&pin).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", pin.display());
+    }
+    let again = s.ok(&["device", "init"]);
+    assert_eq!(
+        again.matches("token present, custody key present").count(),
+        3,
+        "{again}"
+    );
+    let check = s.ok(&["device", "check"]);
+    assert_eq!(check.matches(": ok: ").count(), 3, "{check}");
+}
+
+#[test]
+fn keys_generate_list_and_delete() {
+    let s = Signer::new();
+    let out = s.ok(&["keys", "generate", "--count", "3", "--device", "softhsm-3"]);
+    let pks: Vec<&str> = out.lines().collect();
+    assert_eq!(pks.len(), 3);
+    let list: serde_json::Value = serde_json::from_str(&s.ok(&["keys", "list", "--json"])).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 3);
+    assert!(list.as_array().unwrap().iter().all(|k| k["threshold"] == 1
+        && k["shares"][0]["device"] == "softhsm-3"
+        && k["shares"][0]["id"] == 1));
+    s.ok(&["keys", "delete", pks[0]]);
+    let list: serde_json::Value = serde_json::from_str(&s.ok(&["keys", "list", "--json"])).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    let err = s.fail(&["keys", "delete", pks[0]]);
+    assert!(assert_one_error_line(&err).contains("unknown validator key"));
+    // No temp files are left behind by the atomic writes.
+    assert!(snapshot(s.data_dir())
+        .iter()
+        .all(|(p, _, _)| !p.to_string_lossy().ends_with(".tmp")));
+}
+
+fn import_fails_and_stores_nothing(keystore: &std::path::Path, password_file: &str, expect: &str) {
+    let s = Signer::new();
+    s.ok(&["device", "init"]);
+    let before = snapshot(s.data_dir());
+    let err = s.fail(&[
+        "keys",
+        "import",
+        "--keystore",
+        keystore.to_str().unwrap(),
+        "--password-file",
+        password_file,
+    ]);
+    assert!(err.contains(expect), "expected {expect:?} in:\n{err}");
+    assert!(
+        err.contains("nothing was imported") || err.lines().count() == 1,
+        "{err}"
+    );
+    assert_eq!(snapshot(s.data_dir()), before, "the data directory changed");
+    assert!(
+        !err.contains("000000000019d6689c"),
+        "the secret leaked into an error"
+    );
+}
+
+#[test]
+fn wrong_password_bad_checksum_and_unknown_kdf_are_refused_and_store_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "not the password").unwrap();
+    import_fails_and_stores_nothing(
+        &fixture("eip2335/keystore-pbkdf2.json"),
+        wrong.to_str().unwrap(),
+        "checksum mismatch",
+    );
+
+    let mut ks: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("eip2335/keystore-scrypt.json")).unwrap(),
+    )
+    .unwrap();
+    let sum = ks["crypto"]["checksum"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bad = format!(
+        "{}{}",
+        if sum.starts_with('0') { '1' } else { '0' },
+        &sum[1..]
+    );
+    ks["crypto"]["checksum"]["message"] = bad.into();
+    let bad_checksum = dir.path().join("keystore-bad-checksum.json");
+    std::fs::write(&bad_checksum, ks.to_string()).unwrap();
+    import_fails_and_stores_nothing(&bad_checksum, &eip_password(), "checksum mismatch");
+
+    let mut ks: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("eip2335/keystore-scrypt.json")).unwrap(),
+    )
+    .unwrap();
+    ks["crypto"]["kdf"]["function"] = "argon2id".into();
+    let unknown_kdf = dir.path().join("keystore-argon.json");
+    std::fs::write(&unknown_kdf, ks.to_string()).unwrap();
+    import_fails_and_stores_nothing(&unknown_kdf, &eip_password(), "argon2id");
+}
+
+#[test]
+fn one_bad_keystore_in_a_batch_imports_none_of_them() {
+    let s = Signer::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixture("eip2335/keystore-pbkdf2.json"),
+        dir.path().join("keystore-a.json"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("keystore-b.json"), "{\"version\": 4}").unwrap();
+    let err = s.fail(&[
+        "keys",
+        "import",
+        "--keystore",
+        dir.path().to_str().unwrap(),
+        "--password-file",
+        &eip_password(),
+    ]);
+    assert!(err.contains("keystore-b.json"), "{err}");
+    let list: serde_json::Value = serde_json::from_str(&s.ok(&["keys", "list", "--json"])).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn importing_the_same_key_twice_reports_it_as_present() {
+    let s = Signer::new();
+    let args = |f: &str| {
+        vec![
+            "keys".to_owned(),
+            "import".into(),
+            "--keystore".into(),
+            fixture(f).display().to_string(),
+            "--password-file".into(),
+            eip_password(),
+        ]
+    };
+    let a = args("eip2335/keystore-scrypt.json");
+    let out = s.ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.contains("1 imported"), "{out}");
+    let b = args("eip2335/keystore-pbkdf2.json");
+    let out = s.ok(&b.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.contains("0 imported, 1 already present"), "{out}");
+}
+
+fn write_config(s: &Signer, device_body: &str) {
+    let conf = s.data_dir().join("softhsm/softhsm2.conf");
+    let pin = s.data_dir().join("softhsm/softhsm-1.pin");
+    std::fs::write(
+        s.data_dir().join("hsm-signer.toml"),
+        format!(
+            "[[device]]\nname = \"d\"\nprofile = \"softhsm\"\nmodule_config = \"{}\"\npin_file = \"{}\"\n{device_body}\n",
+            conf.display(),
+            pin.display()
+        ),
+    )
+    .unwrap();
+}
+
+/// Bad setups: each gives one clear line, a failing exit, and leaves the data dir as it was.
+fn bad_setup(s: &Signer, expect: &str) {
+    let before = snapshot(s.data_dir());
+    let err = s.fail(&["keys", "generate", "--count", "1"]);
+    let line = assert_one_error_line(&err);
+    assert!(line.contains(expect), "expected {expect:?} in {line:?}");
+    assert_eq!(snapshot(s.data_dir()), before, "the data directory changed");
+    let err = s.fail(&["device", "check"]);
+    assert!(err.contains("failed the check"), "{err}");
+}
+
+#[test]
+fn wrong_pin_is_one_clear_line_and_changes_nothing() {
+    let s = Signer::new();
+    s.ok(&["device", "init"]);
+    std::fs::write(s.data_dir().join("softhsm/softhsm-2.pin"), "0000").unwrap();
+    bad_setup(&s, "softhsm-2: the token rejected the PIN");
+}
+
+#[test]
+fn missing_module_is_one_clear_line_and_changes_nothing() {
+    let s = Signer::new();
+    s.ok(&["device", "init"]);
+    write_config(
+        &s,
+        "token_label = \"hsm-signer-1\"\nmodule = \"/nonexistent/libsofthsm2.so\"",
+    );
+    bad_setup(&s, "PKCS#11 module not found: /nonexistent/libsofthsm2.so");
+}
+
+#[test]
+fn unknown_token_label_is_one_clear_line_and_changes_nothing() {
+    let s = Signer::new();
+    s.ok(&["device", "init"]);
+    write_config(&s, "token_label = \"no-such-token\"");
+    bad_setup(&s, "no token labelled \"no-such-token\"");
+}
+
+#[test]
+fn uninitialised_token_is_one_clear_line_and_changes_nothing() {
+    let s = Signer::new();
+    s.ok(&["device", "init"]);
+    // SoftHSM always offers one free slot; find its id through the module itself.
+    std::env::set_var("SOFTHSM2_CONF", s.data_dir().join("softhsm/softhsm2.conf"));
+    let ctx = hsm::load_module(&hsm::find_softhsm_module().unwrap()).unwrap();
+    let free = ctx
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|slot| !ctx.get_token_info(*slot).unwrap().token_initialized())
+        .unwrap();
+    write_config(&s, &format!("slot = {}", free.id()));
+    bad_setup(&s, "is not initialised; run `hsm-signer device init`");
+}
+
+#[test]
+fn a_directory_without_keystores_and_a_missing_password_file_are_clear_errors() {
+    let s = Signer::new();
+    let empty = tempfile::tempdir().unwrap();
+    let err = s.fail(&[
+        "keys",
+        "import",
+        "--keystore",
+        empty.path().to_str().unwrap(),
+        "--password-file",
+        &eip_password(),
+    ]);
+    assert!(
+        assert_one_error_line(&err).contains("no keystore*.json files"),
+        "{err}"
+    );
+    let err = s.fail(&[
+        "keys",
+        "import",
+        "--keystore",
+        fixture("eip2335/keystore-scrypt.json").to_str().unwrap(),
+        "--password-file",
+        "/nonexistent/password",
+    ]);
+    assert!(
+        assert_one_error_line(&err).contains("/nonexistent/password"),
+        "{err}"
+    );
+}

@@ -1,0 +1,110 @@
+//! Shared test harness: a private data directory per test (its own SoftHSM tokens, key store),
+//! the real `hsm-signer` binary, and the fixtures.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use hsm_signer::config::Config;
+use hsm_signer::devices::{init_devices, Devices};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_hsm-signer");
+
+pub fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel)
+}
+
+/// The EIP-2335 vectors' secret.
+pub const EIP2335_SECRET: &str = "000000000019d6689c085ae165831e934ff763ae46a2a6c172b3f1b60a8ce26f";
+
+pub struct Signer {
+    pub dir: tempfile::TempDir,
+}
+
+impl Signer {
+    pub fn new() -> Signer {
+        Signer {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("--data-dir").arg(self.data_dir());
+        c.env_remove("HSM_SIGNER_CONFIG").env_remove("RUST_LOG");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    /// Run and insist on success; return stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "hsm-signer {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Run and insist on failure; return stderr.
+    pub fn fail(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "hsm-signer {args:?} unexpectedly succeeded"
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    /// In-process view of the same data directory: config with module environment applied,
+    /// devices initialised and open.
+    pub fn open(&self) -> (Config, Devices) {
+        let config = Config::load(None, self.data_dir()).unwrap();
+        config.apply_module_environment().unwrap();
+        init_devices(&config, None).unwrap();
+        let devices = Devices::open_all(&config).unwrap();
+        (config, devices)
+    }
+}
+
+/// Every file under `dir` with its size and modification time, to show that nothing changed.
+/// SoftHSM's own bookkeeping (`generation`, `*.lock`, and `token.object`, which holds its login
+/// counters and is rewritten on every login), is left out; key objects and our files are in.
+pub fn snapshot(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if !(e.file_name() == "generation"
+                || e.file_name() == "token.object"
+                || e.path().extension().is_some_and(|x| x == "lock"))
+            {
+                out.push((e.path(), m.len(), m.modified().unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The error output is one clear line: a single `error:` line and nothing else.
+pub fn assert_one_error_line(stderr: &str) -> &str {
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got:\n{stderr}");
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+    lines[0]
+}
