@@ -1,0 +1,1030 @@
+#!/usr/bin/env python3
+"""Generate Web3Signer eth2 signing fixtures with the consensus specs' own Python package.
+
+For every fork (phase0 .. fulu) and every Web3Signer sign request type that applies to
+that fork, this script builds random (seeded, deterministic) messages, computes the
+signing root and the BLS signature with the executable consensus spec
+(`eth-consensus-specs`, module `eth_consensus_specs`, mainnet preset/config), and writes
+one JSON file per fork to tests/fixtures/signing/<fork>.json.
+
+The signatures are produced by the spec's own validator helpers where one exists
+(get_attestation_signature, get_block_signature, get_epoch_signature, get_slot_signature,
+get_aggregate_and_proof_signature, get_sync_committee_message,
+get_sync_committee_selection_proof, get_contribution_and_proof_signature), using a
+BeaconState whose `fork` and `genesis_validators_root` are taken from the request's
+`fork_info` -- i.e. exactly the spec's `get_domain` rule:
+    fork_version = fork.previous_version if epoch < fork.epoch else fork.current_version
+
+Every signature is cross-checked against py_ecc (G2ProofOfPossession) at generation time,
+and after writing, every fixture file is re-read and checked independently:
+  * the request JSON is validated against the Web3Signer OpenAPI schema (if found),
+  * the message is parsed back from the JSON into the spec's SSZ containers (strictly:
+    exact field names, canonical decimal/hex encodings), the signing root is recomputed
+    by a separate "signer emulation" dispatch that only looks at the request JSON,
+  * the signature is verified with py_ecc against the fixed public key.
+Any mismatch raises and the script exits non-zero.
+
+Usage:
+    python scripts/oracle/gen_signing_fixtures.py            # generate + self-check
+    python scripts/oracle/gen_signing_fixtures.py --check    # only re-check existing files
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import re
+import sys
+from importlib.metadata import version as pkg_version
+from random import Random
+
+from py_ecc.bls import G2ProofOfPossession as PyEccBLS
+from ssz.bitfields import BitList, BitVector
+from ssz.boolean import Boolean
+from ssz.byte_arrays import ByteList, ByteVector
+from ssz.collections import List, Vector
+from ssz.container import Container
+from ssz.uint import BaseUint, Uint64
+
+from eth_consensus_specs.debug.random_value import RandomizationMode, get_random_ssz_object
+from eth_consensus_specs.utils import bls as spec_bls
+
+# --------------------------------------------------------------------------------------
+# Constants
+# --------------------------------------------------------------------------------------
+
+FORKS = ["phase0", "altair", "bellatrix", "capella", "deneb", "electra", "fulu"]
+SPECS = {f: importlib.import_module(f"eth_consensus_specs.{f}.mainnet") for f in FORKS}
+
+# EIP-2335 test vector secret key.
+SECRET_KEY_HEX = "0x000000000019d6689c085ae165831e934ff763ae46a2a6c172b3f1b60a8ce26f"
+SECRET_KEY = int(SECRET_KEY_HEX, 16)
+
+# Builder API (ethereum/builder-specs, specs/bellatrix/builder.md):
+#   DOMAIN_APPLICATION_BUILDER = DomainType('0x00000001')
+#   domain = compute_domain(DOMAIN_APPLICATION_BUILDER)  # GENESIS_FORK_VERSION, zero root
+DOMAIN_APPLICATION_BUILDER_HEX = "0x00000001"
+
+# Fork names as used by the Web3Signer API `version` discriminators.
+VERSION_NAME = {f: f.upper() for f in FORKS}
+
+# Types whose request carries no fork_info (DepositSigning / ValidatorRegistrationSigning
+# do not include the `Signing` base schema).
+NO_FORK_INFO_TYPES = {"DEPOSIT", "VALIDATOR_REGISTRATION"}
+
+CASES_PER_TYPE = 3
+
+REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+DEFAULT_OUT = os.path.join(REPO_ROOT, "tests", "fixtures", "signing")
+DEFAULT_SPEC_DIR = os.path.join(
+    REPO_ROOT, "..", "shared", "specs", "web3signer-eth2", "signing"
+)
+
+
+def types_for_fork(fork: str) -> list[str]:
+    i = FORKS.index(fork)
+    altair_plus = i >= FORKS.index("altair")
+    bellatrix_plus = i >= FORKS.index("bellatrix")
+    pre_electra = i < FORKS.index("electra")
+    types = ["AGGREGATION_SLOT"]
+    if pre_electra:
+        types.append("AGGREGATE_AND_PROOF")
+    types += ["AGGREGATE_AND_PROOF_V2", "ATTESTATION"]
+    if fork == "phase0":
+        types.append("BLOCK")
+    types += ["BLOCK_V2", "DEPOSIT", "RANDAO_REVEAL", "VOLUNTARY_EXIT"]
+    if altair_plus:
+        types += [
+            "SYNC_COMMITTEE_MESSAGE",
+            "SYNC_COMMITTEE_SELECTION_PROOF",
+            "SYNC_COMMITTEE_CONTRIBUTION_AND_PROOF",
+        ]
+    if bellatrix_plus:
+        types.append("VALIDATOR_REGISTRATION")
+    return types
+
+
+def fork_version(fork: str):
+    cfg = SPECS["fulu"].config
+    if fork == "phase0":
+        return cfg.GENESIS_FORK_VERSION
+    return getattr(cfg, f"{fork.upper()}_FORK_VERSION")
+
+
+def fork_epoch(fork: str) -> int:
+    cfg = SPECS["fulu"].config
+    if fork == "phase0":
+        return 0
+    return int(getattr(cfg, f"{fork.upper()}_FORK_EPOCH"))
+
+
+def versions_string() -> str:
+    return (
+        f"eth-consensus-specs {pkg_version('eth-consensus-specs')}, "
+        f"py_ecc {pkg_version('py_ecc')}, "
+        f"py_arkworks_bls12381 {pkg_version('py_arkworks_bls12381')}"
+    )
+
+
+def hx(b) -> str:
+    return "0x" + bytes(b).hex()
+
+
+# --------------------------------------------------------------------------------------
+# Beacon-API style JSON encoding / strict decoding of SSZ values
+# --------------------------------------------------------------------------------------
+
+
+def to_json(v):
+    if isinstance(v, (BitList, BitVector)):
+        return "0x" + v.encode_bytes().hex()
+    if isinstance(v, (ByteVector, ByteList)):
+        return "0x" + v.encode_bytes().hex()
+    if isinstance(v, Boolean):
+        return bool(v)
+    if isinstance(v, BaseUint):
+        return str(int(v))
+    if isinstance(v, (List, Vector)):
+        return [to_json(e) for e in v]
+    if isinstance(v, Container):
+        return {name: to_json(getattr(v, name)) for name in type(v).model_fields}
+    raise TypeError(f"cannot encode {type(v)}")
+
+
+HEX_RE = re.compile(r"^0x([0-9a-f]{2})*$")
+UINT_RE = re.compile(r"^(0|[1-9][0-9]*)$")
+
+
+class FixtureError(Exception):
+    pass
+
+
+def _hex_bytes(j, path) -> bytes:
+    if not isinstance(j, str) or not HEX_RE.match(j):
+        raise FixtureError(f"{path}: expected 0x-prefixed lowercase hex, got {j!r}")
+    return bytes.fromhex(j[2:])
+
+
+def from_json(typ, j, path="$"):
+    """Strictly parse Beacon-API JSON `j` into SSZ type `typ`."""
+    if issubclass(typ, (BitList, BitVector)):
+        return typ.decode_bytes(_hex_bytes(j, path))
+    if issubclass(typ, ByteVector):
+        b = _hex_bytes(j, path)
+        if len(b) != typ.get_byte_length():
+            raise FixtureError(f"{path}: expected {typ.get_byte_length()} bytes, got {len(b)}")
+        return typ.decode_bytes(b)
+    if issubclass(typ, ByteList):
+        return typ.decode_bytes(_hex_bytes(j, path))
+    if issubclass(typ, Boolean):
+        if not isinstance(j, bool):
+            raise FixtureError(f"{path}: expected bool")
+        return typ(j)
+    if issubclass(typ, BaseUint):
+        if not isinstance(j, str) or not UINT_RE.match(j):
+            raise FixtureError(f"{path}: expected decimal string, got {j!r}")
+        n = int(j)
+        if n >= 1 << (8 * typ.get_byte_length()):
+            raise FixtureError(f"{path}: {n} out of range for {typ.__name__}")
+        return typ(n)
+    if issubclass(typ, (List, Vector)):
+        if not isinstance(j, list):
+            raise FixtureError(f"{path}: expected array")
+        return typ(data=[from_json(typ.ELEMENT_TYPE, e, f"{path}[{i}]") for i, e in enumerate(j)])
+    if issubclass(typ, Container):
+        if not isinstance(j, dict):
+            raise FixtureError(f"{path}: expected object")
+        fields = typ.model_fields
+        if set(j) != set(fields):
+            raise FixtureError(
+                f"{path}: keys {sorted(j)} != {typ.__name__} fields {list(fields)}"
+            )
+        return typ(**{n: from_json(f.annotation, j[n], f"{path}.{n}") for n, f in fields.items()})
+    raise FixtureError(f"{path}: unsupported type {typ}")
+
+
+def fresh(obj):
+    """Re-materialise an SSZ object from its serialization (no stale state after edits)."""
+    return type(obj).decode_bytes(obj.encode_bytes())
+
+
+# --------------------------------------------------------------------------------------
+# Generation helpers
+# --------------------------------------------------------------------------------------
+
+
+def rand_obj(rng: Random, typ, max_list=2, max_bytes=32):
+    return get_random_ssz_object(
+        rng, typ, max_bytes, max_list, RandomizationMode.mode_random, chaos=False
+    )
+
+
+def rand_bits(rng: Random, typ, length: int):
+    return typ(data=[rng.random() < 0.5 for _ in range(length)])
+
+
+def rand_root(rng: Random) -> bytes:
+    return bytes(rng.getrandbits(8) for _ in range(32))
+
+
+def rand_sig_bytes(rng: Random) -> bytes:
+    return bytes(rng.getrandbits(8) for _ in range(96))
+
+
+class Ctx:
+    """Per (fork, type) generation context."""
+
+    def __init__(self, fork: str, rtype: str):
+        self.fork = fork
+        self.rtype = rtype
+        self.spec = SPECS[fork]
+        self.rng = Random(f"hsm-signer/{fork}/{rtype}")
+        i = FORKS.index(fork)
+        self.E = fork_epoch(fork)
+        self.prev_fork = FORKS[i - 1] if i > 0 else None
+        self.prev_E = fork_epoch(self.prev_fork) if self.prev_fork else None
+        self.next_E = fork_epoch(FORKS[i + 1]) if i + 1 < len(FORKS) else self.E + 100_000
+        self.spe = int(self.spec.SLOTS_PER_EPOCH)
+
+    # ---- fork info -------------------------------------------------------------------
+    def fork_info(self, fork_override: str | None = None):
+        f = fork_override or self.fork
+        i = FORKS.index(f)
+        cur = fork_version(f)
+        prev = fork_version(FORKS[i - 1]) if i > 0 else cur
+        fork_obj = self.spec.Fork(
+            previous_version=prev, current_version=cur, epoch=self.spec.Epoch(fork_epoch(f))
+        )
+        gvr = self.spec.Root(rand_root(self.rng))
+        return fork_obj, gvr
+
+    def state(self, fork_obj, gvr, slot=0):
+        st = self.spec.BeaconState()
+        st.fork = fork_obj
+        st.genesis_validators_root = gvr
+        st.slot = self.spec.Slot(slot)
+        return st
+
+    # ---- epoch / slot choice -----------------------------------------------------------
+    def pick(self, mode: str) -> tuple[int, int]:
+        """Return (epoch, slot) for a case mode: after | before | at_fork | last_before."""
+        rng = self.rng
+        if mode == "after":
+            e = rng.randint(self.E, self.next_E - 1)
+            return e, e * self.spe + rng.randint(0, self.spe - 1)
+        if mode == "at_fork":
+            return self.E, self.E * self.spe
+        if mode == "before":
+            assert self.E > 0
+            e = rng.randint(self.prev_E, self.E - 1)
+            return e, e * self.spe + rng.randint(0, self.spe - 1)
+        if mode == "last_before":
+            assert self.E > 0
+            return self.E - 1, self.E * self.spe - 1
+        raise ValueError(mode)
+
+    def modes(self) -> list[str]:
+        if self.fork == "phase0":
+            # Mainnet phase0 fork: previous_version == current_version, epoch 0:
+            # no message epoch can precede it.
+            return ["after", "after", "at_fork"]
+        return ["after", "before", "at_fork"]
+
+
+def check_sig(ctx: Ctx, obj, domain, spec_sig) -> tuple[bytes, bytes]:
+    """Bind the spec helper's signature to our own compute_signing_root(obj, domain)."""
+    spec = ctx.spec
+    root = bytes(spec.compute_signing_root(obj, domain))
+    spec_sig = bytes(spec_sig)
+    py_sig = PyEccBLS.Sign(SECRET_KEY, root)
+    if py_sig != spec_sig:
+        raise FixtureError(
+            f"{ctx.fork}/{ctx.rtype}: spec signature != py_ecc Sign(sk, signing_root) -- "
+            "spec helper used a different signing root than the one recorded"
+        )
+    return root, spec_sig
+
+
+# --------------------------------------------------------------------------------------
+# Per-type case builders. Each returns (payload_dict, obj, domain, spec_signature).
+# --------------------------------------------------------------------------------------
+
+
+def _attestation_data(ctx: Ctx, slot: int, target_epoch: int):
+    spec, rng = ctx.spec, ctx.rng
+    ad = rand_obj(rng, spec.AttestationData)
+    ad.slot = spec.Slot(slot)
+    ad.index = spec.CommitteeIndex(0 if FORKS.index(ctx.fork) >= FORKS.index("electra") else rng.randint(0, 63))
+    ad.target.epoch = spec.Epoch(target_epoch)
+    ad.source.epoch = spec.Epoch(max(0, target_epoch - rng.randint(1, 2)))
+    return fresh(ad)
+
+
+def build_attestation(ctx: Ctx, fork_obj, gvr, slot, epoch, target_epoch=None):
+    spec = ctx.spec
+    ad = _attestation_data(ctx, slot, epoch if target_epoch is None else target_epoch)
+    st = ctx.state(fork_obj, gvr)
+    sig = spec.get_attestation_signature(st, ad, SECRET_KEY)
+    domain = spec.get_domain(st, spec.DOMAIN_BEACON_ATTESTER, ad.target.epoch)
+    return {"attestation": to_json(ad)}, ad, domain, sig
+
+
+def build_aggregation_slot(ctx: Ctx, fork_obj, gvr, slot, epoch):
+    spec = ctx.spec
+    st = ctx.state(fork_obj, gvr)
+    s = spec.Slot(slot)
+    sig = spec.get_slot_signature(st, s, SECRET_KEY)
+    domain = spec.get_domain(st, spec.DOMAIN_SELECTION_PROOF, spec.compute_epoch_at_slot(s))
+    return {"aggregation_slot": {"slot": str(slot)}}, s, domain, sig
+
+
+def _aggregate_and_proof(ctx: Ctx, fork_obj, gvr, slot, target_epoch, one_committee=True):
+    spec, rng = ctx.spec, ctx.rng
+    electra_plus = FORKS.index(ctx.fork) >= FORKS.index("electra")
+    st = ctx.state(fork_obj, gvr)
+    aap = rand_obj(rng, spec.AggregateAndProof)
+    agg = aap.aggregate
+    agg.data = _attestation_data(ctx, slot, target_epoch)
+    agg.signature = spec.BLSSignature(rand_sig_bytes(rng))
+    if electra_plus:
+        agg.aggregation_bits = rand_bits(rng, spec.AggregationBits, rng.randint(1, 1500))
+        if one_committee:
+            bits = [False] * int(spec.MAX_COMMITTEES_PER_SLOT)
+            bits[rng.randint(0, len(bits) - 1)] = True
+            agg.committee_bits = spec.CommitteeBits(data=bits)
+    else:
+        agg.aggregation_bits = rand_bits(rng, spec.AggregationBits, rng.randint(1, 600))
+    # A real selection proof for the slot (only hashed by the signer, but realistic).
+    aap.selection_proof = spec.get_slot_signature(st, spec.Slot(slot), SECRET_KEY)
+    aap = fresh(aap)
+    sig = spec.get_aggregate_and_proof_signature(st, aap, SECRET_KEY)
+    domain = spec.get_domain(
+        st, spec.DOMAIN_AGGREGATE_AND_PROOF, spec.compute_epoch_at_slot(aap.aggregate.data.slot)
+    )
+    return aap, domain, sig
+
+
+def build_aggregate_and_proof(ctx, fork_obj, gvr, slot, epoch, target_epoch=None, one_committee=True):
+    te = epoch if target_epoch is None else target_epoch
+    aap, domain, sig = _aggregate_and_proof(ctx, fork_obj, gvr, slot, te, one_committee)
+    return {"aggregate_and_proof": to_json(aap)}, aap, domain, sig
+
+
+def build_aggregate_and_proof_v2(ctx, fork_obj, gvr, slot, epoch, target_epoch=None, one_committee=True):
+    te = epoch if target_epoch is None else target_epoch
+    aap, domain, sig = _aggregate_and_proof(ctx, fork_obj, gvr, slot, te, one_committee)
+    payload = {"aggregate_and_proof": {"version": VERSION_NAME[ctx.fork], "data": to_json(aap)}}
+    return payload, aap, domain, sig
+
+
+def _random_block(ctx: Ctx, slot: int):
+    spec, rng = ctx.spec, ctx.rng
+    block = rand_obj(rng, spec.BeaconBlock, max_list=3, max_bytes=48)
+    block.slot = spec.Slot(slot)
+    # Realistic aggregation bitlists for the contained attestations.
+    for att in block.body.attestations:
+        att.aggregation_bits = rand_bits(rng, type(att.aggregation_bits), rng.randint(1, 200))
+    return fresh(block)
+
+
+def _block_common(ctx: Ctx, fork_obj, gvr, slot):
+    spec = ctx.spec
+    block = _random_block(ctx, slot)
+    st = ctx.state(fork_obj, gvr)
+    sig = spec.get_block_signature(st, block, SECRET_KEY)
+    domain = spec.get_domain(st, spec.DOMAIN_BEACON_PROPOSER, spec.compute_epoch_at_slot(block.slot))
+    return block, domain, sig
+
+
+def build_block(ctx, fork_obj, gvr, slot, epoch):
+    assert ctx.fork == "phase0"
+    block, domain, sig = _block_common(ctx, fork_obj, gvr, slot)
+    return {"block": to_json(block)}, block, domain, sig
+
+
+def build_block_v2(ctx, fork_obj, gvr, slot, epoch):
+    spec = ctx.spec
+    block, domain, sig = _block_common(ctx, fork_obj, gvr, slot)
+    version = VERSION_NAME[ctx.fork]
+    if ctx.fork in ("phase0", "altair"):
+        return {"beacon_block": {"version": version, "block": to_json(block)}}, block, domain, sig
+    header = spec.BeaconBlockHeader(
+        slot=block.slot,
+        proposer_index=block.proposer_index,
+        parent_root=block.parent_root,
+        state_root=block.state_root,
+        body_root=spec.hash_tree_root(block.body),
+    )
+    if spec.hash_tree_root(header) != spec.hash_tree_root(block):
+        raise FixtureError("header root != block root")
+    return {"beacon_block": {"version": version, "block_header": to_json(header)}}, header, domain, sig
+
+
+def build_randao_reveal(ctx, fork_obj, gvr, slot, epoch):
+    spec = ctx.spec
+    st = ctx.state(fork_obj, gvr)
+    # get_epoch_signature signs compute_epoch_at_slot(block.slot); use the epoch's first slot.
+    block = spec.BeaconBlock(slot=spec.Slot(epoch * ctx.spe))
+    sig = spec.get_epoch_signature(st, block, SECRET_KEY)
+    e = spec.Epoch(epoch)
+    domain = spec.get_domain(st, spec.DOMAIN_RANDAO, e)
+    return {"randao_reveal": {"epoch": str(epoch)}}, e, domain, sig
+
+
+def build_voluntary_exit(ctx, fork_obj, gvr, slot, epoch):
+    spec, rng = ctx.spec, ctx.rng
+    ve = rand_obj(rng, spec.VoluntaryExit)
+    ve.epoch = spec.Epoch(epoch)
+    ve.validator_index = spec.ValidatorIndex(rng.randint(0, 2_000_000))
+    ve = fresh(ve)
+    st = ctx.state(fork_obj, gvr)
+    # phase0 process_voluntary_exit: domain = get_domain(state, DOMAIN_VOLUNTARY_EXIT, voluntary_exit.epoch)
+    domain = spec.get_domain(st, spec.DOMAIN_VOLUNTARY_EXIT, ve.epoch)
+    sig = spec_bls.Sign(SECRET_KEY, spec.compute_signing_root(ve, domain))
+    return {"voluntary_exit": to_json(ve)}, ve, domain, sig
+
+
+def build_sync_committee_message(ctx, fork_obj, gvr, slot, epoch):
+    spec, rng = ctx.spec, ctx.rng
+    root = spec.Root(rand_root(rng))
+    st = ctx.state(fork_obj, gvr, slot=slot)  # get_sync_committee_message uses state.slot
+    msg = spec.get_sync_committee_message(st, root, spec.ValidatorIndex(0), SECRET_KEY)
+    domain = spec.get_domain(st, spec.DOMAIN_SYNC_COMMITTEE, spec.compute_epoch_at_slot(spec.Slot(slot)))
+    payload = {"sync_committee_message": {"beacon_block_root": hx(root), "slot": str(slot)}}
+    return payload, root, domain, msg.signature
+
+
+def _subcommittee_index(ctx: Ctx, i: int) -> int:
+    # Realistic 0..3 except one case with an arbitrary uint64.
+    return ctx.rng.randint(0, 2**64 - 1) if i == 2 else ctx.rng.randint(0, int(ctx.spec.SYNC_COMMITTEE_SUBNET_COUNT) - 1)
+
+
+def build_sync_committee_selection_proof(ctx, fork_obj, gvr, slot, epoch, i=0):
+    spec = ctx.spec
+    sub = Uint64(_subcommittee_index(ctx, i))
+    st = ctx.state(fork_obj, gvr)
+    sig = spec.get_sync_committee_selection_proof(st, spec.Slot(slot), sub, SECRET_KEY)
+    data = spec.SyncAggregatorSelectionData(slot=spec.Slot(slot), subcommittee_index=sub)
+    domain = spec.get_domain(
+        st, spec.DOMAIN_SYNC_COMMITTEE_SELECTION_PROOF, spec.compute_epoch_at_slot(spec.Slot(slot))
+    )
+    return {"sync_aggregator_selection_data": to_json(data)}, data, domain, sig
+
+
+def build_contribution_and_proof(ctx, fork_obj, gvr, slot, epoch, i=0):
+    spec, rng = ctx.spec, ctx.rng
+    st = ctx.state(fork_obj, gvr)
+    cap = rand_obj(rng, spec.ContributionAndProof)
+    cap.contribution.slot = spec.Slot(slot)
+    cap.contribution.subcommittee_index = Uint64(_subcommittee_index(ctx, i))
+    cap.aggregator_index = spec.ValidatorIndex(rng.randint(0, 2_000_000))
+    cap.selection_proof = spec.get_sync_committee_selection_proof(
+        st, cap.contribution.slot, cap.contribution.subcommittee_index, SECRET_KEY
+    )
+    cap = fresh(cap)
+    sig = spec.get_contribution_and_proof_signature(st, cap, SECRET_KEY)
+    domain = spec.get_domain(
+        st, spec.DOMAIN_CONTRIBUTION_AND_PROOF, spec.compute_epoch_at_slot(cap.contribution.slot)
+    )
+    return {"contribution_and_proof": to_json(cap)}, cap, domain, sig
+
+
+# Deposits: (description, pubkey is own?, withdrawal credential prefix, amount, genesis fork version)
+DEPOSIT_VARIANTS = [
+    ("mainnet_32eth_0x01", True, b"\x01", 32_000_000_000, "0x00000000"),
+    ("hoodi_random_amount_0x00", False, b"\x00", None, "0x10000910"),
+    ("holesky_2048eth_0x02", True, b"\x02", 2_048_000_000_000, "0x01017000"),
+]
+
+
+def build_deposit(ctx: Ctx, i: int, own_pubkey: bytes):
+    spec, rng = ctx.spec, ctx.rng
+    _desc, own, prefix, amount, gfv = DEPOSIT_VARIANTS[i]
+    pubkey = own_pubkey if own else bytes(rng.getrandbits(8) for _ in range(48))
+    if prefix == b"\x00":
+        wc = prefix + bytes(rng.getrandbits(8) for _ in range(31))
+    else:
+        wc = prefix + b"\x00" * 11 + bytes(rng.getrandbits(8) for _ in range(20))
+    if amount is None:
+        amount = rng.randint(1_000_000_000, 2**64 - 1)
+    dm = spec.DepositMessage(
+        pubkey=spec.BLSPubkey(pubkey),
+        withdrawal_credentials=spec.Bytes32(wc),
+        amount=spec.Gwei(amount),
+    )
+    domain = spec.compute_domain(spec.DOMAIN_DEPOSIT, spec.Version(gfv))
+    if gfv == "0x00000000" and domain != spec.compute_domain(spec.DOMAIN_DEPOSIT):
+        raise FixtureError("deposit domain mismatch against spec default")
+    sig = spec_bls.Sign(SECRET_KEY, spec.compute_signing_root(dm, domain))
+    payload = {"deposit": {**to_json(dm), "genesis_fork_version": gfv}}
+    return payload, dm, domain, sig
+
+
+def validator_registration_type(spec):
+    class ValidatorRegistrationV1(Container):
+        fee_recipient: spec.ExecutionAddress
+        gas_limit: Uint64
+        timestamp: Uint64
+        pubkey: spec.BLSPubkey
+
+    return ValidatorRegistrationV1
+
+
+def builder_domain(spec):
+    dt = spec.DomainType(DOMAIN_APPLICATION_BUILDER_HEX)
+    assert dt == spec.DOMAIN_APPLICATION_MASK
+    # compute_domain(DOMAIN_APPLICATION_BUILDER): GENESIS_FORK_VERSION (mainnet), zero root.
+    return spec.compute_domain(dt)
+
+
+def build_validator_registration(ctx: Ctx, i: int, own_pubkey: bytes):
+    spec, rng = ctx.spec, ctx.rng
+    VR = validator_registration_type(spec)
+    gas = [30_000_000, 36_000_000, rng.randint(0, 2**64 - 1)][i]
+    pubkey = own_pubkey if i != 2 else bytes(rng.getrandbits(8) for _ in range(48))
+    reg = VR(
+        fee_recipient=spec.ExecutionAddress(bytes(rng.getrandbits(8) for _ in range(20))),
+        gas_limit=Uint64(gas),
+        timestamp=Uint64(rng.randint(1_606_824_023, 1_900_000_000)),
+        pubkey=spec.BLSPubkey(pubkey),
+    )
+    domain = builder_domain(spec)
+    sig = spec_bls.Sign(SECRET_KEY, spec.compute_signing_root(reg, domain))
+    return {"validator_registration": to_json(reg)}, reg, domain, sig
+
+
+SLOT_BUILDERS = {
+    "AGGREGATION_SLOT": build_aggregation_slot,
+    "AGGREGATE_AND_PROOF": build_aggregate_and_proof,
+    "AGGREGATE_AND_PROOF_V2": build_aggregate_and_proof_v2,
+    "ATTESTATION": build_attestation,
+    "BLOCK": build_block,
+    "BLOCK_V2": build_block_v2,
+    "RANDAO_REVEAL": build_randao_reveal,
+    "VOLUNTARY_EXIT": build_voluntary_exit,
+    "SYNC_COMMITTEE_MESSAGE": build_sync_committee_message,
+    "SYNC_COMMITTEE_SELECTION_PROOF": build_sync_committee_selection_proof,
+    "SYNC_COMMITTEE_CONTRIBUTION_AND_PROOF": build_contribution_and_proof,
+}
+
+
+def fork_info_json(fork_obj, gvr):
+    return {
+        "fork": {
+            "previous_version": hx(fork_obj.previous_version),
+            "current_version": hx(fork_obj.current_version),
+            "epoch": str(int(fork_obj.epoch)),
+        },
+        "genesis_validators_root": hx(gvr),
+    }
+
+
+def make_case(ctx: Ctx, name: str, payload, obj, domain, spec_sig, fork_info=None):
+    root, sig = check_sig(ctx, obj, domain, spec_sig)
+    request = {"type": ctx.rtype}
+    if fork_info is not None:
+        request["fork_info"] = fork_info
+    request.update(payload)
+    return {
+        "type": ctx.rtype,
+        "name": name,
+        "request": request,
+        "domain": hx(domain),
+        "signing_root": hx(root),
+        "signature": hx(sig),
+    }
+
+
+def gen_cases_for_type(fork: str, rtype: str, own_pubkey: bytes) -> list[dict]:
+    ctx = Ctx(fork, rtype)
+    spec = ctx.spec
+    lname = rtype.lower()
+    cases = []
+
+    if rtype == "DEPOSIT":
+        for i in range(CASES_PER_TYPE):
+            p, o, d, s = build_deposit(ctx, i, own_pubkey)
+            cases.append(make_case(ctx, f"{lname}_random_{i}_{DEPOSIT_VARIANTS[i][0]}", p, o, d, s))
+        return cases
+    if rtype == "VALIDATOR_REGISTRATION":
+        for i in range(CASES_PER_TYPE):
+            p, o, d, s = build_validator_registration(ctx, i, own_pubkey)
+            cases.append(make_case(ctx, f"{lname}_random_{i}", p, o, d, s))
+        return cases
+
+    builder = SLOT_BUILDERS[rtype]
+    extra_kw = lambda i: {"i": i} if rtype in (  # noqa: E731
+        "SYNC_COMMITTEE_SELECTION_PROOF",
+        "SYNC_COMMITTEE_CONTRIBUTION_AND_PROOF",
+    ) else {}
+
+    for i, mode in enumerate(ctx.modes()):
+        epoch, slot = ctx.pick(mode)
+        fork_obj, gvr = ctx.fork_info()
+        kw = extra_kw(i)
+        if rtype == "AGGREGATE_AND_PROOF_V2" and i == 1 and FORKS.index(fork) >= FORKS.index("electra"):
+            kw["one_committee"] = False  # random committee_bits
+        p, o, d, s = builder(ctx, fork_obj, gvr, slot, epoch, **kw)
+        tag = {"after": "_after_fork", "before": "_before_fork", "at_fork": "_at_fork_epoch"}[mode]
+        if fork == "phase0":
+            tag = {"after": "", "at_fork": "_genesis_epoch"}[mode]
+        cases.append(make_case(ctx, f"{lname}_random_{i}{tag}", p, o, d, s, fork_info_json(fork_obj, gvr)))
+
+    # ---- edge cases: which epoch selects the fork version ------------------------------
+    if fork != "phase0":
+        if rtype == "ATTESTATION":
+            # Spec: domain epoch is attestation_data.target.epoch (not the slot's epoch).
+            # slot is the last slot before the fork, target.epoch is the fork epoch -> current_version.
+            _, slot = ctx.pick("last_before")
+            fork_obj, gvr = ctx.fork_info()
+            p, o, d, s = build_attestation(ctx, fork_obj, gvr, slot, ctx.E - 1, target_epoch=ctx.E)
+            cases.append(make_case(ctx, f"{lname}_edge_target_epoch_selects_fork", p, o, d, s,
+                                   fork_info_json(fork_obj, gvr)))
+        if rtype in ("AGGREGATE_AND_PROOF", "AGGREGATE_AND_PROOF_V2"):
+            # Spec: domain epoch is compute_epoch_at_slot(aggregate.data.slot) (not target.epoch).
+            # slot is the first slot of the fork epoch, target.epoch is one before -> current_version.
+            epoch, slot = ctx.pick("at_fork")
+            fork_obj, gvr = ctx.fork_info()
+            p, o, d, s = builder(ctx, fork_obj, gvr, slot, epoch, target_epoch=ctx.E - 1)
+            cases.append(make_case(ctx, f"{lname}_edge_slot_epoch_selects_fork", p, o, d, s,
+                                   fork_info_json(fork_obj, gvr)))
+        if rtype not in ("ATTESTATION",):
+            # Last slot / epoch before the fork -> previous_version.
+            epoch, slot = ctx.pick("last_before")
+            if rtype == "VOLUNTARY_EXIT" or rtype == "RANDAO_REVEAL":
+                slot = epoch * ctx.spe
+            fork_obj, gvr = ctx.fork_info()
+            p, o, d, s = builder(ctx, fork_obj, gvr, slot, epoch, **extra_kw(0))
+            cases.append(make_case(ctx, f"{lname}_edge_last_epoch_before_fork", p, o, d, s,
+                                   fork_info_json(fork_obj, gvr)))
+        else:
+            _, slot = ctx.pick("last_before")
+            fork_obj, gvr = ctx.fork_info()
+            p, o, d, s = build_attestation(ctx, fork_obj, gvr, slot, ctx.E - 1)
+            cases.append(make_case(ctx, f"{lname}_edge_last_epoch_before_fork", p, o, d, s,
+                                   fork_info_json(fork_obj, gvr)))
+
+    if rtype == "VOLUNTARY_EXIT" and FORKS.index(fork) >= FORKS.index("deneb"):
+        # EIP-7044: from Deneb on, exits are verified with CAPELLA_FORK_VERSION. A Web3Signer
+        # client requests this by sending the Capella fork in fork_info; the signer itself
+        # only applies the generic fork_info rule.
+        epoch, slot = ctx.pick("after")
+        fork_obj, gvr = ctx.fork_info(fork_override="capella")
+        p, o, d, s = build_voluntary_exit(ctx, fork_obj, gvr, epoch * ctx.spe, epoch)
+        expect = spec.compute_domain(spec.DOMAIN_VOLUNTARY_EXIT, spec.config.CAPELLA_FORK_VERSION, gvr)
+        if d != expect:
+            raise FixtureError("EIP-7044 exit domain mismatch")
+        cases.append(make_case(ctx, f"{lname}_eip7044_capella_fork_info", p, o, d, s,
+                               fork_info_json(fork_obj, gvr)))
+    return cases
+
+
+def generate(out_dir: str) -> list[str]:
+    os.makedirs(out_dir, exist_ok=True)
+    if not spec_bls.bls_active:
+        raise FixtureError("eth_consensus_specs BLS is stubbed (bls_active is False)")
+    pubkey = bytes(spec_bls.SkToPk(SECRET_KEY))
+    if pubkey != PyEccBLS.SkToPk(SECRET_KEY):
+        raise FixtureError("pubkey mismatch between spec BLS and py_ecc")
+    written = []
+    for fork in FORKS:
+        cases = []
+        for rtype in types_for_fork(fork):
+            cases += gen_cases_for_type(fork, rtype, pubkey)
+            print(f"  {fork:9s} {rtype:40s} {sum(c['type'] == rtype for c in cases)}", flush=True)
+        doc = {
+            "fork": fork,
+            "generator": versions_string(),
+            "secret_key": SECRET_KEY_HEX,
+            "pubkey": hx(pubkey),
+            "genesis_fork_version": hx(SPECS[fork].config.GENESIS_FORK_VERSION),
+            "cases": cases,
+        }
+        path = os.path.join(out_dir, f"{fork}.json")
+        with open(path, "w", encoding="ascii", newline="\n") as fh:
+            json.dump(doc, fh, indent=1, ensure_ascii=True)
+            fh.write("\n")
+        written.append(path)
+    return written
+
+
+# --------------------------------------------------------------------------------------
+# Self-check: OpenAPI schema validation + independent signer emulation + py_ecc verify
+# --------------------------------------------------------------------------------------
+
+
+class SchemaChecker:
+    """Minimal strict validator for the Web3Signer request bodies (objects, strings, arrays,
+    allOf, oneOf+discriminator, required, patterns, uint64 format). Unknown keys are errors."""
+
+    def __init__(self, spec_dir: str):
+        from ruamel.yaml import YAML
+
+        yaml = YAML(typ="safe")
+        with open(os.path.join(spec_dir, "schemas.yaml")) as fh:
+            self.schemas = yaml.load(fh)["components"]["schemas"]
+        with open(os.path.join(spec_dir, "paths", "sign.yaml")) as fh:
+            sign = yaml.load(fh)
+        body = sign["post"]["requestBody"]["content"]["application/json"]["schema"]
+        self.type_map = {t: ref.split("/")[-1] for t, ref in body["discriminator"]["mapping"].items()}
+
+    def resolve(self, node):
+        while "$ref" in node:
+            node = self.schemas[node["$ref"].split("/")[-1]]
+        return node
+
+    def collect(self, node):
+        node = self.resolve(node)
+        props, req = {}, set()
+        for sub in node.get("allOf", []):
+            p, r = self.collect(sub)
+            props.update(p)
+            req |= r
+        props.update(node.get("properties", {}))
+        req |= set(node.get("required", []))
+        return props, req
+
+    def check_request(self, req):
+        self.check({"$ref": "#/components/schemas/" + self.type_map[req["type"]]}, req, "$")
+
+    def check(self, node, value, path):
+        node = self.resolve(node)
+        if "oneOf" in node:
+            disc = node["discriminator"]["propertyName"]
+            target = node["discriminator"]["mapping"][value[disc]].split("/")[-1]
+            return self.check(self.schemas[target], value, path)
+        if "allOf" in node or "properties" in node or node.get("type") == "object":
+            if not isinstance(value, dict):
+                raise FixtureError(f"schema {path}: expected object")
+            props, req = self.collect(node)
+            if not props:
+                return
+            missing = req - set(value)
+            extra = set(value) - set(props)
+            if missing or extra:
+                raise FixtureError(f"schema {path}: missing {sorted(missing)} unknown {sorted(extra)}")
+            for k, v in value.items():
+                self.check(props[k], v, f"{path}.{k}")
+            return
+        t = node.get("type")
+        if t == "string":
+            if not isinstance(value, str):
+                raise FixtureError(f"schema {path}: expected string, got {value!r}")
+            if "pattern" in node and not re.match(node["pattern"], value):
+                raise FixtureError(f"schema {path}: {value!r} !~ {node['pattern']}")
+            if node.get("format") == "uint64" and not UINT_RE.match(value):
+                raise FixtureError(f"schema {path}: {value!r} is not a uint64 string")
+            if "enum" in node and value not in node["enum"]:
+                raise FixtureError(f"schema {path}: {value!r} not in {node['enum']}")
+            return
+        if t == "array":
+            if not isinstance(value, list):
+                raise FixtureError(f"schema {path}: expected array")
+            for i, v in enumerate(value):
+                self.check(node["items"], v, f"{path}[{i}]")
+            return
+        raise FixtureError(f"schema {path}: unhandled schema node {node}")
+
+
+def signer_emulation(fork_doc, req):
+    """Recompute (domain, signing_root) from the request JSON alone, the way a Web3Signer
+    implementation must: parse the message with the SSZ types selected by `type` (and
+    `version`), pick the epoch per message kind, select the fork version from fork_info."""
+    spec = SPECS["fulu"]  # helpers are identical across forks; types selected explicitly
+    t = req["type"]
+    keys = set(req)
+    if "signingRoot" in keys or "signing_root" in keys:
+        raise FixtureError("request must not carry signingRoot")
+
+    if t == "DEPOSIT":
+        if keys != {"type", "deposit"}:
+            raise FixtureError(f"DEPOSIT keys {keys}")
+        d = dict(req["deposit"])
+        gfv = spec.Version(_hex_bytes(d.pop("genesis_fork_version"), "$.deposit.genesis_fork_version"))
+        msg = from_json(SPECS["phase0"].DepositMessage, d, "$.deposit")
+        domain = spec.compute_domain(spec.DOMAIN_DEPOSIT, gfv, spec.Root())
+        return domain, spec.compute_signing_root(msg, domain), msg
+    if t == "VALIDATOR_REGISTRATION":
+        if keys != {"type", "validator_registration"}:
+            raise FixtureError(f"VALIDATOR_REGISTRATION keys {keys}")
+        VR = validator_registration_type(SPECS["bellatrix"])
+        msg = from_json(VR, req["validator_registration"], "$.validator_registration")
+        gfv = spec.Version(_hex_bytes(fork_doc["genesis_fork_version"], "genesis_fork_version"))
+        domain = spec.compute_domain(spec.DomainType(DOMAIN_APPLICATION_BUILDER_HEX), gfv, spec.Root())
+        return domain, spec.compute_signing_root(msg, domain), msg
+
+    fi = req["fork_info"]
+    if set(fi) != {"fork", "genesis_validators_root"} or set(fi["fork"]) != {
+        "previous_version", "current_version", "epoch"
+    }:
+        raise FixtureError(f"bad fork_info keys {fi}")
+    fork = from_json(spec.Fork, fi["fork"], "$.fork_info.fork")
+    gvr = from_json(spec.Root, fi["genesis_validators_root"], "$.fork_info.genesis_validators_root")
+    spe = int(spec.SLOTS_PER_EPOCH)
+
+    def need(*names):
+        if keys != {"type", "fork_info", *names}:
+            raise FixtureError(f"{t}: unexpected keys {sorted(keys)}")
+
+    def by_version(v):
+        f = v.lower()
+        if f not in SPECS:
+            raise FixtureError(f"unknown version {v}")
+        return SPECS[f]
+
+    if t == "ATTESTATION":
+        need("attestation")
+        msg = from_json(spec.AttestationData, req["attestation"], "$.attestation")
+        dt, epoch = spec.DOMAIN_BEACON_ATTESTER, int(msg.target.epoch)
+    elif t == "AGGREGATION_SLOT":
+        need("aggregation_slot")
+        a = req["aggregation_slot"]
+        if set(a) != {"slot"}:
+            raise FixtureError("aggregation_slot keys")
+        msg = from_json(spec.Slot, a["slot"], "$.aggregation_slot.slot")
+        dt, epoch = spec.DOMAIN_SELECTION_PROOF, int(msg) // spe
+    elif t == "AGGREGATE_AND_PROOF":
+        need("aggregate_and_proof")
+        msg = from_json(SPECS["phase0"].AggregateAndProof, req["aggregate_and_proof"], "$.aggregate_and_proof")
+        dt, epoch = spec.DOMAIN_AGGREGATE_AND_PROOF, int(msg.aggregate.data.slot) // spe
+    elif t == "AGGREGATE_AND_PROOF_V2":
+        need("aggregate_and_proof")
+        a = req["aggregate_and_proof"]
+        if set(a) != {"version", "data"}:
+            raise FixtureError("aggregate_and_proof V2 keys")
+        s = by_version(a["version"])
+        msg = from_json(s.AggregateAndProof, a["data"], "$.aggregate_and_proof.data")
+        dt, epoch = spec.DOMAIN_AGGREGATE_AND_PROOF, int(msg.aggregate.data.slot) // spe
+    elif t == "BLOCK":
+        need("block")
+        msg = from_json(SPECS["phase0"].BeaconBlock, req["block"], "$.block")
+        dt, epoch = spec.DOMAIN_BEACON_PROPOSER, int(msg.slot) // spe
+    elif t == "BLOCK_V2":
+        need("beacon_block")
+        b = req["beacon_block"]
+        s = by_version(b["version"])
+        if set(b) == {"version", "block"}:
+            if b["version"] not in ("PHASE0", "ALTAIR"):
+                raise FixtureError("full block only expected for PHASE0/ALTAIR")
+            msg = from_json(s.BeaconBlock, b["block"], "$.beacon_block.block")
+        elif set(b) == {"version", "block_header"}:
+            msg = from_json(s.BeaconBlockHeader, b["block_header"], "$.beacon_block.block_header")
+        else:
+            raise FixtureError("beacon_block keys")
+        dt, epoch = spec.DOMAIN_BEACON_PROPOSER, int(msg.slot) // spe
+    elif t == "RANDAO_REVEAL":
+        need("randao_reveal")
+        r = req["randao_reveal"]
+        if set(r) != {"epoch"}:
+            raise FixtureError("randao_reveal keys")
+        msg = from_json(spec.Epoch, r["epoch"], "$.randao_reveal.epoch")
+        dt, epoch = spec.DOMAIN_RANDAO, int(msg)
+    elif t == "VOLUNTARY_EXIT":
+        need("voluntary_exit")
+        msg = from_json(spec.VoluntaryExit, req["voluntary_exit"], "$.voluntary_exit")
+        dt, epoch = spec.DOMAIN_VOLUNTARY_EXIT, int(msg.epoch)
+    elif t == "SYNC_COMMITTEE_MESSAGE":
+        need("sync_committee_message")
+        m = req["sync_committee_message"]
+        if set(m) != {"beacon_block_root", "slot"}:
+            raise FixtureError("sync_committee_message keys")
+        msg = from_json(spec.Root, m["beacon_block_root"], "$.sync_committee_message.beacon_block_root")
+        slot = from_json(spec.Slot, m["slot"], "$.sync_committee_message.slot")
+        dt, epoch = spec.DOMAIN_SYNC_COMMITTEE, int(slot) // spe
+    elif t == "SYNC_COMMITTEE_SELECTION_PROOF":
+        need("sync_aggregator_selection_data")
+        msg = from_json(spec.SyncAggregatorSelectionData, req["sync_aggregator_selection_data"],
+                        "$.sync_aggregator_selection_data")
+        dt, epoch = spec.DOMAIN_SYNC_COMMITTEE_SELECTION_PROOF, int(msg.slot) // spe
+    elif t == "SYNC_COMMITTEE_CONTRIBUTION_AND_PROOF":
+        need("contribution_and_proof")
+        msg = from_json(spec.ContributionAndProof, req["contribution_and_proof"], "$.contribution_and_proof")
+        dt, epoch = spec.DOMAIN_CONTRIBUTION_AND_PROOF, int(msg.contribution.slot) // spe
+    else:
+        raise FixtureError(f"unknown type {t}")
+
+    version = fork.current_version if epoch >= int(fork.epoch) else fork.previous_version
+    domain = spec.compute_domain(dt, version, gvr)
+    return domain, spec.compute_signing_root(msg, domain), msg
+
+
+def self_check(paths: list[str], spec_dir: str | None) -> dict:
+    checker = None
+    if spec_dir and os.path.exists(os.path.join(spec_dir, "schemas.yaml")):
+        checker = SchemaChecker(spec_dir)
+    else:
+        print(f"WARNING: Web3Signer OpenAPI spec not found at {spec_dir}; schema check skipped")
+    summary = {}
+    for path in paths:
+        with open(path, encoding="ascii") as fh:
+            doc = json.load(fh)
+        fork = doc["fork"]
+        if doc["secret_key"] != SECRET_KEY_HEX:
+            raise FixtureError(f"{path}: unexpected secret key")
+        pubkey = _hex_bytes(doc["pubkey"], "pubkey")
+        if pubkey != PyEccBLS.SkToPk(SECRET_KEY):
+            raise FixtureError(f"{path}: pubkey does not belong to secret key")
+        names = set()
+        expected_types = set(types_for_fork(fork))
+        counts: dict[str, int] = {}
+        for case in doc["cases"]:
+            where = f"{path}:{case['name']}"
+            if case["name"] in names:
+                raise FixtureError(f"{where}: duplicate case name")
+            names.add(case["name"])
+            req = case["request"]
+            if req["type"] != case["type"] or case["type"] not in expected_types:
+                raise FixtureError(f"{where}: type mismatch / unexpected type for fork")
+            if checker:
+                checker.check_request(req)
+            domain, root, msg = signer_emulation(doc, req)
+            if hx(domain) != case["domain"]:
+                raise FixtureError(f"{where}: domain {hx(domain)} != {case['domain']}")
+            if hx(root) != case["signing_root"]:
+                raise FixtureError(f"{where}: signing root {hx(root)} != {case['signing_root']}")
+            # Canonical round trip: re-encoding the parsed message reproduces the JSON.
+            _roundtrip(req, msg, where)
+            sig = _hex_bytes(case["signature"], "signature")
+            if len(sig) != 96 or not PyEccBLS.Verify(pubkey, bytes(root), sig):
+                raise FixtureError(f"{where}: signature does not verify")
+            counts[case["type"]] = counts.get(case["type"], 0) + 1
+        missing = expected_types - set(counts)
+        if missing:
+            raise FixtureError(f"{path}: no cases for {sorted(missing)}")
+        for t, n in counts.items():
+            if n < 3:
+                raise FixtureError(f"{path}: only {n} cases for {t}")
+        summary[fork] = counts
+        print(f"  OK {os.path.basename(path)}: {len(doc['cases'])} cases, {os.path.getsize(path)} bytes", flush=True)
+    return summary
+
+
+def check_spec_examples(spec_dir: str | None) -> None:
+    """Informational: run the signer emulation on the `examples` of sign.yaml and compare
+    with their `signingRoot`. Does not fail the run (some examples are not mainnet-preset
+    or not self-consistent); it is evidence that the emulation matches Web3Signer."""
+    path = os.path.join(spec_dir or "", "paths", "sign.yaml")
+    if not spec_dir or not os.path.exists(path):
+        return
+    from ruamel.yaml import YAML
+
+    with open(path) as fh:
+        sign = YAML(typ="safe").load(fh)
+    examples = sign["post"]["requestBody"]["content"]["application/json"].get("examples", {})
+    print("Web3Signer sign.yaml examples (informational; mainnet preset, genesis 0x00000001 = the examples' network):")
+    for name, ex in examples.items():
+        req = dict(ex["value"])
+        expected = req.pop("signingRoot", None)
+        try:
+            _, root, _ = signer_emulation({"genesis_fork_version": "0x00000001"}, req)
+            status = "match" if hx(root) == expected else f"MISMATCH (got {hx(root)}, example {expected})"
+        except Exception as e:  # noqa: BLE001 - informational only
+            status = f"not parsable: {type(e).__name__}: {str(e)[:90]}"
+        print(f"  {name:40s} {status}")
+
+
+def _roundtrip(req, msg, where):
+    t = req["type"]
+    body = {
+        "ATTESTATION": lambda: req["attestation"],
+        "AGGREGATE_AND_PROOF": lambda: req["aggregate_and_proof"],
+        "AGGREGATE_AND_PROOF_V2": lambda: req["aggregate_and_proof"]["data"],
+        "BLOCK": lambda: req["block"],
+        "BLOCK_V2": lambda: req["beacon_block"].get("block", req["beacon_block"].get("block_header")),
+        "VOLUNTARY_EXIT": lambda: req["voluntary_exit"],
+        "SYNC_COMMITTEE_SELECTION_PROOF": lambda: req["sync_aggregator_selection_data"],
+        "SYNC_COMMITTEE_CONTRIBUTION_AND_PROOF": lambda: req["contribution_and_proof"],
+        "VALIDATOR_REGISTRATION": lambda: req["validator_registration"],
+    }.get(t)
+    if body is not None and to_json(msg) != body():
+        raise FixtureError(f"{where}: JSON is not the canonical encoding of the message")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default=DEFAULT_OUT, help="fixture directory (default: %(default)s)")
+    ap.add_argument("--spec-dir", default=DEFAULT_SPEC_DIR,
+                    help="Web3Signer eth2 signing OpenAPI dir, for schema validation (default: %(default)s)")
+    ap.add_argument("--check", action="store_true", help="only self-check existing fixture files")
+    args = ap.parse_args()
+    try:
+        if args.check:
+            paths = [os.path.join(args.out, f"{f}.json") for f in FORKS]
+        else:
+            print(f"Generating with {versions_string()}")
+            paths = generate(args.out)
+        print("Self-check:")
+        summary = self_check(paths, args.spec_dir)
+        check_spec_examples(args.spec_dir)
+    except FixtureError as e:
+        print(f"FIXTURE ERROR: {e}", file=sys.stderr)
+        return 1
+    total = sum(sum(c.values()) for c in summary.values())
+    print(f"All {total} cases verified.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
