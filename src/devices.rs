@@ -30,6 +30,16 @@ impl Devices {
         Ok(Devices { by_name })
     }
 
+    /// Devices opened elsewhere (a reload reuses the unchanged ones).
+    pub fn from_open(devices: Vec<Arc<Device>>) -> Devices {
+        Devices {
+            by_name: devices
+                .into_iter()
+                .map(|d| (d.name().to_owned(), d))
+                .collect(),
+        }
+    }
+
     /// A device by name.
     pub fn get(&self, name: &str) -> Result<&Arc<Device>> {
         self.by_name

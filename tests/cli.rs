@@ -263,3 +263,97 @@ fn a_directory_without_keystores_and_a_missing_password_file_are_clear_errors() 
         "{err}"
     );
 }
+
+/// The deposit CLI's own output (ethstaker-deposit, pbkdf2 c = 262144): 100 keystores import
+/// with visible progress, the KDFs spread over every core, and every pubkey matches the list
+/// derived independently from the mnemonic.
+#[test]
+fn import_of_100_deposit_cli_keystores_shows_progress_and_uses_every_core() {
+    let s = Signer::new();
+    s.ok(&["device", "init"]);
+    let dir = fixture("deposit-cli-100-pbkdf2");
+    let out = s
+        .cmd()
+        .args(["keys", "import", "--keystore"])
+        .arg(dir.join("validator_keys"))
+        .arg("--password-file")
+        .arg(dir.join("password.txt"))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    for step in ["10/100", "50/100", "100/100"] {
+        assert!(
+            stderr.contains(&format!("decrypting keystores: {step}")),
+            "no progress {step}:\n{stderr}"
+        );
+    }
+    let summary = stdout.lines().last().unwrap();
+    assert!(
+        summary.starts_with("100 imported, 0 already present"),
+        "{summary}"
+    );
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let threads: usize = summary
+        .split("KDF on ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(threads, cores.min(100), "{summary}");
+    if cores >= 2 {
+        let busy: f64 = summary
+            .split(" cores busy")
+            .next()
+            .unwrap()
+            .rsplit('(')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(busy > 1.3, "KDFs did not run in parallel: {summary}");
+    }
+
+    let expected: std::collections::BTreeSet<String> =
+        std::fs::read_to_string(dir.join("pubkeys.txt"))
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+    let list: serde_json::Value = serde_json::from_str(&s.ok(&["keys", "list", "--json"])).unwrap();
+    let got: std::collections::BTreeSet<String> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["pubkey"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(got, expected);
+
+    // Key 0 signs exactly as blst does with the secret derived from the mnemonic.
+    let (config, devices) = s.open();
+    let store = hsm_signer::keys::KeyStore::load_strict(&config.keys_dir()).unwrap();
+    let secret = std::fs::read_to_string(dir.join("secret-0.txt")).unwrap();
+    let sk =
+        hsm_signer::bls::secret_key(&hex::decode(secret.trim().trim_start_matches("0x")).unwrap())
+            .unwrap();
+    let pk = hsm_signer::keys::PublicKeyBytes(hsm_signer::bls::public_key_bytes(&sk));
+    let record = store.get(&pk).unwrap();
+    let root = [0x42; 32];
+    let via_device = hsm_signer::keys::sign_with_share(
+        devices.get(&record.shares[0].device).unwrap(),
+        &pk,
+        &record.shares[0],
+        &root,
+    )
+    .unwrap();
+    assert_eq!(
+        via_device.compress(),
+        hsm_signer::bls::sign(&sk, &root).compress()
+    );
+}
