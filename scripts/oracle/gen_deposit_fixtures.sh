@@ -12,6 +12,10 @@
 #     --keystore_password "$PASSWORD" --withdrawal_address "$WITHDRAWAL" \
 #     --regular_withdrawal --pbkdf2
 #
+# `--mnemonic_language` must come before `--mnemonic`: click runs option callbacks in
+# command-line order, and the mnemonic's validation otherwise auto-detects the language,
+# which opens all ten BIP-39 word lists.
+#
 # Two work-arounds, both needed because the ethstaker-deposit 1.3.1 wheel/sdist on PyPI
 # ships without its package data (no `ethstaker_deposit/intl/**.json` message catalogs and
 # no `key_handling/key_derivation/word_lists/*.txt` BIP-39 word lists); neither changes
