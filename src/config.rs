@@ -104,6 +104,7 @@ fn default_profile() -> String {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<String>,
+    network: Option<String>,
     default_device: Option<String>,
     #[serde(default)]
     device: Vec<DeviceEntry>,
@@ -131,6 +132,8 @@ pub struct Config {
     pub source: Option<PathBuf>,
     /// HTTP listen address.
     pub listen: String,
+    /// Network preset name or consensus config file (`--network` overrides).
+    pub network: String,
     /// Devices, in configuration order.
     pub devices: Vec<ResolvedDevice>,
     /// Device that takes new whole keys unless told otherwise.
@@ -178,6 +181,7 @@ impl Config {
             data_dir: data_dir.to_owned(),
             source: Some(path),
             listen: file.listen.unwrap_or_else(|| "127.0.0.1:9000".into()),
+            network: file.network.unwrap_or_else(|| "mainnet".into()),
             devices,
             default_device,
         };
@@ -214,6 +218,7 @@ impl Config {
             data_dir: data_dir.to_owned(),
             source: None,
             listen: "127.0.0.1:9000".into(),
+            network: "mainnet".into(),
             default_device: devices[0].hsm.name.clone(),
             devices,
         })

@@ -4,11 +4,14 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod bench;
 pub mod bls;
 pub mod config;
+pub mod consensus;
 pub mod devices;
 pub mod error;
 pub mod keys;
+pub mod scheduler;
 
 pub use error::{Result, SignerError};

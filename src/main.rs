@@ -7,9 +7,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use hsm_signer::config::{default_data_dir, Config};
+use hsm_signer::consensus::Network;
 use hsm_signer::devices::{embedded_needs_init, init_devices, Devices};
 use hsm_signer::keys::{self, ImportOptions, KeyStore, Progress, PublicKeyBytes};
-use hsm_signer::{bench, Result, SignerError};
+use hsm_signer::{api, bench, Result, SignerError};
 use secrecy::SecretString;
 use serde_json::json;
 
@@ -32,6 +33,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the Web3Signer eth2 API (default 127.0.0.1:9000).
+    Serve {
+        /// Listen address (overrides the configuration).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Network: mainnet, sepolia, hoodi, holesky, or a consensus config.yaml.
+        #[arg(long)]
+        network: Option<String>,
+    },
     /// PKCS#11 devices.
     #[command(subcommand)]
     Device(DeviceCmd),
@@ -124,7 +134,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,hsm_signer=info")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -144,6 +154,7 @@ fn run(cli: Cli) -> Result<()> {
     // Modules read their environment in C_Initialize: set it before any device or thread exists.
     config.apply_module_environment()?;
     match cli.command {
+        Command::Serve { listen, network } => serve(&config, listen, network),
         Command::Device(cmd) => device_cmd(&config, cmd),
         Command::Keys(cmd) => keys_cmd(&config, cmd),
         Command::Bench(cmd) => bench_cmd(&config, cmd),
@@ -167,6 +178,53 @@ fn bootstrap_embedded(config: &Config) -> Result<()> {
         );
     }
     Ok(())
+}
+
+fn resolve_network(name: &str) -> Result<Network> {
+    let path = std::path::Path::new(name);
+    if path.is_file() {
+        return Network::from_config_file(path).map_err(|e| SignerError::Config(e.to_string()));
+    }
+    Network::preset(name).ok_or_else(|| {
+        SignerError::Config(format!(
+            "unknown network {name:?}: use mainnet, sepolia, hoodi, holesky, or a config.yaml path"
+        ))
+    })
+}
+
+fn serve(config: &Config, listen: Option<String>, network: Option<String>) -> Result<()> {
+    let network = resolve_network(network.as_deref().unwrap_or(&config.network))?;
+    let listen = listen.unwrap_or_else(|| config.listen.clone());
+    let addr: std::net::SocketAddr = listen
+        .parse()
+        .map_err(|_| SignerError::Config(format!("listen address {listen:?} is not host:port")))?;
+    let devices = open_devices(config)?;
+    let (keys, errors) = KeyStore::load(&config.keys_dir())?;
+    for e in &errors {
+        tracing::error!(error = %e, "key file not loaded");
+    }
+    eprintln!(
+        "data directory {}; {} key(s) loaded ({} failed), {} device(s), network {}",
+        config.data_dir.display(),
+        keys.len(),
+        errors.len(),
+        config.devices.len(),
+        network.name
+    );
+    let state = api::AppState::new(
+        config.clone(),
+        network,
+        devices,
+        keys,
+        errors.iter().map(|e| e.to_string()).collect(),
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| SignerError::Invalid(format!("starting the runtime: {e}")))?;
+    runtime
+        .block_on(api::serve(state, addr))
+        .map_err(|e| SignerError::Invalid(format!("HTTP server on {addr}: {e}")))
 }
 
 fn device_cmd(config: &Config, cmd: DeviceCmd) -> Result<()> {

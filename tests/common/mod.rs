@@ -108,3 +108,68 @@ pub fn assert_one_error_line(stderr: &str) -> &str {
     assert!(lines[0].starts_with("error: "), "{stderr}");
     lines[0]
 }
+
+/// A running `hsm-signer serve` on an OS-assigned loopback port; killed on drop.
+pub struct Server {
+    pub child: std::process::Child,
+    pub base: String,
+}
+
+impl Server {
+    pub fn start(signer: &Signer, extra: &[&str]) -> Server {
+        use std::io::BufRead;
+        let mut child = signer
+            .cmd()
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+        let base = line
+            .trim()
+            .strip_prefix("hsm-signer listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Server { child, base }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every oracle case: (fork, case JSON), plus the fixture key's secret.
+pub fn signing_fixtures() -> (String, Vec<(String, serde_json::Value)>) {
+    let mut cases = Vec::new();
+    let mut secret = String::new();
+    for fork in [
+        "phase0",
+        "altair",
+        "bellatrix",
+        "capella",
+        "deneb",
+        "electra",
+        "fulu",
+    ] {
+        let text = std::fs::read_to_string(fixture(&format!("signing/{fork}.json"))).unwrap();
+        let file: serde_json::Value = serde_json::from_str(&text).unwrap();
+        secret = file["secret_key"].as_str().unwrap().to_owned();
+        for case in file["cases"].as_array().unwrap() {
+            cases.push((fork.to_owned(), case.clone()));
+        }
+    }
+    (secret, cases)
+}

@@ -1,0 +1,86 @@
+//! `/upcheck`, `/healthcheck` (per-device checks: 200 when all are up, 503 otherwise) and the
+//! public key list.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::api::AppState;
+
+/// How long one device may take to answer a health check.
+const DEVICE_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// `GET /upcheck`.
+pub async fn upcheck() -> Response {
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )],
+        "OK",
+    )
+        .into_response()
+}
+
+/// `GET /api/v1/eth2/publicKeys`.
+pub async fn public_keys(State(app): State<AppState>) -> Response {
+    let runtime = app.runtime();
+    let keys: Vec<String> = runtime.keys.iter().map(|k| k.pubkey.to_string()).collect();
+    axum::Json(keys).into_response()
+}
+
+/// `GET /healthcheck`.
+pub async fn healthcheck(State(app): State<AppState>) -> Response {
+    let runtime = app.runtime();
+    let mut checks = Vec::new();
+    let mut all_up = true;
+    for device in runtime.scheduler.devices().iter() {
+        let d = device.clone();
+        let result = tokio::time::timeout(
+            DEVICE_CHECK_TIMEOUT,
+            tokio::task::spawn_blocking(move || d.check()),
+        )
+        .await;
+        let (up, detail) = match result {
+            Ok(Ok(Ok(()))) => (true, None),
+            Ok(Ok(Err(e))) => (false, Some(e.to_string())),
+            Ok(Err(e)) => (false, Some(format!("check task failed: {e}"))),
+            Err(_) => (false, Some("no answer within 3 s".to_owned())),
+        };
+        all_up &= up;
+        let stats = device.pool_stats();
+        let mut check = json!({
+            "id": format!("device:{}", device.name()),
+            "status": if up { "UP" } else { "DOWN" },
+            "sessions_in_use": stats.in_use,
+            "max_sessions": stats.max_sessions,
+        });
+        if let Some(detail) = detail {
+            check["error"] = detail.into();
+        }
+        checks.push(check);
+    }
+    let keys_up = runtime.key_errors.is_empty();
+    all_up &= keys_up;
+    checks.push(json!({
+        "id": "keys-check",
+        "status": if keys_up { "UP" } else { "DOWN" },
+        "keys_loaded": runtime.keys.len(),
+        "errors": runtime.key_errors,
+    }));
+    let status = if all_up { "UP" } else { "DOWN" };
+    let code = if all_up {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        axum::Json(json!({ "status": status, "checks": checks, "outcome": status })),
+    )
+        .into_response()
+}

@@ -1,0 +1,122 @@
+//! The HTTP surface: the Web3Signer eth2 signing API (`/api/v1/eth2/…`), `/upcheck`,
+//! `/healthcheck` and `/reload`. Handlers parse and answer; consensus rules, slashing
+//! protection, scheduling and custody live in their own modules.
+
+mod error;
+mod health;
+mod reload;
+mod sign;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+
+pub use error::ApiError;
+pub use sign::wants_json;
+
+use crate::config::Config;
+use crate::consensus::Network;
+use crate::devices::Devices;
+use crate::keys::KeyStore;
+use crate::scheduler::Scheduler;
+
+/// Largest request body accepted. A phase0 block with every list full is well under 1 MiB of
+/// JSON; anything larger is refused before parsing.
+pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// What a reload swaps as one: the key set and the devices and scheduler that serve it.
+#[derive(Debug)]
+pub struct Runtime {
+    /// The keys.
+    pub keys: KeyStore,
+    /// Key files that failed to load at the last (re)load.
+    pub key_errors: Vec<String>,
+    /// Where jobs run.
+    pub scheduler: Scheduler,
+}
+
+/// Shared state of the server.
+#[derive(Clone)]
+pub struct AppState {
+    runtime: Arc<RwLock<Arc<Runtime>>>,
+    /// The network (for fork-independent domains and the slot clock).
+    pub network: Arc<Network>,
+    config: Arc<Config>,
+    reload: Arc<reload::ReloadState>,
+}
+
+impl AppState {
+    /// Build the state from opened devices and a loaded key store.
+    pub fn new(
+        config: Config,
+        network: Network,
+        devices: Devices,
+        keys: KeyStore,
+        key_errors: Vec<String>,
+    ) -> AppState {
+        AppState {
+            runtime: Arc::new(RwLock::new(Arc::new(Runtime {
+                keys,
+                key_errors,
+                scheduler: Scheduler::new(devices),
+            }))),
+            network: Arc::new(network),
+            config: Arc::new(config),
+            reload: Arc::default(),
+        }
+    }
+
+    /// The current runtime (an `Arc`: a request keeps the set it started with across a reload).
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn swap(&self, runtime: Runtime) {
+        *self.runtime.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(runtime);
+    }
+}
+
+/// The router with every route of the contract.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/eth2/sign/{identifier}", post(sign::sign))
+        .route("/api/v1/eth2/publicKeys", get(health::public_keys))
+        .route("/upcheck", get(health::upcheck))
+        .route("/healthcheck", get(health::healthcheck))
+        .route("/reload", post(reload::start).get(reload::status))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+/// Serve until SIGINT or SIGTERM.
+pub async fn serve(state: AppState, addr: SocketAddr) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    tracing::info!(%local, "listening");
+    println!("hsm-signer listening on http://{local}");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}

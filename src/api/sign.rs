@@ -1,0 +1,136 @@
+//! `POST /api/v1/eth2/sign/{identifier}`: parse, recompute the signing root, refuse a supplied
+//! root that differs, sign on the key's device, answer as JSON or text by `Accept`.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::api::error::ApiError;
+use crate::api::AppState;
+use crate::consensus::SignRequest;
+use crate::keys::PublicKeyBytes;
+use crate::scheduler::{JobError, SignJob};
+
+/// Whether the client wants JSON: yes when `Accept` allows `application/json` (directly or via
+/// `application/*` or `*/*`) at least as much as `text/plain`, or when there is no `Accept`.
+pub fn wants_json(headers: &HeaderMap) -> bool {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let (mut json_q, mut text_q) = (0.0f32, 0.0f32);
+    for range in accept.split(',') {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q=").map(str::to_owned))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        match media.as_str() {
+            "application/json" | "application/*" => json_q = json_q.max(q),
+            "text/plain" | "text/*" => text_q = text_q.max(q),
+            "*/*" => {
+                json_q = json_q.max(q);
+                text_q = text_q.max(q * 0.999);
+            }
+            _ => {}
+        }
+    }
+    json_q > 0.0 && json_q >= text_q
+}
+
+/// The signing endpoint.
+pub async fn sign(
+    State(app): State<AppState>,
+    Path(identifier): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let pubkey = PublicKeyBytes::parse(&identifier)
+        .ok_or_else(|| ApiError::bad_request("identifier is not a 48-byte hex BLS public key"))?;
+    let runtime = app.runtime();
+    let key = runtime
+        .keys
+        .get(&pubkey)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("public key {pubkey} not found")))?;
+    let request =
+        SignRequest::from_json(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let root = request
+        .signing_root(&app.network)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if let Some(supplied) = request.supplied_signing_root() {
+        if supplied != root {
+            return Err(ApiError::bad_request(format!(
+                "signing root mismatch: supplied {supplied}, computed {root}; nothing was signed"
+            )));
+        }
+    }
+    let started = std::time::Instant::now();
+    let signature = runtime
+        .scheduler
+        .sign(SignJob {
+            key,
+            signing_root: root.0,
+        })
+        .await
+        .map_err(|e| match e {
+            JobError::Unavailable(m) => ApiError::unavailable(m),
+            JobError::Failed(e) => {
+                tracing::error!(%pubkey, error = %e, "signing failed");
+                ApiError::internal(e.to_string())
+            }
+        })?;
+    tracing::debug!(%pubkey, kind = request.message_type().as_str(), elapsed_us = started.elapsed().as_micros() as u64, "signed");
+    let hex = format!("0x{}", hex::encode(signature.compress()));
+    Ok(if wants_json(&headers) {
+        (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({ "signature": hex })),
+        )
+            .into_response()
+    } else {
+        (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            )],
+            hex,
+        )
+            .into_response()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn content_negotiation_table() {
+        let cases = [
+            ("application/json", true),
+            ("*/*", true),
+            ("text/plain", false),
+            ("text/plain, application/json", true),
+            ("text/plain;q=1, application/json;q=0.5", false),
+            ("application/json;q=0", false),
+            ("text/html", false),
+            ("application/*", true),
+            ("text/plain, */*;q=0.1", false),
+        ];
+        for (header, json) in cases {
+            assert_eq!(wants_json(&accept(header)), json, "Accept: {header}");
+        }
+        assert!(
+            wants_json(&HeaderMap::new()),
+            "no Accept header means anything goes"
+        );
+    }
+}

@@ -1,0 +1,132 @@
+//! Domains and signing roots, as the phase0 spec's `compute_domain`, `get_domain` (fork version
+//! by epoch) and `compute_signing_root` define them.
+
+use tree_hash::TreeHash;
+use tree_hash_derive::TreeHash;
+
+use super::containers::{Fork, Root, Version};
+use super::wire::Bytes;
+use super::SigningRoot;
+
+/// A 4-byte domain type.
+pub(crate) type DomainType = [u8; 4];
+
+pub(crate) const DOMAIN_BEACON_PROPOSER: DomainType = [0, 0, 0, 0];
+pub(crate) const DOMAIN_BEACON_ATTESTER: DomainType = [1, 0, 0, 0];
+pub(crate) const DOMAIN_RANDAO: DomainType = [2, 0, 0, 0];
+pub(crate) const DOMAIN_DEPOSIT: DomainType = [3, 0, 0, 0];
+pub(crate) const DOMAIN_VOLUNTARY_EXIT: DomainType = [4, 0, 0, 0];
+pub(crate) const DOMAIN_SELECTION_PROOF: DomainType = [5, 0, 0, 0];
+pub(crate) const DOMAIN_AGGREGATE_AND_PROOF: DomainType = [6, 0, 0, 0];
+pub(crate) const DOMAIN_SYNC_COMMITTEE: DomainType = [7, 0, 0, 0];
+pub(crate) const DOMAIN_SYNC_COMMITTEE_SELECTION_PROOF: DomainType = [8, 0, 0, 0];
+pub(crate) const DOMAIN_CONTRIBUTION_AND_PROOF: DomainType = [9, 0, 0, 0];
+/// Builder specs: `DOMAIN_APPLICATION_BUILDER = 0x00000001`.
+pub(crate) const DOMAIN_APPLICATION_BUILDER: DomainType = [0, 0, 0, 1];
+
+#[derive(TreeHash)]
+struct ForkData {
+    current_version: Version,
+    genesis_validators_root: Root,
+}
+
+#[derive(TreeHash)]
+struct SigningData {
+    object_root: Root,
+    domain: Root,
+}
+
+/// `get_domain`'s fork version: the current version from the fork's epoch on, else the previous.
+pub(crate) fn fork_version(fork: &Fork, epoch: u64) -> Version {
+    if epoch >= fork.epoch {
+        fork.current_version
+    } else {
+        fork.previous_version
+    }
+}
+
+/// `compute_domain(domain_type, fork_version, genesis_validators_root)`.
+pub(crate) fn compute_domain(
+    domain_type: DomainType,
+    fork_version: Version,
+    genesis_validators_root: Root,
+) -> [u8; 32] {
+    let fork_data_root = ForkData {
+        current_version: fork_version,
+        genesis_validators_root,
+    }
+    .tree_hash_root();
+    let mut domain = [0u8; 32];
+    domain[..4].copy_from_slice(&domain_type);
+    domain[4..].copy_from_slice(&fork_data_root.0[..28]);
+    domain
+}
+
+/// `compute_signing_root(object, domain)` given the object's `hash_tree_root`.
+pub(crate) fn signing_root(object_root: [u8; 32], domain: [u8; 32]) -> SigningRoot {
+    let root = SigningData {
+        object_root: Bytes(object_root),
+        domain: Bytes(domain),
+    }
+    .tree_hash_root();
+    SigningRoot(root.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fork(prev: u8, cur: u8, epoch: u64) -> Fork {
+        Fork {
+            previous_version: Bytes([prev, 0, 0, 0]),
+            current_version: Bytes([cur, 0, 0, 0]),
+            epoch,
+        }
+    }
+
+    #[test]
+    fn fork_epoch_itself_selects_the_current_version() {
+        let f = fork(1, 2, 100);
+        assert_eq!(fork_version(&f, 99).0, [1, 0, 0, 0]);
+        assert_eq!(fork_version(&f, 100).0, [2, 0, 0, 0]);
+        assert_eq!(fork_version(&f, 101).0, [2, 0, 0, 0]);
+        assert_eq!(fork_version(&f, u64::MAX).0, [2, 0, 0, 0]);
+        assert_eq!(fork_version(&fork(1, 2, 0), 0).0, [2, 0, 0, 0]);
+        assert_eq!(
+            fork_version(&fork(1, 2, u64::MAX), u64::MAX - 1).0,
+            [1, 0, 0, 0]
+        );
+    }
+
+    #[test]
+    fn domain_types_are_the_specs() {
+        // phase0/altair beacon-chain.md and builder-specs: DomainType('0x0X000000') etc.
+        let all = [
+            (DOMAIN_BEACON_PROPOSER, "00000000"),
+            (DOMAIN_BEACON_ATTESTER, "01000000"),
+            (DOMAIN_RANDAO, "02000000"),
+            (DOMAIN_DEPOSIT, "03000000"),
+            (DOMAIN_VOLUNTARY_EXIT, "04000000"),
+            (DOMAIN_SELECTION_PROOF, "05000000"),
+            (DOMAIN_AGGREGATE_AND_PROOF, "06000000"),
+            (DOMAIN_SYNC_COMMITTEE, "07000000"),
+            (DOMAIN_SYNC_COMMITTEE_SELECTION_PROOF, "08000000"),
+            (DOMAIN_CONTRIBUTION_AND_PROOF, "09000000"),
+            (DOMAIN_APPLICATION_BUILDER, "00000001"),
+        ];
+        for (d, hex) in all {
+            assert_eq!(hex::encode(d), hex);
+        }
+    }
+
+    #[test]
+    fn mainnet_deposit_domain_is_the_known_constant() {
+        // compute_domain(DOMAIN_DEPOSIT, 0x00000000, zero root) on mainnet, as used by every
+        // deposit tool.
+        let d = compute_domain(DOMAIN_DEPOSIT, Bytes([0; 4]), Bytes([0; 32]));
+        assert_eq!(
+            hex::encode(d),
+            "03000000f5a5fd42d16a20302798ef6ed309979b43003d2320d9f0e8ea9831a9"
+        );
+    }
+}

@@ -1,0 +1,168 @@
+//! Ethereum consensus for the signer: the typed Web3Signer eth2 sign request, the SSZ containers
+//! of every fork it can carry (phase0 … fulu, mainnet preset), domains and signing roots, and the
+//! network parameters those need. It owns *what* is signed; it does not decide whether to sign
+//! (slashing protection), when (the scheduler) or with which key (the key store). Nothing here
+//! panics on input from the network: every shape error is a [`ConsensusError`].
+
+mod containers;
+mod domain;
+mod network;
+mod request;
+mod wire;
+
+pub use network::Network;
+pub use request::SignRequest;
+
+use std::fmt;
+
+/// A 32-byte signing root: `hash_tree_root(SigningData{object_root, domain})`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SigningRoot(pub [u8; 32]);
+
+impl SigningRoot {
+    /// The root's bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Display for SigningRoot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "0x{}", hex::encode(self.0))
+    }
+}
+
+/// The `type` of a sign request, with the wire names of the Web3Signer eth2 API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageType {
+    /// `AGGREGATION_SLOT`: an attestation aggregator selection proof.
+    AggregationSlot,
+    /// `AGGREGATE_AND_PROOF` (deprecated): a phase0-style aggregate.
+    AggregateAndProof,
+    /// `AGGREGATE_AND_PROOF_V2`: a versioned aggregate (Electra containers from ELECTRA on).
+    AggregateAndProofV2,
+    /// `ATTESTATION`: attestation data (slashable).
+    Attestation,
+    /// `BLOCK` (deprecated): a phase0 block (slashable).
+    Block,
+    /// `BLOCK_V2`: a versioned block or block header (slashable).
+    BlockV2,
+    /// `DEPOSIT`: a deposit message.
+    Deposit,
+    /// `RANDAO_REVEAL`: an epoch's RANDAO reveal.
+    RandaoReveal,
+    /// `VOLUNTARY_EXIT`: a voluntary exit.
+    VoluntaryExit,
+    /// `SYNC_COMMITTEE_MESSAGE`: a sync committee member's block root.
+    SyncCommitteeMessage,
+    /// `SYNC_COMMITTEE_SELECTION_PROOF`: a sync aggregator selection proof.
+    SyncCommitteeSelectionProof,
+    /// `SYNC_COMMITTEE_CONTRIBUTION_AND_PROOF`: a sync committee contribution.
+    SyncCommitteeContributionAndProof,
+    /// `VALIDATOR_REGISTRATION`: a builder-API validator registration.
+    ValidatorRegistration,
+}
+
+impl MessageType {
+    /// Every message type, in the order of the API's `oneOf`.
+    pub const ALL: [MessageType; 13] = [
+        MessageType::AggregationSlot,
+        MessageType::AggregateAndProof,
+        MessageType::AggregateAndProofV2,
+        MessageType::Attestation,
+        MessageType::Block,
+        MessageType::BlockV2,
+        MessageType::Deposit,
+        MessageType::RandaoReveal,
+        MessageType::VoluntaryExit,
+        MessageType::SyncCommitteeMessage,
+        MessageType::SyncCommitteeSelectionProof,
+        MessageType::SyncCommitteeContributionAndProof,
+        MessageType::ValidatorRegistration,
+    ];
+
+    /// The wire name, as in the request's `type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageType::AggregationSlot => "AGGREGATION_SLOT",
+            MessageType::AggregateAndProof => "AGGREGATE_AND_PROOF",
+            MessageType::AggregateAndProofV2 => "AGGREGATE_AND_PROOF_V2",
+            MessageType::Attestation => "ATTESTATION",
+            MessageType::Block => "BLOCK",
+            MessageType::BlockV2 => "BLOCK_V2",
+            MessageType::Deposit => "DEPOSIT",
+            MessageType::RandaoReveal => "RANDAO_REVEAL",
+            MessageType::VoluntaryExit => "VOLUNTARY_EXIT",
+            MessageType::SyncCommitteeMessage => "SYNC_COMMITTEE_MESSAGE",
+            MessageType::SyncCommitteeSelectionProof => "SYNC_COMMITTEE_SELECTION_PROOF",
+            MessageType::SyncCommitteeContributionAndProof => {
+                "SYNC_COMMITTEE_CONTRIBUTION_AND_PROOF"
+            }
+            MessageType::ValidatorRegistration => "VALIDATOR_REGISTRATION",
+        }
+    }
+
+    /// The type with wire name `name` (exact, case-sensitive), if any.
+    pub fn from_wire(name: &str) -> Option<MessageType> {
+        MessageType::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+}
+
+impl fmt::Display for MessageType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What slashing protection needs to know about a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlashingData {
+    /// Not slashable.
+    None,
+    /// A block proposal (`BLOCK`, `BLOCK_V2`) at `slot`.
+    Block {
+        /// The block's slot.
+        slot: u64,
+    },
+    /// An attestation (`ATTESTATION`).
+    Attestation {
+        /// `data.source.epoch`.
+        source_epoch: u64,
+        /// `data.target.epoch`.
+        target_epoch: u64,
+    },
+}
+
+/// Errors of the consensus module. Messages are short and never echo more than a few dozen
+/// characters of the request.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsensusError {
+    /// The request (or a config file) does not have the required shape: bad JSON, a missing or
+    /// extra field, bad hex, a wrong length, a list over its limit.
+    #[error("malformed: {0}")]
+    Malformed(String),
+    /// The request is well formed but contradicts itself or the network (for example a supplied
+    /// signing root that differs from ours).
+    #[error("inconsistent: {0}")]
+    Inconsistent(String),
+    /// The request's `type` is not one of the API's message types.
+    #[error("unknown message type: {0}")]
+    UnknownType(String),
+    /// A file could not be read.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// At most this many characters of anything that came from outside go into an error message.
+const MAX_ECHO: usize = 80;
+
+/// `s` cut to [`MAX_ECHO`] characters (on a char boundary), with an ellipsis when cut.
+pub(crate) fn clip(s: &str) -> String {
+    match s.char_indices().nth(MAX_ECHO) {
+        None => s.to_string(),
+        Some((i, _)) => format!("{}…", &s[..i]),
+    }
+}
+
+#[cfg(test)]
+mod tests;

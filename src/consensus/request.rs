@@ -1,0 +1,457 @@
+//! The Web3Signer eth2 sign request (`POST /api/v1/eth2/sign/{identifier}`), parsed into typed
+//! containers, and what the rest of the signer asks of it: the signing root, slashing data, the
+//! duty's slot. Parsing is in two passes over the body: first the `type` and the optional
+//! supplied root, then the body as that type's own struct, so every error names a real field and
+//! duplicate keys are refused (serde rejects a field given twice).
+
+use serde::Deserialize;
+use tree_hash::TreeHash;
+
+use super::containers::{
+    AggregateAndProof, AggregateAndProofElectra, AggregateAndProofWire, AttestationData,
+    BeaconBlock, BeaconBlockAltair, BeaconBlockHeader, BeaconBlockWire, ContributionAndProof,
+    DepositMessage, DepositRequest, ForkInfo, Root, SyncAggregatorSelectionData,
+    SyncCommitteeMessage, ValidatorRegistration, VoluntaryExit,
+};
+use super::domain::{self, DomainType};
+use super::wire::{self, Bytes};
+use super::{clip, ConsensusError, MessageType, Network, SigningRoot, SlashingData};
+
+/// A parsed Web3Signer eth2 sign request.
+#[derive(Debug, Clone)]
+pub struct SignRequest {
+    kind: MessageType,
+    supplied_root: Option<SigningRoot>,
+    /// Present for every type but `DEPOSIT` and `VALIDATOR_REGISTRATION`.
+    fork_info: Option<ForkInfo>,
+    message: Message,
+}
+
+/// The typed message, in the container the signature covers.
+#[derive(Debug, Clone)]
+enum Message {
+    AggregationSlot { slot: u64 },
+    Aggregate(Box<AggregateAndProof>),
+    AggregateElectra(Box<AggregateAndProofElectra>),
+    Attestation(AttestationData),
+    BlockPhase0(Box<BeaconBlock>),
+    BlockAltair(Box<BeaconBlockAltair>),
+    BlockHeader(BeaconBlockHeader),
+    Deposit(DepositRequest),
+    RandaoReveal { epoch: u64 },
+    VoluntaryExit(VoluntaryExit),
+    SyncCommitteeMessage(SyncCommitteeMessage),
+    SyncSelection(SyncAggregatorSelectionData),
+    Contribution(Box<ContributionAndProof>),
+    Registration(ValidatorRegistration),
+}
+
+/// The `version` of `BLOCK_V2` and `AGGREGATE_AND_PROOF_V2`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+enum ForkName {
+    Phase0,
+    Altair,
+    Bellatrix,
+    Capella,
+    Deneb,
+    Electra,
+    Fulu,
+}
+
+/// First pass: what every request has.
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    signing_root: Option<Root>,
+    #[serde(default, rename = "signingRoot")]
+    signing_root_camel: Option<Root>,
+}
+
+#[derive(Deserialize)]
+struct SlotField {
+    #[serde(deserialize_with = "wire::u64")]
+    slot: u64,
+}
+
+#[derive(Deserialize)]
+struct EpochField {
+    #[serde(deserialize_with = "wire::u64")]
+    epoch: u64,
+}
+
+#[derive(Deserialize)]
+struct VersionedAggregate {
+    version: ForkName,
+    data: AggregateAndProofWire,
+}
+
+#[derive(Deserialize)]
+struct VersionedBlock {
+    version: ForkName,
+    #[serde(default)]
+    block: Option<BeaconBlockWire>,
+    #[serde(default)]
+    block_header: Option<BeaconBlockHeader>,
+}
+
+/// Second-pass bodies: `fork_info` and the type's own field.
+macro_rules! body_with_fork {
+    ($($name:ident { $field:ident: $ty:ty })*) => {$(
+        #[derive(Deserialize)]
+        struct $name {
+            fork_info: ForkInfo,
+            $field: $ty,
+        }
+    )*};
+}
+
+body_with_fork! {
+    AggregationSlotBody { aggregation_slot: SlotField }
+    AggregateBody { aggregate_and_proof: AggregateAndProofWire }
+    AggregateV2Body { aggregate_and_proof: VersionedAggregate }
+    AttestationBody { attestation: AttestationData }
+    BlockBody { block: BeaconBlockWire }
+    BlockV2Body { beacon_block: VersionedBlock }
+    RandaoBody { randao_reveal: EpochField }
+    ExitBody { voluntary_exit: VoluntaryExit }
+    SyncMessageBody { sync_committee_message: SyncCommitteeMessage }
+    SyncSelectionBody { sync_aggregator_selection_data: SyncAggregatorSelectionData }
+    ContributionBody { contribution_and_proof: ContributionAndProof }
+}
+
+#[derive(Deserialize)]
+struct DepositBody {
+    deposit: DepositRequest,
+}
+
+#[derive(Deserialize)]
+struct RegistrationBody {
+    validator_registration: ValidatorRegistration,
+}
+
+fn malformed(m: impl Into<String>) -> ConsensusError {
+    ConsensusError::Malformed(m.into())
+}
+
+/// A serde_json error as a short message: the error text clipped, then its position.
+fn json_error(e: serde_json::Error) -> ConsensusError {
+    let full = e.to_string();
+    let text = match (e.line(), full.rfind(" at line ")) {
+        (l, Some(i)) if l > 0 => &full[..i],
+        _ => full.as_str(),
+    };
+    if e.line() > 0 {
+        malformed(format!(
+            "{} at line {} column {}",
+            clip(text),
+            e.line(),
+            e.column()
+        ))
+    } else {
+        malformed(clip(text))
+    }
+}
+
+fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ConsensusError> {
+    serde_json::from_slice(body).map_err(json_error)
+}
+
+impl SignRequest {
+    /// Parse a Web3Signer eth2 sign request body. Never panics; any shape error is
+    /// [`ConsensusError::Malformed`] with a short message, and an unknown `type` is
+    /// [`ConsensusError::UnknownType`].
+    pub fn from_json(body: &[u8]) -> Result<SignRequest, ConsensusError> {
+        let envelope: Envelope = parse(body)?;
+        let supplied_root = match (envelope.signing_root, envelope.signing_root_camel) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(malformed(
+                    "signing_root and signingRoot are both given and differ",
+                ))
+            }
+            (a, b) => a.or(b).map(|r| SigningRoot(r.0)),
+        };
+        let kind = MessageType::from_wire(&envelope.kind)
+            .ok_or_else(|| ConsensusError::UnknownType(clip(&envelope.kind)))?;
+
+        let (fork_info, message) = match kind {
+            MessageType::AggregationSlot => {
+                let b: AggregationSlotBody = parse(body)?;
+                (
+                    Some(b.fork_info),
+                    Message::AggregationSlot {
+                        slot: b.aggregation_slot.slot,
+                    },
+                )
+            }
+            MessageType::AggregateAndProof => {
+                let b: AggregateBody = parse(body)?;
+                let a = b
+                    .aggregate_and_proof
+                    .into_phase0()
+                    .map_err(|m| malformed(format!("aggregate_and_proof: {m}")))?;
+                (Some(b.fork_info), Message::Aggregate(Box::new(a)))
+            }
+            MessageType::AggregateAndProofV2 => {
+                let b: AggregateV2Body = parse(body)?;
+                let VersionedAggregate { version, data } = b.aggregate_and_proof;
+                let what = |m: String| malformed(format!("aggregate_and_proof ({version:?}): {m}"));
+                let message = match version {
+                    ForkName::Electra | ForkName::Fulu => {
+                        Message::AggregateElectra(Box::new(data.into_electra().map_err(what)?))
+                    }
+                    _ => Message::Aggregate(Box::new(data.into_phase0().map_err(what)?)),
+                };
+                (Some(b.fork_info), message)
+            }
+            MessageType::Attestation => {
+                let b: AttestationBody = parse(body)?;
+                (Some(b.fork_info), Message::Attestation(b.attestation))
+            }
+            MessageType::Block => {
+                let b: BlockBody = parse(body)?;
+                let block = b
+                    .block
+                    .into_phase0()
+                    .map_err(|m| malformed(format!("block: {m}")))?;
+                (Some(b.fork_info), Message::BlockPhase0(Box::new(block)))
+            }
+            MessageType::BlockV2 => {
+                let b: BlockV2Body = parse(body)?;
+                (Some(b.fork_info), block_v2(b.beacon_block)?)
+            }
+            MessageType::Deposit => {
+                let b: DepositBody = parse(body)?;
+                (None, Message::Deposit(b.deposit))
+            }
+            MessageType::RandaoReveal => {
+                let b: RandaoBody = parse(body)?;
+                (
+                    Some(b.fork_info),
+                    Message::RandaoReveal {
+                        epoch: b.randao_reveal.epoch,
+                    },
+                )
+            }
+            MessageType::VoluntaryExit => {
+                let b: ExitBody = parse(body)?;
+                (Some(b.fork_info), Message::VoluntaryExit(b.voluntary_exit))
+            }
+            MessageType::SyncCommitteeMessage => {
+                let b: SyncMessageBody = parse(body)?;
+                (
+                    Some(b.fork_info),
+                    Message::SyncCommitteeMessage(b.sync_committee_message),
+                )
+            }
+            MessageType::SyncCommitteeSelectionProof => {
+                let b: SyncSelectionBody = parse(body)?;
+                (
+                    Some(b.fork_info),
+                    Message::SyncSelection(b.sync_aggregator_selection_data),
+                )
+            }
+            MessageType::SyncCommitteeContributionAndProof => {
+                let b: ContributionBody = parse(body)?;
+                (
+                    Some(b.fork_info),
+                    Message::Contribution(Box::new(b.contribution_and_proof)),
+                )
+            }
+            MessageType::ValidatorRegistration => {
+                let b: RegistrationBody = parse(body)?;
+                (None, Message::Registration(b.validator_registration))
+            }
+        };
+        Ok(SignRequest {
+            kind,
+            supplied_root,
+            fork_info,
+            message,
+        })
+    }
+
+    /// The request's `type`.
+    pub fn message_type(&self) -> MessageType {
+        self.kind
+    }
+
+    /// The `signing_root` / `signingRoot` the client sent, if any.
+    pub fn supplied_signing_root(&self) -> Option<SigningRoot> {
+        self.supplied_root
+    }
+
+    /// Our own signing root, from the message, `fork_info` and `network`. It is not compared
+    /// with the supplied root; [`SignRequest::verified_signing_root`] does that.
+    pub fn signing_root(&self, network: &Network) -> Result<SigningRoot, ConsensusError> {
+        let spe = network.slots_per_epoch;
+        let epoch_of = |slot: u64| {
+            slot.checked_div(spe).ok_or_else(|| {
+                ConsensusError::Inconsistent("the network's SLOTS_PER_EPOCH is 0".into())
+            })
+        };
+        // (domain type, epoch that selects the fork version, object root)
+        let (domain_type, epoch, object_root): (DomainType, u64, [u8; 32]) = match &self.message {
+            Message::Deposit(d) => {
+                let domain = domain::compute_domain(
+                    domain::DOMAIN_DEPOSIT,
+                    d.genesis_fork_version,
+                    Bytes([0; 32]),
+                );
+                let object = DepositMessage {
+                    pubkey: d.pubkey,
+                    withdrawal_credentials: d.withdrawal_credentials,
+                    amount: d.amount,
+                };
+                return Ok(domain::signing_root(object.tree_hash_root().0, domain));
+            }
+            Message::Registration(r) => {
+                let domain = domain::compute_domain(
+                    domain::DOMAIN_APPLICATION_BUILDER,
+                    Bytes(network.genesis_fork_version),
+                    Bytes([0; 32]),
+                );
+                return Ok(domain::signing_root(r.tree_hash_root().0, domain));
+            }
+            Message::AggregationSlot { slot } => (
+                domain::DOMAIN_SELECTION_PROOF,
+                epoch_of(*slot)?,
+                slot.tree_hash_root().0,
+            ),
+            Message::Aggregate(a) => (
+                domain::DOMAIN_AGGREGATE_AND_PROOF,
+                epoch_of(a.aggregate.data.slot)?,
+                a.tree_hash_root().0,
+            ),
+            Message::AggregateElectra(a) => (
+                domain::DOMAIN_AGGREGATE_AND_PROOF,
+                epoch_of(a.aggregate.data.slot)?,
+                a.tree_hash_root().0,
+            ),
+            Message::Attestation(a) => (
+                domain::DOMAIN_BEACON_ATTESTER,
+                a.target.epoch,
+                a.tree_hash_root().0,
+            ),
+            Message::BlockPhase0(b) => (
+                domain::DOMAIN_BEACON_PROPOSER,
+                epoch_of(b.slot)?,
+                b.tree_hash_root().0,
+            ),
+            Message::BlockAltair(b) => (
+                domain::DOMAIN_BEACON_PROPOSER,
+                epoch_of(b.slot)?,
+                b.tree_hash_root().0,
+            ),
+            Message::BlockHeader(h) => (
+                domain::DOMAIN_BEACON_PROPOSER,
+                epoch_of(h.slot)?,
+                h.tree_hash_root().0,
+            ),
+            Message::RandaoReveal { epoch } => {
+                (domain::DOMAIN_RANDAO, *epoch, epoch.tree_hash_root().0)
+            }
+            Message::VoluntaryExit(e) => {
+                (domain::DOMAIN_VOLUNTARY_EXIT, e.epoch, e.tree_hash_root().0)
+            }
+            Message::SyncCommitteeMessage(m) => (
+                domain::DOMAIN_SYNC_COMMITTEE,
+                epoch_of(m.slot)?,
+                // A Root's hash_tree_root is the root itself.
+                m.beacon_block_root.tree_hash_root().0,
+            ),
+            Message::SyncSelection(s) => (
+                domain::DOMAIN_SYNC_COMMITTEE_SELECTION_PROOF,
+                epoch_of(s.slot)?,
+                s.tree_hash_root().0,
+            ),
+            Message::Contribution(c) => (
+                domain::DOMAIN_CONTRIBUTION_AND_PROOF,
+                epoch_of(c.contribution.slot)?,
+                c.tree_hash_root().0,
+            ),
+        };
+        let fork_info = self
+            .fork_info
+            .as_ref()
+            .ok_or_else(|| malformed(format!("{} needs fork_info", self.kind)))?;
+        let version = domain::fork_version(&fork_info.fork, epoch);
+        let domain =
+            domain::compute_domain(domain_type, version, fork_info.genesis_validators_root);
+        Ok(domain::signing_root(object_root, domain))
+    }
+
+    /// Our signing root, checked against the supplied one: a supplied root that differs is
+    /// [`ConsensusError::Inconsistent`] (the API answers 400 and signs nothing).
+    pub fn verified_signing_root(&self, network: &Network) -> Result<SigningRoot, ConsensusError> {
+        let ours = self.signing_root(network)?;
+        match self.supplied_root {
+            Some(theirs) if theirs != ours => Err(ConsensusError::Inconsistent(format!(
+                "supplied signing root {theirs} differs from the computed {ours}"
+            ))),
+            _ => Ok(ours),
+        }
+    }
+
+    /// What slashing protection needs: the slot of a block, the epochs of an attestation.
+    pub fn slashing_data(&self) -> SlashingData {
+        match &self.message {
+            Message::BlockPhase0(b) => SlashingData::Block { slot: b.slot },
+            Message::BlockAltair(b) => SlashingData::Block { slot: b.slot },
+            Message::BlockHeader(h) => SlashingData::Block { slot: h.slot },
+            Message::Attestation(a) => SlashingData::Attestation {
+                source_epoch: a.source.epoch,
+                target_epoch: a.target.epoch,
+            },
+            _ => SlashingData::None,
+        }
+    }
+
+    /// The slot the duty belongs to, for deadlines. RANDAO reveals and exits give the first slot
+    /// of their epoch (saturating); deposits and registrations have none.
+    pub fn duty_slot(&self, slots_per_epoch: u64) -> Option<u64> {
+        match &self.message {
+            Message::AggregationSlot { slot } => Some(*slot),
+            Message::Aggregate(a) => Some(a.aggregate.data.slot),
+            Message::AggregateElectra(a) => Some(a.aggregate.data.slot),
+            Message::Attestation(a) => Some(a.slot),
+            Message::BlockPhase0(b) => Some(b.slot),
+            Message::BlockAltair(b) => Some(b.slot),
+            Message::BlockHeader(h) => Some(h.slot),
+            Message::RandaoReveal { epoch } => Some(epoch.saturating_mul(slots_per_epoch)),
+            Message::VoluntaryExit(e) => Some(e.epoch.saturating_mul(slots_per_epoch)),
+            Message::SyncCommitteeMessage(m) => Some(m.slot),
+            Message::SyncSelection(s) => Some(s.slot),
+            Message::Contribution(c) => Some(c.contribution.slot),
+            Message::Deposit(_) | Message::Registration(_) => None,
+        }
+    }
+
+    /// `fork_info.genesis_validators_root`, for the types that carry `fork_info`.
+    pub fn genesis_validators_root(&self) -> Option<[u8; 32]> {
+        self.fork_info.as_ref().map(|f| f.genesis_validators_root.0)
+    }
+}
+
+/// `BLOCK_V2`: a full block for PHASE0/ALTAIR, a header from BELLATRIX on; the other field must
+/// be absent.
+fn block_v2(b: VersionedBlock) -> Result<Message, ConsensusError> {
+    let version = b.version;
+    let what = |m: String| malformed(format!("beacon_block ({version:?}): {m}"));
+    match (version, b.block, b.block_header) {
+        (_, Some(_), Some(_)) => Err(what("both block and block_header given".into())),
+        (ForkName::Phase0, Some(block), None) => Ok(Message::BlockPhase0(Box::new(
+            block.into_phase0().map_err(what)?,
+        ))),
+        (ForkName::Altair, Some(block), None) => Ok(Message::BlockAltair(Box::new(
+            block.into_altair().map_err(what)?,
+        ))),
+        (ForkName::Phase0 | ForkName::Altair, None, _) => {
+            Err(what("needs the full block in `block`".into()))
+        }
+        (_, None, Some(header)) => Ok(Message::BlockHeader(header)),
+        (_, _, None) => Err(what("needs `block_header` from BELLATRIX on".into())),
+    }
+}

@@ -1,0 +1,1 @@
+//! Unit tests of the consensus module: parsing edge cases, fork selection, networks.

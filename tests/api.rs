@@ -1,0 +1,337 @@
+//! The Web3Signer eth2 API over HTTP: the real binary on SoftHSM tokens, every endpoint, both
+//! response content types, every error status, and every oracle fixture signed through HTTP.
+
+mod common;
+
+use common::{fixture, signing_fixtures, Server, Signer};
+use reqwest::blocking::Client;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+/// The oracle fixtures' key is the EIP-2335 vectors' key: import it and serve.
+fn serve_fixture_key() -> (Signer, Server, String) {
+    let s = Signer::new();
+    s.ok(&[
+        "keys",
+        "import",
+        "--keystore",
+        fixture("eip2335/keystore-pbkdf2.json").to_str().unwrap(),
+        "--password-file",
+        fixture("eip2335/password.txt").to_str().unwrap(),
+    ]);
+    let server = Server::start(&s, &[]);
+    let pk = "0x9612d7a727c9d0a22e185a1c768478dfe919cada9266988cb32359c11f2b7b27f4ae4040902382ae2910c15e2b420d07";
+    (s, server, pk.to_owned())
+}
+
+fn client() -> Client {
+    Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+fn first_case(kind: &str) -> Value {
+    signing_fixtures()
+        .1
+        .into_iter()
+        .find(|(_, c)| c["type"] == kind)
+        .map(|(_, c)| c)
+        .unwrap()
+}
+
+#[test]
+fn every_oracle_case_signs_over_http_identically_to_the_oracle_and_to_blst() {
+    let (_s, server, pk) = serve_fixture_key();
+    let (secret, cases) = signing_fixtures();
+    let sk = hsm_signer::bls::secret_key(&hex::decode(secret.trim_start_matches("0x")).unwrap())
+        .unwrap();
+    let http = client();
+    let mut kinds = std::collections::BTreeSet::new();
+    for (fork, case) in &cases {
+        let resp = http
+            .post(server.url(&format!("/api/v1/eth2/sign/{pk}")))
+            .header("Accept", "application/json")
+            .json(&case["request"])
+            .send()
+            .unwrap();
+        let status = resp.status();
+        let body: Value = resp.json().unwrap();
+        assert_eq!(status, StatusCode::OK, "{fork} {}: {body}", case["name"]);
+        let got = body["signature"].as_str().unwrap();
+        assert_eq!(
+            got,
+            case["signature"].as_str().unwrap(),
+            "{fork} {}",
+            case["name"]
+        );
+        // Differential: blst signing the oracle's root with the same key gives the same bytes.
+        let mut root = [0u8; 32];
+        hex::decode_to_slice(
+            case["signing_root"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("0x"),
+            &mut root,
+        )
+        .unwrap();
+        let direct = format!(
+            "0x{}",
+            hex::encode(hsm_signer::bls::sign(&sk, &root).compress())
+        );
+        assert_eq!(got, direct, "{fork} {}", case["name"]);
+        kinds.insert(case["type"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        kinds.len(),
+        13,
+        "every request type was exercised: {kinds:?}"
+    );
+    assert!(cases.len() >= 300);
+}
+
+#[test]
+fn supplied_signing_root_in_either_spelling_is_checked() {
+    let (_s, server, pk) = serve_fixture_key();
+    let case = first_case("ATTESTATION");
+    let http = client();
+    let url = server.url(&format!("/api/v1/eth2/sign/{pk}"));
+    for field in ["signingRoot", "signing_root"] {
+        let mut good = case["request"].clone();
+        good[field] = case["signing_root"].clone();
+        let resp = http.post(&url).json(&good).send().unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{field}");
+
+        let mut bad = case["request"].clone();
+        bad[field] = json!(format!("0x{}", "11".repeat(32)));
+        let resp = http.post(&url).json(&bad).send().unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{field}");
+        let body: Value = resp.json().unwrap();
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("signing root mismatch"),
+            "{body}"
+        );
+        assert_eq!(body["code"], 400);
+    }
+}
+
+#[test]
+fn response_content_type_follows_accept() {
+    let (_s, server, pk) = serve_fixture_key();
+    let case = first_case("RANDAO_REVEAL");
+    let http = client();
+    let url = server.url(&format!("/api/v1/eth2/sign/{pk}"));
+    let expected = case["signature"].as_str().unwrap();
+    for accept in ["application/json", "*/*"] {
+        let resp = http
+            .post(&url)
+            .header("Accept", accept)
+            .json(&case["request"])
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert!(resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json"));
+        assert_eq!(resp.json::<Value>().unwrap()["signature"], expected);
+    }
+    let resp = http
+        .post(&url)
+        .header("Accept", "text/plain")
+        .json(&case["request"])
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "text/plain; charset=utf-8");
+    assert_eq!(resp.text().unwrap(), expected);
+}
+
+#[test]
+fn error_statuses_follow_the_contract() {
+    let (s, server, pk) = serve_fixture_key();
+    let case = first_case("ATTESTATION");
+    let http = client();
+    let url = server.url(&format!("/api/v1/eth2/sign/{pk}"));
+
+    // 400: malformed JSON, wrong shape, unknown type, bad identifier.
+    for body in [
+        "{not json",
+        "[]",
+        "{\"type\":\"NOPE\"}",
+        "{\"type\":\"ATTESTATION\"}",
+        "",
+    ] {
+        let resp = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{body:?}");
+        let err: Value = resp.json().unwrap();
+        assert!(!err["message"].as_str().unwrap().is_empty());
+    }
+    let resp = http
+        .post(server.url("/api/v1/eth2/sign/0x1234"))
+        .json(&case["request"])
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+
+    // 404: a well-formed key we do not hold.
+    let other = format!("0x{}", "a".repeat(96));
+    let resp = http
+        .post(server.url(&format!("/api/v1/eth2/sign/{other}")))
+        .json(&case["request"])
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(resp.json::<Value>().unwrap()["code"], 404);
+
+    // 413: a body over the limit is refused before parsing.
+    let huge = format!(
+        "{{\"type\":\"ATTESTATION\",\"pad\":\"{}\"}}",
+        "x".repeat(3 * 1024 * 1024)
+    );
+    let resp = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+
+    // 503 with Retry-After: the key's device is not available to this signer. Write a copy of
+    // the key file that claims a device this signer does not have, then reload.
+    let keys_dir = s.data_dir().join("keys");
+    let original = std::fs::read_to_string(keys_dir.join(format!("{pk}.json"))).unwrap();
+    let mut record: Value = serde_json::from_str(&original).unwrap();
+    let sk2 = hsm_signer::bls::random_secret_key().unwrap();
+    let pk2 = format!("0x{}", hex::encode(hsm_signer::bls::public_key_bytes(&sk2)));
+    record["pubkey"] = json!(pk2);
+    record["shares"][0]["pubkey"] = json!(pk2);
+    record["shares"][0]["device"] = json!("hsm-in-another-rack");
+    std::fs::write(keys_dir.join(format!("{pk2}.json")), record.to_string()).unwrap();
+    reload_and_wait(&http, &server);
+    let resp = http
+        .post(server.url(&format!("/api/v1/eth2/sign/{pk2}")))
+        .json(&case["request"])
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(resp.headers().contains_key("retry-after"));
+
+    // The server is still healthy for good requests after all of that.
+    let resp = http.post(&url).json(&case["request"]).send().unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+fn reload_and_wait(http: &Client, server: &Server) -> Value {
+    let resp = http.post(server.url("/reload")).send().unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    assert_eq!(resp.json::<Value>().unwrap()["status"], "accepted");
+    for _ in 0..200 {
+        let st: Value = http
+            .get(server.url("/reload"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        if st["status"] != "running" {
+            return st;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    panic!("reload did not finish");
+}
+
+#[test]
+fn status_endpoints_and_reload() {
+    let (s, server, pk) = serve_fixture_key();
+    let http = client();
+
+    let resp = http.get(server.url("/upcheck")).send().unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "text/plain; charset=utf-8");
+    assert_eq!(resp.text().unwrap(), "OK");
+
+    let resp = http.get(server.url("/healthcheck")).send().unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let health: Value = resp.json().unwrap();
+    assert_eq!(health["status"], "UP");
+    assert_eq!(health["outcome"], "UP");
+    let checks = health["checks"].as_array().unwrap();
+    assert_eq!(
+        checks
+            .iter()
+            .filter(|c| c["id"].as_str().unwrap().starts_with("device:"))
+            .count(),
+        3
+    );
+    assert!(checks.iter().all(|c| c["status"] == "UP"), "{health}");
+
+    let keys: Vec<String> = http
+        .get(server.url("/api/v1/eth2/publicKeys"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(keys, vec![pk.clone()]);
+
+    let st: Value = http
+        .get(server.url("/reload"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(st["status"], "idle");
+
+    // Keys added on disk while serving appear after a reload; the old key still signs.
+    let added = s.ok(&["keys", "generate", "--count", "2", "--device", "softhsm-2"]);
+    let st = reload_and_wait(&http, &server);
+    assert_eq!(st["status"], "completed", "{st}");
+    assert!(st["lastOperationTime"].as_str().unwrap().ends_with('Z'));
+    let mut keys: Vec<String> = http
+        .get(server.url("/api/v1/eth2/publicKeys"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    keys.sort();
+    let mut expected: Vec<String> = added
+        .lines()
+        .map(str::to_owned)
+        .chain([pk.clone()])
+        .collect();
+    expected.sort();
+    assert_eq!(keys, expected);
+    let case = first_case("AGGREGATION_SLOT");
+    for key in &keys {
+        let resp = http
+            .post(server.url(&format!("/api/v1/eth2/sign/{key}")))
+            .json(&case["request"])
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{key}");
+    }
+
+    // A broken key file makes the reload complete with errors and the health check say so.
+    std::fs::write(
+        s.data_dir()
+            .join(format!("keys/0x{}.json", "cd".repeat(48))),
+        "{",
+    )
+    .unwrap();
+    let st = reload_and_wait(&http, &server);
+    assert_eq!(st["status"], "completed_with_errors", "{st}");
+    assert!(st["lastError"]
+        .as_str()
+        .unwrap()
+        .contains("1 signer loading error"));
+    let resp = http.get(server.url("/healthcheck")).send().unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
