@@ -100,9 +100,24 @@ fn default_profile() -> String {
     "softhsm".into()
 }
 
+/// `[scheduler]` settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerSettings {
+    /// CPU signing threads (default: the number of cores).
+    pub cpu_workers: Option<usize>,
+    /// Jobs that may wait for a device (default 100,000).
+    pub queue_capacity: Option<usize>,
+    /// Refuse blocks, attestations and aggregates once the slot after theirs has begun
+    /// (default true; needs the network's genesis time).
+    pub slot_deadlines: Option<bool>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
+    #[serde(default)]
+    scheduler: SchedulerSettings,
     listen: Option<String>,
     network: Option<String>,
     default_device: Option<String>,
@@ -134,6 +149,8 @@ pub struct Config {
     pub listen: String,
     /// Network preset name or consensus config file (`--network` overrides).
     pub network: String,
+    /// Scheduler settings.
+    pub scheduler: SchedulerSettings,
     /// Devices, in configuration order.
     pub devices: Vec<ResolvedDevice>,
     /// Device that takes new whole keys unless told otherwise.
@@ -182,6 +199,7 @@ impl Config {
             source: Some(path),
             listen: file.listen.unwrap_or_else(|| "127.0.0.1:9000".into()),
             network: file.network.unwrap_or_else(|| "mainnet".into()),
+            scheduler: file.scheduler,
             devices,
             default_device,
         };
@@ -219,6 +237,7 @@ impl Config {
             source: None,
             listen: "127.0.0.1:9000".into(),
             network: "mainnet".into(),
+            scheduler: SchedulerSettings::default(),
             default_device: devices[0].hsm.name.clone(),
             devices,
         })

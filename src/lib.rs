@@ -12,6 +12,8 @@ pub mod consensus;
 pub mod devices;
 pub mod error;
 pub mod keys;
+pub mod metrics;
 pub mod scheduler;
+pub mod slashing;
 
 pub use error::{Result, SignerError};

@@ -41,6 +41,9 @@ enum Command {
         /// Network: mainnet, sepolia, hoodi, holesky, or a consensus config.yaml.
         #[arg(long)]
         network: Option<String>,
+        /// Do not refuse duties whose slot has passed (for replaying old or synthetic messages).
+        #[arg(long)]
+        no_slot_deadlines: bool,
     },
     /// PKCS#11 devices.
     #[command(subcommand)]
@@ -154,7 +157,17 @@ fn run(cli: Cli) -> Result<()> {
     // Modules read their environment in C_Initialize: set it before any device or thread exists.
     config.apply_module_environment()?;
     match cli.command {
-        Command::Serve { listen, network } => serve(&config, listen, network),
+        Command::Serve {
+            listen,
+            network,
+            no_slot_deadlines,
+        } => {
+            let mut config = config;
+            if no_slot_deadlines {
+                config.scheduler.slot_deadlines = Some(false);
+            }
+            serve(&config, listen, network)
+        }
         Command::Device(cmd) => device_cmd(&config, cmd),
         Command::Keys(cmd) => keys_cmd(&config, cmd),
         Command::Bench(cmd) => bench_cmd(&config, cmd),

@@ -84,3 +84,42 @@ pub async fn healthcheck(State(app): State<AppState>) -> Response {
     )
         .into_response()
 }
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(app): State<AppState>) -> Response {
+    let runtime = app.runtime();
+    let mut gauges = Vec::new();
+    for (device, busy, cap) in runtime.scheduler.sessions_in_use() {
+        gauges.push((
+            "signer_device_sessions_in_use",
+            format!("device=\"{device}\""),
+            busy as f64,
+        ));
+        gauges.push((
+            "signer_device_sessions_max",
+            format!("device=\"{device}\""),
+            cap as f64,
+        ));
+    }
+    let (waiting, cpu) = runtime.scheduler.queued();
+    gauges.push((
+        "signer_queue_waiting_for_device",
+        String::new(),
+        waiting as f64,
+    ));
+    gauges.push(("signer_queue_waiting_for_cpu", String::new(), cpu as f64));
+    gauges.push((
+        "signer_keys_loaded",
+        String::new(),
+        runtime.keys.len() as f64,
+    ));
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        app.metrics.render(&gauges),
+    )
+        .into_response()
+}

@@ -21,7 +21,8 @@ use crate::config::Config;
 use crate::consensus::Network;
 use crate::devices::Devices;
 use crate::keys::KeyStore;
-use crate::scheduler::Scheduler;
+use crate::metrics::Metrics;
+use crate::scheduler::{Scheduler, SchedulerConfig, SlotClock};
 
 /// Largest request body accepted. A phase0 block with every list full is well under 1 MiB of
 /// JSON; anything larger is refused before parsing.
@@ -46,6 +47,12 @@ pub struct AppState {
     pub network: Arc<Network>,
     config: Arc<Config>,
     reload: Arc<reload::ReloadState>,
+    /// Metrics shared by every part of the request path.
+    pub metrics: Arc<Metrics>,
+    /// Scheduler settings (kept for reloads).
+    pub scheduler_config: SchedulerConfig,
+    /// The slot clock, when deadlines follow slots.
+    pub clock: Option<SlotClock>,
 }
 
 impl AppState {
@@ -57,15 +64,41 @@ impl AppState {
         keys: KeyStore,
         key_errors: Vec<String>,
     ) -> AppState {
+        let mut scheduler_config = SchedulerConfig::default();
+        if let Some(n) = config.scheduler.cpu_workers {
+            scheduler_config.cpu_workers = n.max(1);
+            scheduler_config.cpu_buffer = 2 * n.max(1);
+        }
+        if let Some(n) = config.scheduler.queue_capacity {
+            scheduler_config.queue_capacity = n;
+        }
+        let clock = match (
+            config.scheduler.slot_deadlines.unwrap_or(true),
+            network.genesis_time,
+        ) {
+            (true, Some(genesis_time)) => Some(SlotClock {
+                genesis_time,
+                seconds_per_slot: network.seconds_per_slot,
+            }),
+            _ => None,
+        };
+        let metrics = Arc::new(Metrics::default());
         AppState {
             runtime: Arc::new(RwLock::new(Arc::new(Runtime {
                 keys,
                 key_errors,
-                scheduler: Scheduler::new(devices),
+                scheduler: Scheduler::with_config(
+                    devices,
+                    scheduler_config.clone(),
+                    metrics.clone(),
+                ),
             }))),
             network: Arc::new(network),
             config: Arc::new(config),
             reload: Arc::default(),
+            metrics,
+            scheduler_config,
+            clock,
         }
     }
 
@@ -90,6 +123,7 @@ pub fn router(state: AppState) -> Router {
         .route("/upcheck", get(health::upcheck))
         .route("/healthcheck", get(health::healthcheck))
         .route("/reload", post(reload::start).get(reload::status))
+        .route("/metrics", get(health::metrics))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }

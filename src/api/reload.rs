@@ -74,7 +74,11 @@ fn reload_runtime(app: &AppState) -> Result<Runtime, String> {
     Ok(Runtime {
         keys,
         key_errors: errors.iter().map(|e| e.to_string()).collect(),
-        scheduler: Scheduler::new(Devices::from_open(devices)),
+        scheduler: Scheduler::with_config(
+            Devices::from_open(devices),
+            app.scheduler_config.clone(),
+            app.metrics.clone(),
+        ),
     })
 }
 

@@ -8,9 +8,24 @@ use axum::response::{IntoResponse, Response};
 
 use crate::api::error::ApiError;
 use crate::api::AppState;
-use crate::consensus::SignRequest;
+use crate::consensus::{MessageType, SignRequest};
 use crate::keys::PublicKeyBytes;
-use crate::scheduler::{JobError, SignJob};
+use crate::scheduler::{Class, JobError, SignJob};
+
+/// The priority class of a request type (DESIGN §2).
+pub fn class_of(t: MessageType) -> Class {
+    use MessageType::*;
+    match t {
+        BlockV2 | Block | RandaoReveal => Class::Block,
+        Attestation | SyncCommitteeMessage => Class::Attestation,
+        AggregateAndProof
+        | AggregateAndProofV2
+        | SyncCommitteeContributionAndProof
+        | AggregationSlot
+        | SyncCommitteeSelectionProof => Class::Aggregate,
+        ValidatorRegistration | VoluntaryExit | Deposit => Class::Admin,
+    }
+}
 
 /// Whether the client wants JSON: yes when `Accept` allows `application/json` (directly or via
 /// `application/*` or `*/*`) at least as much as `text/plain`, or when there is no `Accept`.
@@ -67,21 +82,33 @@ pub async fn sign(
         }
     }
     let started = std::time::Instant::now();
+    let class = class_of(request.message_type());
+    let deadline = app
+        .clock
+        .zip(request.duty_slot(app.network.slots_per_epoch))
+        .and_then(|(clock, slot)| clock.deadline(class, slot));
     let signature = runtime
         .scheduler
         .sign(SignJob {
             key,
             signing_root: root.0,
+            class,
+            deadline,
         })
         .await
         .map_err(|e| match e {
-            JobError::Unavailable(m) => ApiError::unavailable(m),
+            JobError::Unavailable(_) | JobError::Overloaded(_) | JobError::Expired => {
+                ApiError::unavailable(e.to_string())
+            }
             JobError::Failed(e) => {
                 tracing::error!(%pubkey, error = %e, "signing failed");
                 ApiError::internal(e.to_string())
             }
         })?;
-    tracing::debug!(%pubkey, kind = request.message_type().as_str(), elapsed_us = started.elapsed().as_micros() as u64, "signed");
+    app.metrics
+        .signing
+        .get(request.message_type().as_str())
+        .observe(started.elapsed());
     let hex = format!("0x{}", hex::encode(signature.compress()));
     Ok(if wants_json(&headers) {
         (

@@ -2,6 +2,7 @@
 //! measured in one run (ours against a baseline), as a table or as JSON.
 
 pub mod custody;
+pub mod scenario;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};

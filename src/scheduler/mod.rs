@@ -1,16 +1,71 @@
-//! Where signing work runs: off the async runtime, never more at once per device than the
-//! device's session cap. (Issue 5 grows this into the priority-aware, deadline-aware queue of
-//! DESIGN §2; the interface — submit a job, await its signature — stays.)
+//! The device-aware queue (DESIGN §2). Two scarce resources in one priority order: device
+//! sessions (one worker thread per session, so a device's cap can never be exceeded) and CPU
+//! signing threads (blst never runs on the async runtime). A job first opens its envelope on its
+//! device, then signs on a CPU worker; both stages take the highest class first, oldest first.
+//!
+//! Rules: a block waits at most for one operation in flight per resource; background work never
+//! takes a device's last free session; the queue is bounded and sheds the lowest class first;
+//! a job past its deadline is refused, never signed; a job whose client went away frees its
+//! place at once. Decrypted secrets waiting for a CPU are bounded (blocks excepted), so a burst
+//! never piles plaintext keys up in memory.
+
+mod clock;
+pub mod queue;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use blst::min_pk::Signature;
-use tokio::sync::Semaphore;
+use hsm::Device;
+use tokio::sync::oneshot;
+use zeroize::Zeroizing;
+
+pub use clock::SlotClock;
+pub use queue::{Class, Next, Queued, CLASSES};
 
 use crate::devices::Devices;
 use crate::error::SignerError;
-use crate::keys::{sign_with_share, KeyRecord};
+use crate::keys::{envelope_aad, KeyRecord};
+use crate::metrics::Metrics;
+use crate::scheduler::queue::ClassQueues;
+
+/// How the scheduler behaves.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// CPU signing threads (default: the number of cores).
+    pub cpu_workers: usize,
+    /// Jobs that may wait for a device, all devices together.
+    pub queue_capacity: usize,
+    /// Longest wait per class when no slot deadline applies.
+    pub max_queue_time: [Duration; CLASSES],
+    /// Priorities off: one FIFO, no background rule (the benchmark's baseline).
+    pub fifo: bool,
+    /// Opened envelopes that may wait for a CPU (blocks are not counted).
+    pub cpu_buffer: usize,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        SchedulerConfig {
+            cpu_workers: cores,
+            queue_capacity: 100_000,
+            max_queue_time: [
+                Duration::from_secs(4),
+                Duration::from_secs(8),
+                Duration::from_secs(8),
+                Duration::from_secs(30),
+                Duration::from_secs(12),
+            ],
+            fifo: false,
+            cpu_buffer: 2 * cores,
+        }
+    }
+}
 
 /// One signature to make.
 #[derive(Debug, Clone)]
@@ -19,6 +74,10 @@ pub struct SignJob {
     pub key: Arc<KeyRecord>,
     /// What to sign.
     pub signing_root: [u8; 32],
+    /// Priority class.
+    pub class: Class,
+    /// A deadline from the slot clock, if any (the class's maximum queue time applies too).
+    pub deadline: Option<Instant>,
 }
 
 /// Why a job did not produce a signature.
@@ -27,6 +86,12 @@ pub enum JobError {
     /// A device needed is unavailable (503).
     #[error("{0}")]
     Unavailable(String),
+    /// The queue is full (503 with Retry-After).
+    #[error("signer overloaded: {0} work shed; retry shortly")]
+    Overloaded(&'static str),
+    /// The deadline passed before the job could run (503); nothing was signed.
+    #[error("deadline passed before a device was free; nothing was signed")]
+    Expired,
     /// Anything else (500): integrity failure, BLS failure, …
     #[error("{0}")]
     Failed(SignerError),
@@ -36,46 +101,270 @@ impl From<SignerError> for JobError {
     fn from(e: SignerError) -> Self {
         match e {
             SignerError::Hsm(h) if h.is_unavailable() => JobError::Unavailable(h.to_string()),
-            SignerError::Hsm(hsm::HsmError::Disabled(d)) => {
-                JobError::Unavailable(format!("device {d} is disabled"))
-            }
             other => JobError::Failed(other),
         }
     }
 }
 
-/// Runs signing jobs on blocking threads, one session-cap semaphore per device.
-#[derive(Debug, Clone)]
-pub struct Scheduler {
+type Reply = oneshot::Sender<Result<Signature, JobError>>;
+
+/// A job as the workers see it.
+struct Ctx {
+    id: u64,
+    class: Class,
+    deadline: Instant,
+    enqueued: Instant,
+    key: Arc<KeyRecord>,
+    root: [u8; 32],
+    cancelled: AtomicBool,
+    reply: Mutex<Option<Reply>>,
+}
+
+impl Ctx {
+    fn answer(&self, result: Result<Signature, JobError>) {
+        if let Some(tx) = self.reply.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = tx.send(result);
+        }
+    }
+    fn gone(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+            || self
+                .reply
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .is_none_or(|tx| tx.is_closed())
+    }
+}
+
+struct DevTask(Arc<Ctx>);
+
+struct CpuTask {
+    ctx: Arc<Ctx>,
+    secret: Zeroizing<Vec<u8>>,
+}
+
+impl Queued for DevTask {
+    fn class(&self) -> Class {
+        self.0.class
+    }
+    fn deadline(&self) -> Instant {
+        self.0.deadline
+    }
+    fn cancelled(&self) -> bool {
+        self.0.gone()
+    }
+    fn id(&self) -> u64 {
+        self.0.id
+    }
+}
+
+impl Queued for CpuTask {
+    fn class(&self) -> Class {
+        self.ctx.class
+    }
+    fn deadline(&self) -> Instant {
+        self.ctx.deadline
+    }
+    fn cancelled(&self) -> bool {
+        self.ctx.gone()
+    }
+    fn id(&self) -> u64 {
+        self.ctx.id
+    }
+}
+
+struct State {
+    dev_q: Vec<ClassQueues<DevTask>>,
+    dev_busy: Vec<usize>,
+    dev_busy_background: Vec<usize>,
+    cpu_q: ClassQueues<CpuTask>,
+    cpu_buffered: usize,
+    waiting: usize,
+    next_id: u64,
+    shutdown: bool,
+}
+
+/// Counters tests and benchmarks read.
+#[derive(Debug, Default)]
+pub struct SchedulerStats {
+    /// Most device operations ever in flight at once, per device.
+    pub peak_device_busy: Vec<AtomicUsize>,
+    /// Most background device operations ever in flight at once, per device.
+    pub peak_background_busy: Vec<AtomicUsize>,
+}
+
+struct Inner {
     devices: Devices,
-    permits: Arc<HashMap<String, Arc<Semaphore>>>,
+    dev_list: Vec<Arc<Device>>,
+    dev_index: HashMap<String, usize>,
+    caps: Vec<usize>,
+    config: SchedulerConfig,
+    state: Mutex<State>,
+    dev_cv: Vec<Condvar>,
+    cpu_cv: Condvar,
+    metrics: Arc<Metrics>,
+    stats: SchedulerStats,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The scheduler. Cheap to clone; worker threads stop when the last clone is dropped.
+#[derive(Clone)]
+pub struct Scheduler {
+    inner: Arc<Inner>,
+    _workers: Arc<Workers>,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Owns the worker threads: stops them when dropped.
+struct Workers {
+    inner: Arc<Inner>,
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.inner.lock().shutdown = true;
+        for cv in &self.inner.dev_cv {
+            cv.notify_all();
+        }
+        self.inner.cpu_cv.notify_all();
+    }
 }
 
 impl Scheduler {
-    /// A scheduler over `devices`.
+    /// A scheduler over `devices` with default settings.
     pub fn new(devices: Devices) -> Scheduler {
-        let permits = devices
+        Self::with_config(devices, SchedulerConfig::default(), Arc::default())
+    }
+
+    /// A scheduler with explicit settings and metrics.
+    pub fn with_config(
+        devices: Devices,
+        config: SchedulerConfig,
+        metrics: Arc<Metrics>,
+    ) -> Scheduler {
+        let dev_list: Vec<Arc<Device>> = devices.iter().cloned().collect();
+        let caps: Vec<usize> = dev_list
             .iter()
-            .map(|d| {
-                (
-                    d.name().to_owned(),
-                    Arc::new(Semaphore::new(d.config().max_sessions)),
-                )
-            })
+            .map(|d| d.config().max_sessions.max(1))
             .collect();
-        Scheduler {
+        let n = dev_list.len();
+        let inner = Arc::new(Inner {
+            dev_index: dev_list
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (d.name().to_owned(), i))
+                .collect(),
             devices,
-            permits: Arc::new(permits),
+            caps: caps.clone(),
+            state: Mutex::new(State {
+                dev_q: (0..n).map(|_| ClassQueues::new(config.fifo)).collect(),
+                dev_busy: vec![0; n],
+                dev_busy_background: vec![0; n],
+                cpu_q: ClassQueues::new(config.fifo),
+                cpu_buffered: 0,
+                waiting: 0,
+                next_id: 0,
+                shutdown: false,
+            }),
+            dev_cv: (0..n).map(|_| Condvar::new()).collect(),
+            cpu_cv: Condvar::new(),
+            stats: SchedulerStats {
+                peak_device_busy: (0..n).map(|_| AtomicUsize::new(0)).collect(),
+                peak_background_busy: (0..n).map(|_| AtomicUsize::new(0)).collect(),
+            },
+            dev_list,
+            config,
+            metrics,
+        });
+        for (d, cap) in caps.iter().enumerate() {
+            for w in 0..*cap {
+                let inner = inner.clone();
+                let name = format!("dev{d}-{w}");
+                let _ = std::thread::Builder::new()
+                    .name(name)
+                    .spawn(move || device_worker(inner, d));
+            }
+        }
+        for w in 0..inner.config.cpu_workers.max(1) {
+            let inner = inner.clone();
+            let _ = std::thread::Builder::new()
+                .name(format!("cpu-{w}"))
+                .spawn(move || cpu_worker(inner));
+        }
+        Scheduler {
+            _workers: Arc::new(Workers {
+                inner: inner.clone(),
+            }),
+            inner,
         }
     }
 
     /// The devices it schedules on.
     pub fn devices(&self) -> &Devices {
-        &self.devices
+        &self.inner.devices
     }
 
-    /// Sign `job`, waiting for a session on the key's device.
+    /// The metrics it records into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// Counters for tests and benchmarks.
+    pub fn stats(&self) -> &SchedulerStats {
+        &self.inner.stats
+    }
+
+    /// Jobs waiting for a device, and opened envelopes waiting for a CPU.
+    pub fn queued(&self) -> (usize, usize) {
+        let st = self.inner.lock();
+        (st.waiting, st.cpu_q.len())
+    }
+
+    /// Device names with sessions in use, for the metrics gauges.
+    pub fn sessions_in_use(&self) -> Vec<(String, usize, usize)> {
+        let st = self.inner.lock();
+        self.inner
+            .dev_list
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.name().to_owned(), st.dev_busy[i], self.inner.caps[i]))
+            .collect()
+    }
+
+    /// Sign `job`. Resolves when the signature is made or the job is refused; dropping the
+    /// future (the client went away) frees the job's place in the queue.
     pub async fn sign(&self, job: SignJob) -> Result<Signature, JobError> {
+        let (tx, rx) = oneshot::channel();
+        let id = self.submit(job, tx)?;
+        let mut guard = CancelOnDrop {
+            sched: self,
+            id,
+            armed: true,
+        };
+        let result = rx.await;
+        guard.armed = false;
+        result.unwrap_or_else(|_| {
+            Err(JobError::Failed(SignerError::Invalid(
+                "the scheduler stopped".into(),
+            )))
+        })
+    }
+
+    fn submit(&self, job: SignJob, tx: Reply) -> Result<u64, JobError> {
+        let inner = &self.inner;
         if job.key.threshold != 1 {
             return Err(JobError::Failed(SignerError::Invalid(format!(
                 "{} is a {}-of-{} threshold key; threshold signing is not available yet",
@@ -84,26 +373,226 @@ impl Scheduler {
                 job.key.shares.len()
             ))));
         }
-        let share = job.key.shares[0].clone();
-        let device = self
-            .devices
-            .get(&share.device)
-            .map_err(|e| JobError::Unavailable(e.to_string()))?
-            .clone();
-        let permits =
-            self.permits.get(&share.device).cloned().ok_or_else(|| {
-                JobError::Unavailable(format!("device {} is not open", share.device))
-            })?;
-        let _permit = permits
-            .acquire_owned()
-            .await
-            .map_err(|_| JobError::Unavailable("scheduler is shutting down".into()))?;
-        let key = job.key.clone();
-        tokio::task::spawn_blocking(move || {
-            sign_with_share(&device, &key.pubkey, &share, &job.signing_root)
-        })
-        .await
-        .map_err(|e| JobError::Failed(SignerError::Invalid(format!("signing task failed: {e}"))))?
-        .map_err(JobError::from)
+        let device_name = &job.key.shares[0].device;
+        let device = *inner.dev_index.get(device_name).ok_or_else(|| {
+            JobError::Unavailable(format!(
+                "device {device_name} is not available to this signer"
+            ))
+        })?;
+        if !inner.dev_list[device].is_enabled() {
+            return Err(JobError::Unavailable(format!(
+                "device {device_name} is disabled"
+            )));
+        }
+        let now = Instant::now();
+        let max = now + inner.config.max_queue_time[job.class as usize];
+        let deadline = job.deadline.map_or(max, |d| d.min(max));
+        if deadline <= now {
+            inner.metrics.shed_expired[job.class as usize].fetch_add(1, Ordering::Relaxed);
+            return Err(JobError::Expired);
+        }
+        let mut st = inner.lock();
+        if st.waiting >= inner.config.queue_capacity {
+            // Shed the lowest class below this one, on any device; else refuse this one.
+            let evicted = (0..st.dev_q.len()).find_map(|d| st.dev_q[d].evict_below(job.class));
+            match evicted {
+                Some(DevTask(victim)) => {
+                    st.waiting -= 1;
+                    inner.metrics.shed_overload[victim.class as usize]
+                        .fetch_add(1, Ordering::Relaxed);
+                    victim.answer(Err(JobError::Overloaded(victim.class.label())));
+                }
+                None => {
+                    inner.metrics.shed_overload[job.class as usize].fetch_add(1, Ordering::Relaxed);
+                    return Err(JobError::Overloaded(job.class.label()));
+                }
+            }
+        }
+        let id = st.next_id;
+        st.next_id += 1;
+        st.waiting += 1;
+        st.dev_q[device].push(DevTask(Arc::new(Ctx {
+            id,
+            class: job.class,
+            deadline,
+            enqueued: now,
+            key: job.key,
+            root: job.signing_root,
+            cancelled: AtomicBool::new(false),
+            reply: Mutex::new(Some(tx)),
+        })));
+        drop(st);
+        inner.dev_cv[device].notify_one();
+        Ok(id)
+    }
+
+    fn cancel(&self, id: u64) {
+        let inner = &self.inner;
+        let mut st = inner.lock();
+        for d in 0..st.dev_q.len() {
+            if let Some(DevTask(ctx)) = st.dev_q[d].remove(id) {
+                st.waiting -= 1;
+                inner.metrics.cancelled[ctx.class as usize].fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        if let Some(task) = st.cpu_q.remove(id) {
+            if task.ctx.class != Class::Block {
+                st.cpu_buffered -= 1;
+            }
+            inner.metrics.cancelled[task.ctx.class as usize].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+struct CancelOnDrop<'a> {
+    sched: &'a Scheduler,
+    id: u64,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.sched.cancel(self.id);
+        }
+    }
+}
+
+fn device_worker(inner: Arc<Inner>, d: usize) {
+    let device = inner.dev_list[d].clone();
+    let cap = inner.caps[d];
+    loop {
+        let ctx = {
+            let mut st = inner.lock();
+            loop {
+                if st.shutdown {
+                    return;
+                }
+                // This worker is idle, so at least one session is free; background may run
+                // only if another one stays free.
+                let free = cap - st.dev_busy[d];
+                let allow_background = free >= 2;
+                let cpu_full = st.cpu_buffered >= inner.config.cpu_buffer;
+                let next = if cpu_full {
+                    pop_blocks_only(&mut st.dev_q[d], Instant::now())
+                } else {
+                    st.dev_q[d].pop(Instant::now(), allow_background)
+                };
+                match next {
+                    Next::Run(DevTask(ctx)) => {
+                        st.waiting -= 1;
+                        st.dev_busy[d] += 1;
+                        inner.stats.peak_device_busy[d].fetch_max(st.dev_busy[d], Ordering::SeqCst);
+                        if ctx.class == Class::Background {
+                            st.dev_busy_background[d] += 1;
+                            inner.stats.peak_background_busy[d]
+                                .fetch_max(st.dev_busy_background[d], Ordering::SeqCst);
+                        }
+                        break ctx;
+                    }
+                    Next::Expired(DevTask(ctx)) => {
+                        st.waiting -= 1;
+                        inner.metrics.shed_expired[ctx.class as usize]
+                            .fetch_add(1, Ordering::Relaxed);
+                        ctx.answer(Err(JobError::Expired));
+                    }
+                    Next::Cancelled(DevTask(ctx)) => {
+                        st.waiting -= 1;
+                        inner.metrics.cancelled[ctx.class as usize].fetch_add(1, Ordering::Relaxed);
+                    }
+                    Next::Idle => {
+                        st = inner.dev_cv[d].wait(st).unwrap_or_else(|p| p.into_inner());
+                    }
+                }
+            }
+        };
+        inner.metrics.queue_wait[ctx.class as usize].observe(ctx.enqueued.elapsed());
+        let share = &ctx.key.shares[0];
+        let started = Instant::now();
+        let opened = device.decrypt(&share.envelope, &envelope_aad(&ctx.key.pubkey, share.id));
+        inner
+            .metrics
+            .device_op
+            .get(device.name())
+            .observe(started.elapsed());
+
+        let mut st = inner.lock();
+        st.dev_busy[d] -= 1;
+        if ctx.class == Class::Background {
+            st.dev_busy_background[d] -= 1;
+        }
+        match opened {
+            Ok(secret) => {
+                if ctx.class != Class::Block {
+                    st.cpu_buffered += 1;
+                }
+                st.cpu_q.push(CpuTask { ctx, secret });
+                drop(st);
+                inner.cpu_cv.notify_one();
+            }
+            Err(e) => {
+                drop(st);
+                ctx.answer(Err(JobError::from(SignerError::from(e))));
+            }
+        }
+        // A freed session may let an idle sibling take background work.
+        inner.dev_cv[d].notify_one();
+    }
+}
+
+/// While opened envelopes are backed up waiting for a CPU, only blocks may open more.
+fn pop_blocks_only(q: &mut ClassQueues<DevTask>, now: Instant) -> Next<DevTask> {
+    match q.pop(now, false) {
+        Next::Run(t) if t.0.class != Class::Block => {
+            q.push_front(t);
+            Next::Idle
+        }
+        other => other,
+    }
+}
+
+fn cpu_worker(inner: Arc<Inner>) {
+    loop {
+        let task = {
+            let mut st = inner.lock();
+            loop {
+                if st.shutdown {
+                    return;
+                }
+                let next = st.cpu_q.pop(Instant::now(), true);
+                let task = match next {
+                    Next::Idle => {
+                        st = inner.cpu_cv.wait(st).unwrap_or_else(|p| p.into_inner());
+                        continue;
+                    }
+                    Next::Run(t) | Next::Expired(t) | Next::Cancelled(t) => t,
+                };
+                if task.ctx.class != Class::Block {
+                    st.cpu_buffered -= 1;
+                    for cv in &inner.dev_cv {
+                        cv.notify_one();
+                    }
+                }
+                // Re-classify outside the match so the counters above stay in one place.
+                if task.ctx.gone() {
+                    inner.metrics.cancelled[task.ctx.class as usize]
+                        .fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                if task.ctx.deadline <= Instant::now() {
+                    inner.metrics.shed_expired[task.ctx.class as usize]
+                        .fetch_add(1, Ordering::Relaxed);
+                    task.ctx.answer(Err(JobError::Expired));
+                    continue;
+                }
+                break task;
+            }
+        };
+        let result = crate::bls::secret_key(&task.secret)
+            .map(|sk| crate::bls::sign(&sk, &task.ctx.root))
+            .map_err(JobError::Failed);
+        drop(task.secret);
+        task.ctx.answer(result);
     }
 }

@@ -1,0 +1,404 @@
+//! `bench scenario`: the seed's situation (Lighthouse issue #3963). At an epoch boundary N
+//! validators' selection proofs, builder registrations and attestations arrive at once, with one
+//! block proposal (and a few more spread over the burst). Measured through the real scheduler
+//! and real SoftHSM tokens, in process (no HTTP), for our priorities and for a FIFO baseline
+//! (same code path, priorities off), on plain SoftHSM and on SoftHSM slowed down to stand in for
+//! a network HSM.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::devices::Devices;
+use crate::error::{Result, SignerError};
+use crate::keys::{seal_share, KeyRecord, PublicKeyBytes, ShareId};
+use crate::metrics::Metrics;
+use crate::scheduler::{Class, Scheduler, SchedulerConfig, SignJob};
+
+/// Settings of one run.
+#[derive(Debug, Clone)]
+pub struct ScenarioOptions {
+    /// Validators (each signs one proof, one registration and one attestation).
+    pub validators: usize,
+    /// Blocks proposed during the burst (the first at its start).
+    pub blocks: usize,
+    /// Simulated network HSM: latency per operation.
+    pub slow_latency: Duration,
+    /// Simulated network HSM: sessions per device.
+    pub slow_sessions: usize,
+}
+
+/// Latency summary in milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Maximum.
+    pub max_ms: f64,
+}
+
+impl Latency {
+    fn of(samples: &mut [Duration]) -> Latency {
+        samples.sort();
+        let pick = |q: f64| {
+            if samples.is_empty() {
+                return 0.0;
+            }
+            let i = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
+            samples[i].as_secs_f64() * 1e3
+        };
+        Latency {
+            p50_ms: pick(0.50),
+            p99_ms: pick(0.99),
+            max_ms: samples.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
+        }
+    }
+}
+
+/// One variant's results.
+#[derive(Debug, Clone, Serialize)]
+pub struct VariantReport {
+    /// `ours` or `fifo`.
+    pub scheduler: &'static str,
+    /// Block latency under the burst.
+    pub block: Latency,
+    /// Attestation latency under the burst.
+    pub attestation: Latency,
+    /// Signatures per second over the whole burst.
+    pub throughput_per_sec: f64,
+    /// Requests refused (should be 0: deadlines are disabled for the benchmark).
+    pub refused: usize,
+    /// Raw samples for the plot (block, attestation), milliseconds.
+    #[serde(skip)]
+    pub samples: (Vec<f64>, Vec<f64>),
+}
+
+/// One device setup (plain or simulated network HSM).
+#[derive(Debug, Clone, Serialize)]
+pub struct SetupReport {
+    /// Description.
+    pub devices: String,
+    /// Block latency with nothing else running.
+    pub idle_block: Latency,
+    /// Our scheduler.
+    pub ours: VariantReport,
+    /// The FIFO baseline.
+    pub fifo: VariantReport,
+    /// block p99 under burst ÷ idle block p50 (target ≤ 2).
+    pub ours_block_p99_over_idle: f64,
+    /// FIFO block p99 ÷ ours (target ≥ 50 on the network HSM).
+    pub fifo_over_ours_block_p99: f64,
+    /// ours ÷ FIFO throughput (target ≥ 0.95).
+    pub throughput_ours_over_fifo: f64,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioReport {
+    /// Benchmark name.
+    pub bench: &'static str,
+    /// Validators.
+    pub validators: usize,
+    /// Requests in the burst.
+    pub requests: usize,
+    /// CPU signing threads.
+    pub cpu_workers: usize,
+    /// Per device setup.
+    pub setups: Vec<SetupReport>,
+}
+
+fn bench_config(fifo: bool) -> SchedulerConfig {
+    SchedulerConfig {
+        fifo,
+        // Every job must run in both variants so that throughput compares like with like.
+        max_queue_time: [Duration::from_secs(600); 5],
+        ..SchedulerConfig::default()
+    }
+}
+
+/// Open the configured devices as `latency`/`sessions` say (None: as configured).
+fn open_devices(config: &Config, slow: Option<(Duration, usize)>) -> Result<Devices> {
+    let mut out = Vec::new();
+    for d in &config.devices {
+        let mut cfg = d.hsm.clone();
+        if let Some((latency, sessions)) = slow {
+            cfg.simulated_latency = Some(latency);
+            cfg.max_sessions = sessions;
+        }
+        out.push(Arc::new(hsm::Device::open(cfg)?));
+    }
+    Ok(Devices::from_open(out))
+}
+
+/// Random keys sealed round-robin on the devices, kept in memory only.
+fn make_keys(devices: &Devices, n: usize) -> Result<Vec<Arc<KeyRecord>>> {
+    let devs: Vec<_> = devices.iter().cloned().collect();
+    let id = ShareId::new(1).ok_or_else(|| SignerError::Invalid("share id".into()))?;
+    (0..n)
+        .map(|i| {
+            let sk = crate::bls::random_secret_key()?;
+            let pk = PublicKeyBytes(crate::bls::public_key_bytes(&sk));
+            let share = seal_share(&devs[i % devs.len()], &pk, id, &sk)?;
+            Ok(Arc::new(KeyRecord::whole(pk, share, "bench")))
+        })
+        .collect()
+}
+
+fn root(i: usize, salt: u8) -> [u8; 32] {
+    let mut r = [salt; 32];
+    r[..8].copy_from_slice(&(i as u64).to_le_bytes());
+    r
+}
+
+async fn idle_blocks(devices: &Devices, keys: &[Arc<KeyRecord>]) -> Latency {
+    let scheduler = Scheduler::with_config(devices.clone(), bench_config(false), Arc::default());
+    let mut samples = Vec::new();
+    for i in 0..40 {
+        let t = Instant::now();
+        let _ = scheduler
+            .sign(SignJob {
+                key: keys[i % keys.len()].clone(),
+                signing_root: root(i, 0xb0),
+                class: Class::Block,
+                deadline: None,
+            })
+            .await;
+        samples.push(t.elapsed());
+    }
+    Latency::of(&mut samples[5..].to_vec())
+}
+
+async fn burst(
+    devices: &Devices,
+    keys: &[Arc<KeyRecord>],
+    fifo: bool,
+    blocks: usize,
+) -> VariantReport {
+    let scheduler = Scheduler::with_config(
+        devices.clone(),
+        bench_config(fifo),
+        Arc::new(Metrics::default()),
+    );
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(keys.len() * 3 + blocks);
+    // The herd, in the order a validator client fires it.
+    for (class, salt) in [
+        (Class::Aggregate, 1u8),
+        (Class::Admin, 2),
+        (Class::Attestation, 3),
+    ] {
+        for (i, key) in keys.iter().enumerate() {
+            let (s, key) = (scheduler.clone(), key.clone());
+            tasks.push((
+                class,
+                tokio::spawn(async move {
+                    let t = Instant::now();
+                    let r = s
+                        .sign(SignJob {
+                            key,
+                            signing_root: root(i, salt),
+                            class,
+                            deadline: None,
+                        })
+                        .await;
+                    (t.elapsed(), r.is_ok())
+                }),
+            ));
+        }
+    }
+    // Blocks: one at the start, the rest spread over the first seconds of the burst.
+    for b in 0..blocks {
+        let (s, key) = (scheduler.clone(), keys[b % keys.len()].clone());
+        let delay = Duration::from_millis(
+            [0u64, 250, 500, 1000, 2000, 3000]
+                .get(b)
+                .copied()
+                .unwrap_or(500 * b as u64),
+        );
+        tasks.push((
+            Class::Block,
+            tokio::spawn(async move {
+                tokio::time::sleep_until((start + delay).into()).await;
+                let t = Instant::now();
+                let r = s
+                    .sign(SignJob {
+                        key,
+                        signing_root: root(b, 0xbb),
+                        class: Class::Block,
+                        deadline: None,
+                    })
+                    .await;
+                (t.elapsed(), r.is_ok())
+            }),
+        ));
+    }
+    let total = tasks.len();
+    let (mut block, mut att, mut refused) = (Vec::new(), Vec::new(), 0);
+    for (class, t) in tasks {
+        let (latency, ok) = t.await.unwrap_or((Duration::ZERO, false));
+        refused += usize::from(!ok);
+        match class {
+            Class::Block => block.push(latency),
+            Class::Attestation => att.push(latency),
+            _ => {}
+        }
+    }
+    let elapsed = start.elapsed();
+    let ms = |v: &[Duration]| v.iter().map(|d| d.as_secs_f64() * 1e3).collect::<Vec<_>>();
+    let samples = (ms(&block), ms(&att));
+    VariantReport {
+        scheduler: if fifo { "fifo" } else { "ours" },
+        block: Latency::of(&mut block),
+        attestation: Latency::of(&mut att),
+        throughput_per_sec: total as f64 / elapsed.as_secs_f64(),
+        refused,
+        samples,
+    }
+}
+
+/// Run the scenario on the configured devices (plain, then simulated network HSM).
+pub fn run(config: &Config, opts: &ScenarioOptions) -> Result<ScenarioReport> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| SignerError::Invalid(format!("runtime: {e}")))?;
+    let plain = open_devices(config, None)?;
+    eprintln!(
+        "sealing {} keys on {} devices…",
+        opts.validators,
+        config.devices.len()
+    );
+    let keys = make_keys(&plain, opts.validators)?;
+    let mut setups = Vec::new();
+    for slow in [None, Some((opts.slow_latency, opts.slow_sessions))] {
+        let (devices, label) = match slow {
+            None => (
+                plain.clone(),
+                format!("{} SoftHSM tokens", config.devices.len()),
+            ),
+            Some((latency, sessions)) => (
+                open_devices(config, slow)?,
+                format!(
+                    "{} simulated network HSMs ({} ms, {} sessions each)",
+                    config.devices.len(),
+                    latency.as_millis(),
+                    sessions
+                ),
+            ),
+        };
+        eprintln!("{label}: idle blocks, then the burst with our scheduler and with FIFO…");
+        let idle_block = rt.block_on(idle_blocks(&devices, &keys));
+        let ours = rt.block_on(burst(&devices, &keys, false, opts.blocks));
+        let fifo = rt.block_on(burst(&devices, &keys, true, opts.blocks));
+        setups.push(SetupReport {
+            devices: label,
+            ours_block_p99_over_idle: ours.block.p99_ms / idle_block.p50_ms.max(1e-6),
+            fifo_over_ours_block_p99: fifo.block.p99_ms / ours.block.p99_ms.max(1e-6),
+            throughput_ours_over_fifo: ours.throughput_per_sec / fifo.throughput_per_sec.max(1e-9),
+            idle_block,
+            ours,
+            fifo,
+        });
+    }
+    Ok(ScenarioReport {
+        bench: "scenario",
+        validators: opts.validators,
+        requests: opts.validators * 3 + opts.blocks,
+        cpu_workers: SchedulerConfig::default().cpu_workers,
+        setups,
+    })
+}
+
+impl ScenarioReport {
+    /// Human-readable table.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "scenario: {} validators, {} requests at an epoch boundary, {} CPU signing threads\n",
+            self.validators, self.requests, self.cpu_workers
+        );
+        for s in &self.setups {
+            out += &format!(
+                "\n{} (idle block p50 {:.2} ms)\n",
+                s.devices, s.idle_block.p50_ms
+            );
+            out += &format!(
+                "{:<6} {:>10} {:>10} {:>10} {:>12} {:>10} {:>8}\n",
+                "", "block p50", "block p99", "block max", "attest. p99", "signs/s", "refused"
+            );
+            for v in [&s.ours, &s.fifo] {
+                out += &format!(
+                    "{:<6} {:>8.2}ms {:>8.2}ms {:>8.2}ms {:>10.1}ms {:>10.0} {:>8}\n",
+                    v.scheduler,
+                    v.block.p50_ms,
+                    v.block.p99_ms,
+                    v.block.max_ms,
+                    v.attestation.p99_ms,
+                    v.throughput_per_sec,
+                    v.refused
+                );
+            }
+            out += &format!(
+                "ours block p99 / idle block = {:.2} (target <= 2); FIFO / ours block p99 = {:.0}x; throughput ours / FIFO = {:.3} (target >= 0.95)\n",
+                s.ours_block_p99_over_idle, s.fifo_over_ours_block_p99, s.throughput_ours_over_fifo
+            );
+        }
+        out
+    }
+
+    /// An SVG of the latency distributions: per setup, the CDF of block and attestation
+    /// latency for ours and FIFO on a log time axis.
+    pub fn svg(&self) -> String {
+        let (w, ph, pad) = (760.0, 300.0, 60.0);
+        let h = ph * self.setups.len() as f64 + 40.0;
+        let mut svg = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+        );
+        let (lo, hi) = (0.1f64.log10(), 100_000f64.log10());
+        for (k, s) in self.setups.iter().enumerate() {
+            let top = 30.0 + k as f64 * ph;
+            let (x0, x1, y0, y1) = (pad, w - 20.0, top + ph - 50.0, top + 20.0);
+            svg += &format!("<text x=\"{pad}\" y=\"{}\" font-weight=\"bold\">{} — latency CDF (log ms)</text>\n", top + 10.0, s.devices);
+            svg += &format!("<line x1=\"{x0}\" y1=\"{y0}\" x2=\"{x1}\" y2=\"{y0}\" stroke=\"black\"/><line x1=\"{x0}\" y1=\"{y0}\" x2=\"{x0}\" y2=\"{y1}\" stroke=\"black\"/>\n");
+            for e in -1..=5 {
+                let x = x0 + (e as f64 - lo) / (hi - lo) * (x1 - x0);
+                let label = if e < 0 {
+                    "0.1".to_owned()
+                } else {
+                    format!("{}", 10u64.pow(e as u32))
+                };
+                svg += &format!("<line x1=\"{x}\" y1=\"{y0}\" x2=\"{x}\" y2=\"{}\" stroke=\"#ddd\"/><text x=\"{x}\" y=\"{}\" text-anchor=\"middle\">{label}</text>\n", y1, y0 + 15.0);
+            }
+            let series = [
+                (&s.ours.samples.0, "#d62728", "block, ours", "0"),
+                (&s.fifo.samples.0, "#d62728", "block, FIFO", "6,4"),
+                (&s.ours.samples.1, "#1f77b4", "attestation, ours", "0"),
+                (&s.fifo.samples.1, "#1f77b4", "attestation, FIFO", "6,4"),
+            ];
+            for (j, (samples, color, name, dash)) in series.iter().enumerate() {
+                let mut v: Vec<f64> = samples.iter().map(|x| x.max(0.1)).collect();
+                v.sort_by(|a, b| a.total_cmp(b));
+                let n = v.len().max(1) as f64;
+                let step = (v.len() / 400).max(1);
+                let mut pts = String::new();
+                for (i, x) in v
+                    .iter()
+                    .enumerate()
+                    .step_by(step)
+                    .chain(v.iter().enumerate().last())
+                {
+                    let px = x0 + (x.log10().clamp(lo, hi) - lo) / (hi - lo) * (x1 - x0);
+                    let py = y0 - (i + 1) as f64 / n * (y0 - y1);
+                    pts += &format!("{px:.1},{py:.1} ");
+                }
+                svg += &format!("<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" stroke-dasharray=\"{dash}\" points=\"{pts}\"/>\n");
+                let ly = y1 + 15.0 * j as f64;
+                svg += &format!("<line x1=\"{}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\" stroke=\"{color}\" stroke-width=\"2\" stroke-dasharray=\"{dash}\"/><text x=\"{}\" y=\"{}\">{name}</text>\n", x0 + 10.0, x0 + 40.0, x0 + 45.0, ly + 4.0);
+            }
+        }
+        svg + "</svg>\n"
+    }
+}

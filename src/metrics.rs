@@ -1,0 +1,201 @@
+//! Prometheus metrics at every place work can wait: atomic counters and fixed-bucket
+//! histograms, rendered in the text exposition format by `/metrics`. Lock-free on the hot path.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::scheduler::{Class, CLASSES};
+
+/// Bucket upper bounds in seconds.
+const BUCKETS: [f64; 15] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// A latency histogram.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+}
+
+impl Histogram {
+    /// Record one observation.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos
+            .fetch_add(d.as_nanos().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0;
+        for (i, b) in BUCKETS.iter().enumerate() {
+            cumulative += self.buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braces} {sum}");
+        let _ = writeln!(out, "{name}_count{braces} {count}");
+    }
+}
+
+/// Histograms keyed by a label value, created on first use.
+#[derive(Debug, Default)]
+pub struct Family {
+    by: Mutex<BTreeMap<String, Arc<Histogram>>>,
+}
+
+impl Family {
+    /// The histogram for `label`.
+    pub fn get(&self, label: &str) -> Arc<Histogram> {
+        let mut by = self.by.lock().unwrap_or_else(|p| p.into_inner());
+        by.entry(label.to_owned()).or_default().clone()
+    }
+
+    fn render(&self, out: &mut String, name: &str, key: &str) {
+        for (label, h) in self.by.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            h.render(out, name, &format!("{key}=\"{label}\""));
+        }
+    }
+}
+
+/// Every metric of the signer.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Time from submission to a device session (per class).
+    pub queue_wait: [Histogram; CLASSES],
+    /// Whole signing latency per request type, from parsed request to signature.
+    pub signing: Family,
+    /// Device operation latency per device.
+    pub device_op: Family,
+    /// Jobs refused because their deadline passed (per class).
+    pub shed_expired: [AtomicU64; CLASSES],
+    /// Jobs refused because the queue was full (per class).
+    pub shed_overload: [AtomicU64; CLASSES],
+    /// Jobs whose client went away before they ran (per class).
+    pub cancelled: [AtomicU64; CLASSES],
+    /// Responses per HTTP status.
+    pub responses: Mutex<BTreeMap<u16, u64>>,
+    /// Signing requests refused by slashing protection.
+    pub slashing_refusals: AtomicU64,
+}
+
+impl Metrics {
+    /// Count one HTTP response.
+    pub fn response(&self, status: u16) {
+        *self
+            .responses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(status)
+            .or_default() += 1;
+    }
+
+    /// Render everything, plus gauges supplied by the caller as (name, labels, value).
+    pub fn render(&self, gauges: &[(&str, String, f64)]) -> String {
+        let mut out = String::new();
+        out.push_str("# TYPE signer_queue_wait_seconds histogram\n");
+        for c in Class::ALL {
+            self.queue_wait[c as usize].render(
+                &mut out,
+                "signer_queue_wait_seconds",
+                &format!("class=\"{}\"", c.label()),
+            );
+        }
+        out.push_str("# TYPE signer_signing_seconds histogram\n");
+        self.signing
+            .render(&mut out, "signer_signing_seconds", "type");
+        out.push_str("# TYPE signer_device_operation_seconds histogram\n");
+        self.device_op
+            .render(&mut out, "signer_device_operation_seconds", "device");
+        for (name, arr) in [
+            ("signer_shed_expired_total", &self.shed_expired),
+            ("signer_shed_overload_total", &self.shed_overload),
+            ("signer_cancelled_total", &self.cancelled),
+        ] {
+            let _ = writeln!(out, "# TYPE {name} counter");
+            for c in Class::ALL {
+                let _ = writeln!(
+                    out,
+                    "{name}{{class=\"{}\"}} {}",
+                    c.label(),
+                    arr[c as usize].load(Ordering::Relaxed)
+                );
+            }
+        }
+        out.push_str("# TYPE signer_http_responses_total counter\n");
+        for (status, n) in self
+            .responses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "signer_http_responses_total{{status=\"{status}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# TYPE signer_slashing_refusals_total counter\nsigner_slashing_refusals_total {}",
+            self.slashing_refusals.load(Ordering::Relaxed)
+        );
+        let mut last = "";
+        for (name, labels, value) in gauges {
+            if *name != last {
+                let _ = writeln!(out, "# TYPE {name} gauge");
+                last = name;
+            }
+            let braces = if labels.is_empty() {
+                String::new()
+            } else {
+                format!("{{{labels}}}")
+            };
+            let _ = writeln!(out, "{name}{braces} {value}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_rendered() {
+        let m = Metrics::default();
+        m.queue_wait[0].observe(Duration::from_micros(50));
+        m.queue_wait[0].observe(Duration::from_millis(3));
+        m.queue_wait[0].observe(Duration::from_secs(60));
+        m.shed_expired[1].fetch_add(2, Ordering::Relaxed);
+        let text = m.render(&[("signer_sessions_in_use", "device=\"d\"".into(), 3.0)]);
+        assert!(
+            text.contains("signer_queue_wait_seconds_bucket{class=\"block\",le=\"0.0001\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("signer_queue_wait_seconds_bucket{class=\"block\",le=\"0.005\"} 2"));
+        assert!(text.contains("signer_queue_wait_seconds_bucket{class=\"block\",le=\"+Inf\"} 3"));
+        assert!(text.contains("signer_shed_expired_total{class=\"attestation\"} 2"));
+        assert!(text.contains("signer_sessions_in_use{device=\"d\"} 3"));
+    }
+}

@@ -1,0 +1,329 @@
+//! The device-aware queue on real SoftHSM tokens. Devices get the simulated-latency profile
+//! option so that "every session is busy" is a state we can create; assertions are about order,
+//! counters and queue state, never about elapsed time.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::Signer;
+use hsm_signer::devices::Devices;
+use hsm_signer::keys::{self, KeyRecord, KeyStore};
+use hsm_signer::metrics::Metrics;
+use hsm_signer::scheduler::{Class, JobError, Scheduler, SchedulerConfig, SignJob};
+
+struct Fixture {
+    _signer: Signer,
+    scheduler: Scheduler,
+    device: Arc<hsm::Device>,
+    keys: Vec<Arc<KeyRecord>>,
+}
+
+/// One SoftHSM device with `sessions` sessions and `latency` per operation, `n` keys on it.
+fn fixture(sessions: usize, latency_ms: u64, n: usize, config: SchedulerConfig) -> Fixture {
+    let signer = Signer::new();
+    let (cfg, devices) = signer.open();
+    let mut store = KeyStore::load_strict(&cfg.keys_dir()).unwrap();
+    let pks = keys::generate(&mut store, &devices, "softhsm-1", n).unwrap();
+    let mut dev_cfg = cfg.device("softhsm-1").unwrap().hsm.clone();
+    dev_cfg.max_sessions = sessions;
+    dev_cfg.simulated_latency = (latency_ms > 0).then(|| Duration::from_millis(latency_ms));
+    let device = Arc::new(hsm::Device::open(dev_cfg).unwrap());
+    let scheduler = Scheduler::with_config(
+        Devices::from_open(vec![device.clone()]),
+        config,
+        Arc::new(Metrics::default()),
+    );
+    let keys = pks
+        .iter()
+        .map(|pk| store.get(pk).unwrap().clone())
+        .collect();
+    Fixture {
+        _signer: signer,
+        scheduler,
+        device,
+        keys,
+    }
+}
+
+fn job(key: &Arc<KeyRecord>, class: Class, i: u8) -> SignJob {
+    SignJob {
+        key: key.clone(),
+        signing_root: [i; 32],
+        class,
+        deadline: None,
+    }
+}
+
+/// Wait (bounded) until `cond` holds: a state condition, not a timing assertion.
+async fn until(mut cond: impl FnMut() -> bool) {
+    let limit = Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(Instant::now() < limit, "condition never reached");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Runs 20 attestations on a 2-session device, then a block once both sessions are busy;
+/// returns the block's position in the completion order.
+async fn block_position(fifo: bool) -> usize {
+    let f = fixture(
+        2,
+        30,
+        2,
+        SchedulerConfig {
+            fifo,
+            cpu_workers: 1,
+            cpu_buffer: 2,
+            ..Default::default()
+        },
+    );
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for i in 0..20u8 {
+        let (s, k, o) = (f.scheduler.clone(), f.keys[0].clone(), order.clone());
+        tasks.push(tokio::spawn(async move {
+            s.sign(job(&k, Class::Attestation, i)).await.unwrap();
+            o.lock().unwrap().push("attestation");
+        }));
+    }
+    let s = f.scheduler.clone();
+    until(|| s.sessions_in_use()[0].1 == 2).await;
+    let (s, k, o) = (f.scheduler.clone(), f.keys[1].clone(), order.clone());
+    tasks.push(tokio::spawn(async move {
+        s.sign(job(&k, Class::Block, 99)).await.unwrap();
+        o.lock().unwrap().push("block");
+    }));
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let order = order.lock().unwrap();
+    assert_eq!(order.len(), 21);
+    order.iter().position(|x| *x == "block").unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_session_busy_a_new_block_runs_next() {
+    // Ours: the block waits only for the operations already in flight.
+    let pos = block_position(false).await;
+    assert!(pos <= 3, "block finished {pos}th of 21");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fifo_baseline_puts_the_block_behind_the_herd() {
+    // Same code path, priorities off: the contrast that makes the test above meaningful.
+    let pos = block_position(true).await;
+    assert!(pos >= 18, "FIFO block finished {pos}th of 21");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_work_never_holds_the_last_session() {
+    let f = fixture(3, 10, 1, SchedulerConfig::default());
+    let mut tasks = Vec::new();
+    for i in 0..40u8 {
+        let (s, k) = (f.scheduler.clone(), f.keys[0].clone());
+        let class = if i % 4 == 0 {
+            Class::Attestation
+        } else {
+            Class::Background
+        };
+        tasks.push(tokio::spawn(async move { s.sign(job(&k, class, i)).await }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let stats = f.scheduler.stats();
+    let bg = stats.peak_background_busy[0].load(std::sync::atomic::Ordering::SeqCst);
+    let all = stats.peak_device_busy[0].load(std::sync::atomic::Ordering::SeqCst);
+    assert!(bg <= 2, "background held {bg} of 3 sessions");
+    assert!(bg >= 1, "background did run");
+    assert!(all <= 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_cap_holds_under_1000_concurrent_jobs() {
+    let f = fixture(4, 0, 8, SchedulerConfig::default());
+    let mut tasks = Vec::new();
+    for i in 0..1000usize {
+        let (s, k) = (f.scheduler.clone(), f.keys[i % 8].clone());
+        let class = Class::ALL[i % 5];
+        tasks.push(tokio::spawn(async move {
+            let root = [(i % 251) as u8; 32];
+            let sig = s
+                .sign(SignJob {
+                    key: k.clone(),
+                    signing_root: root,
+                    class,
+                    deadline: None,
+                })
+                .await
+                .unwrap();
+            assert!(hsm_signer::bls::verify(&k.pubkey.0, &root, &sig));
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let peak = f.scheduler.stats().peak_device_busy[0].load(std::sync::atomic::Ordering::SeqCst);
+    assert!(peak <= 4, "scheduler had {peak} operations in flight");
+    assert!(
+        f.device.pool_stats().peak_in_use <= 4,
+        "{:?}",
+        f.device.pool_stats()
+    );
+    assert_eq!(f.scheduler.queued(), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_sheds_the_lowest_class_first_then_refuses() {
+    use std::sync::atomic::Ordering::SeqCst;
+    // Two sessions, long operations: nothing finishes while the test fills the queue.
+    let f = fixture(
+        2,
+        300,
+        1,
+        SchedulerConfig {
+            queue_capacity: 3,
+            ..Default::default()
+        },
+    );
+    let k = f.keys[0].clone();
+    let shed_bg =
+        |s: &Scheduler| s.metrics().shed_overload[Class::Background as usize].load(SeqCst);
+    // bg0 takes one session; bg1..bg3 wait (background never takes the last session): full.
+    let mut bg = Vec::new();
+    for i in 0..4u8 {
+        let (s, k) = (f.scheduler.clone(), k.clone());
+        bg.push(tokio::spawn(async move {
+            s.sign(job(&k, Class::Background, i)).await
+        }));
+        let s = f.scheduler.clone();
+        until(|| s.queued().0 + s.sessions_in_use()[0].1 == usize::from(i) + 1).await;
+    }
+    assert_eq!(f.scheduler.queued().0, 3);
+    // A block sheds the newest background job and takes the free session.
+    let (s, k2) = (f.scheduler.clone(), k.clone());
+    let block = tokio::spawn(async move { s.sign(job(&k2, Class::Block, 50)).await });
+    let s = f.scheduler.clone();
+    until(|| shed_bg(&s) == 1 && s.sessions_in_use()[0].1 == 2).await;
+    // Three attestations: the first fits, the next two each shed a background job.
+    let mut att = Vec::new();
+    for i in 0..3u8 {
+        let (s, k) = (f.scheduler.clone(), k.clone());
+        att.push(tokio::spawn(async move {
+            s.sign(job(&k, Class::Attestation, 60 + i)).await
+        }));
+        let s = f.scheduler.clone();
+        let want = [1, 2, 3][usize::from(i)];
+        until(|| shed_bg(&s) == want && s.queued().0 == 3).await;
+    }
+    // Nothing lower is left to shed: the next attestation is refused.
+    let refused = f.scheduler.sign(job(&k, Class::Attestation, 70)).await;
+    assert!(
+        matches!(refused, Err(JobError::Overloaded(_))),
+        "{refused:?}"
+    );
+    assert_eq!(
+        f.scheduler.metrics().shed_overload[Class::Attestation as usize].load(SeqCst),
+        1
+    );
+
+    assert!(block.await.unwrap().is_ok());
+    for a in att {
+        assert!(a.await.unwrap().is_ok());
+    }
+    let outcomes: Vec<_> = futures_join(bg).await;
+    assert_eq!(
+        outcomes.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "only the background job in flight ran"
+    );
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|r| matches!(r, Err(JobError::Overloaded(_))))
+            .count(),
+        3
+    );
+}
+
+async fn futures_join<T: Send + 'static>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_job_is_refused_and_never_reaches_the_device() {
+    let f = fixture(1, 60, 1, SchedulerConfig::default());
+    let k = f.keys[0].clone();
+    // A deadline already past: refused at once.
+    let past = SignJob {
+        deadline: Some(Instant::now()),
+        ..job(&k, Class::Attestation, 1)
+    };
+    assert!(matches!(
+        f.scheduler.sign(past).await,
+        Err(JobError::Expired)
+    ));
+
+    // A deadline that passes while it waits behind a busy session.
+    let (ops_before, _) = f.device.op_counts();
+    let (s, k1) = (f.scheduler.clone(), k.clone());
+    let busy = tokio::spawn(async move { s.sign(job(&k1, Class::Block, 2)).await });
+    let s = f.scheduler.clone();
+    until(|| s.sessions_in_use()[0].1 == 1).await;
+    let short = SignJob {
+        deadline: Some(Instant::now() + Duration::from_millis(5)),
+        ..job(&k, Class::Attestation, 3)
+    };
+    assert!(matches!(
+        f.scheduler.sign(short).await,
+        Err(JobError::Expired)
+    ));
+    assert!(busy.await.unwrap().is_ok());
+    let (ops_after, _) = f.device.op_counts();
+    assert_eq!(
+        ops_after - ops_before,
+        1,
+        "only the block touched the device"
+    );
+    assert_eq!(
+        f.scheduler.metrics().shed_expired[Class::Attestation as usize]
+            .load(std::sync::atomic::Ordering::SeqCst),
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_client_went_away_frees_its_place_and_is_not_run() {
+    let f = fixture(1, 80, 1, SchedulerConfig::default());
+    let k = f.keys[0].clone();
+    let (ops_before, _) = f.device.op_counts();
+    let (s, k1) = (f.scheduler.clone(), k.clone());
+    let busy = tokio::spawn(async move { s.sign(job(&k1, Class::Attestation, 1)).await });
+    let s = f.scheduler.clone();
+    until(|| s.sessions_in_use()[0].1 == 1).await;
+    let (s, k2) = (f.scheduler.clone(), k.clone());
+    let abandoned = tokio::spawn(async move { s.sign(job(&k2, Class::Attestation, 2)).await });
+    let s = f.scheduler.clone();
+    until(|| s.queued().0 == 1).await;
+    abandoned.abort();
+    let _ = abandoned.await;
+    assert_eq!(
+        f.scheduler.queued().0,
+        0,
+        "the abandoned job left the queue at once"
+    );
+    assert!(busy.await.unwrap().is_ok());
+    let (ops_after, _) = f.device.op_counts();
+    assert_eq!(ops_after - ops_before, 1);
+    assert_eq!(
+        f.scheduler.metrics().cancelled[Class::Attestation as usize]
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+}
