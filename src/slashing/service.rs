@@ -1,0 +1,419 @@
+//! [`SlashingProtection`], the service the signing path calls, and its group-commit writer.
+//!
+//! One writer thread owns the store. Callers queue requests on a bounded channel; the writer
+//! takes everything queued (up to [`Options::max_batch`]; no timer: batches grow only with
+//! load), applies it in arrival order in one transaction, commits (one fsync), then answers every
+//! caller. Two conflicting requests for one validator in one batch: the first wins, the second
+//! is refused. If the transaction fails, every caller in it gets [`SlashingError::Store`] and
+//! must not sign. No state is kept outside the database, so nothing can diverge from it.
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use super::interchange::{self, ImportSummary};
+use super::rules::{self, Allowed, Verdict};
+use super::sqlite::SqliteStore;
+use super::store::SlashingStore;
+use super::{Proposal, Pubkey, Refusal, Root, SlashingError};
+
+/// Tuning of the writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Most requests per transaction. 1 means one transaction (and fsync) per request: the
+    /// baseline the benchmark compares group commit against.
+    pub max_batch: usize,
+    /// Most requests waiting; past it callers get [`SlashingError::Store`] (HTTP 503) at once.
+    pub queue_capacity: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_batch: 512,
+            queue_capacity: 16_384,
+        }
+    }
+}
+
+/// Counters since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Check requests answered.
+    pub requests: u64,
+    /// Check transactions committed (each one fsync).
+    pub transactions: u64,
+    /// Check transactions that failed (every request in them answered with a store error).
+    pub failed_transactions: u64,
+    /// Requests refused.
+    pub refused: u64,
+    /// Requests allowed as identical re-signs.
+    pub repeats: u64,
+    /// The largest batch so far.
+    pub largest_batch: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    requests: AtomicU64,
+    transactions: AtomicU64,
+    failed_transactions: AtomicU64,
+    refused: AtomicU64,
+    repeats: AtomicU64,
+    largest_batch: AtomicU64,
+}
+
+enum Reply<T> {
+    Blocking(SyncSender<T>),
+    Async(tokio::sync::oneshot::Sender<T>),
+}
+
+impl<T> Reply<T> {
+    fn send(self, value: T) {
+        // A caller that went away loses its answer, not its protection: the record stands.
+        match self {
+            Reply::Blocking(s) => {
+                let _ = s.send(value);
+            }
+            Reply::Async(s) => {
+                let _ = s.send(value);
+            }
+        }
+    }
+}
+
+struct Check {
+    pubkey: Pubkey,
+    gvr: Root,
+    proposal: Proposal,
+    reply: Reply<Result<(), SlashingError>>,
+}
+
+enum Job {
+    Check(Check),
+    Import(
+        interchange::Interchange,
+        Reply<Result<ImportSummary, SlashingError>>,
+    ),
+    Export(Option<Vec<Pubkey>>, Reply<Result<String, SlashingError>>),
+    Prune(u64, Reply<Result<u64, SlashingError>>),
+}
+
+/// The slashing-protection service. Cheap to clone (an `Arc` inside); the writer thread stops
+/// when the last clone is dropped (the drop waits for it, so the database is closed after).
+///
+/// [`check_and_record`](Self::check_and_record) blocks the calling thread until the decision
+/// is durable: call it from `spawn_blocking`, or use
+/// [`check_and_record_async`](Self::check_and_record_async) from async code.
+#[derive(Clone)]
+pub struct SlashingProtection {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    sender: Option<SyncSender<Job>>,
+    writer: Option<JoinHandle<()>>,
+    counters: Arc<Counters>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the channel ends the writer's loop once the queue is drained.
+        self.sender.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for SlashingProtection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlashingProtection")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+fn writer_gone() -> SlashingError {
+    SlashingError::Store("the slashing-protection writer has stopped".into())
+}
+
+impl SlashingProtection {
+    /// Open (create) the SQLite database at `path` (WAL, `synchronous=FULL`, migrations
+    /// embedded) for the network whose genesis validators root is `gvr`: recorded on first
+    /// open (or, if `None`, on the first request or import); another one later is refused.
+    pub fn open_sqlite(path: &Path, gvr: Option<Root>) -> Result<Self, SlashingError> {
+        Self::open_sqlite_with(path, gvr, Options::default())
+    }
+
+    /// [`open_sqlite`](Self::open_sqlite) with explicit [`Options`].
+    pub fn open_sqlite_with(
+        path: &Path,
+        gvr: Option<Root>,
+        options: Options,
+    ) -> Result<Self, SlashingError> {
+        Self::with_store(SqliteStore::open(path, gvr)?, options)
+    }
+
+    /// Serve `store` from a new writer thread.
+    pub fn with_store<S: SlashingStore>(store: S, options: Options) -> Result<Self, SlashingError> {
+        let (sender, receiver) = mpsc::sync_channel(options.queue_capacity.max(1));
+        let counters = Arc::new(Counters::default());
+        let writer_counters = counters.clone();
+        let max_batch = options.max_batch.max(1);
+        let writer = std::thread::Builder::new()
+            .name("slashing-writer".into())
+            .spawn(move || writer_loop(store, receiver, max_batch, &writer_counters))
+            .map_err(|e| SlashingError::Store(format!("cannot start the writer thread: {e}")))?;
+        Ok(SlashingProtection {
+            inner: Arc::new(Inner {
+                sender: Some(sender),
+                writer: Some(writer),
+                counters,
+            }),
+        })
+    }
+
+    fn submit(&self, job: Job) -> Result<(), SlashingError> {
+        let sender = self.inner.sender.as_ref().ok_or_else(writer_gone)?;
+        sender.try_send(job).map_err(|e| match e {
+            TrySendError::Full(_) => {
+                SlashingError::Store("too many signing requests queued; retry shortly".into())
+            }
+            TrySendError::Disconnected(_) => writer_gone(),
+        })
+    }
+
+    fn call<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T, SlashingError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.submit(job(Reply::Blocking(tx)))?;
+        rx.recv().map_err(|_| writer_gone())
+    }
+
+    /// Check `proposal` for `pubkey` on the network `gvr` and, if safe, record it durably
+    /// (committed and fsynced) before returning `Ok`: only then may the caller sign. An
+    /// identical re-sign (same slot/epochs and signing root) is `Ok` and records nothing.
+    /// Blocks the calling thread (see the type's doc).
+    pub fn check_and_record(
+        &self,
+        pubkey: &Pubkey,
+        gvr: &Root,
+        proposal: Proposal,
+    ) -> Result<(), SlashingError> {
+        self.call(|reply| {
+            Job::Check(Check {
+                pubkey: *pubkey,
+                gvr: *gvr,
+                proposal,
+                reply,
+            })
+        })?
+    }
+
+    /// [`check_and_record`](Self::check_and_record) for async callers: waits without blocking
+    /// a runtime thread. If the future is dropped after submitting, the request may still be
+    /// recorded (a lost signature, never lost protection).
+    pub async fn check_and_record_async(
+        &self,
+        pubkey: &Pubkey,
+        gvr: &Root,
+        proposal: Proposal,
+    ) -> Result<(), SlashingError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(Job::Check(Check {
+            pubkey: *pubkey,
+            gvr: *gvr,
+            proposal,
+            reply: Reply::Async(tx),
+        }))?;
+        rx.await.map_err(|_| writer_gone())?
+    }
+
+    /// Import an EIP-3076 v5 interchange, atomically: all of it or nothing. Slashable data is
+    /// never merged as records; see [`ImportSummary::minified`].
+    pub fn import_interchange(&self, json: &str) -> Result<ImportSummary, SlashingError> {
+        let parsed = interchange::parse(json)?;
+        self.call(|reply| Job::Import(parsed, reply))?
+    }
+
+    /// Export the given validators (all when `None`) as EIP-3076 v5 JSON. The EIP advises
+    /// exporting only while nothing is being signed.
+    pub fn export_interchange(&self, pubkeys: Option<&[Pubkey]>) -> Result<String, SlashingError> {
+        let pubkeys = pubkeys.map(<[Pubkey]>::to_vec);
+        self.call(|reply| Job::Export(pubkeys, reply))?
+    }
+
+    /// Delete records older than `keep_epochs` before each validator's newest, keeping its
+    /// newest block and attestation; the highest deleted values become low watermarks, so
+    /// protection never drops. Returns the number of records deleted. One transaction: run it
+    /// when idle (at start, say), since signing waits for it.
+    pub fn prune(&self, keep_epochs: u64) -> Result<u64, SlashingError> {
+        self.call(|reply| Job::Prune(keep_epochs, reply))?
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> Stats {
+        let c = &self.inner.counters;
+        Stats {
+            requests: c.requests.load(Ordering::Relaxed),
+            transactions: c.transactions.load(Ordering::Relaxed),
+            failed_transactions: c.failed_transactions.load(Ordering::Relaxed),
+            refused: c.refused.load(Ordering::Relaxed),
+            repeats: c.repeats.load(Ordering::Relaxed),
+            largest_batch: c.largest_batch.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn writer_loop<S: SlashingStore>(
+    mut store: S,
+    receiver: Receiver<Job>,
+    max_batch: usize,
+    counters: &Counters,
+) {
+    let mut pending: Option<Job> = None;
+    loop {
+        let first = match pending.take() {
+            Some(job) => job,
+            None => match receiver.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+        };
+        let first = match first {
+            Job::Check(check) => check,
+            other => {
+                run_job(&mut store, other);
+                continue;
+            }
+        };
+        let mut batch = vec![first];
+        while batch.len() < max_batch {
+            match receiver.try_recv() {
+                Ok(Job::Check(check)) => batch.push(check),
+                Ok(other) => {
+                    pending = Some(other);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        run_batch(&mut store, batch, counters);
+    }
+}
+
+/// Run `f`, turning a panic (a bug) into a store error so that the writer lives on and the
+/// callers refuse to sign; the transaction was rolled back by unwinding.
+fn guarded<T>(f: impl FnOnce() -> Result<T, SlashingError>) -> Result<T, SlashingError> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        tracing::error!("slashing protection: internal error (panic); nothing was recorded");
+        Err(SlashingError::Store(
+            "internal error in slashing protection; nothing was recorded".into(),
+        ))
+    })
+}
+
+fn run_job<S: SlashingStore>(store: &mut S, job: Job) {
+    match job {
+        Job::Check(_) => unreachable!("checks are batched"),
+        Job::Import(ic, reply) => reply.send(guarded(|| {
+            store.transaction(|tx| interchange::import(tx, &ic))
+        })),
+        Job::Export(pubkeys, reply) => reply.send(guarded(|| {
+            store.transaction(|tx| interchange::export(tx, pubkeys.as_deref()))
+        })),
+        Job::Prune(keep_epochs, reply) => reply.send(guarded(|| {
+            store.transaction(|tx| {
+                let mut pruned = 0;
+                for (v, _) in tx.validators()? {
+                    pruned += rules::prune_validator(tx, v, keep_epochs)?;
+                }
+                Ok(pruned)
+            })
+        })),
+    }
+}
+
+fn run_batch<S: SlashingStore>(store: &mut S, batch: Vec<Check>, counters: &Counters) {
+    let items: Vec<(Pubkey, Root, Proposal)> = batch
+        .iter()
+        .map(|c| (c.pubkey, c.gvr, c.proposal))
+        .collect();
+    let n = batch.len() as u64;
+    counters.requests.fetch_add(n, Ordering::Relaxed);
+    counters.largest_batch.fetch_max(n, Ordering::Relaxed);
+    match guarded(|| apply_checks(store, &items)) {
+        Ok(verdicts) => {
+            counters.transactions.fetch_add(1, Ordering::Relaxed);
+            for (check, verdict) in batch.into_iter().zip(verdicts) {
+                match &verdict {
+                    Ok(Allowed::Repeat) => counters.repeats.fetch_add(1, Ordering::Relaxed),
+                    Ok(Allowed::Recorded) => 0,
+                    Err(_) => counters.refused.fetch_add(1, Ordering::Relaxed),
+                };
+                check
+                    .reply
+                    .send(verdict.map(|_| ()).map_err(SlashingError::Refused));
+            }
+        }
+        Err(e) => {
+            counters.failed_transactions.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("slashing protection: transaction of {n} requests failed: {e}");
+            let reason = match e {
+                SlashingError::Store(m) => m,
+                other => other.to_string(),
+            };
+            for check in batch {
+                check.reply.send(Err(SlashingError::Store(reason.clone())));
+            }
+        }
+    }
+}
+
+/// Apply `items` (pubkey, the request's genesis validators root, proposal) in order in one
+/// transaction; a verdict per item. `Err` means nothing was committed.
+pub(crate) fn apply_checks<S: SlashingStore>(
+    store: &mut S,
+    items: &[(Pubkey, Root, Proposal)],
+) -> Result<Vec<Verdict>, SlashingError> {
+    store.transaction(|tx| {
+        // Lock every validator of the batch first, in pubkey order: a store shared by several
+        // processes (PostgreSQL row locks) can then never deadlock on two batches.
+        let mut keys: Vec<&Pubkey> = items.iter().map(|(pk, _, _)| pk).collect();
+        keys.sort();
+        keys.dedup();
+        let mut ids = HashMap::with_capacity(keys.len());
+        for pk in keys {
+            ids.insert(*pk, tx.lock_validator(pk)?);
+        }
+        let mut network = tx.genesis_validators_root()?;
+        let mut verdicts = Vec::with_capacity(items.len());
+        for (pk, gvr, proposal) in items {
+            let expected = match network {
+                Some(g) => g,
+                None => {
+                    tx.set_genesis_validators_root(gvr)?;
+                    network = Some(*gvr);
+                    *gvr
+                }
+            };
+            if expected != *gvr {
+                verdicts.push(Err(Refusal::GenesisValidatorsRootMismatch {
+                    expected,
+                    got: *gvr,
+                }));
+                continue;
+            }
+            let v = ids
+                .get(pk)
+                .copied()
+                .ok_or_else(|| SlashingError::Store("validator lock lost".into()))?;
+            verdicts.push(rules::check_and_record(tx, v, proposal)?);
+        }
+        Ok(verdicts)
+    })
+}

@@ -1,0 +1,178 @@
+//! The storage boundary: what a slashing-protection database must offer so that the rules,
+//! group commit, import, export and pruning (written once, in this module's siblings) can run on
+//! it. SQLite implements it here; a PostgreSQL store implements the same two traits.
+//!
+//! Contract for implementers:
+//! - [`SlashingStore::transaction`] runs its closure in one transaction and makes the result
+//!   durable (committed, and on disk) before returning `Ok`; on `Err`, or if the commit fails,
+//!   nothing of it is visible to anyone.
+//! - [`StoreTxn::lock_validator`] registers the key if it is new and locks its row until the
+//!   transaction ends (PostgreSQL: `SELECT … FOR UPDATE`), so that several signer processes
+//!   sharing one database serialise per validator. Callers lock in ascending pubkey order so that
+//!   two batches can never deadlock. SQLite's `BEGIN IMMEDIATE` already serialises writers.
+//! - At most one block per (validator, slot) and one attestation per (validator, target epoch)
+//!   are stored; the callers never insert a second one (a store may enforce it with a key).
+
+use super::{Pubkey, Root, SlashingError};
+
+/// A store's id of a validator (a row id).
+pub type ValidatorId = i64;
+
+/// Explicit low watermarks of one validator, on top of its lowest records. Set by pruning (the
+/// highest pruned values), by a minified import (the imported maxima), and by any import into a
+/// validator that already had history (the low watermark that held before, so that importing old
+/// records never lowers protection). They only ever rise.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Watermarks {
+    /// A new block's slot must be above this.
+    pub block_slot: Option<u64>,
+    /// A new attestation's source epoch must be at or above this.
+    pub attestation_source: Option<u64>,
+    /// A new attestation's target epoch must be above this.
+    pub attestation_target: Option<u64>,
+}
+
+impl Watermarks {
+    /// Raise each watermark to at least the corresponding value in `other`.
+    pub fn raise(&mut self, other: &Watermarks) {
+        self.block_slot = max_opt(self.block_slot, other.block_slot);
+        self.attestation_source = max_opt(self.attestation_source, other.attestation_source);
+        self.attestation_target = max_opt(self.attestation_target, other.attestation_target);
+    }
+}
+
+/// The larger of two optional values (`None` is "no bound").
+pub(crate) fn max_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.max(y)),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+/// A recorded block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockRecord {
+    /// Slot.
+    pub slot: u64,
+    /// Signing root; `None` when imported without one (unknown, never equal to a request's).
+    pub signing_root: Option<Root>,
+}
+
+/// A recorded attestation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttestationRecord {
+    /// Source epoch.
+    pub source_epoch: u64,
+    /// Target epoch.
+    pub target_epoch: u64,
+    /// Signing root; `None` when imported without one (unknown, never equal to a request's).
+    pub signing_root: Option<Root>,
+}
+
+/// What pruning removed from one validator.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Records deleted.
+    pub records: u64,
+    /// The highest pruned values, which become watermarks.
+    pub maxima: Watermarks,
+}
+
+/// A slashing-protection database. Owned by one writer thread, hence `Send` but not `Sync`.
+pub trait SlashingStore: Send + 'static {
+    /// Run `f` in one write transaction; commit durably iff it returns `Ok`, else roll back.
+    fn transaction<R>(
+        &mut self,
+        f: impl FnOnce(&mut dyn StoreTxn) -> Result<R, SlashingError>,
+    ) -> Result<R, SlashingError>;
+}
+
+/// Operations inside one transaction. Slots and epochs are at most
+/// [`MAX_SLOT_OR_EPOCH`](super::MAX_SLOT_OR_EPOCH).
+pub trait StoreTxn {
+    /// The network this database protects, if recorded yet.
+    fn genesis_validators_root(&mut self) -> Result<Option<Root>, SlashingError>;
+    /// Record the network (only when none is recorded).
+    fn set_genesis_validators_root(&mut self, gvr: &Root) -> Result<(), SlashingError>;
+
+    /// Register `pubkey` if new, lock its row until the transaction ends, return its id.
+    fn lock_validator(&mut self, pubkey: &Pubkey) -> Result<ValidatorId, SlashingError>;
+    /// The id of `pubkey`, if registered (no lock: for export).
+    fn find_validator(&mut self, pubkey: &Pubkey) -> Result<Option<ValidatorId>, SlashingError>;
+    /// Every registered validator, in registration order.
+    fn validators(&mut self) -> Result<Vec<(ValidatorId, Pubkey)>, SlashingError>;
+    /// The validator's explicit watermarks.
+    fn watermarks(&mut self, v: ValidatorId) -> Result<Watermarks, SlashingError>;
+    /// Replace the validator's explicit watermarks (callers only raise them).
+    fn set_watermarks(&mut self, v: ValidatorId, wm: &Watermarks) -> Result<(), SlashingError>;
+
+    /// The block recorded at `slot`: `Some(signing_root)` if there is one.
+    fn block_at(
+        &mut self,
+        v: ValidatorId,
+        slot: u64,
+    ) -> Result<Option<Option<Root>>, SlashingError>;
+    /// The lowest recorded block slot.
+    fn min_block_slot(&mut self, v: ValidatorId) -> Result<Option<u64>, SlashingError>;
+    /// The highest recorded block slot.
+    fn max_block_slot(&mut self, v: ValidatorId) -> Result<Option<u64>, SlashingError>;
+    /// Record a block.
+    fn insert_block(&mut self, v: ValidatorId, block: &BlockRecord) -> Result<(), SlashingError>;
+    /// Every recorded block, by ascending slot.
+    fn blocks(&mut self, v: ValidatorId) -> Result<Vec<BlockRecord>, SlashingError>;
+
+    /// The attestation recorded for `target_epoch`, if any.
+    fn attestation_at_target(
+        &mut self,
+        v: ValidatorId,
+        target_epoch: u64,
+    ) -> Result<Option<AttestationRecord>, SlashingError>;
+    /// The lowest recorded source epoch and the lowest recorded target epoch.
+    fn min_attestation_epochs(
+        &mut self,
+        v: ValidatorId,
+    ) -> Result<(Option<u64>, Option<u64>), SlashingError>;
+    /// The highest recorded target epoch.
+    fn max_attestation_target(&mut self, v: ValidatorId) -> Result<Option<u64>, SlashingError>;
+    /// A recorded attestation that `source`→`target` would surround
+    /// (`source < r.source && r.target < target`), if any.
+    fn attestation_surrounded_by(
+        &mut self,
+        v: ValidatorId,
+        source: u64,
+        target: u64,
+    ) -> Result<Option<AttestationRecord>, SlashingError>;
+    /// A recorded attestation that surrounds `source`→`target`
+    /// (`r.source < source && target < r.target`), if any.
+    fn attestation_surrounding(
+        &mut self,
+        v: ValidatorId,
+        source: u64,
+        target: u64,
+    ) -> Result<Option<AttestationRecord>, SlashingError>;
+    /// Record an attestation.
+    fn insert_attestation(
+        &mut self,
+        v: ValidatorId,
+        att: &AttestationRecord,
+    ) -> Result<(), SlashingError>;
+    /// Every recorded attestation, by ascending target epoch.
+    fn attestations(&mut self, v: ValidatorId) -> Result<Vec<AttestationRecord>, SlashingError>;
+
+    /// Delete blocks with `slot < below_slot` and attestations with
+    /// `target_epoch < below_target`; report how many and the highest pruned values.
+    fn prune(
+        &mut self,
+        v: ValidatorId,
+        below_slot: u64,
+        below_target: u64,
+    ) -> Result<Pruned, SlashingError>;
+
+    /// Open a nested savepoint (one level) inside the transaction.
+    fn savepoint(&mut self) -> Result<(), SlashingError>;
+    /// Undo everything since [`StoreTxn::savepoint`] and close it.
+    fn rollback_savepoint(&mut self) -> Result<(), SlashingError>;
+    /// Keep everything since [`StoreTxn::savepoint`] and close it.
+    fn release_savepoint(&mut self) -> Result<(), SlashingError>;
+}
