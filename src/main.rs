@@ -116,6 +116,28 @@ enum KeysCmd {
 
 #[derive(Subcommand)]
 enum BenchCmd {
+    /// The seed's epoch-boundary herd at N validators: our scheduler against FIFO, on plain
+    /// SoftHSM and on SoftHSM slowed down to a network HSM.
+    Scenario {
+        /// Validators (each signs a selection proof, a registration and an attestation).
+        #[arg(long, default_value_t = 10_000)]
+        validators: usize,
+        /// Blocks proposed during the burst.
+        #[arg(long, default_value_t = 5)]
+        blocks: usize,
+        /// Simulated network HSM latency per operation, milliseconds.
+        #[arg(long, default_value_t = 2)]
+        slow_latency_ms: u64,
+        /// Simulated network HSM sessions per device.
+        #[arg(long, default_value_t = 4)]
+        slow_sessions: usize,
+        /// Print a JSON report.
+        #[arg(long)]
+        json: bool,
+        /// Also draw the latency distributions to this SVG file.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+    },
     /// Decrypt-on-device + sign against raw blst signing.
     Custody {
         /// Device to use (default: the default device).
@@ -458,6 +480,38 @@ fn read_password(path: &std::path::Path) -> Result<SecretString> {
 
 fn bench_cmd(config: &Config, cmd: BenchCmd) -> Result<()> {
     match cmd {
+        BenchCmd::Scenario {
+            validators,
+            blocks,
+            slow_latency_ms,
+            slow_sessions,
+            json,
+            plot,
+        } => {
+            bootstrap_embedded(config)?;
+            let report = bench::scenario::run(
+                config,
+                &bench::scenario::ScenarioOptions {
+                    validators,
+                    blocks,
+                    slow_latency: std::time::Duration::from_millis(slow_latency_ms),
+                    slow_sessions,
+                },
+            )?;
+            if let Some(path) = plot {
+                std::fs::write(&path, report.svg()).map_err(SignerError::io(&path))?;
+                eprintln!("latency distributions drawn to {}", path.display());
+            }
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            } else {
+                print!("{}", report.table());
+            }
+            Ok(())
+        }
         BenchCmd::Custody {
             device,
             threads,
