@@ -337,3 +337,193 @@ fn status_endpoints_and_reload() {
     let resp = http.get(server.url("/healthcheck")).send().unwrap();
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
 }
+
+/// A configuration over the embedded tokens with one slow, single-session device and the given
+/// `[scheduler]` table (the tokens must exist: run `device init` first).
+fn slow_device_config(s: &Signer, scheduler: &str) {
+    let soft = s.data_dir().join("softhsm");
+    let mut text = format!("default_device = \"softhsm-1\"\n[scheduler]\n{scheduler}\n");
+    for i in 1..=3 {
+        text += &format!(
+            "[[device]]\nname = \"softhsm-{i}\"\ntoken_label = \"hsm-signer-{i}\"\npin_file = \"{}\"\nmodule_config = \"{}\"\n{}\n",
+            soft.join(format!("softhsm-{i}.pin")).display(),
+            soft.join("softhsm2.conf").display(),
+            if i == 1 { "max_sessions = 1\nsimulated_latency_ms = 300" } else { "" }
+        );
+    }
+    std::fs::write(s.data_dir().join("hsm-signer.toml"), text).unwrap();
+}
+
+fn metric(server: &Server, line_prefix: &str) -> f64 {
+    let text = client()
+        .get(server.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {line_prefix} in:\n{text}"))
+}
+
+#[test]
+fn a_full_queue_answers_503_with_retry_after() {
+    let (s, server, pk) = serve_fixture_key();
+    drop(server);
+    slow_device_config(&s, "queue_capacity = 1\nslot_deadlines = false");
+    let server = Server::start(&s, &[]);
+    let case = first_case("ATTESTATION");
+    let url = server.url(&format!("/api/v1/eth2/sign/{pk}"));
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, body) = (url.clone(), case["request"].clone());
+            std::thread::spawn(move || {
+                let resp = client().post(&url).json(&body).send().unwrap();
+                (resp.status(), resp.headers().get("retry-after").cloned())
+            })
+        })
+        .collect();
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let refused: Vec<_> = results
+        .iter()
+        .filter(|(st, _)| *st == StatusCode::SERVICE_UNAVAILABLE)
+        .collect();
+    assert!(!refused.is_empty(), "{results:?}");
+    assert!(
+        refused.iter().all(|(_, ra)| ra.is_some()),
+        "every 503 carries Retry-After"
+    );
+    assert!(
+        results.iter().any(|(st, _)| *st == StatusCode::OK),
+        "{results:?}"
+    );
+    assert!(metric(&server, "signer_shed_overload_total{class=\"attestation\"}") >= 1.0);
+}
+
+#[test]
+fn a_client_that_hangs_up_frees_its_place() {
+    let (s, server, pk) = serve_fixture_key();
+    drop(server);
+    slow_device_config(&s, "slot_deadlines = false");
+    let server = Server::start(&s, &[]);
+    let case = first_case("ATTESTATION");
+    let url = server.url(&format!("/api/v1/eth2/sign/{pk}"));
+    let (u, b) = (url.clone(), case["request"].clone());
+    let busy = std::thread::spawn(move || client().post(&u).json(&b).send().unwrap().status());
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    // This one waits behind the busy session; its client gives up after 100 ms.
+    let impatient = Client::builder()
+        .timeout(std::time::Duration::from_millis(100))
+        .build()
+        .unwrap();
+    assert!(impatient.post(&url).json(&case["request"]).send().is_err());
+    assert_eq!(busy.join().unwrap(), StatusCode::OK);
+    let limit = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while metric(&server, "signer_cancelled_total{class=\"attestation\"}") < 1.0 {
+        assert!(
+            std::time::Instant::now() < limit,
+            "the abandoned request was never cancelled"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(metric(&server, "signer_queue_waiting_for_device"), 0.0);
+    // Exactly one device operation ran: the abandoned request never reached the device.
+    assert_eq!(
+        metric(
+            &server,
+            "signer_device_operation_seconds_count{device=\"softhsm-1\"}"
+        ),
+        1.0
+    );
+}
+
+#[test]
+fn the_slot_clock_refuses_an_attestation_whose_slot_has_passed() {
+    let s = Signer::new();
+    s.ok(&[
+        "keys",
+        "import",
+        "--keystore",
+        fixture("eip2335/keystore-pbkdf2.json").to_str().unwrap(),
+        "--password-file",
+        fixture("eip2335/password.txt").to_str().unwrap(),
+    ]);
+    let server = Server::start(&s, &["--network", "mainnet"]);
+    let pk = "0x9612d7a727c9d0a22e185a1c768478dfe919cada9266988cb32359c11f2b7b27f4ae4040902382ae2910c15e2b420d07";
+    // A mainnet attestation for a slot in 2020: its deadline (the next slot) is long gone.
+    let mut case = first_case("ATTESTATION");
+    case["request"]["attestation"]["slot"] = json!("100");
+    case["request"]
+        .as_object_mut()
+        .unwrap()
+        .remove("signingRoot");
+    let resp = client()
+        .post(server.url(&format!("/api/v1/eth2/sign/{pk}")))
+        .json(&case["request"])
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(resp.json::<Value>().unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .contains("deadline"));
+    assert_eq!(
+        metric(&server, "signer_shed_expired_total{class=\"attestation\"}"),
+        1.0
+    );
+    // Nothing reached a device.
+    let text = client()
+        .get(server.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        !text.contains("signer_device_operation_seconds_count"),
+        "{text}"
+    );
+    // A registration has no slot deadline and is signed.
+    let reg = first_case("VALIDATOR_REGISTRATION");
+    let resp = client()
+        .post(server.url(&format!("/api/v1/eth2/sign/{pk}")))
+        .json(&reg["request"])
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+#[test]
+fn metrics_expose_queue_waits_signing_latency_sessions_and_shedding() {
+    let (_s, server, pk) = serve_fixture_key();
+    for kind in ["BLOCK_V2", "ATTESTATION", "VALIDATOR_REGISTRATION"] {
+        let case = first_case(kind);
+        let resp = client()
+            .post(server.url(&format!("/api/v1/eth2/sign/{pk}")))
+            .json(&case["request"])
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+    let text = client()
+        .get(server.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    for needle in [
+        "signer_queue_wait_seconds_count{class=\"block\"} 1",
+        "signer_queue_wait_seconds_count{class=\"attestation\"} 1",
+        "signer_queue_wait_seconds_count{class=\"admin\"} 1",
+        "signer_signing_seconds_count{type=\"BLOCK_V2\"} 1",
+        "signer_signing_seconds_count{type=\"ATTESTATION\"} 1",
+        "signer_device_operation_seconds_count{device=\"softhsm-1\"} 3",
+        "signer_device_sessions_in_use{device=\"softhsm-1\"} 0",
+        "signer_device_sessions_max{device=\"softhsm-1\"} 32",
+        "signer_shed_overload_total{class=\"background\"} 0",
+        "signer_shed_expired_total{class=\"block\"} 0",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+}
