@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use hsm_signer::config::{default_data_dir, Config};
 use hsm_signer::consensus::Network;
 use hsm_signer::devices::{embedded_needs_init, init_devices, Devices};
+use hsm_signer::keys::provision::{self, resolve_placement, Placement};
 use hsm_signer::keys::{self, ImportOptions, KeyStore, Progress, PublicKeyBytes};
 use hsm_signer::{api, bench, Result, SignerError};
 use secrecy::SecretString;
@@ -44,6 +45,10 @@ enum Command {
         /// Do not refuse duties whose slot has passed (for replaying old or synthetic messages).
         #[arg(long)]
         no_slot_deadlines: bool,
+        /// DANGEROUS: sign blocks and attestations without slashing protection (for replaying
+        /// test vectors only; like Web3Signer's --slashing-protection-enabled=false).
+        #[arg(long)]
+        no_slashing_protection: bool,
     },
     /// PKCS#11 devices.
     #[command(subcommand)]
@@ -91,6 +96,8 @@ enum KeysCmd {
         /// Device that seals the keys (default: the configured default device).
         #[arg(long)]
         device: Option<String>,
+        #[command(flatten)]
+        split: SplitArgs,
     },
     /// Generate new random keys on a device.
     Generate {
@@ -100,6 +107,30 @@ enum KeysCmd {
         /// Device that seals the keys.
         #[arg(long)]
         device: Option<String>,
+        #[command(flatten)]
+        split: SplitArgs,
+    },
+    /// Import threshold shares made elsewhere (one EIP-2335 keystore per share, holding the
+    /// share's pubkey, as distributed-validator tools such as Charon write them), one per device.
+    ImportShares {
+        /// One keystore file per share, in the order of --share-ids and --devices.
+        #[arg(long = "keystore", required = true, num_args = 1..)]
+        keystores: Vec<PathBuf>,
+        /// Password file: one for all keystores, or one per keystore in the same order.
+        #[arg(long = "password-file", required = true, num_args = 1..)]
+        password_files: Vec<PathBuf>,
+        /// The validator (group) public key the shares recombine to (0x…).
+        #[arg(long)]
+        group_pubkey: String,
+        /// Shares needed to sign.
+        #[arg(long)]
+        threshold: usize,
+        /// Each share's id (x-coordinate), comma-separated, e.g. 1,2,3.
+        #[arg(long)]
+        share_ids: String,
+        /// Each share's device, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        devices: Vec<String>,
     },
     /// List keys.
     List {
@@ -112,6 +143,32 @@ enum KeysCmd {
         /// The validator public key (0x…).
         pubkey: String,
     },
+}
+
+/// Splitting keys t-of-n across devices at provisioning.
+#[derive(clap::Args)]
+struct SplitArgs {
+    /// Split each key across these devices (comma-separated), one share per device.
+    #[arg(long, value_delimiter = ',')]
+    devices: Vec<String>,
+    /// Shares needed to sign (with --devices; default 1).
+    #[arg(long)]
+    threshold: Option<usize>,
+    /// Share ids (x-coordinates) for --devices, comma-separated (default 1..n).
+    #[arg(long)]
+    share_ids: Option<String>,
+}
+
+impl SplitArgs {
+    fn resolve(self, config: &Config, device: Option<String>) -> Result<Placement> {
+        resolve_placement(
+            config,
+            device,
+            self.devices,
+            self.threshold,
+            self.share_ids.as_deref(),
+        )
+    }
 }
 
 #[derive(Subcommand)]
@@ -183,12 +240,13 @@ fn run(cli: Cli) -> Result<()> {
             listen,
             network,
             no_slot_deadlines,
+            no_slashing_protection,
         } => {
             let mut config = config;
             if no_slot_deadlines {
                 config.scheduler.slot_deadlines = Some(false);
             }
-            serve(&config, listen, network)
+            serve(&config, listen, network, !no_slashing_protection)
         }
         Command::Device(cmd) => device_cmd(&config, cmd),
         Command::Keys(cmd) => keys_cmd(&config, cmd),
@@ -227,7 +285,12 @@ fn resolve_network(name: &str) -> Result<Network> {
     })
 }
 
-fn serve(config: &Config, listen: Option<String>, network: Option<String>) -> Result<()> {
+fn serve(
+    config: &Config,
+    listen: Option<String>,
+    network: Option<String>,
+    protect: bool,
+) -> Result<()> {
     let network = resolve_network(network.as_deref().unwrap_or(&config.network))?;
     let listen = listen.unwrap_or_else(|| config.listen.clone());
     let addr: std::net::SocketAddr = listen
@@ -246,12 +309,30 @@ fn serve(config: &Config, listen: Option<String>, network: Option<String>) -> Re
         config.devices.len(),
         network.name
     );
+    let slashing = if protect {
+        let db = config.data_dir.join("slashing-protection.sqlite");
+        Some(
+            hsm_signer::slashing::SlashingProtection::open_sqlite(&db, None).map_err(|e| {
+                SignerError::Config(format!(
+                    "slashing protection database {}: {e}",
+                    db.display()
+                ))
+            })?,
+        )
+    } else {
+        eprintln!(
+            "WARNING: slashing protection is OFF: blocks and attestations are signed unchecked"
+        );
+        tracing::warn!("slashing protection disabled by --no-slashing-protection");
+        None
+    };
     let state = api::AppState::new(
         config.clone(),
         network,
         devices,
         keys,
         errors.iter().map(|e| e.to_string()).collect(),
+        slashing,
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -382,21 +463,48 @@ fn keys_cmd(config: &Config, cmd: KeysCmd) -> Result<()> {
             keystores,
             password_file,
             device,
+            split,
         } => {
+            let placement = split.resolve(config, device)?;
             let password = read_password(&password_file)?;
             let paths = keys::import::collect_keystore_paths(&keystores)?;
             let devices = open_devices(config)?;
-            let device = device.unwrap_or_else(|| config.default_device.clone());
-            let report = keys::import_keystores(
-                &mut store,
-                &devices,
-                &paths,
-                &password,
-                &ImportOptions {
-                    device: device.clone(),
-                    progress: Progress::Auto,
-                },
-            )?;
+            let (report, device) = match placement {
+                Placement::Whole(device) => (
+                    keys::import_keystores(
+                        &mut store,
+                        &devices,
+                        &paths,
+                        &password,
+                        &ImportOptions {
+                            device: device.clone(),
+                            progress: Progress::Auto,
+                        },
+                    )?,
+                    device,
+                ),
+                Placement::Split {
+                    threshold,
+                    devices: names,
+                    ids,
+                } => (
+                    provision::import_keystores_threshold(
+                        &mut store,
+                        &devices,
+                        &paths,
+                        &password,
+                        threshold,
+                        &names,
+                        ids.as_deref(),
+                        Progress::Auto,
+                    )?,
+                    format!(
+                        "{threshold}-of-{} shares on {}",
+                        names.len(),
+                        names.join(",")
+                    ),
+                ),
+            };
             for pk in &report.imported {
                 println!("imported {pk}");
             }
@@ -422,12 +530,69 @@ fn keys_cmd(config: &Config, cmd: KeysCmd) -> Result<()> {
             );
             Ok(())
         }
-        KeysCmd::Generate { count, device } => {
+        KeysCmd::Generate {
+            count,
+            device,
+            split,
+        } => {
+            let placement = split.resolve(config, device)?;
             let devices = open_devices(config)?;
-            let device = device.unwrap_or_else(|| config.default_device.clone());
-            for pk in keys::generate(&mut store, &devices, &device, count)? {
+            let pks = match placement {
+                Placement::Whole(device) => keys::generate(&mut store, &devices, &device, count)?,
+                Placement::Split {
+                    threshold,
+                    devices: names,
+                    ids,
+                } => provision::generate_threshold(
+                    &mut store,
+                    &devices,
+                    count,
+                    threshold,
+                    &names,
+                    ids.as_deref(),
+                )?,
+            };
+            for pk in pks {
                 println!("{pk}");
             }
+            Ok(())
+        }
+        KeysCmd::ImportShares {
+            keystores,
+            password_files,
+            group_pubkey,
+            threshold,
+            share_ids,
+            devices,
+        } => {
+            let group_pubkey = PublicKeyBytes::parse(&group_pubkey).ok_or_else(|| {
+                SignerError::Invalid(format!(
+                    "--group-pubkey {group_pubkey:?} is not a 48-byte hex public key"
+                ))
+            })?;
+            let mut import = provision::ShareImport {
+                keystores,
+                passwords: Vec::new(),
+                group_pubkey,
+                threshold,
+                ids: provision::parse_share_ids(&share_ids)?,
+                devices,
+            };
+            provision::check_share_import(&import)?;
+            for d in &import.devices {
+                config.device(d)?;
+            }
+            import.passwords = password_files
+                .iter()
+                .map(|f| read_password(f))
+                .collect::<Result<_>>()?;
+            let open = open_devices(config)?;
+            let pk = provision::import_shares(&mut store, &open, &import, Progress::Quiet)?;
+            println!(
+                "imported {pk} as {threshold}-of-{} shares on {}",
+                import.devices.len(),
+                import.devices.join(",")
+            );
             Ok(())
         }
         KeysCmd::List { json } => {

@@ -35,6 +35,13 @@ impl ApiError {
             message: message.into(),
         }
     }
+    /// 412: refused by slashing protection.
+    pub fn slashable(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::PRECONDITION_FAILED,
+            message: message.into(),
+        }
+    }
     /// 500.
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError {

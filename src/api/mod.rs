@@ -23,6 +23,7 @@ use crate::devices::Devices;
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
 use crate::scheduler::{Scheduler, SchedulerConfig, SlotClock};
+use crate::slashing::SlashingProtection;
 
 /// Largest request body accepted. A phase0 block with every list full is well under 1 MiB of
 /// JSON; anything larger is refused before parsing.
@@ -53,6 +54,9 @@ pub struct AppState {
     pub scheduler_config: SchedulerConfig,
     /// The slot clock, when deadlines follow slots.
     pub clock: Option<SlotClock>,
+    /// Slashing protection: every block and attestation is checked and recorded here first.
+    /// `None` only when the operator turned it off explicitly.
+    pub slashing: Option<SlashingProtection>,
 }
 
 impl AppState {
@@ -63,6 +67,7 @@ impl AppState {
         devices: Devices,
         keys: KeyStore,
         key_errors: Vec<String>,
+        slashing: Option<SlashingProtection>,
     ) -> AppState {
         let mut scheduler_config = SchedulerConfig::default();
         if let Some(n) = config.scheduler.cpu_workers {
@@ -99,6 +104,7 @@ impl AppState {
             metrics,
             scheduler_config,
             clock,
+            slashing,
         }
     }
 

@@ -8,9 +8,10 @@ use axum::response::{IntoResponse, Response};
 
 use crate::api::error::ApiError;
 use crate::api::AppState;
-use crate::consensus::{MessageType, SignRequest};
+use crate::consensus::{MessageType, SignRequest, SlashingData};
 use crate::keys::PublicKeyBytes;
 use crate::scheduler::{Class, JobError, SignJob};
+use crate::slashing::{Proposal, SlashingError};
 
 /// The priority class of a request type (DESIGN §2).
 pub fn class_of(t: MessageType) -> Class {
@@ -82,6 +83,48 @@ pub async fn sign(
         }
     }
     let started = std::time::Instant::now();
+    // Slashing protection: check and record durably before any signature can exist.
+    let proposal = match request.slashing_data() {
+        SlashingData::None => None,
+        SlashingData::Block { slot } => Some(Proposal::Block {
+            slot,
+            signing_root: root.0,
+        }),
+        SlashingData::Attestation {
+            source_epoch,
+            target_epoch,
+        } => Some(Proposal::Attestation {
+            source_epoch,
+            target_epoch,
+            signing_root: root.0,
+        }),
+    };
+    if let (Some(proposal), Some(slashing)) = (proposal, &app.slashing) {
+        let gvr = request.genesis_validators_root().ok_or_else(|| {
+            ApiError::bad_request("fork_info.genesis_validators_root is required")
+        })?;
+        match slashing
+            .check_and_record_async(&pubkey.0, &gvr, proposal)
+            .await
+        {
+            Ok(()) => {}
+            Err(SlashingError::Refused(reason)) => {
+                app.metrics
+                    .slashing_refusals
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(%pubkey, %reason, "refused by slashing protection");
+                return Err(ApiError::slashable(format!(
+                    "refused by slashing protection: {reason}"
+                )));
+            }
+            Err(e) => {
+                tracing::error!(%pubkey, error = %e, "slashing protection unavailable; not signing");
+                return Err(ApiError::unavailable(format!(
+                    "slashing protection unavailable: {e}"
+                )));
+            }
+        }
+    }
     let class = class_of(request.message_type());
     let deadline = app
         .clock
