@@ -138,16 +138,28 @@ impl Reporter {
     }
 }
 
-/// Import keystores onto `opts.device`. All keystores are decrypted first, in parallel; if any
-/// fails (wrong password, bad checksum, unknown KDF, pubkey mismatch) nothing is stored.
-pub fn import_keystores(
-    store: &mut KeyStore,
-    devices: &crate::devices::Devices,
+/// Keystores decrypted in one batch, with how the KDF work was spread.
+pub(crate) struct Decrypted {
+    /// Each keystore's pubkey (checked against its secret) and secret, in input order.
+    pub secrets: Vec<(PublicKeyBytes, blst::min_pk::SecretKey)>,
+    /// An import report with the KDF figures filled in.
+    pub report: ImportReport,
+}
+
+/// Read and decrypt every keystore, in parallel: all of them or an error naming each failure.
+/// `passwords` holds one password for all keystores, or one per keystore.
+pub(crate) fn decrypt_keystores(
     paths: &[PathBuf],
-    password: &SecretString,
-    opts: &ImportOptions,
-) -> Result<ImportReport> {
-    let device = devices.get(&opts.device)?;
+    passwords: &[SecretString],
+    progress: Progress,
+) -> Result<Decrypted> {
+    if passwords.len() != 1 && passwords.len() != paths.len() {
+        return Err(SignerError::Invalid(format!(
+            "{} password(s) for {} keystore(s): give one for all, or one per keystore",
+            passwords.len(),
+            paths.len()
+        )));
+    }
     let keystores = paths
         .iter()
         .map(|p| {
@@ -159,18 +171,20 @@ pub fn import_keystores(
         })
         .collect::<Result<Vec<_>>>()?;
 
-    let reporter = Reporter::new(opts.progress, keystores.len());
+    let reporter = Reporter::new(progress, keystores.len());
     let threads = Mutex::new(HashSet::new());
     let cpu0 = process_cpu_time();
     let t0 = Instant::now();
     let decrypted: Vec<Result<(PublicKeyBytes, blst::min_pk::SecretKey)>> = keystores
         .par_iter()
         .zip(paths.par_iter())
-        .map(|(ks, path)| {
+        .enumerate()
+        .map(|(i, (ks, path))| {
             threads
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(std::thread::current().id());
+            let password = &passwords[if passwords.len() == 1 { 0 } else { i }];
             let result = decrypt_one(ks, path, password);
             reporter.tick();
             result
@@ -198,13 +212,32 @@ pub fn import_keystores(
             failures.join("\n  ")
         )));
     }
+    let kdf_threads = threads.lock().unwrap_or_else(|p| p.into_inner()).len();
+    Ok(Decrypted {
+        secrets,
+        report: ImportReport {
+            kdf_threads,
+            kdf_wall,
+            kdf_cpu,
+            ..Default::default()
+        },
+    })
+}
 
-    let mut report = ImportReport {
-        kdf_threads: threads.lock().unwrap_or_else(|p| p.into_inner()).len(),
-        kdf_wall,
-        kdf_cpu,
-        ..Default::default()
-    };
+/// Import keystores onto `opts.device`. All keystores are decrypted first, in parallel; if any
+/// fails (wrong password, bad checksum, unknown KDF, pubkey mismatch) nothing is stored.
+pub fn import_keystores(
+    store: &mut KeyStore,
+    devices: &crate::devices::Devices,
+    paths: &[PathBuf],
+    password: &SecretString,
+    opts: &ImportOptions,
+) -> Result<ImportReport> {
+    let device = devices.get(&opts.device)?;
+    let Decrypted {
+        secrets,
+        mut report,
+    } = decrypt_keystores(paths, std::slice::from_ref(password), opts.progress)?;
     let one = ShareId::new(1).ok_or_else(|| SignerError::Invalid("share id".into()))?;
     for (pubkey, sk) in secrets {
         if store.contains(&pubkey) || report.imported.contains(&pubkey) {

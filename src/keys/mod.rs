@@ -9,6 +9,8 @@ mod record;
 mod store;
 
 pub mod import;
+pub mod provision;
+pub mod threshold;
 pub use import::{generate, import_keystores, ImportOptions, ImportReport, Progress};
 pub use record::{envelope_aad, KeyRecord, PublicKeyBytes, ShareId, ShareRecord, KEY_FILE_VERSION};
 pub use store::KeyStore;

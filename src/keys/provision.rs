@@ -1,0 +1,477 @@
+//! Putting t-of-n keys in place: a whole secret split across devices at provisioning (`keys
+//! generate`/`keys import` with `--threshold`/`--devices`), or shares made elsewhere (a
+//! distributed-validator tool's per-share keystores, `keys import-shares`) placed one per device.
+//! Nothing is written until the shares are proven to recombine to the validator key and each
+//! sealed envelope is proven to open, on its own device, to its share. Signing is not here.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use blst::min_pk::{PublicKey, SecretKey, Signature};
+use secrecy::SecretString;
+
+use crate::bls;
+use crate::config::Config;
+use crate::devices::Devices;
+use crate::error::{Result, SignerError};
+use crate::keys::import::{decrypt_keystores, Decrypted, ImportReport, Progress};
+use crate::keys::record::{KeyRecord, PublicKeyBytes, ShareId, KEY_FILE_VERSION};
+use crate::keys::threshold::{self, HashedMessage};
+use crate::keys::{seal_share, KeyStore};
+
+/// Parse `1,2,3` into share ids: non-zero integers (x = 0 is the group key).
+pub fn parse_share_ids(list: &str) -> Result<Vec<ShareId>> {
+    list.split(',')
+        .map(|s| {
+            let s = s.trim();
+            let n: u64 = s.parse().map_err(|_| {
+                SignerError::Invalid(format!("share id {s:?} is not a non-negative integer"))
+            })?;
+            ShareId::new(n).ok_or_else(|| {
+                SignerError::Invalid(
+                    "share id 0 is not allowed: ids are non-zero x-coordinates (x = 0 is the \
+                     group key)"
+                        .into(),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Check a placement before anything is touched: 1 ≤ threshold ≤ devices, each device once,
+/// ids (default 1..n) one per device and distinct. Returns the ids to use. Whether the devices
+/// exist is the caller's check (against the configuration, or the open devices).
+pub fn check_placement(
+    threshold: usize,
+    device_names: &[String],
+    ids: Option<&[ShareId]>,
+) -> Result<Vec<ShareId>> {
+    let n = device_names.len();
+    if n == 0 {
+        return Err(SignerError::Invalid(
+            "no devices given for the shares".into(),
+        ));
+    }
+    if threshold == 0 {
+        return Err(SignerError::Invalid("threshold must be at least 1".into()));
+    }
+    if threshold > n {
+        return Err(SignerError::Invalid(format!(
+            "threshold {threshold} needs at least {threshold} devices, got {n}"
+        )));
+    }
+    let mut seen = HashSet::new();
+    for d in device_names {
+        if !seen.insert(d) {
+            return Err(SignerError::Invalid(format!(
+                "device {d} is listed twice: each share needs its own device"
+            )));
+        }
+    }
+    let ids = match ids {
+        Some(ids) => ids.to_vec(),
+        None => threshold::default_ids(n),
+    };
+    if ids.len() != n {
+        return Err(SignerError::Invalid(format!(
+            "{} share id(s) for {n} device(s): give one id per device",
+            ids.len()
+        )));
+    }
+    let mut seen = HashSet::new();
+    for id in &ids {
+        if !seen.insert(*id) {
+            return Err(SignerError::Invalid(format!(
+                "share id {id} is listed twice"
+            )));
+        }
+    }
+    Ok(ids)
+}
+
+/// Where new keys go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// A whole key on one device.
+    Whole(String),
+    /// t-of-n shares, one per device.
+    Split {
+        /// Shares needed to sign.
+        threshold: usize,
+        /// One device per share.
+        devices: Vec<String>,
+        /// Share ids, one per device (default 1..n).
+        ids: Option<Vec<ShareId>>,
+    },
+}
+
+/// Resolve the CLI's `--device` / `--devices` / `--threshold` / `--share-ids` against the
+/// configuration, before any device is opened, so bad input changes nothing.
+pub fn resolve_placement(
+    config: &Config,
+    device: Option<String>,
+    devices: Vec<String>,
+    threshold: Option<usize>,
+    share_ids: Option<&str>,
+) -> Result<Placement> {
+    if device.is_some() && !devices.is_empty() {
+        return Err(SignerError::Invalid(
+            "--device and --devices are mutually exclusive: --device keeps a whole key on one \
+             device, --devices splits it across several"
+                .into(),
+        ));
+    }
+    if devices.is_empty() {
+        if threshold.is_some_and(|t| t != 1) || share_ids.is_some() {
+            return Err(SignerError::Invalid(
+                "--threshold and --share-ids need --devices (one device per share)".into(),
+            ));
+        }
+        return Ok(Placement::Whole(
+            device.unwrap_or_else(|| config.default_device.clone()),
+        ));
+    }
+    let ids = share_ids.map(parse_share_ids).transpose()?;
+    let threshold = threshold.unwrap_or(1);
+    check_placement(threshold, &devices, ids.as_deref())?;
+    for d in &devices {
+        config.device(d)?;
+    }
+    Ok(Placement::Split {
+        threshold,
+        devices,
+        ids,
+    })
+}
+
+fn random_root() -> Result<[u8; 32]> {
+    let mut root = [0u8; 32];
+    getrandom::getrandom(&mut root).map_err(|e| SignerError::Bls(format!("no randomness: {e}")))?;
+    Ok(root)
+}
+
+/// Prove that `shares` lie on one polynomial of degree < t through the validator key: the first
+/// t recombine to it, and for every later share k so do the first t − 1 with k. Since k's
+/// Lagrange coefficient in that subset is non-zero, this holds only if share k is on the same
+/// polynomial; so every t-subset recombines, which n − t + 1 checks prove rather than sample.
+fn check_recombination(
+    group: &PublicKey,
+    group_bytes: &PublicKeyBytes,
+    threshold: usize,
+    hashed: &HashedMessage,
+    partials: &[(ShareId, Signature)],
+) -> Result<()> {
+    let t = threshold;
+    let mut subsets: Vec<Vec<(ShareId, Signature)>> = vec![partials[..t].to_vec()];
+    for k in &partials[t..] {
+        let mut s = partials[..t - 1].to_vec();
+        s.push(*k);
+        subsets.push(s);
+    }
+    for subset in subsets {
+        let sig = threshold::combine(&subset)?;
+        if !threshold::verify_hashed(group, hashed, &sig) {
+            let ids: Vec<String> = subset.iter().map(|(id, _)| id.to_string()).collect();
+            return Err(SignerError::Invalid(format!(
+                "shares {} do not recombine to the validator key {group_bytes} (wrong share, \
+                 share id or group key?); nothing was stored",
+                ids.join(",")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Seal shares on their devices and write the key file, after proving the shares recombine to
+/// `group` and each envelope opens on its device to its share. Nothing is written on failure.
+fn place_shares(
+    store: &mut KeyStore,
+    devices: &Devices,
+    group: PublicKeyBytes,
+    threshold: usize,
+    shares: &[(ShareId, SecretKey)],
+    device_names: &[String],
+    origin: &str,
+) -> Result<()> {
+    if store.contains(&group) {
+        return Err(SignerError::Invalid(format!(
+            "key {group} is already in the store"
+        )));
+    }
+    let targets = device_names
+        .iter()
+        .map(|d| devices.get(d))
+        .collect::<Result<Vec<_>>>()?;
+    let group_pk = PublicKey::key_validate(&group.0)
+        .map_err(|e| SignerError::Invalid(format!("group public key {group}: {e:?}")))?;
+    let hashed = HashedMessage::new(&random_root()?);
+    let partials: Vec<(ShareId, Signature)> = shares
+        .iter()
+        .map(|(id, sk)| (*id, threshold::partial_sign(sk, &hashed)))
+        .collect();
+    check_recombination(&group_pk, &group, threshold, &hashed, &partials)?;
+
+    let mut records = Vec::with_capacity(shares.len());
+    for (((id, sk), device), (_, partial)) in shares.iter().zip(&targets).zip(&partials) {
+        let record = seal_share(device, &group, *id, sk)?;
+        if record.pubkey.0 != bls::public_key_bytes(sk) {
+            return Err(SignerError::Bls(format!(
+                "share {id}: recorded public key differs from the share's"
+            )));
+        }
+        // The envelope, opened by its own device, must give back exactly this share.
+        let reopened = threshold::partial_sign_with_share(device, &group, &record, &hashed, None)?;
+        if reopened.compress() != partial.compress() {
+            return Err(SignerError::Bls(format!(
+                "share {id}: the envelope sealed on {} does not open to the share",
+                device.name()
+            )));
+        }
+        records.push(record);
+    }
+    let record = KeyRecord {
+        version: KEY_FILE_VERSION,
+        pubkey: group,
+        threshold: u32::try_from(threshold)
+            .map_err(|_| SignerError::Invalid(format!("threshold {threshold} is too large")))?,
+        shares: records,
+        origin: origin.to_owned(),
+    };
+    store.insert(record)
+}
+
+/// Split `secret` t-of-n across `device_names` (share ids `ids`, default 1..n), seal each share
+/// on its own device, check that the shares recombine and every envelope opens, then write the
+/// key file. The caller's `secret` wipes itself when dropped; the shares are wiped here.
+pub fn provision_threshold(
+    store: &mut KeyStore,
+    devices: &Devices,
+    secret: &SecretKey,
+    threshold: usize,
+    device_names: &[String],
+    ids: Option<&[ShareId]>,
+    origin: &str,
+) -> Result<PublicKeyBytes> {
+    let ids = check_placement(threshold, device_names, ids)?;
+    for d in device_names {
+        devices.get(d)?;
+    }
+    let group = PublicKeyBytes(bls::public_key_bytes(secret));
+    let shares = threshold::split(secret, threshold, &ids)?;
+    place_shares(
+        store,
+        devices,
+        group,
+        threshold,
+        &shares,
+        device_names,
+        origin,
+    )?;
+    Ok(group)
+}
+
+/// Generate `count` random keys, each split t-of-n across `device_names`.
+pub fn generate_threshold(
+    store: &mut KeyStore,
+    devices: &Devices,
+    count: usize,
+    threshold: usize,
+    device_names: &[String],
+    ids: Option<&[ShareId]>,
+) -> Result<Vec<PublicKeyBytes>> {
+    check_placement(threshold, device_names, ids)?;
+    (0..count)
+        .map(|_| {
+            let sk = bls::random_secret_key()?;
+            provision_threshold(
+                store,
+                devices,
+                &sk,
+                threshold,
+                device_names,
+                ids,
+                "generated",
+            )
+        })
+        .collect()
+}
+
+/// Import EIP-2335 keystores of whole keys, each split t-of-n across `device_names`. All
+/// keystores are decrypted first; if any fails nothing is stored. Keys already present are
+/// reported and left as they are.
+pub fn import_keystores_threshold(
+    store: &mut KeyStore,
+    devices: &Devices,
+    paths: &[PathBuf],
+    password: &SecretString,
+    threshold: usize,
+    device_names: &[String],
+    ids: Option<&[ShareId]>,
+    progress: Progress,
+) -> Result<ImportReport> {
+    check_placement(threshold, device_names, ids)?;
+    for d in device_names {
+        devices.get(d)?;
+    }
+    let Decrypted {
+        secrets,
+        mut report,
+    } = decrypt_keystores(paths, std::slice::from_ref(password), progress)?;
+    for (pubkey, sk) in secrets {
+        if store.contains(&pubkey) || report.imported.contains(&pubkey) {
+            report.duplicates.push(pubkey);
+            continue;
+        }
+        provision_threshold(
+            store,
+            devices,
+            &sk,
+            threshold,
+            device_names,
+            ids,
+            "imported",
+        )?;
+        report.imported.push(pubkey);
+    }
+    Ok(report)
+}
+
+/// Shares made elsewhere: one EIP-2335 keystore per share (holding the share's secret and, as
+/// distributed-validator tools write it, the share's public key), placed one per device.
+#[derive(Debug, Clone)]
+pub struct ShareImport {
+    /// One keystore per share, in the order of `ids` and `devices`.
+    pub keystores: Vec<PathBuf>,
+    /// One password for all keystores, or one per keystore.
+    pub passwords: Vec<SecretString>,
+    /// The validator (group) public key the shares must recombine to.
+    pub group_pubkey: PublicKeyBytes,
+    /// Shares needed to sign.
+    pub threshold: usize,
+    /// The shares' x-coordinates.
+    pub ids: Vec<ShareId>,
+    /// The device for each share.
+    pub devices: Vec<String>,
+}
+
+/// Check the counts of a share import before anything is read.
+pub fn check_share_import(import: &ShareImport) -> Result<()> {
+    if import.keystores.len() != import.devices.len() {
+        return Err(SignerError::Invalid(format!(
+            "{} keystore(s) for {} device(s): give one keystore per share and device",
+            import.keystores.len(),
+            import.devices.len()
+        )));
+    }
+    check_placement(import.threshold, &import.devices, Some(&import.ids)).map(|_| ())
+}
+
+/// Import per-share keystores: decrypt each (checking it against its own claimed public key),
+/// prove that the shares recombine to the group key, seal each on its device, write the file.
+pub fn import_shares(
+    store: &mut KeyStore,
+    devices: &Devices,
+    import: &ShareImport,
+    progress: Progress,
+) -> Result<PublicKeyBytes> {
+    check_share_import(import)?;
+    for d in &import.devices {
+        devices.get(d)?;
+    }
+    if store.contains(&import.group_pubkey) {
+        return Err(SignerError::Invalid(format!(
+            "key {} is already in the store",
+            import.group_pubkey
+        )));
+    }
+    let Decrypted { secrets, .. } =
+        decrypt_keystores(&import.keystores, &import.passwords, progress)?;
+    let mut seen = HashSet::new();
+    for ((pk, _), path) in secrets.iter().zip(&import.keystores) {
+        if !seen.insert(*pk) {
+            return Err(SignerError::Invalid(format!(
+                "{}: share {pk} is given twice; nothing was stored",
+                path.display()
+            )));
+        }
+    }
+    let shares: Vec<(ShareId, SecretKey)> = import
+        .ids
+        .iter()
+        .zip(secrets)
+        .map(|(id, (_, sk))| (*id, sk))
+        .collect();
+    place_shares(
+        store,
+        devices,
+        import.group_pubkey,
+        import.threshold,
+        &shares,
+        &import.devices,
+        "imported-shares",
+    )?;
+    Ok(import.group_pubkey)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn placement_errors_are_one_line_each() {
+        let three = names(&["a", "b", "c"]);
+        let cases: &[(usize, Vec<String>, Option<Vec<u64>>, &str)] = &[
+            (0, three.clone(), None, "threshold must be at least 1"),
+            (
+                4,
+                three.clone(),
+                None,
+                "threshold 4 needs at least 4 devices, got 3",
+            ),
+            (2, names(&["a", "b", "a"]), None, "device a is listed twice"),
+            (2, names(&[]), None, "no devices"),
+            (
+                2,
+                three.clone(),
+                Some(vec![1, 2]),
+                "2 share id(s) for 3 device(s)",
+            ),
+            (
+                2,
+                three.clone(),
+                Some(vec![1, 2, 1]),
+                "share id 1 is listed twice",
+            ),
+        ];
+        for (t, devs, ids, expect) in cases {
+            let ids: Option<Vec<ShareId>> = ids
+                .as_ref()
+                .map(|v| v.iter().map(|&i| ShareId::new(i).unwrap()).collect());
+            let err = check_placement(*t, devs, ids.as_deref())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expect), "{err:?} lacks {expect:?}");
+            assert_eq!(err.lines().count(), 1, "{err:?}");
+        }
+        assert_eq!(
+            check_placement(2, &three, None).unwrap(),
+            threshold::default_ids(3)
+        );
+    }
+
+    #[test]
+    fn share_ids_parse_and_zero_is_refused() {
+        let ids = parse_share_ids("1, 7,3").unwrap();
+        assert_eq!(ids.iter().map(|i| i.get()).collect::<Vec<_>>(), [1, 7, 3]);
+        assert!(parse_share_ids("1,0,2")
+            .unwrap_err()
+            .to_string()
+            .contains("share id 0 is not allowed"));
+        assert!(parse_share_ids("1,x").is_err());
+        assert!(parse_share_ids("-1").is_err());
+    }
+}
