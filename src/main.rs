@@ -56,6 +56,9 @@ enum Command {
     /// Validator keys.
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// Slashing protection database (EIP-3076 interchange v5).
+    #[command(subcommand)]
+    Slashing(SlashingCmd),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -172,6 +175,23 @@ impl SplitArgs {
 }
 
 #[derive(Subcommand)]
+enum SlashingCmd {
+    /// Import an interchange file, atomically (all of it or nothing).
+    Import {
+        /// The EIP-3076 interchange JSON file.
+        file: PathBuf,
+    },
+    /// Export the database (or some validators) as an interchange file.
+    Export {
+        /// Where to write the JSON ("-" for standard output).
+        file: PathBuf,
+        /// Only these validators (0x…); repeatable.
+        #[arg(long = "pubkey")]
+        pubkeys: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum BenchCmd {
     /// The seed's epoch-boundary herd at N validators: our scheduler against FIFO, on plain
     /// SoftHSM and on SoftHSM slowed down to a network HSM.
@@ -250,6 +270,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Device(cmd) => device_cmd(&config, cmd),
         Command::Keys(cmd) => keys_cmd(&config, cmd),
+        Command::Slashing(cmd) => slashing_cmd(&config, cmd),
         Command::Bench(cmd) => bench_cmd(&config, cmd),
     }
 }
@@ -310,7 +331,7 @@ fn serve(
         network.name
     );
     let slashing = if protect {
-        let db = config.data_dir.join("slashing-protection.sqlite");
+        let db = slashing_db(config);
         Some(
             hsm_signer::slashing::SlashingProtection::open_sqlite(&db, None).map_err(|e| {
                 SignerError::Config(format!(
@@ -483,25 +504,20 @@ fn keys_cmd(config: &Config, cmd: KeysCmd) -> Result<()> {
                     )?,
                     device,
                 ),
-                Placement::Split {
-                    threshold,
-                    devices: names,
-                    ids,
-                } => (
+                Placement::Split(plan) => (
                     provision::import_keystores_threshold(
                         &mut store,
                         &devices,
                         &paths,
                         &password,
-                        threshold,
-                        &names,
-                        ids.as_deref(),
+                        &plan,
                         Progress::Auto,
                     )?,
                     format!(
-                        "{threshold}-of-{} shares on {}",
-                        names.len(),
-                        names.join(",")
+                        "{}-of-{} shares on {}",
+                        plan.threshold,
+                        plan.devices.len(),
+                        plan.devices.join(",")
                     ),
                 ),
             };
@@ -539,18 +555,9 @@ fn keys_cmd(config: &Config, cmd: KeysCmd) -> Result<()> {
             let devices = open_devices(config)?;
             let pks = match placement {
                 Placement::Whole(device) => keys::generate(&mut store, &devices, &device, count)?,
-                Placement::Split {
-                    threshold,
-                    devices: names,
-                    ids,
-                } => provision::generate_threshold(
-                    &mut store,
-                    &devices,
-                    count,
-                    threshold,
-                    &names,
-                    ids.as_deref(),
-                )?,
+                Placement::Split(plan) => {
+                    provision::generate_threshold(&mut store, &devices, count, &plan)?
+                }
             };
             for pk in pks {
                 println!("{pk}");
@@ -641,6 +648,58 @@ fn read_password(path: &std::path::Path) -> Result<SecretString> {
     Ok(SecretString::from(
         raw.trim_end_matches(['\n', '\r']).to_owned(),
     ))
+}
+
+/// The slashing protection database `serve` uses.
+fn slashing_db(config: &Config) -> std::path::PathBuf {
+    config.data_dir.join("slashing-protection.sqlite")
+}
+
+fn slashing_cmd(config: &Config, cmd: SlashingCmd) -> Result<()> {
+    let err = |e: hsm_signer::slashing::SlashingError| {
+        SignerError::Invalid(format!("slashing protection: {e}"))
+    };
+    match cmd {
+        SlashingCmd::Import { file } => {
+            let json = std::fs::read_to_string(&file).map_err(SignerError::io(&file))?;
+            std::fs::create_dir_all(&config.data_dir).map_err(SignerError::io(&config.data_dir))?;
+            let db =
+                hsm_signer::slashing::SlashingProtection::open_sqlite(&slashing_db(config), None)
+                    .map_err(err)?;
+            let summary = db.import_interchange(&json).map_err(err)?;
+            println!(
+                "imported {} validator(s): {} block(s), {} attestation(s) recorded, {} already present",
+                summary.validators, summary.blocks_recorded, summary.attestations_recorded, summary.already_recorded
+            );
+            for m in &summary.minified {
+                println!("slashable data for {m:?} was imported as low watermarks only");
+            }
+            Ok(())
+        }
+        SlashingCmd::Export { file, pubkeys } => {
+            let keys = pubkeys
+                .iter()
+                .map(|p| {
+                    PublicKeyBytes::parse(p).map(|k| k.0).ok_or_else(|| {
+                        SignerError::Invalid(format!("{p:?} is not a 48-byte hex public key"))
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let db =
+                hsm_signer::slashing::SlashingProtection::open_sqlite(&slashing_db(config), None)
+                    .map_err(err)?;
+            let json = db
+                .export_interchange((!keys.is_empty()).then_some(keys.as_slice()))
+                .map_err(err)?;
+            if file.as_os_str() == "-" {
+                println!("{json}");
+            } else {
+                std::fs::write(&file, json).map_err(SignerError::io(&file))?;
+                eprintln!("wrote {}", file.display());
+            }
+            Ok(())
+        }
+    }
 }
 
 fn bench_cmd(config: &Config, cmd: BenchCmd) -> Result<()> {
