@@ -1,1 +1,676 @@
-//! Unit tests of the consensus module: parsing edge cases, fork selection, networks.
+//! Unit tests of the consensus module: request shapes accepted and refused, fork selection at
+//! the boundary, networks. The oracle fixtures are checked in `tests/consensus_fixtures.rs`.
+
+use serde_json::{json, Value};
+
+use super::*;
+
+const GVR: &str = "0x04700007fabc8282644aed6d1c7c9e21d38a03a0c4ba193f3afe428824b3a673";
+const ROOT: &str = "0x367cbd40ac7318427aadb97345a91fa2e965daf3158d7f1846f1306305f41bef";
+
+fn sig() -> String {
+    format!("0x{}", "a1".repeat(96))
+}
+
+fn fork_info(prev: &str, cur: &str, epoch: &str) -> Value {
+    json!({
+        "fork": {"previous_version": prev, "current_version": cur, "epoch": epoch},
+        "genesis_validators_root": GVR,
+    })
+}
+
+fn mainnet() -> Network {
+    Network::preset("mainnet").expect("mainnet")
+}
+
+fn attestation_data(slot: &str, target_epoch: &str) -> Value {
+    json!({
+        "slot": slot, "index": "3", "beacon_block_root": ROOT,
+        "source": {"epoch": "9", "root": ROOT},
+        "target": {"epoch": target_epoch, "root": ROOT},
+    })
+}
+
+fn attestation(target_epoch: &str, fi: Value) -> Value {
+    json!({"type": "ATTESTATION", "fork_info": fi, "attestation": attestation_data("320", target_epoch)})
+}
+
+fn header() -> Value {
+    json!({"slot": "64", "proposer_index": "7", "parent_root": ROOT, "state_root": ROOT, "body_root": ROOT})
+}
+
+fn block_v2(version: &str, field: &str, value: Value) -> Value {
+    json!({
+        "type": "BLOCK_V2",
+        "fork_info": fork_info("0x00000001", "0x00000001", "1"),
+        "beacon_block": {"version": version, field: value},
+    })
+}
+
+fn full_block(with_sync_aggregate: bool) -> Value {
+    let mut body = json!({
+        "randao_reveal": sig(),
+        "eth1_data": {"deposit_root": ROOT, "deposit_count": "8", "block_hash": ROOT},
+        "graffiti": ROOT,
+        "proposer_slashings": [], "attester_slashings": [], "attestations": [],
+        "deposits": [], "voluntary_exits": [],
+    });
+    if with_sync_aggregate {
+        body["sync_aggregate"] = json!({
+            "sync_committee_bits": format!("0x{}", "ff".repeat(64)),
+            "sync_committee_signature": sig(),
+        });
+    }
+    json!({"slot": "64", "proposer_index": "7", "parent_root": ROOT, "state_root": ROOT, "body": body})
+}
+
+fn aggregate_v2(version: &str, bits: &str, committee_bits: Option<&str>) -> Value {
+    let mut aggregate = json!({
+        "aggregation_bits": bits,
+        "data": attestation_data("320", "10"),
+        "signature": sig(),
+    });
+    if let Some(c) = committee_bits {
+        aggregate["committee_bits"] = json!(c);
+    }
+    json!({
+        "type": "AGGREGATE_AND_PROOF_V2",
+        "fork_info": fork_info("0x00000001", "0x00000001", "1"),
+        "aggregate_and_proof": {"version": version, "data": {
+            "aggregator_index": "1", "aggregate": aggregate, "selection_proof": sig(),
+        }},
+    })
+}
+
+fn parse(v: &Value) -> Result<SignRequest, ConsensusError> {
+    SignRequest::from_json(v.to_string().as_bytes())
+}
+
+fn root(v: &Value) -> SigningRoot {
+    parse(v)
+        .and_then(|r| r.signing_root(&mainnet()))
+        .unwrap_or_else(|e| panic!("{e}: {v}"))
+}
+
+#[track_caller]
+fn assert_malformed(v: &Value, needle: &str) {
+    match parse(v) {
+        Err(ConsensusError::Malformed(m)) => {
+            assert!(m.contains(needle), "{m:?} lacks {needle:?}");
+            assert!(m.chars().count() < 200, "message too long: {m}");
+        }
+        other => panic!("expected Malformed({needle}), got {other:?}"),
+    }
+}
+
+#[test]
+fn message_type_wire_names_round_trip() {
+    let mut seen = std::collections::HashSet::new();
+    for t in MessageType::ALL {
+        assert!(seen.insert(t.as_str()));
+        assert_eq!(MessageType::from_wire(t.as_str()), Some(t));
+        assert_eq!(t.to_string(), t.as_str());
+    }
+    assert_eq!(MessageType::from_wire("attestation"), None);
+    assert_eq!(MessageType::from_wire("BLOCK_V3"), None);
+}
+
+#[test]
+fn signing_root_displays_as_0x_hex() {
+    let mut b = [0u8; 32];
+    b[0] = 0xab;
+    b[31] = 0x01;
+    assert_eq!(
+        SigningRoot(b).to_string(),
+        format!("0xab{}01", "00".repeat(30))
+    );
+}
+
+#[test]
+fn fork_epoch_boundary_selects_current_version() {
+    let a = "0x0000000a";
+    let b = "0x0000000b";
+    // target.epoch == fork.epoch → current version.
+    assert_eq!(
+        root(&attestation("10", fork_info(a, b, "10"))),
+        root(&attestation("10", fork_info(b, b, "10")))
+    );
+    assert_ne!(
+        root(&attestation("10", fork_info(a, b, "10"))),
+        root(&attestation("10", fork_info(a, a, "10")))
+    );
+    // One epoch before → previous version.
+    assert_eq!(
+        root(&attestation("9", fork_info(a, b, "10"))),
+        root(&attestation("9", fork_info(a, a, "10")))
+    );
+}
+
+#[test]
+fn slot_based_types_use_the_network_epoch_length() {
+    // Slot 64 is epoch 2 with 32 slots per epoch, epoch 8 with 8.
+    let v = block_v2("DENEB", "block_header", header());
+    let mut req = v.clone();
+    req["fork_info"] = fork_info("0x0000000a", "0x0000000b", "3");
+    let parsed = parse(&req).expect("parses");
+    let mut short = mainnet();
+    short.slots_per_epoch = 8;
+    assert_ne!(
+        parsed.signing_root(&mainnet()).expect("root"),
+        parsed.signing_root(&short).expect("root")
+    );
+    short.slots_per_epoch = 0;
+    assert!(matches!(
+        parsed.signing_root(&short),
+        Err(ConsensusError::Inconsistent(_))
+    ));
+}
+
+#[test]
+fn block_v2_versions_need_their_own_field() {
+    assert!(parse(&block_v2("PHASE0", "block", full_block(false))).is_ok());
+    assert!(parse(&block_v2("ALTAIR", "block", full_block(true))).is_ok());
+    for v in ["BELLATRIX", "CAPELLA", "DENEB", "ELECTRA", "FULU"] {
+        assert!(parse(&block_v2(v, "block_header", header())).is_ok(), "{v}");
+        assert_malformed(&block_v2(v, "block", full_block(true)), "block_header");
+    }
+    assert_malformed(&block_v2("PHASE0", "block_header", header()), "full block");
+    assert_malformed(&block_v2("ALTAIR", "block_header", header()), "full block");
+    assert_malformed(
+        &block_v2("PHASE0", "block", full_block(true)),
+        "sync_aggregate",
+    );
+    assert_malformed(
+        &block_v2("ALTAIR", "block", full_block(false)),
+        "sync_aggregate",
+    );
+    let mut both = block_v2("DENEB", "block_header", header());
+    both["beacon_block"]["block"] = full_block(true);
+    assert_malformed(&both, "both");
+    assert_malformed(
+        &block_v2("GLOAS", "block_header", header()),
+        "unknown variant",
+    );
+    assert_malformed(
+        &block_v2("deneb", "block_header", header()),
+        "unknown variant",
+    );
+}
+
+#[test]
+fn deprecated_block_is_phase0_only() {
+    let ok = json!({
+        "type": "BLOCK",
+        "fork_info": fork_info("0x00000001", "0x00000001", "1"),
+        "block": full_block(false),
+    });
+    let v2 = block_v2("PHASE0", "block", full_block(false));
+    assert_eq!(root(&ok), root(&v2));
+    let mut bad = ok.clone();
+    bad["block"] = full_block(true);
+    assert_malformed(&bad, "sync_aggregate");
+}
+
+#[test]
+fn aggregate_v2_versions_select_the_container() {
+    let phase0_bits = "0x0d";
+    let committee = "0x0100000000000000";
+    for v in ["PHASE0", "ALTAIR", "BELLATRIX", "CAPELLA", "DENEB"] {
+        assert!(parse(&aggregate_v2(v, phase0_bits, None)).is_ok(), "{v}");
+        assert_malformed(
+            &aggregate_v2(v, phase0_bits, Some(committee)),
+            "committee_bits",
+        );
+    }
+    for v in ["ELECTRA", "FULU"] {
+        assert!(
+            parse(&aggregate_v2(v, phase0_bits, Some(committee))).is_ok(),
+            "{v}"
+        );
+        assert_malformed(&aggregate_v2(v, phase0_bits, None), "committee_bits");
+    }
+    // ELECTRA and FULU share the container; DENEB and PHASE0 share theirs.
+    assert_eq!(
+        root(&aggregate_v2("ELECTRA", phase0_bits, Some(committee))),
+        root(&aggregate_v2("FULU", phase0_bits, Some(committee)))
+    );
+    assert_eq!(
+        root(&aggregate_v2("PHASE0", phase0_bits, None)),
+        root(&aggregate_v2("DENEB", phase0_bits, None))
+    );
+    // The deprecated type is the phase0 container without the version wrapper.
+    let v2 = aggregate_v2("PHASE0", phase0_bits, None);
+    let v1 = json!({
+        "type": "AGGREGATE_AND_PROOF",
+        "fork_info": v2["fork_info"].clone(),
+        "aggregate_and_proof": v2["aggregate_and_proof"]["data"].clone(),
+    });
+    assert_eq!(root(&v1), root(&v2));
+}
+
+#[test]
+fn lists_over_their_limit_are_malformed() {
+    // Phase0 aggregation bits: at most 2048 bits; 2049 bits need 257 bytes with the length bit.
+    let bits_2048 = format!("0x{}01", "ff".repeat(256));
+    let bits_2049 = format!("0x{}03", "ff".repeat(256));
+    assert!(parse(&aggregate_v2("DENEB", &bits_2048, None)).is_ok());
+    assert_malformed(&aggregate_v2("DENEB", &bits_2049, None), "limit");
+    // Electra: 2048 * 64 bits.
+    let committee = "0x0100000000000000";
+    assert!(parse(&aggregate_v2("ELECTRA", &bits_2049, Some(committee))).is_ok());
+    let electra_max = format!("0x{}01", "ff".repeat(16384));
+    assert!(parse(&aggregate_v2("ELECTRA", &electra_max, Some(committee))).is_ok());
+    let electra_over = format!("0x{}03", "ff".repeat(16384));
+    assert_malformed(
+        &aggregate_v2("ELECTRA", &electra_over, Some(committee)),
+        "limit",
+    );
+
+    // Attester slashing indices: 2048.
+    let indexed = |n: usize| {
+        json!({
+            "attesting_indices": vec!["1"; n],
+            "data": attestation_data("1", "1"),
+            "signature": sig(),
+        })
+    };
+    let mut block = full_block(false);
+    block["body"]["attester_slashings"] =
+        json!([{"attestation_1": indexed(2048), "attestation_2": indexed(1)}]);
+    assert!(parse(&block_v2("PHASE0", "block", block.clone())).is_ok());
+    block["body"]["attester_slashings"] =
+        json!([{"attestation_1": indexed(2049), "attestation_2": indexed(1)}]);
+    assert_malformed(&block_v2("PHASE0", "block", block.clone()), "limit");
+
+    // Body lists: 16 voluntary exits at most.
+    let exit = json!({"message": {"epoch": "1", "validator_index": "2"}, "signature": sig()});
+    block["body"]["attester_slashings"] = json!([]);
+    block["body"]["voluntary_exits"] = Value::Array(vec![exit.clone(); 16]);
+    assert!(parse(&block_v2("PHASE0", "block", block.clone())).is_ok());
+    block["body"]["voluntary_exits"] = Value::Array(vec![exit; 17]);
+    assert_malformed(&block_v2("PHASE0", "block", block.clone()), "limit");
+
+    // A deposit proof is exactly 33 roots.
+    let deposit = |n: usize| {
+        json!({"proof": vec![ROOT; n], "data": {
+            "pubkey": format!("0x{}", "11".repeat(48)), "withdrawal_credentials": ROOT,
+            "amount": "32000000000", "signature": sig(),
+        }})
+    };
+    block["body"]["voluntary_exits"] = json!([]);
+    block["body"]["deposits"] = json!([deposit(33)]);
+    assert!(parse(&block_v2("PHASE0", "block", block.clone())).is_ok());
+    block["body"]["deposits"] = json!([deposit(32)]);
+    assert_malformed(&block_v2("PHASE0", "block", block.clone()), "33");
+    block["body"]["deposits"] = json!([deposit(34)]);
+    assert_malformed(&block_v2("PHASE0", "block", block), "33");
+}
+
+#[test]
+fn sync_bitvectors_have_mainnet_sizes() {
+    let contribution = |bits: &str| {
+        json!({
+            "type": "SYNC_COMMITTEE_CONTRIBUTION_AND_PROOF",
+            "fork_info": fork_info("0x00000001", "0x00000001", "1"),
+            "contribution_and_proof": {
+                "aggregator_index": "11", "selection_proof": sig(),
+                "contribution": {
+                    "slot": "0", "beacon_block_root": ROOT, "subcommittee_index": "1",
+                    "aggregation_bits": bits, "signature": sig(),
+                },
+            },
+        })
+    };
+    assert!(parse(&contribution(&format!("0x{}", "24".repeat(16)))).is_ok());
+    // The sign.yaml example's one byte is the minimal preset's size.
+    assert_malformed(&contribution("0x24"), "16 hex bytes");
+    assert_malformed(
+        &contribution(&format!("0x{}", "24".repeat(17))),
+        "16 hex bytes",
+    );
+    let mut block = full_block(true);
+    block["body"]["sync_aggregate"]["sync_committee_bits"] = json!("0x01000000");
+    assert_malformed(&block_v2("ALTAIR", "block", block), "64 hex bytes");
+}
+
+#[test]
+fn shape_errors_are_malformed() {
+    let good = attestation("10", fork_info("0x00000001", "0x00000001", "1"));
+    assert!(parse(&good).is_ok());
+
+    let mut v = good.clone();
+    v.as_object_mut().map(|m| m.remove("fork_info"));
+    assert_malformed(&v, "fork_info");
+
+    let mut v = good.clone();
+    v.as_object_mut().map(|m| m.remove("type"));
+    assert_malformed(&v, "type");
+
+    let mut v = good.clone();
+    v["type"] = json!(3);
+    assert_malformed(&v, "invalid type");
+
+    let mut v = good.clone();
+    v["attestation"]["beacon_block_root"] = json!("0x1234");
+    assert_malformed(&v, "32 hex bytes");
+
+    let mut v = good.clone();
+    v["attestation"]["beacon_block_root"] = json!(ROOT.replace("0x36", "0xzz"));
+    assert_malformed(&v, "hex");
+
+    let mut v = good.clone();
+    v["attestation"]["beacon_block_root"] = json!(ROOT.trim_start_matches("0x"));
+    assert_malformed(&v, "0x");
+
+    let mut v = good.clone();
+    v["fork_info"]["fork"]["current_version"] = json!("0x000001");
+    assert_malformed(&v, "4 hex bytes");
+
+    let mut v = good.clone();
+    v["attestation"]["slot"] = json!("18446744073709551616");
+    assert_malformed(&v, "out of range");
+
+    let mut v = good.clone();
+    v["attestation"]["slot"] = json!(-4);
+    assert_malformed(&v, "negative");
+
+    let mut v = good.clone();
+    v["attestation"]["source"] = json!(null);
+    assert_malformed(&v, "invalid type");
+
+    // camelCase is not the schema's spelling (only `signingRoot` is).
+    let mut v = good.clone();
+    v["fork_info"]["fork"] =
+        json!({"previousVersion": "0x00000001", "currentVersion": "0x00000001", "epoch": "1"});
+    assert_malformed(&v, "previous_version");
+
+    // The type must match the body.
+    let mut v = good.clone();
+    v["type"] = json!("BLOCK_V2");
+    assert_malformed(&v, "beacon_block");
+}
+
+#[test]
+fn unknown_type_is_its_own_error_and_clipped() {
+    let mut v = attestation("10", fork_info("0x00000001", "0x00000001", "1"));
+    v["type"] = json!("BLOCK_V3");
+    assert!(matches!(parse(&v), Err(ConsensusError::UnknownType(t)) if t == "BLOCK_V3"));
+    v["type"] = json!("X".repeat(100_000));
+    match parse(&v) {
+        Err(ConsensusError::UnknownType(t)) => assert!(t.chars().count() <= MAX_ECHO + 1),
+        other => panic!("{other:?}"),
+    }
+    // A long bad value elsewhere is not echoed either.
+    let mut v = attestation("10", fork_info("0x00000001", "0x00000001", "1"));
+    v["attestation"]["slot"] = json!("9".repeat(100_000));
+    match parse(&v) {
+        Err(ConsensusError::Malformed(m)) => assert!(m.len() < 200, "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn bodies_that_are_not_one_json_object_are_malformed() {
+    let good = attestation("10", fork_info("0x00000001", "0x00000001", "1")).to_string();
+    let deep = format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000));
+    let deep_in_field = good.replacen(
+        "\"index\":\"3\"",
+        &format!("\"extra\":{},\"index\":\"3\"", deep),
+        1,
+    );
+    let duplicate_type = good.replacen('{', "{\"type\":\"BLOCK\",", 1);
+    let inputs: Vec<Vec<u8>> = vec![
+        vec![],
+        b"null".to_vec(),
+        b"[]".to_vec(),
+        b"\"ATTESTATION\"".to_vec(),
+        b"{}".to_vec(),
+        format!("{good} trailing").into_bytes(),
+        good.as_bytes()[..good.len() / 2].to_vec(),
+        vec![0xff, 0xfe, b'{'],
+        deep.into_bytes(),
+        duplicate_type.into_bytes(),
+    ];
+    for input in inputs {
+        assert!(
+            matches!(
+                SignRequest::from_json(&input),
+                Err(ConsensusError::Malformed(_))
+            ),
+            "{}",
+            clip(&String::from_utf8_lossy(&input))
+        );
+    }
+    // serde_json skips an unknown field without recursing, so even a deep one is harmless.
+    assert!(SignRequest::from_json(deep_in_field.as_bytes()).is_ok());
+}
+
+#[test]
+fn unknown_fields_are_ignored_but_duplicates_are_not() {
+    let good = attestation("10", fork_info("0x00000001", "0x00000001", "1"));
+    let mut extra = good.clone();
+    extra["attestation"]["note"] = json!({"anything": [1, 2, 3]});
+    extra["block"] = json!("not looked at for an attestation");
+    assert_eq!(root(&extra), root(&good));
+    let text =
+        good.to_string()
+            .replacen("\"slot\":\"320\"", "\"slot\":\"320\",\"slot\":\"321\"", 1);
+    assert!(matches!(
+        SignRequest::from_json(text.as_bytes()),
+        Err(ConsensusError::Malformed(m)) if m.contains("duplicate")
+    ));
+}
+
+#[test]
+fn plain_json_numbers_are_accepted_for_uint64() {
+    let good = attestation("10", fork_info("0x00000001", "0x00000001", "1"));
+    let mut plain = good.clone();
+    plain["attestation"]["slot"] = json!(320);
+    plain["fork_info"]["fork"]["epoch"] = json!(1);
+    assert_eq!(root(&plain), root(&good));
+}
+
+#[test]
+fn deposit_and_registration_need_no_fork_info() {
+    let deposit = json!({
+        "type": "DEPOSIT",
+        "deposit": {
+            "pubkey": format!("0x{}", "11".repeat(48)), "withdrawal_credentials": ROOT,
+            "amount": "32000000000", "genesis_fork_version": "0x00000000",
+        },
+    });
+    let req = parse(&deposit).expect("deposit");
+    assert_eq!(req.genesis_validators_root(), None);
+    assert_eq!(req.duty_slot(32), None);
+    // The deposit's own fork version decides, not the network's.
+    let mut other = mainnet();
+    other.genesis_fork_version = [9, 9, 9, 9];
+    assert_eq!(
+        req.signing_root(&mainnet()).expect("root"),
+        req.signing_root(&other).expect("root")
+    );
+
+    let registration = json!({
+        "type": "VALIDATOR_REGISTRATION",
+        "validator_registration": {
+            "fee_recipient": format!("0x{}", "22".repeat(20)), "gas_limit": "30000000",
+            "timestamp": "1700000000", "pubkey": format!("0x{}", "11".repeat(48)),
+        },
+    });
+    let req = parse(&registration).expect("registration");
+    // The network's genesis fork version decides.
+    assert_ne!(
+        req.signing_root(&mainnet()).expect("root"),
+        req.signing_root(&other).expect("root")
+    );
+}
+
+#[test]
+fn duty_slot_of_epoch_types_saturates() {
+    let randao = json!({
+        "type": "RANDAO_REVEAL",
+        "fork_info": fork_info("0x00000001", "0x00000001", "1"),
+        "randao_reveal": {"epoch": "18446744073709551615"},
+    });
+    let req = parse(&randao).expect("parses");
+    assert_eq!(req.duty_slot(32), Some(u64::MAX));
+    assert_eq!(req.duty_slot(0), Some(0));
+    assert!(req.signing_root(&mainnet()).is_ok());
+    assert_eq!(req.slashing_data(), SlashingData::None);
+}
+
+#[test]
+fn presets_are_the_real_networks() {
+    let m = Network::preset("mainnet").expect("mainnet");
+    assert_eq!(m.genesis_fork_version, [0, 0, 0, 0]);
+    assert_eq!(m.genesis_time, Some(1_606_824_023));
+    assert_eq!((m.seconds_per_slot, m.slots_per_epoch), (12, 32));
+    let s = Network::preset("sepolia").expect("sepolia");
+    assert_eq!(s.genesis_fork_version, [0x90, 0, 0, 0x69]);
+    assert_eq!(s.genesis_time, Some(1_655_733_600));
+    let h = Network::preset("holesky").expect("holesky");
+    assert_eq!(h.genesis_fork_version, [0x01, 0x01, 0x70, 0x00]);
+    assert_eq!(h.genesis_time, Some(1_695_902_400));
+    let o = Network::preset("hoodi").expect("hoodi");
+    assert_eq!(o.genesis_fork_version, [0x10, 0x00, 0x09, 0x10]);
+    assert_eq!(o.genesis_time, Some(1_742_213_400));
+    assert!(Network::preset("goerli").is_none());
+    assert!(Network::preset("Mainnet").is_none());
+}
+
+const HOODI_LIKE: &str = "\
+# Extends the mainnet preset
+PRESET_BASE: mainnet
+CONFIG_NAME: devnet-7
+
+# Genesis
+MIN_GENESIS_TIME: 1742212800
+GENESIS_FORK_VERSION: 0x10000910   # a comment
+GENESIS_DELAY: 600
+SECONDS_PER_SLOT: 12
+BLOB_SCHEDULE:
+  - EPOCH: 274176
+    MAX_BLOBS_PER_BLOCK: 15
+";
+
+#[test]
+fn config_files_give_the_network() {
+    let n = Network::from_config_str(HOODI_LIKE).expect("config");
+    assert_eq!(n.name, "devnet-7");
+    assert_eq!(n.genesis_fork_version, [0x10, 0x00, 0x09, 0x10]);
+    assert_eq!(n.genesis_time, Some(1_742_213_400));
+    assert_eq!((n.seconds_per_slot, n.slots_per_epoch), (12, 32));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.yaml");
+    std::fs::write(
+        &path,
+        "PRESET_BASE: 'gnosis'\nCONFIG_NAME: 'chiado'\nGENESIS_FORK_VERSION: \"0x0000006f\"\n\
+         SLOT_DURATION_MS: 5000\nSLOTS_PER_EPOCH: 16\n",
+    )
+    .expect("write");
+    let n = Network::from_config_file(&path).expect("config");
+    assert_eq!(n.name, "chiado");
+    assert_eq!(n.genesis_fork_version, [0, 0, 0, 0x6f]);
+    assert_eq!((n.seconds_per_slot, n.slots_per_epoch), (5, 16));
+    assert_eq!(n.genesis_time, None);
+
+    // A built-in network's file keeps its real genesis time.
+    std::fs::write(
+        &path,
+        "PRESET_BASE: 'mainnet'\nCONFIG_NAME: 'mainnet'\nMIN_GENESIS_TIME: 1606824000\n\
+         GENESIS_FORK_VERSION: 0x00000000\nGENESIS_DELAY: 604800\nSECONDS_PER_SLOT: 12\n",
+    )
+    .expect("write");
+    let n = Network::from_config_file(&path).expect("config");
+    assert_eq!(n.genesis_time, Some(1_606_824_023));
+
+    assert!(matches!(
+        Network::from_config_file(&dir.path().join("absent.yaml")),
+        Err(ConsensusError::Io(_))
+    ));
+}
+
+#[test]
+fn bad_config_files_are_refused() {
+    let cases = [
+        (
+            HOODI_LIKE.replace("GENESIS_FORK_VERSION: 0x10000910", ""),
+            "GENESIS_FORK_VERSION",
+        ),
+        (
+            HOODI_LIKE.replace("0x10000910", "0x100009"),
+            "GENESIS_FORK_VERSION",
+        ),
+        (
+            HOODI_LIKE.replace("PRESET_BASE: mainnet", "PRESET_BASE: minimal"),
+            "PRESET_BASE",
+        ),
+        (
+            HOODI_LIKE.replace("SECONDS_PER_SLOT: 12", ""),
+            "SECONDS_PER_SLOT",
+        ),
+        (
+            HOODI_LIKE.replace("SECONDS_PER_SLOT: 12", "SECONDS_PER_SLOT: 0"),
+            "0",
+        ),
+        (
+            HOODI_LIKE.replace("SECONDS_PER_SLOT: 12", "SECONDS_PER_SLOT: twelve"),
+            "number",
+        ),
+        (
+            format!("{HOODI_LIKE}SLOTS_PER_EPOCH: 0\n"),
+            "SLOTS_PER_EPOCH",
+        ),
+        (format!("{HOODI_LIKE}GENESIS_DELAY: 1\n"), "twice"),
+        (
+            HOODI_LIKE.replace("GENESIS_DELAY: 600", "GENESIS_DELAY: 18446744073709551615"),
+            "overflow",
+        ),
+    ];
+    for (text, needle) in cases {
+        match Network::from_config_str(&text) {
+            Err(ConsensusError::Malformed(m)) => assert!(m.contains(needle), "{m} / {needle}"),
+            other => panic!("{needle}: {other:?}"),
+        }
+    }
+}
+
+/// The request examples of the API spec itself (network genesis fork version `0x00000001`).
+/// Those in the schema's own shape reproduce their `signingRoot`; the few that do not are
+/// listed with the reason (see `tests/fixtures/signing/README.md`).
+#[test]
+fn sign_yaml_examples_reproduce_their_signing_roots() {
+    let doc: Value = serde_json::from_str(include_str!("testdata/sign_yaml_examples.json"))
+        .expect("examples JSON");
+    let mut net = mainnet();
+    net.genesis_fork_version = [0, 0, 0, 1];
+    let mut matched = 0;
+    for ex in doc["examples"].as_array().expect("examples") {
+        let name = ex["name"].as_str().expect("name");
+        let parsed = parse(&ex["request"]);
+        match ex["expect"].as_str().expect("expect") {
+            "match" => {
+                let req = parsed.unwrap_or_else(|e| panic!("{name}: {e}"));
+                let ours = req.verified_signing_root(&net);
+                assert!(ours.is_ok(), "{name}: {ours:?}");
+                matched += 1;
+            }
+            "differs" => {
+                let req = parsed.unwrap_or_else(|e| panic!("{name}: {e}"));
+                assert!(
+                    matches!(
+                        req.verified_signing_root(&net),
+                        Err(ConsensusError::Inconsistent(_))
+                    ),
+                    "{name}"
+                );
+            }
+            _ => assert!(
+                matches!(parsed, Err(ConsensusError::Malformed(_))),
+                "{name}: {parsed:?}"
+            ),
+        }
+    }
+    assert_eq!(matched, 19);
+}

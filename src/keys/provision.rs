@@ -89,20 +89,34 @@ pub fn check_placement(
     Ok(ids)
 }
 
+/// How to split keys t-of-n: the threshold, one device per share, and the share ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SplitPlan {
+    /// Shares needed to sign.
+    pub threshold: usize,
+    /// One device per share.
+    pub devices: Vec<String>,
+    /// Share ids, one per device (default 1..n).
+    pub ids: Option<Vec<ShareId>>,
+}
+
+impl SplitPlan {
+    fn check(&self, devices: &Devices) -> Result<()> {
+        check_placement(self.threshold, &self.devices, self.ids.as_deref())?;
+        for d in &self.devices {
+            devices.get(d)?;
+        }
+        Ok(())
+    }
+}
+
 /// Where new keys go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Placement {
     /// A whole key on one device.
     Whole(String),
     /// t-of-n shares, one per device.
-    Split {
-        /// Shares needed to sign.
-        threshold: usize,
-        /// One device per share.
-        devices: Vec<String>,
-        /// Share ids, one per device (default 1..n).
-        ids: Option<Vec<ShareId>>,
-    },
+    Split(SplitPlan),
 }
 
 /// Resolve the CLI's `--device` / `--devices` / `--threshold` / `--share-ids` against the
@@ -137,11 +151,11 @@ pub fn resolve_placement(
     for d in &devices {
         config.device(d)?;
     }
-    Ok(Placement::Split {
+    Ok(Placement::Split(SplitPlan {
         threshold,
         devices,
         ids,
-    })
+    }))
 }
 
 fn random_root() -> Result<[u8; 32]> {
@@ -270,16 +284,14 @@ pub fn provision_threshold(
     Ok(group)
 }
 
-/// Generate `count` random keys, each split t-of-n across `device_names`.
+/// Generate `count` random keys, each split as `plan` says.
 pub fn generate_threshold(
     store: &mut KeyStore,
     devices: &Devices,
     count: usize,
-    threshold: usize,
-    device_names: &[String],
-    ids: Option<&[ShareId]>,
+    plan: &SplitPlan,
 ) -> Result<Vec<PublicKeyBytes>> {
-    check_placement(threshold, device_names, ids)?;
+    plan.check(devices)?;
     (0..count)
         .map(|_| {
             let sk = bls::random_secret_key()?;
@@ -287,32 +299,27 @@ pub fn generate_threshold(
                 store,
                 devices,
                 &sk,
-                threshold,
-                device_names,
-                ids,
+                plan.threshold,
+                &plan.devices,
+                plan.ids.as_deref(),
                 "generated",
             )
         })
         .collect()
 }
 
-/// Import EIP-2335 keystores of whole keys, each split t-of-n across `device_names`. All
-/// keystores are decrypted first; if any fails nothing is stored. Keys already present are
-/// reported and left as they are.
+/// Import EIP-2335 keystores of whole keys, each split as `plan` says. All keystores are
+/// decrypted first; if any fails nothing is stored. Keys already present are reported and left
+/// as they are.
 pub fn import_keystores_threshold(
     store: &mut KeyStore,
     devices: &Devices,
     paths: &[PathBuf],
     password: &SecretString,
-    threshold: usize,
-    device_names: &[String],
-    ids: Option<&[ShareId]>,
+    plan: &SplitPlan,
     progress: Progress,
 ) -> Result<ImportReport> {
-    check_placement(threshold, device_names, ids)?;
-    for d in device_names {
-        devices.get(d)?;
-    }
+    plan.check(devices)?;
     let Decrypted {
         secrets,
         mut report,
@@ -326,9 +333,9 @@ pub fn import_keystores_threshold(
             store,
             devices,
             &sk,
-            threshold,
-            device_names,
-            ids,
+            plan.threshold,
+            &plan.devices,
+            plan.ids.as_deref(),
             "imported",
         )?;
         report.imported.push(pubkey);
@@ -424,7 +431,8 @@ mod tests {
     #[test]
     fn placement_errors_are_one_line_each() {
         let three = names(&["a", "b", "c"]);
-        let cases: &[(usize, Vec<String>, Option<Vec<u64>>, &str)] = &[
+        type Case = (usize, Vec<String>, Option<Vec<u64>>, &'static str);
+        let cases: &[Case] = &[
             (0, three.clone(), None, "threshold must be at least 1"),
             (
                 4,

@@ -205,7 +205,7 @@ fn fr_of(sk: &SecretKey) -> Fr {
 fn secret_of(x: &Fr) -> Result<SecretKey> {
     let s = x.to_scalar();
     <&SecretKey>::try_from(&s)
-        .map(SecretKey::clone)
+        .cloned()
         .map_err(|_| SignerError::Bls("a share came out as zero; split again".into()))
 }
 
