@@ -399,7 +399,7 @@ impl ScenarioReport {
                     .iter()
                     .enumerate()
                     .step_by(step)
-                    .chain(v.iter().enumerate().last())
+                    .chain(v.iter().enumerate().next_back())
                 {
                     let px = x0 + (x.log10().clamp(lo, hi) - lo) / (hi - lo) * (x1 - x0);
                     let py = y0 - (i + 1) as f64 / n * (y0 - y1);

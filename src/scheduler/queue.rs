@@ -220,11 +220,14 @@ mod tests {
 
     use Class::*;
 
+    /// Arrivals as (id, class).
+    type Arrivals = &'static [(u64, Class)];
+
     #[test]
     fn order_is_class_then_arrival() {
         let now = Instant::now();
         // (arrivals as (id, class), background allowed, expected run order)
-        let table: &[(&[(u64, Class)], bool, &[u64])] = &[
+        let table: &[(Arrivals, bool, &[u64])] = &[
             (
                 &[(1, Attestation), (2, Block), (3, Attestation)],
                 true,
@@ -292,7 +295,7 @@ mod tests {
     #[test]
     fn eviction_sheds_the_newest_of_the_lowest_class_below() {
         let now = Instant::now();
-        let table: &[(&[(u64, Class)], Class, Option<u64>)] = &[
+        let table: &[(Arrivals, Class, Option<u64>)] = &[
             (
                 &[(1, Background), (2, Background), (3, Admin)],
                 Block,
