@@ -98,6 +98,12 @@ pub struct Metrics {
     pub responses: Mutex<BTreeMap<u16, u64>>,
     /// Signing requests refused by slashing protection.
     pub slashing_refusals: AtomicU64,
+    /// Threshold shares whose device failed, per device (count; latency to failure).
+    pub share_failures: Family,
+    /// Threshold shares whose partial signature was wrong, per device.
+    pub faulty_shares: Family,
+    /// Extra devices asked because one was late.
+    pub hedges: AtomicU64,
 }
 
 impl Metrics {
@@ -143,6 +149,15 @@ impl Metrics {
                 );
             }
         }
+        out.push_str("# TYPE signer_threshold_share_failures_seconds histogram\n");
+        self.share_failures.render(&mut out, "signer_threshold_share_failures_seconds", "device");
+        out.push_str("# TYPE signer_threshold_faulty_shares histogram\n");
+        self.faulty_shares.render(&mut out, "signer_threshold_faulty_shares", "device");
+        let _ = writeln!(
+            out,
+            "# TYPE signer_threshold_hedges_total counter\nsigner_threshold_hedges_total {}",
+            self.hedges.load(Ordering::Relaxed)
+        );
         out.push_str("# TYPE signer_http_responses_total counter\n");
         for (status, n) in self
             .responses

@@ -123,3 +123,28 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
     )
         .into_response()
 }
+
+/// `POST /admin/devices/{name}` with `{"enabled": false}` takes a device out of service (new
+/// work goes to other devices; threshold keys fail over), `{"enabled": true}` puts it back.
+/// For maintenance: swap an HSM without restarting the signer.
+pub async fn set_device(
+    State(app): State<AppState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, crate::api::ApiError> {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        enabled: bool,
+    }
+    let body: Body = serde_json::from_slice(&body)
+        .map_err(|e| crate::api::ApiError::bad_request(format!("expected {{\"enabled\": bool}}: {e}")))?;
+    let runtime = app.runtime();
+    let device = runtime
+        .scheduler
+        .devices()
+        .get(&name)
+        .map_err(|_| crate::api::ApiError::not_found(format!("no device named {name:?}")))?;
+    device.set_enabled(body.enabled);
+    tracing::warn!(device = %name, enabled = body.enabled, "device switched by operator");
+    Ok(axum::Json(json!({ "device": name, "enabled": body.enabled })).into_response())
+}

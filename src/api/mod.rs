@@ -130,6 +130,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthcheck", get(health::healthcheck))
         .route("/reload", post(reload::start).get(reload::status))
         .route("/metrics", get(health::metrics))
+        .route("/admin/devices/{name}", post(health::set_device))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }

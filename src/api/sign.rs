@@ -143,7 +143,7 @@ pub async fn sign(
             JobError::Unavailable(_) | JobError::Overloaded(_) | JobError::Expired => {
                 ApiError::unavailable(e.to_string())
             }
-            JobError::Failed(e) => {
+            JobError::Failed(_) | JobError::Faulty(_) => {
                 tracing::error!(%pubkey, error = %e, "signing failed");
                 ApiError::internal(e.to_string())
             }

@@ -27,7 +27,8 @@ pub use queue::{Class, Next, Queued, CLASSES};
 
 use crate::devices::Devices;
 use crate::error::SignerError;
-use crate::keys::{envelope_aad, KeyRecord};
+use crate::keys::threshold::{self, CombineError, HashedMessage, ThresholdKey};
+use crate::keys::{envelope_aad, KeyRecord, PublicKeyBytes};
 use crate::metrics::Metrics;
 use crate::scheduler::queue::ClassQueues;
 
@@ -44,6 +45,8 @@ pub struct SchedulerConfig {
     pub fifo: bool,
     /// Opened envelopes that may wait for a CPU (blocks are not counted).
     pub cpu_buffer: usize,
+    /// A threshold job whose shares are not all back after this long asks one more device.
+    pub hedge_delay: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -63,6 +66,7 @@ impl Default for SchedulerConfig {
             ],
             fifo: false,
             cpu_buffer: 2 * cores,
+            hedge_delay: Duration::from_millis(250),
         }
     }
 }
@@ -95,6 +99,9 @@ pub enum JobError {
     /// Anything else (500): integrity failure, BLS failure, …
     #[error("{0}")]
     Failed(SignerError),
+    /// Internal: partials of these shares were wrong (retried with other shares).
+    #[error("faulty shares {0:?}")]
+    Faulty(Vec<crate::keys::ShareId>),
 }
 
 impl From<SignerError> for JobError {
@@ -118,6 +125,25 @@ struct Ctx {
     root: [u8; 32],
     cancelled: AtomicBool,
     reply: Mutex<Option<Reply>>,
+    /// For a t-of-n key: which shares were asked and what came back.
+    threshold: Option<Mutex<ThresholdJob>>,
+}
+
+/// The state of one threshold signature across its devices.
+struct ThresholdJob {
+    key: Arc<ThresholdKey>,
+    /// Share indices asked so far (queued, in flight or answered).
+    asked: Vec<usize>,
+    /// Shares whose device failed, or whose partial was wrong.
+    excluded: Vec<usize>,
+    /// Opened shares not yet combined.
+    collected: Vec<(usize, Zeroizing<Vec<u8>>)>,
+    /// Device tasks queued or in flight.
+    outstanding: usize,
+    /// A CPU task holds t shares right now.
+    combining: bool,
+    /// Why devices failed, for the 503 message.
+    failures: Vec<String>,
 }
 
 impl Ctx {
@@ -137,11 +163,13 @@ impl Ctx {
     }
 }
 
-struct DevTask(Arc<Ctx>);
+/// A job's visit to one device: which share it opens there.
+struct DevTask(Arc<Ctx>, usize);
 
 struct CpuTask {
     ctx: Arc<Ctx>,
-    secret: Zeroizing<Vec<u8>>,
+    /// (share index, opened secret): one for a whole key, t for a threshold key.
+    secrets: Vec<(usize, Zeroizing<Vec<u8>>)>,
 }
 
 impl Queued for DevTask {
@@ -205,11 +233,81 @@ struct Inner {
     cpu_cv: Condvar,
     metrics: Arc<Metrics>,
     stats: SchedulerStats,
+    /// Threshold keys with their public keys parsed and validated once.
+    threshold_keys: Mutex<HashMap<PublicKeyBytes, Arc<ThresholdKey>>>,
 }
 
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn threshold_key(&self, record: &KeyRecord) -> Result<Arc<ThresholdKey>, JobError> {
+        let mut cache = self.threshold_keys.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(k) = cache.get(&record.pubkey) {
+            return Ok(k.clone());
+        }
+        let key = Arc::new(ThresholdKey::from_record(record).map_err(JobError::Failed)?);
+        cache.insert(record.pubkey, key.clone());
+        Ok(key)
+    }
+
+    /// The shares to ask next: not yet asked or excluded, on an open and enabled device, the
+    /// least loaded first (queued + in flight), then the lowest id.
+    fn pick_shares(&self, st: &State, ctx: &Ctx, job: &ThresholdJob, want: usize) -> Vec<usize> {
+        let mut candidates: Vec<(usize, usize, u64)> = ctx
+            .key
+            .shares
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !job.asked.contains(i) && !job.excluded.contains(i))
+            .filter_map(|(i, share)| {
+                let d = *self.dev_index.get(&share.device)?;
+                self.dev_list[d]
+                    .is_enabled()
+                    .then(|| (i, st.dev_q[d].len() + st.dev_busy[d], share.id.get()))
+            })
+            .collect();
+        candidates.sort_by_key(|&(_, load, id)| (load, id));
+        candidates.into_iter().take(want).map(|(i, _, _)| i).collect()
+    }
+
+    /// Queue a threshold job's visit to share `i`'s device.
+    fn ask(&self, st: &mut State, ctx: &Arc<Ctx>, job: &mut ThresholdJob, i: usize) -> Option<usize> {
+        let d = *self.dev_index.get(&ctx.key.shares[i].device)?;
+        job.asked.push(i);
+        job.outstanding += 1;
+        st.waiting += 1;
+        st.dev_q[d].push(DevTask(ctx.clone(), i));
+        Some(d)
+    }
+
+    /// Ask replacements for shares that failed, or give up with a 503 when fewer than t shares
+    /// can still come back. Call with the state lock held.
+    fn top_up(&self, st: &mut State, ctx: &Arc<Ctx>, job: &mut ThresholdJob) {
+        if job.combining {
+            return;
+        }
+        let need = job.key.threshold.saturating_sub(job.collected.len() + job.outstanding);
+        if need == 0 {
+            return;
+        }
+        let picks = self.pick_shares(st, ctx, job, need);
+        for i in &picks {
+            if let Some(d) = self.ask(st, ctx, job, *i) {
+                self.dev_cv[d].notify_one();
+            }
+        }
+        if picks.len() < need && job.outstanding == 0 {
+            job.collected.clear();
+            ctx.answer(Err(JobError::Unavailable(format!(
+                "fewer than {} of {} devices holding shares of {} can sign: {}",
+                job.key.threshold,
+                ctx.key.shares.len(),
+                ctx.key.pubkey,
+                if job.failures.is_empty() { "devices disabled or not open".to_owned() } else { job.failures.join("; ") }
+            ))));
+        }
     }
 }
 
@@ -288,6 +386,7 @@ impl Scheduler {
             dev_list,
             config,
             metrics,
+            threshold_keys: Mutex::default(),
         });
         for (d, cap) in caps.iter().enumerate() {
             for w in 0..*cap {
@@ -347,14 +446,24 @@ impl Scheduler {
     /// Sign `job`. Resolves when the signature is made or the job is refused; dropping the
     /// future (the client went away) frees the job's place in the queue.
     pub async fn sign(&self, job: SignJob) -> Result<Signature, JobError> {
-        let (tx, rx) = oneshot::channel();
-        let id = self.submit(job, tx)?;
+        let (tx, mut rx) = oneshot::channel();
+        let ctx = self.submit(job, tx)?;
         let mut guard = CancelOnDrop {
             sched: self,
-            id,
+            id: ctx.id,
             armed: true,
         };
-        let result = rx.await;
+        let result = if ctx.threshold.is_some() {
+            // A device that is late beyond the hedge delay: ask one more, once per delay.
+            loop {
+                tokio::select! {
+                    r = &mut rx => break r,
+                    _ = tokio::time::sleep(self.inner.config.hedge_delay) => self.hedge(&ctx),
+                }
+            }
+        } else {
+            rx.await
+        };
         guard.armed = false;
         result.unwrap_or_else(|_| {
             Err(JobError::Failed(SignerError::Invalid(
@@ -363,15 +472,85 @@ impl Scheduler {
         })
     }
 
-    fn submit(&self, job: SignJob, tx: Reply) -> Result<u64, JobError> {
+    fn hedge(&self, ctx: &Arc<Ctx>) {
+        let Some(thr) = &ctx.threshold else { return };
         let inner = &self.inner;
-        if job.key.threshold != 1 {
-            return Err(JobError::Failed(SignerError::Invalid(format!(
-                "{} is a {}-of-{} threshold key; threshold signing is not available yet",
-                job.key.pubkey,
-                job.key.threshold,
-                job.key.shares.len()
-            ))));
+        let mut st = inner.lock();
+        let mut job = thr.lock().unwrap_or_else(|p| p.into_inner());
+        if job.combining || ctx.gone() {
+            return;
+        }
+        if let Some(i) = inner.pick_shares(&st, ctx, &job, 1).first().copied() {
+            if let Some(d) = inner.ask(&mut st, ctx, &mut job, i) {
+                inner.metrics.hedges.fetch_add(1, Ordering::Relaxed);
+                inner.dev_cv[d].notify_one();
+            }
+        }
+    }
+
+    fn submit_threshold(&self, job: SignJob, tx: Reply, deadline: Instant, now: Instant) -> Result<Arc<Ctx>, JobError> {
+        let inner = &self.inner;
+        let key = inner.threshold_key(&job.key)?;
+        let t = key.threshold;
+        let mut st = inner.lock();
+        if st.waiting + t > inner.config.queue_capacity {
+            inner.metrics.shed_overload[job.class as usize].fetch_add(1, Ordering::Relaxed);
+            return Err(JobError::Overloaded(job.class.label()));
+        }
+        let id = st.next_id;
+        st.next_id += 1;
+        let ctx = Arc::new(Ctx {
+            id,
+            class: job.class,
+            deadline,
+            enqueued: now,
+            key: job.key,
+            root: job.signing_root,
+            cancelled: AtomicBool::new(false),
+            reply: Mutex::new(Some(tx)),
+            threshold: Some(Mutex::new(ThresholdJob {
+                key,
+                asked: Vec::new(),
+                excluded: Vec::new(),
+                collected: Vec::new(),
+                outstanding: 0,
+                combining: false,
+                failures: Vec::new(),
+            })),
+        });
+        let thr = ctx.threshold.as_ref().ok_or_else(|| JobError::Unavailable("internal".into()))?;
+        let mut tj = thr.lock().unwrap_or_else(|p| p.into_inner());
+        let picks = inner.pick_shares(&st, &ctx, &tj, t);
+        if picks.len() < t {
+            return Err(JobError::Unavailable(format!(
+                "fewer than {t} of {} devices holding shares of {} are available",
+                ctx.key.shares.len(),
+                ctx.key.pubkey
+            )));
+        }
+        let mut devices = Vec::new();
+        for i in picks {
+            devices.extend(inner.ask(&mut st, &ctx, &mut tj, i));
+        }
+        drop(tj);
+        drop(st);
+        for d in devices {
+            inner.dev_cv[d].notify_one();
+        }
+        Ok(ctx)
+    }
+
+    fn submit(&self, job: SignJob, tx: Reply) -> Result<Arc<Ctx>, JobError> {
+        let inner = &self.inner;
+        let now = Instant::now();
+        let max = now + inner.config.max_queue_time[job.class as usize];
+        let deadline = job.deadline.map_or(max, |d| d.min(max));
+        if deadline <= now {
+            inner.metrics.shed_expired[job.class as usize].fetch_add(1, Ordering::Relaxed);
+            return Err(JobError::Expired);
+        }
+        if job.key.threshold != 1 || job.key.shares.len() != 1 {
+            return self.submit_threshold(job, tx, deadline, now);
         }
         let device_name = &job.key.shares[0].device;
         let device = *inner.dev_index.get(device_name).ok_or_else(|| {
@@ -396,7 +575,7 @@ impl Scheduler {
             // Shed the lowest class below this one, on any device; else refuse this one.
             let evicted = (0..st.dev_q.len()).find_map(|d| st.dev_q[d].evict_below(job.class));
             match evicted {
-                Some(DevTask(victim)) => {
+                Some(DevTask(victim, _)) => {
                     st.waiting -= 1;
                     inner.metrics.shed_overload[victim.class as usize]
                         .fetch_add(1, Ordering::Relaxed);
@@ -411,7 +590,7 @@ impl Scheduler {
         let id = st.next_id;
         st.next_id += 1;
         st.waiting += 1;
-        st.dev_q[device].push(DevTask(Arc::new(Ctx {
+        let ctx = Arc::new(Ctx {
             id,
             class: job.class,
             deadline,
@@ -420,21 +599,31 @@ impl Scheduler {
             root: job.signing_root,
             cancelled: AtomicBool::new(false),
             reply: Mutex::new(Some(tx)),
-        })));
+            threshold: None,
+        });
+        st.dev_q[device].push(DevTask(ctx.clone(), 0));
         drop(st);
         inner.dev_cv[device].notify_one();
-        Ok(id)
+        Ok(ctx)
     }
 
     fn cancel(&self, id: u64) {
         let inner = &self.inner;
         let mut st = inner.lock();
+        let mut removed = None;
         for d in 0..st.dev_q.len() {
-            if let Some(DevTask(ctx)) = st.dev_q[d].remove(id) {
+            while let Some(DevTask(ctx, _)) = st.dev_q[d].remove(id) {
                 st.waiting -= 1;
-                inner.metrics.cancelled[ctx.class as usize].fetch_add(1, Ordering::Relaxed);
-                return;
+                if let Some(thr) = &ctx.threshold {
+                    thr.lock().unwrap_or_else(|p| p.into_inner()).outstanding -= 1;
+                }
+                removed = Some(ctx);
             }
+        }
+        if let Some(ctx) = removed {
+            ctx.cancelled.store(true, Ordering::Relaxed);
+            inner.metrics.cancelled[ctx.class as usize].fetch_add(1, Ordering::Relaxed);
+            return;
         }
         if let Some(task) = st.cpu_q.remove(id) {
             if task.ctx.class != Class::Block {
@@ -463,7 +652,7 @@ fn device_worker(inner: Arc<Inner>, d: usize) {
     let device = inner.dev_list[d].clone();
     let cap = inner.caps[d];
     loop {
-        let ctx = {
+        let (ctx, share_index) = {
             let mut st = inner.lock();
             loop {
                 if st.shutdown {
@@ -480,7 +669,7 @@ fn device_worker(inner: Arc<Inner>, d: usize) {
                     st.dev_q[d].pop(Instant::now(), allow_background)
                 };
                 match next {
-                    Next::Run(DevTask(ctx)) => {
+                    Next::Run(DevTask(ctx, share)) => {
                         st.waiting -= 1;
                         st.dev_busy[d] += 1;
                         inner.stats.peak_device_busy[d].fetch_max(st.dev_busy[d], Ordering::SeqCst);
@@ -489,16 +678,22 @@ fn device_worker(inner: Arc<Inner>, d: usize) {
                             inner.stats.peak_background_busy[d]
                                 .fetch_max(st.dev_busy_background[d], Ordering::SeqCst);
                         }
-                        break ctx;
+                        break (ctx, share);
                     }
-                    Next::Expired(DevTask(ctx)) => {
+                    Next::Expired(DevTask(ctx, _)) => {
                         st.waiting -= 1;
+                        if let Some(thr) = &ctx.threshold {
+                            thr.lock().unwrap_or_else(|p| p.into_inner()).outstanding -= 1;
+                        }
                         inner.metrics.shed_expired[ctx.class as usize]
                             .fetch_add(1, Ordering::Relaxed);
                         ctx.answer(Err(JobError::Expired));
                     }
-                    Next::Cancelled(DevTask(ctx)) => {
+                    Next::Cancelled(DevTask(ctx, _)) => {
                         st.waiting -= 1;
+                        if let Some(thr) = &ctx.threshold {
+                            thr.lock().unwrap_or_else(|p| p.into_inner()).outstanding -= 1;
+                        }
                         inner.metrics.cancelled[ctx.class as usize].fetch_add(1, Ordering::Relaxed);
                     }
                     Next::Idle => {
@@ -508,7 +703,7 @@ fn device_worker(inner: Arc<Inner>, d: usize) {
             }
         };
         inner.metrics.queue_wait[ctx.class as usize].observe(ctx.enqueued.elapsed());
-        let share = &ctx.key.shares[0];
+        let share = &ctx.key.shares[share_index];
         let started = Instant::now();
         let opened = device.decrypt(&share.envelope, &envelope_aad(&ctx.key.pubkey, share.id));
         inner
@@ -522,18 +717,49 @@ fn device_worker(inner: Arc<Inner>, d: usize) {
         if ctx.class == Class::Background {
             st.dev_busy_background[d] -= 1;
         }
-        match opened {
-            Ok(secret) => {
+        match (&ctx.threshold, opened) {
+            (None, Ok(secret)) => {
                 if ctx.class != Class::Block {
                     st.cpu_buffered += 1;
                 }
-                st.cpu_q.push(CpuTask { ctx, secret });
+                st.cpu_q.push(CpuTask {
+                    secrets: vec![(share_index, secret)],
+                    ctx,
+                });
                 drop(st);
                 inner.cpu_cv.notify_one();
             }
-            Err(e) => {
+            (None, Err(e)) => {
                 drop(st);
                 ctx.answer(Err(JobError::from(SignerError::from(e))));
+            }
+            (Some(thr), opened) => {
+                let mut job = thr.lock().unwrap_or_else(|p| p.into_inner());
+                job.outstanding -= 1;
+                match opened {
+                    Ok(secret) if !job.combining && job.collected.len() < job.key.threshold => {
+                        job.collected.push((share_index, secret));
+                        if job.collected.len() == job.key.threshold {
+                            job.combining = true;
+                            let secrets = std::mem::take(&mut job.collected);
+                            drop(job);
+                            if ctx.class != Class::Block {
+                                st.cpu_buffered += 1;
+                            }
+                            st.cpu_q.push(CpuTask { ctx: ctx.clone(), secrets });
+                            inner.cpu_cv.notify_one();
+                        }
+                    }
+                    // A hedged extra that came back after t others: not needed, wiped on drop.
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(device = %device.name(), validator = %ctx.key.pubkey, error = %e, "share unavailable; asking another device");
+                        job.excluded.push(share_index);
+                        job.failures.push(e.to_string());
+                        inner.metrics.share_failures.get(device.name()).observe(started.elapsed());
+                        inner.top_up(&mut st, &ctx, &mut job);
+                    }
+                }
             }
         }
         // A freed session may let an idle sibling take background work.
@@ -589,10 +815,72 @@ fn cpu_worker(inner: Arc<Inner>) {
                 break task;
             }
         };
-        let result = crate::bls::secret_key(&task.secret)
+        if task.ctx.threshold.is_some() {
+            combine_threshold(&inner, task);
+            continue;
+        }
+        let result = task
+            .secrets
+            .first()
+            .ok_or_else(|| SignerError::Invalid("no share opened".into()))
+            .and_then(|(_, secret)| crate::bls::secret_key(secret))
             .map(|sk| crate::bls::sign(&sk, &task.ctx.root))
             .map_err(JobError::Failed);
-        drop(task.secret);
+        drop(task.secrets);
         task.ctx.answer(result);
+    }
+}
+
+/// Make t weighted partials from the opened shares, combine, verify under the validator key.
+/// A combination that does not verify names the faulty shares, excludes them and asks other
+/// devices; no unverified signature is ever answered.
+fn combine_threshold(inner: &Arc<Inner>, task: CpuTask) {
+    let CpuTask { ctx, secrets } = task;
+    let Some(thr) = &ctx.threshold else { return };
+    let key = thr.lock().unwrap_or_else(|p| p.into_inner()).key.clone();
+    let ids: Vec<_> = secrets.iter().map(|(i, _)| ctx.key.shares[*i].id).collect();
+    let outcome = (|| -> Result<Signature, JobError> {
+        let hashed = HashedMessage::new(&ctx.root);
+        let weights = threshold::lagrange_at_zero(&ids).map_err(JobError::Failed)?;
+        let mut partials = Vec::with_capacity(secrets.len());
+        for ((i, secret), w) in secrets.iter().zip(&weights) {
+            let sk = crate::bls::secret_key(secret).map_err(JobError::Failed)?;
+            partials.push((ctx.key.shares[*i].id, threshold::partial_sign_weighted(&sk, w, &hashed)));
+        }
+        key.combine_weighted_verified(&hashed, &partials).map_err(|e| match e {
+            CombineError::Unverified { faulty } => JobError::Faulty(faulty),
+            other => JobError::Failed(SignerError::Bls(other.to_string())),
+        })
+    })();
+    match outcome {
+        Ok(sig) => ctx.answer(Ok(sig)),
+        Err(JobError::Faulty(faulty)) => {
+            let mut st = inner.lock();
+            let mut job = thr.lock().unwrap_or_else(|p| p.into_inner());
+            job.combining = false;
+            let mut named = Vec::new();
+            for (i, secret) in secrets {
+                let share = &ctx.key.shares[i];
+                if faulty.contains(&share.id) {
+                    job.excluded.push(i);
+                    named.push(format!("share {} on device {}", share.id, share.device));
+                    inner.metrics.faulty_shares.get(&share.device).observe(Duration::ZERO);
+                } else {
+                    job.collected.push((i, secret));
+                }
+            }
+            tracing::error!(validator = %ctx.key.pubkey, faulty = %named.join(", "), "combined signature did not verify; excluding the faulty share(s)");
+            if named.is_empty() {
+                job.collected.clear();
+                ctx.answer(Err(JobError::Failed(SignerError::Bls(format!(
+                    "combined signature for {} did not verify and no share could be blamed; nothing was released",
+                    ctx.key.pubkey
+                )))));
+                return;
+            }
+            job.failures.push(format!("faulty {}", named.join(", ")));
+            inner.top_up(&mut st, &ctx, &mut job);
+        }
+        Err(e) => ctx.answer(Err(e)),
     }
 }
