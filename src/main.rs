@@ -193,6 +193,18 @@ enum SlashingCmd {
 
 #[derive(Subcommand)]
 enum BenchCmd {
+    /// 1-of-1, 2-of-3 and 3-of-5 keys through the scheduler, every signature verified.
+    Threshold {
+        /// Seconds per key shape.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Requests kept in flight.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Print a JSON report.
+        #[arg(long)]
+        json: bool,
+    },
     /// The seed's epoch-boundary herd at N validators: our scheduler against FIFO, on plain
     /// SoftHSM and on SoftHSM slowed down to a network HSM.
     Scenario {
@@ -704,6 +716,23 @@ fn slashing_cmd(config: &Config, cmd: SlashingCmd) -> Result<()> {
 
 fn bench_cmd(config: &Config, cmd: BenchCmd) -> Result<()> {
     match cmd {
+        BenchCmd::Threshold {
+            seconds,
+            concurrency,
+            json,
+        } => {
+            bootstrap_embedded(config)?;
+            let report = bench::threshold::run(config, seconds, concurrency)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            } else {
+                print!("{}", report.table());
+            }
+            Ok(())
+        }
         BenchCmd::Scenario {
             validators,
             blocks,

@@ -150,9 +150,14 @@ impl Metrics {
             }
         }
         out.push_str("# TYPE signer_threshold_share_failures_seconds histogram\n");
-        self.share_failures.render(&mut out, "signer_threshold_share_failures_seconds", "device");
+        self.share_failures.render(
+            &mut out,
+            "signer_threshold_share_failures_seconds",
+            "device",
+        );
         out.push_str("# TYPE signer_threshold_faulty_shares histogram\n");
-        self.faulty_shares.render(&mut out, "signer_threshold_faulty_shares", "device");
+        self.faulty_shares
+            .render(&mut out, "signer_threshold_faulty_shares", "device");
         let _ = writeln!(
             out,
             "# TYPE signer_threshold_hedges_total counter\nsigner_threshold_hedges_total {}",

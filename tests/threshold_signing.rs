@@ -16,7 +16,13 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 fn registration() -> Value {
-    signing_fixtures().1.into_iter().find(|(_, c)| c["type"] == "VALIDATOR_REGISTRATION").unwrap().1["request"].clone()
+    signing_fixtures()
+        .1
+        .into_iter()
+        .find(|(_, c)| c["type"] == "VALIDATOR_REGISTRATION")
+        .unwrap()
+        .1["request"]
+        .clone()
 }
 
 fn set_device(http: &Client, server: &Server, name: &str, enabled: bool) {
@@ -31,8 +37,24 @@ fn set_device(http: &Client, server: &Server, name: &str, enabled: bool) {
 #[test]
 fn a_2_of_3_key_survives_one_token_going_away_and_recovers_without_restart() {
     let s = Signer::new();
-    let out = s.ok(&["keys", "generate", "--count", "1", "--threshold", "2", "--devices", "softhsm-1,softhsm-2,softhsm-3"]);
-    let pk = out.lines().next().unwrap().split_whitespace().next().unwrap().to_owned();
+    let out = s.ok(&[
+        "keys",
+        "generate",
+        "--count",
+        "1",
+        "--threshold",
+        "2",
+        "--devices",
+        "softhsm-1,softhsm-2,softhsm-3",
+    ]);
+    let pk = out
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
     let server = Server::start(&s, &["--no-slot-deadlines"]);
     let http = Client::new();
     let url = server.url(&format!("/api/v1/eth2/sign/{pk}"));
@@ -53,10 +75,19 @@ fn a_2_of_3_key_survives_one_token_going_away_and_recovers_without_restart() {
         let reply: Value = resp.json().unwrap();
         if status == StatusCode::OK {
             let sig = blst::min_pk::Signature::from_bytes(
-                &hex::decode(reply["signature"].as_str().unwrap().trim_start_matches("0x")).unwrap(),
+                &hex::decode(
+                    reply["signature"]
+                        .as_str()
+                        .unwrap()
+                        .trim_start_matches("0x"),
+                )
+                .unwrap(),
             )
             .unwrap();
-            assert!(bls::verify(&pk_bytes.0, &root.0, &sig), "a released signature verifies");
+            assert!(
+                bls::verify(&pk_bytes.0, &root.0, &sig),
+                "a released signature verifies"
+            );
         }
         (status, reply)
     };
@@ -73,7 +104,13 @@ fn a_2_of_3_key_survives_one_token_going_away_and_recovers_without_restart() {
     set_device(&http, &server, "softhsm-3", false);
     let (status, reply) = sign(100);
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{reply}");
-    assert!(reply["message"].as_str().unwrap().contains("fewer than 2 of 3 devices"), "{reply}");
+    assert!(
+        reply["message"]
+            .as_str()
+            .unwrap()
+            .contains("fewer than 2 of 3 devices"),
+        "{reply}"
+    );
     // One token back: signing recovers without a restart.
     set_device(&http, &server, "softhsm-2", true);
     for i in 200..210u64 {
@@ -83,7 +120,10 @@ fn a_2_of_3_key_survives_one_token_going_away_and_recovers_without_restart() {
 
 /// A 2-of-3 key whose shares `corrupt` hold a wrong secret (the share pubkeys stay the true
 /// ones, as if a device had been given the wrong share).
-fn corrupted_key(devices: &hsm_signer::devices::Devices, corrupt: &[u64]) -> (KeyRecord, blst::min_pk::SecretKey) {
+fn corrupted_key(
+    devices: &hsm_signer::devices::Devices,
+    corrupt: &[u64],
+) -> (KeyRecord, blst::min_pk::SecretKey) {
     let sk = bls::random_secret_key().unwrap();
     let pk = PublicKeyBytes(bls::public_key_bytes(&sk));
     let ids: Vec<ShareId> = (1..=3).map(|i| ShareId::new(i).unwrap()).collect();
@@ -99,13 +139,22 @@ fn corrupted_key(devices: &hsm_signer::devices::Devices, corrupt: &[u64]) -> (Ke
         record.pubkey = PublicKeyBytes(bls::public_key_bytes(share_sk));
         records.push(record);
     }
-    let record = KeyRecord { version: 1, pubkey: pk, threshold: 2, shares: records, origin: "test".into() };
+    let record = KeyRecord {
+        version: 1,
+        pubkey: pk,
+        threshold: 2,
+        shares: records,
+        origin: "test".into(),
+    };
     (record, sk)
 }
 
 fn scheduler(devices: hsm_signer::devices::Devices) -> (Scheduler, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::default());
-    (Scheduler::with_config(devices, SchedulerConfig::default(), metrics.clone()), metrics)
+    (
+        Scheduler::with_config(devices, SchedulerConfig::default(), metrics.clone()),
+        metrics,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,10 +168,19 @@ async fn a_corrupted_share_is_named_excluded_and_never_released() {
     for i in 0..5u8 {
         let root = [i; 32];
         let sig = sched
-            .sign(SignJob { key: record.clone(), signing_root: root, class: Class::Attestation, deadline: None })
+            .sign(SignJob {
+                key: record.clone(),
+                signing_root: root,
+                class: Class::Attestation,
+                deadline: None,
+            })
             .await
             .unwrap();
-        assert_eq!(sig.compress(), bls::sign(&sk, &root).compress(), "the released signature is the key's own");
+        assert_eq!(
+            sig.compress(),
+            bls::sign(&sk, &root).compress(),
+            "the released signature is the key's own"
+        );
     }
     let text = metrics.render(&[]);
     assert!(
@@ -139,7 +197,12 @@ async fn two_corrupted_shares_of_a_2_of_3_key_release_nothing() {
     let record = Arc::new(record);
     let (sched, _metrics) = scheduler(devices);
     let result = sched
-        .sign(SignJob { key: record, signing_root: [7; 32], class: Class::Attestation, deadline: None })
+        .sign(SignJob {
+            key: record,
+            signing_root: [7; 32],
+            class: Class::Attestation,
+            deadline: None,
+        })
         .await;
     match result {
         Err(JobError::Unavailable(msg)) => assert!(msg.contains("faulty share"), "{msg}"),
@@ -161,10 +224,19 @@ async fn every_subset_of_devices_gives_the_keys_own_signature() {
         devices.get(off).unwrap().set_enabled(false);
         let root = [9; 32];
         let sig = sched
-            .sign(SignJob { key: record.clone(), signing_root: root, class: Class::Block, deadline: None })
+            .sign(SignJob {
+                key: record.clone(),
+                signing_root: root,
+                class: Class::Block,
+                deadline: None,
+            })
             .await
             .unwrap();
-        assert_eq!(sig.compress(), bls::sign(&sk, &root).compress(), "without {off}");
+        assert_eq!(
+            sig.compress(),
+            bls::sign(&sk, &root).compress(),
+            "without {off}"
+        );
         devices.get(off).unwrap().set_enabled(true);
     }
 }

@@ -136,8 +136,9 @@ pub async fn set_device(
     struct Body {
         enabled: bool,
     }
-    let body: Body = serde_json::from_slice(&body)
-        .map_err(|e| crate::api::ApiError::bad_request(format!("expected {{\"enabled\": bool}}: {e}")))?;
+    let body: Body = serde_json::from_slice(&body).map_err(|e| {
+        crate::api::ApiError::bad_request(format!("expected {{\"enabled\": bool}}: {e}"))
+    })?;
     let runtime = app.runtime();
     let device = runtime
         .scheduler

@@ -3,6 +3,7 @@
 
 pub mod custody;
 pub mod scenario;
+pub mod threshold;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};

@@ -42,7 +42,8 @@ pub struct Latency {
 }
 
 impl Latency {
-    fn of(samples: &mut [Duration]) -> Latency {
+    /// Summarise (sorts `samples`).
+    pub fn of(samples: &mut [Duration]) -> Latency {
         samples.sort();
         let pick = |q: f64| {
             if samples.is_empty() {

@@ -243,7 +243,10 @@ impl Inner {
     }
 
     fn threshold_key(&self, record: &KeyRecord) -> Result<Arc<ThresholdKey>, JobError> {
-        let mut cache = self.threshold_keys.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = self
+            .threshold_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if let Some(k) = cache.get(&record.pubkey) {
             return Ok(k.clone());
         }
@@ -269,11 +272,21 @@ impl Inner {
             })
             .collect();
         candidates.sort_by_key(|&(_, load, id)| (load, id));
-        candidates.into_iter().take(want).map(|(i, _, _)| i).collect()
+        candidates
+            .into_iter()
+            .take(want)
+            .map(|(i, _, _)| i)
+            .collect()
     }
 
     /// Queue a threshold job's visit to share `i`'s device.
-    fn ask(&self, st: &mut State, ctx: &Arc<Ctx>, job: &mut ThresholdJob, i: usize) -> Option<usize> {
+    fn ask(
+        &self,
+        st: &mut State,
+        ctx: &Arc<Ctx>,
+        job: &mut ThresholdJob,
+        i: usize,
+    ) -> Option<usize> {
         let d = *self.dev_index.get(&ctx.key.shares[i].device)?;
         job.asked.push(i);
         job.outstanding += 1;
@@ -288,7 +301,10 @@ impl Inner {
         if job.combining {
             return;
         }
-        let need = job.key.threshold.saturating_sub(job.collected.len() + job.outstanding);
+        let need = job
+            .key
+            .threshold
+            .saturating_sub(job.collected.len() + job.outstanding);
         if need == 0 {
             return;
         }
@@ -305,7 +321,11 @@ impl Inner {
                 job.key.threshold,
                 ctx.key.shares.len(),
                 ctx.key.pubkey,
-                if job.failures.is_empty() { "devices disabled or not open".to_owned() } else { job.failures.join("; ") }
+                if job.failures.is_empty() {
+                    "devices disabled or not open".to_owned()
+                } else {
+                    job.failures.join("; ")
+                }
             ))));
         }
     }
@@ -326,9 +346,12 @@ impl std::fmt::Debug for Scheduler {
     }
 }
 
-/// Owns the worker threads: stops them when dropped.
+/// Owns the worker threads: stops and joins them when dropped, so devices (and their PKCS#11
+/// sessions) are released before the caller goes on — never by a straggler thread racing the
+/// module's own teardown at process exit.
 struct Workers {
     inner: Arc<Inner>,
+    handles: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl Drop for Workers {
@@ -338,6 +361,10 @@ impl Drop for Workers {
             cv.notify_all();
         }
         self.inner.cpu_cv.notify_all();
+        let handles = std::mem::take(&mut *self.handles.lock().unwrap_or_else(|p| p.into_inner()));
+        for h in handles {
+            let _ = h.join();
+        }
     }
 }
 
@@ -388,24 +415,30 @@ impl Scheduler {
             metrics,
             threshold_keys: Mutex::default(),
         });
+        let mut handles = Vec::new();
         for (d, cap) in caps.iter().enumerate() {
             for w in 0..*cap {
                 let inner = inner.clone();
                 let name = format!("dev{d}-{w}");
-                let _ = std::thread::Builder::new()
-                    .name(name)
-                    .spawn(move || device_worker(inner, d));
+                handles.extend(
+                    std::thread::Builder::new()
+                        .name(name)
+                        .spawn(move || device_worker(inner, d)),
+                );
             }
         }
         for w in 0..inner.config.cpu_workers.max(1) {
             let inner = inner.clone();
-            let _ = std::thread::Builder::new()
-                .name(format!("cpu-{w}"))
-                .spawn(move || cpu_worker(inner));
+            handles.extend(
+                std::thread::Builder::new()
+                    .name(format!("cpu-{w}"))
+                    .spawn(move || cpu_worker(inner)),
+            );
         }
         Scheduler {
             _workers: Arc::new(Workers {
                 inner: inner.clone(),
+                handles: Mutex::new(handles),
             }),
             inner,
         }
@@ -488,7 +521,13 @@ impl Scheduler {
         }
     }
 
-    fn submit_threshold(&self, job: SignJob, tx: Reply, deadline: Instant, now: Instant) -> Result<Arc<Ctx>, JobError> {
+    fn submit_threshold(
+        &self,
+        job: SignJob,
+        tx: Reply,
+        deadline: Instant,
+        now: Instant,
+    ) -> Result<Arc<Ctx>, JobError> {
         let inner = &self.inner;
         let key = inner.threshold_key(&job.key)?;
         let t = key.threshold;
@@ -518,7 +557,10 @@ impl Scheduler {
                 failures: Vec::new(),
             })),
         });
-        let thr = ctx.threshold.as_ref().ok_or_else(|| JobError::Unavailable("internal".into()))?;
+        let thr = ctx
+            .threshold
+            .as_ref()
+            .ok_or_else(|| JobError::Unavailable("internal".into()))?;
         let mut tj = thr.lock().unwrap_or_else(|p| p.into_inner());
         let picks = inner.pick_shares(&st, &ctx, &tj, t);
         if picks.len() < t {
@@ -746,7 +788,10 @@ fn device_worker(inner: Arc<Inner>, d: usize) {
                             if ctx.class != Class::Block {
                                 st.cpu_buffered += 1;
                             }
-                            st.cpu_q.push(CpuTask { ctx: ctx.clone(), secrets });
+                            st.cpu_q.push(CpuTask {
+                                ctx: ctx.clone(),
+                                secrets,
+                            });
                             inner.cpu_cv.notify_one();
                         }
                     }
@@ -756,7 +801,11 @@ fn device_worker(inner: Arc<Inner>, d: usize) {
                         tracing::warn!(device = %device.name(), validator = %ctx.key.pubkey, error = %e, "share unavailable; asking another device");
                         job.excluded.push(share_index);
                         job.failures.push(e.to_string());
-                        inner.metrics.share_failures.get(device.name()).observe(started.elapsed());
+                        inner
+                            .metrics
+                            .share_failures
+                            .get(device.name())
+                            .observe(started.elapsed());
                         inner.top_up(&mut st, &ctx, &mut job);
                     }
                 }
@@ -845,12 +894,16 @@ fn combine_threshold(inner: &Arc<Inner>, task: CpuTask) {
         let mut partials = Vec::with_capacity(secrets.len());
         for ((i, secret), w) in secrets.iter().zip(&weights) {
             let sk = crate::bls::secret_key(secret).map_err(JobError::Failed)?;
-            partials.push((ctx.key.shares[*i].id, threshold::partial_sign_weighted(&sk, w, &hashed)));
+            partials.push((
+                ctx.key.shares[*i].id,
+                threshold::partial_sign_weighted(&sk, w, &hashed),
+            ));
         }
-        key.combine_weighted_verified(&hashed, &partials).map_err(|e| match e {
-            CombineError::Unverified { faulty } => JobError::Faulty(faulty),
-            other => JobError::Failed(SignerError::Bls(other.to_string())),
-        })
+        key.combine_weighted_verified(&hashed, &partials)
+            .map_err(|e| match e {
+                CombineError::Unverified { faulty } => JobError::Faulty(faulty),
+                other => JobError::Failed(SignerError::Bls(other.to_string())),
+            })
     })();
     match outcome {
         Ok(sig) => ctx.answer(Ok(sig)),
@@ -864,7 +917,11 @@ fn combine_threshold(inner: &Arc<Inner>, task: CpuTask) {
                 if faulty.contains(&share.id) {
                     job.excluded.push(i);
                     named.push(format!("share {} on device {}", share.id, share.device));
-                    inner.metrics.faulty_shares.get(&share.device).observe(Duration::ZERO);
+                    inner
+                        .metrics
+                        .faulty_shares
+                        .get(&share.device)
+                        .observe(Duration::ZERO);
                 } else {
                     job.collected.push((i, secret));
                 }
