@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what hsm-signer needs to build, run and test on Debian/Ubuntu: SoftHSM2 (the default
-# device), OpenSC's pkcs11-tool (handy for inspecting tokens), and cargo-nextest.
+# device), OpenSC's pkcs11-tool (handy for inspecting tokens), PostgreSQL (the tests start their
+# own throwaway servers with its binaries), and cargo-nextest.
 # Idempotent; uses sudo when not root.
 set -euo pipefail
 
@@ -16,6 +17,13 @@ $softhsm_present || need+=(softhsm2)
 command -v softhsm2-util >/dev/null 2>&1 || need+=(softhsm2)
 command -v pkcs11-tool >/dev/null 2>&1 || need+=(opensc)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
+# Debian's package also starts a cluster service of its own on install: harmless, the tests run
+# their own server (as the postgres user, on a free loopback port) and never touch it.
+pg_present=false
+for p in /usr/lib/postgresql/*/bin/initdb; do
+  [ -x "$p" ] && pg_present=true
+done
+$pg_present || need+=(postgresql)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"

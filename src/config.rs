@@ -120,6 +120,7 @@ struct FileConfig {
     scheduler: SchedulerSettings,
     listen: Option<String>,
     network: Option<String>,
+    slashing_db: Option<String>,
     default_device: Option<String>,
     #[serde(default)]
     device: Vec<DeviceEntry>,
@@ -151,6 +152,9 @@ pub struct Config {
     pub network: String,
     /// Scheduler settings.
     pub scheduler: SchedulerSettings,
+    /// Slashing protection in PostgreSQL: a connection string (`postgres://user@host/db`), so
+    /// that several signers share it. `None`: SQLite in the data directory.
+    pub slashing_db: Option<String>,
     /// Devices, in configuration order.
     pub devices: Vec<ResolvedDevice>,
     /// Device that takes new whole keys unless told otherwise.
@@ -200,6 +204,7 @@ impl Config {
             listen: file.listen.unwrap_or_else(|| "127.0.0.1:9000".into()),
             network: file.network.unwrap_or_else(|| "mainnet".into()),
             scheduler: file.scheduler,
+            slashing_db: file.slashing_db,
             devices,
             default_device,
         };
@@ -238,6 +243,7 @@ impl Config {
             listen: "127.0.0.1:9000".into(),
             network: "mainnet".into(),
             scheduler: SchedulerSettings::default(),
+            slashing_db: None,
             default_device: devices[0].hsm.name.clone(),
             devices,
         })

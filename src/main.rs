@@ -11,6 +11,7 @@ use hsm_signer::consensus::Network;
 use hsm_signer::devices::{embedded_needs_init, init_devices, Devices};
 use hsm_signer::keys::provision::{self, resolve_placement, Placement};
 use hsm_signer::keys::{self, ImportOptions, KeyStore, Progress, PublicKeyBytes};
+use hsm_signer::slashing::SlashingProtection;
 use hsm_signer::{api, bench, Result, SignerError};
 use secrecy::SecretString;
 use serde_json::json;
@@ -28,6 +29,10 @@ struct Cli {
     /// Configuration file (default: <data-dir>/hsm-signer.toml, else the embedded SoftHSM default).
     #[arg(long, global = true, env = "HSM_SIGNER_CONFIG")]
     config: Option<PathBuf>,
+    /// Slashing protection in PostgreSQL (postgres://user@host/db), which several signers may
+    /// share; overrides the configuration's slashing_db (default: SQLite in the data directory).
+    #[arg(long, global = true)]
+    slashing_db: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -193,6 +198,25 @@ enum SlashingCmd {
 
 #[derive(Subcommand)]
 enum BenchCmd {
+    /// Durable attestation checks per second and p99 (group commit vs one transaction per
+    /// request), SQLite and optionally PostgreSQL, beside raw blst signing in the same run.
+    Slashing {
+        /// Validators.
+        #[arg(long, default_value_t = 10_000)]
+        validators: usize,
+        /// Concurrent requests.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Seconds per variant.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Also measure this PostgreSQL database (postgres://…).
+        #[arg(long)]
+        postgres: Option<String>,
+        /// Print a JSON report.
+        #[arg(long)]
+        json: bool,
+    },
     /// 1-of-1, 2-of-3 and 3-of-5 keys through the scheduler, every signature verified.
     Threshold {
         /// Seconds per key shape.
@@ -264,7 +288,10 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     let data_dir = cli.data_dir.unwrap_or_else(default_data_dir);
-    let config = Config::load(cli.config.as_deref(), &data_dir)?;
+    let mut config = Config::load(cli.config.as_deref(), &data_dir)?;
+    if let Some(db) = cli.slashing_db {
+        config.slashing_db = Some(db);
+    }
     // Modules read their environment in C_Initialize: set it before any device or thread exists.
     config.apply_module_environment()?;
     match cli.command {
@@ -343,15 +370,10 @@ fn serve(
         network.name
     );
     let slashing = if protect {
-        let db = slashing_db(config);
-        Some(
-            hsm_signer::slashing::SlashingProtection::open_sqlite(&db, None).map_err(|e| {
-                SignerError::Config(format!(
-                    "slashing protection database {}: {e}",
-                    db.display()
-                ))
-            })?,
-        )
+        let (db, opened) = open_slashing_db(config);
+        let opened = opened
+            .map_err(|e| SignerError::Config(format!("slashing protection database {db}: {e}")))?;
+        Some(opened)
     } else {
         eprintln!(
             "WARNING: slashing protection is OFF: blocks and attestations are signed unchecked"
@@ -662,9 +684,34 @@ fn read_password(path: &std::path::Path) -> Result<SecretString> {
     ))
 }
 
-/// The slashing protection database `serve` uses.
-fn slashing_db(config: &Config) -> std::path::PathBuf {
-    config.data_dir.join("slashing-protection.sqlite")
+/// A fresh scratch directory under the data directory.
+fn tempfile_dir(data_dir: &std::path::Path) -> Result<PathBuf> {
+    let dir = data_dir.join(format!("bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(SignerError::io(&dir))?;
+    Ok(dir)
+}
+
+/// The slashing protection database: PostgreSQL when `slashing_db` is configured, else SQLite
+/// in the data directory. Where it is (for messages) comes beside it.
+fn open_slashing_db(
+    config: &Config,
+) -> (
+    String,
+    std::result::Result<SlashingProtection, hsm_signer::slashing::SlashingError>,
+) {
+    match &config.slashing_db {
+        Some(url) => (
+            "in PostgreSQL".into(),
+            SlashingProtection::open_postgres(url, None),
+        ),
+        None => {
+            let db = config.data_dir.join("slashing-protection.sqlite");
+            (
+                db.display().to_string(),
+                SlashingProtection::open_sqlite(&db, None),
+            )
+        }
+    }
 }
 
 fn slashing_cmd(config: &Config, cmd: SlashingCmd) -> Result<()> {
@@ -675,9 +722,7 @@ fn slashing_cmd(config: &Config, cmd: SlashingCmd) -> Result<()> {
         SlashingCmd::Import { file } => {
             let json = std::fs::read_to_string(&file).map_err(SignerError::io(&file))?;
             std::fs::create_dir_all(&config.data_dir).map_err(SignerError::io(&config.data_dir))?;
-            let db =
-                hsm_signer::slashing::SlashingProtection::open_sqlite(&slashing_db(config), None)
-                    .map_err(err)?;
+            let db = open_slashing_db(config).1.map_err(err)?;
             let summary = db.import_interchange(&json).map_err(err)?;
             println!(
                 "imported {} validator(s): {} block(s), {} attestation(s) recorded, {} already present",
@@ -697,9 +742,7 @@ fn slashing_cmd(config: &Config, cmd: SlashingCmd) -> Result<()> {
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let db =
-                hsm_signer::slashing::SlashingProtection::open_sqlite(&slashing_db(config), None)
-                    .map_err(err)?;
+            let db = open_slashing_db(config).1.map_err(err)?;
             let json = db
                 .export_interchange((!keys.is_empty()).then_some(keys.as_slice()))
                 .map_err(err)?;
@@ -716,6 +759,75 @@ fn slashing_cmd(config: &Config, cmd: SlashingCmd) -> Result<()> {
 
 fn bench_cmd(config: &Config, cmd: BenchCmd) -> Result<()> {
     match cmd {
+        BenchCmd::Slashing {
+            validators,
+            concurrency,
+            seconds,
+            postgres,
+            json,
+        } => {
+            let err = |e: hsm_signer::slashing::SlashingError| {
+                SignerError::Invalid(format!("slashing bench: {e}"))
+            };
+            let threads = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1);
+            let sk = hsm_signer::bls::random_secret_key()?;
+            let raw =
+                bench::throughput(threads, std::time::Duration::from_secs_f64(seconds), |i| {
+                    std::hint::black_box(hsm_signer::bls::sign(&sk, &bench::message(i)));
+                });
+            let dir = tempfile_dir(&config.data_dir)?;
+            let sqlite = hsm_signer::slashing::bench_sqlite(&dir, validators, concurrency, seconds)
+                .map_err(err)?;
+            let _ = std::fs::remove_dir_all(&dir);
+            let pg = match &postgres {
+                Some(url) => Some(
+                    hsm_signer::slashing::bench_postgres(url, validators, concurrency, seconds)
+                        .map_err(err)?,
+                ),
+                None => None,
+            };
+            let report = serde_json::json!({
+                "bench": "slashing",
+                "validators": validators,
+                "concurrency": concurrency,
+                "raw_blst_signs_per_sec": raw,
+                "sqlite": sqlite,
+                "postgres": pg,
+            });
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            } else {
+                println!("slashing protection: {validators} validators, {concurrency} concurrent attestations; raw blst {raw:.0} signs/s on {threads} threads");
+                println!(
+                    "{:<12} {:<24} {:>10} {:>8} {:>8} {:>10} {:>12}",
+                    "store", "mode", "att/s", "p50 ms", "p99 ms", "÷ raw blst", "per fsync"
+                );
+                let mut rows = vec![("sqlite", &sqlite)];
+                if let Some(pg) = &pg {
+                    rows.push(("postgresql", pg));
+                }
+                for (store, r) in rows {
+                    for run in [&r.group_commit, &r.transaction_per_request] {
+                        println!(
+                            "{:<12} {:<24} {:>10.0} {:>8.2} {:>8.2} {:>10.2} {:>12.1}",
+                            store,
+                            run.mode,
+                            run.attestations_per_second,
+                            run.p50_ms,
+                            run.p99_ms,
+                            run.attestations_per_second / raw,
+                            run.mean_batch
+                        );
+                    }
+                }
+            }
+            Ok(())
+        }
         BenchCmd::Threshold {
             seconds,
             concurrency,

@@ -47,7 +47,11 @@ fn make_key(devices: &[Arc<hsm::Device>], t: usize, n: usize) -> Result<Arc<KeyR
     let sk = crate::bls::random_secret_key()?;
     let pk = PublicKeyBytes(crate::bls::public_key_bytes(&sk));
     let ids: Vec<ShareId> = (1..=n as u64).filter_map(ShareId::new).collect();
-    let shares = if n == 1 { vec![(ids[0], sk.clone())] } else { threshold::split(&sk, t, &ids)? };
+    let shares = if n == 1 {
+        vec![(ids[0], sk.clone())]
+    } else {
+        threshold::split(&sk, t, &ids)?
+    };
     let records = shares
         .iter()
         .zip(devices)
@@ -75,13 +79,19 @@ fn devices_for(config: &Config, want: usize) -> Result<Vec<Arc<hsm::Device>>> {
             d.hsm.token = hsm::TokenSelector::Label(format!("hsm-signer-{i}"));
             d.hsm.pin = hsm::PinSource::File(soft.join(format!("softhsm-{i}.pin")));
             d.so_pin_file = Some(soft.join(format!("softhsm-{i}.so-pin")));
-            let extra = Config { devices: vec![d], ..config.clone() };
+            let extra = Config {
+                devices: vec![d],
+                ..config.clone()
+            };
             crate::devices::init_devices(&extra, None)?;
             out.push(Arc::new(hsm::Device::open(extra.devices[0].hsm.clone())?));
         }
     }
     if out.len() < want {
-        return Err(SignerError::Config(format!("bench threshold needs {want} devices, {} configured", out.len())));
+        return Err(SignerError::Config(format!(
+            "bench threshold needs {want} devices, {} configured",
+            out.len()
+        )));
     }
     Ok(out)
 }
@@ -89,7 +99,11 @@ fn devices_for(config: &Config, want: usize) -> Result<Vec<Arc<hsm::Device>>> {
 /// Run for `seconds` per shape with `concurrency` requests in flight.
 pub fn run(config: &Config, seconds: f64, concurrency: usize) -> Result<ThresholdReport> {
     let devices = devices_for(config, 5)?;
-    let scheduler = Scheduler::with_config(Devices::from_open(devices.clone()), SchedulerConfig::default(), Arc::default());
+    let scheduler = Scheduler::with_config(
+        Devices::from_open(devices.clone()),
+        SchedulerConfig::default(),
+        Arc::default(),
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -97,7 +111,9 @@ pub fn run(config: &Config, seconds: f64, concurrency: usize) -> Result<Threshol
     let mut shapes = Vec::new();
     let mut base = 0.0;
     for (t, n) in [(1usize, 1usize), (2, 3), (3, 5)] {
-        let keys: Vec<Arc<KeyRecord>> = (0..16).map(|_| make_key(&devices, t, n)).collect::<Result<_>>()?;
+        let keys: Vec<Arc<KeyRecord>> = (0..16)
+            .map(|_| make_key(&devices, t, n))
+            .collect::<Result<_>>()?;
         let (rate, mut lat) = rt.block_on(async {
             let start = Instant::now();
             let end = start + Duration::from_secs_f64(seconds);
@@ -111,7 +127,12 @@ pub fn run(config: &Config, seconds: f64, concurrency: usize) -> Result<Threshol
                         let mut root = [0u8; 32];
                         root[..8].copy_from_slice(&i.to_le_bytes());
                         let t0 = Instant::now();
-                        let job = SignJob { key: keys[i as usize % keys.len()].clone(), signing_root: root, class: Class::Attestation, deadline: None };
+                        let job = SignJob {
+                            key: keys[i as usize % keys.len()].clone(),
+                            signing_root: root,
+                            class: Class::Attestation,
+                            deadline: None,
+                        };
                         if s.sign(job).await.is_ok() {
                             lat.push(t0.elapsed());
                         }
@@ -136,7 +157,13 @@ pub fn run(config: &Config, seconds: f64, concurrency: usize) -> Result<Threshol
             ratio_to_1_of_1: rate / base.max(1e-9),
         });
     }
-    Ok(ThresholdReport { bench: "threshold", concurrency, seconds_each: seconds, devices: devices.len(), shapes })
+    Ok(ThresholdReport {
+        bench: "threshold",
+        concurrency,
+        seconds_each: seconds,
+        devices: devices.len(),
+        shapes,
+    })
 }
 
 impl ThresholdReport {
@@ -149,7 +176,11 @@ impl ThresholdReport {
         for s in &self.shapes {
             out += &format!(
                 "{:<8} {:>10.0} {:>10.2} {:>10.2} {:>12.3}\n",
-                s.shape, s.signatures_per_sec, s.latency.p50_ms, s.latency.p99_ms, s.ratio_to_1_of_1
+                s.shape,
+                s.signatures_per_sec,
+                s.latency.p50_ms,
+                s.latency.p99_ms,
+                s.ratio_to_1_of_1
             );
         }
         out

@@ -7,11 +7,14 @@
 //! one constant-time G2 multiplication of that point. The Lagrange coefficient λᵢ can be folded
 //! into the share's scalar ([`partial_sign_weighted`]: σ'ᵢ = (λᵢ·skᵢ)·H(m)) so the combination
 //! is t point additions ([`combine_weighted`]) instead of t more 255-bit multiplications
-//! ([`combine`]); measured by [`bench_combine`], folding saves about a quarter of a 2-of-3
-//! signature's CPU time. Plain partials ([`partial_sign`]) stay available: they verify against the
-//! share's own public key, which is how a failed combination names its faulty share, and they do
-//! not depend on which other shares answer. The combined signature is verified with the already
-//! hashed point ([`verify_hashed`]), saving a second hash-to-curve.
+//! ([`combine`]); [`bench_combine`] measures that as a fifth of a verified 2-of-3 signature's
+//! CPU time. Folding needs the subset fixed before asking; a hedged request that swaps a device
+//! asks the new one with the new subset's λ, and [`unweight`] recovers a plain partial. Plain
+//! partials ([`partial_sign`]) verify against the share's own public key, which is how a failed
+//! combination names its faulty share. The combined signature is verified with the already
+//! hashed point ([`verify_hashed`]), or — the larger win, since verification is over half the
+//! cost — with others in a batch ([`verify_batch`]: one Miller loop per distinct signing root and
+//! one final exponentiation for the whole batch).
 //!
 //! Field and curve arithmetic come from `blst` itself, the library that already signs for us,
 //! rather than a second curve crate: its constant-time scalar multiplication (the same routine
@@ -23,8 +26,8 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
-use blst::min_pk::{AggregateSignature, PublicKey, SecretKey, Signature};
-use blst::{blst_fp12, blst_p1_affine, blst_p2, blst_p2_affine, blst_scalar, Pairing};
+use blst::min_pk::{AggregatePublicKey, AggregateSignature, PublicKey, SecretKey, Signature};
+use blst::{blst_fp12, blst_p1, blst_p1_affine, blst_p2, blst_p2_affine, blst_scalar, Pairing};
 use hsm::Device;
 use serde::Serialize;
 
@@ -37,7 +40,7 @@ use crate::keys::record::{envelope_aad, KeyRecord, PublicKeyBytes, ShareId, Shar
 /// the `out`/`ret` pointer, so no call can alias, dangle or overflow.
 #[allow(unsafe_code)]
 mod ffi {
-    use blst::{blst_fr, blst_p2, blst_scalar};
+    use blst::{blst_fr, blst_p1, blst_p2, blst_scalar};
     use zeroize::Zeroize;
 
     /// An element of the scalar field Fr (mod r), in blst's Montgomery form; wiped on drop
@@ -146,6 +149,24 @@ mod ffi {
         let mut out = blst_p2::default();
         // SAFETY: reads one blst_p2 and exactly 255 bits (32 bytes) of `s.b`, writes one blst_p2.
         unsafe { blst::blst_p2_mult(&mut out, p, s.b.as_ptr(), 255) };
+        out
+    }
+
+    /// `r · p` in G2 for a public 64-bit batch-verification weight.
+    pub(super) fn mult_u64_g2(p: &blst_p2, r: u64) -> blst_p2 {
+        let le = r.to_le_bytes();
+        let mut out = blst_p2::default();
+        // SAFETY: reads one blst_p2 and exactly 64 bits (the 8 bytes of `le`), writes one blst_p2.
+        unsafe { blst::blst_p2_mult(&mut out, p, le.as_ptr(), 64) };
+        out
+    }
+
+    /// `r · p` in G1 for a public 64-bit batch-verification weight.
+    pub(super) fn mult_u64_g1(p: &blst_p1, r: u64) -> blst_p1 {
+        let le = r.to_le_bytes();
+        let mut out = blst_p1::default();
+        // SAFETY: reads one blst_p1 and exactly 64 bits (the 8 bytes of `le`), writes one blst_p1.
+        unsafe { blst::blst_p1_mult(&mut out, p, le.as_ptr(), 64) };
         out
     }
 }
@@ -363,6 +384,81 @@ pub fn verify_hashed(pk: &PublicKey, hashed: &HashedMessage, sig: &Signature) ->
     blst_fp12::finalverify(&lhs, &rhs)
 }
 
+/// One signature in a batch verification.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchItem<'a> {
+    /// The (validated) public key it must verify under.
+    pub pubkey: &'a PublicKey,
+    /// The hashed message.
+    pub hashed: &'a HashedMessage,
+    /// The signature (computed here: no subgroup check).
+    pub signature: &'a Signature,
+}
+
+fn random_weights(n: usize) -> Option<Vec<u64>> {
+    let mut bytes = vec![0u8; 8 * n];
+    getrandom::getrandom(&mut bytes).ok()?;
+    Some(
+        bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([1; 8])) | 1)
+            .collect(),
+    )
+}
+
+fn batch_holds(items: &[BatchItem<'_>], weights: &[u64]) -> bool {
+    // Π e(rᵢ·pkᵢ, H(mᵢ)) = e(g₁, Σ rᵢ·σᵢ), with the rᵢ·pkᵢ of one message summed first, so a
+    // batch of one signing root costs two Miller loops whatever its size.
+    let mut groups: Vec<(blst_p2_affine, AggregatePublicKey)> = Vec::new();
+    let mut sigma: Option<AggregateSignature> = None;
+    for (item, &r) in items.iter().zip(weights) {
+        let pk = blst_p1::from(AggregatePublicKey::from_public_key(item.pubkey));
+        let term = AggregatePublicKey::from(ffi::mult_u64_g1(&pk, r));
+        match groups.iter_mut().find(|(h, _)| *h == item.hashed.affine) {
+            Some((_, acc)) => acc.add_aggregate(&term),
+            None => groups.push((item.hashed.affine, term)),
+        }
+        let s = AggregateSignature::from(ffi::mult_u64_g2(&to_point(item.signature), r));
+        match &mut sigma {
+            None => sigma = Some(s),
+            Some(acc) => acc.add_aggregate(&s),
+        }
+    }
+    let Some(sigma) = sigma else { return true };
+    let (hs, pks): (Vec<blst_p2_affine>, Vec<blst_p1_affine>) = groups
+        .into_iter()
+        .map(|(h, pk)| (h, blst_p1_affine::from(pk.to_public_key())))
+        .unzip();
+    let lhs = blst_fp12::miller_loop_n(&hs, &pks);
+    let mut rhs = blst_fp12::default();
+    Pairing::aggregated(&mut rhs, &blst_p2_affine::from(sigma.to_signature()));
+    blst_fp12::finalverify(&lhs, &rhs)
+}
+
+/// Verify many signatures at once (random 64-bit weights; a false accept has probability
+/// 2⁻⁶³): about one Miller loop per distinct message plus one final exponentiation for the
+/// whole batch, against two Miller loops and a final exponentiation each. When the batch fails,
+/// or no randomness is available, each item is checked alone and the indices of the bad ones
+/// are returned.
+pub fn verify_batch(items: &[BatchItem<'_>]) -> Result<(), Vec<usize>> {
+    if let Some(weights) = random_weights(items.len()) {
+        if batch_holds(items, &weights) {
+            return Ok(());
+        }
+    }
+    let bad: Vec<usize> = items
+        .iter()
+        .enumerate()
+        .filter(|(_, it)| !verify_hashed(it.pubkey, it.hashed, it.signature))
+        .map(|(i, _)| i)
+        .collect();
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(bad)
+    }
+}
+
 /// Verify a plain partial against its share's public key.
 pub fn verify_partial(share_pk: &PublicKey, hashed: &HashedMessage, partial: &Signature) -> bool {
     verify_hashed(share_pk, hashed, partial)
@@ -573,11 +669,12 @@ pub fn partial_sign_with_share(
     })
 }
 
-/// Single-thread CPU cost of each threshold step, in microseconds (mean over the iterations),
-/// and what they project for throughput. Device decryption is not included (see `bench custody`).
+/// Single-thread CPU cost of each threshold step, in microseconds (the median over interleaved
+/// rounds, so a burst of other load skews one round, not one step), and the throughput ratios
+/// they project. Device decryption is not included (`bench custody` measures it).
 #[derive(Debug, Clone, Serialize)]
 pub struct ThresholdTimings {
-    /// Iterations per measurement.
+    /// Operations timed per step in total.
     pub iterations: u32,
     /// blst `sign` of a whole key (hash + multiplication): the 1-of-1 cost.
     pub sign_whole_us: f64,
@@ -587,6 +684,8 @@ pub struct ThresholdTimings {
     pub partial_us: f64,
     /// One weighted partial (λᵢ·skᵢ, then the same multiplication).
     pub partial_weighted_us: f64,
+    /// Lagrange coefficients of a 2-subset.
+    pub lagrange_t2_us: f64,
     /// Lagrange coefficients of a 3-subset.
     pub lagrange_t3_us: f64,
     /// Plain combine, 2 partials (Lagrange + 2 multiplications + addition).
@@ -601,45 +700,55 @@ pub struct ThresholdTimings {
     pub verify_hashed_us: f64,
     /// blst's full verification from bytes (hashes again, subgroup checks).
     pub verify_full_us: f64,
-    /// CPU per 2-of-3 signature, weighted path, verified: hash + 2 weighted partials +
+    /// Batch verification of 8 signatures over 8 roots, per signature.
+    pub verify_batch8_per_sig_us: f64,
+    /// Batch verification of 8 signatures over one root (an attestation slot), per signature.
+    pub verify_batch8_same_root_per_sig_us: f64,
+    /// CPU per 2-of-3 signature, weighted path, verified alone: hash + 2 weighted partials +
     /// Lagrange(2) + weighted combine + verify_hashed.
     pub two_of_three_weighted_us: f64,
-    /// CPU per 2-of-3 signature, plain partials, verified.
+    /// CPU per 2-of-3 signature, plain partials, verified alone.
     pub two_of_three_plain_us: f64,
-    /// CPU per 3-of-5 signature, weighted path, verified.
+    /// CPU per 3-of-5 signature, weighted path, verified alone.
     pub three_of_five_weighted_us: f64,
-    /// Projected 2-of-3 ÷ 1-of-1 throughput when the 1-of-1 path does not verify.
+    /// CPU per 2-of-3 signature, weighted path, verified in batches of 8 distinct roots.
+    pub two_of_three_batched_us: f64,
+    /// Projected 2-of-3 ÷ 1-of-1 throughput, 1-of-1 unverified, 2-of-3 verified alone.
     pub ratio_2of3_vs_unverified_1of1: f64,
-    /// Projected 2-of-3 ÷ 1-of-1 throughput when the 1-of-1 path verifies too (reusing H(m)).
-    pub ratio_2of3_vs_verified_1of1: f64,
-    /// Same as the first ratio for the plain-partials path.
+    /// The same with the plain-partials path.
     pub ratio_2of3_plain_vs_unverified_1of1: f64,
+    /// The same with 2-of-3 verified in batches of 8.
+    pub ratio_2of3_batched_vs_unverified_1of1: f64,
+    /// Projected 2-of-3 ÷ 1-of-1 throughput when both verify alone (reusing H(m)).
+    pub ratio_2of3_vs_verified_1of1: f64,
 }
 
-fn mean_us<T>(iterations: u32, mut op: impl FnMut(u32) -> T) -> f64 {
-    let start = Instant::now();
-    for i in 0..iterations {
-        std::hint::black_box(op(i));
-    }
-    start.elapsed().as_secs_f64() * 1e6 / f64::from(iterations.max(1))
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
-/// Time each step of threshold signing on this thread, `iterations` times each, after checking
-/// that the weighted and plain paths give the key's own signature.
+/// Time each step of threshold signing on this thread, about `iterations` operations each, in
+/// interleaved rounds, after checking that every path gives the key's own signature.
 pub fn bench_combine(iterations: u32) -> Result<ThresholdTimings> {
-    let iterations = iterations.max(1);
+    const ROUNDS: u32 = 7;
+    const BATCH: usize = 8;
+    let per_round = (iterations / ROUNDS).max(1);
     let sk = bls::random_secret_key()?;
     let pk = sk.sk_to_pk();
+    let pkb = PublicKeyBytes(pk.compress());
     let ids = default_ids(3);
+    // A 3-of-3 split for the t = 3 steps, a 2-of-3 one for the t = 2 steps.
     let shares = split(&sk, 3, &ids)?;
-    let roots: Vec<[u8; 32]> = (0..iterations)
-        .map(|i| crate::bench::message(u64::from(i)))
+    let shares2 = split(&sk, 2, &ids)?;
+    let roots: Vec<[u8; 32]> = (0..u64::from(per_round).max(BATCH as u64))
+        .map(crate::bench::message)
         .collect();
     let root = |i: u32| &roots[i as usize % roots.len()];
 
     // The paths must agree with blst before their speed means anything.
     let hashed = HashedMessage::new(root(0));
-    let expected = bls::sign(&sk, root(0)).compress();
+    let sig = bls::sign(&sk, root(0));
     let plain: Vec<(ShareId, Signature)> = shares
         .iter()
         .map(|(id, s)| (*id, partial_sign(s, &hashed)))
@@ -650,67 +759,178 @@ pub fn bench_combine(iterations: u32) -> Result<ThresholdTimings> {
         .zip(&weights)
         .map(|((_, s), w)| partial_sign_weighted(s, w, &hashed))
         .collect();
-    if combine(&plain)?.compress() != expected
-        || combine_weighted(&weighted)?.compress() != expected
-    {
+    let w2 = lagrange_at_zero(&ids[..2])?;
+    let plain2: Vec<(ShareId, Signature)> = shares2[..2]
+        .iter()
+        .map(|(id, s)| (*id, partial_sign(s, &hashed)))
+        .collect();
+    let weighted2: Vec<Signature> = shares2[..2]
+        .iter()
+        .zip(&w2)
+        .map(|((_, s), w)| partial_sign_weighted(s, w, &hashed))
+        .collect();
+    for combined in [
+        combine(&plain)?,
+        combine(&plain2)?,
+        combine_weighted(&weighted)?,
+        combine_weighted(&weighted2)?,
+    ] {
+        if combined != sig {
+            return Err(SignerError::Bls(
+                "threshold combination differs from blst's signature".into(),
+            ));
+        }
+    }
+    let hashes: Vec<HashedMessage> = roots[..BATCH].iter().map(HashedMessage::new).collect();
+    let sigs: Vec<Signature> = roots[..BATCH].iter().map(|r| bls::sign(&sk, r)).collect();
+    let distinct: Vec<BatchItem<'_>> = (0..BATCH)
+        .map(|i| BatchItem {
+            pubkey: &pk,
+            hashed: &hashes[i],
+            signature: &sigs[i],
+        })
+        .collect();
+    let same_root: Vec<BatchItem<'_>> = (0..BATCH)
+        .map(|_| BatchItem {
+            pubkey: &pk,
+            hashed: &hashes[0],
+            signature: &sigs[0],
+        })
+        .collect();
+    if verify_batch(&distinct).is_err() || verify_batch(&same_root).is_err() {
         return Err(SignerError::Bls(
-            "threshold combination differs from blst's signature".into(),
+            "batch verification rejects good signatures".into(),
         ));
     }
-    let sig = bls::sign(&sk, root(0));
-    let pkb = PublicKeyBytes(pk.compress());
-    let w2 = lagrange_at_zero(&ids[..2])?;
 
-    let sign_whole_us = mean_us(iterations, |i| bls::sign(&sk, root(i)));
-    let hash_to_g2_us = mean_us(iterations, |i| HashedMessage::new(root(i)));
-    let partial_us = mean_us(iterations, |_| partial_sign(&shares[0].1, &hashed));
-    let partial_weighted_us = mean_us(iterations, |_| {
-        partial_sign_weighted(&shares[0].1, &w2[0], &hashed)
-    });
-    let lagrange_t3_us = mean_us(iterations, |_| lagrange(&ids).map(|v| v.len()));
-    let lagrange_t2_us = mean_us(iterations, |_| lagrange(&ids[..2]).map(|v| v.len()));
-    let combine_t2_us = mean_us(iterations, |_| combine(&plain[..2]).map(|s| s.compress()));
-    let combine_t3_us = mean_us(iterations, |_| combine(&plain).map(|s| s.compress()));
-    let combine_weighted_t2_us = mean_us(iterations, |_| {
-        combine_weighted(&weighted[..2]).map(|s| s.compress())
-    });
-    let combine_weighted_t3_us = mean_us(iterations, |_| {
-        combine_weighted(&weighted).map(|s| s.compress())
-    });
-    let verify_hashed_us = mean_us(iterations, |_| verify_hashed(&pk, &hashed, &sig));
-    let verify_full_us = mean_us(iterations, |_| verify_combined(&pkb, root(0), &sig));
-
-    let two_of_three_weighted_us = hash_to_g2_us
-        + 2.0 * partial_weighted_us
-        + lagrange_t2_us
-        + combine_weighted_t2_us
-        + verify_hashed_us;
-    let two_of_three_plain_us = hash_to_g2_us + 2.0 * partial_us + combine_t2_us + verify_hashed_us;
-    let three_of_five_weighted_us = hash_to_g2_us
-        + 3.0 * partial_weighted_us
-        + lagrange_t3_us
-        + combine_weighted_t3_us
-        + verify_hashed_us;
-    let verified_whole_us = sign_whole_us + verify_hashed_us;
+    type Step<'a> = Box<dyn FnMut(u32) -> bool + 'a>;
+    let batch_rounds = per_round.div_ceil(BATCH as u32);
+    let mut steps: Vec<(&str, u32, Step<'_>)> = vec![
+        (
+            "sign_whole",
+            per_round,
+            Box::new(|i| bls::sign(&sk, root(i)) == sig),
+        ),
+        (
+            "hash",
+            per_round,
+            Box::new(|i| HashedMessage::new(root(i)).affine == hashed.affine),
+        ),
+        (
+            "partial",
+            per_round,
+            Box::new(|_| partial_sign(&shares[0].1, &hashed) == sig),
+        ),
+        (
+            "partial_weighted",
+            per_round,
+            Box::new(|_| partial_sign_weighted(&shares[0].1, &w2[0], &hashed) == sig),
+        ),
+        (
+            "lagrange_t2",
+            per_round,
+            Box::new(|_| lagrange(&ids[..2]).is_ok()),
+        ),
+        (
+            "lagrange_t3",
+            per_round,
+            Box::new(|_| lagrange(&ids).is_ok()),
+        ),
+        (
+            "combine_t2",
+            per_round,
+            Box::new(|_| combine(&plain2).is_ok()),
+        ),
+        (
+            "combine_t3",
+            per_round,
+            Box::new(|_| combine(&plain).is_ok()),
+        ),
+        (
+            "combine_w_t2",
+            per_round,
+            Box::new(|_| combine_weighted(&weighted2).is_ok()),
+        ),
+        (
+            "combine_w_t3",
+            per_round,
+            Box::new(|_| combine_weighted(&weighted).is_ok()),
+        ),
+        (
+            "verify_hashed",
+            per_round,
+            Box::new(|_| verify_hashed(&pk, &hashed, &sig)),
+        ),
+        (
+            "verify_full",
+            per_round,
+            Box::new(|i| verify_combined(&pkb, root(i), &sig)),
+        ),
+        (
+            "batch8",
+            batch_rounds,
+            Box::new(|_| verify_batch(&distinct).is_ok()),
+        ),
+        (
+            "batch8_same",
+            batch_rounds,
+            Box::new(|_| verify_batch(&same_root).is_ok()),
+        ),
+    ];
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); steps.len()];
+    for _ in 0..ROUNDS {
+        for ((_, n, op), out) in steps.iter_mut().zip(samples.iter_mut()) {
+            let start = Instant::now();
+            for i in 0..*n {
+                std::hint::black_box(op(i));
+            }
+            out.push(start.elapsed().as_secs_f64() * 1e6 / f64::from(*n));
+        }
+    }
+    let names: Vec<&str> = steps.iter().map(|(name, _, _)| *name).collect();
+    let us = |name: &str| {
+        names
+            .iter()
+            .position(|n| *n == name)
+            .map(|i| median(samples[i].clone()))
+            .unwrap_or(0.0)
+    };
+    let batch_per_sig = us("batch8") / BATCH as f64;
+    let sign_whole_us = us("sign_whole");
+    let front = us("hash") + us("lagrange_t2") + us("combine_w_t2") + 2.0 * us("partial_weighted");
+    let two_of_three_weighted_us = front + us("verify_hashed");
+    let two_of_three_plain_us =
+        us("hash") + 2.0 * us("partial") + us("combine_t2") + us("verify_hashed");
+    let two_of_three_batched_us = front + batch_per_sig;
     Ok(ThresholdTimings {
-        iterations,
+        iterations: per_round * ROUNDS,
         sign_whole_us,
-        hash_to_g2_us,
-        partial_us,
-        partial_weighted_us,
-        lagrange_t3_us,
-        combine_t2_us,
-        combine_t3_us,
-        combine_weighted_t2_us,
-        combine_weighted_t3_us,
-        verify_hashed_us,
-        verify_full_us,
+        hash_to_g2_us: us("hash"),
+        partial_us: us("partial"),
+        partial_weighted_us: us("partial_weighted"),
+        lagrange_t2_us: us("lagrange_t2"),
+        lagrange_t3_us: us("lagrange_t3"),
+        combine_t2_us: us("combine_t2"),
+        combine_t3_us: us("combine_t3"),
+        combine_weighted_t2_us: us("combine_w_t2"),
+        combine_weighted_t3_us: us("combine_w_t3"),
+        verify_hashed_us: us("verify_hashed"),
+        verify_full_us: us("verify_full"),
+        verify_batch8_per_sig_us: batch_per_sig,
+        verify_batch8_same_root_per_sig_us: us("batch8_same") / BATCH as f64,
         two_of_three_weighted_us,
         two_of_three_plain_us,
-        three_of_five_weighted_us,
+        three_of_five_weighted_us: us("hash")
+            + us("lagrange_t3")
+            + us("combine_w_t3")
+            + 3.0 * us("partial_weighted")
+            + us("verify_hashed"),
+        two_of_three_batched_us,
         ratio_2of3_vs_unverified_1of1: sign_whole_us / two_of_three_weighted_us,
-        ratio_2of3_vs_verified_1of1: verified_whole_us / two_of_three_weighted_us,
         ratio_2of3_plain_vs_unverified_1of1: sign_whole_us / two_of_three_plain_us,
+        ratio_2of3_batched_vs_unverified_1of1: sign_whole_us / two_of_three_batched_us,
+        ratio_2of3_vs_verified_1of1: (sign_whole_us + us("verify_hashed"))
+            / two_of_three_weighted_us,
     })
 }
 
@@ -830,6 +1050,42 @@ mod tests {
             &hashed,
             &combine(&plain).unwrap()
         ));
+    }
+
+    #[test]
+    fn batch_verification_accepts_good_batches_and_names_bad_items() {
+        let keys: Vec<SecretKey> = (0..4).map(|_| bls::random_secret_key().unwrap()).collect();
+        let pks: Vec<PublicKey> = keys.iter().map(SecretKey::sk_to_pk).collect();
+        let roots = [[1u8; 32], [2u8; 32]];
+        let hashes: Vec<HashedMessage> = roots.iter().map(HashedMessage::new).collect();
+        // Keys 0..4 over two roots, so both the grouped and the separate pairings are used.
+        let sigs: Vec<Signature> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| partial_sign(k, &hashes[i % 2]))
+            .collect();
+        let items = |sigs: &[Signature]| -> Vec<(usize, Signature)> {
+            sigs.iter().copied().enumerate().collect()
+        };
+        let check = |sigs: &[Signature]| {
+            let owned = items(sigs);
+            let batch: Vec<BatchItem<'_>> = owned
+                .iter()
+                .map(|(i, s)| BatchItem {
+                    pubkey: &pks[*i],
+                    hashed: &hashes[i % 2],
+                    signature: s,
+                })
+                .collect();
+            verify_batch(&batch)
+        };
+        assert_eq!(check(&sigs), Ok(()));
+        assert_eq!(check(&[]), Ok(()));
+        let mut bad = sigs.clone();
+        bad[2] = partial_sign(&keys[2], &hashes[1]);
+        assert_eq!(check(&bad), Err(vec![2]));
+        bad.swap(0, 1);
+        assert_eq!(check(&bad), Err(vec![0, 1, 2]));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The slashing-protection benchmark behind `hsm-signer bench slashing`: durable attestations
-//! per second and latency on SQLite, group commit against one transaction per request.
+//! per second and latency on SQLite (PostgreSQL: `bench_postgres`, same workload), group commit
+//! against one transaction per request.
 //!
 //! Workload: `validators` keys, already registered with one attestation each (imported in one
 //! transaction before timing); `concurrency` threads, each owning every `concurrency`-th
@@ -122,9 +123,25 @@ fn run(
     seconds: f64,
     max_batch: usize,
 ) -> Result<BenchRun, SlashingError> {
-    let sp = SlashingProtection::open_sqlite_with(
-        path,
-        Some(GVR),
+    run_with(
+        |gvr, options| SlashingProtection::open_sqlite_with(path, Some(gvr), options),
+        validators,
+        concurrency,
+        seconds,
+        max_batch,
+    )
+}
+
+/// The workload on the service `open` returns for a fresh, empty database of any store.
+pub(crate) fn run_with(
+    open: impl FnOnce(Root, Options) -> Result<SlashingProtection, SlashingError>,
+    validators: usize,
+    concurrency: usize,
+    seconds: f64,
+    max_batch: usize,
+) -> Result<BenchRun, SlashingError> {
+    let sp = open(
+        GVR,
         Options {
             max_batch,
             ..Options::default()

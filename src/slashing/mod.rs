@@ -26,6 +26,7 @@ mod bench;
 mod interchange;
 #[cfg(test)]
 mod memory;
+mod postgres;
 mod rules;
 mod service;
 mod sqlite;
@@ -33,6 +34,7 @@ mod store;
 
 use std::fmt;
 
+pub use self::postgres::{bench_postgres, bench_postgres_mode, PostgresStore};
 pub use bench::{bench_sqlite, bench_sqlite_mode, BenchReport, BenchRun};
 pub use interchange::{ImportSummary, MinifiedValidator};
 pub use service::{Options, SlashingProtection, Stats};

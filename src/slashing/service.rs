@@ -95,6 +95,11 @@ struct Check {
 
 enum Job {
     Check(Check),
+    Task(Task),
+}
+
+/// Work that runs in a transaction of its own.
+enum Task {
     Import(
         interchange::Interchange,
         Reply<Result<ImportSummary, SlashingError>>,
@@ -237,14 +242,14 @@ impl SlashingProtection {
     /// never merged as records; see [`ImportSummary::minified`].
     pub fn import_interchange(&self, json: &str) -> Result<ImportSummary, SlashingError> {
         let parsed = interchange::parse(json)?;
-        self.call(|reply| Job::Import(parsed, reply))?
+        self.call(|reply| Job::Task(Task::Import(parsed, reply)))?
     }
 
     /// Export the given validators (all when `None`) as EIP-3076 v5 JSON. The EIP advises
     /// exporting only while nothing is being signed.
     pub fn export_interchange(&self, pubkeys: Option<&[Pubkey]>) -> Result<String, SlashingError> {
         let pubkeys = pubkeys.map(<[Pubkey]>::to_vec);
-        self.call(|reply| Job::Export(pubkeys, reply))?
+        self.call(|reply| Job::Task(Task::Export(pubkeys, reply)))?
     }
 
     /// Delete records older than `keep_epochs` before each validator's newest, keeping its
@@ -252,7 +257,7 @@ impl SlashingProtection {
     /// protection never drops. Returns the number of records deleted. One transaction: run it
     /// when idle (at start, say), since signing waits for it.
     pub fn prune(&self, keep_epochs: u64) -> Result<u64, SlashingError> {
-        self.call(|reply| Job::Prune(keep_epochs, reply))?
+        self.call(|reply| Job::Task(Task::Prune(keep_epochs, reply)))?
     }
 
     /// Counters since start.
@@ -269,12 +274,45 @@ impl SlashingProtection {
     }
 }
 
+type Answers = Vec<(Reply<Result<(), SlashingError>>, Result<(), SlashingError>)>;
+
 fn writer_loop<S: SlashingStore>(
     mut store: S,
     receiver: Receiver<Job>,
     max_batch: usize,
     counters: &Counters,
 ) {
+    // Waking hundreds of callers costs a syscall each; a second thread does it while the
+    // writer starts on the next batch. Answers leave only after their batch committed.
+    let (answer, answers) = mpsc::channel::<Answers>();
+    let replier = std::thread::Builder::new()
+        .name("slashing-reply".into())
+        .spawn(move || {
+            for batch in answers {
+                for (reply, result) in batch {
+                    reply.send(result);
+                }
+            }
+        });
+    let answer = match replier {
+        Ok(_) => Some(answer),
+        Err(e) => {
+            tracing::warn!("slashing protection: no reply thread ({e}); the writer replies");
+            None
+        }
+    };
+    let deliver = |batch: Answers| match &answer {
+        Some(a) => {
+            if let Err(mpsc::SendError(batch)) = a.send(batch) {
+                batch
+                    .into_iter()
+                    .for_each(|(reply, result)| reply.send(result));
+            }
+        }
+        None => batch
+            .into_iter()
+            .for_each(|(reply, result)| reply.send(result)),
+    };
     let mut pending: Option<Job> = None;
     loop {
         let first = match pending.take() {
@@ -286,8 +324,8 @@ fn writer_loop<S: SlashingStore>(
         };
         let first = match first {
             Job::Check(check) => check,
-            other => {
-                run_job(&mut store, other);
+            Job::Task(task) => {
+                run_task(&mut store, task);
                 continue;
             }
         };
@@ -302,7 +340,7 @@ fn writer_loop<S: SlashingStore>(
                 Err(_) => break,
             }
         }
-        run_batch(&mut store, batch, counters);
+        deliver(run_batch(&mut store, batch, counters));
     }
 }
 
@@ -317,16 +355,15 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, SlashingError>) -> Result<T, Slashin
     })
 }
 
-fn run_job<S: SlashingStore>(store: &mut S, job: Job) {
-    match job {
-        Job::Check(_) => unreachable!("checks are batched"),
-        Job::Import(ic, reply) => reply.send(guarded(|| {
+fn run_task<S: SlashingStore>(store: &mut S, task: Task) {
+    match task {
+        Task::Import(ic, reply) => reply.send(guarded(|| {
             store.transaction(|tx| interchange::import(tx, &ic))
         })),
-        Job::Export(pubkeys, reply) => reply.send(guarded(|| {
+        Task::Export(pubkeys, reply) => reply.send(guarded(|| {
             store.transaction(|tx| interchange::export(tx, pubkeys.as_deref()))
         })),
-        Job::Prune(keep_epochs, reply) => reply.send(guarded(|| {
+        Task::Prune(keep_epochs, reply) => reply.send(guarded(|| {
             store.transaction(|tx| {
                 let mut pruned = 0;
                 for (v, _) in tx.validators()? {
@@ -338,7 +375,7 @@ fn run_job<S: SlashingStore>(store: &mut S, job: Job) {
     }
 }
 
-fn run_batch<S: SlashingStore>(store: &mut S, batch: Vec<Check>, counters: &Counters) {
+fn run_batch<S: SlashingStore>(store: &mut S, batch: Vec<Check>, counters: &Counters) -> Answers {
     let items: Vec<(Pubkey, Root, Proposal)> = batch
         .iter()
         .map(|c| (c.pubkey, c.gvr, c.proposal))
@@ -349,16 +386,21 @@ fn run_batch<S: SlashingStore>(store: &mut S, batch: Vec<Check>, counters: &Coun
     match guarded(|| apply_checks(store, &items)) {
         Ok(verdicts) => {
             counters.transactions.fetch_add(1, Ordering::Relaxed);
-            for (check, verdict) in batch.into_iter().zip(verdicts) {
-                match &verdict {
-                    Ok(Allowed::Repeat) => counters.repeats.fetch_add(1, Ordering::Relaxed),
-                    Ok(Allowed::Recorded) => 0,
-                    Err(_) => counters.refused.fetch_add(1, Ordering::Relaxed),
-                };
-                check
-                    .reply
-                    .send(verdict.map(|_| ()).map_err(SlashingError::Refused));
-            }
+            batch
+                .into_iter()
+                .zip(verdicts)
+                .map(|(check, verdict)| {
+                    match &verdict {
+                        Ok(Allowed::Repeat) => counters.repeats.fetch_add(1, Ordering::Relaxed),
+                        Ok(Allowed::Recorded) => 0,
+                        Err(_) => counters.refused.fetch_add(1, Ordering::Relaxed),
+                    };
+                    (
+                        check.reply,
+                        verdict.map(|_| ()).map_err(SlashingError::Refused),
+                    )
+                })
+                .collect()
         }
         Err(e) => {
             counters.failed_transactions.fetch_add(1, Ordering::Relaxed);
@@ -367,9 +409,10 @@ fn run_batch<S: SlashingStore>(store: &mut S, batch: Vec<Check>, counters: &Coun
                 SlashingError::Store(m) => m,
                 other => other.to_string(),
             };
-            for check in batch {
-                check.reply.send(Err(SlashingError::Store(reason.clone())));
-            }
+            batch
+                .into_iter()
+                .map(|check| (check.reply, Err(SlashingError::Store(reason.clone()))))
+                .collect()
         }
     }
 }

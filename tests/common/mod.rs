@@ -2,6 +2,8 @@
 //! the real `hsm-signer` binary, and the fixtures.
 #![allow(dead_code)]
 
+pub mod pg;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -1,0 +1,911 @@
+//! The PostgreSQL store, for several hsm-signer processes sharing one slashing-protection
+//! database. Same schema and semantics as the SQLite store, in the `hsm_signer` schema of the
+//! database named by the connection string (tables of other applications are never touched);
+//! migrations are embedded and recorded in `hsm_signer.schema_version`. It owns the connection,
+//! the SQL and the locking; the rules, group commit, import and export are its siblings'.
+//!
+//! Locking. Every batch transaction locks each validator it touches before reading that
+//! validator's records: `SELECT … FOR UPDATE` on its `validators` row (inserted first with
+//! `ON CONFLICT DO NOTHING` if new), in ascending pubkey order (the callers sort), so two
+//! processes never hold locks the other waits for. A second process wanting the same validator
+//! waits until the first one's transaction has committed, and then reads what it committed.
+//!
+//! Why READ COMMITTED with row locks, not SERIALIZABLE: under READ COMMITTED every statement
+//! sees everything committed before it began, so once the lock is ours the reads that follow see
+//! the previous holder's records. REPEATABLE READ or SERIALIZABLE would read from a snapshot
+//! taken *before* the lock wait, would miss those records and would have to abort and retry the
+//! whole batch (SQLSTATE 40001) — but a batch cannot be replayed from here, since the store runs
+//! the caller's closure once. So the isolation level is set explicitly on every transaction,
+//! whatever the server's default is. Lock waits are bounded (`lock_timeout`), and the only
+//! outcome of a failure is a store error: nothing recorded, nothing signed.
+//!
+//! Durability: a commit returns only once its WAL is flushed; the store refuses a server with
+//! `fsync = off` and turns `synchronous_commit = off` back on for its session.
+//!
+//! A lost connection (server restart, network) fails the transaction in flight (its callers
+//! sign nothing); the next transaction reconnects.
+//!
+//! No TLS yet: connections are meant for a loopback address or a Unix socket (`host=/run/…`).
+//! A remote database needs a TLS connector (`postgres-openssl`, `postgres-native-tls`) passed to
+//! `Config::connect` — future work; until then a non-loopback host draws a warning.
+
+use std::time::Duration;
+
+use postgres::config::Host;
+use postgres::types::ToSql;
+use postgres::{Client, Config, IsolationLevel, NoTls, Row, Statement};
+
+use super::bench::{self, BenchReport, BenchRun};
+use super::service::{Options, SlashingProtection};
+use super::store::{
+    AttestationRecord, BlockRecord, Pruned, SlashingStore, StoreTxn, ValidatorId, Watermarks,
+};
+use super::{hex_root, Pubkey, Refusal, Root, SlashingError};
+
+/// Schema migrations, in the `hsm_signer` schema; `schema_version` holds how many are applied.
+/// Append, never edit.
+const MIGRATIONS: &[&str] = &[
+    // v1
+    "CREATE TABLE IF NOT EXISTS hsm_signer.metadata (
+        key TEXT PRIMARY KEY,
+        value BYTEA NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS hsm_signer.validators (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        pubkey BYTEA NOT NULL UNIQUE CHECK (octet_length(pubkey) = 48),
+        wm_block_slot BIGINT CHECK (wm_block_slot >= 0),
+        wm_attestation_source BIGINT CHECK (wm_attestation_source >= 0),
+        wm_attestation_target BIGINT CHECK (wm_attestation_target >= 0)
+    );
+    CREATE TABLE IF NOT EXISTS hsm_signer.signed_blocks (
+        validator_id BIGINT NOT NULL REFERENCES hsm_signer.validators (id),
+        slot BIGINT NOT NULL CHECK (slot >= 0),
+        signing_root BYTEA CHECK (signing_root IS NULL OR octet_length(signing_root) = 32),
+        PRIMARY KEY (validator_id, slot)
+    );
+    CREATE TABLE IF NOT EXISTS hsm_signer.signed_attestations (
+        validator_id BIGINT NOT NULL REFERENCES hsm_signer.validators (id),
+        target_epoch BIGINT NOT NULL CHECK (target_epoch >= 0),
+        source_epoch BIGINT NOT NULL CHECK (source_epoch >= 0),
+        signing_root BYTEA CHECK (signing_root IS NULL OR octet_length(signing_root) = 32),
+        PRIMARY KEY (validator_id, target_epoch)
+    );
+    CREATE INDEX IF NOT EXISTS signed_attestations_by_source
+        ON hsm_signer.signed_attestations (validator_id, source_epoch, target_epoch);",
+];
+
+/// Advisory lock serialising migrations of processes starting together ("hsms").
+const MIGRATION_LOCK: i64 = 0x6873_6d73;
+
+const GVR_KEY: &str = "genesis_validators_root";
+
+/// How long a transaction waits for another process's row lock before failing (503).
+const LOCK_TIMEOUT: &str = "10s";
+/// A session stuck inside a transaction (its process frozen) loses it, and its locks, after this.
+const IDLE_IN_TRANSACTION_TIMEOUT: &str = "60s";
+/// Unless the connection string says otherwise.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The PostgreSQL store. See the module doc.
+pub struct PostgresStore {
+    config: Config,
+    /// `host:port/dbname`, never the password: for messages.
+    target: String,
+    conn: Option<Connection>,
+}
+
+struct Connection {
+    client: Client,
+    st: Statements,
+}
+
+fn describe(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} (SQLSTATE {})", db.message(), db.code().code());
+    }
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
+}
+
+trait Db<T> {
+    fn db(self) -> Result<T, SlashingError>;
+}
+
+impl<T> Db<T> for Result<T, postgres::Error> {
+    fn db(self) -> Result<T, SlashingError> {
+        self.map_err(|e| SlashingError::Store(format!("postgresql: {}", describe(&e))))
+    }
+}
+
+fn int(v: u64) -> Result<i64, SlashingError> {
+    i64::try_from(v)
+        .map_err(|_| SlashingError::Store(format!("value {v} does not fit the database")))
+}
+
+fn uint(v: i64) -> Result<u64, SlashingError> {
+    u64::try_from(v)
+        .map_err(|_| SlashingError::Store(format!("corrupt database: negative value {v}")))
+}
+
+fn opt_uint(v: Option<i64>) -> Result<Option<u64>, SlashingError> {
+    v.map(uint).transpose()
+}
+
+fn root_col(bytes: Option<Vec<u8>>) -> Result<Option<Root>, SlashingError> {
+    bytes
+        .map(|b| {
+            Root::try_from(b.as_slice()).map_err(|_| {
+                SlashingError::Store(format!("corrupt database: a root of {} bytes", b.len()))
+            })
+        })
+        .transpose()
+}
+
+fn root_param(root: &Option<Root>) -> Option<&[u8]> {
+    root.as_ref().map(|r| &r[..])
+}
+
+/// Column `i` of `row`, typed; a mismatch is a store error, never a panic.
+fn col<'r, T: postgres::types::FromSql<'r>>(row: &'r Row, i: usize) -> Result<T, SlashingError> {
+    row.try_get(i).db()
+}
+
+/// `host:port/dbname` of a configuration, for messages (no user, no password).
+fn describe_target(config: &Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let port = config
+                .get_ports()
+                .get(i)
+                .or(config.get_ports().first())
+                .copied()
+                .unwrap_or(5432);
+            match h {
+                Host::Tcp(name) => format!("{name}:{port}"),
+                Host::Unix(dir) => format!("{}/.s.PGSQL.{port}", dir.display()),
+            }
+        })
+        .collect();
+    let hosts = if hosts.is_empty() {
+        "localhost".to_owned()
+    } else {
+        hosts.join(",")
+    };
+    format!("{hosts}/{}", config.get_dbname().unwrap_or("(default)"))
+}
+
+fn is_loopback(host: &Host) -> bool {
+    match host {
+        Host::Unix(_) => true,
+        Host::Tcp(name) => {
+            name == "localhost"
+                || name
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+    }
+}
+
+impl PostgresStore {
+    /// Connect to the database named by `url` (`postgres://user@host:port/db`, or the
+    /// `key=value` form; `host=/dir` for a Unix socket), create or migrate the schema, and check
+    /// the network as [`SqliteStore::open`](super::SqliteStore::open) does: `gvr` is recorded on
+    /// first use, and a database recorded for another network is refused.
+    ///
+    /// Blocking: call it from a plain thread, not from inside an async runtime.
+    pub fn open(url: &str, gvr: Option<Root>) -> Result<Self, SlashingError> {
+        let config: Config = url.parse().map_err(|e: postgres::Error| {
+            SlashingError::Store(format!(
+                "the PostgreSQL connection string is not valid: {}",
+                describe(&e)
+            ))
+        })?;
+        Self::open_config(config, gvr)
+    }
+
+    /// [`open`](Self::open) with a parsed configuration.
+    pub(crate) fn open_config(
+        mut config: Config,
+        gvr: Option<Root>,
+    ) -> Result<Self, SlashingError> {
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("hsm-signer");
+        }
+        let target = describe_target(&config);
+        if config.get_hosts().iter().any(|h| !is_loopback(h)) {
+            tracing::warn!(
+                "slashing protection database {target} is not on this host: the connection is \
+                 not encrypted (TLS is not supported yet)"
+            );
+        }
+        let mut client = connect(&config, &target)?;
+        migrate(&mut client).map_err(|e| at(&target, e))?;
+        let st = Statements::prepare(&mut client).map_err(|e| at(&target, e))?;
+        let mut store = PostgresStore {
+            config,
+            target,
+            conn: Some(Connection { client, st }),
+        };
+        store.transaction(|tx| match (tx.genesis_validators_root()?, gvr) {
+            (Some(stored), Some(given)) if stored != given => Err(SlashingError::Refused(
+                Refusal::GenesisValidatorsRootMismatch {
+                    expected: stored,
+                    got: given,
+                },
+            )),
+            (None, Some(given)) => tx.set_genesis_validators_root(&given),
+            _ => Ok(()),
+        })?;
+        Ok(store)
+    }
+
+    /// The connection, re-established if it was lost.
+    fn connection(&mut self) -> Result<&mut Connection, SlashingError> {
+        if self.conn.as_ref().is_some_and(|c| c.client.is_closed()) {
+            tracing::warn!(
+                "slashing protection: lost the connection to {}; reconnecting",
+                self.target
+            );
+            self.conn = None;
+        }
+        if self.conn.is_none() {
+            let mut client = connect(&self.config, &self.target)?;
+            let st = Statements::prepare(&mut client).map_err(|e| at(&self.target, e))?;
+            self.conn = Some(Connection { client, st });
+        }
+        self.conn
+            .as_mut()
+            .ok_or_else(|| SlashingError::Store("no database connection".into()))
+    }
+}
+
+fn at(target: &str, e: SlashingError) -> SlashingError {
+    match e {
+        SlashingError::Store(m) => SlashingError::Store(format!("{target}: {m}")),
+        other => other,
+    }
+}
+
+/// Open a session and make it safe: durable commits, bounded lock waits.
+fn connect(config: &Config, target: &str) -> Result<Client, SlashingError> {
+    let mut client = config.connect(NoTls).map_err(|e| {
+        SlashingError::Store(format!(
+            "postgresql {target}: cannot connect: {}",
+            describe(&e)
+        ))
+    })?;
+    let row = client
+        .query_one(
+            "SELECT current_setting('fsync'), current_setting('synchronous_commit')",
+            &[],
+        )
+        .db()
+        .map_err(|e| at(target, e))?;
+    let fsync: String = col(&row, 0)?;
+    let synchronous_commit: String = col(&row, 1)?;
+    if fsync != "on" {
+        return Err(SlashingError::Store(format!(
+            "postgresql {target}: the server runs with fsync = {fsync}, so a commit is not \
+             durable; slashing protection needs fsync = on"
+        )));
+    }
+    let mut session = format!(
+        "SET lock_timeout = '{LOCK_TIMEOUT}'; \
+         SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION_TIMEOUT}';"
+    );
+    if synchronous_commit == "off" {
+        session.push_str(" SET synchronous_commit = on;");
+    }
+    client
+        .batch_execute(&session)
+        .db()
+        .map_err(|e| at(target, e))?;
+    Ok(client)
+}
+
+/// Create or upgrade the schema, once per open, serialised across processes.
+fn migrate(client: &mut Client) -> Result<(), SlashingError> {
+    let mut tx = client.transaction().db()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .db()?;
+    let row = tx
+        .query_one(
+            "SELECT to_regnamespace('hsm_signer') IS NOT NULL,
+                    to_regclass('hsm_signer.schema_version') IS NOT NULL,
+                    (SELECT COUNT(*) FROM pg_catalog.pg_tables WHERE schemaname = 'hsm_signer')",
+            &[],
+        )
+        .db()?;
+    let (schema, versioned, tables): (bool, bool, i64) =
+        (col(&row, 0)?, col(&row, 1)?, col(&row, 2)?);
+    if !versioned && tables > 0 {
+        return Err(SlashingError::Store(
+            "the schema hsm_signer holds tables, but not an hsm-signer slashing-protection \
+             database"
+                .into(),
+        ));
+    }
+    if !schema {
+        tx.batch_execute("CREATE SCHEMA IF NOT EXISTS hsm_signer")
+            .db()?;
+    }
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS hsm_signer.schema_version (version INTEGER NOT NULL)",
+    )
+    .db()?;
+    let row = tx
+        .query_one("SELECT MAX(version) FROM hsm_signer.schema_version", &[])
+        .db()?;
+    let version: i32 = col::<Option<i32>>(&row, 0)?.unwrap_or(0);
+    let known = MIGRATIONS.len();
+    let applied = usize::try_from(version).unwrap_or(usize::MAX);
+    if applied > known {
+        return Err(SlashingError::Store(format!(
+            "the database has schema version {version}, newer than this hsm-signer knows \
+             ({known}); upgrade hsm-signer"
+        )));
+    }
+    if applied < known {
+        for sql in &MIGRATIONS[applied..] {
+            tx.batch_execute(sql).db()?;
+        }
+        let known =
+            i32::try_from(known).map_err(|_| SlashingError::Store("too many migrations".into()))?;
+        tx.execute("DELETE FROM hsm_signer.schema_version", &[])
+            .db()?;
+        tx.execute(
+            "INSERT INTO hsm_signer.schema_version (version) VALUES ($1)",
+            &[&known],
+        )
+        .db()?;
+    }
+    tx.commit().db()
+}
+
+impl SlashingStore for PostgresStore {
+    fn transaction<R>(
+        &mut self,
+        f: impl FnOnce(&mut dyn StoreTxn) -> Result<R, SlashingError>,
+    ) -> Result<R, SlashingError> {
+        // A connection that died while idle is noticed only when used: if BEGIN fails that way,
+        // reconnect once. Nothing has run yet, so trying again is safe.
+        for attempt in 0..2 {
+            let conn = self.connection()?;
+            // (A temporary, so that its borrow of the client ends with this statement.)
+            let failed = match conn
+                .client
+                .build_transaction()
+                .isolation_level(IsolationLevel::ReadCommitted)
+                .start()
+            {
+                Ok(mut tx) => {
+                    return match f(&mut PgTxn {
+                        tx: &mut tx,
+                        st: &conn.st,
+                    }) {
+                        // With fsync on and synchronous_commit not off, COMMIT returns once the
+                        // WAL is flushed. If it fails (or its outcome is unknown), the caller
+                        // signs nothing.
+                        Ok(r) => tx.commit().db().map(|()| r),
+                        Err(e) => {
+                            let _ = tx.rollback();
+                            Err(e)
+                        }
+                    };
+                }
+                Err(e) => e,
+            };
+            if attempt > 0 || !conn.client.is_closed() {
+                return Err(failed).db();
+            }
+        }
+        Err(SlashingError::Store(format!(
+            "postgresql {}: the connection was lost and could not be re-established",
+            self.target
+        )))
+    }
+}
+
+/// Every statement, prepared once per connection (one round trip per use, not two).
+struct Statements {
+    gvr: Statement,
+    insert_gvr: Statement,
+    lock_validator: Statement,
+    insert_validator: Statement,
+    find_validator: Statement,
+    validators: Statement,
+    watermarks: Statement,
+    set_watermarks: Statement,
+    block_at: Statement,
+    min_block_slot: Statement,
+    max_block_slot: Statement,
+    insert_block: Statement,
+    blocks: Statement,
+    attestation_at_target: Statement,
+    min_attestation_epochs: Statement,
+    max_attestation_target: Statement,
+    surrounded_by: Statement,
+    surrounding: Statement,
+    insert_attestation: Statement,
+    attestations: Statement,
+    lock_for_prune: Statement,
+    prune_blocks: Statement,
+    prune_attestations: Statement,
+}
+
+impl Statements {
+    fn prepare(client: &mut Client) -> Result<Self, SlashingError> {
+        let mut p = |sql: &str| client.prepare(sql).db();
+        Ok(Statements {
+            gvr: p("SELECT value FROM hsm_signer.metadata WHERE key = $1")?,
+            insert_gvr: p(
+                "INSERT INTO hsm_signer.metadata (key, value) VALUES ($1, $2)
+                 ON CONFLICT (key) DO NOTHING",
+            )?,
+            lock_validator: p("SELECT id FROM hsm_signer.validators WHERE pubkey = $1 FOR UPDATE")?,
+            insert_validator: p("INSERT INTO hsm_signer.validators (pubkey) VALUES ($1)
+                 ON CONFLICT (pubkey) DO NOTHING RETURNING id")?,
+            find_validator: p("SELECT id FROM hsm_signer.validators WHERE pubkey = $1")?,
+            validators: p("SELECT id, pubkey FROM hsm_signer.validators ORDER BY id")?,
+            watermarks: p(
+                "SELECT wm_block_slot, wm_attestation_source, wm_attestation_target
+                 FROM hsm_signer.validators WHERE id = $1",
+            )?,
+            set_watermarks: p("UPDATE hsm_signer.validators SET wm_block_slot = $2,
+                 wm_attestation_source = $3, wm_attestation_target = $4 WHERE id = $1")?,
+            block_at: p("SELECT signing_root FROM hsm_signer.signed_blocks
+                 WHERE validator_id = $1 AND slot = $2")?,
+            min_block_slot: p(
+                "SELECT MIN(slot) FROM hsm_signer.signed_blocks WHERE validator_id = $1",
+            )?,
+            max_block_slot: p(
+                "SELECT MAX(slot) FROM hsm_signer.signed_blocks WHERE validator_id = $1",
+            )?,
+            insert_block: p(
+                "INSERT INTO hsm_signer.signed_blocks (validator_id, slot, signing_root)
+                 VALUES ($1, $2, $3)",
+            )?,
+            blocks: p("SELECT slot, signing_root FROM hsm_signer.signed_blocks
+                 WHERE validator_id = $1 ORDER BY slot")?,
+            attestation_at_target: p(
+                "SELECT source_epoch, signing_root FROM hsm_signer.signed_attestations
+                 WHERE validator_id = $1 AND target_epoch = $2",
+            )?,
+            min_attestation_epochs: p("SELECT
+                 (SELECT MIN(source_epoch) FROM hsm_signer.signed_attestations
+                  WHERE validator_id = $1),
+                 (SELECT MIN(target_epoch) FROM hsm_signer.signed_attestations
+                  WHERE validator_id = $1)")?,
+            max_attestation_target: p(
+                "SELECT MAX(target_epoch) FROM hsm_signer.signed_attestations
+                 WHERE validator_id = $1",
+            )?,
+            // Each range-scans an index from the new attestation's epoch upwards, which in
+            // honest operation (epochs only rise) finds nothing after one seek.
+            surrounded_by: p("SELECT source_epoch, target_epoch, signing_root
+                 FROM hsm_signer.signed_attestations
+                 WHERE validator_id = $1 AND source_epoch > $2 AND target_epoch < $3 LIMIT 1")?,
+            surrounding: p("SELECT source_epoch, target_epoch, signing_root
+                 FROM hsm_signer.signed_attestations
+                 WHERE validator_id = $1 AND target_epoch > $3 AND source_epoch < $2 LIMIT 1")?,
+            insert_attestation: p(
+                "INSERT INTO hsm_signer.signed_attestations
+                 (validator_id, target_epoch, source_epoch, signing_root) VALUES ($1, $2, $3, $4)",
+            )?,
+            attestations: p("SELECT source_epoch, target_epoch, signing_root
+                 FROM hsm_signer.signed_attestations WHERE validator_id = $1
+                 ORDER BY target_epoch")?,
+            lock_for_prune: p("SELECT id FROM hsm_signer.validators WHERE id = $1
+                 FOR UPDATE SKIP LOCKED")?,
+            prune_blocks: p("WITH gone AS (DELETE FROM hsm_signer.signed_blocks
+                 WHERE validator_id = $1 AND slot < $2 RETURNING slot)
+                 SELECT COUNT(*), MAX(slot) FROM gone")?,
+            prune_attestations: p("WITH gone AS (DELETE FROM hsm_signer.signed_attestations
+                 WHERE validator_id = $1 AND target_epoch < $2 RETURNING source_epoch, target_epoch)
+                 SELECT COUNT(*), MAX(source_epoch), MAX(target_epoch) FROM gone")?,
+        })
+    }
+}
+
+struct PgTxn<'a, 'c> {
+    tx: &'a mut postgres::Transaction<'c>,
+    st: &'a Statements,
+}
+
+type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
+
+impl PgTxn<'_, '_> {
+    fn opt(&mut self, st: &Statement, params: Params<'_>) -> Result<Option<Row>, SlashingError> {
+        self.tx.query_opt(st, params).db()
+    }
+
+    fn one(&mut self, st: &Statement, params: Params<'_>) -> Result<Row, SlashingError> {
+        self.tx.query_one(st, params).db()
+    }
+
+    fn all(&mut self, st: &Statement, params: Params<'_>) -> Result<Vec<Row>, SlashingError> {
+        self.tx.query(st, params).db()
+    }
+
+    fn exec(&mut self, st: &Statement, params: Params<'_>) -> Result<u64, SlashingError> {
+        self.tx.execute(st, params).db()
+    }
+
+    /// One nullable BIGINT from a single-row query.
+    fn scalar(&mut self, st: &Statement, v: ValidatorId) -> Result<Option<u64>, SlashingError> {
+        let row = self.one(st, &[&v])?;
+        opt_uint(col(&row, 0)?)
+    }
+
+    fn att_query(
+        &mut self,
+        st: &Statement,
+        v: ValidatorId,
+        source: u64,
+        target: u64,
+    ) -> Result<Option<AttestationRecord>, SlashingError> {
+        let (source, target) = (int(source)?, int(target)?);
+        self.opt(st, &[&v, &source, &target])?
+            .map(|row| attestation_row(&row))
+            .transpose()
+    }
+}
+
+/// (source_epoch, target_epoch, signing_root).
+fn attestation_row(row: &Row) -> Result<AttestationRecord, SlashingError> {
+    Ok(AttestationRecord {
+        source_epoch: uint(col(row, 0)?)?,
+        target_epoch: uint(col(row, 1)?)?,
+        signing_root: root_col(col(row, 2)?)?,
+    })
+}
+
+impl StoreTxn for PgTxn<'_, '_> {
+    fn genesis_validators_root(&mut self) -> Result<Option<Root>, SlashingError> {
+        let st = &self.st.gvr;
+        match self.opt(st, &[&GVR_KEY])? {
+            Some(row) => root_col(Some(col(&row, 0)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn set_genesis_validators_root(&mut self, gvr: &Root) -> Result<(), SlashingError> {
+        // Another process may have recorded it since we looked: then it must be the same one.
+        let st = &self.st.insert_gvr;
+        if self.exec(st, &[&GVR_KEY, &&gvr[..]])? == 0 {
+            match self.genesis_validators_root()? {
+                Some(stored) if stored == *gvr => {}
+                Some(stored) => {
+                    return Err(SlashingError::Store(format!(
+                        "genesis validators root already recorded as {}",
+                        hex_root(&stored)
+                    )))
+                }
+                None => {
+                    return Err(SlashingError::Store(
+                        "the genesis validators root could not be recorded".into(),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn lock_validator(&mut self, pubkey: &Pubkey) -> Result<ValidatorId, SlashingError> {
+        let pk: &[u8] = &pubkey[..];
+        let (lock, insert) = (&self.st.lock_validator, &self.st.insert_validator);
+        if let Some(row) = self.opt(lock, &[&pk])? {
+            return col(&row, 0);
+        }
+        // New: our inserted row is ours until commit. If another process inserted it first, the
+        // insert waited for that commit and did nothing; then the row is there to lock.
+        if let Some(row) = self.opt(insert, &[&pk])? {
+            return col(&row, 0);
+        }
+        match self.opt(lock, &[&pk])? {
+            Some(row) => col(&row, 0),
+            None => Err(SlashingError::Store(
+                "a validator row vanished while being locked".into(),
+            )),
+        }
+    }
+
+    fn find_validator(&mut self, pubkey: &Pubkey) -> Result<Option<ValidatorId>, SlashingError> {
+        let pk: &[u8] = &pubkey[..];
+        let st = &self.st.find_validator;
+        self.opt(st, &[&pk])?.map(|row| col(&row, 0)).transpose()
+    }
+
+    fn validators(&mut self) -> Result<Vec<(ValidatorId, Pubkey)>, SlashingError> {
+        let st = &self.st.validators;
+        self.all(st, &[])?
+            .iter()
+            .map(|row| {
+                let pk: Vec<u8> = col(row, 1)?;
+                let pk = Pubkey::try_from(pk.as_slice()).map_err(|_| {
+                    SlashingError::Store(format!(
+                        "corrupt database: a pubkey of {} bytes",
+                        pk.len()
+                    ))
+                })?;
+                Ok((col(row, 0)?, pk))
+            })
+            .collect()
+    }
+
+    fn watermarks(&mut self, v: ValidatorId) -> Result<Watermarks, SlashingError> {
+        let st = &self.st.watermarks;
+        let row = self.one(st, &[&v])?;
+        Ok(Watermarks {
+            block_slot: opt_uint(col(&row, 0)?)?,
+            attestation_source: opt_uint(col(&row, 1)?)?,
+            attestation_target: opt_uint(col(&row, 2)?)?,
+        })
+    }
+
+    fn set_watermarks(&mut self, v: ValidatorId, wm: &Watermarks) -> Result<(), SlashingError> {
+        let p = |x: Option<u64>| x.map(int).transpose();
+        let (b, s, t) = (
+            p(wm.block_slot)?,
+            p(wm.attestation_source)?,
+            p(wm.attestation_target)?,
+        );
+        let st = &self.st.set_watermarks;
+        self.exec(st, &[&v, &b, &s, &t])?;
+        Ok(())
+    }
+
+    fn block_at(
+        &mut self,
+        v: ValidatorId,
+        slot: u64,
+    ) -> Result<Option<Option<Root>>, SlashingError> {
+        let slot = int(slot)?;
+        let st = &self.st.block_at;
+        self.opt(st, &[&v, &slot])?
+            .map(|row| root_col(col(&row, 0)?))
+            .transpose()
+    }
+
+    fn min_block_slot(&mut self, v: ValidatorId) -> Result<Option<u64>, SlashingError> {
+        let st = &self.st.min_block_slot;
+        self.scalar(st, v)
+    }
+
+    fn max_block_slot(&mut self, v: ValidatorId) -> Result<Option<u64>, SlashingError> {
+        let st = &self.st.max_block_slot;
+        self.scalar(st, v)
+    }
+
+    fn insert_block(&mut self, v: ValidatorId, block: &BlockRecord) -> Result<(), SlashingError> {
+        let slot = int(block.slot)?;
+        let root = root_param(&block.signing_root);
+        let st = &self.st.insert_block;
+        self.exec(st, &[&v, &slot, &root])?;
+        Ok(())
+    }
+
+    fn blocks(&mut self, v: ValidatorId) -> Result<Vec<BlockRecord>, SlashingError> {
+        let st = &self.st.blocks;
+        self.all(st, &[&v])?
+            .iter()
+            .map(|row| {
+                Ok(BlockRecord {
+                    slot: uint(col(row, 0)?)?,
+                    signing_root: root_col(col(row, 1)?)?,
+                })
+            })
+            .collect()
+    }
+
+    fn attestation_at_target(
+        &mut self,
+        v: ValidatorId,
+        target_epoch: u64,
+    ) -> Result<Option<AttestationRecord>, SlashingError> {
+        let target = int(target_epoch)?;
+        let st = &self.st.attestation_at_target;
+        self.opt(st, &[&v, &target])?
+            .map(|row| {
+                Ok(AttestationRecord {
+                    source_epoch: uint(col(&row, 0)?)?,
+                    target_epoch,
+                    signing_root: root_col(col(&row, 1)?)?,
+                })
+            })
+            .transpose()
+    }
+
+    fn min_attestation_epochs(
+        &mut self,
+        v: ValidatorId,
+    ) -> Result<(Option<u64>, Option<u64>), SlashingError> {
+        let st = &self.st.min_attestation_epochs;
+        let row = self.one(st, &[&v])?;
+        Ok((opt_uint(col(&row, 0)?)?, opt_uint(col(&row, 1)?)?))
+    }
+
+    fn max_attestation_target(&mut self, v: ValidatorId) -> Result<Option<u64>, SlashingError> {
+        let st = &self.st.max_attestation_target;
+        self.scalar(st, v)
+    }
+
+    fn attestation_surrounded_by(
+        &mut self,
+        v: ValidatorId,
+        source: u64,
+        target: u64,
+    ) -> Result<Option<AttestationRecord>, SlashingError> {
+        let st = &self.st.surrounded_by;
+        self.att_query(st, v, source, target)
+    }
+
+    fn attestation_surrounding(
+        &mut self,
+        v: ValidatorId,
+        source: u64,
+        target: u64,
+    ) -> Result<Option<AttestationRecord>, SlashingError> {
+        let st = &self.st.surrounding;
+        self.att_query(st, v, source, target)
+    }
+
+    fn insert_attestation(
+        &mut self,
+        v: ValidatorId,
+        att: &AttestationRecord,
+    ) -> Result<(), SlashingError> {
+        let (target, source) = (int(att.target_epoch)?, int(att.source_epoch)?);
+        let root = root_param(&att.signing_root);
+        let st = &self.st.insert_attestation;
+        self.exec(st, &[&v, &target, &source, &root])?;
+        Ok(())
+    }
+
+    fn attestations(&mut self, v: ValidatorId) -> Result<Vec<AttestationRecord>, SlashingError> {
+        let st = &self.st.attestations;
+        self.all(st, &[&v])?.iter().map(attestation_row).collect()
+    }
+
+    fn prune(
+        &mut self,
+        v: ValidatorId,
+        below_slot: u64,
+        below_target: u64,
+    ) -> Result<Pruned, SlashingError> {
+        // Pruning walks validators in id order, batches lock in pubkey order: to never deadlock
+        // with another process's batch, skip a validator that is busy now (the next prune takes
+        // it). Once locked, the watermarks read after this are the latest committed ones.
+        let st = &self.st.lock_for_prune;
+        if self.opt(st, &[&v])?.is_none() {
+            tracing::debug!("slashing protection: validator {v} busy, not pruned this time");
+            return Ok(Pruned::default());
+        }
+        let (below_slot, below_target) = (int(below_slot)?, int(below_target)?);
+        let st = &self.st.prune_blocks;
+        let blocks = self.one(st, &[&v, &below_slot])?;
+        let st = &self.st.prune_attestations;
+        let atts = self.one(st, &[&v, &below_target])?;
+        Ok(Pruned {
+            records: uint(col(&blocks, 0)?)? + uint(col(&atts, 0)?)?,
+            maxima: Watermarks {
+                block_slot: opt_uint(col(&blocks, 1)?)?,
+                attestation_source: opt_uint(col(&atts, 1)?)?,
+                attestation_target: opt_uint(col(&atts, 2)?)?,
+            },
+        })
+    }
+
+    fn savepoint(&mut self) -> Result<(), SlashingError> {
+        self.tx.batch_execute("SAVEPOINT nested").db()
+    }
+
+    fn rollback_savepoint(&mut self) -> Result<(), SlashingError> {
+        self.tx
+            .batch_execute("ROLLBACK TO SAVEPOINT nested; RELEASE SAVEPOINT nested")
+            .db()
+    }
+
+    fn release_savepoint(&mut self) -> Result<(), SlashingError> {
+        self.tx.batch_execute("RELEASE SAVEPOINT nested").db()
+    }
+}
+
+impl SlashingProtection {
+    /// Open (create) the slashing-protection database in the PostgreSQL database named by `url`
+    /// (see [`PostgresStore::open`]) for the network whose genesis validators root is `gvr`.
+    /// Several signer processes may share it.
+    pub fn open_postgres(url: &str, gvr: Option<Root>) -> Result<Self, SlashingError> {
+        Self::open_postgres_with(url, gvr, Options::default())
+    }
+
+    /// [`open_postgres`](Self::open_postgres) with explicit [`Options`].
+    pub fn open_postgres_with(
+        url: &str,
+        gvr: Option<Root>,
+        options: Options,
+    ) -> Result<Self, SlashingError> {
+        Self::with_store(PostgresStore::open(url, gvr)?, options)
+    }
+}
+
+/// [`bench_sqlite`](super::bench_sqlite) on PostgreSQL: both modes, each in a fresh database
+/// created on the server `url` points to (its role needs `CREATEDB`) and dropped after.
+pub fn bench_postgres(
+    url: &str,
+    validators: usize,
+    concurrency: usize,
+    seconds: f64,
+) -> Result<BenchReport, SlashingError> {
+    Ok(BenchReport {
+        group_commit: bench_postgres_mode(
+            url,
+            validators,
+            concurrency,
+            seconds,
+            Options::default().max_batch,
+        )?,
+        transaction_per_request: bench_postgres_mode(url, validators, concurrency, seconds, 1)?,
+    })
+}
+
+/// One PostgreSQL run with at most `max_batch` requests per transaction (1: the baseline).
+pub fn bench_postgres_mode(
+    url: &str,
+    validators: usize,
+    concurrency: usize,
+    seconds: f64,
+    max_batch: usize,
+) -> Result<BenchRun, SlashingError> {
+    let validators = validators.max(1);
+    let concurrency = concurrency.clamp(1, validators);
+    let config: Config = url.parse().map_err(|e: postgres::Error| {
+        SlashingError::Store(format!("connection string: {}", describe(&e)))
+    })?;
+    let target = describe_target(&config);
+    let name = format!(
+        "hsm_signer_bench_{}_{max_batch}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    );
+    let mut admin = config.connect(NoTls).map_err(|e| {
+        SlashingError::Store(format!(
+            "postgresql {target}: cannot connect: {}",
+            describe(&e)
+        ))
+    })?;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .db()?;
+    let mut bench_config = config.clone();
+    bench_config.dbname(&name);
+    let result = bench::run_with(
+        |gvr, options| {
+            SlashingProtection::with_store(
+                PostgresStore::open_config(bench_config, Some(gvr))?,
+                options,
+            )
+        },
+        validators,
+        concurrency,
+        seconds,
+        max_batch,
+    );
+    // The service is gone (its connection closed) once run_with returned.
+    let dropped = admin.batch_execute(&format!("DROP DATABASE {name}")).db();
+    let run = result?;
+    dropped?;
+    Ok(run)
+}

@@ -1,0 +1,450 @@
+//! Slashing protection on a real PostgreSQL shared by several signers: independent services
+//! (each its own connection, as separate processes have) racing conflicting requests, two real
+//! `hsm-signer serve` processes on one database, reconnection, migrations, the CLI. The
+//! EIP-3076 suite runs against PostgreSQL in `slashing_interchange.rs`.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Barrier};
+
+use common::pg::PgServer;
+use common::{fixture, signing_fixtures, Server, Signer};
+use hsm_signer::slashing::{Proposal, Refusal, SlashingError, SlashingProtection};
+use reqwest::blocking::Client;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+const GVR: [u8; 32] = [0x44; 32];
+
+fn open(url: &str) -> SlashingProtection {
+    SlashingProtection::open_postgres(url, Some(GVR)).expect("open")
+}
+
+fn root(i: usize) -> [u8; 32] {
+    let mut r = [0u8; 32];
+    r[..8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
+    r
+}
+
+fn att(source_epoch: u64, target_epoch: u64, i: usize) -> Proposal {
+    Proposal::Attestation {
+        source_epoch,
+        target_epoch,
+        signing_root: root(i),
+    }
+}
+
+/// `per_instance` threads on each service, all released at once; thread `i` of service `s`
+/// submits `proposal(s * per_instance + i)`.
+fn race_across(
+    services: &[SlashingProtection],
+    per_instance: usize,
+    pubkey: [u8; 48],
+    proposal: impl Fn(usize) -> Proposal + Sync,
+) -> Vec<Result<(), SlashingError>> {
+    let n = services.len() * per_instance;
+    let barrier = Arc::new(Barrier::new(n));
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .map(|k| {
+                let sp = services[k / per_instance].clone();
+                let (barrier, proposal) = (barrier.clone(), &proposal);
+                std::thread::Builder::new()
+                    .stack_size(256 * 1024)
+                    .spawn_scoped(s, move || {
+                        barrier.wait();
+                        sp.check_and_record(&pubkey, &GVR, proposal(k))
+                    })
+                    .expect("spawn")
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    })
+}
+
+#[test]
+fn two_instances_on_one_database_allow_exactly_one_of_400_conflicting_attestations() {
+    let pg = PgServer::start();
+    let services = [open(pg.url()), open(pg.url())];
+    let results = race_across(&services, 200, [1; 48], |i| att(4, 5, i));
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
+    for r in &results {
+        assert!(
+            matches!(
+                r,
+                Ok(()) | Err(SlashingError::Refused(Refusal::DoubleVote { .. }))
+            ),
+            "{r:?}"
+        );
+    }
+    // Both services took part, each in batches of its own.
+    for sp in &services {
+        let stats = sp.stats();
+        assert_eq!(stats.requests, 200, "{stats:?}");
+        assert_eq!(stats.failed_transactions, 0, "{stats:?}");
+    }
+}
+
+#[test]
+fn two_instances_allow_exactly_one_of_conflicting_blocks_and_surrounds() {
+    let pg = PgServer::start();
+    let services = [open(pg.url()), open(pg.url())];
+    let blocks = race_across(&services, 100, [2; 48], |i| Proposal::Block {
+        slot: 77,
+        signing_root: root(i),
+    });
+    assert_eq!(blocks.iter().filter(|r| r.is_ok()).count(), 1);
+    // Every vote surrounds or is surrounded by every other: one kind wins (its copies are
+    // identical re-signs), the others are refused.
+    let votes = [(10u64, 20u64), (11, 19), (9, 21), (12, 18), (8, 22)];
+    let results = race_across(&services, 100, [3; 48], |i| {
+        let (s, t) = votes[i % votes.len()];
+        att(s, t, i % votes.len())
+    });
+    let winners: std::collections::HashSet<usize> = results
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.is_ok())
+        .map(|(i, _)| i % votes.len())
+        .collect();
+    assert_eq!(winners.len(), 1, "{winners:?}");
+}
+
+#[test]
+fn overlapping_batches_of_two_instances_never_deadlock_and_each_epoch_is_signed_once() {
+    // Both services attest for the same 64 validators, epoch after epoch, so every batch of one
+    // locks rows the other's batches want: batches lock in pubkey order, so none deadlocks.
+    let pg = PgServer::start();
+    let services = [open(pg.url()), open(pg.url())];
+    let (validators, epochs) = (64usize, 15u64);
+    let barrier = Arc::new(Barrier::new(2 * validators));
+    let wins: Vec<(usize, usize, u64)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2 * validators)
+            .map(|k| {
+                let (side, v) = (k % 2, k / 2);
+                let (sp, barrier) = (services[side].clone(), barrier.clone());
+                s.spawn(move || {
+                    barrier.wait();
+                    let mut pk = [0u8; 48];
+                    pk[..8].copy_from_slice(&(v as u64).to_le_bytes());
+                    let mut won = Vec::new();
+                    for e in 1..=epochs {
+                        match sp.check_and_record(&pk, &GVR, att(e - 1, e, side)) {
+                            Ok(()) => won.push((v, side, e)),
+                            Err(SlashingError::Refused(_)) => {}
+                            Err(err) => panic!("validator {v} epoch {e}: {err}"),
+                        }
+                    }
+                    won
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    let mut per_epoch: HashMap<(usize, u64), usize> = HashMap::new();
+    for (v, _, e) in &wins {
+        *per_epoch.entry((*v, *e)).or_default() += 1;
+    }
+    assert_eq!(per_epoch.len(), validators * epochs as usize);
+    assert!(per_epoch.values().all(|&n| n == 1), "an epoch signed twice");
+    for sp in &services {
+        let stats = sp.stats();
+        assert_eq!(stats.failed_transactions, 0, "{stats:?}");
+        eprintln!("{stats:?}");
+    }
+}
+
+#[test]
+fn the_network_is_recorded_once_and_checked_by_every_instance() {
+    let pg = PgServer::start();
+    let url = pg.create_database("gvr");
+    let a = SlashingProtection::open_postgres(&url, None).unwrap();
+    let b = SlashingProtection::open_postgres(&url, None).unwrap();
+    a.check_and_record(&[5; 48], &GVR, att(0, 1, 0)).unwrap();
+    let r = b.check_and_record(&[6; 48], &[0x55; 32], att(0, 1, 0));
+    assert!(
+        matches!(
+            r,
+            Err(SlashingError::Refused(
+                Refusal::GenesisValidatorsRootMismatch { .. }
+            ))
+        ),
+        "{r:?}"
+    );
+    let err = SlashingProtection::open_postgres(&url, Some([0x55; 32])).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SlashingError::Refused(Refusal::GenesisValidatorsRootMismatch { .. })
+        ),
+        "{err}"
+    );
+    assert!(SlashingProtection::open_postgres(&url, Some(GVR)).is_ok());
+}
+
+#[test]
+fn instances_starting_together_migrate_once() {
+    let pg = PgServer::start();
+    let url = pg.create_database("migrate");
+    let opened: Vec<Result<SlashingProtection, SlashingError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| s.spawn(|| SlashingProtection::open_postgres(&url, Some(GVR))))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for o in &opened {
+        assert!(o.is_ok(), "{:?}", o.as_ref().err());
+    }
+    let version: i32 = pg
+        .connect(&url)
+        .query_one("SELECT version FROM hsm_signer.schema_version", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(version, 1);
+}
+
+#[test]
+fn refuses_a_foreign_schema_and_a_newer_one() {
+    let pg = PgServer::start();
+    let foreign = pg.create_database("foreign");
+    pg.connect(&foreign)
+        .batch_execute("CREATE SCHEMA hsm_signer; CREATE TABLE hsm_signer.validators (x INT)")
+        .unwrap();
+    let err = SlashingProtection::open_postgres(&foreign, None).unwrap_err();
+    assert!(err.to_string().contains("not an hsm-signer"), "{err}");
+
+    let newer = pg.create_database("newer");
+    drop(SlashingProtection::open_postgres(&newer, None).unwrap());
+    pg.connect(&newer)
+        .batch_execute("UPDATE hsm_signer.schema_version SET version = 99")
+        .unwrap();
+    let err = SlashingProtection::open_postgres(&newer, None).unwrap_err();
+    assert!(err.to_string().contains("newer"), "{err}");
+    // Tables of other applications in the database are left alone.
+    let shared = pg.create_database("shared");
+    pg.connect(&shared)
+        .batch_execute("CREATE TABLE public.validators (name TEXT); INSERT INTO public.validators VALUES ('x')")
+        .unwrap();
+    let sp = SlashingProtection::open_postgres(&shared, Some(GVR)).unwrap();
+    sp.check_and_record(&[7; 48], &GVR, att(1, 2, 0)).unwrap();
+    let n: i64 = pg
+        .connect(&shared)
+        .query_one("SELECT COUNT(*) FROM public.validators", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+}
+
+#[test]
+fn refuses_a_database_that_does_not_exist_or_a_bad_connection_string() {
+    let pg = PgServer::start();
+    let missing = format!("postgres://postgres@127.0.0.1:{}/nope", pg.port());
+    let err = SlashingProtection::open_postgres(&missing, None).unwrap_err();
+    assert!(matches!(err, SlashingError::Store(_)), "{err}");
+    assert!(err.to_string().contains("nope"), "{err}");
+    let err = SlashingProtection::open_postgres("postgres://u:secret@[::1", None).unwrap_err();
+    assert!(matches!(err, SlashingError::Store(_)), "{err}");
+    assert!(!err.to_string().contains("secret"), "{err}");
+}
+
+#[test]
+fn reconnects_after_the_connection_is_killed_and_keeps_protection() {
+    let pg = PgServer::start();
+    let sp = open(pg.url());
+    sp.check_and_record(&[8; 48], &GVR, att(1, 2, 0)).unwrap();
+    let killed: i64 = pg
+        .admin()
+        .query_one(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE application_name = 'hsm-signer'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(killed, 1);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    // The next request finds the connection dead, reconnects and is decided as usual.
+    let r = sp.check_and_record(&[8; 48], &GVR, att(1, 2, 1));
+    assert!(
+        matches!(r, Err(SlashingError::Refused(Refusal::DoubleVote { .. }))),
+        "{r:?}"
+    );
+    sp.check_and_record(&[8; 48], &GVR, att(2, 3, 0)).unwrap();
+    assert_eq!(sp.stats().failed_transactions, 0);
+}
+
+#[test]
+fn prune_on_postgres_keeps_protection() {
+    let pg = PgServer::start();
+    let sp = open(pg.url());
+    let pk = [9u8; 48];
+    for e in 1..=50u64 {
+        sp.check_and_record(&pk, &GVR, att(e - 1, e, 1)).unwrap();
+        sp.check_and_record(
+            &pk,
+            &GVR,
+            Proposal::Block {
+                slot: e * 32,
+                signing_root: root(1),
+            },
+        )
+        .unwrap();
+    }
+    assert_eq!(sp.prune(10).unwrap(), 39 + 39);
+    assert_eq!(sp.prune(10).unwrap(), 0);
+    for e in 1..40u64 {
+        assert!(sp.check_and_record(&pk, &GVR, att(e - 1, e, 2)).is_err());
+    }
+    sp.check_and_record(&pk, &GVR, att(49, 50, 1)).unwrap();
+    sp.check_and_record(&pk, &GVR, att(50, 51, 1)).unwrap();
+}
+
+// ---- the real binary --------------------------------------------------------------------------
+
+const HTTP_GVR: &str = "0x4b363db94e286120d76eb905340fdd4e54bfe9f06bf33ff6cf5ad27f511bfe95";
+const PK: &str = "0x9612d7a727c9d0a22e185a1c768478dfe919cada9266988cb32359c11f2b7b27f4ae4040902382ae2910c15e2b420d07";
+
+fn signer_with_fixture_key() -> Signer {
+    let s = Signer::new();
+    s.ok(&[
+        "keys",
+        "import",
+        "--keystore",
+        fixture("eip2335/keystore-pbkdf2.json").to_str().unwrap(),
+        "--password-file",
+        fixture("eip2335/password.txt").to_str().unwrap(),
+    ]);
+    s
+}
+
+/// An `ATTESTATION` sign request from the oracle fixtures, voting `source`→`target`, made unique
+/// by `tag`.
+fn attestation_request(source: u64, target: u64, tag: u64) -> Value {
+    let mut req = signing_fixtures()
+        .1
+        .into_iter()
+        .map(|(_, c)| c)
+        .find(|c| c["type"] == "ATTESTATION")
+        .unwrap()["request"]
+        .clone();
+    let o = req.as_object_mut().unwrap();
+    o.remove("signingRoot");
+    o.remove("signing_root");
+    req["fork_info"]["genesis_validators_root"] = json!(HTTP_GVR);
+    req["attestation"]["source"]["epoch"] = json!(source.to_string());
+    req["attestation"]["target"]["epoch"] = json!(target.to_string());
+    req["attestation"]["beacon_block_root"] = json!(format!("0x{tag:064x}"));
+    req
+}
+
+#[test]
+fn two_server_processes_sharing_postgres_sign_exactly_one_of_200_conflicting_requests() {
+    let pg = PgServer::start();
+    // Two signers, each with its own data directory and SoftHSM tokens holding the same key.
+    let (s1, s2) = (signer_with_fixture_key(), signer_with_fixture_key());
+    let args = ["--no-slot-deadlines", "--slashing-db", pg.url()];
+    let servers = [
+        Arc::new(Server::start(&s1, &args)),
+        Arc::new(Server::start(&s2, &args)),
+    ];
+    let barrier = Arc::new(Barrier::new(200));
+    let threads: Vec<_> = (0..200u64)
+        .map(|i| {
+            let (server, barrier) = (servers[(i % 2) as usize].clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let http = Client::builder()
+                    .timeout(std::time::Duration::from_secs(60))
+                    .build()
+                    .unwrap();
+                let body = attestation_request(10, 11, 1000 + i);
+                barrier.wait();
+                let resp = http
+                    .post(server.url(&format!("/api/v1/eth2/sign/{PK}")))
+                    .json(&body)
+                    .send()
+                    .unwrap();
+                (i % 2, resp.status())
+            })
+        })
+        .collect();
+    let statuses: Vec<(u64, StatusCode)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let signed: Vec<_> = statuses
+        .iter()
+        .filter(|(_, s)| *s == StatusCode::OK)
+        .collect();
+    let refused = statuses
+        .iter()
+        .filter(|(_, s)| *s == StatusCode::PRECONDITION_FAILED)
+        .count();
+    assert_eq!((signed.len(), refused), (1, 199), "{statuses:?}");
+    eprintln!("the one signature came from server {}", signed[0].0);
+
+    // Both servers see the record: a conflicting request to either is refused, and the database
+    // exports it through the CLI.
+    let http = Client::new();
+    for server in &servers {
+        let resp = http
+            .post(server.url(&format!("/api/v1/eth2/sign/{PK}")))
+            .json(&attestation_request(10, 11, 5))
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::PRECONDITION_FAILED);
+    }
+    let export: Value =
+        serde_json::from_str(&s1.ok(&["slashing", "export", "-", "--slashing-db", pg.url()]))
+            .unwrap();
+    let atts = export["data"][0]["signed_attestations"].as_array().unwrap();
+    assert_eq!(atts.len(), 1, "{export}");
+    assert_eq!(atts[0]["target_epoch"], "11");
+}
+
+#[test]
+fn cli_import_and_export_speak_to_postgres() {
+    let pg = PgServer::start();
+    let s = Signer::new();
+    let file = s.data_dir().join("in.json");
+    std::fs::write(
+        &file,
+        json!({
+            "metadata": {"interchange_format_version": "5", "genesis_validators_root": HTTP_GVR},
+            "data": [{"pubkey": PK, "signed_blocks": [{"slot": "81952"}],
+                      "signed_attestations": [{"source_epoch": "2290", "target_epoch": "3007"}]}]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let out = s.ok(&[
+        "slashing",
+        "import",
+        file.to_str().unwrap(),
+        "--slashing-db",
+        pg.url(),
+    ]);
+    assert!(
+        out.contains("1 block(s), 1 attestation(s) recorded"),
+        "{out}"
+    );
+    let export: Value =
+        serde_json::from_str(&s.ok(&["slashing", "export", "-", "--slashing-db", pg.url()]))
+            .unwrap();
+    assert_eq!(export["data"][0]["pubkey"], PK);
+    assert_eq!(export["data"][0]["signed_blocks"][0]["slot"], "81952");
+    // Nothing went to a SQLite file in the data directory.
+    assert!(!s.data_dir().join("slashing-protection.sqlite").exists());
+    // An unreachable database is one clear error line.
+    let err = s.fail(&[
+        "slashing",
+        "export",
+        "-",
+        "--slashing-db",
+        &format!("postgres://postgres@127.0.0.1:{}/nope", pg.port()),
+    ]);
+    common::assert_one_error_line(&err);
+}
