@@ -194,6 +194,13 @@ enum SlashingCmd {
         #[arg(long = "pubkey")]
         pubkeys: Vec<String>,
     },
+    /// Delete records older than the newest N epochs per validator, keeping their maxima as
+    /// watermarks (protection is never lowered).
+    Prune {
+        /// Epochs of history to keep per validator.
+        #[arg(long)]
+        keep_epochs: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -731,6 +738,12 @@ fn slashing_cmd(config: &Config, cmd: SlashingCmd) -> Result<()> {
             for m in &summary.minified {
                 println!("slashable data for {m:?} was imported as low watermarks only");
             }
+            Ok(())
+        }
+        SlashingCmd::Prune { keep_epochs } => {
+            let (_, db) = open_slashing_db(config);
+            let removed = db.map_err(err)?.prune(keep_epochs).map_err(err)?;
+            println!("pruned {removed} record(s); the newest {keep_epochs} epochs per validator are kept");
             Ok(())
         }
         SlashingCmd::Export { file, pubkeys } => {

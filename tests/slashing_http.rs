@@ -298,3 +298,34 @@ fn sigkill_at_random_points_never_loses_protection() {
         }
     }
 }
+
+#[test]
+fn prune_keeps_recent_history_and_the_highest_vote() {
+    let s = signer_with_fixture_key();
+    let atts: Vec<Value> = (1..=50u64)
+        .map(|e| json!({"source_epoch": (e - 1).to_string(), "target_epoch": e.to_string(), "signing_root": root_hex(e)}))
+        .collect();
+    let interchange = json!({
+        "metadata": {"interchange_format_version": "5", "genesis_validators_root": GVR},
+        "data": [{"pubkey": PK, "signed_blocks": [], "signed_attestations": atts}],
+    });
+    let file = s.data_dir().join("interchange.json");
+    std::fs::write(&file, interchange.to_string()).unwrap();
+    let out = s.ok(&["slashing", "import", file.to_str().unwrap()]);
+    assert!(out.contains("50 attestation(s) recorded"), "{out}");
+    let out = s.ok(&["slashing", "prune", "--keep-epochs", "5"]);
+    assert!(out.starts_with("pruned "), "{out}");
+    let export: Value = serde_json::from_str(&s.ok(&["slashing", "export", "-"])).unwrap();
+    let kept = export["data"][0]["signed_attestations"].as_array().unwrap();
+    assert!(kept.len() <= 6, "{} records kept", kept.len());
+    let max_target = kept
+        .iter()
+        .map(|a| a["target_epoch"].as_str().unwrap().parse::<u64>().unwrap())
+        .max()
+        .unwrap();
+    assert_eq!(max_target, 50, "the newest vote is never pruned");
+    // Protection is not lowered: an old vote is still refused over HTTP.
+    let server = Server::start(&s, &["--no-slot-deadlines"]);
+    let (status, _) = sign(&Client::new(), &server, &attestation(10, 11, 777));
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED);
+}
