@@ -10,20 +10,11 @@ use serde_json::{json, Value};
 
 /// The oracle fixtures' key is the EIP-2335 vectors' key: import it and serve.
 fn serve_fixture_key() -> (Signer, Server, String) {
-    let s = Signer::new();
-    s.ok(&[
-        "keys",
-        "import",
-        "--keystore",
-        fixture("eip2335/keystore-pbkdf2.json").to_str().unwrap(),
-        "--password-file",
-        fixture("eip2335/password.txt").to_str().unwrap(),
-    ]);
+    let s = Signer::with_fixture_key();
     // The fixtures' slots are random or historical and each case has its own genesis validators
     // root: replay them without slot deadlines and without slashing protection (tested below).
     let server = Server::start(&s, &["--no-slot-deadlines", "--no-slashing-protection"]);
-    let pk = "0x9612d7a727c9d0a22e185a1c768478dfe919cada9266988cb32359c11f2b7b27f4ae4040902382ae2910c15e2b420d07";
-    (s, server, pk.to_owned())
+    (s, server, common::FIXTURE_PK.to_owned())
 }
 
 fn client() -> Client {

@@ -6,26 +6,13 @@ mod common;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Barrier, Mutex};
 
-use common::{fixture, signing_fixtures, Server, Signer};
+use common::{signing_fixtures, Server, Signer};
 use reqwest::blocking::Client;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 const GVR: &str = "0x4b363db94e286120d76eb905340fdd4e54bfe9f06bf33ff6cf5ad27f511bfe95";
-const PK: &str = "0x9612d7a727c9d0a22e185a1c768478dfe919cada9266988cb32359c11f2b7b27f4ae4040902382ae2910c15e2b420d07";
-
-fn signer_with_fixture_key() -> Signer {
-    let s = Signer::new();
-    s.ok(&[
-        "keys",
-        "import",
-        "--keystore",
-        fixture("eip2335/keystore-pbkdf2.json").to_str().unwrap(),
-        "--password-file",
-        fixture("eip2335/password.txt").to_str().unwrap(),
-    ]);
-    s
-}
+const PK: &str = common::FIXTURE_PK;
 
 fn template(kind: &str, pred: impl Fn(&Value) -> bool) -> Value {
     let mut req = signing_fixtures()
@@ -73,7 +60,7 @@ fn sign(http: &Client, server: &Server, body: &Value) -> (StatusCode, Value) {
 
 #[test]
 fn slashable_requests_get_412_with_the_reason_and_safe_ones_sign() {
-    let s = signer_with_fixture_key();
+    let s = Signer::with_fixture_key();
     let server = Server::start(&s, &["--no-slot-deadlines"]);
     let http = Client::new();
     let ok = StatusCode::OK;
@@ -126,7 +113,7 @@ fn slashable_requests_get_412_with_the_reason_and_safe_ones_sign() {
 
 #[test]
 fn a_thousand_concurrent_conflicting_requests_yield_exactly_one_signature() {
-    let s = signer_with_fixture_key();
+    let s = Signer::with_fixture_key();
     let server = Arc::new(Server::start(&s, &["--no-slot-deadlines"]));
     for (kind, make) in [
         (
@@ -172,7 +159,7 @@ struct Returned {
 
 #[test]
 fn sigkill_at_random_points_never_loses_protection() {
-    let s = signer_with_fixture_key();
+    let s = Signer::with_fixture_key();
     let returned = Arc::new(Mutex::new(Vec::<Returned>::new()));
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = || {
@@ -301,7 +288,7 @@ fn sigkill_at_random_points_never_loses_protection() {
 
 #[test]
 fn prune_keeps_recent_history_and_the_highest_vote() {
-    let s = signer_with_fixture_key();
+    let s = Signer::with_fixture_key();
     let atts: Vec<Value> = (1..=50u64)
         .map(|e| json!({"source_epoch": (e - 1).to_string(), "target_epoch": e.to_string(), "signing_root": root_hex(e)}))
         .collect();

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Barrier};
 
 use common::pg::PgServer;
-use common::{fixture, signing_fixtures, Server, Signer};
+use common::{signing_fixtures, Server, Signer};
 use hsm_signer::slashing::{Proposal, Refusal, SlashingError, SlashingProtection};
 use reqwest::blocking::Client;
 use reqwest::StatusCode;
@@ -309,20 +309,7 @@ fn prune_on_postgres_keeps_protection() {
 // ---- the real binary --------------------------------------------------------------------------
 
 const HTTP_GVR: &str = "0x4b363db94e286120d76eb905340fdd4e54bfe9f06bf33ff6cf5ad27f511bfe95";
-const PK: &str = "0x9612d7a727c9d0a22e185a1c768478dfe919cada9266988cb32359c11f2b7b27f4ae4040902382ae2910c15e2b420d07";
-
-fn signer_with_fixture_key() -> Signer {
-    let s = Signer::new();
-    s.ok(&[
-        "keys",
-        "import",
-        "--keystore",
-        fixture("eip2335/keystore-pbkdf2.json").to_str().unwrap(),
-        "--password-file",
-        fixture("eip2335/password.txt").to_str().unwrap(),
-    ]);
-    s
-}
+const PK: &str = common::FIXTURE_PK;
 
 /// An `ATTESTATION` sign request from the oracle fixtures, voting `source`→`target`, made unique
 /// by `tag`.
@@ -348,7 +335,7 @@ fn attestation_request(source: u64, target: u64, tag: u64) -> Value {
 fn two_server_processes_sharing_postgres_sign_exactly_one_of_200_conflicting_requests() {
     let pg = PgServer::start();
     // Two signers, each with its own data directory and SoftHSM tokens holding the same key.
-    let (s1, s2) = (signer_with_fixture_key(), signer_with_fixture_key());
+    let (s1, s2) = (Signer::with_fixture_key(), Signer::with_fixture_key());
     let args = ["--no-slot-deadlines", "--slashing-db", pg.url()];
     let servers = [
         Arc::new(Server::start(&s1, &args)),

@@ -38,14 +38,13 @@ pub fn seal_share(
     })
 }
 
-/// Open one share on its device and sign `signing_root` with it. The secret exists only inside
-/// this call, in buffers that are wiped on return.
-pub fn sign_with_share(
+/// Open one share on its device: the secret exists only in the returned key, which wipes
+/// itself when dropped.
+pub fn open_share(
     device: &Device,
     validator: &PublicKeyBytes,
     share: &ShareRecord,
-    signing_root: &[u8; 32],
-) -> Result<Signature> {
+) -> Result<blst::min_pk::SecretKey> {
     if device.name() != share.device {
         return Err(SignerError::Invalid(format!(
             "share {} of {validator} lives on device {}, not {}",
@@ -55,6 +54,19 @@ pub fn sign_with_share(
         )));
     }
     let secret = device.decrypt(&share.envelope, &envelope_aad(validator, share.id))?;
-    let sk = bls::secret_key(&secret)?;
-    Ok(bls::sign(&sk, signing_root))
+    bls::secret_key(&secret)
+}
+
+/// Open one share on its device and sign `signing_root` with it. The secret exists only inside
+/// this call, in buffers that are wiped on return.
+pub fn sign_with_share(
+    device: &Device,
+    validator: &PublicKeyBytes,
+    share: &ShareRecord,
+    signing_root: &[u8; 32],
+) -> Result<Signature> {
+    Ok(bls::sign(
+        &open_share(device, validator, share)?,
+        signing_root,
+    ))
 }

@@ -33,7 +33,7 @@ use serde::Serialize;
 
 use crate::bls;
 use crate::error::{Result, SignerError};
-use crate::keys::record::{envelope_aad, KeyRecord, PublicKeyBytes, ShareId, ShareRecord};
+use crate::keys::record::{KeyRecord, PublicKeyBytes, ShareId, ShareRecord};
 
 /// The few `blst` functions without a safe wrapper, one `unsafe` call each. Every pointer passed
 /// comes from a Rust reference to a live, correctly typed value, and blst writes only through
@@ -653,16 +653,7 @@ pub fn partial_sign_with_share(
     hashed: &HashedMessage,
     weight: Option<&Coefficient>,
 ) -> Result<Signature> {
-    if device.name() != share.device {
-        return Err(SignerError::Invalid(format!(
-            "share {} of {validator} lives on device {}, not {}",
-            share.id,
-            share.device,
-            device.name()
-        )));
-    }
-    let secret = device.decrypt(&share.envelope, &envelope_aad(validator, share.id))?;
-    let sk = bls::secret_key(&secret)?;
+    let sk = crate::keys::open_share(device, validator, share)?;
     Ok(match weight {
         None => partial_sign(&sk, hashed),
         Some(w) => partial_sign_weighted(&sk, w, hashed),

@@ -18,6 +18,9 @@ pub fn fixture(rel: &str) -> PathBuf {
         .join(rel)
 }
 
+/// The EIP-2335 vectors' public key.
+pub const FIXTURE_PK: &str = "0x9612d7a727c9d0a22e185a1c768478dfe919cada9266988cb32359c11f2b7b27f4ae4040902382ae2910c15e2b420d07";
+
 /// The EIP-2335 vectors' secret.
 pub const EIP2335_SECRET: &str = "000000000019d6689c085ae165831e934ff763ae46a2a6c172b3f1b60a8ce26f";
 
@@ -30,6 +33,21 @@ impl Signer {
         Signer {
             dir: tempfile::tempdir().unwrap(),
         }
+    }
+
+    /// A signer holding the EIP-2335 vectors' key (the oracle fixtures' key), imported through
+    /// the CLI; its pubkey is [`FIXTURE_PK`].
+    pub fn with_fixture_key() -> Signer {
+        let s = Signer::new();
+        s.ok(&[
+            "keys",
+            "import",
+            "--keystore",
+            fixture("eip2335/keystore-pbkdf2.json").to_str().unwrap(),
+            "--password-file",
+            fixture("eip2335/password.txt").to_str().unwrap(),
+        ]);
+        s
     }
 
     pub fn data_dir(&self) -> &Path {
