@@ -691,6 +691,18 @@ fn read_password(path: &std::path::Path) -> Result<SecretString> {
     ))
 }
 
+/// A benchmark report as pretty JSON, or as its table.
+fn print_report(report: &impl serde::Serialize, table: String, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(report).unwrap_or_default()
+        );
+    } else {
+        print!("{table}");
+    }
+}
+
 /// A fresh scratch directory under the data directory.
 fn tempfile_dir(data_dir: &std::path::Path) -> Result<PathBuf> {
     let dir = data_dir.join(format!("bench-{}", std::process::id()));
@@ -848,14 +860,7 @@ fn bench_cmd(config: &Config, cmd: BenchCmd) -> Result<()> {
         } => {
             bootstrap_embedded(config)?;
             let report = bench::threshold::run(config, seconds, concurrency)?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).unwrap_or_default()
-                );
-            } else {
-                print!("{}", report.table());
-            }
+            print_report(&report, report.table(), json);
             Ok(())
         }
         BenchCmd::Scenario {
@@ -880,14 +885,7 @@ fn bench_cmd(config: &Config, cmd: BenchCmd) -> Result<()> {
                 std::fs::write(&path, report.svg()).map_err(SignerError::io(&path))?;
                 eprintln!("latency distributions drawn to {}", path.display());
             }
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).unwrap_or_default()
-                );
-            } else {
-                print!("{}", report.table());
-            }
+            print_report(&report, report.table(), json);
             Ok(())
         }
         BenchCmd::Custody {
@@ -904,14 +902,7 @@ fn bench_cmd(config: &Config, cmd: BenchCmd) -> Result<()> {
                     .unwrap_or(1)
             });
             let report = bench::custody::run(&devices, &device, threads, seconds)?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).unwrap_or_default()
-                );
-            } else {
-                print!("{}", report.table());
-            }
+            print_report(&report, report.table(), json);
             Ok(())
         }
     }

@@ -147,6 +147,27 @@ struct ThresholdJob {
 }
 
 impl Ctx {
+    fn new(
+        id: u64,
+        job: SignJob,
+        deadline: Instant,
+        enqueued: Instant,
+        tx: Reply,
+        threshold: Option<Mutex<ThresholdJob>>,
+    ) -> Arc<Ctx> {
+        Arc::new(Ctx {
+            id,
+            class: job.class,
+            deadline,
+            enqueued,
+            key: job.key,
+            root: job.signing_root,
+            cancelled: AtomicBool::new(false),
+            reply: Mutex::new(Some(tx)),
+            threshold,
+        })
+    }
+
     fn answer(&self, result: Result<Signature, JobError>) {
         if let Some(tx) = self.reply.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = tx.send(result);
@@ -538,16 +559,13 @@ impl Scheduler {
         }
         let id = st.next_id;
         st.next_id += 1;
-        let ctx = Arc::new(Ctx {
+        let ctx = Ctx::new(
             id,
-            class: job.class,
+            job,
             deadline,
-            enqueued: now,
-            key: job.key,
-            root: job.signing_root,
-            cancelled: AtomicBool::new(false),
-            reply: Mutex::new(Some(tx)),
-            threshold: Some(Mutex::new(ThresholdJob {
+            now,
+            tx,
+            Some(Mutex::new(ThresholdJob {
                 key,
                 asked: Vec::new(),
                 excluded: Vec::new(),
@@ -556,7 +574,7 @@ impl Scheduler {
                 combining: false,
                 failures: Vec::new(),
             })),
-        });
+        );
         let thr = ctx
             .threshold
             .as_ref()
@@ -632,17 +650,7 @@ impl Scheduler {
         let id = st.next_id;
         st.next_id += 1;
         st.waiting += 1;
-        let ctx = Arc::new(Ctx {
-            id,
-            class: job.class,
-            deadline,
-            enqueued: now,
-            key: job.key,
-            root: job.signing_root,
-            cancelled: AtomicBool::new(false),
-            reply: Mutex::new(Some(tx)),
-            threshold: None,
-        });
+        let ctx = Ctx::new(id, job, deadline, now, tx, None);
         st.dev_q[device].push(DevTask(ctx.clone(), 0));
         drop(st);
         inner.dev_cv[device].notify_one();
