@@ -242,8 +242,8 @@ enum BenchCmd {
         /// Validators (each signs a selection proof, a registration and an attestation).
         #[arg(long, default_value_t = 10_000)]
         validators: usize,
-        /// Blocks proposed during the burst.
-        #[arg(long, default_value_t = 5)]
+        /// Blocks proposed during the burst (one at its start, then one every 200 ms).
+        #[arg(long, default_value_t = 20)]
         blocks: usize,
         /// Simulated network HSM latency per operation, milliseconds.
         #[arg(long, default_value_t = 2)]
@@ -396,9 +396,7 @@ fn serve(
         errors.iter().map(|e| e.to_string()).collect(),
         slashing,
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+    let runtime = hsm_signer::scheduler::runtime()
         .map_err(|e| SignerError::Invalid(format!("starting the runtime: {e}")))?;
     runtime
         .block_on(api::serve(state, addr))

@@ -117,6 +117,75 @@ async fn the_fifo_baseline_puts_the_block_behind_the_herd() {
     assert!(pos >= 18, "FIFO block finished {pos}th of 21");
 }
 
+/// Every bulk CPU worker is held (a state, not a race) with 3 opened attestations waiting for
+/// a core; then a block arrives. Returns the scheduler and the pending tasks.
+async fn cores_held_then_a_block(
+    fifo: bool,
+) -> (
+    Fixture,
+    tokio::task::JoinHandle<Result<blst::min_pk::Signature, JobError>>,
+    Vec<tokio::task::JoinHandle<Result<blst::min_pk::Signature, JobError>>>,
+) {
+    let f = fixture(
+        4,
+        0,
+        2,
+        SchedulerConfig {
+            fifo,
+            cpu_workers: 2,
+            ..Default::default()
+        },
+    );
+    f.scheduler.pause_bulk_cpu(true);
+    let mut herd = Vec::new();
+    for i in 0..3u8 {
+        let (s, k) = (f.scheduler.clone(), f.keys[0].clone());
+        herd.push(tokio::spawn(async move {
+            s.sign(job(&k, Class::Attestation, i)).await
+        }));
+    }
+    let s = f.scheduler.clone();
+    until(|| s.queued() == (0, 3)).await;
+    let (s, k) = (f.scheduler.clone(), f.keys[1].clone());
+    let block = tokio::spawn(async move { s.sign(job(&k, Class::Block, 99)).await });
+    (f, block, herd)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_is_signed_even_while_every_bulk_cpu_worker_is_busy() {
+    let (f, block, herd) = cores_held_then_a_block(false).await;
+    let sig = tokio::time::timeout(Duration::from_secs(20), block)
+        .await
+        .expect("the block was never signed")
+        .unwrap()
+        .unwrap();
+    let pk = blst::min_pk::PublicKey::from_bytes(&f.keys[1].pubkey.0).unwrap();
+    assert_eq!(
+        sig.verify(true, &[99; 32], hsm_signer::bls::DST, &[], &pk, true),
+        blst::BLST_ERROR::BLST_SUCCESS
+    );
+    assert_eq!(f.scheduler.queued(), (0, 3), "the attestations still wait");
+    f.scheduler.pause_bulk_cpu(false);
+    for t in herd {
+        t.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_priorities_a_block_waits_for_a_busy_cpu_worker() {
+    // The FIFO baseline has no express worker: the contrast that makes the test above mean
+    // something. The block is opened and then waits for a core like everything else.
+    let (f, block, herd) = cores_held_then_a_block(true).await;
+    let s = f.scheduler.clone();
+    until(|| s.queued() == (0, 4)).await;
+    assert!(!block.is_finished());
+    f.scheduler.pause_bulk_cpu(false);
+    block.await.unwrap().unwrap();
+    for t in herd {
+        t.await.unwrap().unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn background_work_never_holds_the_last_session() {
     let f = fixture(3, 10, 1, SchedulerConfig::default());

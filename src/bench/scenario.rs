@@ -186,16 +186,11 @@ async fn burst(
     );
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(keys.len() * 3 + blocks);
-    // Blocks: one at the start, the rest spread over the first seconds of the burst. Spawned
+    // Blocks: one at the start, then one every 200 ms while the herd is being signed. Spawned
     // before the herd so the harness itself does not queue the first one behind 30,000 tasks.
     for b in 0..blocks {
         let (s, key) = (scheduler.clone(), keys[b % keys.len()].clone());
-        let delay = Duration::from_millis(
-            [0u64, 250, 500, 1000, 2000, 3000]
-                .get(b)
-                .copied()
-                .unwrap_or(500 * b as u64),
-        );
+        let delay = Duration::from_millis(200 * b as u64);
         tasks.push((
             Class::Block,
             tokio::spawn(async move {
@@ -213,31 +208,45 @@ async fn burst(
             }),
         ));
     }
-    // The herd, in the order a validator client fires it.
-    for (class, salt) in [
-        (Class::Aggregate, 1u8),
-        (Class::Admin, 2),
-        (Class::Attestation, 3),
-    ] {
-        for (i, key) in keys.iter().enumerate() {
-            let (s, key) = (scheduler.clone(), key.clone());
-            tasks.push((
-                class,
-                tokio::spawn(async move {
-                    let t = Instant::now();
-                    let r = s
-                        .sign(SignJob {
-                            key,
-                            signing_root: root(i, salt),
-                            class,
-                            deadline: None,
-                        })
-                        .await;
-                    (t.elapsed(), r.is_ok())
-                }),
-            ));
-        }
-    }
+    // The herd, in the order a validator client fires it. Submitted from inside the runtime,
+    // yielding every 64 submissions as a server's connection tasks would take them off their
+    // sockets: 30,000 tasks spawned at once from outside the runtime all land in tokio's global
+    // FIFO, and a reply's wake-up would measure that queue rather than the scheduler.
+    let herd = {
+        let (scheduler, keys) = (scheduler.clone(), keys.to_vec());
+        tokio::spawn(async move {
+            let mut herd = Vec::with_capacity(keys.len() * 3);
+            for (class, salt) in [
+                (Class::Aggregate, 1u8),
+                (Class::Admin, 2),
+                (Class::Attestation, 3),
+            ] {
+                for (i, key) in keys.iter().enumerate() {
+                    let (s, key) = (scheduler.clone(), key.clone());
+                    herd.push((
+                        class,
+                        tokio::spawn(async move {
+                            let t = Instant::now();
+                            let r = s
+                                .sign(SignJob {
+                                    key,
+                                    signing_root: root(i, salt),
+                                    class,
+                                    deadline: None,
+                                })
+                                .await;
+                            (t.elapsed(), r.is_ok())
+                        }),
+                    ));
+                    if herd.len() % 64 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            }
+            herd
+        })
+    };
+    tasks.extend(herd.await.unwrap_or_default());
     let total = tasks.len();
     let (mut block, mut att, mut refused) = (Vec::new(), Vec::new(), 0);
     for (class, t) in tasks {
@@ -264,10 +273,8 @@ async fn burst(
 
 /// Run the scenario on the configured devices (plain, then simulated network HSM).
 pub fn run(config: &Config, opts: &ScenarioOptions) -> Result<ScenarioReport> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| SignerError::Invalid(format!("runtime: {e}")))?;
+    let rt =
+        crate::scheduler::runtime().map_err(|e| SignerError::Invalid(format!("runtime: {e}")))?;
     let plain = open_devices(config, None)?;
     eprintln!(
         "sealing {} keys on {} devices…",

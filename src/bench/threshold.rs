@@ -104,10 +104,8 @@ pub fn run(config: &Config, seconds: f64, concurrency: usize) -> Result<Threshol
         SchedulerConfig::default(),
         Arc::default(),
     );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| SignerError::Invalid(format!("runtime: {e}")))?;
+    let rt =
+        crate::scheduler::runtime().map_err(|e| SignerError::Invalid(format!("runtime: {e}")))?;
     let mut shapes = Vec::new();
     let mut base = 0.0;
     for (t, n) in [(1usize, 1usize), (2, 3), (3, 5)] {

@@ -3,7 +3,9 @@
 //! signing threads (blst never runs on the async runtime). A job first opens its envelope on its
 //! device, then signs on a CPU worker; both stages take the highest class first, oldest first.
 //!
-//! Rules: a block waits at most for one operation in flight per resource; background work never
+//! Rules: a block waits at most for one operation in flight per device, and for no signature
+//! at all: an express CPU worker, idle but for blocks, signs it while the bulk workers (which run
+//! at a lower OS priority) finish theirs; background work never
 //! takes a device's last free session; the queue is bounded and sheds the lowest class first;
 //! a job past its deadline is refused, never signed; a job whose client went away frees its
 //! place at once. Decrypted secrets waiting for a CPU are bounded (blocks excepted), so a burst
@@ -232,6 +234,8 @@ struct State {
     waiting: usize,
     next_id: u64,
     shutdown: bool,
+    /// Bulk CPU workers take nothing while set (tests: "every core is busy" as a state).
+    bulk_paused: bool,
 }
 
 /// Counters tests and benchmarks read.
@@ -252,6 +256,8 @@ struct Inner {
     state: Mutex<State>,
     dev_cv: Vec<Condvar>,
     cpu_cv: Condvar,
+    /// Wakes the express CPU worker, which signs blocks only.
+    express_cv: Condvar,
     metrics: Arc<Metrics>,
     stats: SchedulerStats,
     /// Threshold keys with their public keys parsed and validated once.
@@ -261,6 +267,14 @@ struct Inner {
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A task was queued for a CPU: wake a bulk worker, and the express worker for a block.
+    fn notify_cpu(&self, class: Class) {
+        self.cpu_cv.notify_one();
+        if class == Class::Block {
+            self.express_cv.notify_one();
+        }
     }
 
     fn threshold_key(&self, record: &KeyRecord) -> Result<Arc<ThresholdKey>, JobError> {
@@ -352,6 +366,17 @@ impl Inner {
     }
 }
 
+/// The tokio runtime the request path runs on. Every reply comes from a scheduler thread, so
+/// it wakes its task through tokio's global queue, which a busy worker by default checks only
+/// every 61 polls; under a herd of new requests a block's reply would wait behind them. Checking
+/// every 4 polls costs little and keeps that wait to a few polls.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .global_queue_interval(4)
+        .build()
+}
+
 /// The scheduler. Cheap to clone; worker threads stop when the last clone is dropped.
 #[derive(Clone)]
 pub struct Scheduler {
@@ -382,6 +407,7 @@ impl Drop for Workers {
             cv.notify_all();
         }
         self.inner.cpu_cv.notify_all();
+        self.inner.express_cv.notify_all();
         let handles = std::mem::take(&mut *self.handles.lock().unwrap_or_else(|p| p.into_inner()));
         for h in handles {
             let _ = h.join();
@@ -424,9 +450,11 @@ impl Scheduler {
                 waiting: 0,
                 next_id: 0,
                 shutdown: false,
+                bulk_paused: false,
             }),
             dev_cv: (0..n).map(|_| Condvar::new()).collect(),
             cpu_cv: Condvar::new(),
+            express_cv: Condvar::new(),
             stats: SchedulerStats {
                 peak_device_busy: (0..n).map(|_| AtomicUsize::new(0)).collect(),
                 peak_background_busy: (0..n).map(|_| AtomicUsize::new(0)).collect(),
@@ -453,7 +481,18 @@ impl Scheduler {
             handles.extend(
                 std::thread::Builder::new()
                     .name(format!("cpu-{w}"))
-                    .spawn(move || cpu_worker(inner)),
+                    .spawn(move || {
+                        lower_thread_priority();
+                        cpu_worker(inner, false)
+                    }),
+            );
+        }
+        if !inner.config.fifo {
+            let inner = inner.clone();
+            handles.extend(
+                std::thread::Builder::new()
+                    .name("cpu-express".into())
+                    .spawn(move || cpu_worker(inner, true)),
             );
         }
         Scheduler {
@@ -484,6 +523,14 @@ impl Scheduler {
     pub fn queued(&self) -> (usize, usize) {
         let st = self.inner.lock();
         (st.waiting, st.cpu_q.len())
+    }
+
+    /// Hold the bulk CPU workers (they finish what they hold and take nothing new) or release
+    /// them. For tests, which need "every core busy" as a state rather than a race.
+    #[doc(hidden)]
+    pub fn pause_bulk_cpu(&self, paused: bool) {
+        self.inner.lock().bulk_paused = paused;
+        self.inner.cpu_cv.notify_all();
     }
 
     /// Device names with sessions in use, for the metrics gauges.
@@ -772,12 +819,13 @@ fn device_worker(inner: Arc<Inner>, d: usize) {
                 if ctx.class != Class::Block {
                     st.cpu_buffered += 1;
                 }
+                let class = ctx.class;
                 st.cpu_q.push(CpuTask {
                     secrets: vec![(share_index, secret)],
                     ctx,
                 });
                 drop(st);
-                inner.cpu_cv.notify_one();
+                inner.notify_cpu(class);
             }
             (None, Err(e)) => {
                 drop(st);
@@ -800,7 +848,7 @@ fn device_worker(inner: Arc<Inner>, d: usize) {
                                 ctx: ctx.clone(),
                                 secrets,
                             });
-                            inner.cpu_cv.notify_one();
+                            inner.notify_cpu(ctx.class);
                         }
                     }
                     // A hedged extra that came back after t others: not needed, wiped on drop.
@@ -824,10 +872,11 @@ fn device_worker(inner: Arc<Inner>, d: usize) {
     }
 }
 
-/// While opened envelopes are backed up waiting for a CPU, only blocks may open more.
-fn pop_blocks_only(q: &mut ClassQueues<DevTask>, now: Instant) -> Next<DevTask> {
+/// Take the next job only if it is a block (expired and cancelled jobs are cleared as usual).
+/// Used while opened envelopes are backed up waiting for a CPU, and by the express CPU worker.
+fn pop_blocks_only<T: Queued>(q: &mut ClassQueues<T>, now: Instant) -> Next<T> {
     match q.pop(now, false) {
-        Next::Run(t) if t.0.class != Class::Block => {
+        Next::Run(t) if t.class() != Class::Block => {
             q.push_front(t);
             Next::Idle
         }
@@ -835,7 +884,27 @@ fn pop_blocks_only(q: &mut ClassQueues<DevTask>, now: Instant) -> Next<DevTask> 
     }
 }
 
-fn cpu_worker(inner: Arc<Inner>) {
+/// Bulk signing threads yield the OS's cores to everything short and urgent: the express
+/// worker, device threads and the HTTP runtime. On two cores, two busy bulk workers at equal
+/// priority held a block's device operation off-CPU for milliseconds. Raising one's own nice
+/// value needs no privilege; where the OS refuses, the thread runs at normal priority.
+fn lower_thread_priority() {
+    const BULK_NICE: i32 = 10;
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), BULK_NICE)
+    {
+        tracing::debug!(error = %e, "could not lower a bulk signing thread's priority");
+    }
+}
+
+/// One CPU worker. A bulk worker takes the highest class first; the express worker (one per
+/// scheduler, idle but for blocks) takes blocks only, so a block never waits for a bulk
+/// signature in flight on every core.
+fn cpu_worker(inner: Arc<Inner>, express: bool) {
+    let cv = if express {
+        &inner.express_cv
+    } else {
+        &inner.cpu_cv
+    };
     loop {
         let task = {
             let mut st = inner.lock();
@@ -843,10 +912,16 @@ fn cpu_worker(inner: Arc<Inner>) {
                 if st.shutdown {
                     return;
                 }
-                let next = st.cpu_q.pop(Instant::now(), true);
+                let next = if express {
+                    pop_blocks_only(&mut st.cpu_q, Instant::now())
+                } else if st.bulk_paused {
+                    Next::Idle
+                } else {
+                    st.cpu_q.pop(Instant::now(), true)
+                };
                 let task = match next {
                     Next::Idle => {
-                        st = inner.cpu_cv.wait(st).unwrap_or_else(|p| p.into_inner());
+                        st = cv.wait(st).unwrap_or_else(|p| p.into_inner());
                         continue;
                     }
                     Next::Run(t) | Next::Expired(t) | Next::Cancelled(t) => t,
