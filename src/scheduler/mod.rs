@@ -4,11 +4,10 @@
 //! device, then signs on a CPU worker; both stages take the highest class first, oldest first.
 //!
 //! Rules: a block waits at most for one operation in flight per device, and for no signature
-//! at all: an express CPU worker, idle but for blocks, signs it while the bulk workers (which run
-//! at a lower OS priority) finish theirs; background work never
-//! takes a device's last free session; the queue is bounded and sheds the lowest class first;
-//! a job past its deadline is refused, never signed; a job whose client went away frees its
-//! place at once. Decrypted secrets waiting for a CPU are bounded (blocks excepted), so a burst
+//! at all: an express CPU worker, idle but for blocks, signs it while the bulk workers (which
+//! run at a lower OS priority) finish theirs. Background work never takes a device's last free
+//! session; the queue is bounded and sheds the lowest class first; a job past its deadline is
+//! refused, never signed; a job whose client went away frees its place at once. Decrypted secrets waiting for a CPU are bounded (blocks excepted), so a burst
 //! never piles plaintext keys up in memory.
 
 mod clock;
