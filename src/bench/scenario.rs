@@ -391,6 +391,10 @@ impl ScenarioReport {
                 };
                 svg += &format!("<line x1=\"{x}\" y1=\"{y0}\" x2=\"{x}\" y2=\"{}\" stroke=\"#ddd\"/><text x=\"{x}\" y=\"{}\" text-anchor=\"middle\">{label}</text>\n", y1, y0 + 15.0);
             }
+            // The target: a block under the burst within twice the idle block latency.
+            let target = 2.0 * s.idle_block.p50_ms;
+            let tx = x0 + (target.log10().clamp(lo, hi) - lo) / (hi - lo) * (x1 - x0);
+            svg += &format!("<line x1=\"{tx:.1}\" y1=\"{y0}\" x2=\"{tx:.1}\" y2=\"{y1}\" stroke=\"#2ca02c\" stroke-dasharray=\"2,3\"/><text x=\"{:.1}\" y=\"{}\" fill=\"#2ca02c\">2 x idle block ({target:.2} ms)</text>\n", tx + 4.0, y1 + 12.0);
             let series = [
                 (&s.ours.samples.0, "#d62728", "block, ours", "0"),
                 (&s.fifo.samples.0, "#d62728", "block, FIFO", "6,4"),
