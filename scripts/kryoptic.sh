@@ -19,9 +19,13 @@ fi
 log() { echo "kryoptic.sh: $*" >&2; }
 
 need=()
-for pkg in libclang-dev libssl-dev libsqlite3-dev pkg-config; do
-  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
-done
+if command -v dpkg >/dev/null 2>&1; then
+  for pkg in libclang-dev libssl-dev libsqlite3-dev pkg-config; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+  done
+else
+  log "not a Debian system: make sure libclang, OpenSSL and SQLite headers and pkg-config exist"
+fi
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"

@@ -28,6 +28,12 @@ pub const FIXTURE_PK: &str = "0x9612d7a727c9d0a22e185a1c768478dfe919cada9266988c
 /// The EIP-2335 vectors' secret.
 pub const EIP2335_SECRET: &str = "000000000019d6689c085ae165831e934ff763ae46a2a6c172b3f1b60a8ce26f";
 
+/// Name of the `i`-th device (from 1) of a fresh [`Signer`]: `softhsm-i` on the embedded
+/// default, `kryoptic-i` on kryoptic's tokens.
+pub fn device(i: usize) -> String {
+    format!("{}-{i}", backend::Backend::selected().name())
+}
+
 pub struct Signer {
     pub dir: tempfile::TempDir,
 }
