@@ -4,7 +4,9 @@
 # and a 2-of-3 threshold key across the three tokens), start the signer and use it over HTTP the
 # way a validator client does: list keys, sign a block, an attestation and a selection proof,
 # get a double vote refused, read /metrics. Then stop the server with SIGTERM and exit 0.
-#   DATA_DIR=dir     keep the state there (default: a temporary directory, removed at exit)
+#   DATA_DIR=dir         keep the state there (default: a temporary directory, removed at exit);
+#                        use a new one: the duties are for the current slot, and a second run in
+#                        the same epoch would rightly be refused by slashing protection
 #   HSM_SIGNER_BIN=path  use this binary instead of a release build (CI passes the one its
 #                        tests just ran)
 set -euo pipefail
