@@ -2,7 +2,18 @@
 # The test command of the README: installs what is missing, then runs every test of the
 # workspace under cargo-nextest (one process per test, which SoftHSM's process-global
 # C_Initialize needs). Extra arguments go to nextest.
+# Without extra arguments, a second pass runs the device layer, the HTTP signing path and the
+# threshold tests again on kryoptic, the second PKCS#11 implementation (DESIGN §4; its module is
+# built once by scripts/kryoptic.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 cargo nextest run --workspace --no-fail-fast "$@"
+if [ $# -eq 0 ]; then
+  module=$(bash scripts/kryoptic.sh)
+  echo "== the same device and signing tests on kryoptic ($module)"
+  HSM_SIGNER_TEST_PKCS11=kryoptic HSM_SIGNER_KRYOPTIC_MODULE="$module" \
+    cargo nextest run --workspace --no-fail-fast -E \
+    'binary_id(hsm::softhsm) | binary_id(hsm-signer::threshold_signing)
+     | (binary_id(hsm-signer::api) & test(=every_oracle_case_signs_over_http_identically_to_the_oracle_and_to_blst))'
+fi

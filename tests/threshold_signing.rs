@@ -1,12 +1,12 @@
-//! Threshold keys through the scheduler on SoftHSM tokens: t partials from t devices, combined
-//! and verified; failover when a token goes away mid-stream; a corrupted share never produces a
-//! released signature and is named.
+//! Threshold keys through the scheduler on SoftHSM (or kryoptic) tokens: t partials from t
+//! devices, combined and verified; failover when a token goes away mid-stream; a corrupted share
+//! never produces a released signature and is named.
 
 mod common;
 
 use std::sync::Arc;
 
-use common::{signing_fixtures, Server, Signer};
+use common::{device, signing_fixtures, Server, Signer};
 use hsm_signer::bls;
 use hsm_signer::keys::{self, threshold, KeyRecord, KeyStore, PublicKeyBytes, ShareId};
 use hsm_signer::metrics::Metrics;
@@ -37,6 +37,7 @@ fn set_device(http: &Client, server: &Server, name: &str, enabled: bool) {
 #[test]
 fn a_2_of_3_key_survives_one_token_going_away_and_recovers_without_restart() {
     let s = Signer::new();
+    let devices = format!("{},{},{}", device(1), device(2), device(3));
     let out = s.ok(&[
         "keys",
         "generate",
@@ -45,7 +46,7 @@ fn a_2_of_3_key_survives_one_token_going_away_and_recovers_without_restart() {
         "--threshold",
         "2",
         "--devices",
-        "softhsm-1,softhsm-2,softhsm-3",
+        &devices,
     ]);
     let pk = out
         .lines()
@@ -95,13 +96,13 @@ fn a_2_of_3_key_survives_one_token_going_away_and_recovers_without_restart() {
     // A stream of requests; the second token goes away in the middle of it.
     for i in 0..60u64 {
         if i == 20 {
-            set_device(&http, &server, "softhsm-2", false);
+            set_device(&http, &server, &device(2), false);
         }
         let (status, reply) = sign(i);
         assert_eq!(status, StatusCode::OK, "request {i}: {reply}");
     }
     // With two of three gone, a clear 503.
-    set_device(&http, &server, "softhsm-3", false);
+    set_device(&http, &server, &device(3), false);
     let (status, reply) = sign(100);
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{reply}");
     assert!(
@@ -112,7 +113,7 @@ fn a_2_of_3_key_survives_one_token_going_away_and_recovers_without_restart() {
         "{reply}"
     );
     // One token back: signing recovers without a restart.
-    set_device(&http, &server, "softhsm-2", true);
+    set_device(&http, &server, &device(2), true);
     for i in 200..210u64 {
         assert_eq!(sign(i).0, StatusCode::OK);
     }
@@ -130,7 +131,7 @@ fn corrupted_key(
     let shares = threshold::split(&sk, 2, &ids).unwrap();
     let mut records = Vec::new();
     for (n, (id, share_sk)) in shares.iter().enumerate() {
-        let device = devices.get(&format!("softhsm-{}", n + 1)).unwrap();
+        let device = devices.get(&device(n + 1)).unwrap();
         let mut record = if corrupt.contains(&id.get()) {
             keys::seal_share(device, &pk, *id, &bls::random_secret_key().unwrap()).unwrap()
         } else {
@@ -184,7 +185,10 @@ async fn a_corrupted_share_is_named_excluded_and_never_released() {
     }
     let text = metrics.render(&[]);
     assert!(
-        text.contains("signer_threshold_faulty_shares_count{device=\"softhsm-1\"}"),
+        text.contains(&format!(
+            "signer_threshold_faulty_shares_count{{device=\"{}\"}}",
+            device(1)
+        )),
         "the faulty device is named in the metrics:\n{text}"
     );
 }
@@ -220,8 +224,8 @@ async fn every_subset_of_devices_gives_the_keys_own_signature() {
     let record = Arc::new(record);
     let (sched, _metrics) = scheduler(devices.clone());
     // Take each device out in turn: the remaining two always give the same signature.
-    for off in ["softhsm-1", "softhsm-2", "softhsm-3"] {
-        devices.get(off).unwrap().set_enabled(false);
+    for off in [device(1), device(2), device(3)] {
+        devices.get(&off).unwrap().set_enabled(false);
         let root = [9; 32];
         let sig = sched
             .sign(SignJob {
@@ -237,6 +241,6 @@ async fn every_subset_of_devices_gives_the_keys_own_signature() {
             bls::sign(&sk, &root).compress(),
             "without {off}"
         );
-        devices.get(off).unwrap().set_enabled(true);
+        devices.get(&off).unwrap().set_enabled(true);
     }
 }

@@ -159,8 +159,9 @@ fn find_slot(ctx: &Pkcs11, device: &str, sel: &TokenSelector) -> Result<Slot, Hs
     })
 }
 
-/// Initialise a new token with `label` on the module's first free slot (SoftHSM and other soft
-/// tokens always offer one). Returns false when a token with that label already exists.
+/// Initialise a new token with `label` on the module's first free slot (SoftHSM always offers
+/// one; kryoptic offers each configured slot whose database does not exist yet). Returns false
+/// when a token with that label already exists.
 ///
 /// This erases whatever is on the chosen free slot, so it is only used for tokens the signer
 /// creates itself (the embedded SoftHSM default), never on an operator's HSM.
@@ -195,7 +196,7 @@ pub fn init_soft_token(
     })?;
     ctx.init_token(slot, so_pin, label)
         .map_err(ck("C_InitToken"))?;
-    // The slot list changes after C_InitToken on SoftHSM; find our token again by label.
+    // The slot list may change after C_InitToken (SoftHSM's does); find our token again by label.
     let slot = find_slot(&ctx, label, &TokenSelector::Label(label.to_owned())).or_else(|e| {
         match e {
             // Token is there, only the user PIN is missing, which is what we set next.

@@ -1,12 +1,16 @@
-//! The device layer against the real SoftHSM2 module. Each test runs in its own process (nextest)
+//! The device layer against a real PKCS#11 module: SoftHSM2, or kryoptic with
+//! `HSM_SIGNER_TEST_PKCS11=kryoptic` (see `backend`). Each test runs in its own process (nextest)
 //! with its own token directory, so `C_Initialize` and tokens never leak between tests.
+
+mod backend;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use backend::Backend;
 use hsm::{
-    find_softhsm_module, init_soft_token, load_module, Device, DeviceConfig, HsmError, PinSource,
-    TokenSelector, DEFAULT_CUSTODY_KEY_LABEL,
+    init_soft_token, load_module, Device, DeviceConfig, HsmError, PinSource, TokenSelector,
+    DEFAULT_CUSTODY_KEY_LABEL,
 };
 use secrecy::SecretString;
 
@@ -18,22 +22,12 @@ struct Tokens {
     module: PathBuf,
 }
 
-/// A private SoftHSM configuration with `labels` initialised as tokens.
+/// A private module configuration with `labels` initialised as tokens.
 fn tokens(labels: &[&str]) -> Tokens {
     let dir = tempfile::tempdir().unwrap();
-    let token_dir = dir.path().join("tokens");
-    std::fs::create_dir_all(&token_dir).unwrap();
-    let conf = dir.path().join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            token_dir.display()
-        ),
-    )
-    .unwrap();
-    std::env::set_var("SOFTHSM2_CONF", &conf);
-    let module = find_softhsm_module().expect("SoftHSM2 is installed (scripts/install-deps.sh)");
+    let setup = Backend::selected().write_config(dir.path(), labels.len());
+    setup.apply_env();
+    let module = setup.module;
     for label in labels {
         let created = init_soft_token(
             &module,
@@ -203,7 +197,7 @@ fn missing_module_unknown_label_and_uninitialised_token_are_clear_errors() {
     assert!(matches!(err, HsmError::TokenNotFound { .. }), "{err}");
     assert!(err.to_string().contains("uninitialised"), "{err}");
 
-    // SoftHSM always offers one free, uninitialised slot.
+    // Both modules offer one free, uninitialised slot (kryoptic: as configured by `backend`).
     let ctx = load_module(&t.module).unwrap();
     let free = ctx
         .get_slots_with_token()
@@ -314,4 +308,17 @@ fn a_disabled_device_refuses_work_and_recovers_when_enabled() {
     assert!(err.is_unavailable(), "{err}");
     device.set_enabled(true);
     assert_eq!(&device.decrypt(&envelope, b"aad").unwrap()[..], &[2u8; 32]);
+}
+
+#[test]
+fn the_tokens_come_from_the_selected_module() {
+    let t = tokens(&["a"]);
+    let device = ready_device(&t, "a", 2);
+    let summary = device.token_summary().unwrap();
+    let backend = Backend::selected();
+    assert!(
+        summary.manufacturer.to_lowercase().contains(backend.name()),
+        "{backend:?} selected, token made by {summary:?}"
+    );
+    assert_eq!(summary.label, "a");
 }

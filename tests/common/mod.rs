@@ -4,6 +4,10 @@
 
 pub mod pg;
 
+/// SoftHSM2 or kryoptic, as `HSM_SIGNER_TEST_PKCS11` selects (shared with the `hsm` crate's tests).
+#[path = "../../hsm/tests/backend/mod.rs"]
+pub mod backend;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -24,15 +28,67 @@ pub const FIXTURE_PK: &str = "0x9612d7a727c9d0a22e185a1c768478dfe919cada9266988c
 /// The EIP-2335 vectors' secret.
 pub const EIP2335_SECRET: &str = "000000000019d6689c085ae165831e934ff763ae46a2a6c172b3f1b60a8ce26f";
 
+/// Name of the `i`-th device (from 1) of a fresh [`Signer`]: `softhsm-i` on the embedded
+/// default, `kryoptic-i` on kryoptic's tokens.
+pub fn device(i: usize) -> String {
+    format!("{}-{i}", backend::Backend::selected().name())
+}
+
 pub struct Signer {
     pub dir: tempfile::TempDir,
 }
 
 impl Signer {
+    /// A fresh data directory: the embedded SoftHSM default, or, when another PKCS#11 module
+    /// is selected (`backend`), a configuration file for as many of its tokens, made ready with
+    /// `device init` like an operator would.
     pub fn new() -> Signer {
-        Signer {
+        let s = Signer {
             dir: tempfile::tempdir().unwrap(),
+        };
+        let selected = backend::Backend::selected();
+        if selected != backend::Backend::SoftHsm {
+            s.configure_module_tokens(selected);
         }
+        s
+    }
+
+    fn configure_module_tokens(&self, selected: backend::Backend) {
+        use std::fmt::Write;
+        let n = hsm_signer::config::EMBEDDED_TOKENS;
+        let dir = self.data_dir().join(selected.name());
+        let setup = selected.write_config(&dir, n);
+        let name = selected.name();
+        let mut text = format!("default_device = \"{name}-1\"\n");
+        for i in 1..=n {
+            write!(
+                text,
+                "\n[[device]]\nname = \"{name}-{i}\"\nprofile = \"{profile}\"\nmodule = \"{module}\"\n\
+                 module_config = \"{config}\"\ntoken_label = \"hsm-signer-{i}\"\n\
+                 pin_file = \"{pins}/{name}-{i}.pin\"\nso_pin_file = \"{pins}/{name}-{i}.so-pin\"\n",
+                profile = setup.profile,
+                module = setup.module.display(),
+                config = setup.config.display(),
+                pins = dir.display(),
+            )
+            .unwrap();
+        }
+        std::fs::write(
+            self.data_dir().join(hsm_signer::config::CONFIG_FILE_NAME),
+            text,
+        )
+        .unwrap();
+        self.ok(&["device", "init"]);
+        // Every device is a token of the selected module, not a leftover SoftHSM one.
+        let check = self.ok(&["device", "check"]);
+        assert_eq!(
+            check
+                .lines()
+                .filter(|l| l.contains(": ok:") && l.to_lowercase().contains(name))
+                .count(),
+            n,
+            "{check}"
+        );
     }
 
     /// A signer holding the EIP-2335 vectors' key (the oracle fixtures' key), imported through
