@@ -139,8 +139,9 @@ impl ApiToken {
     /// Whether `presented` is the token. Both sides are hashed first, so the comparison takes
     /// the same time whatever the input's length or content.
     pub fn matches(&self, presented: &[u8]) -> bool {
-        let expected = Sha256::digest(self.token.expose_secret().as_bytes());
-        let given = Sha256::digest(presented);
+        let expected: Zeroizing<[u8; 32]> =
+            Zeroizing::new(Sha256::digest(self.token.expose_secret().as_bytes()).into());
+        let given: [u8; 32] = Sha256::digest(presented).into();
         bool::from(expected.ct_eq(&given))
     }
 }
