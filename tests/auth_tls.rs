@@ -78,7 +78,8 @@ fn server_pki(s: &Signer) -> (Ca, std::path::PathBuf, std::path::PathBuf) {
 fn over_https_the_token_guards_admin_routes_and_the_signing_api_when_required() {
     let s = Signer::with_fixture_key();
     let (ca, cert, key) = server_pki(&s);
-    let server = Server::start(
+    let log = s.data_dir().join("server.log");
+    let server = Server::start_logging_to(
         &s,
         &[
             "--tls-cert",
@@ -89,6 +90,7 @@ fn over_https_the_token_guards_admin_routes_and_the_signing_api_when_required() 
             "--no-slot-deadlines",
             "--no-slashing-protection",
         ],
+        &log,
     );
     assert!(
         server.base.starts_with("https://127.0.0.1:"),
@@ -186,6 +188,22 @@ fn over_https_the_token_guards_admin_routes_and_the_signing_api_when_required() 
         StatusCode::NOT_FOUND
     );
 
+    // Refusals are logged with the route and the reason; no token, right or wrong, ever is.
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("request refused") && l.contains("invalid bearer token")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&server.token_file.display().to_string()),
+        "{text}"
+    );
+    assert!(
+        !text.contains(&token) && !text.contains(&wrong),
+        "a token was logged"
+    );
+
     // Plain HTTP to the HTTPS port gets no HTTP answer.
     let plain = server.base.replacen("https://", "http://", 1);
     let got = Client::new().get(format!("{plain}/upcheck")).send();
@@ -277,7 +295,12 @@ fn mutual_tls_admits_only_allowed_client_certificates_during_the_handshake() {
             by_fingerprint.fingerprint()
         ),
     );
-    let server = Server::start(&s, &["--no-slot-deadlines", "--no-slashing-protection"]);
+    let log = s.data_dir().join("server.log");
+    let server = Server::start_logging_to(
+        &s,
+        &["--no-slot-deadlines", "--no-slashing-protection"],
+        &log,
+    );
     assert!(server.base.starts_with("https://"), "{}", server.base);
     let case = registration_case();
 
@@ -322,6 +345,23 @@ fn mutual_tls_admits_only_allowed_client_certificates_during_the_handshake() {
             }
         }
     }
+
+    // Each refusal is logged with the client's identity (written before the alert was sent).
+    let text = std::fs::read_to_string(&log).unwrap();
+    let refusals: Vec<&str> = text.lines().filter(|l| l.contains("refused")).collect();
+    assert!(
+        refusals
+            .iter()
+            .any(|l| l.contains("not in tls.allowed_clients") && l.contains("vc-other")),
+        "{text}"
+    );
+    assert!(
+        refusals
+            .iter()
+            .any(|l| l.contains("chain not trusted") && l.contains("UnknownIssuer")),
+        "{text}"
+    );
+    assert!(text.contains("peer sent no certificates"), "{text}");
 
     // The token is where auth.token_file says (relative to the config file), private.
     let token_file = s.data_dir().join("secrets/token.txt");

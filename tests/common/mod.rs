@@ -146,13 +146,23 @@ impl Server {
 
     /// Like [`Server::start`], listening on `listen`.
     pub fn start_on(signer: &Signer, listen: &str, extra: &[&str]) -> Server {
+        Server::spawn(signer, listen, extra, std::process::Stdio::inherit())
+    }
+
+    /// Like [`Server::start`], with the server's standard error (its log) written to `log`.
+    pub fn start_logging_to(signer: &Signer, extra: &[&str], log: &Path) -> Server {
+        let file = std::fs::File::create(log).unwrap();
+        Server::spawn(signer, "127.0.0.1:0", extra, file.into())
+    }
+
+    fn spawn(signer: &Signer, listen: &str, extra: &[&str], stderr: std::process::Stdio) -> Server {
         use std::io::BufRead;
         let mut child = signer
             .cmd()
             .args(["serve", "--listen", listen])
             .args(extra)
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
