@@ -17,6 +17,9 @@ $softhsm_present || need+=(softhsm2)
 command -v softhsm2-util >/dev/null 2>&1 || need+=(softhsm2)
 command -v pkcs11-tool >/dev/null 2>&1 || need+=(opensc)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
+# The HTTPS tests' client speaks OpenSSL (native-tls), a second TLS stack beside the server's rustls.
+[ -f /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 # Debian's package also starts a cluster service of its own on install: harmless, the tests run
 # their own server (as the postgres user, on a free loopback port) and never touch it.
 pg_present=false

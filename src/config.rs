@@ -1,6 +1,21 @@
 //! The one configuration loader: a TOML file (or the embedded SoftHSM default when there is
 //! none), device profiles from `pkcs11-config/` compiled into the binary, and the data directory
 //! layout. Opening devices is `crate::devices`' job, not this module's.
+//!
+//! Keys of the HTTP server's access control (relative paths are relative to the config file):
+//!
+//! ```toml
+//! listen = "0.0.0.0:9000"
+//! allow_insecure_http = false      # plain HTTP off loopback only with this set
+//! [auth]
+//! token_file = "api-token.txt"     # default <data-dir>/api-token.txt, created 0600
+//! require_on_signing = false       # bearer token on /api/v1/eth2/* too
+//! [tls]
+//! cert_file = "server.pem"         # PEM chain, leaf first
+//! key_file = "server.key"          # PEM private key (PKCS#8, PKCS#1 or SEC1)
+//! client_ca_file = "clients-ca.pem"    # mutual TLS: client certificates must chain here
+//! allowed_clients = ["vc-1.example", "sha256:3f…"] # … and be on this list
+//! ```
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -113,11 +128,68 @@ pub struct SchedulerSettings {
     pub slot_deadlines: Option<bool>,
 }
 
+/// `[auth]` settings: the API bearer token (see `crate::api::auth`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// File holding the bearer token; created with mode 0600 on first start, refused if group
+    /// or others may read it. Default `<data-dir>/api-token.txt`.
+    pub token_file: Option<PathBuf>,
+    /// Require the token on the signing API (`/api/v1/eth2/…`) too. Default false: Web3Signer
+    /// clients generally send none. The admin routes always require it.
+    #[serde(default)]
+    pub require_on_signing: bool,
+}
+
+/// `[tls]` settings: HTTPS, and mutual TLS with an allow-list (see `crate::api::tls`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of the leaf.
+    pub key_file: Option<PathBuf>,
+    /// PEM bundle of the CAs client certificates must chain to; turns on mutual TLS.
+    pub client_ca_file: Option<PathBuf>,
+    /// Clients let in under mutual TLS: `sha256:<hex>` (fingerprint of the client's DER
+    /// certificate) or a name matched against the certificate's subject common name and its
+    /// DNS subject alternative names. Required (non-empty) with `client_ca_file`.
+    #[serde(default)]
+    pub allowed_clients: Vec<String>,
+}
+
+impl TlsSettings {
+    /// Whether HTTPS is configured.
+    pub fn enabled(&self) -> bool {
+        self.cert_file.is_some() || self.key_file.is_some()
+    }
+
+    fn resolve(mut self, base: &Path) -> TlsSettings {
+        for p in [
+            &mut self.cert_file,
+            &mut self.key_file,
+            &mut self.client_ca_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *p = base.join(&*p);
+        }
+        self
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     #[serde(default)]
     scheduler: SchedulerSettings,
+    #[serde(default)]
+    auth: AuthSettings,
+    #[serde(default)]
+    tls: TlsSettings,
+    #[serde(default)]
+    allow_insecure_http: bool,
     listen: Option<String>,
     network: Option<String>,
     slashing_db: Option<String>,
@@ -159,6 +231,12 @@ pub struct Config {
     pub devices: Vec<ResolvedDevice>,
     /// Device that takes new whole keys unless told otherwise.
     pub default_device: String,
+    /// API bearer token settings.
+    pub auth: AuthSettings,
+    /// HTTPS / mutual TLS settings.
+    pub tls: TlsSettings,
+    /// Serve plain HTTP on a non-loopback address (refused otherwise).
+    pub allow_insecure_http: bool,
 }
 
 /// `$XDG_DATA_HOME/hsm-signer`, else `~/.local/share/hsm-signer`.
@@ -186,7 +264,8 @@ impl Config {
         let text = std::fs::read_to_string(&path).map_err(SignerError::io(&path))?;
         let file: FileConfig = toml::from_str(&text)
             .map_err(|e| SignerError::Config(format!("{}: {e}", path.display())))?;
-        let base = path.parent().unwrap_or(Path::new("."));
+        let base = path.parent().unwrap_or(Path::new(".")).to_owned();
+        let base = base.as_path();
         let devices = file
             .device
             .iter()
@@ -207,6 +286,12 @@ impl Config {
             slashing_db: file.slashing_db,
             devices,
             default_device,
+            auth: AuthSettings {
+                token_file: file.auth.token_file.map(|p| base.join(p)),
+                ..file.auth
+            },
+            tls: file.tls.resolve(base),
+            allow_insecure_http: file.allow_insecure_http,
         };
         config.validate()?;
         Ok(config)
@@ -246,6 +331,9 @@ impl Config {
             slashing_db: None,
             default_device: devices[0].hsm.name.clone(),
             devices,
+            auth: AuthSettings::default(),
+            tls: TlsSettings::default(),
+            allow_insecure_http: false,
         })
     }
 
@@ -300,6 +388,14 @@ impl Config {
     /// Directory of the key store.
     pub fn keys_dir(&self) -> PathBuf {
         self.data_dir.join("keys")
+    }
+
+    /// The API bearer token file: `auth.token_file`, else `<data-dir>/api-token.txt`.
+    pub fn token_file(&self) -> PathBuf {
+        self.auth
+            .token_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("api-token.txt"))
     }
 
     /// Whether this is the embedded default (the signer owns the tokens).
@@ -464,6 +560,51 @@ simulated_latency_ms = 2
             "[[device]]\nname='a'\ntoken_label='x'\npin_env='P'\nbogus=1\n",
         )
         .unwrap();
+        assert!(Config::load(Some(&path), dir.path()).is_err());
+    }
+
+    #[test]
+    fn access_control_keys_parse_and_resolve_relative_to_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            r#"
+allow_insecure_http = true
+[auth]
+token_file = "secrets/token"
+require_on_signing = true
+[tls]
+cert_file = "tls/server.pem"
+key_file = "/etc/hsm-signer/server.key"
+client_ca_file = "tls/ca.pem"
+allowed_clients = ["vc-1", "sha256:00"]
+[[device]]
+name = "soft"
+token_label = "t"
+pin_env = "P"
+"#,
+        )
+        .unwrap();
+        let c = Config::load(Some(&path), dir.path()).unwrap();
+        assert!(c.allow_insecure_http);
+        assert!(c.auth.require_on_signing);
+        assert_eq!(c.token_file(), dir.path().join("secrets/token"));
+        assert!(c.tls.enabled());
+        assert_eq!(c.tls.cert_file, Some(dir.path().join("tls/server.pem")));
+        assert_eq!(
+            c.tls.key_file,
+            Some(PathBuf::from("/etc/hsm-signer/server.key"))
+        );
+        assert_eq!(c.tls.client_ca_file, Some(dir.path().join("tls/ca.pem")));
+        assert_eq!(c.tls.allowed_clients, ["vc-1", "sha256:00"]);
+
+        // Defaults: token in the data dir, signing open, no TLS, no plain HTTP off loopback.
+        let d = Config::load(None, dir.path()).unwrap();
+        assert_eq!(d.token_file(), dir.path().join("api-token.txt"));
+        assert!(!d.auth.require_on_signing && !d.tls.enabled() && !d.allow_insecure_http);
+
+        std::fs::write(&path, "[tls]\ncert = 'x'\n").unwrap();
         assert!(Config::load(Some(&path), dir.path()).is_err());
     }
 

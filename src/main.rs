@@ -54,6 +54,8 @@ enum Command {
         /// test vectors only; like Web3Signer's --slashing-protection-enabled=false).
         #[arg(long)]
         no_slashing_protection: bool,
+        #[command(flatten)]
+        access: AccessArgs,
     },
     /// PKCS#11 devices.
     #[command(subcommand)]
@@ -151,6 +153,34 @@ enum KeysCmd {
         /// The validator public key (0x…).
         pubkey: String,
     },
+}
+
+/// Transport security and authentication of `serve` (each overrides the configuration).
+#[derive(clap::Args)]
+struct AccessArgs {
+    /// PEM certificate chain: serve HTTPS (with --tls-key; overrides [tls] cert_file).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert (overrides [tls] key_file).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on a non-loopback address (only behind a network you trust).
+    #[arg(long)]
+    allow_insecure_http: bool,
+    /// Require the API bearer token on the signing API too (auth.require_on_signing).
+    #[arg(long)]
+    require_auth_on_signing: bool,
+}
+
+impl AccessArgs {
+    fn apply(self, config: &mut Config) {
+        if let (Some(cert), Some(key)) = (self.tls_cert, self.tls_key) {
+            config.tls.cert_file = Some(cert);
+            config.tls.key_file = Some(key);
+        }
+        config.allow_insecure_http |= self.allow_insecure_http;
+        config.auth.require_on_signing |= self.require_auth_on_signing;
+    }
 }
 
 /// Splitting keys t-of-n across devices at provisioning.
@@ -307,11 +337,13 @@ fn run(cli: Cli) -> Result<()> {
             network,
             no_slot_deadlines,
             no_slashing_protection,
+            access,
         } => {
             let mut config = config;
             if no_slot_deadlines {
                 config.scheduler.slot_deadlines = Some(false);
             }
+            access.apply(&mut config);
             serve(&config, listen, network, !no_slashing_protection)
         }
         Command::Device(cmd) => device_cmd(&config, cmd),
@@ -360,9 +392,26 @@ fn serve(
 ) -> Result<()> {
     let network = resolve_network(network.as_deref().unwrap_or(&config.network))?;
     let listen = listen.unwrap_or_else(|| config.listen.clone());
-    let addr: std::net::SocketAddr = listen
-        .parse()
-        .map_err(|_| SignerError::Config(format!("listen address {listen:?} is not host:port")))?;
+    let addr = api::tls::parse_listen(&listen)?;
+    let tls = api::tls::server_config(&config.tls)?;
+    if tls.is_none() {
+        api::tls::check_plain_http(addr, config.allow_insecure_http)?;
+    }
+    let (token, origin) = api::auth::ApiToken::load_or_create(&config.token_file())?;
+    eprintln!(
+        "API bearer token ({}) in {}: send it as `Authorization: Bearer <token>` to /reload, \
+         /admin/*{}",
+        match origin {
+            api::auth::TokenOrigin::Created => "new",
+            api::auth::TokenOrigin::Existing => "existing",
+        },
+        token.path().display(),
+        if config.auth.require_on_signing {
+            " and the signing API"
+        } else {
+            ""
+        }
+    );
     let devices = open_devices(config)?;
     let (keys, errors) = KeyStore::load(&config.keys_dir())?;
     for e in &errors {
@@ -395,11 +444,12 @@ fn serve(
         keys,
         errors.iter().map(|e| e.to_string()).collect(),
         slashing,
-    );
+    )
+    .with_api_token(token);
     let runtime = hsm_signer::scheduler::runtime()
         .map_err(|e| SignerError::Invalid(format!("starting the runtime: {e}")))?;
     runtime
-        .block_on(api::serve(state, addr))
+        .block_on(api::serve_with(state, addr, tls))
         .map_err(|e| SignerError::Invalid(format!("HTTP server on {addr}: {e}")))
 }
 

@@ -225,12 +225,17 @@ fn error_statuses_follow_the_contract() {
 }
 
 fn reload_and_wait(http: &Client, server: &Server) -> Value {
-    let resp = http.post(server.url("/reload")).send().unwrap();
+    let resp = http
+        .post(server.url("/reload"))
+        .bearer_auth(server.token())
+        .send()
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     assert_eq!(resp.json::<Value>().unwrap()["status"], "accepted");
     for _ in 0..200 {
         let st: Value = http
             .get(server.url("/reload"))
+            .bearer_auth(server.token())
             .send()
             .unwrap()
             .json()
@@ -278,6 +283,7 @@ fn status_endpoints_and_reload() {
 
     let st: Value = http
         .get(server.url("/reload"))
+        .bearer_auth(server.token())
         .send()
         .unwrap()
         .json()

@@ -28,6 +28,7 @@ fn registration() -> Value {
 fn set_device(http: &Client, server: &Server, name: &str, enabled: bool) {
     let resp = http
         .post(server.url(&format!("/admin/devices/{name}")))
+        .bearer_auth(server.token())
         .json(&json!({ "enabled": enabled }))
         .send()
         .unwrap();

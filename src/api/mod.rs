@@ -1,11 +1,15 @@
 //! The HTTP surface: the Web3Signer eth2 signing API (`/api/v1/eth2/…`), `/upcheck`,
 //! `/healthcheck` and `/reload`. Handlers parse and answer; consensus rules, slashing
-//! protection, scheduling and custody live in their own modules.
+//! protection, scheduling and custody live in their own modules. Access control: the admin
+//! routes sit behind the bearer token ([`auth`]), the transport is HTTPS with optional mutual
+//! TLS ([`tls`]), and plain HTTP is served on loopback only.
 
+pub mod auth;
 mod error;
 mod health;
 mod reload;
 mod sign;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -57,6 +61,8 @@ pub struct AppState {
     /// Slashing protection: every block and attestation is checked and recorded here first.
     /// `None` only when the operator turned it off explicitly.
     pub slashing: Option<SlashingProtection>,
+    /// The API bearer token; without one, every guarded route answers 401.
+    api_token: Option<Arc<auth::ApiToken>>,
 }
 
 impl AppState {
@@ -105,7 +111,14 @@ impl AppState {
             scheduler_config,
             clock,
             slashing,
+            api_token: None,
         }
+    }
+
+    /// Guard the admin routes (and the signing API when `auth.require_on_signing`) with `token`.
+    pub fn with_api_token(mut self, token: auth::ApiToken) -> AppState {
+        self.api_token = Some(Arc::new(token));
+        self
     }
 
     /// The current runtime (an `Arc`: a request keeps the set it started with across a reload).
@@ -123,27 +136,66 @@ impl AppState {
 
 /// The router with every route of the contract.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    // The Web3Signer signing API: open by default (validator clients generally send no token).
+    let signing = Router::new()
         .route("/api/v1/eth2/sign/{identifier}", post(sign::sign))
-        .route("/api/v1/eth2/publicKeys", get(health::public_keys))
+        .route("/api/v1/eth2/publicKeys", get(health::public_keys));
+    let signing = if state.config.auth.require_on_signing {
+        auth::require_token(signing, &state)
+    } else {
+        signing
+    };
+    // Admin routes: always behind the bearer token. The Keymanager API (`/eth/v1/keystores`)
+    // belongs in this group: `.merge(keymanager::routes())` before `require_token`.
+    let admin = Router::new()
+        .route("/reload", post(reload::start).get(reload::status))
+        .route("/admin/devices/{name}", post(health::set_device));
+    let admin = auth::require_token(admin, &state);
+    // Probes and metrics stay open.
+    let open = Router::new()
         .route("/upcheck", get(health::upcheck))
         .route("/healthcheck", get(health::healthcheck))
-        .route("/reload", post(reload::start).get(reload::status))
-        .route("/metrics", get(health::metrics))
-        .route("/admin/devices/{name}", post(health::set_device))
+        .route("/metrics", get(health::metrics));
+    Router::new()
+        .merge(signing)
+        .merge(admin)
+        .merge(open)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
 
-/// Serve until SIGINT or SIGTERM.
+/// Serve plain HTTP until SIGINT or SIGTERM.
 pub async fn serve(state: AppState, addr: SocketAddr) -> std::io::Result<()> {
+    serve_with(state, addr, None).await
+}
+
+/// Serve until SIGINT or SIGTERM: HTTPS when `tls` is given (see [`tls::server_config`]),
+/// else plain HTTP. Prints `hsm-signer listening on http(s)://ADDR` once bound.
+pub async fn serve_with(
+    state: AppState,
+    addr: SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    tracing::info!(%local, "listening");
-    println!("hsm-signer listening on http://{local}");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
+    let app = router(state);
+    match tls {
+        None => {
+            tracing::info!(%local, "listening (HTTP)");
+            println!("hsm-signer listening on http://{local}");
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+        }
+        Some(config) => {
+            let listener = tls::TlsListener::new(listener, config)?;
+            tracing::info!(%local, "listening (HTTPS)");
+            println!("hsm-signer listening on https://{local}");
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod pg;
+pub mod tls;
 
 /// SoftHSM2 or kryoptic, as `HSM_SIGNER_TEST_PKCS11` selects (shared with the `hsm` crate's tests).
 #[path = "../../hsm/tests/backend/mod.rs"]
@@ -185,21 +186,39 @@ pub fn assert_one_error_line(stderr: &str) -> &str {
     lines[0]
 }
 
-/// A running `hsm-signer serve` on an OS-assigned loopback port; killed on drop.
+/// A running `hsm-signer serve` on an OS-assigned loopback port; killed on drop. `base` is
+/// `http://…` or, when the signer serves TLS, `https://…`.
 pub struct Server {
     pub child: std::process::Child,
     pub base: String,
+    /// The default API token file of the signer's data directory.
+    pub token_file: PathBuf,
 }
 
 impl Server {
     pub fn start(signer: &Signer, extra: &[&str]) -> Server {
+        Server::start_on(signer, "127.0.0.1:0", extra)
+    }
+
+    /// Like [`Server::start`], listening on `listen`.
+    pub fn start_on(signer: &Signer, listen: &str, extra: &[&str]) -> Server {
+        Server::spawn(signer, listen, extra, std::process::Stdio::inherit())
+    }
+
+    /// Like [`Server::start`], with the server's standard error (its log) written to `log`.
+    pub fn start_logging_to(signer: &Signer, extra: &[&str], log: &Path) -> Server {
+        let file = std::fs::File::create(log).unwrap();
+        Server::spawn(signer, "127.0.0.1:0", extra, file.into())
+    }
+
+    fn spawn(signer: &Signer, listen: &str, extra: &[&str], stderr: std::process::Stdio) -> Server {
         use std::io::BufRead;
         let mut child = signer
             .cmd()
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--listen", listen])
             .args(extra)
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
@@ -212,11 +231,23 @@ impl Server {
             .strip_prefix("hsm-signer listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_owned();
-        Server { child, base }
+        Server {
+            child,
+            base,
+            token_file: signer.data_dir().join("api-token.txt"),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// The API bearer token (for `/reload`, `/admin/…`), from the default token file.
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(&self.token_file)
+            .unwrap()
+            .trim()
+            .to_owned()
     }
 }
 

@@ -1,0 +1,132 @@
+//! Test PKI and HTTPS clients: a CA minted per test (rcgen), a server certificate for
+//! 127.0.0.1/localhost, client certificates, and a reqwest client that trusts the CA and
+//! presents an optional client certificate.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+use reqwest::blocking::Client;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+
+/// A certificate and its key, PEM.
+pub struct Identity {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl Identity {
+    /// SHA-256 of the DER certificate, as `tls.allowed_clients` takes it.
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest;
+        let der = CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).unwrap();
+        format!("sha256:{}", hex::encode(sha2::Sha256::digest(der.as_ref())))
+    }
+}
+
+/// A certificate authority that signs server and client certificates.
+pub struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+impl Ca {
+    pub fn new(name: &str) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = params.self_signed(&key).unwrap();
+        Ca { cert, key }
+    }
+
+    pub fn cert_pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    fn issue(&self, cn: &str, sans: &[&str], usage: ExtendedKeyUsagePurpose) -> Identity {
+        let key = KeyPair::generate().unwrap();
+        let mut params =
+            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![usage];
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        Identity {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+
+    /// A server certificate for 127.0.0.1, ::1 and localhost.
+    pub fn server(&self) -> Identity {
+        self.issue(
+            "hsm-signer",
+            &["localhost", "127.0.0.1", "::1"],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        )
+    }
+
+    /// A client certificate with subject CN `cn` and the DNS name `cn.clients.test`.
+    pub fn client(&self, cn: &str) -> Identity {
+        self.issue(
+            cn,
+            &[&format!("{cn}.clients.test")],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        )
+    }
+}
+
+/// Write `identity` as `<dir>/<name>.pem` and `<dir>/<name>.key` (0600); return both paths.
+pub fn write_identity(dir: &Path, name: &str, identity: &Identity) -> (PathBuf, PathBuf) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let cert = dir.join(format!("{name}.pem"));
+    let key = dir.join(format!("{name}.key"));
+    std::fs::write(&cert, &identity.cert_pem).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&key)
+        .unwrap();
+    std::io::Write::write_all(&mut f, identity.key_pem.as_bytes()).unwrap();
+    (cert, key)
+}
+
+/// A blocking HTTPS client (OpenSSL through native-tls: another TLS stack than the server's
+/// rustls) that trusts only `ca_pem` and presents `client` if given.
+pub fn https_client(ca_pem: &str, client: Option<&Identity>) -> Client {
+    let mut builder = Client::builder()
+        .tls_backend_native()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap()])
+        .timeout(Duration::from_secs(30));
+    if let Some(id) = client {
+        builder = builder.identity(
+            reqwest::Identity::from_pkcs8_pem(id.cert_pem.as_bytes(), id.key_pem.as_bytes())
+                .unwrap(),
+        );
+    }
+    builder.build().unwrap()
+}
+
+/// The error and every cause below it, one per line (to show what refused a connection).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str("\n  caused by: ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
