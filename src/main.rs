@@ -396,6 +396,10 @@ fn serve(
         errors.iter().map(|e| e.to_string()).collect(),
         slashing,
     );
+    // Keys deleted through the Keymanager API stay deleted, whatever files are on disk.
+    state
+        .exclude_deleted_keys()
+        .map_err(|e| SignerError::Config(format!("slashing protection database: {e}")))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

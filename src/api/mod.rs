@@ -4,6 +4,7 @@
 
 mod error;
 mod health;
+pub mod keymanager;
 mod reload;
 mod sign;
 
@@ -48,6 +49,7 @@ pub struct AppState {
     pub network: Arc<Network>,
     config: Arc<Config>,
     reload: Arc<reload::ReloadState>,
+    key_gate: Arc<keymanager::KeyGate>,
     /// Metrics shared by every part of the request path.
     pub metrics: Arc<Metrics>,
     /// Scheduler settings (kept for reloads).
@@ -101,6 +103,7 @@ impl AppState {
             network: Arc::new(network),
             config: Arc::new(config),
             reload: Arc::default(),
+            key_gate: Arc::default(),
             metrics,
             scheduler_config,
             clock,
@@ -131,6 +134,7 @@ pub fn router(state: AppState) -> Router {
         .route("/reload", post(reload::start).get(reload::status))
         .route("/metrics", get(health::metrics))
         .route("/admin/devices/{name}", post(health::set_device))
+        .merge(keymanager::routes())
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }

@@ -44,6 +44,11 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT, WITHOUT ROWID;
     CREATE INDEX signed_attestations_by_source
         ON signed_attestations (validator_id, source_epoch, target_epoch);",
+    // v2: keys deleted through the Keymanager API (a tombstone outlives a restored key file).
+    "CREATE TABLE deleted_keys (
+        pubkey BLOB PRIMARY KEY NOT NULL CHECK (length(pubkey) = 48),
+        deleted_at INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;",
 ];
 
 const GVR_KEY: &str = "genesis_validators_root";
@@ -670,6 +675,42 @@ impl StoreTxn for SqliteTxn<'_> {
 
     fn release_savepoint(&mut self) -> Result<(), SlashingError> {
         self.conn.execute_batch("RELEASE nested").db()
+    }
+
+    fn set_deleted(&mut self, pubkey: &Pubkey, deleted: bool) -> Result<(), SlashingError> {
+        let pk: &[u8] = &pubkey[..];
+        if deleted {
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO deleted_keys (pubkey, deleted_at) VALUES (?1, unixepoch())
+                     ON CONFLICT (pubkey) DO NOTHING",
+                )
+                .db()?
+                .execute([pk])
+                .db()?;
+        } else {
+            self.conn
+                .prepare_cached("DELETE FROM deleted_keys WHERE pubkey = ?1")
+                .db()?
+                .execute([pk])
+                .db()?;
+        }
+        Ok(())
+    }
+
+    fn deleted_keys(&mut self) -> Result<Vec<Pubkey>, SlashingError> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT pubkey FROM deleted_keys ORDER BY pubkey")
+            .db()?;
+        let rows = st.query_map([], |r| r.get::<_, Vec<u8>>(0)).db()?;
+        rows.map(|r| {
+            let b = r.db()?;
+            Pubkey::try_from(b.as_slice()).map_err(|_| {
+                SlashingError::Store(format!("corrupt database: a pubkey of {} bytes", b.len()))
+            })
+        })
+        .collect()
     }
 }
 
