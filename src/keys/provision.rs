@@ -198,6 +198,7 @@ fn check_recombination(
 
 /// Seal shares on their devices and write the key file, after proving the shares recombine to
 /// `group` and each envelope opens on its device to its share. Nothing is written on failure.
+#[allow(clippy::too_many_arguments)]
 fn place_shares(
     store: &mut KeyStore,
     devices: &Devices,
