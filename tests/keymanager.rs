@@ -573,3 +573,48 @@ fn with_a_keymanager_threshold_an_import_is_split_2_of_3_and_signs_under_the_ori
         StatusCode::OK
     );
 }
+
+#[test]
+fn with_postgresql_a_deleted_key_stays_deleted_across_restarts_until_reimported() {
+    let pg = common::pg::PgServer::start();
+    let s = Signer::new();
+    let args = ["--no-slot-deadlines", "--slashing-db", pg.url()];
+    let server = Server::start(&s, &args);
+    let http = client();
+    let (ks, pk) = deposit_keystore(5);
+    let body = json!({ "keystores": [ks], "passwords": [DEPOSIT_PASSWORD] });
+    assert_eq!(statuses(&post(&http, &server, &body).1), ["imported"]);
+    let vote = attestation(1, 2);
+    assert_eq!(sign(&http, &server, &pk, &vote), StatusCode::OK);
+
+    let key_file = s.data_dir().join(format!("keys/{pk}.json"));
+    let saved = std::fs::read(&key_file).unwrap();
+    let (status, reply) = delete(&http, &server, &[&pk]);
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(statuses(&reply), ["deleted"]);
+    assert_eq!(
+        history_of(reply["slashing_protection"].as_str().unwrap(), &pk),
+        Some((
+            vec![],
+            vec![("1".into(), "2".into(), Some(hex_root(&root_of(&vote))))]
+        ))
+    );
+
+    std::fs::write(&key_file, &saved).unwrap();
+    drop(server);
+    let server = Server::start(&s, &args);
+    assert_eq!(
+        sign(&http, &server, &pk, &attestation(2, 3)),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(statuses(&post(&http, &server, &body).1), ["imported"]);
+    assert_eq!(
+        sign(&http, &server, &pk, &attestation(2, 3)),
+        StatusCode::OK
+    );
+    // The history recorded before the deletion still protects the re-imported key.
+    assert_eq!(
+        sign(&http, &server, &pk, &attestation(0, 5)),
+        StatusCode::PRECONDITION_FAILED
+    );
+}
