@@ -396,10 +396,23 @@ fn serve(
         errors.iter().map(|e| e.to_string()).collect(),
         slashing,
     );
-    // Keys deleted through the Keymanager API stay deleted, whatever files are on disk.
-    state
-        .exclude_deleted_keys()
-        .map_err(|e| SignerError::Config(format!("slashing protection database: {e}")))?;
+    // Keys deleted through the Keymanager API stay deleted, whatever files are on disk: their
+    // tombstones are read even when slashing protection is off, from a database that exists.
+    let tombstones = match protect {
+        false
+            if config.slashing_db.is_some()
+                || config.data_dir.join("slashing-protection.sqlite").exists() =>
+        {
+            Some(open_slashing_db(config).1)
+        }
+        _ => None,
+    }
+    .transpose()
+    .and_then(|db| state.exclude_deleted_keys(db.as_ref()))
+    .map_err(|e| SignerError::Config(format!("slashing protection database: {e}")))?;
+    if tombstones > 0 {
+        eprintln!("{tombstones} key file(s) ignored: deleted through the Keymanager API");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -346,6 +346,14 @@ fn import_sign_delete_restore_and_reimport_through_the_keymanager_api() {
     );
     assert!(!public_keys(&http, &server).contains(&pk_a));
     drop(server);
+    // Not even with slashing protection off (the tombstones are still read).
+    server = Server::start(&s, &["--no-slot-deadlines", "--no-slashing-protection"]);
+    assert_eq!(
+        sign(&http, &server, &pk_a, &template("RANDAO_REVEAL")),
+        StatusCode::NOT_FOUND
+    );
+    assert!(!public_keys(&http, &server).contains(&pk_a));
+    drop(server);
     server = Server::start(&s, &["--no-slot-deadlines"]);
     assert_eq!(
         sign(&http, &server, &pk_a, &attestation(21, 22)),

@@ -149,12 +149,14 @@ fn deleted_key_message(pubkey: &PublicKeyBytes) -> String {
 
 /// Read the tombstones from the slashing database into the deny-list, then drop deleted keys
 /// from `keys` (noting each in `errors`). Blocks: call from a blocking thread or at start-up.
+/// `db` is read when the signer has no slashing protection of its own.
 pub(crate) fn exclude_deleted(
     app: &AppState,
+    db: Option<&SlashingProtection>,
     keys: &mut KeyStore,
     errors: &mut Vec<String>,
 ) -> Result<(), SlashingError> {
-    if let Some(slashing) = &app.slashing {
+    if let Some(slashing) = app.slashing.as_ref().or(db) {
         let stored = slashing.deleted_keys()?;
         app.key_gate
             .mark_deleted(stored.into_iter().map(PublicKeyBytes));
@@ -171,13 +173,17 @@ pub(crate) fn exclude_deleted(
 
 impl AppState {
     /// Keep keys deleted through the Keymanager API out of the signing set: read the tombstones
-    /// from the slashing database and drop those keys from the loaded set. Call once at start-up
-    /// (it blocks on the database). Returns how many loaded keys were dropped.
-    pub fn exclude_deleted_keys(&self) -> Result<usize, SlashingError> {
+    /// from the slashing database (the signer's own, else `db`: a signer running without
+    /// slashing protection still honours deletions) and drop those keys from the loaded set. Call
+    /// once at start-up (it blocks on the database). Returns how many loaded keys were dropped.
+    pub fn exclude_deleted_keys(
+        &self,
+        db: Option<&SlashingProtection>,
+    ) -> Result<usize, SlashingError> {
         let current = self.runtime();
         let mut keys = current.keys.clone();
         let mut errors = current.key_errors.clone();
-        exclude_deleted(self, &mut keys, &mut errors)?;
+        exclude_deleted(self, db, &mut keys, &mut errors)?;
         let dropped = current.keys.len() - keys.len();
         if dropped > 0 {
             for e in &errors[current.key_errors.len()..] {

@@ -72,7 +72,7 @@ fn reload_runtime(app: &AppState) -> Result<Runtime, String> {
     }
     let (mut keys, errors) = KeyStore::load(&config.keys_dir()).map_err(|e| e.to_string())?;
     let mut key_errors: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-    super::keymanager::exclude_deleted(app, &mut keys, &mut key_errors)
+    super::keymanager::exclude_deleted(app, None, &mut keys, &mut key_errors)
         .map_err(|e| e.to_string())?;
     Ok(Runtime {
         keys,
