@@ -538,6 +538,20 @@ fn malformed_requests_are_refused_with_400_and_change_nothing() {
     let ic: Value = serde_json::from_str(reply["slashing_protection"].as_str().unwrap()).unwrap();
     assert_eq!(ic["metadata"]["interchange_format_version"], "5");
     assert_eq!(ic["data"], json!([]));
+
+    // A key file on disk that did not load is deleted too: not_active, and the file is gone.
+    let broken = format!("0x{}", "ef".repeat(48));
+    let file = s.data_dir().join(format!("keys/{broken}.json"));
+    std::fs::write(&file, "{").unwrap();
+    let (status, reply) = delete(&http, &server, &[&broken]);
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(statuses(&reply), ["not_active"]);
+    assert!(!file.exists());
+    let ic: Value = serde_json::from_str(reply["slashing_protection"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        ic["data"],
+        json!([{"pubkey": broken, "signed_blocks": [], "signed_attestations": []}])
+    );
 }
 
 #[test]

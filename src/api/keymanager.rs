@@ -494,21 +494,25 @@ async fn delete(State(app): State<AppState>, body: Bytes) -> Result<Response, Ap
     let busy = app.key_gate.stop(&stopping, DRAIN_TIMEOUT).await;
     // 2. Durably: tombstones and the signing history, in one transaction.
     let db = slashing.clone();
-    let marks: Vec<([u8; 48], bool)> = pubkeys
-        .iter()
-        .zip(&active)
-        .map(|(k, a)| (k.0, *a))
-        .collect();
-    let deletion = tokio::task::spawn_blocking(move || db.mark_deleted(&marks))
-        .await
-        .map_err(join_error)?
-        .map_err(|e| {
-            tracing::error!(error = %e, "Keymanager DELETE could not record the deletion");
-            ApiError::internal(format!(
-                "could not record the deletion: {e}; the keys are refused until restart, and \
+    // A key file that is on disk but not loaded (it failed to load) counts as known too.
+    let dir = runtime.keys.dir().to_owned();
+    let marks: Vec<(PublicKeyBytes, bool)> = pubkeys.iter().copied().zip(active.clone()).collect();
+    let deletion = tokio::task::spawn_blocking(move || {
+        let marks: Vec<([u8; 48], bool)> = marks
+            .iter()
+            .map(|(k, a)| (k.0, *a || dir.join(format!("{k}.json")).exists()))
+            .collect();
+        db.mark_deleted(&marks)
+    })
+    .await
+    .map_err(join_error)?
+    .map_err(|e| {
+        tracing::error!(error = %e, "Keymanager DELETE could not record the deletion");
+        ApiError::internal(format!(
+            "could not record the deletion: {e}; the keys are refused until restart, and \
                  their files are kept"
-            ))
-        })?;
+        ))
+    })?;
     // Known keys are now tombstoned: refuse them here too (not-active ones included).
     app.key_gate.mark_deleted(
         pubkeys

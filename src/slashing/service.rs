@@ -281,10 +281,10 @@ impl SlashingProtection {
         self.call(|reply| Job::Task(Task::Import(parsed, reply)))?
     }
 
-    /// Keymanager DELETE, in one durable transaction: each key that is `active` (loaded) or
-    /// already known to the database is marked deleted (a tombstone that outlives a restored
-    /// key file) and registered; then the interchange of those keys is read. Unknown keys that
-    /// are not active are left alone (`known = false`). Blocks the calling thread.
+    /// Keymanager DELETE, in one durable transaction: each key that is present (the flag: loaded,
+    /// or its key file on disk) or already known to the database is marked deleted (a tombstone that outlives a restored
+    /// key file) and registered; then the interchange of those keys is read. Keys neither
+    /// present nor known are left alone (`known = false`). Blocks the calling thread.
     pub fn mark_deleted(&self, keys: &[(Pubkey, bool)]) -> Result<Deletion, SlashingError> {
         let keys = keys.to_vec();
         self.call(|reply| Job::Task(Task::Delete(keys, reply)))?
