@@ -139,36 +139,34 @@ impl KeyGate {
     }
 }
 
-/// A message saying why a loaded key file is ignored.
-fn deleted_key_message(pubkey: &PublicKeyBytes) -> String {
-    format!(
-        "key {pubkey} was deleted through the Keymanager API; its key file is ignored until the \
-         keystore is imported again (POST /eth/v1/keystores)"
-    )
-}
-
 /// Read the tombstones from the slashing database into the deny-list, then drop deleted keys
-/// from `keys` (noting each in `errors`). Blocks: call from a blocking thread or at start-up.
-/// `db` is read when the signer has no slashing protection of its own.
+/// from `keys`, with a warning for each: a deliberate exclusion, not a load error (so health
+/// stays up). Returns how many were dropped. Blocks: call from a blocking thread or at
+/// start-up. `db` is read when the signer has no slashing protection of its own.
 pub(crate) fn exclude_deleted(
     app: &AppState,
     db: Option<&SlashingProtection>,
     keys: &mut KeyStore,
-    errors: &mut Vec<String>,
-) -> Result<(), SlashingError> {
+) -> Result<usize, SlashingError> {
     if let Some(slashing) = app.slashing.as_ref().or(db) {
         let stored = slashing.deleted_keys()?;
         app.key_gate
             .mark_deleted(stored.into_iter().map(PublicKeyBytes));
     }
     let loaded: Vec<PublicKeyBytes> = keys.iter().map(|r| r.pubkey).collect();
+    let mut dropped = 0;
     for pk in loaded {
         if app.key_gate.is_deleted(&pk) {
             keys.forget(&pk);
-            errors.push(deleted_key_message(&pk));
+            dropped += 1;
+            tracing::warn!(
+                %pk,
+                "key file ignored: the key was deleted through the Keymanager API and signs \
+                 nothing until its keystore is imported again (POST /eth/v1/keystores)"
+            );
         }
     }
-    Ok(())
+    Ok(dropped)
 }
 
 impl AppState {
@@ -182,16 +180,11 @@ impl AppState {
     ) -> Result<usize, SlashingError> {
         let current = self.runtime();
         let mut keys = current.keys.clone();
-        let mut errors = current.key_errors.clone();
-        exclude_deleted(self, db, &mut keys, &mut errors)?;
-        let dropped = current.keys.len() - keys.len();
+        let dropped = exclude_deleted(self, db, &mut keys)?;
         if dropped > 0 {
-            for e in &errors[current.key_errors.len()..] {
-                tracing::warn!("{e}");
-            }
             self.swap(Runtime {
                 keys,
-                key_errors: errors,
+                key_errors: current.key_errors.clone(),
                 scheduler: current.scheduler.clone(),
             });
         }
@@ -572,10 +565,10 @@ async fn delete(State(app): State<AppState>, body: Bytes) -> Result<Response, Ap
             (false, false) => json!({ "status": "not_found" }),
         })
         .collect();
-    tracing::info!(
-        deleted = active.iter().filter(|a| **a).count(),
-        "keys deleted through the Keymanager API"
-    );
+    let deleted = active.iter().filter(|a| **a).count();
+    if deleted > 0 {
+        tracing::info!(deleted, "keys deleted through the Keymanager API");
+    }
     Ok(Json(json!({ "data": data, "slashing_protection": deletion.interchange })).into_response())
 }
 

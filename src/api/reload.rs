@@ -71,12 +71,10 @@ fn reload_runtime(app: &AppState) -> Result<Runtime, String> {
         devices.push(device);
     }
     let (mut keys, errors) = KeyStore::load(&config.keys_dir()).map_err(|e| e.to_string())?;
-    let mut key_errors: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-    super::keymanager::exclude_deleted(app, None, &mut keys, &mut key_errors)
-        .map_err(|e| e.to_string())?;
+    super::keymanager::exclude_deleted(app, None, &mut keys).map_err(|e| e.to_string())?;
     Ok(Runtime {
         keys,
-        key_errors,
+        key_errors: errors.iter().map(|e| e.to_string()).collect(),
         scheduler: Scheduler::with_config(
             Devices::from_open(devices),
             app.scheduler_config.clone(),
