@@ -624,6 +624,38 @@ fn with_a_keymanager_threshold_an_import_is_split_2_of_3_and_signs_under_the_ori
         sign(&http, &server, pk, &template("RANDAO_REVEAL")),
         StatusCode::OK
     );
+
+    // Deleted, then imported again: fresh shares (a new polynomial), and it still signs.
+    let share_keys = |record: &Value| -> Vec<String> {
+        record["shares"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|sh| sh["pubkey"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (status, reply) = delete(&http, &server, &[pk]);
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(statuses(&reply), ["deleted"]);
+    assert_eq!(
+        sign(&http, &server, pk, &template("RANDAO_REVEAL")),
+        StatusCode::NOT_FOUND
+    );
+    let (status, reply) = post(
+        &http,
+        &server,
+        &json!({ "keystores": [ks], "passwords": [password] }),
+    );
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(statuses(&reply), ["imported"]);
+    let again: Value = serde_json::from_str(
+        &std::fs::read_to_string(s.data_dir().join(format!("keys/{pk}.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(again["threshold"], 2);
+    let (old, new) = (share_keys(&record), share_keys(&again));
+    assert!(old.iter().all(|k| !new.contains(k)), "{old:?} vs {new:?}");
+    assert_eq!(sign(&http, &server, pk, &attestation(6, 7)), StatusCode::OK);
 }
 
 #[test]
