@@ -486,6 +486,16 @@ fn malformed_requests_are_refused_with_400_and_change_nothing() {
         (reqwest::Method::POST, "[]".into(), "invalid import request"),
         (
             reqwest::Method::POST,
+            json!({ "keystores": [ks], "passwords": "hunter2-secret" }).to_string(),
+            "expected {\"keystores\"",
+        ),
+        (
+            reqwest::Method::POST,
+            json!({ "keystores": [ks], "passwords": [7] }).to_string(),
+            "invalid import request",
+        ),
+        (
+            reqwest::Method::POST,
             json!({ "passwords": [] }).to_string(),
             "keystores",
         ),
@@ -525,6 +535,10 @@ fn malformed_requests_are_refused_with_400_and_change_nothing() {
         let (status, reply) = keymanager(&http, &server, method.clone(), &body);
         assert_eq!(status, StatusCode::BAD_REQUEST, "{method} {body}: {reply}");
         let message = reply["message"].as_str().unwrap_or_default();
+        assert!(
+            !message.contains("hunter2"),
+            "a password was echoed: {message}"
+        );
         assert!(
             message.contains(needle),
             "{method} {body}: {message:?} lacks {needle:?}"

@@ -293,10 +293,30 @@ fn place_key(
     }
 }
 
+/// A 400 for a body that does not parse. serde's "invalid type/value" messages quote the
+/// offending value, which may be a password: those are replaced by the expected shape.
+fn body_error(what: &str, shape: &str, e: &serde_json::Error) -> ApiError {
+    let text = e.to_string();
+    let detail = match e.classify() {
+        serde_json::error::Category::Data if !text.starts_with("missing field") => format!(
+            "expected {shape} (wrong type or value at line {} column {})",
+            e.line(),
+            e.column()
+        ),
+        _ => text,
+    };
+    ApiError::bad_request(format!("invalid {what} request: {detail}"))
+}
+
 /// `POST /eth/v1/keystores`.
 async fn import(State(app): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
-    let request: ImportRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid import request: {e}")))?;
+    let request: ImportRequest = serde_json::from_slice(&body).map_err(|e| {
+        body_error(
+            "import",
+            r#"{"keystores": [string], "passwords": [string], "slashing_protection"?: string}"#,
+            &e,
+        )
+    })?;
     drop(body);
     if request.keystores.len() != request.passwords.len() {
         return Err(ApiError::bad_request(format!(
@@ -457,7 +477,7 @@ struct DeleteRequest {
 /// `DELETE /eth/v1/keystores`.
 async fn delete(State(app): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let request: DeleteRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid delete request: {e}")))?;
+        .map_err(|e| body_error("delete", r#"{"pubkeys": [string]}"#, &e))?;
     let mut pubkeys = Vec::with_capacity(request.pubkeys.len());
     for (i, s) in request.pubkeys.iter().enumerate() {
         let pk = s
