@@ -179,6 +179,18 @@ impl TlsSettings {
     }
 }
 
+/// `[keymanager]` settings: where keys imported through the Keymanager API
+/// (`POST /eth/v1/keystores`) are placed.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeymanagerSettings {
+    /// Split each imported key t-of-n, with this threshold, across `devices`.
+    pub threshold: Option<usize>,
+    /// One device per share. Empty (the default): the whole key goes to `default_device`.
+    #[serde(default)]
+    pub devices: Vec<String>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
@@ -190,6 +202,8 @@ struct FileConfig {
     tls: TlsSettings,
     #[serde(default)]
     allow_insecure_http: bool,
+    #[serde(default)]
+    keymanager: KeymanagerSettings,
     listen: Option<String>,
     network: Option<String>,
     slashing_db: Option<String>,
@@ -237,6 +251,8 @@ pub struct Config {
     pub tls: TlsSettings,
     /// Serve plain HTTP on a non-loopback address (refused otherwise).
     pub allow_insecure_http: bool,
+    /// Keymanager API settings.
+    pub keymanager: KeymanagerSettings,
 }
 
 /// `$XDG_DATA_HOME/hsm-signer`, else `~/.local/share/hsm-signer`.
@@ -292,6 +308,7 @@ impl Config {
             },
             tls: file.tls.resolve(base),
             allow_insecure_http: file.allow_insecure_http,
+            keymanager: file.keymanager,
         };
         config.validate()?;
         Ok(config)
@@ -334,6 +351,7 @@ impl Config {
             auth: AuthSettings::default(),
             tls: TlsSettings::default(),
             allow_insecure_http: false,
+            keymanager: KeymanagerSettings::default(),
         })
     }
 
@@ -353,7 +371,37 @@ impl Config {
                 self.default_device
             )));
         }
+        self.keymanager_placement()?;
         self.module_environment().map(|_| ())
+    }
+
+    /// Where the Keymanager API puts imported keys: split as `[keymanager]` says, else whole on
+    /// `default_device`. Checked when the configuration is loaded.
+    pub fn keymanager_placement(&self) -> Result<crate::keys::provision::Placement> {
+        let km = &self.keymanager;
+        if km.devices.is_empty() && km.threshold.is_none() {
+            return Ok(crate::keys::provision::Placement::Whole(
+                self.default_device.clone(),
+            ));
+        }
+        let place = |e: SignerError| SignerError::Config(format!("[keymanager]: {e}"));
+        if km.devices.is_empty() {
+            return Err(SignerError::Config(
+                "[keymanager]: threshold needs devices (one device per share)".into(),
+            ));
+        }
+        let threshold = km.threshold.unwrap_or(1);
+        crate::keys::provision::check_placement(threshold, &km.devices, None).map_err(place)?;
+        for d in &km.devices {
+            self.device(d).map_err(place)?;
+        }
+        Ok(crate::keys::provision::Placement::Split(
+            crate::keys::provision::SplitPlan {
+                threshold,
+                devices: km.devices.clone(),
+                ids: None,
+            },
+        ))
     }
 
     /// The environment the modules need (e.g. `SOFTHSM2_CONF`); two devices asking for

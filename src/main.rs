@@ -446,6 +446,23 @@ fn serve(
         slashing,
     )
     .with_api_token(token);
+    // Keys deleted through the Keymanager API stay deleted, whatever files are on disk: their
+    // tombstones are read even when slashing protection is off, from a database that exists.
+    let tombstones = match protect {
+        false
+            if config.slashing_db.is_some()
+                || config.data_dir.join("slashing-protection.sqlite").exists() =>
+        {
+            Some(open_slashing_db(config).1)
+        }
+        _ => None,
+    }
+    .transpose()
+    .and_then(|db| state.exclude_deleted_keys(db.as_ref()))
+    .map_err(|e| SignerError::Config(format!("slashing protection database: {e}")))?;
+    if tombstones > 0 {
+        eprintln!("{tombstones} key file(s) ignored: deleted through the Keymanager API");
+    }
     let runtime = hsm_signer::scheduler::runtime()
         .map_err(|e| SignerError::Invalid(format!("starting the runtime: {e}")))?;
     runtime

@@ -346,7 +346,7 @@ fn slow_device_config(s: &Signer, scheduler: &str) {
             "[[device]]\nname = \"softhsm-{i}\"\ntoken_label = \"hsm-signer-{i}\"\npin_file = \"{}\"\nmodule_config = \"{}\"\n{}\n",
             soft.join(format!("softhsm-{i}.pin")).display(),
             soft.join("softhsm2.conf").display(),
-            if i == 1 { "max_sessions = 1\nsimulated_latency_ms = 300" } else { "" }
+            if i == 1 { "max_sessions = 1\nsimulated_latency_ms = 1000" } else { "" }
         );
     }
     std::fs::write(s.data_dir().join("hsm-signer.toml"), text).unwrap();
@@ -410,10 +410,22 @@ fn a_client_that_hangs_up_frees_its_place() {
     let url = server.url(&format!("/api/v1/eth2/sign/{pk}"));
     let (u, b) = (url.clone(), case["request"].clone());
     let busy = std::thread::spawn(move || client().post(&u).json(&b).send().unwrap().status());
-    std::thread::sleep(std::time::Duration::from_millis(50));
-    // This one waits behind the busy session; its client gives up after 100 ms.
+    // Wait for the state "the device's one session is busy" (it stays busy for 1 s).
+    let limit = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while metric(
+        &server,
+        "signer_device_sessions_in_use{device=\"softhsm-1\"}",
+    ) < 1.0
+    {
+        assert!(
+            std::time::Instant::now() < limit,
+            "the device never got busy"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // This one waits behind the busy session; its client gives up after 300 ms.
     let impatient = Client::builder()
-        .timeout(std::time::Duration::from_millis(100))
+        .timeout(std::time::Duration::from_millis(300))
         .build()
         .unwrap();
     assert!(impatient.post(&url).json(&case["request"]).send().is_err());

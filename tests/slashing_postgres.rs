@@ -207,7 +207,8 @@ fn instances_starting_together_migrate_once() {
         .query_one("SELECT version FROM hsm_signer.schema_version", &[])
         .unwrap()
         .get(0);
-    assert_eq!(version, 1);
+    // Version 2 added the Keymanager API's deletion tombstones.
+    assert_eq!(version, 2);
 }
 
 #[test]

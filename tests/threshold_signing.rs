@@ -147,6 +147,7 @@ fn corrupted_key(
         threshold: 2,
         shares: records,
         origin: "test".into(),
+        derivation_path: None,
     };
     (record, sk)
 }

@@ -7,6 +7,7 @@
 pub mod auth;
 mod error;
 mod health;
+pub mod keymanager;
 mod reload;
 mod sign;
 pub mod tls;
@@ -52,6 +53,7 @@ pub struct AppState {
     pub network: Arc<Network>,
     config: Arc<Config>,
     reload: Arc<reload::ReloadState>,
+    key_gate: Arc<keymanager::KeyGate>,
     /// Metrics shared by every part of the request path.
     pub metrics: Arc<Metrics>,
     /// Scheduler settings (kept for reloads).
@@ -107,6 +109,7 @@ impl AppState {
             network: Arc::new(network),
             config: Arc::new(config),
             reload: Arc::default(),
+            key_gate: Arc::default(),
             metrics,
             scheduler_config,
             clock,
@@ -145,11 +148,11 @@ pub fn router(state: AppState) -> Router {
     } else {
         signing
     };
-    // Admin routes: always behind the bearer token. The Keymanager API (`/eth/v1/keystores`)
-    // belongs in this group: `.merge(keymanager::routes())` before `require_token`.
+    // Admin routes and the Keymanager API (`/eth/v1/keystores`): always behind the bearer token.
     let admin = Router::new()
         .route("/reload", post(reload::start).get(reload::status))
-        .route("/admin/devices/{name}", post(health::set_device));
+        .route("/admin/devices/{name}", post(health::set_device))
+        .merge(keymanager::routes());
     let admin = auth::require_token(admin, &state);
     // Probes and metrics stay open.
     let open = Router::new()

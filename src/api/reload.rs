@@ -70,7 +70,8 @@ fn reload_runtime(app: &AppState) -> Result<Runtime, String> {
         };
         devices.push(device);
     }
-    let (keys, errors) = KeyStore::load(&config.keys_dir()).map_err(|e| e.to_string())?;
+    let (mut keys, errors) = KeyStore::load(&config.keys_dir()).map_err(|e| e.to_string())?;
+    super::keymanager::exclude_deleted(app, None, &mut keys).map_err(|e| e.to_string())?;
     Ok(Runtime {
         keys,
         key_errors: errors.iter().map(|e| e.to_string()).collect(),
@@ -102,6 +103,8 @@ pub async fn start(State(app): State<AppState>) -> Response {
     let bg = app.clone();
     tokio::spawn(async move {
         let app = bg.clone();
+        // Keymanager imports and deletions wait for the reload, so neither undoes the other.
+        let _write = app.key_gate.write.clone().lock_owned().await;
         let result = tokio::task::spawn_blocking(move || reload_runtime(&bg)).await;
         let status = match result {
             Ok(Ok(runtime)) => {

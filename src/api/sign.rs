@@ -70,6 +70,11 @@ pub async fn sign(
         .get(&pubkey)
         .cloned()
         .ok_or_else(|| ApiError::not_found(format!("public key {pubkey} not found")))?;
+    // A key deleted through the Keymanager API signs nothing more; DELETE waits for this permit.
+    let _permit = app
+        .key_gate
+        .enter(&pubkey)
+        .ok_or_else(|| ApiError::not_found(format!("public key {pubkey} not found (deleted)")))?;
     let request =
         SignRequest::from_json(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let root = request

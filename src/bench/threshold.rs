@@ -63,6 +63,7 @@ fn make_key(devices: &[Arc<hsm::Device>], t: usize, n: usize) -> Result<Arc<KeyR
         threshold: t as u32,
         shares: records,
         origin: "bench".into(),
+        derivation_path: None,
     }))
 }
 

@@ -251,6 +251,21 @@ pub fn import_keystores(
     Ok(report)
 }
 
+/// Decrypt keystores already in memory, in parallel on every core: one result per keystore, in
+/// order, so that a failure (wrong password, pubkey mismatch, …) affects only its own entry.
+/// `labels[i]` names keystore i in its error. Runs the KDFs on rayon's pool and blocks until
+/// they are done: call it from a blocking thread, never from async code.
+pub fn decrypt_each(
+    keystores: &[(Keystore, SecretString)],
+    labels: &[String],
+) -> Vec<Result<(PublicKeyBytes, blst::min_pk::SecretKey)>> {
+    keystores
+        .par_iter()
+        .zip(labels.par_iter())
+        .map(|((ks, password), label)| decrypt_one(ks, Path::new(label), password))
+        .collect()
+}
+
 fn decrypt_one(
     ks: &Keystore,
     path: &Path,

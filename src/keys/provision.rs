@@ -198,6 +198,7 @@ fn check_recombination(
 
 /// Seal shares on their devices and write the key file, after proving the shares recombine to
 /// `group` and each envelope opens on its device to its share. Nothing is written on failure.
+#[allow(clippy::too_many_arguments)]
 fn place_shares(
     store: &mut KeyStore,
     devices: &Devices,
@@ -206,6 +207,7 @@ fn place_shares(
     shares: &[(ShareId, SecretKey)],
     device_names: &[String],
     origin: &str,
+    derivation_path: Option<String>,
 ) -> Result<()> {
     if store.contains(&group) {
         return Err(SignerError::Invalid(format!(
@@ -250,6 +252,7 @@ fn place_shares(
             .map_err(|_| SignerError::Invalid(format!("threshold {threshold} is too large")))?,
         shares: records,
         origin: origin.to_owned(),
+        derivation_path,
     };
     store.insert(record)
 }
@@ -266,6 +269,30 @@ pub fn provision_threshold(
     ids: Option<&[ShareId]>,
     origin: &str,
 ) -> Result<PublicKeyBytes> {
+    provision_threshold_with_path(
+        store,
+        devices,
+        secret,
+        threshold,
+        device_names,
+        ids,
+        origin,
+        None,
+    )
+}
+
+/// [`provision_threshold`], recording the key's EIP-2334 derivation path in its key file.
+#[allow(clippy::too_many_arguments)]
+pub fn provision_threshold_with_path(
+    store: &mut KeyStore,
+    devices: &Devices,
+    secret: &SecretKey,
+    threshold: usize,
+    device_names: &[String],
+    ids: Option<&[ShareId]>,
+    origin: &str,
+    derivation_path: Option<String>,
+) -> Result<PublicKeyBytes> {
     let ids = check_placement(threshold, device_names, ids)?;
     for d in device_names {
         devices.get(d)?;
@@ -280,6 +307,7 @@ pub fn provision_threshold(
         &shares,
         device_names,
         origin,
+        derivation_path,
     )?;
     Ok(group)
 }
@@ -416,6 +444,7 @@ pub fn import_shares(
         &shares,
         &import.devices,
         "imported-shares",
+        None,
     )?;
     Ok(import.group_pubkey)
 }

@@ -157,6 +157,9 @@ pub struct KeyRecord {
     /// Where the key came from (`imported`, `generated`, …), for operators.
     #[serde(default)]
     pub origin: String,
+    /// The EIP-2334 derivation path, when the imported keystore said it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub derivation_path: Option<String>,
 }
 
 impl KeyRecord {
@@ -168,6 +171,7 @@ impl KeyRecord {
             threshold: 1,
             shares: vec![share],
             origin: origin.to_owned(),
+            derivation_path: None,
         }
     }
 

@@ -137,6 +137,32 @@ impl KeyStore {
         Ok(())
     }
 
+    /// Remove the file of a key that is *not* loaded (it failed to load, or was deleted through
+    /// the Keymanager API and its file restored), so that an explicit re-import can write a
+    /// fresh one. Returns whether there was a file. Refuses a loaded key.
+    pub fn remove_stale_file(&self, pubkey: &PublicKeyBytes) -> Result<bool> {
+        if self.keys.contains_key(pubkey) {
+            return Err(SignerError::Invalid(format!(
+                "key {pubkey} is loaded; delete it instead"
+            )));
+        }
+        let path = self.dir.join(format!("{pubkey}.json"));
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                fsync_dir(&self.dir)?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(SignerError::io(&path)(e)),
+        }
+    }
+
+    /// Drop a key from this in-memory set only; its file stays (used to keep keys that were
+    /// deleted through the Keymanager API out of the signing set, whatever is on disk).
+    pub fn forget(&mut self, pubkey: &PublicKeyBytes) -> Option<Arc<KeyRecord>> {
+        self.keys.remove(pubkey)
+    }
+
     /// Remove a key file. The envelope is gone with it; the custody key stays on the device.
     pub fn delete(&mut self, pubkey: &PublicKeyBytes) -> Result<Arc<KeyRecord>> {
         let record = self

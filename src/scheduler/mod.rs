@@ -503,6 +503,16 @@ impl Scheduler {
         }
     }
 
+    /// Forget what was cached about a key (its threshold shares' public keys), so that a key
+    /// deleted and imported again with new shares is not checked against the old ones.
+    pub fn forget_key(&self, pubkey: &PublicKeyBytes) {
+        self.inner
+            .threshold_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(pubkey);
+    }
+
     /// The devices it schedules on.
     pub fn devices(&self) -> &Devices {
         &self.inner.devices

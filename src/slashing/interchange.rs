@@ -396,6 +396,43 @@ pub(crate) fn export(
     serde_json::to_string_pretty(&file).map_err(|e| SlashingError::Interchange(e.to_string()))
 }
 
+/// Export exactly `pubkeys` (each registered), as [`export`] does. A database that has not
+/// recorded a network yet holds no records at all: then each key is written with empty lists
+/// under an all-zero genesis validators root (which no real network has).
+pub(crate) fn export_keys(
+    tx: &mut dyn StoreTxn,
+    pubkeys: &[Pubkey],
+) -> Result<String, SlashingError> {
+    if tx.genesis_validators_root()?.is_some() {
+        return export(tx, Some(pubkeys));
+    }
+    let file = InterchangeJson {
+        metadata: MetadataJson {
+            interchange_format_version: FORMAT_VERSION.into(),
+            genesis_validators_root: hex_root(&[0u8; 32]),
+        },
+        data: pubkeys
+            .iter()
+            .map(|pk| ValidatorJson {
+                pubkey: format!("0x{}", hex::encode(pk)),
+                signed_blocks: Vec::new(),
+                signed_attestations: Vec::new(),
+            })
+            .collect(),
+    };
+    serde_json::to_string_pretty(&file).map_err(|e| SlashingError::Interchange(e.to_string()))
+}
+
+impl Interchange {
+    /// True when the file records nothing (no block, no attestation): importing it would only
+    /// pin the network.
+    pub(crate) fn has_no_records(&self) -> bool {
+        self.validators
+            .iter()
+            .all(|v| v.blocks.is_empty() && v.attestations.is_empty())
+    }
+}
+
 /// Blocks to export: all, unless the watermark is above the lowest; then those from the
 /// watermark up, with a root-less block at the watermark so that an importer's lowest slot is it.
 fn export_blocks(blocks: Vec<BlockRecord>, watermark: Option<u64>) -> Vec<BlockRecord> {

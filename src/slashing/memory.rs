@@ -12,6 +12,7 @@ struct State {
     validators: Vec<(Pubkey, Watermarks)>,
     blocks: Vec<(ValidatorId, BlockRecord)>,
     attestations: Vec<(ValidatorId, AttestationRecord)>,
+    deleted: std::collections::BTreeSet<Pubkey>,
 }
 
 /// The store: committed state only.
@@ -233,5 +234,18 @@ impl StoreTxn for Txn<'_> {
     fn release_savepoint(&mut self) -> Result<(), SlashingError> {
         self.savepoint = None;
         Ok(())
+    }
+
+    fn set_deleted(&mut self, pubkey: &Pubkey, deleted: bool) -> Result<(), SlashingError> {
+        if deleted {
+            self.state.deleted.insert(*pubkey);
+        } else {
+            self.state.deleted.remove(pubkey);
+        }
+        Ok(())
+    }
+
+    fn deleted_keys(&mut self) -> Result<Vec<Pubkey>, SlashingError> {
+        Ok(self.state.deleted.iter().copied().collect())
     }
 }

@@ -23,7 +23,7 @@
 //! requested one.
 
 mod bench;
-mod interchange;
+pub(crate) mod interchange;
 #[cfg(test)]
 mod memory;
 mod postgres;
@@ -37,7 +37,7 @@ use std::fmt;
 pub use self::postgres::{bench_postgres, bench_postgres_mode, PostgresStore};
 pub use bench::{bench_sqlite, bench_sqlite_mode, BenchReport, BenchRun};
 pub use interchange::{ImportSummary, MinifiedValidator};
-pub use service::{Options, SlashingProtection, Stats};
+pub use service::{Deletion, Options, SlashingProtection, Stats};
 pub use sqlite::SqliteStore;
 pub use store::{
     AttestationRecord, BlockRecord, Pruned, SlashingStore, StoreTxn, ValidatorId, Watermarks,

@@ -72,6 +72,11 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX IF NOT EXISTS signed_attestations_by_source
         ON hsm_signer.signed_attestations (validator_id, source_epoch, target_epoch);",
+    // v2: keys deleted through the Keymanager API (a tombstone outlives a restored key file).
+    "CREATE TABLE IF NOT EXISTS hsm_signer.deleted_keys (
+        pubkey BYTEA PRIMARY KEY CHECK (octet_length(pubkey) = 48),
+        deleted_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    );",
 ];
 
 /// Advisory lock serialising migrations of processes starting together ("hsms").
@@ -818,6 +823,36 @@ impl StoreTxn for PgTxn<'_, '_> {
 
     fn release_savepoint(&mut self) -> Result<(), SlashingError> {
         self.tx.batch_execute("RELEASE SAVEPOINT nested").db()
+    }
+
+    // Rare administrative operations: not worth a prepared statement per connection.
+    fn set_deleted(&mut self, pubkey: &Pubkey, deleted: bool) -> Result<(), SlashingError> {
+        let pk: &[u8] = &pubkey[..];
+        let sql = if deleted {
+            "INSERT INTO hsm_signer.deleted_keys (pubkey) VALUES ($1)
+             ON CONFLICT (pubkey) DO NOTHING"
+        } else {
+            "DELETE FROM hsm_signer.deleted_keys WHERE pubkey = $1"
+        };
+        self.tx.execute(sql, &[&pk]).db().map(|_| ())
+    }
+
+    fn deleted_keys(&mut self) -> Result<Vec<Pubkey>, SlashingError> {
+        let rows = self
+            .tx
+            .query(
+                "SELECT pubkey FROM hsm_signer.deleted_keys ORDER BY pubkey",
+                &[],
+            )
+            .db()?;
+        rows.iter()
+            .map(|row| {
+                let b: Vec<u8> = col(row, 0)?;
+                Pubkey::try_from(b.as_slice()).map_err(|_| {
+                    SlashingError::Store(format!("corrupt database: a pubkey of {} bytes", b.len()))
+                })
+            })
+            .collect()
     }
 }
 

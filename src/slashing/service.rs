@@ -106,6 +106,19 @@ enum Task {
     ),
     Export(Option<Vec<Pubkey>>, Reply<Result<String, SlashingError>>),
     Prune(u64, Reply<Result<u64, SlashingError>>),
+    Delete(Vec<(Pubkey, bool)>, Reply<Result<Deletion, SlashingError>>),
+    Restore(Vec<Pubkey>, Reply<Result<(), SlashingError>>),
+    DeletedKeys(Reply<Result<Vec<Pubkey>, SlashingError>>),
+}
+
+/// What [`SlashingProtection::mark_deleted`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deletion {
+    /// Per requested key, in order: whether it was known (active, or in the database). Known
+    /// keys are now marked deleted; unknown ones were left alone.
+    pub known: Vec<bool>,
+    /// EIP-3076 v5 interchange of the known keys, as recorded (read in the same transaction).
+    pub interchange: String,
 }
 
 /// The slashing-protection service. Cheap to clone (an `Arc` inside); the writer thread stops
@@ -260,6 +273,34 @@ impl SlashingProtection {
         self.call(|reply| Job::Task(Task::Prune(keep_epochs, reply)))?
     }
 
+    /// Import an already parsed interchange (see [`import_interchange`](Self::import_interchange)).
+    pub(crate) fn import_parsed(
+        &self,
+        parsed: interchange::Interchange,
+    ) -> Result<ImportSummary, SlashingError> {
+        self.call(|reply| Job::Task(Task::Import(parsed, reply)))?
+    }
+
+    /// Keymanager DELETE, in one durable transaction: each key that is present (the flag: loaded,
+    /// or its key file on disk) or already known to the database is marked deleted (a tombstone that outlives a restored
+    /// key file) and registered; then the interchange of those keys is read. Keys neither
+    /// present nor known are left alone (`known = false`). Blocks the calling thread.
+    pub fn mark_deleted(&self, keys: &[(Pubkey, bool)]) -> Result<Deletion, SlashingError> {
+        let keys = keys.to_vec();
+        self.call(|reply| Job::Task(Task::Delete(keys, reply)))?
+    }
+
+    /// Clear the deletion marks of `keys` (an explicit re-import). Blocks the calling thread.
+    pub fn clear_deleted(&self, keys: &[Pubkey]) -> Result<(), SlashingError> {
+        let keys = keys.to_vec();
+        self.call(|reply| Job::Task(Task::Restore(keys, reply)))?
+    }
+
+    /// Every key marked deleted. Blocks the calling thread.
+    pub fn deleted_keys(&self) -> Result<Vec<Pubkey>, SlashingError> {
+        self.call(|reply| Job::Task(Task::DeletedKeys(reply)))?
+    }
+
     /// Counters since start.
     pub fn stats(&self) -> Stats {
         let c = &self.inner.counters;
@@ -372,6 +413,39 @@ fn run_task<S: SlashingStore>(store: &mut S, task: Task) {
                 Ok(pruned)
             })
         })),
+        Task::Delete(keys, reply) => reply.send(guarded(|| {
+            store.transaction(|tx| {
+                let mut known = Vec::with_capacity(keys.len());
+                let mut marked: Vec<Pubkey> = Vec::new();
+                for (pk, active) in &keys {
+                    let is_known = *active || tx.find_validator(pk)?.is_some();
+                    if is_known && !marked.contains(pk) {
+                        marked.push(*pk);
+                    }
+                    known.push(is_known);
+                }
+                // Lock in pubkey order, like every batch, so concurrent writers cannot deadlock.
+                let mut sorted = marked.clone();
+                sorted.sort();
+                for pk in &sorted {
+                    tx.lock_validator(pk)?;
+                    tx.set_deleted(pk, true)?;
+                }
+                let interchange = interchange::export_keys(tx, &marked)?;
+                Ok(Deletion { known, interchange })
+            })
+        })),
+        Task::Restore(keys, reply) => reply.send(guarded(|| {
+            store.transaction(|tx| {
+                for pk in &keys {
+                    tx.set_deleted(pk, false)?;
+                }
+                Ok(())
+            })
+        })),
+        Task::DeletedKeys(reply) => {
+            reply.send(guarded(|| store.transaction(|tx| tx.deleted_keys())))
+        }
     }
 }
 

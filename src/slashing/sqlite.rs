@@ -44,6 +44,11 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT, WITHOUT ROWID;
     CREATE INDEX signed_attestations_by_source
         ON signed_attestations (validator_id, source_epoch, target_epoch);",
+    // v2: keys deleted through the Keymanager API (a tombstone outlives a restored key file).
+    "CREATE TABLE deleted_keys (
+        pubkey BLOB PRIMARY KEY NOT NULL CHECK (length(pubkey) = 48),
+        deleted_at INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;",
 ];
 
 const GVR_KEY: &str = "genesis_validators_root";
@@ -671,6 +676,42 @@ impl StoreTxn for SqliteTxn<'_> {
     fn release_savepoint(&mut self) -> Result<(), SlashingError> {
         self.conn.execute_batch("RELEASE nested").db()
     }
+
+    fn set_deleted(&mut self, pubkey: &Pubkey, deleted: bool) -> Result<(), SlashingError> {
+        let pk: &[u8] = &pubkey[..];
+        if deleted {
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO deleted_keys (pubkey, deleted_at) VALUES (?1, unixepoch())
+                     ON CONFLICT (pubkey) DO NOTHING",
+                )
+                .db()?
+                .execute([pk])
+                .db()?;
+        } else {
+            self.conn
+                .prepare_cached("DELETE FROM deleted_keys WHERE pubkey = ?1")
+                .db()?
+                .execute([pk])
+                .db()?;
+        }
+        Ok(())
+    }
+
+    fn deleted_keys(&mut self) -> Result<Vec<Pubkey>, SlashingError> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT pubkey FROM deleted_keys ORDER BY pubkey")
+            .db()?;
+        let rows = st.query_map([], |r| r.get::<_, Vec<u8>>(0)).db()?;
+        rows.map(|r| {
+            let b = r.db()?;
+            Pubkey::try_from(b.as_slice()).map_err(|_| {
+                SlashingError::Store(format!("corrupt database: a pubkey of {} bytes", b.len()))
+            })
+        })
+        .collect()
+    }
 }
 
 #[cfg(test)]
@@ -748,5 +789,61 @@ mod tests {
             .unwrap();
         let err = SqliteStore::open(&path, None).err().unwrap();
         assert!(err.to_string().contains("newer"), "{err}");
+    }
+
+    #[test]
+    fn deletion_marks_persist_and_a_version_1_database_gains_them() {
+        use crate::slashing::{Proposal, SlashingProtection};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        // A database as version 1 left it.
+        drop(SqliteStore::open(&path, None).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("DROP TABLE deleted_keys").unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        drop(conn);
+
+        let (a, b, c) = ([1u8; 48], [2u8; 48], [3u8; 48]);
+        let gvr = [9u8; 32];
+        let db = SlashingProtection::open_sqlite(&path, None).unwrap();
+        let vote = Proposal::Attestation {
+            source_epoch: 1,
+            target_epoch: 2,
+            signing_root: [7u8; 32],
+        };
+        db.check_and_record(&b, &gvr, vote).unwrap();
+        // a: active; b: known to the database only; c: neither.
+        let deletion = db
+            .mark_deleted(&[(a, true), (b, false), (c, false)])
+            .unwrap();
+        assert_eq!(deletion.known, [true, true, false]);
+        let ic: serde_json::Value = serde_json::from_str(&deletion.interchange).unwrap();
+        let pubkeys: Vec<&str> = ic["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["pubkey"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            pubkeys,
+            [
+                format!("0x{}", hex::encode(a)),
+                format!("0x{}", hex::encode(b))
+            ]
+        );
+        assert_eq!(ic["data"][1]["signed_attestations"][0]["target_epoch"], "2");
+        drop(db);
+
+        let db = SlashingProtection::open_sqlite(&path, None).unwrap();
+        assert_eq!(db.deleted_keys().unwrap(), vec![a, b]);
+        db.clear_deleted(&[a]).unwrap();
+        assert_eq!(db.deleted_keys().unwrap(), vec![b]);
+        // The history of a deleted key stays: a conflicting vote is still refused.
+        let double = Proposal::Attestation {
+            source_epoch: 0,
+            target_epoch: 2,
+            signing_root: [8u8; 32],
+        };
+        assert!(db.check_and_record(&b, &gvr, double).is_err());
     }
 }

@@ -169,6 +169,12 @@ pub trait StoreTxn {
         below_target: u64,
     ) -> Result<Pruned, SlashingError>;
 
+    /// Mark `pubkey` deleted through the Keymanager API (`true`, idempotent) or clear the mark
+    /// (`false`: an explicit re-import). A deleted key is never loaded for signing.
+    fn set_deleted(&mut self, pubkey: &Pubkey, deleted: bool) -> Result<(), SlashingError>;
+    /// Every pubkey marked deleted, in ascending order.
+    fn deleted_keys(&mut self) -> Result<Vec<Pubkey>, SlashingError>;
+
     /// Open a nested savepoint (one level) inside the transaction.
     fn savepoint(&mut self) -> Result<(), SlashingError>;
     /// Undo everything since [`StoreTxn::savepoint`] and close it.

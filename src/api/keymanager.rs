@@ -1,0 +1,643 @@
+//! The Keymanager API (`GET/POST/DELETE /eth/v1/keystores`, per
+//! `specs/web3signer-eth2/keymanager/`): list the loaded keys, import EIP-2335 keystores (with
+//! their EIP-3076 slashing history) onto the configured device or split t-of-n across devices,
+//! and delete keys so that they can never sign again without an explicit re-import.
+//!
+//! A deletion is durable: a tombstone in the slashing-protection database (SQLite or PostgreSQL)
+//! keeps the key out of the signing set at every start and reload even if its key file is
+//! restored, and an in-memory deny-list checked on the sign path refuses it at once. DELETE first
+//! refuses new signing requests for the key and waits for those already under way, then records
+//! the tombstone and reads the slashing history in one transaction, so the returned interchange
+//! holds every signature this signer released. A later `POST` of the keystore clears the
+//! tombstone. Authentication is not here: the router owner wraps these routes.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use secrecy::SecretString;
+use serde::{Deserialize, Deserializer};
+use serde_json::{json, Value};
+use zeroize::Zeroize;
+
+use crate::api::error::ApiError;
+use crate::api::{AppState, Runtime};
+use crate::keys::eip2335::Keystore;
+use crate::keys::import::decrypt_each;
+use crate::keys::provision::{provision_threshold_with_path, Placement};
+use crate::keys::{seal_share, KeyRecord, KeyStore, PublicKeyBytes, ShareId};
+use crate::slashing::interchange;
+use crate::slashing::{SlashingError, SlashingProtection};
+
+/// How long DELETE waits for signatures already under way for a key before it answers `error`.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The Keymanager routes, to be merged into the main router (and wrapped by its auth layer).
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/eth/v1/keystores", get(list).post(import).delete(delete))
+}
+
+/// Which keys are deleted, and which signatures are under way: the gate every signing request
+/// passes, and the lock that serialises changes of the key set (Keymanager calls and reloads).
+#[derive(Debug, Default)]
+pub(crate) struct KeyGate {
+    /// Held while the key set changes: Keymanager POST and DELETE, and `/reload`.
+    pub(crate) write: Arc<tokio::sync::Mutex<()>>,
+    state: Mutex<GateState>,
+    drained: tokio::sync::Notify,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    deleted: HashSet<PublicKeyBytes>,
+    in_flight: HashMap<PublicKeyBytes, usize>,
+}
+
+/// A signing request under way for a key; DELETE of the key waits until it is dropped.
+pub(crate) struct SignPermit<'a> {
+    gate: &'a KeyGate,
+    pubkey: PublicKeyBytes,
+}
+
+impl Drop for SignPermit<'_> {
+    fn drop(&mut self) {
+        let mut st = self.gate.lock();
+        if let Some(n) = st.in_flight.get_mut(&self.pubkey) {
+            *n -= 1;
+            if *n == 0 {
+                st.in_flight.remove(&self.pubkey);
+                drop(st);
+                self.gate.drained.notify_waiters();
+            }
+        }
+    }
+}
+
+impl KeyGate {
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Admit a signing request for `pubkey`; `None` when the key was deleted.
+    pub(crate) fn enter(&self, pubkey: &PublicKeyBytes) -> Option<SignPermit<'_>> {
+        let mut st = self.lock();
+        if st.deleted.contains(pubkey) {
+            return None;
+        }
+        *st.in_flight.entry(*pubkey).or_insert(0) += 1;
+        Some(SignPermit {
+            gate: self,
+            pubkey: *pubkey,
+        })
+    }
+
+    /// Whether `pubkey` is deleted.
+    pub(crate) fn is_deleted(&self, pubkey: &PublicKeyBytes) -> bool {
+        self.lock().deleted.contains(pubkey)
+    }
+
+    fn mark_deleted(&self, keys: impl IntoIterator<Item = PublicKeyBytes>) {
+        self.lock().deleted.extend(keys);
+    }
+
+    fn clear_deleted(&self, keys: &[PublicKeyBytes]) {
+        let mut st = self.lock();
+        for k in keys {
+            st.deleted.remove(k);
+        }
+    }
+
+    /// Refuse new signing requests for `keys`, then wait (at most `timeout`) until none is under
+    /// way. Returns the keys still busy at the timeout.
+    async fn stop(&self, keys: &[PublicKeyBytes], timeout: Duration) -> Vec<PublicKeyBytes> {
+        self.mark_deleted(keys.iter().copied());
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.drained.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a permit dropped in between still wakes us.
+            notified.as_mut().enable();
+            let busy: Vec<PublicKeyBytes> = {
+                let st = self.lock();
+                keys.iter()
+                    .filter(|k| st.in_flight.contains_key(k))
+                    .copied()
+                    .collect()
+            };
+            if busy.is_empty() {
+                return busy;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return busy;
+            }
+        }
+    }
+}
+
+/// Read the tombstones from the slashing database into the deny-list, then drop deleted keys
+/// from `keys`, with a warning for each: a deliberate exclusion, not a load error (so health
+/// stays up). Returns how many were dropped. Blocks: call from a blocking thread or at
+/// start-up. `db` is read when the signer has no slashing protection of its own.
+pub(crate) fn exclude_deleted(
+    app: &AppState,
+    db: Option<&SlashingProtection>,
+    keys: &mut KeyStore,
+) -> Result<usize, SlashingError> {
+    if let Some(slashing) = app.slashing.as_ref().or(db) {
+        let stored = slashing.deleted_keys()?;
+        app.key_gate
+            .mark_deleted(stored.into_iter().map(PublicKeyBytes));
+    }
+    let loaded: Vec<PublicKeyBytes> = keys.iter().map(|r| r.pubkey).collect();
+    let mut dropped = 0;
+    for pk in loaded {
+        if app.key_gate.is_deleted(&pk) {
+            keys.forget(&pk);
+            dropped += 1;
+            tracing::warn!(
+                %pk,
+                "key file ignored: the key was deleted through the Keymanager API and signs \
+                 nothing until its keystore is imported again (POST /eth/v1/keystores)"
+            );
+        }
+    }
+    Ok(dropped)
+}
+
+impl AppState {
+    /// Keep keys deleted through the Keymanager API out of the signing set: read the tombstones
+    /// from the slashing database (the signer's own, else `db`: a signer running without
+    /// slashing protection still honours deletions) and drop those keys from the loaded set. Call
+    /// once at start-up (it blocks on the database). Returns how many loaded keys were dropped.
+    pub fn exclude_deleted_keys(
+        &self,
+        db: Option<&SlashingProtection>,
+    ) -> Result<usize, SlashingError> {
+        let current = self.runtime();
+        let mut keys = current.keys.clone();
+        let dropped = exclude_deleted(self, db, &mut keys)?;
+        if dropped > 0 {
+            self.swap(Runtime {
+                keys,
+                key_errors: current.key_errors.clone(),
+                scheduler: current.scheduler.clone(),
+            });
+        }
+        Ok(dropped)
+    }
+}
+
+fn require_slashing(app: &AppState) -> Result<SlashingProtection, ApiError> {
+    app.slashing.clone().ok_or_else(|| {
+        ApiError::internal(
+            "the Keymanager API needs slashing protection (it keeps deletions and the signing \
+             history), but this signer runs with --no-slashing-protection",
+        )
+    })
+}
+
+fn join_error(e: tokio::task::JoinError) -> ApiError {
+    ApiError::internal(format!("internal error: {e}"))
+}
+
+/// `GET /eth/v1/keystores`.
+async fn list(State(app): State<AppState>) -> Json<Value> {
+    let runtime = app.runtime();
+    let data: Vec<Value> = runtime
+        .keys
+        .iter()
+        .filter(|r| !app.key_gate.is_deleted(&r.pubkey))
+        .map(|r| {
+            let mut entry = json!({ "validating_pubkey": r.pubkey.to_string(), "readonly": false });
+            if let Some(path) = r.derivation_path.as_deref().filter(|p| !p.is_empty()) {
+                entry["derivation_path"] = path.into();
+            }
+            entry
+        })
+        .collect();
+    Json(json!({ "data": data }))
+}
+
+fn secret_strings<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SecretString>, D::Error> {
+    let plain: Vec<String> = Vec::deserialize(d)?;
+    Ok(plain
+        .into_iter()
+        .map(|mut s| {
+            let secret = SecretString::from(s.as_str());
+            s.zeroize();
+            secret
+        })
+        .collect())
+}
+
+#[derive(Deserialize)]
+struct ImportRequest {
+    keystores: Vec<String>,
+    #[serde(deserialize_with = "secret_strings")]
+    passwords: Vec<SecretString>,
+    #[serde(default)]
+    slashing_protection: Option<String>,
+}
+
+enum Outcome {
+    Imported,
+    Duplicate,
+    Error(String),
+}
+
+impl Outcome {
+    fn to_json(&self) -> Value {
+        match self {
+            Outcome::Imported => json!({ "status": "imported" }),
+            Outcome::Duplicate => json!({ "status": "duplicate" }),
+            Outcome::Error(m) => json!({ "status": "error", "message": m }),
+        }
+    }
+}
+
+/// Seal `sk` as `placement` says and write its key file (replacing a stale, unloaded one).
+fn place_key(
+    store: &mut KeyStore,
+    devices: &crate::devices::Devices,
+    placement: &Placement,
+    pubkey: PublicKeyBytes,
+    sk: &blst::min_pk::SecretKey,
+    derivation_path: Option<String>,
+) -> crate::Result<()> {
+    store.remove_stale_file(&pubkey)?;
+    match placement {
+        Placement::Whole(device) => {
+            let one =
+                ShareId::new(1).ok_or_else(|| crate::SignerError::Invalid("share id 1".into()))?;
+            let share = seal_share(devices.get(device)?, &pubkey, one, sk)?;
+            let mut record = KeyRecord::whole(pubkey, share, "keymanager");
+            record.derivation_path = derivation_path;
+            store.insert(record)
+        }
+        Placement::Split(plan) => provision_threshold_with_path(
+            store,
+            devices,
+            sk,
+            plan.threshold,
+            &plan.devices,
+            plan.ids.as_deref(),
+            "keymanager",
+            derivation_path,
+        )
+        .map(|_| ()),
+    }
+}
+
+/// A 400 for a body that does not parse. serde's "invalid type/value" messages quote the
+/// offending value, which may be a password: those are replaced by the expected shape.
+fn body_error(what: &str, shape: &str, e: &serde_json::Error) -> ApiError {
+    let text = e.to_string();
+    let detail = match e.classify() {
+        serde_json::error::Category::Data if !text.starts_with("missing field") => format!(
+            "expected {shape} (wrong type or value at line {} column {})",
+            e.line(),
+            e.column()
+        ),
+        _ => text,
+    };
+    ApiError::bad_request(format!("invalid {what} request: {detail}"))
+}
+
+/// `POST /eth/v1/keystores`.
+async fn import(State(app): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let request: ImportRequest = serde_json::from_slice(&body).map_err(|e| {
+        body_error(
+            "import",
+            r#"{"keystores": [string], "passwords": [string], "slashing_protection"?: string}"#,
+            &e,
+        )
+    })?;
+    drop(body);
+    if request.keystores.len() != request.passwords.len() {
+        return Err(ApiError::bad_request(format!(
+            "{} keystore(s) but {} password(s): passwords[i] must unlock keystores[i]",
+            request.keystores.len(),
+            request.passwords.len()
+        )));
+    }
+    let mut keystores = Vec::with_capacity(request.keystores.len());
+    for (i, (text, password)) in request.keystores.iter().zip(request.passwords).enumerate() {
+        let ks = Keystore::from_json(text)
+            .map_err(|e| ApiError::bad_request(format!("keystores[{i}]: {e}")))?;
+        keystores.push((ks, password));
+    }
+    let slashing_data = request
+        .slashing_protection
+        .as_deref()
+        .map(interchange::parse)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(format!("slashing_protection: {e}")))?;
+    let slashing = require_slashing(&app)?;
+    let placement = app
+        .config
+        .keymanager_placement()
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+
+    let _write = app.key_gate.write.lock().await;
+    // The KDFs run on every core, off the async runtime.
+    let labels: Vec<String> = (0..keystores.len())
+        .map(|i| format!("keystores[{i}]"))
+        .collect();
+    let (keystores, decrypted) = tokio::task::spawn_blocking(move || {
+        let decrypted = decrypt_each(&keystores, &labels);
+        (keystores, decrypted)
+    })
+    .await
+    .map_err(join_error)?;
+
+    let runtime = app.runtime();
+    let mut outcomes = Vec::with_capacity(decrypted.len());
+    let mut todo = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, result) in decrypted.into_iter().enumerate() {
+        match result {
+            Err(e) => outcomes.push(Outcome::Error(e.to_string())),
+            Ok((pk, sk)) => {
+                if runtime.keys.contains(&pk) || !seen.insert(pk) {
+                    outcomes.push(Outcome::Duplicate);
+                } else {
+                    let path = Some(keystores[i].0.path.clone()).filter(|p| !p.is_empty());
+                    todo.push((i, pk, sk, path));
+                    outcomes.push(Outcome::Imported);
+                }
+            }
+        }
+    }
+    drop(keystores);
+
+    // The slashing history goes in before any key can sign. A file without records would only
+    // pin the network (and the all-zero root of an empty DELETE answer is no network at all).
+    let decrypted_any = outcomes.iter().any(|o| !matches!(o, Outcome::Error(_)));
+    if let Some(data) = slashing_data.filter(|d| decrypted_any && !d.has_no_records()) {
+        let db = slashing.clone();
+        let summary = tokio::task::spawn_blocking(move || db.import_parsed(data))
+            .await
+            .map_err(join_error)?
+            .map_err(|e| match e {
+                SlashingError::Interchange(_) | SlashingError::Refused(_) => {
+                    ApiError::bad_request(format!("slashing_protection: {e}; nothing was imported"))
+                }
+                SlashingError::Store(_) => {
+                    ApiError::internal(format!("slashing_protection: {e}; nothing was imported"))
+                }
+            })?;
+        for m in &summary.minified {
+            tracing::warn!(
+                pubkey = %format!("0x{}", hex::encode(m.pubkey)),
+                reason = %m.reason,
+                "imported slashing history was slashable; kept as watermarks"
+            );
+        }
+    }
+
+    if !todo.is_empty() {
+        let devices = runtime.scheduler.devices().clone();
+        let mut store = runtime.keys.clone();
+        let (store, placed) = tokio::task::spawn_blocking(move || {
+            let placed: Vec<(usize, PublicKeyBytes, crate::Result<()>)> = todo
+                .into_iter()
+                .map(|(i, pk, sk, path)| {
+                    let r = place_key(&mut store, &devices, &placement, pk, &sk, path);
+                    (i, pk, r)
+                })
+                .collect();
+            (store, placed)
+        })
+        .await
+        .map_err(join_error)?;
+        let mut store = store;
+        let mut imported = Vec::new();
+        for (i, pk, r) in placed {
+            match r {
+                Ok(()) => imported.push(pk),
+                Err(e) => outcomes[i] = Outcome::Error(e.to_string()),
+            }
+        }
+        if !imported.is_empty() {
+            // The explicit re-import: clear the tombstones, durably, before the keys can sign.
+            let db = slashing.clone();
+            let keys: Vec<[u8; 48]> = imported.iter().map(|k| k.0).collect();
+            let cleared = tokio::task::spawn_blocking(move || db.clear_deleted(&keys))
+                .await
+                .map_err(join_error)?;
+            if let Err(e) = cleared {
+                let message =
+                    format!("recording the re-import failed: {e}; the key was not imported");
+                for pk in &imported {
+                    if let Err(e) = store.delete(pk) {
+                        tracing::error!(%pk, error = %e, "could not remove a half-imported key file");
+                    }
+                }
+                for o in outcomes.iter_mut() {
+                    if matches!(o, Outcome::Imported) {
+                        *o = Outcome::Error(message.clone());
+                    }
+                }
+            } else {
+                app.key_gate.clear_deleted(&imported);
+                for pk in &imported {
+                    runtime.scheduler.forget_key(pk);
+                }
+                tracing::info!(
+                    count = imported.len(),
+                    "keys imported through the Keymanager API"
+                );
+                app.swap(Runtime {
+                    keys: store,
+                    key_errors: runtime
+                        .key_errors
+                        .iter()
+                        .filter(|e| !imported.iter().any(|pk| e.contains(&pk.to_string())))
+                        .cloned()
+                        .collect(),
+                    scheduler: runtime.scheduler.clone(),
+                });
+            }
+        }
+    }
+    let data: Vec<Value> = outcomes.iter().map(Outcome::to_json).collect();
+    Ok(Json(json!({ "data": data })).into_response())
+}
+
+#[derive(Deserialize)]
+struct DeleteRequest {
+    pubkeys: Vec<String>,
+}
+
+/// `DELETE /eth/v1/keystores`.
+async fn delete(State(app): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let request: DeleteRequest = serde_json::from_slice(&body)
+        .map_err(|e| body_error("delete", r#"{"pubkeys": [string]}"#, &e))?;
+    let mut pubkeys = Vec::with_capacity(request.pubkeys.len());
+    for (i, s) in request.pubkeys.iter().enumerate() {
+        let pk = s
+            .strip_prefix("0x")
+            .filter(|h| h.len() == 96)
+            .and_then(|_| PublicKeyBytes::parse(s))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "pubkeys[{i}]: {s:?} is not a 0x-prefixed 48-byte hex public key"
+                ))
+            })?;
+        pubkeys.push(pk);
+    }
+    let slashing = require_slashing(&app)?;
+
+    let _write = app.key_gate.write.lock().await;
+    let runtime = app.runtime();
+    let active: Vec<bool> = pubkeys.iter().map(|k| runtime.keys.contains(k)).collect();
+    let mut stopping: Vec<PublicKeyBytes> = pubkeys
+        .iter()
+        .zip(&active)
+        .filter(|(_, a)| **a)
+        .map(|(k, _)| *k)
+        .collect();
+    stopping.dedup();
+    // 1. No new signature from these keys; wait for those under way.
+    let busy = app.key_gate.stop(&stopping, DRAIN_TIMEOUT).await;
+    // 2. Durably: tombstones and the signing history, in one transaction.
+    let db = slashing.clone();
+    // A key file that is on disk but not loaded (it failed to load) counts as known too.
+    let dir = runtime.keys.dir().to_owned();
+    let marks: Vec<(PublicKeyBytes, bool)> = pubkeys.iter().copied().zip(active.clone()).collect();
+    let deletion = tokio::task::spawn_blocking(move || {
+        let marks: Vec<([u8; 48], bool)> = marks
+            .iter()
+            .map(|(k, a)| (k.0, *a || dir.join(format!("{k}.json")).exists()))
+            .collect();
+        db.mark_deleted(&marks)
+    })
+    .await
+    .map_err(join_error)?
+    .map_err(|e| {
+        tracing::error!(error = %e, "Keymanager DELETE could not record the deletion");
+        ApiError::internal(format!(
+            "could not record the deletion: {e}; the keys are refused until restart, and \
+                 their files are kept"
+        ))
+    })?;
+    // Known keys are now tombstoned: refuse them here too (not-active ones included).
+    app.key_gate.mark_deleted(
+        pubkeys
+            .iter()
+            .zip(&deletion.known)
+            .filter(|(_, known)| **known)
+            .map(|(k, _)| *k),
+    );
+    // 3. Remove the key files and the keys from the signing set.
+    let mut store = runtime.keys.clone();
+    let removals: Vec<PublicKeyBytes> = pubkeys
+        .iter()
+        .zip(&deletion.known)
+        .filter(|(_, known)| **known)
+        .map(|(k, _)| *k)
+        .collect();
+    let store = tokio::task::spawn_blocking(move || {
+        for pk in &removals {
+            let removed = if store.contains(pk) {
+                store.delete(pk).map(|_| true)
+            } else {
+                store.remove_stale_file(pk)
+            };
+            if let Err(e) = removed {
+                // The tombstone already keeps the key from signing; the file is only clutter.
+                tracing::warn!(%pk, error = %e, "deleted key's file could not be removed");
+                store.forget(pk);
+            }
+        }
+        store
+    })
+    .await
+    .map_err(join_error)?;
+    for pk in &stopping {
+        runtime.scheduler.forget_key(pk);
+    }
+    app.swap(Runtime {
+        keys: store,
+        key_errors: runtime.key_errors.clone(),
+        scheduler: runtime.scheduler.clone(),
+    });
+
+    let data: Vec<Value> = pubkeys
+        .iter()
+        .zip(active.iter().zip(&deletion.known))
+        .map(|(pk, (active, known))| match (active, known) {
+            (true, _) if busy.contains(pk) => json!({
+                "status": "error",
+                "message": format!(
+                    "signing requests for {pk} were still under way after {}s; the key is \
+                     refused and marked deleted, but the returned history may miss their votes",
+                    DRAIN_TIMEOUT.as_secs()
+                ),
+            }),
+            (true, _) => json!({ "status": "deleted" }),
+            (false, true) => json!({ "status": "not_active" }),
+            (false, false) => json!({ "status": "not_found" }),
+        })
+        .collect();
+    let deleted = active.iter().filter(|a| **a).count();
+    if deleted > 0 {
+        tracing::info!(deleted, "keys deleted through the Keymanager API");
+    }
+    Ok(Json(json!({ "data": data, "slashing_protection": deletion.interchange })).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pk(b: u8) -> PublicKeyBytes {
+        PublicKeyBytes([b; 48])
+    }
+
+    #[tokio::test]
+    async fn stop_refuses_new_requests_and_waits_for_those_under_way() {
+        let gate = Arc::new(KeyGate::default());
+        let permit = gate.enter(&pk(1)).map(|p| p.pubkey);
+        assert_eq!(permit, Some(pk(1)));
+        // A permit held by another task: stop must wait for it.
+        let (held_tx, held_rx) = tokio::sync::oneshot::channel();
+        let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+        let g = gate.clone();
+        let holder = tokio::spawn(async move {
+            let _permit = g.enter(&pk(2)).expect("key 2 is not deleted");
+            held_tx.send(()).unwrap();
+            release_rx.await.unwrap();
+        });
+        held_rx.await.unwrap();
+        let g = gate.clone();
+        let stopper = tokio::spawn(async move { g.stop(&[pk(2)], Duration::from_secs(60)).await });
+        // Until the holder lets go, new requests are refused and stop has not returned.
+        while !gate.is_deleted(&pk(2)) {
+            tokio::task::yield_now().await;
+        }
+        assert!(gate.enter(&pk(2)).is_none(), "a deleted key was admitted");
+        assert!(!stopper.is_finished());
+        release_tx.send(()).unwrap();
+        holder.await.unwrap();
+        assert_eq!(stopper.await.unwrap(), Vec::<PublicKeyBytes>::new());
+        // Other keys are unaffected; clearing re-admits.
+        assert!(gate.enter(&pk(3)).is_some());
+        gate.clear_deleted(&[pk(2)]);
+        assert!(gate.enter(&pk(2)).is_some());
+    }
+
+    #[tokio::test]
+    async fn stop_reports_keys_still_busy_at_the_timeout() {
+        let gate = KeyGate::default();
+        let _permit = gate.enter(&pk(7)).unwrap();
+        let busy = gate.stop(&[pk(7), pk(8)], Duration::from_millis(1)).await;
+        assert_eq!(busy, vec![pk(7)]);
+        assert!(gate.is_deleted(&pk(8)));
+    }
+}
