@@ -121,6 +121,7 @@ struct FileConfig {
     listen: Option<String>,
     network: Option<String>,
     slashing_db: Option<String>,
+    beacon_node_url: Option<String>,
     default_device: Option<String>,
     #[serde(default)]
     device: Vec<DeviceEntry>,
@@ -155,6 +156,9 @@ pub struct Config {
     /// Slashing protection in PostgreSQL: a connection string (`postgres://user@host/db`), so
     /// that several signers share it. `None`: SQLite in the data directory.
     pub slashing_db: Option<String>,
+    /// A beacon node (standard Beacon API, `http://host:port`) to learn duties from, so that
+    /// selection proofs are signed ahead of time. `None`: no precompute.
+    pub beacon_node_url: Option<String>,
     /// Devices, in configuration order.
     pub devices: Vec<ResolvedDevice>,
     /// Device that takes new whole keys unless told otherwise.
@@ -205,6 +209,7 @@ impl Config {
             network: file.network.unwrap_or_else(|| "mainnet".into()),
             scheduler: file.scheduler,
             slashing_db: file.slashing_db,
+            beacon_node_url: file.beacon_node_url,
             devices,
             default_device,
         };
@@ -244,6 +249,7 @@ impl Config {
             network: "mainnet".into(),
             scheduler: SchedulerSettings::default(),
             slashing_db: None,
+            beacon_node_url: None,
             default_device: devices[0].hsm.name.clone(),
             devices,
         })
@@ -264,6 +270,9 @@ impl Config {
                 "default_device {:?} is not a configured device",
                 self.default_device
             )));
+        }
+        if let Some(url) = &self.beacon_node_url {
+            crate::duties::check_beacon_node_url(url)?;
         }
         self.module_environment().map(|_| ())
     }

@@ -54,6 +54,10 @@ enum Command {
         /// test vectors only; like Web3Signer's --slashing-protection-enabled=false).
         #[arg(long)]
         no_slashing_protection: bool,
+        /// Beacon node (http://host:port) whose duties drive selection-proof precompute
+        /// (overrides the configuration's beacon_node_url).
+        #[arg(long, env = "HSM_SIGNER_BEACON_NODE_URL")]
+        beacon_node_url: Option<String>,
     },
     /// PKCS#11 devices.
     #[command(subcommand)]
@@ -307,10 +311,15 @@ fn run(cli: Cli) -> Result<()> {
             network,
             no_slot_deadlines,
             no_slashing_protection,
+            beacon_node_url,
         } => {
             let mut config = config;
             if no_slot_deadlines {
                 config.scheduler.slot_deadlines = Some(false);
+            }
+            if let Some(url) = beacon_node_url {
+                hsm_signer::duties::check_beacon_node_url(&url)?;
+                config.beacon_node_url = Some(url);
             }
             serve(&config, listen, network, !no_slashing_protection)
         }
@@ -388,7 +397,7 @@ fn serve(
         tracing::warn!("slashing protection disabled by --no-slashing-protection");
         None
     };
-    let state = api::AppState::new(
+    let mut state = api::AppState::new(
         config.clone(),
         network,
         devices,
@@ -400,9 +409,22 @@ fn serve(
         .enable_all()
         .build()
         .map_err(|e| SignerError::Invalid(format!("starting the runtime: {e}")))?;
-    runtime
-        .block_on(api::serve(state, addr))
-        .map_err(|e| SignerError::Invalid(format!("HTTP server on {addr}: {e}")))
+    let precompute = match &config.beacon_node_url {
+        Some(url) => {
+            let service = state
+                .enable_precompute(url)
+                .map_err(|e| SignerError::Config(format!("beacon node {url}: {e}")))?;
+            eprintln!("selection proofs precomputed from the duties of beacon node {url}");
+            Some(runtime.spawn(service.run()))
+        }
+        None => None,
+    };
+    let served = runtime.block_on(api::serve(state, addr));
+    if let Some(task) = precompute {
+        // Cancel-safe: aborting drops its signing futures, which leave the scheduler's queue.
+        task.abort();
+    }
+    served.map_err(|e| SignerError::Invalid(format!("HTTP server on {addr}: {e}")))
 }
 
 fn device_cmd(config: &Config, cmd: DeviceCmd) -> Result<()> {
