@@ -132,16 +132,52 @@ pub struct PrecomputeMetrics {
 impl PrecomputeMetrics {
     fn render(&self, out: &mut String) {
         for (name, kind, v) in [
-            ("signer_selection_proofs_precomputed_total", "counter", &self.precomputed),
-            ("signer_selection_proofs_precomputed_last_slot", "gauge", &self.precomputed_last_slot),
-            ("signer_selection_proof_cache_hits_total", "counter", &self.hits),
-            ("signer_selection_proof_cache_misses_total", "counter", &self.misses),
-            ("signer_selection_proofs_missed_deadline_total", "counter", &self.missed_deadline),
-            ("signer_selection_proofs_dropped_reorg_total", "counter", &self.dropped_reorg),
-            ("signer_beacon_node_errors_total", "counter", &self.beacon_errors),
-            ("signer_selection_proof_cache_entries", "gauge", &self.cached),
+            (
+                "signer_selection_proofs_precomputed_total",
+                "counter",
+                &self.precomputed,
+            ),
+            (
+                "signer_selection_proofs_precomputed_last_slot",
+                "gauge",
+                &self.precomputed_last_slot,
+            ),
+            (
+                "signer_selection_proof_cache_hits_total",
+                "counter",
+                &self.hits,
+            ),
+            (
+                "signer_selection_proof_cache_misses_total",
+                "counter",
+                &self.misses,
+            ),
+            (
+                "signer_selection_proofs_missed_deadline_total",
+                "counter",
+                &self.missed_deadline,
+            ),
+            (
+                "signer_selection_proofs_dropped_reorg_total",
+                "counter",
+                &self.dropped_reorg,
+            ),
+            (
+                "signer_beacon_node_errors_total",
+                "counter",
+                &self.beacon_errors,
+            ),
+            (
+                "signer_selection_proof_cache_entries",
+                "gauge",
+                &self.cached,
+            ),
         ] {
-            let _ = writeln!(out, "# TYPE {name} {kind}\n{name} {}", v.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "# TYPE {name} {kind}\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
         }
     }
 }

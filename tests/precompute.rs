@@ -134,7 +134,9 @@ async fn validators(State(c): State<Shared>, Query(q): Query<HashMap<String, Str
     if c.nonsense {
         match c.call("validators") {
             0 => return nonsense("not json at all"),
-            1 => return nonsense(r#"{"data": [{"index": "-1", "validator": {"pubkey": "0x00"}}]}"#),
+            1 => {
+                return nonsense(r#"{"data": [{"index": "-1", "validator": {"pubkey": "0x00"}}]}"#)
+            }
             2 => {
                 // A validator nobody asked for.
                 let other = format!("0x{}", "ab".repeat(48));
@@ -427,7 +429,7 @@ fn every_duty_proof_is_cached_before_its_slot_and_served_without_a_device_operat
         chain,
         network,
         pks,
-        ..
+        _signer: _data_dir,
     } = setup(true, false);
     // Every duty of the fake chain, as the validator client would ask for them.
     let mut asks: Vec<(u64, String, Value)> = Vec::new();
@@ -454,9 +456,16 @@ fn every_duty_proof_is_cached_before_its_slot_and_served_without_a_device_operat
             "slot {slot}: {request} was not answered from the cache"
         );
     }
-    assert_eq!(metric(&server, "signer_selection_proof_cache_misses_total"), 0.0);
+    assert_eq!(
+        metric(&server, "signer_selection_proof_cache_misses_total"),
+        0.0
+    );
     let precomputed = metric(&server, "signer_selection_proofs_precomputed_total");
-    assert_eq!(precomputed, asks.len() as f64, "one proof per duty, each once");
+    assert_eq!(
+        precomputed,
+        asks.len() as f64,
+        "one proof per duty, each once"
+    );
     // The server process's devices did exactly the precompute's operations: none for the
     // validator client's requests.
     assert_eq!(metric(&server, "signer_device_operations"), precomputed);
@@ -465,9 +474,11 @@ fn every_duty_proof_is_cached_before_its_slot_and_served_without_a_device_operat
         0.0
     );
     // Past slots' proofs are dropped.
-    wait_for("the cache empties after the last duty", Duration::from_secs(30), || {
-        metric(&server, "signer_selection_proof_cache_entries") == 0.0
-    });
+    wait_for(
+        "the cache empties after the last duty",
+        Duration::from_secs(30),
+        || metric(&server, "signer_selection_proof_cache_entries") == 0.0,
+    );
 }
 
 #[test]
@@ -477,7 +488,7 @@ fn a_dependent_root_change_drops_the_old_proofs_and_precomputes_the_new_duties()
         chain,
         network,
         pks,
-        ..
+        _signer: _data_dir,
     } = setup(false, false);
     let before: Vec<u64> = (0..3).map(|p| chain.duty_slot(p, 2)).collect();
     // Slot 16's proof is signed at mid-slot 8; re-org epoch 2 while the signer holds it.
@@ -508,9 +519,15 @@ fn a_dependent_root_change_drops_the_old_proofs_and_precomputes_the_new_duties()
         let hit = metric(&server, "signer_selection_proof_cache_hits_total") == hits + 1.0;
         let missed = metric(&server, "signer_selection_proof_cache_misses_total") == misses + 1.0;
         if current {
-            assert!(hit && !missed, "slot {slot}: the re-orged duty's proof was not cached");
+            assert!(
+                hit && !missed,
+                "slot {slot}: the re-orged duty's proof was not cached"
+            );
         } else {
-            assert!(missed && !hit, "slot {slot}: the dropped duty's proof was still cached");
+            assert!(
+                missed && !hit,
+                "slot {slot}: the dropped duty's proof was still cached"
+            );
         }
     }
 }
@@ -544,15 +561,26 @@ fn with_the_beacon_node_down_live_signing_is_unaffected() {
     let network = Network::from_config_file(&net).unwrap();
     let mut server = Server::start(
         &signer,
-        &["--network", net.to_str().unwrap(), "--beacon-node-url", &url],
+        &[
+            "--network",
+            net.to_str().unwrap(),
+            "--beacon-node-url",
+            &url,
+        ],
     );
     wait_for("a failed beacon node call", Duration::from_secs(30), || {
         metric(&server, "signer_beacon_node_errors_total") >= 1.0
     });
     let slot = now_secs() - genesis_time;
     live_signing_works(&mut server, &network, &pks[0], slot);
-    assert_eq!(metric(&server, "signer_selection_proof_cache_misses_total"), 1.0);
-    assert_eq!(metric(&server, "signer_selection_proofs_precomputed_total"), 0.0);
+    assert_eq!(
+        metric(&server, "signer_selection_proof_cache_misses_total"),
+        1.0
+    );
+    assert_eq!(
+        metric(&server, "signer_selection_proofs_precomputed_total"),
+        0.0
+    );
 }
 
 #[test]
@@ -562,16 +590,20 @@ fn a_beacon_node_answering_nonsense_neither_breaks_live_signing_nor_precompute()
         chain,
         network,
         pks,
-        ..
+        _signer: _data_dir,
     } = setup(true, true);
     // Every endpoint's nonsense has been answered (and counted) ...
-    wait_for("every kind of nonsense to be served", Duration::from_secs(40), || {
-        let calls = chain.calls.lock().unwrap();
-        ["genesis", "spec", "validators", "attester", "sync"]
-            .iter()
-            .all(|e| calls.get(*e).copied().unwrap_or(0) >= 2)
-            && calls.get("attester").copied().unwrap_or(0) >= 5
-    });
+    wait_for(
+        "every kind of nonsense to be served",
+        Duration::from_secs(40),
+        || {
+            let calls = chain.calls.lock().unwrap();
+            ["genesis", "spec", "validators", "attester", "sync"]
+                .iter()
+                .all(|e| calls.get(*e).copied().unwrap_or(0) >= 2)
+                && calls.get("attester").copied().unwrap_or(0) >= 5
+        },
+    );
     assert!(metric(&server, "signer_beacon_node_errors_total") >= 8.0);
     // ... while live signing went on; and once the node makes sense, precompute resumes.
     let slot = (now_secs() - chain.genesis_time).max(1);
@@ -619,7 +651,10 @@ fn bench(fifo: bool) -> Bench {
         },
         Arc::default(),
     );
-    let keys = pks.iter().map(|pk| store.get(pk).unwrap().clone()).collect();
+    let keys = pks
+        .iter()
+        .map(|pk| store.get(pk).unwrap().clone())
+        .collect();
     Bench {
         _signer: signer,
         scheduler,
@@ -672,7 +707,14 @@ async fn foreground_under_precompute(fifo: bool) -> Vec<&'static str> {
     }
     let mut fg: Vec<(Class, &'static str, &'static str, u8)> =
         vec![(Class::Block, "submit block", "block", 200)];
-    fg.extend((0..6).map(|i| (Class::Attestation, "submit attestation", "attestation", 201 + i)));
+    fg.extend((0..6).map(|i| {
+        (
+            Class::Attestation,
+            "submit attestation",
+            "attestation",
+            201 + i,
+        )
+    }));
     for (class, submit, done, i) in fg {
         let (s, k, l) = (b.scheduler.clone(), b.keys[0].clone(), log.clone());
         tasks.push(tokio::spawn(async move {
@@ -718,7 +760,11 @@ async fn precompute_never_delays_blocks_and_attestations() {
         attestations <= AHEAD_WITHOUT_DELAY,
         "{attestations} precompute jobs finished ahead of the attestations: {log:?}"
     );
-    assert_eq!(log.iter().filter(|e| **e == "background").count(), 60, "the herd ran too");
+    assert_eq!(
+        log.iter().filter(|e| **e == "background").count(),
+        60,
+        "the herd ran too"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -727,7 +773,10 @@ async fn without_priorities_the_precompute_herd_would_delay_the_block() {
     let log = foreground_under_precompute(true).await;
     let pos = |x: &str| log.iter().position(|e| *e == x).unwrap();
     let block = background_between(&log, pos("submit block"), pos("block"));
-    assert!(block >= 40, "only {block} precompute jobs ahead of the FIFO block: {log:?}");
+    assert!(
+        block >= 40,
+        "only {block} precompute jobs ahead of the FIFO block: {log:?}"
+    );
 }
 
 #[test]

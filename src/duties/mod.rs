@@ -68,7 +68,9 @@ impl ProofCache {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(PublicKeyBytes, SelectionProof), CachedProof>> {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(PublicKeyBytes, SelectionProof), CachedProof>> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -166,7 +168,10 @@ mod tests {
             fork_version: [2, 0, 0, 0],
             ..p
         };
-        assert_eq!(cache.lookup(&pk, &other_fork, &other_fork.signing_root()), None);
+        assert_eq!(
+            cache.lookup(&pk, &other_fork, &other_fork.signing_root()),
+            None
+        );
         let sync = SelectionProof {
             subcommittee_index: Some(0),
             ..p
@@ -185,10 +190,20 @@ mod tests {
 
     #[test]
     fn beacon_node_url_must_be_plain_http() {
-        for ok in ["http://127.0.0.1:5052", "http://bn:5052/", "http://[::1]:5052"] {
+        for ok in [
+            "http://127.0.0.1:5052",
+            "http://bn:5052/",
+            "http://[::1]:5052",
+        ] {
             assert!(check_beacon_node_url(ok).is_ok(), "{ok}");
         }
-        for bad in ["https://bn:5052", "bn:5052", "http://", "http://user@bn", ""] {
+        for bad in [
+            "https://bn:5052",
+            "bn:5052",
+            "http://",
+            "http://user@bn",
+            "",
+        ] {
             assert!(check_beacon_node_url(bad).is_err(), "{bad}");
         }
     }

@@ -106,15 +106,22 @@ impl Duties {
             None => self
                 .attester
                 .get(&chain.epoch(proof.slot))
-                .is_some_and(|d| d.duties.iter().any(|d| d.pubkey == *pk && d.slot == proof.slot)),
-            Some(sub) => self.sync.get(&chain.period(proof.slot)).is_some_and(|(_, d)| {
-                d.iter().any(|d| {
-                    d.pubkey == *pk
-                        && d.validator_sync_committee_indices
-                            .iter()
-                            .any(|i| i / chain.spec.sync_subcommittee_size == sub)
-                })
-            }),
+                .is_some_and(|d| {
+                    d.duties
+                        .iter()
+                        .any(|d| d.pubkey == *pk && d.slot == proof.slot)
+                }),
+            Some(sub) => self
+                .sync
+                .get(&chain.period(proof.slot))
+                .is_some_and(|(_, d)| {
+                    d.iter().any(|d| {
+                        d.pubkey == *pk
+                            && d.validator_sync_committee_indices
+                                .iter()
+                                .any(|i| i / chain.spec.sync_subcommittee_size == sub)
+                    })
+                }),
         }
     }
 }
@@ -166,10 +173,10 @@ impl Service {
                     .await;
                 continue;
             };
-            self.metrics
-                .precompute
-                .precomputed_last_slot
-                .store(std::mem::take(&mut duties.signed_this_slot), Ordering::Relaxed);
+            self.metrics.precompute.precomputed_last_slot.store(
+                std::mem::take(&mut duties.signed_this_slot),
+                Ordering::Relaxed,
+            );
             // Past slots' proofs are of no further use.
             self.cache.retain(|_, p| p.slot >= slot);
             self.poll(&chain, &mut duties, slot).await;
@@ -291,7 +298,11 @@ impl Service {
                             .precompute
                             .dropped_reorg
                             .fetch_add(dropped as u64, Ordering::Relaxed);
-                        tracing::info!(epoch = e, dropped, "attester duties re-orged; their selection proofs are recomputed");
+                        tracing::info!(
+                            epoch = e,
+                            dropped,
+                            "attester duties re-orged; their selection proofs are recomputed"
+                        );
                     }
                     self.beacon_ok(duties);
                 }
@@ -352,7 +363,10 @@ impl Service {
                     .collect();
                 subs.sort_unstable();
                 subs.dedup();
-                wanted.extend(subs.into_iter().map(|sub| (d.pubkey, chain.proof(s, Some(sub)))));
+                wanted.extend(
+                    subs.into_iter()
+                        .map(|sub| (d.pubkey, chain.proof(s, Some(sub)))),
+                );
             }
         }
         if wanted.is_empty() {
