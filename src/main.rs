@@ -258,6 +258,9 @@ enum BenchCmd {
         /// Print a JSON report.
         #[arg(long)]
         json: bool,
+        /// Also run our scheduler with selection proofs precomputed (served from the cache).
+        #[arg(long)]
+        precompute: bool,
         /// Also draw the latency distributions to this SVG file.
         #[arg(long)]
         plot: Option<PathBuf>,
@@ -890,6 +893,7 @@ fn bench_cmd(config: &Config, cmd: BenchCmd) -> Result<()> {
             blocks,
             slow_latency_ms,
             slow_sessions,
+            precompute,
             json,
             plot,
         } => {
@@ -901,6 +905,7 @@ fn bench_cmd(config: &Config, cmd: BenchCmd) -> Result<()> {
                     blocks,
                     slow_latency: std::time::Duration::from_millis(slow_latency_ms),
                     slow_sessions,
+                    precompute,
                 },
             )?;
             if let Some(path) = plot {
