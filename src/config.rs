@@ -477,6 +477,34 @@ simulated_latency_ms = 2
     }
 
     #[test]
+    fn beacon_node_url_is_read_and_must_be_plain_http() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let device = "[[device]]\nname='a'\ntoken_label='x'\npin_env='P'\n";
+        std::fs::write(
+            &path,
+            format!("beacon_node_url = 'http://127.0.0.1:5052'\n{device}"),
+        )
+        .unwrap();
+        let c = Config::load(Some(&path), dir.path()).unwrap();
+        assert_eq!(c.beacon_node_url.as_deref(), Some("http://127.0.0.1:5052"));
+        std::fs::write(
+            &path,
+            format!("beacon_node_url = 'https://bn:5052'\n{device}"),
+        )
+        .unwrap();
+        let err = Config::load(Some(&path), dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("only http:// URLs"), "{err}");
+        std::fs::write(&path, device).unwrap();
+        assert!(Config::load(Some(&path), dir.path())
+            .unwrap()
+            .beacon_node_url
+            .is_none());
+    }
+
+    #[test]
     fn embedded_default_has_three_soft_tokens_under_the_data_dir() {
         let dir = tempfile::tempdir().unwrap();
         let c = Config::load(None, dir.path()).unwrap();

@@ -94,8 +94,17 @@ fn nonsense(body: &'static str) -> Response {
 }
 
 async fn genesis(State(c): State<Shared>) -> Response {
-    if c.nonsense && c.call("genesis") == 0 {
-        return nonsense(r#"{"data": {"genesis_time": "soon"}}"#);
+    if c.nonsense {
+        match c.call("genesis") {
+            0 => return nonsense(r#"{"data": {"genesis_time": "soon"}}"#),
+            1 => {
+                // Far beyond any clock: must be refused, not overflow.
+                return Json(json!({"data": {"genesis_time": u64::MAX.to_string(),
+                    "genesis_validators_root": GVR, "genesis_fork_version": GENESIS_FORK_VERSION}}))
+                .into_response();
+            }
+            _ => {}
+        }
     }
     Json(json!({"data": {
         "genesis_time": c.genesis_time.to_string(),
@@ -601,6 +610,7 @@ fn a_beacon_node_answering_nonsense_neither_breaks_live_signing_nor_precompute()
             ["genesis", "spec", "validators", "attester", "sync"]
                 .iter()
                 .all(|e| calls.get(*e).copied().unwrap_or(0) >= 2)
+                && calls.get("genesis").copied().unwrap_or(0) >= 3
                 && calls.get("attester").copied().unwrap_or(0) >= 5
         },
     );

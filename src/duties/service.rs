@@ -201,6 +201,17 @@ impl Service {
             path: "/eth/v1/beacon/genesis".into(),
             message,
         };
+        // A genesis further ahead than this is nonsense (and would overflow the clock's
+        // arithmetic); a real chain announces genesis days, not years, ahead.
+        const MAX_GENESIS_AHEAD_SECS: u64 = 366 * 86_400;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if genesis_time > now.saturating_add(MAX_GENESIS_AHEAD_SECS) {
+            return Err(mismatch(format!(
+                "genesis time {genesis_time} is more than a year ahead"
+            )));
+        }
         if genesis_fork_version != self.network.genesis_fork_version {
             return Err(mismatch(format!(
                 "genesis fork version 0x{} is not the configured network {}'s",
