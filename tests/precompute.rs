@@ -395,7 +395,13 @@ struct Setup {
 /// `sync`, validator 0 in the sync committee of period 1 at positions 5 and 200 (subcommittees
 /// 0 and 1).
 fn setup(sync: bool, nonsense: bool) -> Setup {
+    setup_with(sync, nonsense, |_, _| {})
+}
+
+/// [`setup`], with `prepare` run on the data directory before the signer starts.
+fn setup_with(sync: bool, nonsense: bool, prepare: impl FnOnce(&Signer, &[String])) -> Setup {
     let (signer, pks) = signer_with_keys(3);
+    prepare(&signer, &pks);
     let genesis_time = now_secs() + 4;
     let chain = Arc::new(Chain {
         genesis_time,
@@ -539,6 +545,80 @@ fn a_dependent_root_change_drops_the_old_proofs_and_precomputes_the_new_duties()
             );
         }
     }
+}
+
+fn key_file(signer: &Signer, pk: &str) -> PathBuf {
+    signer.data_dir().join("keys").join(format!("{pk}.json"))
+}
+
+#[test]
+fn precompute_follows_a_reload_onto_the_new_keys_and_scheduler() {
+    // The third validator's key is not in the key store when the signer starts.
+    let parked = tempfile::tempdir().unwrap();
+    let parked_file = parked.path().join("key.json");
+    let Setup {
+        server,
+        chain,
+        network,
+        pks,
+        _signer: signer,
+    } = setup_with(false, false, |s, pks| {
+        std::fs::rename(key_file(s, &pks[2]), &parked_file).unwrap();
+    });
+    wait_for(
+        "precompute for the first keys",
+        Duration::from_secs(30),
+        || metric(&server, "signer_selection_proofs_precomputed_total") >= 1.0,
+    );
+    std::fs::rename(&parked_file, key_file(&signer, &pks[2])).unwrap();
+    let http = client();
+    assert_eq!(
+        http.post(server.url("/reload")).send().unwrap().status(),
+        202
+    );
+    wait_for("the reload", Duration::from_secs(30), || {
+        let st: Value = http
+            .get(server.url("/reload"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        st["status"] == "completed"
+    });
+    // The new key's duties (looked up at the next epoch) are precomputed on the new scheduler.
+    let slot = chain.duty_slot(2, *chain.attester_epochs.end());
+    at_slot_start(chain.genesis_time, slot);
+    let hits = metric(&server, "signer_selection_proof_cache_hits_total");
+    sign_ok(&server, &network, &pks[2], &aggregation_slot(slot));
+    assert_eq!(
+        metric(&server, "signer_selection_proof_cache_hits_total"),
+        hits + 1.0,
+        "slot {slot}: the reloaded key's proof was not precomputed"
+    );
+}
+
+#[test]
+fn sigterm_stops_the_signer_cleanly_while_precompute_runs() {
+    let Setup {
+        mut server,
+        _signer: _data_dir,
+        ..
+    } = setup(true, false);
+    wait_for("precompute to run", Duration::from_secs(30), || {
+        metric(&server, "signer_selection_proofs_precomputed_total") >= 1.0
+    });
+    let pid = server.child.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let mut status = None;
+    wait_for("the signer to exit", Duration::from_secs(30), || {
+        status = server.child.try_wait().unwrap();
+        status.is_some()
+    });
+    assert!(status.unwrap().success(), "exit status {status:?}");
 }
 
 /// Live signing, with the beacon node unusable: a selection proof (a cache miss, signed on the
