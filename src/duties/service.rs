@@ -167,12 +167,20 @@ impl Service {
             seconds_per_slot = chain.spec.seconds_per_slot,
             "selection-proof precompute: beacon node connected"
         );
+        let mut last_slot = None;
         loop {
             let Some(slot) = chain.clock.current_slot() else {
                 self.wait_until(&chain, chain.clock.slot_start(0), &mut jobs, &mut duties)
                     .await;
                 continue;
             };
+            if last_slot == Some(slot) {
+                // Woken a hair before the wall clock turned the slot: once per slot is enough.
+                let soon = Instant::now() + Duration::from_millis(20);
+                self.wait_until(&chain, soon, &mut jobs, &mut duties).await;
+                continue;
+            }
+            last_slot = Some(slot);
             self.metrics.precompute.precomputed_last_slot.store(
                 std::mem::take(&mut duties.signed_this_slot),
                 Ordering::Relaxed,
