@@ -458,3 +458,100 @@ impl Service {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::duties::beacon::AttesterDuty;
+
+    fn chain(forks: Vec<ForkEntry>) -> Chain {
+        Chain {
+            clock: SlotClock {
+                genesis_time: 0,
+                seconds_per_slot: 12,
+            },
+            spec: Spec {
+                seconds_per_slot: 12,
+                slots_per_epoch: 32,
+                epochs_per_sync_committee_period: 256,
+                sync_committee_size: 512,
+                sync_subcommittee_size: 128,
+            },
+            genesis_validators_root: [3; 32],
+            forks,
+        }
+    }
+
+    fn fork(previous: u8, current: u8, epoch: u64) -> ForkEntry {
+        ForkEntry {
+            previous_version: [previous, 0, 0, 0],
+            current_version: [current, 0, 0, 0],
+            epoch,
+        }
+    }
+
+    #[test]
+    fn the_fork_version_of_a_slot_follows_the_schedule() {
+        let c = chain(vec![fork(0, 0, 0), fork(0, 1, 10), fork(1, 2, 20)]);
+        let cases = [
+            (0, 0),
+            (319, 0),
+            (320, 1),
+            (639, 1),
+            (640, 2),
+            (u64::MAX, 2),
+        ];
+        for (slot, version) in cases {
+            assert_eq!(c.fork_version(slot), [version, 0, 0, 0], "slot {slot}");
+        }
+        // A schedule whose first fork is still ahead: its previous version applies.
+        let c = chain(vec![fork(5, 6, 100)]);
+        assert_eq!(c.fork_version(0), [5, 0, 0, 0]);
+        assert_eq!(c.fork_version(3200), [6, 0, 0, 0]);
+        let p = c.proof(3200, Some(3));
+        assert_eq!(
+            (
+                p.fork_version,
+                p.genesis_validators_root,
+                p.subcommittee_index
+            ),
+            ([6, 0, 0, 0], [3; 32], Some(3))
+        );
+    }
+
+    #[test]
+    fn only_proofs_of_known_duties_are_wanted() {
+        let c = chain(vec![fork(0, 0, 0)]);
+        let (a, b) = (PublicKeyBytes([1; 48]), PublicKeyBytes([2; 48]));
+        let mut d = Duties::default();
+        d.attester.insert(
+            1,
+            AttesterDuties {
+                dependent_root: [0; 32],
+                duties: vec![AttesterDuty {
+                    pubkey: a,
+                    validator_index: 7,
+                    slot: 40,
+                }],
+            },
+        );
+        d.sync.insert(
+            0,
+            (
+                0,
+                vec![SyncDuty {
+                    pubkey: b,
+                    validator_index: 8,
+                    validator_sync_committee_indices: vec![130, 511],
+                }],
+            ),
+        );
+        assert!(d.wants(&c, &a, &c.proof(40, None)));
+        assert!(!d.wants(&c, &a, &c.proof(41, None)));
+        assert!(!d.wants(&c, &b, &c.proof(40, None)));
+        assert!(d.wants(&c, &b, &c.proof(41, Some(1))));
+        assert!(d.wants(&c, &b, &c.proof(41, Some(3))));
+        assert!(!d.wants(&c, &b, &c.proof(41, Some(0))));
+        assert!(!d.wants(&c, &a, &c.proof(41, Some(1))));
+    }
+}
