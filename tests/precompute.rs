@@ -454,7 +454,9 @@ fn every_duty_proof_is_cached_before_its_slot_and_served_without_a_device_operat
             asks.push((slot, pk.clone(), aggregation_slot(slot)));
         }
     }
-    for slot in SLOTS_PER_EPOCH..2 * SLOTS_PER_EPOCH {
+    // A sync committee signs for the slots before its period's last: period 1 (epoch 1, slots
+    // 8..=15) signs at slots 7..=14.
+    for slot in SLOTS_PER_EPOCH - 1..2 * SLOTS_PER_EPOCH - 1 {
         for sub in [0, 1] {
             asks.push((slot, pks[0].clone(), sync_selection(slot, sub)));
         }
@@ -703,7 +705,7 @@ fn a_beacon_node_answering_nonsense_neither_breaks_live_signing_nor_precompute()
     });
     // The sync duty whose committee index was nonsense never produced a proof for a
     // subcommittee that does not exist: the only sync proofs are for subcommittees 0 and 1.
-    let last = 2 * SLOTS_PER_EPOCH - 1;
+    let last = 2 * SLOTS_PER_EPOCH - 2;
     at_slot_start(chain.genesis_time, last);
     let hits = metric(&server, "signer_selection_proof_cache_hits_total");
     sign_ok(&server, &network, &pks[0], &sync_selection(last, 1));

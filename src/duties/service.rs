@@ -57,6 +57,12 @@ impl Chain {
         self.epoch(slot) / self.spec.epochs_per_sync_committee_period
     }
 
+    /// The sync committee that signs at `slot` is the one of `slot + 1`'s period (its messages
+    /// go into the next block): the last slot of a period belongs to the next committee.
+    fn signing_period(&self, slot: u64) -> u64 {
+        self.period(slot.saturating_add(1))
+    }
+
     /// The fork version `get_domain` uses at `slot`'s epoch.
     fn fork_version(&self, slot: u64) -> [u8; 4] {
         let epoch = self.epoch(slot);
@@ -113,7 +119,7 @@ impl Duties {
                 }),
             Some(sub) => self
                 .sync
-                .get(&chain.period(proof.slot))
+                .get(&chain.signing_period(proof.slot))
                 .is_some_and(|(_, d)| {
                     d.iter().any(|d| {
                         d.pubkey == *pk
@@ -329,7 +335,7 @@ impl Service {
             }
         }
         let periods: HashSet<u64> = (slot..=slot + SELECTION_PROOF_SLOT_LOOKAHEAD)
-            .map(|s| chain.period(s))
+            .map(|s| chain.signing_period(s))
             .collect();
         for period in periods {
             if duties.sync.get(&period).is_some_and(|(at, _)| *at == epoch) {
@@ -371,7 +377,7 @@ impl Service {
             }
         }
         for s in window.clone() {
-            let Some((_, sync)) = duties.sync.get(&chain.period(s)) else {
+            let Some((_, sync)) = duties.sync.get(&chain.signing_period(s)) else {
                 continue;
             };
             for d in sync {
@@ -553,5 +559,9 @@ mod tests {
         assert!(d.wants(&c, &b, &c.proof(41, Some(3))));
         assert!(!d.wants(&c, &b, &c.proof(41, Some(0))));
         assert!(!d.wants(&c, &a, &c.proof(41, Some(1))));
+        // The last slot of period 0 is signed by period 1's committee.
+        let last = 256 * 32 - 1;
+        assert!(d.wants(&c, &b, &c.proof(last - 1, Some(1))));
+        assert!(!d.wants(&c, &b, &c.proof(last, Some(1))));
     }
 }
