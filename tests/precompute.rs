@@ -922,3 +922,34 @@ fn precomputed_roots_are_the_oracles() {
     }
     assert!(checked >= 4, "only {checked} oracle cases");
 }
+
+#[test]
+fn bench_scenario_precompute_row_serves_every_selection_proof_from_the_cache() {
+    let s = Signer::new();
+    let out = s.ok(&[
+        "bench",
+        "scenario",
+        "--validators",
+        "64",
+        "--blocks",
+        "3",
+        "--precompute",
+        "--json",
+    ]);
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let setups = report["setups"].as_array().unwrap();
+    assert_eq!(setups.len(), 2, "{report}");
+    for setup in setups {
+        let on = &setup["precompute"];
+        assert_eq!(on["scheduler"], "ours+precompute", "{setup}");
+        assert_eq!(on["selection_proof_hit_rate"], 1.0, "{setup}");
+        assert_eq!(on["refused"], 0, "{setup}");
+        // Latencies are reported beside the precompute-off row of the same run, not asserted:
+        // they depend on the machine's load.
+        assert!(on["block"]["p99_ms"].as_f64().unwrap() > 0.0);
+        assert!(
+            setup["ours"]["selection_proof_hit_rate"].is_null(),
+            "{setup}"
+        );
+    }
+}
