@@ -204,6 +204,8 @@ impl BeaconNode {
         body: Option<Vec<u8>>,
     ) -> Result<T, BeaconError> {
         let url = format!("{}{path}", self.base);
+        // Errors name the endpoint, not its query (a lookup's query lists 64 public keys).
+        let path = path.split('?').next().unwrap_or(path);
         let transport = |e: reqwest::Error| BeaconError::Transport {
             path: path.to_owned(),
             message: e.to_string(),
