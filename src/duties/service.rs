@@ -159,7 +159,7 @@ impl Service {
         let mut jobs: JoinSet<Done> = JoinSet::new();
         let mut duties = Duties::default();
         let retry = Duration::from_secs(self.network.seconds_per_slot.clamp(1, 12));
-        let chain = loop {
+        let mut chain = loop {
             match self.connect().await {
                 Ok(chain) => break chain,
                 Err(e) => {
@@ -193,6 +193,13 @@ impl Service {
             );
             // Past slots' proofs are of no further use.
             self.cache.retain(|_, p| p.slot >= slot);
+            if slot % chain.spec.slots_per_epoch == 0 {
+                // A fork scheduled since we connected (an upgraded node) is picked up here.
+                match self.beacon.fork_schedule().await {
+                    Ok(forks) => chain.forks = forks,
+                    Err(e) => self.beacon_error(&mut duties, &e),
+                }
+            }
             self.poll(&chain, &mut duties, slot).await;
             let mid = chain.at_fraction(slot, SELECTION_PROOF_SCHEDULE_DENOM);
             self.wait_until(&chain, mid, &mut jobs, &mut duties).await;
