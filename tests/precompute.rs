@@ -341,8 +341,13 @@ fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
 /// Play the validator client: wait until `slot` has begun (plus a little), as a client asking
 /// early in the slot would.
 fn at_slot_start(genesis_time: u64, slot: u64) {
-    let start = UNIX_EPOCH + Duration::from_secs(genesis_time + slot) + Duration::from_millis(30);
-    if let Ok(ahead) = start.duration_since(SystemTime::now()) {
+    at_ms_after_genesis(genesis_time, slot * 1000 + 30);
+}
+
+/// Wait until `ms` milliseconds after genesis (slots are one second).
+fn at_ms_after_genesis(genesis_time: u64, ms: u64) {
+    let when = UNIX_EPOCH + Duration::from_secs(genesis_time) + Duration::from_millis(ms);
+    if let Ok(ahead) = when.duration_since(SystemTime::now()) {
         std::thread::sleep(ahead);
     }
 }
@@ -446,31 +451,45 @@ fn every_duty_proof_is_cached_before_its_slot_and_served_without_a_device_operat
         pks,
         _signer: _data_dir,
     } = setup(true, false);
-    // Every duty of the fake chain, as the validator client would ask for them.
-    let mut asks: Vec<(u64, String, Value)> = Vec::new();
+    // Every duty of the fake chain, as the validator client would ask for them: (when, in ms
+    // after genesis; slot; validator; request). Early in the duty's slot ...
+    let mut asks: Vec<(u64, u64, String, Value)> = Vec::new();
     for epoch in chain.attester_epochs.clone() {
         for (pos, pk) in pks.iter().enumerate() {
             let slot = chain.duty_slot(pos, epoch);
-            asks.push((slot, pk.clone(), aggregation_slot(slot)));
+            asks.push((slot * 1000 + 30, slot, pk.clone(), aggregation_slot(slot)));
         }
     }
     // A sync committee signs for the slots before its period's last: period 1 (epoch 1, slots
     // 8..=15) signs at slots 7..=14.
     for slot in SLOTS_PER_EPOCH - 1..2 * SLOTS_PER_EPOCH - 1 {
         for sub in [0, 1] {
-            asks.push((slot, pks[0].clone(), sync_selection(slot, sub)));
+            asks.push((
+                slot * 1000 + 30,
+                slot,
+                pks[0].clone(),
+                sync_selection(slot, sub),
+            ));
         }
     }
-    asks.sort_by_key(|(slot, _, _)| *slot);
-    assert_eq!(asks.len(), 6 + 16);
-    for (slot, pk, request) in &asks {
-        at_slot_start(chain.genesis_time, *slot);
+    let proofs = asks.len();
+    assert_eq!(proofs, 6 + 16);
+    // ... and, as a Lighthouse client does for its subnet subscriptions, 8 slots ahead at
+    // mid-slot (for duties whose proof the signer had a full slot to make).
+    for (_, slot, pk, request) in asks.clone() {
+        if request["type"] == "AGGREGATION_SLOT" && slot >= 10 {
+            asks.push(((slot - 8) * 1000 + 600, slot, pk, request));
+        }
+    }
+    asks.sort_by_key(|(when, ..)| *when);
+    for (when, slot, pk, request) in &asks {
+        at_ms_after_genesis(chain.genesis_time, *when);
         let hits = metric(&server, "signer_selection_proof_cache_hits_total");
         sign_ok(&server, &network, pk, request);
         assert_eq!(
             metric(&server, "signer_selection_proof_cache_hits_total"),
             hits + 1.0,
-            "slot {slot}: {request} was not answered from the cache"
+            "slot {slot}, asked {when} ms after genesis: {request} was not answered from the cache"
         );
     }
     assert_eq!(
@@ -478,11 +497,7 @@ fn every_duty_proof_is_cached_before_its_slot_and_served_without_a_device_operat
         0.0
     );
     let precomputed = metric(&server, "signer_selection_proofs_precomputed_total");
-    assert_eq!(
-        precomputed,
-        asks.len() as f64,
-        "one proof per duty, each once"
-    );
+    assert_eq!(precomputed, proofs as f64, "one proof per duty, each once");
     // The server process's devices did exactly the precompute's operations: none for the
     // validator client's requests.
     assert_eq!(metric(&server, "signer_device_operations"), precomputed);

@@ -22,7 +22,8 @@ use crate::error::{Result, SignerError};
 use crate::keys::PublicKeyBytes;
 use crate::metrics::Metrics;
 
-/// Proofs are signed for duties up to this many slots ahead (Lighthouse's value).
+/// Lighthouse's validator client asks for proofs of duties up to this many slots ahead; the
+/// precompute signs one slot further, so that request finds its proof ready.
 pub const SELECTION_PROOF_SLOT_LOOKAHEAD: u64 = 8;
 /// Precompute runs at `1 / SELECTION_PROOF_SCHEDULE_DENOM` of every slot (mid-slot).
 pub const SELECTION_PROOF_SCHEDULE_DENOM: u32 = 2;

@@ -1,6 +1,7 @@
 //! The service loop: learn the chain from the beacon node, then every slot poll duties, drop
 //! what went stale, and at mid-slot submit the proofs of the next
-//! [`SELECTION_PROOF_SLOT_LOOKAHEAD`] slots to the scheduler as background work. Every signing
+//! [`SELECTION_PROOF_SLOT_LOOKAHEAD`] + 1 slots to the scheduler as background work (one slot
+//! ahead of a validator client that asks on Lighthouse's own schedule). Every signing
 //! future lives in one `JoinSet`: dropping the service (shutdown) aborts them, which takes their
 //! jobs out of the scheduler's queue.
 
@@ -341,7 +342,7 @@ impl Service {
                 Err(err) => self.beacon_error(duties, &err),
             }
         }
-        let periods: HashSet<u64> = (slot..=slot + SELECTION_PROOF_SLOT_LOOKAHEAD)
+        let periods: HashSet<u64> = (slot..=slot + SELECTION_PROOF_SLOT_LOOKAHEAD + 1)
             .map(|s| chain.signing_period(s))
             .collect();
         for period in periods {
@@ -376,7 +377,9 @@ impl Service {
 
     /// Submit every proof of the next slots that is neither cached nor under way.
     fn precompute(&self, chain: &Chain, duties: &mut Duties, slot: u64, jobs: &mut JoinSet<Done>) {
-        let window = slot + 1..=slot + SELECTION_PROOF_SLOT_LOOKAHEAD;
+        // One slot beyond the lookahead: a validator client with Lighthouse's own schedule asks
+        // for slot s + 8's proof at this very mid-slot, and should find it signed a slot ago.
+        let window = slot + 1..=slot + SELECTION_PROOF_SLOT_LOOKAHEAD + 1;
         let mut wanted: Vec<(PublicKeyBytes, SelectionProof)> = Vec::new();
         for d in duties.attester.values().flat_map(|a| a.duties.iter()) {
             if window.contains(&d.slot) {
