@@ -207,6 +207,7 @@ struct FileConfig {
     listen: Option<String>,
     network: Option<String>,
     slashing_db: Option<String>,
+    beacon_node_url: Option<String>,
     default_device: Option<String>,
     #[serde(default)]
     device: Vec<DeviceEntry>,
@@ -241,6 +242,9 @@ pub struct Config {
     /// Slashing protection in PostgreSQL: a connection string (`postgres://user@host/db`), so
     /// that several signers share it. `None`: SQLite in the data directory.
     pub slashing_db: Option<String>,
+    /// A beacon node (standard Beacon API, `http://host:port`) to learn duties from, so that
+    /// selection proofs are signed ahead of time. `None`: no precompute.
+    pub beacon_node_url: Option<String>,
     /// Devices, in configuration order.
     pub devices: Vec<ResolvedDevice>,
     /// Device that takes new whole keys unless told otherwise.
@@ -300,6 +304,7 @@ impl Config {
             network: file.network.unwrap_or_else(|| "mainnet".into()),
             scheduler: file.scheduler,
             slashing_db: file.slashing_db,
+            beacon_node_url: file.beacon_node_url,
             devices,
             default_device,
             auth: AuthSettings {
@@ -346,6 +351,7 @@ impl Config {
             network: "mainnet".into(),
             scheduler: SchedulerSettings::default(),
             slashing_db: None,
+            beacon_node_url: None,
             default_device: devices[0].hsm.name.clone(),
             devices,
             auth: AuthSettings::default(),
@@ -372,6 +378,9 @@ impl Config {
             )));
         }
         self.keymanager_placement()?;
+        if let Some(url) = &self.beacon_node_url {
+            crate::duties::check_beacon_node_url(url)?;
+        }
         self.module_environment().map(|_| ())
     }
 
@@ -654,6 +663,34 @@ pin_env = "P"
 
         std::fs::write(&path, "[tls]\ncert = 'x'\n").unwrap();
         assert!(Config::load(Some(&path), dir.path()).is_err());
+    }
+
+    #[test]
+    fn beacon_node_url_is_read_and_must_be_plain_http() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let device = "[[device]]\nname='a'\ntoken_label='x'\npin_env='P'\n";
+        std::fs::write(
+            &path,
+            format!("beacon_node_url = 'http://127.0.0.1:5052'\n{device}"),
+        )
+        .unwrap();
+        let c = Config::load(Some(&path), dir.path()).unwrap();
+        assert_eq!(c.beacon_node_url.as_deref(), Some("http://127.0.0.1:5052"));
+        std::fs::write(
+            &path,
+            format!("beacon_node_url = 'https://bn:5052'\n{device}"),
+        )
+        .unwrap();
+        let err = Config::load(Some(&path), dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("only http:// URLs"), "{err}");
+        std::fs::write(&path, device).unwrap();
+        assert!(Config::load(Some(&path), dir.path())
+            .unwrap()
+            .beacon_node_url
+            .is_none());
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod bls;
 pub mod config;
 pub mod consensus;
 pub mod devices;
+pub mod duties;
 pub mod error;
 pub mod keys;
 pub mod metrics;

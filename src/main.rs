@@ -56,6 +56,10 @@ enum Command {
         no_slashing_protection: bool,
         #[command(flatten)]
         access: AccessArgs,
+        /// Beacon node (http://host:port) whose duties drive selection-proof precompute
+        /// (overrides the configuration's beacon_node_url).
+        #[arg(long, env = "HSM_SIGNER_BEACON_NODE_URL")]
+        beacon_node_url: Option<String>,
     },
     /// PKCS#11 devices.
     #[command(subcommand)]
@@ -284,6 +288,9 @@ enum BenchCmd {
         /// Print a JSON report.
         #[arg(long)]
         json: bool,
+        /// Also run our scheduler with selection proofs precomputed (served from the cache).
+        #[arg(long)]
+        precompute: bool,
         /// Also draw the latency distributions to this SVG file.
         #[arg(long)]
         plot: Option<PathBuf>,
@@ -338,12 +345,17 @@ fn run(cli: Cli) -> Result<()> {
             no_slot_deadlines,
             no_slashing_protection,
             access,
+            beacon_node_url,
         } => {
             let mut config = config;
             if no_slot_deadlines {
                 config.scheduler.slot_deadlines = Some(false);
             }
             access.apply(&mut config);
+            if let Some(url) = beacon_node_url {
+                hsm_signer::duties::check_beacon_node_url(&url)?;
+                config.beacon_node_url = Some(url);
+            }
             serve(&config, listen, network, !no_slashing_protection)
         }
         Command::Device(cmd) => device_cmd(&config, cmd),
@@ -437,7 +449,7 @@ fn serve(
         tracing::warn!("slashing protection disabled by --no-slashing-protection");
         None
     };
-    let state = api::AppState::new(
+    let mut state = api::AppState::new(
         config.clone(),
         network,
         devices,
@@ -465,9 +477,22 @@ fn serve(
     }
     let runtime = hsm_signer::scheduler::runtime()
         .map_err(|e| SignerError::Invalid(format!("starting the runtime: {e}")))?;
-    runtime
-        .block_on(api::serve_with(state, addr, tls))
-        .map_err(|e| SignerError::Invalid(format!("HTTP server on {addr}: {e}")))
+    let precompute = match &config.beacon_node_url {
+        Some(url) => {
+            let service = state
+                .enable_precompute(url)
+                .map_err(|e| SignerError::Config(format!("beacon node {url}: {e}")))?;
+            eprintln!("selection proofs precomputed from the duties of beacon node {url}");
+            Some(runtime.spawn(service.run()))
+        }
+        None => None,
+    };
+    let served = runtime.block_on(api::serve_with(state, addr, tls));
+    if let Some(task) = precompute {
+        // Cancel-safe: aborting drops its signing futures, which leave the scheduler's queue.
+        task.abort();
+    }
+    served.map_err(|e| SignerError::Invalid(format!("HTTP server on {addr}: {e}")))
 }
 
 fn device_cmd(config: &Config, cmd: DeviceCmd) -> Result<()> {
@@ -933,6 +958,7 @@ fn bench_cmd(config: &Config, cmd: BenchCmd) -> Result<()> {
             blocks,
             slow_latency_ms,
             slow_sessions,
+            precompute,
             json,
             plot,
         } => {
@@ -944,6 +970,7 @@ fn bench_cmd(config: &Config, cmd: BenchCmd) -> Result<()> {
                     blocks,
                     slow_latency: std::time::Duration::from_millis(slow_latency_ms),
                     slow_sessions,
+                    precompute,
                 },
             )?;
             if let Some(path) = plot {

@@ -101,6 +101,13 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
             cap as f64,
         ));
     }
+    for device in runtime.scheduler.devices().iter() {
+        gauges.push((
+            "signer_device_operations",
+            format!("device=\"{}\"", device.name()),
+            device.op_counts().0 as f64,
+        ));
+    }
     let (waiting, cpu) = runtime.scheduler.queued();
     gauges.push((
         "signer_queue_waiting_for_device",

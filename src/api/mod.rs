@@ -25,6 +25,7 @@ pub use sign::wants_json;
 use crate::config::Config;
 use crate::consensus::Network;
 use crate::devices::Devices;
+use crate::duties::ProofCache;
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
 use crate::scheduler::{Scheduler, SchedulerConfig, SlotClock};
@@ -65,6 +66,8 @@ pub struct AppState {
     pub slashing: Option<SlashingProtection>,
     /// The API bearer token; without one, every guarded route answers 401.
     api_token: Option<Arc<auth::ApiToken>>,
+    /// Precomputed selection proofs, when a beacon node is configured (`crate::duties`).
+    pub selection_proofs: Option<Arc<ProofCache>>,
 }
 
 impl AppState {
@@ -115,6 +118,7 @@ impl AppState {
             clock,
             slashing,
             api_token: None,
+            selection_proofs: None,
         }
     }
 
@@ -130,6 +134,33 @@ impl AppState {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Start selection-proof precompute from the beacon node at `url`: the cache the sign
+    /// handler reads, and the service (run it on the runtime; dropping it stops it and takes
+    /// its background jobs out of the queue). The service follows reloads.
+    pub fn enable_precompute(
+        &mut self,
+        url: &str,
+    ) -> Result<crate::duties::Service, crate::duties::beacon::BeaconError> {
+        let cache = Arc::new(ProofCache::new(self.metrics.clone()));
+        let view = self.clone();
+        let signer: crate::duties::SignerView = Arc::new(move || {
+            let runtime = view.runtime();
+            (
+                runtime.scheduler.clone(),
+                runtime.keys.iter().cloned().collect(),
+            )
+        });
+        let service = crate::duties::Service::new(
+            url,
+            (*self.network).clone(),
+            cache.clone(),
+            self.metrics.clone(),
+            signer,
+        )?;
+        self.selection_proofs = Some(cache);
+        Ok(service)
     }
 
     fn swap(&self, runtime: Runtime) {

@@ -88,6 +88,22 @@ pub async fn sign(
         }
     }
     let started = std::time::Instant::now();
+    // A precomputed selection proof for this very root: no device operation.
+    if let (Some(cache), Some(proof)) = (
+        &app.selection_proofs,
+        request.selection_proof(app.network.slots_per_epoch),
+    ) {
+        if let Some(signature) = cache.lookup(&pubkey, &proof, &root) {
+            app.metrics
+                .signing
+                .get(request.message_type().as_str())
+                .observe(started.elapsed());
+            return Ok(signature_response(
+                &headers,
+                format!("0x{}", hex::encode(signature)),
+            ));
+        }
+    }
     // Slashing protection: check and record durably before any signature can exist.
     let proposal = match request.slashing_data() {
         SlashingData::None => None,
@@ -157,8 +173,15 @@ pub async fn sign(
         .signing
         .get(request.message_type().as_str())
         .observe(started.elapsed());
-    let hex = format!("0x{}", hex::encode(signature.compress()));
-    Ok(if wants_json(&headers) {
+    Ok(signature_response(
+        &headers,
+        format!("0x{}", hex::encode(signature.compress())),
+    ))
+}
+
+/// The answer: `{"signature": …}` or the bare hex, by `Accept`.
+fn signature_response(headers: &HeaderMap, hex: String) -> Response {
+    if wants_json(headers) {
         (
             StatusCode::OK,
             axum::Json(serde_json::json!({ "signature": hex })),
@@ -174,7 +197,7 @@ pub async fn sign(
             hex,
         )
             .into_response()
-    })
+    }
 }
 
 #[cfg(test)]

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::consensus::SelectionProof;
 use crate::devices::Devices;
+use crate::duties::ProofCache;
 use crate::error::{Result, SignerError};
 use crate::keys::{seal_share, KeyRecord, PublicKeyBytes, ShareId};
 use crate::metrics::Metrics;
@@ -28,6 +30,8 @@ pub struct ScenarioOptions {
     pub slow_latency: Duration,
     /// Simulated network HSM: sessions per device.
     pub slow_sessions: usize,
+    /// Also run our scheduler with selection proofs precomputed (`crate::duties`).
+    pub precompute: bool,
 }
 
 /// Latency summary in milliseconds.
@@ -63,7 +67,7 @@ impl Latency {
 /// One variant's results.
 #[derive(Debug, Clone, Serialize)]
 pub struct VariantReport {
-    /// `ours` or `fifo`.
+    /// `ours`, `fifo` or `ours+precompute`.
     pub scheduler: &'static str,
     /// Block latency under the burst.
     pub block: Latency,
@@ -76,6 +80,9 @@ pub struct VariantReport {
     /// Raw samples for the plot (block, attestation), milliseconds.
     #[serde(skip)]
     pub samples: (Vec<f64>, Vec<f64>),
+    /// With precompute: the share of selection-proof requests answered from the cache.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selection_proof_hit_rate: Option<f64>,
 }
 
 /// One device setup (plain or simulated network HSM).
@@ -89,6 +96,9 @@ pub struct SetupReport {
     pub ours: VariantReport,
     /// The FIFO baseline.
     pub fifo: VariantReport,
+    /// Our scheduler with selection proofs precomputed (`--precompute`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub precompute: Option<VariantReport>,
     /// block p99 under burst ÷ idle block p50 (target ≤ 2).
     pub ours_block_p99_over_idle: f64,
     /// FIFO block p99 ÷ ours (target ≥ 50 on the network HSM).
@@ -178,12 +188,15 @@ async fn burst(
     keys: &[Arc<KeyRecord>],
     fifo: bool,
     blocks: usize,
+    precompute: bool,
 ) -> VariantReport {
-    let scheduler = Scheduler::with_config(
-        devices.clone(),
-        bench_config(fifo),
-        Arc::new(Metrics::default()),
-    );
+    let metrics = Arc::new(Metrics::default());
+    let scheduler = Scheduler::with_config(devices.clone(), bench_config(fifo), metrics.clone());
+    let proofs = if precompute {
+        Some(precompute_proofs(&scheduler, keys, &metrics).await)
+    } else {
+        None
+    };
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(keys.len() * 3 + blocks);
     // Blocks: one at the start, then one every 200 ms while the herd is being signed. Spawned
@@ -213,7 +226,7 @@ async fn burst(
     // sockets: 30,000 tasks spawned at once from outside the runtime all land in tokio's global
     // FIFO, and a reply's wake-up would measure that queue rather than the scheduler.
     let herd = {
-        let (scheduler, keys) = (scheduler.clone(), keys.to_vec());
+        let (scheduler, keys, proofs) = (scheduler.clone(), keys.to_vec(), proofs.clone());
         tokio::spawn(async move {
             let mut herd = Vec::with_capacity(keys.len() * 3);
             for (class, salt) in [
@@ -223,19 +236,41 @@ async fn burst(
             ] {
                 for (i, key) in keys.iter().enumerate() {
                     let (s, key) = (scheduler.clone(), key.clone());
+                    let cache = match class {
+                        Class::Aggregate => proofs.clone(),
+                        _ => None,
+                    };
                     herd.push((
                         class,
                         tokio::spawn(async move {
                             let t = Instant::now();
-                            let r = s
-                                .sign(SignJob {
-                                    key,
-                                    signing_root: root(i, salt),
-                                    class,
-                                    deadline: None,
-                                })
-                                .await;
-                            (t.elapsed(), r.is_ok())
+                            let ok = match cache {
+                                // The validator client's AGGREGATION_SLOT: from the cache, else
+                                // signed live.
+                                Some(cache) => {
+                                    let proof = bench_proof(i, 0);
+                                    let root = proof.signing_root();
+                                    cache.lookup(&key.pubkey, &proof, &root).is_some()
+                                        || s.sign(SignJob {
+                                            key,
+                                            signing_root: root.0,
+                                            class,
+                                            deadline: None,
+                                        })
+                                        .await
+                                        .is_ok()
+                                }
+                                None => s
+                                    .sign(SignJob {
+                                        key,
+                                        signing_root: root(i, salt),
+                                        class,
+                                        deadline: None,
+                                    })
+                                    .await
+                                    .is_ok(),
+                            };
+                            (t.elapsed(), ok)
                         }),
                     ));
                     if herd.len() % 64 == 0 {
@@ -247,6 +282,29 @@ async fn burst(
         })
     };
     tasks.extend(herd.await.unwrap_or_default());
+    // With precompute, the proofs of the slot entering the lookahead window (a 32nd of the
+    // validators) are signed during the burst, as the service does at every mid-slot:
+    // background work that must not slow the foreground.
+    if proofs.is_some() {
+        for (i, key) in keys.iter().enumerate().take(keys.len().div_ceil(32)) {
+            let (s, key) = (scheduler.clone(), key.clone());
+            tasks.push((
+                Class::Background,
+                tokio::spawn(async move {
+                    let t = Instant::now();
+                    let r = s
+                        .sign(SignJob {
+                            key,
+                            signing_root: bench_proof(i, 1).signing_root().0,
+                            class: Class::Background,
+                            deadline: None,
+                        })
+                        .await;
+                    (t.elapsed(), r.is_ok())
+                }),
+            ));
+        }
+    }
     let total = tasks.len();
     let (mut block, mut att, mut refused) = (Vec::new(), Vec::new(), 0);
     for (class, t) in tasks {
@@ -261,14 +319,68 @@ async fn burst(
     let elapsed = start.elapsed();
     let ms = |v: &[Duration]| v.iter().map(|d| d.as_secs_f64() * 1e3).collect::<Vec<_>>();
     let samples = (ms(&block), ms(&att));
+    let m = &metrics.precompute;
+    let (hits, misses) = (
+        m.hits.load(std::sync::atomic::Ordering::Relaxed),
+        m.misses.load(std::sync::atomic::Ordering::Relaxed),
+    );
     VariantReport {
-        scheduler: if fifo { "fifo" } else { "ours" },
+        scheduler: match (fifo, precompute) {
+            (true, _) => "fifo",
+            (false, false) => "ours",
+            (false, true) => "ours+precompute",
+        },
+        selection_proof_hit_rate: precompute.then(|| hits as f64 / (hits + misses).max(1) as f64),
         block: Latency::of(&mut block),
         attestation: Latency::of(&mut att),
         throughput_per_sec: total as f64 / elapsed.as_secs_f64(),
         refused,
         samples,
     }
+}
+
+/// Validator `i`'s selection proof `slots_ahead` epochs from the burst (a fake chain's root).
+fn bench_proof(i: usize, slots_ahead: u64) -> SelectionProof {
+    SelectionProof {
+        slot: 32 * (1000 + slots_ahead) + (i as u64 % 32),
+        subcommittee_index: None,
+        fork_version: [0; 4],
+        genesis_validators_root: [0x4b; 32],
+    }
+}
+
+/// Before the burst, in idle time (the service's mid-slot ticks of the slots before it): every
+/// validator's proof, signed as background work into a cache.
+async fn precompute_proofs(
+    scheduler: &Scheduler,
+    keys: &[Arc<KeyRecord>],
+    metrics: &Arc<Metrics>,
+) -> Arc<ProofCache> {
+    let cache = Arc::new(ProofCache::new(metrics.clone()));
+    let mut tasks = Vec::with_capacity(keys.len());
+    for (i, key) in keys.iter().enumerate() {
+        let (s, key, cache) = (scheduler.clone(), key.clone(), cache.clone());
+        tasks.push(tokio::spawn(async move {
+            let proof = bench_proof(i, 0);
+            let root = proof.signing_root();
+            let pubkey = key.pubkey;
+            if let Ok(sig) = s
+                .sign(SignJob {
+                    key,
+                    signing_root: root.0,
+                    class: Class::Background,
+                    deadline: None,
+                })
+                .await
+            {
+                cache.insert(pubkey, proof, root, sig.compress());
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    cache
 }
 
 /// Run the scenario on the configured devices (plain, then simulated network HSM).
@@ -301,8 +413,11 @@ pub fn run(config: &Config, opts: &ScenarioOptions) -> Result<ScenarioReport> {
         };
         eprintln!("{label}: idle blocks, then the burst with our scheduler and with FIFO…");
         let idle_block = rt.block_on(idle_blocks(&devices, &keys));
-        let ours = rt.block_on(burst(&devices, &keys, false, opts.blocks));
-        let fifo = rt.block_on(burst(&devices, &keys, true, opts.blocks));
+        let ours = rt.block_on(burst(&devices, &keys, false, opts.blocks, false));
+        let fifo = rt.block_on(burst(&devices, &keys, true, opts.blocks, false));
+        let precompute = opts
+            .precompute
+            .then(|| rt.block_on(burst(&devices, &keys, false, opts.blocks, true)));
         setups.push(SetupReport {
             devices: label,
             ours_block_p99_over_idle: ours.block.p99_ms / idle_block.p50_ms.max(1e-6),
@@ -311,6 +426,7 @@ pub fn run(config: &Config, opts: &ScenarioOptions) -> Result<ScenarioReport> {
             idle_block,
             ours,
             fifo,
+            precompute,
         });
     }
     Ok(ScenarioReport {
@@ -335,12 +451,15 @@ impl ScenarioReport {
                 s.devices, s.idle_block.p50_ms
             );
             out += &format!(
-                "{:<6} {:>10} {:>10} {:>10} {:>12} {:>10} {:>8}\n",
+                "{:<15} {:>10} {:>10} {:>10} {:>12} {:>10} {:>8}\n",
                 "", "block p50", "block p99", "block max", "attest. p99", "signs/s", "refused"
             );
-            for v in [&s.ours, &s.fifo] {
+            for v in [Some(&s.ours), Some(&s.fifo), s.precompute.as_ref()]
+                .into_iter()
+                .flatten()
+            {
                 out += &format!(
-                    "{:<6} {:>8.2}ms {:>8.2}ms {:>8.2}ms {:>10.1}ms {:>10.0} {:>8}\n",
+                    "{:<15} {:>8.2}ms {:>8.2}ms {:>8.2}ms {:>10.1}ms {:>10.0} {:>8}\n",
                     v.scheduler,
                     v.block.p50_ms,
                     v.block.p99_ms,
@@ -354,6 +473,16 @@ impl ScenarioReport {
                 "ours block p99 / idle block = {:.2} (target <= 2); FIFO / ours block p99 = {:.0}x; throughput ours / FIFO = {:.3} (target >= 0.95)\n",
                 s.ours_block_p99_over_idle, s.fifo_over_ours_block_p99, s.throughput_ours_over_fifo
             );
+            if let Some(p) = &s.precompute {
+                out += &format!(
+                    "ours+precompute: selection proofs from the cache {:.1}%; block p99 {:.2} vs {:.2} ms, attestation p99 {:.1} vs {:.1} ms without precompute\n",
+                    p.selection_proof_hit_rate.unwrap_or(0.0) * 100.0,
+                    p.block.p99_ms,
+                    s.ours.block.p99_ms,
+                    p.attestation.p99_ms,
+                    s.ours.attestation.p99_ms
+                );
+            }
         }
         out
     }

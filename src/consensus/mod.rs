@@ -8,10 +8,12 @@ mod containers;
 mod domain;
 mod network;
 mod request;
-mod wire;
+mod selection;
+pub(crate) mod wire;
 
 pub use network::Network;
 pub use request::SignRequest;
+pub use selection::SelectionProof;
 
 use std::fmt;
 

@@ -15,7 +15,9 @@ use super::containers::{
 };
 use super::domain::{self, DomainType};
 use super::wire::{self, Bytes};
-use super::{clip, ConsensusError, MessageType, Network, SigningRoot, SlashingData};
+use super::{
+    clip, ConsensusError, MessageType, Network, SelectionProof, SigningRoot, SlashingData,
+};
 
 /// A parsed Web3Signer eth2 sign request.
 #[derive(Debug, Clone)]
@@ -427,6 +429,25 @@ impl SignRequest {
             Message::Contribution(c) => Some(c.contribution.slot),
             Message::Deposit(_) | Message::Registration(_) => None,
         }
+    }
+
+    /// For `AGGREGATION_SLOT` and `SYNC_COMMITTEE_SELECTION_PROOF`: which proof this is, with the
+    /// fork version `fork_info` gives for the slot's epoch (the precompute cache's key). `None`
+    /// for every other type, or when `slots_per_epoch` is 0.
+    pub fn selection_proof(&self, slots_per_epoch: u64) -> Option<SelectionProof> {
+        let (slot, subcommittee_index) = match &self.message {
+            Message::AggregationSlot { slot } => (*slot, None),
+            Message::SyncSelection(s) => (s.slot, Some(s.subcommittee_index)),
+            _ => return None,
+        };
+        let fork_info = self.fork_info.as_ref()?;
+        let epoch = slot.checked_div(slots_per_epoch)?;
+        Some(SelectionProof {
+            slot,
+            subcommittee_index,
+            fork_version: domain::fork_version(&fork_info.fork, epoch).0,
+            genesis_validators_root: fork_info.genesis_validators_root.0,
+        })
     }
 
     /// `fork_info.genesis_validators_root`, for the types that carry `fork_info`.

@@ -674,3 +674,30 @@ fn sign_yaml_examples_reproduce_their_signing_roots() {
     }
     assert_eq!(matched, 19);
 }
+
+#[test]
+fn selection_proof_roots_match_the_request_path_on_both_sides_of_a_fork() {
+    let gvr = format!("0x{}", "5a".repeat(32));
+    let fi = json!({
+        "fork": {"previous_version": "0x01000000", "current_version": "0x02000000", "epoch": "10"},
+        "genesis_validators_root": gvr,
+    });
+    for slot in ["319", "320", "321"] {
+        let requests = [
+            json!({"type": "AGGREGATION_SLOT", "fork_info": fi, "aggregation_slot": {"slot": slot}}),
+            json!({"type": "SYNC_COMMITTEE_SELECTION_PROOF", "fork_info": fi,
+                   "sync_aggregator_selection_data": {"slot": slot, "subcommittee_index": "3"}}),
+        ];
+        for v in requests {
+            let req = parse(&v).unwrap();
+            let proof = req.selection_proof(32).unwrap();
+            assert_eq!(proof.slot, slot.parse::<u64>().unwrap());
+            let expected_version = if proof.slot >= 320 { 2 } else { 1 };
+            assert_eq!(proof.fork_version, [expected_version, 0, 0, 0], "{v}");
+            assert_eq!(proof.genesis_validators_root, [0x5a; 32]);
+            assert_eq!(proof.signing_root(), root(&v), "{v}");
+        }
+    }
+    let att = attestation("3", fork_info("0x01000000", "0x02000000", "10"));
+    assert!(parse(&att).unwrap().selection_proof(32).is_none());
+}
