@@ -268,11 +268,13 @@ impl Inner {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A task was queued for a CPU: wake a bulk worker, and the express worker for a block.
+    /// A task was queued for a CPU: wake the express worker for a block (or, priorities off,
+    /// a bulk worker), a bulk worker for anything else.
     fn notify_cpu(&self, class: Class) {
-        self.cpu_cv.notify_one();
-        if class == Class::Block {
+        if class == Class::Block && !self.config.fifo {
             self.express_cv.notify_one();
+        } else {
+            self.cpu_cv.notify_one();
         }
     }
 
@@ -373,7 +375,21 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .global_queue_interval(4)
+        .on_thread_start(|| set_own_nice(RUNTIME_NICE))
         .build()
+}
+
+/// The OS priority order of the signer's threads: device threads and the express (block) CPU
+/// worker at normal priority, since their work is short and a block waits on it; the async
+/// runtime (parsing, slashing checks, replies) at nice 5, since a herd of requests must not
+/// take the cores from a block's signature; bulk signing at `SCHED_IDLE`, on what is left.
+const RUNTIME_NICE: i32 = 5;
+
+/// Lower the calling thread's priority to `nice` (raising it back would need privilege).
+fn set_own_nice(nice: i32) {
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice) {
+        tracing::debug!(error = %e, "could not lower a thread's priority");
+    }
 }
 
 /// The scheduler. Cheap to clone; worker threads stop when the last clone is dropped.
@@ -894,14 +910,40 @@ fn pop_blocks_only<T: Queued>(q: &mut ClassQueues<T>, now: Instant) -> Next<T> {
 }
 
 /// Bulk signing threads yield the OS's cores to everything short and urgent: the express
-/// worker, device threads and the HTTP runtime. On two cores, two busy bulk workers at equal
-/// priority held a block's device operation off-CPU for milliseconds. Raising one's own nice
-/// value needs no privilege; where the OS refuses, the thread runs at normal priority.
+/// worker, device threads and the HTTP runtime. A lower nice value is not enough: Linux's EEVDF
+/// lets a running thread finish its slice (about 3 ms) before a woken one of any nice value
+/// runs, which held a block's signature for that long. A `SCHED_IDLE` thread is preempted at
+/// once, and a thread may move itself there without privilege. Elsewhere, or if refused: nice
+/// 10. The cost: on a host shared with CPU-hungry processes, bulk signing gets only what they
+/// leave.
 fn lower_thread_priority() {
-    const BULK_NICE: i32 = 10;
-    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), BULK_NICE)
-    {
-        tracing::debug!(error = %e, "could not lower a bulk signing thread's priority");
+    if let Err(e) = idle_policy::set_current_thread_idle() {
+        tracing::debug!(error = %e, "SCHED_IDLE refused; lowering the nice value instead");
+        set_own_nice(10);
+    }
+}
+
+/// The one call the safe system crates lack: `sched_setscheduler(0, SCHED_IDLE)`.
+#[allow(unsafe_code)]
+mod idle_policy {
+    /// Move the calling thread to `SCHED_IDLE`.
+    #[cfg(target_os = "linux")]
+    pub(super) fn set_current_thread_idle() -> std::io::Result<()> {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: pid 0 is the calling thread; `param` is a valid, initialised sched_param that
+        // outlives the call, which only reads it.
+        let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+
+    /// Not available here.
+    #[cfg(not(target_os = "linux"))]
+    pub(super) fn set_current_thread_idle() -> std::io::Result<()> {
+        Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
     }
 }
 
@@ -926,7 +968,8 @@ fn cpu_worker(inner: Arc<Inner>, express: bool) {
                 } else if st.bulk_paused {
                     Next::Idle
                 } else {
-                    st.cpu_q.pop(Instant::now(), true)
+                    // A block signed here would run at the bulk threads' low priority.
+                    st.cpu_q.pop_except_blocks(Instant::now(), true)
                 };
                 let task = match next {
                     Next::Idle => {

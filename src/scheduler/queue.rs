@@ -129,7 +129,22 @@ impl<T: Queued> ClassQueues<T> {
     /// cancelled tasks come out first so the caller can answer them. Background work comes
     /// out only if `allow_background` (the caller knows whether it would take the last session).
     pub fn pop(&mut self, now: Instant, allow_background: bool) -> Next<T> {
-        for s in 0..CLASSES {
+        self.pop_from(0, now, allow_background)
+    }
+
+    /// As [`ClassQueues::pop`], but blocks stay queued for the express worker (with priorities
+    /// on; the FIFO baseline has one queue and no express worker).
+    pub fn pop_except_blocks(&mut self, now: Instant, allow_background: bool) -> Next<T> {
+        let first = if self.fifo {
+            0
+        } else {
+            Class::Block as usize + 1
+        };
+        self.pop_from(first, now, allow_background)
+    }
+
+    fn pop_from(&mut self, first: usize, now: Instant, allow_background: bool) -> Next<T> {
+        for s in first..CLASSES {
             let Some(front) = self.q[s].front() else {
                 continue;
             };
