@@ -646,6 +646,8 @@ fn sigterm_stops_the_signer_cleanly_while_precompute_runs() {
 /// Live signing, with the beacon node unusable: a selection proof (a cache miss, signed on the
 /// device) and an attestation both sign; the server stays up.
 fn live_signing_works(server: &mut Server, network: &Network, pk: &str, slot: u64) {
+    // At the start of the slot, so the attestation's deadline (the next slot) is a slot away.
+    at_slot_start(network.genesis_time.unwrap(), slot);
     sign_ok(server, network, pk, &aggregation_slot(slot));
     let epoch = slot / SLOTS_PER_EPOCH;
     let root = format!("0x{}", "11".repeat(32));
@@ -682,7 +684,7 @@ fn with_the_beacon_node_down_live_signing_is_unaffected() {
     wait_for("a failed beacon node call", Duration::from_secs(30), || {
         metric(&server, "signer_beacon_node_errors_total") >= 1.0
     });
-    let slot = now_secs() - genesis_time;
+    let slot = now_secs() - genesis_time + 1;
     live_signing_works(&mut server, &network, &pks[0], slot);
     assert_eq!(
         metric(&server, "signer_selection_proof_cache_misses_total"),
@@ -718,7 +720,7 @@ fn a_beacon_node_answering_nonsense_neither_breaks_live_signing_nor_precompute()
     );
     assert!(metric(&server, "signer_beacon_node_errors_total") >= 8.0);
     // ... while live signing went on; and once the node makes sense, precompute resumes.
-    let slot = (now_secs() - chain.genesis_time).max(1);
+    let slot = now_secs() - chain.genesis_time + 1;
     live_signing_works(&mut server, &network, &pks[1], slot);
     wait_for("precompute to resume", Duration::from_secs(30), || {
         metric(&server, "signer_selection_proofs_precomputed_total") >= 1.0
