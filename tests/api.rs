@@ -210,7 +210,7 @@ fn error_statuses_follow_the_contract() {
     record["shares"][0]["pubkey"] = json!(pk2);
     record["shares"][0]["device"] = json!("hsm-in-another-rack");
     std::fs::write(keys_dir.join(format!("{pk2}.json")), record.to_string()).unwrap();
-    reload_and_wait(&http, &server);
+    server.reload_and_wait();
     let resp = http
         .post(server.url(&format!("/api/v1/eth2/sign/{pk2}")))
         .json(&case["request"])
@@ -222,30 +222,6 @@ fn error_statuses_follow_the_contract() {
     // The server is still healthy for good requests after all of that.
     let resp = http.post(&url).json(&case["request"]).send().unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-}
-
-fn reload_and_wait(http: &Client, server: &Server) -> Value {
-    let resp = http
-        .post(server.url("/reload"))
-        .bearer_auth(server.token())
-        .send()
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::ACCEPTED);
-    assert_eq!(resp.json::<Value>().unwrap()["status"], "accepted");
-    for _ in 0..200 {
-        let st: Value = http
-            .get(server.url("/reload"))
-            .bearer_auth(server.token())
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        if st["status"] != "running" {
-            return st;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(25));
-    }
-    panic!("reload did not finish");
 }
 
 #[test]
@@ -292,7 +268,7 @@ fn status_endpoints_and_reload() {
 
     // Keys added on disk while serving appear after a reload; the old key still signs.
     let added = s.ok(&["keys", "generate", "--count", "2", "--device", "softhsm-2"]);
-    let st = reload_and_wait(&http, &server);
+    let st = server.reload_and_wait();
     assert_eq!(st["status"], "completed", "{st}");
     assert!(st["lastOperationTime"].as_str().unwrap().ends_with('Z'));
     let mut keys: Vec<String> = http
@@ -326,7 +302,7 @@ fn status_endpoints_and_reload() {
         "{",
     )
     .unwrap();
-    let st = reload_and_wait(&http, &server);
+    let st = server.reload_and_wait();
     assert_eq!(st["status"], "completed_with_errors", "{st}");
     assert!(st["lastError"]
         .as_str()

@@ -169,28 +169,6 @@ fn public_keys(http: &Client, server: &Server) -> Vec<String> {
         .unwrap()
 }
 
-fn reload_and_wait(http: &Client, server: &Server) -> Value {
-    let resp = http
-        .post(server.url("/reload"))
-        .bearer_auth(server.token())
-        .send()
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::ACCEPTED);
-    loop {
-        let st: Value = http
-            .get(server.url("/reload"))
-            .bearer_auth(server.token())
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        if st["status"] != "running" {
-            return st;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(25));
-    }
-}
-
 /// One validator's history as a canonical value: (blocks, attestations) as sorted tuples.
 type History = (
     Vec<(String, Option<String>)>,
@@ -365,7 +343,7 @@ fn import_sign_delete_restore_and_reimport_through_the_keymanager_api() {
 
     // The restored key file does not bring A back: not on reload, not on restart.
     std::fs::write(&key_file, &saved).unwrap();
-    let st = reload_and_wait(&http, &server);
+    let st = server.reload_and_wait();
     assert_eq!(st["status"], "completed", "{st}");
     // Deliberately ignored, not a load error: the signer stays healthy.
     assert_eq!(

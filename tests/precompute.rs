@@ -588,25 +588,7 @@ fn precompute_follows_a_reload_onto_the_new_keys_and_scheduler() {
         || metric(&server, "signer_selection_proofs_precomputed_total") >= 1.0,
     );
     std::fs::rename(&parked_file, key_file(&signer, &pks[2])).unwrap();
-    let http = client();
-    assert_eq!(
-        http.post(server.url("/reload"))
-            .bearer_auth(server.token())
-            .send()
-            .unwrap()
-            .status(),
-        202
-    );
-    wait_for("the reload", Duration::from_secs(30), || {
-        let st: Value = http
-            .get(server.url("/reload"))
-            .bearer_auth(server.token())
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        st["status"] == "completed"
-    });
+    assert_eq!(server.reload_and_wait()["status"], "completed");
     // The new key's duties (looked up at the next epoch) are precomputed on the new scheduler.
     let slot = chain.duty_slot(2, *chain.attester_epochs.end());
     at_slot_start(chain.genesis_time, slot);
