@@ -328,20 +328,6 @@ fn slow_device_config(s: &Signer, scheduler: &str) {
     std::fs::write(s.data_dir().join("hsm-signer.toml"), text).unwrap();
 }
 
-fn metric(server: &Server, line_prefix: &str) -> f64 {
-    let text = client()
-        .get(server.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(line_prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no metric {line_prefix} in:\n{text}"))
-}
-
 #[test]
 fn a_full_queue_answers_503_with_retry_after() {
     let (s, server, pk) = serve_fixture_key();
@@ -373,7 +359,7 @@ fn a_full_queue_answers_503_with_retry_after() {
         results.iter().any(|(st, _)| *st == StatusCode::OK),
         "{results:?}"
     );
-    assert!(metric(&server, "signer_shed_overload_total{class=\"attestation\"}") >= 1.0);
+    assert!(server.metric("signer_shed_overload_total{class=\"attestation\"}") >= 1.0);
 }
 
 #[test]
@@ -388,11 +374,7 @@ fn a_client_that_hangs_up_frees_its_place() {
     let busy = std::thread::spawn(move || client().post(&u).json(&b).send().unwrap().status());
     // Wait for the state "the device's one session is busy" (it stays busy for 1 s).
     let limit = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while metric(
-        &server,
-        "signer_device_sessions_in_use{device=\"softhsm-1\"}",
-    ) < 1.0
-    {
+    while server.metric("signer_device_sessions_in_use{device=\"softhsm-1\"}") < 1.0 {
         assert!(
             std::time::Instant::now() < limit,
             "the device never got busy"
@@ -407,20 +389,17 @@ fn a_client_that_hangs_up_frees_its_place() {
     assert!(impatient.post(&url).json(&case["request"]).send().is_err());
     assert_eq!(busy.join().unwrap(), StatusCode::OK);
     let limit = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while metric(&server, "signer_cancelled_total{class=\"attestation\"}") < 1.0 {
+    while server.metric("signer_cancelled_total{class=\"attestation\"}") < 1.0 {
         assert!(
             std::time::Instant::now() < limit,
             "the abandoned request was never cancelled"
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    assert_eq!(metric(&server, "signer_queue_waiting_for_device"), 0.0);
+    assert_eq!(server.metric("signer_queue_waiting_for_device"), 0.0);
     // Exactly one device operation ran: the abandoned request never reached the device.
     assert_eq!(
-        metric(
-            &server,
-            "signer_device_operation_seconds_count{device=\"softhsm-1\"}"
-        ),
+        server.metric("signer_device_operation_seconds_count{device=\"softhsm-1\"}"),
         1.0
     );
 }
@@ -456,7 +435,7 @@ fn the_slot_clock_refuses_an_attestation_whose_slot_has_passed() {
         .unwrap()
         .contains("deadline"));
     assert_eq!(
-        metric(&server, "signer_shed_expired_total{class=\"attestation\"}"),
+        server.metric("signer_shed_expired_total{class=\"attestation\"}"),
         1.0
     );
     // Nothing reached a device.

@@ -313,23 +313,6 @@ fn client() -> Client {
         .unwrap()
 }
 
-/// Sum of every series of the metric `name` (all label sets).
-fn metric(server: &Server, name: &str) -> f64 {
-    let text = client()
-        .get(server.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    text.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     let until = Instant::now() + limit;
     while !cond() {
@@ -484,32 +467,32 @@ fn every_duty_proof_is_cached_before_its_slot_and_served_without_a_device_operat
     asks.sort_by_key(|(when, ..)| *when);
     for (when, slot, pk, request) in &asks {
         at_ms_after_genesis(chain.genesis_time, *when);
-        let hits = metric(&server, "signer_selection_proof_cache_hits_total");
+        let hits = server.metric("signer_selection_proof_cache_hits_total");
         sign_ok(&server, &network, pk, request);
         assert_eq!(
-            metric(&server, "signer_selection_proof_cache_hits_total"),
+            server.metric("signer_selection_proof_cache_hits_total"),
             hits + 1.0,
             "slot {slot}, asked {when} ms after genesis: {request} was not answered from the cache"
         );
     }
     assert_eq!(
-        metric(&server, "signer_selection_proof_cache_misses_total"),
+        server.metric("signer_selection_proof_cache_misses_total"),
         0.0
     );
-    let precomputed = metric(&server, "signer_selection_proofs_precomputed_total");
+    let precomputed = server.metric("signer_selection_proofs_precomputed_total");
     assert_eq!(precomputed, proofs as f64, "one proof per duty, each once");
     // The server process's devices did exactly the precompute's operations: none for the
     // validator client's requests.
-    assert_eq!(metric(&server, "signer_device_operations"), precomputed);
+    assert_eq!(server.metric("signer_device_operations"), precomputed);
     assert_eq!(
-        metric(&server, "signer_selection_proofs_missed_deadline_total"),
+        server.metric("signer_selection_proofs_missed_deadline_total"),
         0.0
     );
     // Past slots' proofs are dropped.
     wait_for(
         "the cache empties after the last duty",
         Duration::from_secs(30),
-        || metric(&server, "signer_selection_proof_cache_entries") == 0.0,
+        || server.metric("signer_selection_proof_cache_entries") == 0.0,
     );
 }
 
@@ -528,13 +511,13 @@ fn a_dependent_root_change_drops_the_old_proofs_and_precomputes_the_new_duties()
     wait_for(
         "epoch 2's first proof to be precomputed",
         Duration::from_secs(20),
-        || metric(&server, "signer_selection_proofs_precomputed_total") >= 4.0,
+        || server.metric("signer_selection_proofs_precomputed_total") >= 4.0,
     );
     chain.reorged.store(true, Ordering::SeqCst);
     let after: Vec<u64> = (0..3).map(|p| chain.duty_slot(p, 2)).collect();
     assert!(before.iter().zip(&after).all(|(b, a)| b != a));
     wait_for("the re-org to drop proofs", Duration::from_secs(20), || {
-        metric(&server, "signer_selection_proofs_dropped_reorg_total") >= 1.0
+        server.metric("signer_selection_proofs_dropped_reorg_total") >= 1.0
     });
     let mut asks: Vec<(u64, usize, bool)> = (0..3)
         .flat_map(|p| [(before[p], p, false), (after[p], p, true)])
@@ -543,13 +526,13 @@ fn a_dependent_root_change_drops_the_old_proofs_and_precomputes_the_new_duties()
     for (slot, pos, current) in asks {
         at_slot_start(chain.genesis_time, slot);
         let (hits, misses) = (
-            metric(&server, "signer_selection_proof_cache_hits_total"),
-            metric(&server, "signer_selection_proof_cache_misses_total"),
+            server.metric("signer_selection_proof_cache_hits_total"),
+            server.metric("signer_selection_proof_cache_misses_total"),
         );
         // A stale duty's proof is still signed (normally, on a device); a current one is cached.
         sign_ok(&server, &network, &pks[pos], &aggregation_slot(slot));
-        let hit = metric(&server, "signer_selection_proof_cache_hits_total") == hits + 1.0;
-        let missed = metric(&server, "signer_selection_proof_cache_misses_total") == misses + 1.0;
+        let hit = server.metric("signer_selection_proof_cache_hits_total") == hits + 1.0;
+        let missed = server.metric("signer_selection_proof_cache_misses_total") == misses + 1.0;
         if current {
             assert!(
                 hit && !missed,
@@ -585,17 +568,17 @@ fn precompute_follows_a_reload_onto_the_new_keys_and_scheduler() {
     wait_for(
         "precompute for the first keys",
         Duration::from_secs(30),
-        || metric(&server, "signer_selection_proofs_precomputed_total") >= 1.0,
+        || server.metric("signer_selection_proofs_precomputed_total") >= 1.0,
     );
     std::fs::rename(&parked_file, key_file(&signer, &pks[2])).unwrap();
     assert_eq!(server.reload_and_wait()["status"], "completed");
     // The new key's duties (looked up at the next epoch) are precomputed on the new scheduler.
     let slot = chain.duty_slot(2, *chain.attester_epochs.end());
     at_slot_start(chain.genesis_time, slot);
-    let hits = metric(&server, "signer_selection_proof_cache_hits_total");
+    let hits = server.metric("signer_selection_proof_cache_hits_total");
     sign_ok(&server, &network, &pks[2], &aggregation_slot(slot));
     assert_eq!(
-        metric(&server, "signer_selection_proof_cache_hits_total"),
+        server.metric("signer_selection_proof_cache_hits_total"),
         hits + 1.0,
         "slot {slot}: the reloaded key's proof was not precomputed"
     );
@@ -609,7 +592,7 @@ fn sigterm_stops_the_signer_cleanly_while_precompute_runs() {
         ..
     } = setup(true, false);
     wait_for("precompute to run", Duration::from_secs(30), || {
-        metric(&server, "signer_selection_proofs_precomputed_total") >= 1.0
+        server.metric("signer_selection_proofs_precomputed_total") >= 1.0
     });
     let pid = server.child.id().to_string();
     let sent = std::process::Command::new("kill")
@@ -664,16 +647,16 @@ fn with_the_beacon_node_down_live_signing_is_unaffected() {
         ],
     );
     wait_for("a failed beacon node call", Duration::from_secs(30), || {
-        metric(&server, "signer_beacon_node_errors_total") >= 1.0
+        server.metric("signer_beacon_node_errors_total") >= 1.0
     });
     let slot = now_secs() - genesis_time + 1;
     live_signing_works(&mut server, &network, &pks[0], slot);
     assert_eq!(
-        metric(&server, "signer_selection_proof_cache_misses_total"),
+        server.metric("signer_selection_proof_cache_misses_total"),
         1.0
     );
     assert_eq!(
-        metric(&server, "signer_selection_proofs_precomputed_total"),
+        server.metric("signer_selection_proofs_precomputed_total"),
         0.0
     );
 }
@@ -700,21 +683,21 @@ fn a_beacon_node_answering_nonsense_neither_breaks_live_signing_nor_precompute()
                 && calls.get("attester").copied().unwrap_or(0) >= 5
         },
     );
-    assert!(metric(&server, "signer_beacon_node_errors_total") >= 8.0);
+    assert!(server.metric("signer_beacon_node_errors_total") >= 8.0);
     // ... while live signing went on; and once the node makes sense, precompute resumes.
     let slot = now_secs() - chain.genesis_time + 1;
     live_signing_works(&mut server, &network, &pks[1], slot);
     wait_for("precompute to resume", Duration::from_secs(30), || {
-        metric(&server, "signer_selection_proofs_precomputed_total") >= 1.0
+        server.metric("signer_selection_proofs_precomputed_total") >= 1.0
     });
     // The sync duty whose committee index was nonsense never produced a proof for a
     // subcommittee that does not exist: the only sync proofs are for subcommittees 0 and 1.
     let last = 2 * SLOTS_PER_EPOCH - 2;
     at_slot_start(chain.genesis_time, last);
-    let hits = metric(&server, "signer_selection_proof_cache_hits_total");
+    let hits = server.metric("signer_selection_proof_cache_hits_total");
     sign_ok(&server, &network, &pks[0], &sync_selection(last, 1));
     assert_eq!(
-        metric(&server, "signer_selection_proof_cache_hits_total"),
+        server.metric("signer_selection_proof_cache_hits_total"),
         hits + 1.0
     );
 }

@@ -242,6 +242,24 @@ impl Server {
         format!("{}{path}", self.base)
     }
 
+    /// The sum of every series of the metric `name` on `/metrics` (0 if absent). A name with
+    /// its labels (`x{device="d"}`) picks that one series.
+    pub fn metric(&self, name: &str) -> f64 {
+        let text = reqwest::blocking::Client::new()
+            .get(self.url("/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        text.lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// `POST /reload` (with the API token), then wait (bounded) until it is no longer running;
     /// returns the final `GET /reload` status.
     pub fn reload_and_wait(&self) -> serde_json::Value {
