@@ -370,14 +370,11 @@ impl Inner {
 /// The tokio runtime the request path runs on. Every reply comes from a scheduler thread, so
 /// it wakes its task through tokio's global queue, which a busy worker by default checks only
 /// every 61 polls; under a herd of new requests a block's reply would wait behind them. Checking
-/// every 4 polls costs little and keeps that wait to a few polls. The runtime keeps one core
-/// out of its reach (one worker on two cores): parsing a herd of 30,000 requests must leave a
-/// core to a block's device operation and signature.
+/// every 4 polls costs little and keeps that wait to a few polls. (One worker fewer than the
+/// cores was tried too: a few runs were better, but its worst runs were far worse.)
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .worker_threads((cores - 1).max(1))
         .global_queue_interval(4)
         .on_thread_start(|| set_own_nice(RUNTIME_NICE))
         .build()
