@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{fixture, signing_fixtures, Server, Signer};
+use common::{signing_fixtures, Server, Signer};
 use reqwest::blocking::Client;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -406,17 +406,9 @@ fn a_client_that_hangs_up_frees_its_place() {
 
 #[test]
 fn the_slot_clock_refuses_an_attestation_whose_slot_has_passed() {
-    let s = Signer::new();
-    s.ok(&[
-        "keys",
-        "import",
-        "--keystore",
-        fixture("eip2335/keystore-pbkdf2.json").to_str().unwrap(),
-        "--password-file",
-        fixture("eip2335/password.txt").to_str().unwrap(),
-    ]);
+    let s = Signer::with_fixture_key();
     let server = Server::start(&s, &["--network", "mainnet"]);
-    let pk = "0x9612d7a727c9d0a22e185a1c768478dfe919cada9266988cb32359c11f2b7b27f4ae4040902382ae2910c15e2b420d07";
+    let pk = common::FIXTURE_PK;
     // A mainnet attestation for a slot in 2020: its deadline (the next slot) is long gone.
     let mut case = first_case("ATTESTATION");
     case["request"]["attestation"]["slot"] = json!("100");
