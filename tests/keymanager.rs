@@ -607,18 +607,19 @@ fn with_a_keymanager_threshold_an_import_is_split_2_of_3_and_signs_under_the_ori
     let password = password.trim_end_matches(['\n', '\r']);
     let pk = common::FIXTURE_PK;
 
-    let (status, reply) = post(
-        &http,
-        &server,
-        &json!({ "keystores": [ks], "passwords": [password] }),
-    );
-    assert_eq!(status, StatusCode::OK, "{reply}");
-    assert_eq!(statuses(&reply), ["imported"]);
+    let import = || {
+        let (status, reply) = post(
+            &http,
+            &server,
+            &json!({ "keystores": [&ks], "passwords": [password] }),
+        );
+        assert_eq!(status, StatusCode::OK, "{reply}");
+        assert_eq!(statuses(&reply), ["imported"]);
+        let file = s.data_dir().join(format!("keys/{pk}.json"));
+        serde_json::from_str::<Value>(&std::fs::read_to_string(file).unwrap()).unwrap()
+    };
 
-    let record: Value = serde_json::from_str(
-        &std::fs::read_to_string(s.data_dir().join(format!("keys/{pk}.json"))).unwrap(),
-    )
-    .unwrap();
+    let record = import();
     assert_eq!(record["threshold"], 2);
     let mut devices: Vec<&str> = record["shares"]
         .as_array()
@@ -660,17 +661,7 @@ fn with_a_keymanager_threshold_an_import_is_split_2_of_3_and_signs_under_the_ori
         sign(&http, &server, pk, &template("RANDAO_REVEAL")),
         StatusCode::NOT_FOUND
     );
-    let (status, reply) = post(
-        &http,
-        &server,
-        &json!({ "keystores": [ks], "passwords": [password] }),
-    );
-    assert_eq!(status, StatusCode::OK, "{reply}");
-    assert_eq!(statuses(&reply), ["imported"]);
-    let again: Value = serde_json::from_str(
-        &std::fs::read_to_string(s.data_dir().join(format!("keys/{pk}.json"))).unwrap(),
-    )
-    .unwrap();
+    let again = import();
     assert_eq!(again["threshold"], 2);
     let (old, new) = (share_keys(&record), share_keys(&again));
     assert!(old.iter().all(|k| !new.contains(k)), "{old:?} vs {new:?}");
