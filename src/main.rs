@@ -276,9 +276,16 @@ enum BenchCmd {
         /// Validators (each signs a selection proof, a registration and an attestation).
         #[arg(long, default_value_t = 10_000)]
         validators: usize,
-        /// Blocks proposed during the burst (one at its start, then one every 200 ms).
-        #[arg(long, default_value_t = 20)]
+        /// Blocks proposed during the burst: one at its start, then one every
+        /// `--block-interval-ms`. Enough of them that the p99 is a percentile, not the maximum.
+        #[arg(long, default_value_t = 100)]
         blocks: usize,
+        /// Time between two blocks of the burst, milliseconds.
+        #[arg(long, default_value_t = 30)]
+        block_interval_ms: u64,
+        /// Bursts per variant, taken in turn and pooled (percentiles over all their samples).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
         /// Simulated network HSM latency per operation, milliseconds.
         #[arg(long, default_value_t = 2)]
         slow_latency_ms: u64,
@@ -956,6 +963,8 @@ fn bench_cmd(config: &Config, cmd: BenchCmd) -> Result<()> {
         BenchCmd::Scenario {
             validators,
             blocks,
+            block_interval_ms,
+            rounds,
             slow_latency_ms,
             slow_sessions,
             precompute,
@@ -968,6 +977,8 @@ fn bench_cmd(config: &Config, cmd: BenchCmd) -> Result<()> {
                 &bench::scenario::ScenarioOptions {
                     validators,
                     blocks,
+                    block_interval: std::time::Duration::from_millis(block_interval_ms),
+                    rounds,
                     slow_latency: std::time::Duration::from_millis(slow_latency_ms),
                     slow_sessions,
                     precompute,

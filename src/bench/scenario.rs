@@ -26,6 +26,11 @@ pub struct ScenarioOptions {
     pub validators: usize,
     /// Blocks proposed during the burst (the first at its start).
     pub blocks: usize,
+    /// Time between two of those blocks.
+    pub block_interval: Duration,
+    /// Bursts per variant, taken in turn (ours, FIFO, ours + precompute, ours, …); their
+    /// samples are pooled, so a percentile rests on `rounds × blocks` blocks.
+    pub rounds: usize,
     /// Simulated network HSM: latency per operation.
     pub slow_latency: Duration,
     /// Simulated network HSM: sessions per device.
@@ -46,6 +51,23 @@ pub struct Latency {
 }
 
 impl Latency {
+    /// Summarise samples in milliseconds (sorts them).
+    pub fn of_ms(samples: &mut [f64]) -> Latency {
+        samples.sort_by(f64::total_cmp);
+        let pick = |q: f64| {
+            if samples.is_empty() {
+                return 0.0;
+            }
+            let i = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
+            samples[i]
+        };
+        Latency {
+            p50_ms: pick(0.50),
+            p99_ms: pick(0.99),
+            max_ms: samples.last().copied().unwrap_or(0.0),
+        }
+    }
+
     /// Summarise (sorts `samples`).
     pub fn of(samples: &mut [Duration]) -> Latency {
         samples.sort();
@@ -116,6 +138,10 @@ pub struct ScenarioReport {
     pub validators: usize,
     /// Requests in the burst.
     pub requests: usize,
+    /// Blocks among them.
+    pub blocks: usize,
+    /// Bursts per variant, pooled.
+    pub rounds: usize,
     /// CPU signing threads.
     pub cpu_workers: usize,
     /// Per device setup.
@@ -168,7 +194,8 @@ fn root(i: usize, salt: u8) -> [u8; 32] {
 async fn idle_blocks(devices: &Devices, keys: &[Arc<KeyRecord>]) -> Latency {
     let scheduler = Scheduler::with_config(devices.clone(), bench_config(false), Arc::default());
     let mut samples = Vec::new();
-    for i in 0..40 {
+    // 200 blocks after 5 to warm up: the denominator of the ratio must not be noise.
+    for i in 0..205 {
         let t = Instant::now();
         let _ = scheduler
             .sign(SignJob {
@@ -188,8 +215,9 @@ async fn burst(
     keys: &[Arc<KeyRecord>],
     fifo: bool,
     blocks: usize,
+    block_interval: Duration,
     precompute: bool,
-) -> VariantReport {
+) -> Round {
     let metrics = Arc::new(Metrics::default());
     let scheduler = Scheduler::with_config(devices.clone(), bench_config(fifo), metrics.clone());
     let proofs = if precompute {
@@ -199,11 +227,12 @@ async fn burst(
     };
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(keys.len() * 3 + blocks);
-    // Blocks: one at the start, then one every 200 ms while the herd is being signed. Spawned
-    // before the herd so the harness itself does not queue the first one behind 30,000 tasks.
+    // Blocks: one at the start, then one every `block_interval` while the herd is being
+    // signed. Spawned before the herd so the harness itself does not queue the first one
+    // behind 30,000 tasks.
     for b in 0..blocks {
         let (s, key) = (scheduler.clone(), keys[b % keys.len()].clone());
-        let delay = Duration::from_millis(200 * b as u64);
+        let delay = block_interval * b as u32;
         tasks.push((
             Class::Block,
             tokio::spawn(async move {
@@ -316,26 +345,57 @@ async fn burst(
             _ => {}
         }
     }
-    let elapsed = start.elapsed();
     let ms = |v: &[Duration]| v.iter().map(|d| d.as_secs_f64() * 1e3).collect::<Vec<_>>();
-    let samples = (ms(&block), ms(&att));
     let m = &metrics.precompute;
-    let (hits, misses) = (
-        m.hits.load(std::sync::atomic::Ordering::Relaxed),
-        m.misses.load(std::sync::atomic::Ordering::Relaxed),
-    );
-    VariantReport {
-        scheduler: match (fifo, precompute) {
-            (true, _) => "fifo",
-            (false, false) => "ours",
-            (false, true) => "ours+precompute",
-        },
-        selection_proof_hit_rate: precompute.then(|| hits as f64 / (hits + misses).max(1) as f64),
-        block: Latency::of(&mut block),
-        attestation: Latency::of(&mut att),
-        throughput_per_sec: total as f64 / elapsed.as_secs_f64(),
+    Round {
+        elapsed: start.elapsed(),
+        requests: total,
         refused,
-        samples,
+        block: ms(&block),
+        attestation: ms(&att),
+        hits: m.hits.load(std::sync::atomic::Ordering::Relaxed),
+        misses: m.misses.load(std::sync::atomic::Ordering::Relaxed),
+    }
+}
+
+/// One burst of one variant.
+#[derive(Debug, Default)]
+struct Round {
+    elapsed: Duration,
+    requests: usize,
+    refused: usize,
+    /// Latencies in milliseconds.
+    block: Vec<f64>,
+    attestation: Vec<f64>,
+    /// Selection proofs answered from the cache, and signed live.
+    hits: u64,
+    misses: u64,
+}
+
+impl VariantReport {
+    /// One variant's rounds, pooled.
+    fn pooled(scheduler: &'static str, rounds: Vec<Round>, precompute: bool) -> VariantReport {
+        let mut all = Round::default();
+        for r in rounds {
+            all.elapsed += r.elapsed;
+            all.requests += r.requests;
+            all.refused += r.refused;
+            all.block.extend(r.block);
+            all.attestation.extend(r.attestation);
+            all.hits += r.hits;
+            all.misses += r.misses;
+        }
+        let (mut block, mut att) = (all.block.clone(), all.attestation.clone());
+        VariantReport {
+            scheduler,
+            selection_proof_hit_rate: precompute
+                .then(|| all.hits as f64 / (all.hits + all.misses).max(1) as f64),
+            block: Latency::of_ms(&mut block),
+            attestation: Latency::of_ms(&mut att),
+            throughput_per_sec: all.requests as f64 / all.elapsed.as_secs_f64().max(1e-9),
+            refused: all.refused,
+            samples: (all.block, all.attestation),
+        }
     }
 }
 
@@ -413,11 +473,20 @@ pub fn run(config: &Config, opts: &ScenarioOptions) -> Result<ScenarioReport> {
         };
         eprintln!("{label}: idle blocks, then the burst with our scheduler and with FIFO…");
         let idle_block = rt.block_on(idle_blocks(&devices, &keys));
-        let ours = rt.block_on(burst(&devices, &keys, false, opts.blocks, false));
-        let fifo = rt.block_on(burst(&devices, &keys, true, opts.blocks, false));
+        let (blocks, every) = (opts.blocks, opts.block_interval);
+        let (mut ours, mut fifo, mut pre) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..opts.rounds.max(1) {
+            ours.push(rt.block_on(burst(&devices, &keys, false, blocks, every, false)));
+            fifo.push(rt.block_on(burst(&devices, &keys, true, blocks, every, false)));
+            if opts.precompute {
+                pre.push(rt.block_on(burst(&devices, &keys, false, blocks, every, true)));
+            }
+        }
+        let ours = VariantReport::pooled("ours", ours, false);
+        let fifo = VariantReport::pooled("fifo", fifo, false);
         let precompute = opts
             .precompute
-            .then(|| rt.block_on(burst(&devices, &keys, false, opts.blocks, true)));
+            .then(|| VariantReport::pooled("ours+precompute", pre, true));
         setups.push(SetupReport {
             devices: label,
             ours_block_p99_over_idle: ours.block.p99_ms / idle_block.p50_ms.max(1e-6),
@@ -433,6 +502,8 @@ pub fn run(config: &Config, opts: &ScenarioOptions) -> Result<ScenarioReport> {
         bench: "scenario",
         validators: opts.validators,
         requests: opts.validators * 3 + opts.blocks,
+        blocks: opts.blocks,
+        rounds: opts.rounds.max(1),
         cpu_workers: SchedulerConfig::default().cpu_workers,
         setups,
     })
@@ -442,8 +513,8 @@ impl ScenarioReport {
     /// Human-readable table.
     pub fn table(&self) -> String {
         let mut out = format!(
-            "scenario: {} validators, {} requests at an epoch boundary, {} CPU signing threads\n",
-            self.validators, self.requests, self.cpu_workers
+            "scenario: {} validators, {} requests at an epoch boundary ({} of them blocks), {} CPU signing threads; {} bursts per variant, pooled\n",
+            self.validators, self.requests, self.blocks, self.cpu_workers, self.rounds
         );
         for s in &self.setups {
             out += &format!(

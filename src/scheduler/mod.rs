@@ -725,8 +725,14 @@ impl Scheduler {
         st.waiting += 1;
         let ctx = Ctx::new(id, job, deadline, now, tx, None);
         st.dev_q[device].push(DevTask(ctx.clone(), 0));
+        // While opened envelopes wait for a CPU, a device thread would wake only to find it may
+        // not open another (unless this is a block); the next CPU worker to take an envelope
+        // wakes one. Without this, each request of a herd woke a thread for nothing.
+        let wake = ctx.class == Class::Block || st.cpu_buffered < inner.config.cpu_buffer;
         drop(st);
-        inner.dev_cv[device].notify_one();
+        if wake {
+            inner.dev_cv[device].notify_one();
+        }
         Ok(ctx)
     }
 
