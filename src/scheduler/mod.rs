@@ -4,8 +4,10 @@
 //! device, then signs on a CPU worker; both stages take the highest class first, oldest first.
 //!
 //! Rules: a block waits at most for one operation in flight per device, and for no signature
-//! at all: an express CPU worker, idle but for blocks, signs it while the bulk workers (which
-//! run at a lower OS priority) finish theirs. Background work never takes a device's last free
+//! at all: the device thread that opened a block's envelope signs it at once (one thread
+//! wake-up fewer on busy cores), and an express CPU worker, idle but for blocks, combines a
+//! threshold block's shares, while the bulk workers (which run at a lower OS priority) finish
+//! theirs. Background work never takes a device's last free
 //! session; the queue is bounded and sheds the lowest class first; a job past its deadline is
 //! refused, never signed; a job whose client went away frees its place at once. Decrypted secrets waiting for a CPU are bounded (blocks excepted), so a burst
 //! never piles plaintext keys up in memory.
@@ -847,6 +849,13 @@ fn device_worker(inner: Arc<Inner>, d: usize) {
             st.dev_busy_background[d] -= 1;
         }
         match (&ctx.threshold, opened) {
+            // A block is signed by the thread that opened it: handing it to the express CPU
+            // worker would add a thread wake-up, which on busy cores can cost a time slice.
+            (None, Ok(secret)) if ctx.class == Class::Block && !inner.config.fifo => {
+                drop(st);
+                inner.dev_cv[d].notify_one();
+                sign_whole(&inner, &ctx, &secret);
+            }
             (None, Ok(secret)) => {
                 if ctx.class != Class::Block {
                     st.cpu_buffered += 1;
@@ -955,8 +964,9 @@ mod idle_policy {
 }
 
 /// One CPU worker. A bulk worker takes the highest class first; the express worker (one per
-/// scheduler, idle but for blocks) takes blocks only, so a block never waits for a bulk
-/// signature in flight on every core.
+/// scheduler, idle but for blocks) takes blocks only (threshold blocks; a whole key's block is
+/// signed on its device thread), so a block never waits for a bulk signature in flight on every
+/// core. Priorities off (the FIFO baseline), every job comes here.
 fn cpu_worker(inner: Arc<Inner>, express: bool) {
     let cv = if express {
         &inner.express_cv
@@ -1020,6 +1030,24 @@ fn cpu_worker(inner: Arc<Inner>, express: bool) {
         drop(task.secrets);
         task.ctx.answer(result);
     }
+}
+
+/// Sign a whole key's job with its opened secret where it stands (a device thread, for a
+/// block), unless its client went away or its deadline passed meanwhile.
+fn sign_whole(inner: &Inner, ctx: &Ctx, secret: &[u8]) {
+    if ctx.gone() {
+        inner.metrics.cancelled[ctx.class as usize].fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    if ctx.deadline <= Instant::now() {
+        inner.metrics.shed_expired[ctx.class as usize].fetch_add(1, Ordering::Relaxed);
+        ctx.answer(Err(JobError::Expired));
+        return;
+    }
+    let result = crate::bls::secret_key(secret)
+        .map(|sk| crate::bls::sign(&sk, &ctx.root))
+        .map_err(JobError::Failed);
+    ctx.answer(result);
 }
 
 /// Make t weighted partials from the opened shares, combine, verify under the validator key.
