@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hsm::{DeviceConfig, PinSource, TokenSelector, DEFAULT_CUSTODY_KEY_LABEL};
+use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::error::{Result, SignerError};
@@ -240,8 +241,9 @@ pub struct Config {
     /// Scheduler settings.
     pub scheduler: SchedulerSettings,
     /// Slashing protection in PostgreSQL: a connection string (`postgres://user@host/db`), so
-    /// that several signers share it. `None`: SQLite in the data directory.
-    pub slashing_db: Option<String>,
+    /// that several signers share it. `None`: SQLite in the data directory. Secret: it may
+    /// carry a password, so it never shows in `Debug` output.
+    pub slashing_db: Option<SecretString>,
     /// A beacon node (standard Beacon API, `http://host:port`) to learn duties from, so that
     /// selection proofs are signed ahead of time. `None`: no precompute.
     pub beacon_node_url: Option<String>,
@@ -303,7 +305,7 @@ impl Config {
             listen: file.listen.unwrap_or_else(|| "127.0.0.1:9000".into()),
             network: file.network.unwrap_or_else(|| "mainnet".into()),
             scheduler: file.scheduler,
-            slashing_db: file.slashing_db,
+            slashing_db: file.slashing_db.map(SecretString::from),
             beacon_node_url: file.beacon_node_url,
             devices,
             default_device,
@@ -663,6 +665,24 @@ pin_env = "P"
 
         std::fs::write(&path, "[tls]\ncert = 'x'\n").unwrap();
         assert!(Config::load(Some(&path), dir.path()).is_err());
+    }
+
+    #[test]
+    fn a_slashing_db_password_never_shows_in_debug_output() {
+        use secrecy::ExposeSecret;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let url = "postgres://signer:hunter2-secret@db.internal:5432/slashing";
+        std::fs::write(
+            &path,
+            format!("slashing_db = '{url}'\n[[device]]\nname='a'\ntoken_label='x'\npin_env='P'\n"),
+        )
+        .unwrap();
+        let c = Config::load(Some(&path), dir.path()).unwrap();
+        assert_eq!(c.slashing_db.as_ref().unwrap().expose_secret(), url);
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("slashing_db"), "{shown}");
     }
 
     #[test]

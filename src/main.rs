@@ -341,7 +341,7 @@ fn run(cli: Cli) -> Result<()> {
     let data_dir = cli.data_dir.unwrap_or_else(default_data_dir);
     let mut config = Config::load(cli.config.as_deref(), &data_dir)?;
     if let Some(db) = cli.slashing_db {
-        config.slashing_db = Some(db);
+        config.slashing_db = Some(secrecy::SecretString::from(db));
     }
     // Modules read their environment in C_Initialize: set it before any device or thread exists.
     config.apply_module_environment()?;
@@ -818,7 +818,7 @@ fn open_slashing_db(
     match &config.slashing_db {
         Some(url) => (
             "in PostgreSQL".into(),
-            SlashingProtection::open_postgres(url, None),
+            SlashingProtection::open_postgres(secrecy::ExposeSecret::expose_secret(url), None),
         ),
         None => {
             let db = config.data_dir.join("slashing-protection.sqlite");
