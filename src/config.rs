@@ -667,18 +667,20 @@ pin_env = "P"
         assert!(Config::load(Some(&path), dir.path()).is_err());
     }
 
+    /// Load a configuration file of `top` (top-level keys) and one device entry.
+    fn load_with_one_device(top: &str) -> Result<Config> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let device = "[[device]]\nname='a'\ntoken_label='x'\npin_env='P'\n";
+        std::fs::write(&path, format!("{top}\n{device}")).unwrap();
+        Config::load(Some(&path), dir.path())
+    }
+
     #[test]
     fn a_slashing_db_password_never_shows_in_debug_output() {
         use secrecy::ExposeSecret;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.toml");
         let url = "postgres://signer:hunter2-secret@db.internal:5432/slashing";
-        std::fs::write(
-            &path,
-            format!("slashing_db = '{url}'\n[[device]]\nname='a'\ntoken_label='x'\npin_env='P'\n"),
-        )
-        .unwrap();
-        let c = Config::load(Some(&path), dir.path()).unwrap();
+        let c = load_with_one_device(&format!("slashing_db = '{url}'")).unwrap();
         assert_eq!(c.slashing_db.as_ref().unwrap().expose_secret(), url);
         let shown = format!("{c:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
@@ -687,30 +689,13 @@ pin_env = "P"
 
     #[test]
     fn beacon_node_url_is_read_and_must_be_plain_http() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.toml");
-        let device = "[[device]]\nname='a'\ntoken_label='x'\npin_env='P'\n";
-        std::fs::write(
-            &path,
-            format!("beacon_node_url = 'http://127.0.0.1:5052'\n{device}"),
-        )
-        .unwrap();
-        let c = Config::load(Some(&path), dir.path()).unwrap();
+        let c = load_with_one_device("beacon_node_url = 'http://127.0.0.1:5052'").unwrap();
         assert_eq!(c.beacon_node_url.as_deref(), Some("http://127.0.0.1:5052"));
-        std::fs::write(
-            &path,
-            format!("beacon_node_url = 'https://bn:5052'\n{device}"),
-        )
-        .unwrap();
-        let err = Config::load(Some(&path), dir.path())
+        let err = load_with_one_device("beacon_node_url = 'https://bn:5052'")
             .unwrap_err()
             .to_string();
         assert!(err.contains("only http:// URLs"), "{err}");
-        std::fs::write(&path, device).unwrap();
-        assert!(Config::load(Some(&path), dir.path())
-            .unwrap()
-            .beacon_node_url
-            .is_none());
+        assert!(load_with_one_device("").unwrap().beacon_node_url.is_none());
     }
 
     #[test]
