@@ -7,7 +7,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 
 use common::tls::{error_chain, https_client, write_identity, Ca};
-use common::{signing_fixtures, Server, Signer, FIXTURE_PK};
+use common::{blst_signature, signing_fixtures, Server, Signer, FIXTURE_PK};
 use reqwest::blocking::{Client, Response};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -20,26 +20,6 @@ fn registration_case() -> Value {
         .find(|(_, c)| c["type"] == "VALIDATOR_REGISTRATION")
         .unwrap()
         .1
-}
-
-/// blst signing the case's signing root with the fixture secret, directly.
-fn blst_signature(case: &Value) -> String {
-    let (secret, _) = signing_fixtures();
-    let sk = hsm_signer::bls::secret_key(&hex::decode(secret.trim_start_matches("0x")).unwrap())
-        .unwrap();
-    let mut root = [0u8; 32];
-    hex::decode_to_slice(
-        case["signing_root"]
-            .as_str()
-            .unwrap()
-            .trim_start_matches("0x"),
-        &mut root,
-    )
-    .unwrap();
-    format!(
-        "0x{}",
-        hex::encode(hsm_signer::bls::sign(&sk, &root).compress())
-    )
 }
 
 fn sign(http: &Client, server: &Server, case: &Value, token: Option<&str>) -> Response {

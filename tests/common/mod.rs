@@ -307,6 +307,28 @@ impl Drop for Server {
     }
 }
 
+/// blst signing an oracle case's signing root with the fixture secret, directly: the
+/// independent computation a signature over HTTP is compared with.
+pub fn blst_signature(case: &serde_json::Value) -> String {
+    static SECRET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let secret = SECRET.get_or_init(|| signing_fixtures().0);
+    let sk = hsm_signer::bls::secret_key(&hex::decode(secret.trim_start_matches("0x")).unwrap())
+        .unwrap();
+    let mut root = [0u8; 32];
+    hex::decode_to_slice(
+        case["signing_root"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("0x"),
+        &mut root,
+    )
+    .unwrap();
+    format!(
+        "0x{}",
+        hex::encode(hsm_signer::bls::sign(&sk, &root).compress())
+    )
+}
+
 /// Every oracle case: (fork, case JSON), plus the fixture key's secret.
 pub fn signing_fixtures() -> (String, Vec<(String, serde_json::Value)>) {
     let mut cases = Vec::new();
