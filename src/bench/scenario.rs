@@ -68,21 +68,10 @@ impl Latency {
         }
     }
 
-    /// Summarise (sorts `samples`).
-    pub fn of(samples: &mut [Duration]) -> Latency {
-        samples.sort();
-        let pick = |q: f64| {
-            if samples.is_empty() {
-                return 0.0;
-            }
-            let i = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
-            samples[i].as_secs_f64() * 1e3
-        };
-        Latency {
-            p50_ms: pick(0.50),
-            p99_ms: pick(0.99),
-            max_ms: samples.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
-        }
+    /// Summarise samples.
+    pub fn of(samples: &[Duration]) -> Latency {
+        let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+        Latency::of_ms(&mut ms)
     }
 }
 
@@ -207,7 +196,7 @@ async fn idle_blocks(devices: &Devices, keys: &[Arc<KeyRecord>]) -> Latency {
             .await;
         samples.push(t.elapsed());
     }
-    Latency::of(&mut samples[5..].to_vec())
+    Latency::of(&samples[5..])
 }
 
 async fn burst(

@@ -113,7 +113,7 @@ pub fn run(config: &Config, seconds: f64, concurrency: usize) -> Result<Threshol
         let keys: Vec<Arc<KeyRecord>> = (0..16)
             .map(|_| make_key(&devices, t, n))
             .collect::<Result<_>>()?;
-        let (rate, mut lat) = rt.block_on(async {
+        let (rate, lat) = rt.block_on(async {
             let start = Instant::now();
             let end = start + Duration::from_secs_f64(seconds);
             let mut tasks = Vec::new();
@@ -152,7 +152,7 @@ pub fn run(config: &Config, seconds: f64, concurrency: usize) -> Result<Threshol
         shapes.push(ShapeReport {
             shape: format!("{t}-of-{n}"),
             signatures_per_sec: rate,
-            latency: Latency::of(&mut lat),
+            latency: Latency::of(&lat),
             ratio_to_1_of_1: rate / base.max(1e-9),
         });
     }

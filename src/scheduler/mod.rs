@@ -1002,52 +1002,54 @@ fn cpu_worker(inner: Arc<Inner>, express: bool) {
                     }
                 }
                 // Re-classify outside the match so the counters above stay in one place.
-                if task.ctx.gone() {
-                    inner.metrics.cancelled[task.ctx.class as usize]
-                        .fetch_add(1, Ordering::Relaxed);
-                    continue;
+                if still_wanted(&inner, &task.ctx) {
+                    break task;
                 }
-                if task.ctx.deadline <= Instant::now() {
-                    inner.metrics.shed_expired[task.ctx.class as usize]
-                        .fetch_add(1, Ordering::Relaxed);
-                    task.ctx.answer(Err(JobError::Expired));
-                    continue;
-                }
-                break task;
             }
         };
         if task.ctx.threshold.is_some() {
             combine_threshold(&inner, task);
             continue;
         }
-        let result = task
-            .secrets
-            .first()
-            .ok_or_else(|| SignerError::Invalid("no share opened".into()))
-            .and_then(|(_, secret)| crate::bls::secret_key(secret))
-            .map(|sk| crate::bls::sign(&sk, &task.ctx.root))
-            .map_err(JobError::Failed);
+        let result = match task.secrets.first() {
+            Some((_, secret)) => sign_with(secret, &task.ctx.root),
+            None => Err(JobError::Failed(SignerError::Invalid(
+                "no share opened".into(),
+            ))),
+        };
         drop(task.secrets);
         task.ctx.answer(result);
     }
 }
 
-/// Sign a whole key's job with its opened secret where it stands (a device thread, for a
-/// block), unless its client went away or its deadline passed meanwhile.
-fn sign_whole(inner: &Inner, ctx: &Ctx, secret: &[u8]) {
+/// False (counted, and answered if it expired) when a job's client went away or its deadline
+/// passed while it waited.
+fn still_wanted(inner: &Inner, ctx: &Ctx) -> bool {
     if ctx.gone() {
         inner.metrics.cancelled[ctx.class as usize].fetch_add(1, Ordering::Relaxed);
-        return;
+        return false;
     }
     if ctx.deadline <= Instant::now() {
         inner.metrics.shed_expired[ctx.class as usize].fetch_add(1, Ordering::Relaxed);
         ctx.answer(Err(JobError::Expired));
-        return;
+        return false;
     }
-    let result = crate::bls::secret_key(secret)
-        .map(|sk| crate::bls::sign(&sk, &ctx.root))
-        .map_err(JobError::Failed);
-    ctx.answer(result);
+    true
+}
+
+/// A whole key's signature with its opened secret.
+fn sign_with(secret: &[u8], root: &[u8; 32]) -> Result<Signature, JobError> {
+    crate::bls::secret_key(secret)
+        .map(|sk| crate::bls::sign(&sk, root))
+        .map_err(JobError::Failed)
+}
+
+/// Sign a whole key's job with its opened secret where it stands (a device thread, for a
+/// block), unless its client went away or its deadline passed meanwhile.
+fn sign_whole(inner: &Inner, ctx: &Ctx, secret: &[u8]) {
+    if still_wanted(inner, ctx) {
+        ctx.answer(sign_with(secret, &ctx.root));
+    }
 }
 
 /// Make t weighted partials from the opened shares, combine, verify under the validator key.
