@@ -94,6 +94,9 @@ pub struct Metrics {
     pub shed_overload: [AtomicU64; CLASSES],
     /// Jobs whose client went away before they ran (per class).
     pub cancelled: [AtomicU64; CLASSES],
+    /// Opened envelopes the express worker signed because the bulk workers (at the lowest OS
+    /// priority) were starved by other load on the host (per class).
+    pub starved_rescued: [AtomicU64; CLASSES],
     /// Responses per HTTP status.
     pub responses: Mutex<BTreeMap<u16, u64>>,
     /// Signing requests refused by slashing protection.
@@ -214,6 +217,7 @@ impl Metrics {
             ("signer_shed_expired_total", &self.shed_expired),
             ("signer_shed_overload_total", &self.shed_overload),
             ("signer_cancelled_total", &self.cancelled),
+            ("signer_starved_rescued_total", &self.starved_rescued),
         ] {
             let _ = writeln!(out, "# TYPE {name} counter");
             for c in Class::ALL {

@@ -2,7 +2,7 @@
 //! and recovery from lost sessions.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 
 use cryptoki::context::Pkcs11;
 use cryptoki::error::{Error as CkError, RvError};
@@ -81,6 +81,9 @@ pub struct Device {
     enabled: AtomicBool,
     operations: AtomicU64,
     failures: AtomicU64,
+    /// Tests only: while set, an operation that has its session waits here (see [`Device::hold`]).
+    held: AtomicBool,
+    hold_gate: (Mutex<bool>, Condvar),
 }
 
 impl std::fmt::Debug for Device {
@@ -241,6 +244,8 @@ impl Device {
             enabled: AtomicBool::new(true),
             operations: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            held: AtomicBool::new(false),
+            hold_gate: (Mutex::new(false), Condvar::new()),
         };
         // Log in now so that a wrong PIN is reported at start-up, not at the first signature.
         drop(device.lease("login")?);
@@ -375,6 +380,9 @@ impl Device {
         loop {
             attempt += 1;
             let lease = self.lease(op)?;
+            if self.held.load(Ordering::Acquire) {
+                self.wait_while_held();
+            }
             if let Some(latency) = self.config.simulated_latency {
                 std::thread::sleep(latency);
             }
@@ -550,6 +558,27 @@ impl Device {
         self.with_custody_key("health check", |session, _key| {
             session.get_session_info().map(|_| ())
         })
+    }
+
+    /// Hold every operation once it has its session (`true`), or let them all go (`false`).
+    /// For tests, which need "every session is busy" as a state they set rather than a race
+    /// against an operation's duration. Nothing in the signer calls it.
+    #[doc(hidden)]
+    pub fn hold(&self, held: bool) {
+        let (lock, cv) = &self.hold_gate;
+        let mut gate = lock.lock().unwrap_or_else(|p| p.into_inner());
+        *gate = held;
+        self.held.store(held, Ordering::Release);
+        cv.notify_all();
+    }
+
+    fn wait_while_held(&self) {
+        let (lock, cv) = &self.hold_gate;
+        let gate = lock.lock().unwrap_or_else(|p| p.into_inner());
+        drop(
+            cv.wait_while(gate, |held| *held)
+                .unwrap_or_else(|p| p.into_inner()),
+        );
     }
 
     /// Take a device out of service (no new operations) or put it back. Operations in flight

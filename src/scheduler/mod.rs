@@ -50,6 +50,12 @@ pub struct SchedulerConfig {
     pub cpu_buffer: usize,
     /// A threshold job whose shares are not all back after this long asks one more device.
     pub hedge_delay: Duration,
+    /// An opened envelope that has waited this long for a bulk CPU worker is signed by the
+    /// express worker instead. Bulk workers run at `SCHED_IDLE`: on a host where other
+    /// processes keep every core busy they would get almost nothing, and attestations would
+    /// miss their slot. The express worker runs at normal priority, so bulk work then goes on
+    /// at one core's pace.
+    pub starved_after: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -70,6 +76,7 @@ impl Default for SchedulerConfig {
             fifo: false,
             cpu_buffer: 2 * cores,
             hedge_delay: Duration::from_millis(250),
+            starved_after: Duration::from_millis(100),
         }
     }
 }
@@ -192,6 +199,8 @@ struct DevTask(Arc<Ctx>, usize);
 
 struct CpuTask {
     ctx: Arc<Ctx>,
+    /// When it joined the CPU queue (the express worker's starvation check).
+    queued_at: Instant,
     /// (share index, opened secret): one for a whole key, t for a threshold key.
     secrets: Vec<(usize, Zeroizing<Vec<u8>>)>,
 }
@@ -237,6 +246,9 @@ struct State {
     shutdown: bool,
     /// Bulk CPU workers take nothing while set (tests: "every core is busy" as a state).
     bulk_paused: bool,
+    /// While set and in the future, the express worker signs bulk work as soon as it is queued:
+    /// the bulk workers were found starved (see [`SchedulerConfig::starved_after`]).
+    rescue_until: Option<Instant>,
 }
 
 /// Counters tests and benchmarks read.
@@ -257,8 +269,11 @@ struct Inner {
     state: Mutex<State>,
     dev_cv: Vec<Condvar>,
     cpu_cv: Condvar,
-    /// Wakes the express CPU worker, which signs blocks only.
+    /// Wakes the express CPU worker, which signs blocks (and bulk work the bulk workers are
+    /// too starved to take).
     express_cv: Condvar,
+    /// Mirrors `State::rescue_until` being set, for `notify_cpu` (which runs without the lock).
+    rescuing: AtomicBool,
     metrics: Arc<Metrics>,
     stats: SchedulerStats,
     /// Threshold keys with their public keys parsed and validated once.
@@ -271,12 +286,16 @@ impl Inner {
     }
 
     /// A task was queued for a CPU: wake the express worker for a block (or, priorities off,
-    /// a bulk worker), a bulk worker for anything else.
+    /// a bulk worker), a bulk worker for anything else (and the express worker too while it
+    /// stands in for starved bulk workers).
     fn notify_cpu(&self, class: Class) {
         if class == Class::Block && !self.config.fifo {
             self.express_cv.notify_one();
         } else {
             self.cpu_cv.notify_one();
+            if self.rescuing.load(Ordering::Relaxed) {
+                self.express_cv.notify_one();
+            }
         }
     }
 
@@ -469,10 +488,12 @@ impl Scheduler {
                 next_id: 0,
                 shutdown: false,
                 bulk_paused: false,
+                rescue_until: None,
             }),
             dev_cv: (0..n).map(|_| Condvar::new()).collect(),
             cpu_cv: Condvar::new(),
             express_cv: Condvar::new(),
+            rescuing: AtomicBool::new(false),
             stats: SchedulerStats {
                 peak_device_busy: (0..n).map(|_| AtomicUsize::new(0)).collect(),
                 peak_background_busy: (0..n).map(|_| AtomicUsize::new(0)).collect(),
@@ -500,7 +521,10 @@ impl Scheduler {
                 std::thread::Builder::new()
                     .name(format!("cpu-{w}"))
                     .spawn(move || {
-                        lower_thread_priority();
+                        // Priorities off (the FIFO baseline): OS priorities off too.
+                        if !inner.config.fifo {
+                            lower_thread_priority();
+                        }
                         cpu_worker(inner, false)
                     }),
             );
@@ -864,6 +888,7 @@ fn device_worker(inner: Arc<Inner>, d: usize) {
                 st.cpu_q.push(CpuTask {
                     secrets: vec![(share_index, secret)],
                     ctx,
+                    queued_at: Instant::now(),
                 });
                 drop(st);
                 inner.notify_cpu(class);
@@ -888,6 +913,7 @@ fn device_worker(inner: Arc<Inner>, d: usize) {
                             st.cpu_q.push(CpuTask {
                                 ctx: ctx.clone(),
                                 secrets,
+                                queued_at: Instant::now(),
                             });
                             inner.notify_cpu(ctx.class);
                         }
@@ -931,7 +957,8 @@ fn pop_blocks_only<T: Queued>(q: &mut ClassQueues<T>, now: Instant) -> Next<T> {
 /// runs, which held a block's signature for that long. A `SCHED_IDLE` thread is preempted at
 /// once, and a thread may move itself there without privilege. Elsewhere, or if refused: nice
 /// 10. The cost: on a host shared with CPU-hungry processes, bulk signing gets only what they
-/// leave.
+/// leave; the express worker then takes over what waits too long
+/// ([`SchedulerConfig::starved_after`]).
 fn lower_thread_priority() {
     if let Err(e) = idle_policy::set_current_thread_idle() {
         tracing::debug!(error = %e, "SCHED_IDLE refused; lowering the nice value instead");
@@ -980,15 +1007,32 @@ fn cpu_worker(inner: Arc<Inner>, express: bool) {
                 if st.shutdown {
                     return;
                 }
+                let now = Instant::now();
                 let next = if express {
-                    pop_blocks_only(&mut st.cpu_q, Instant::now())
+                    match pop_blocks_only(&mut st.cpu_q, now) {
+                        Next::Idle => rescue_starved(&inner, &mut st, now),
+                        other => other,
+                    }
                 } else if st.bulk_paused {
                     Next::Idle
                 } else {
                     // A block signed here would run at the bulk threads' low priority.
-                    st.cpu_q.pop_except_blocks(Instant::now(), true)
+                    st.cpu_q.pop_except_blocks(now, true)
                 };
                 let task = match next {
+                    // Rescuing, the express worker is woken for bulk work until `rescue_until`;
+                    // otherwise nobody wakes it for bulk work, so it looks again in time to
+                    // find a bulk task starved (a few wake-ups a second, idle or not).
+                    Next::Idle if express => {
+                        let wait = st.rescue_until.map_or(inner.config.starved_after / 2, |t| {
+                            t.saturating_duration_since(now)
+                        });
+                        st = cv
+                            .wait_timeout(st, wait)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0;
+                        continue;
+                    }
                     Next::Idle => {
                         st = cv.wait(st).unwrap_or_else(|p| p.into_inner());
                         continue;
@@ -1019,6 +1063,33 @@ fn cpu_worker(inner: Arc<Inner>, express: bool) {
         };
         drop(task.secrets);
         task.ctx.answer(result);
+    }
+}
+
+/// For the express worker, with no block to sign: the next bulk task if the bulk workers are
+/// starved. They are once a task has waited `starved_after` for them (when they run, they take
+/// work within microseconds); the express worker then takes every bulk task as it comes for
+/// ten times that long, and longer while it keeps finding tasks that old.
+fn rescue_starved(inner: &Inner, st: &mut State, now: Instant) -> Next<CpuTask> {
+    if st.rescue_until.is_some_and(|t| t <= now) {
+        st.rescue_until = None;
+        inner.rescuing.store(false, Ordering::Relaxed);
+    }
+    match st.cpu_q.pop_except_blocks(now, true) {
+        Next::Run(t) => {
+            let starved = now.duration_since(t.queued_at) >= inner.config.starved_after;
+            if !starved && st.rescue_until.is_none() {
+                st.cpu_q.push_front(t);
+                return Next::Idle;
+            }
+            if starved {
+                st.rescue_until = Some(now + 10 * inner.config.starved_after);
+                inner.rescuing.store(true, Ordering::Relaxed);
+            }
+            inner.metrics.starved_rescued[t.ctx.class as usize].fetch_add(1, Ordering::Relaxed);
+            Next::Run(t)
+        }
+        other => other,
     }
 }
 
@@ -1056,7 +1127,7 @@ fn sign_whole(inner: &Inner, ctx: &Ctx, secret: &[u8]) {
 /// A combination that does not verify names the faulty shares, excludes them and asks other
 /// devices; no unverified signature is ever answered.
 fn combine_threshold(inner: &Arc<Inner>, task: CpuTask) {
-    let CpuTask { ctx, secrets } = task;
+    let CpuTask { ctx, secrets, .. } = task;
     let Some(thr) = &ctx.threshold else { return };
     let key = thr.lock().unwrap_or_else(|p| p.into_inner()).key.clone();
     let ids: Vec<_> = secrets.iter().map(|(i, _)| ctx.key.shares[*i].id).collect();
