@@ -343,14 +343,16 @@ fn two_server_processes_sharing_postgres_sign_exactly_one_of_200_conflicting_req
         Arc::new(Server::start(&s2, &args)),
     ];
     let barrier = Arc::new(Barrier::new(200));
+    // One client for all: it opens a connection per concurrent request.
+    let http = Client::builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .unwrap();
     let threads: Vec<_> = (0..200u64)
         .map(|i| {
             let (server, barrier) = (servers[(i % 2) as usize].clone(), barrier.clone());
+            let http = http.clone();
             std::thread::spawn(move || {
-                let http = Client::builder()
-                    .timeout(std::time::Duration::from_secs(60))
-                    .build()
-                    .unwrap();
                 let body = attestation_request(10, 11, 1000 + i);
                 barrier.wait();
                 let resp = http
