@@ -88,6 +88,8 @@ pub struct VariantReport {
     pub throughput_per_sec: f64,
     /// Requests refused (should be 0: deadlines are disabled for the benchmark).
     pub refused: usize,
+    /// Bulk signatures the express worker made because the bulk workers were starved.
+    pub rescued: u64,
     /// Raw samples for the plot (block, attestation), milliseconds.
     #[serde(skip)]
     pub samples: (Vec<f64>, Vec<f64>),
@@ -342,6 +344,11 @@ async fn burst(
         refused,
         block: ms(&block),
         attestation: ms(&att),
+        rescued: metrics
+            .starved_rescued
+            .iter()
+            .map(|n| n.load(std::sync::atomic::Ordering::Relaxed))
+            .sum(),
         hits: m.hits.load(std::sync::atomic::Ordering::Relaxed),
         misses: m.misses.load(std::sync::atomic::Ordering::Relaxed),
     }
@@ -353,6 +360,7 @@ struct Round {
     elapsed: Duration,
     requests: usize,
     refused: usize,
+    rescued: u64,
     /// Latencies in milliseconds.
     block: Vec<f64>,
     attestation: Vec<f64>,
@@ -369,6 +377,7 @@ impl VariantReport {
             all.elapsed += r.elapsed;
             all.requests += r.requests;
             all.refused += r.refused;
+            all.rescued += r.rescued;
             all.block.extend(r.block);
             all.attestation.extend(r.attestation);
             all.hits += r.hits;
@@ -383,6 +392,7 @@ impl VariantReport {
             attestation: Latency::of_ms(&mut att),
             throughput_per_sec: all.requests as f64 / all.elapsed.as_secs_f64().max(1e-9),
             refused: all.refused,
+            rescued: all.rescued,
             samples: (all.block, all.attestation),
         }
     }
@@ -511,22 +521,30 @@ impl ScenarioReport {
                 s.devices, s.idle_block.p50_ms
             );
             out += &format!(
-                "{:<15} {:>10} {:>10} {:>10} {:>12} {:>10} {:>8}\n",
-                "", "block p50", "block p99", "block max", "attest. p99", "signs/s", "refused"
+                "{:<15} {:>10} {:>10} {:>10} {:>12} {:>10} {:>8} {:>8}\n",
+                "",
+                "block p50",
+                "block p99",
+                "block max",
+                "attest. p99",
+                "signs/s",
+                "refused",
+                "rescued"
             );
             for v in [Some(&s.ours), Some(&s.fifo), s.precompute.as_ref()]
                 .into_iter()
                 .flatten()
             {
                 out += &format!(
-                    "{:<15} {:>8.2}ms {:>8.2}ms {:>8.2}ms {:>10.1}ms {:>10.0} {:>8}\n",
+                    "{:<15} {:>8.2}ms {:>8.2}ms {:>8.2}ms {:>10.1}ms {:>10.0} {:>8} {:>8}\n",
                     v.scheduler,
                     v.block.p50_ms,
                     v.block.p99_ms,
                     v.block.max_ms,
                     v.attestation.p99_ms,
                     v.throughput_per_sec,
-                    v.refused
+                    v.refused,
+                    v.rescued
                 );
             }
             out += &format!(
