@@ -7,7 +7,8 @@
 //! at all: the device thread that opened a block's envelope signs it at once (one thread
 //! wake-up fewer on busy cores), and an express CPU worker, idle but for blocks, combines a
 //! threshold block's shares, while the bulk workers (which run at a lower OS priority) finish
-//! theirs. Background work never takes a device's last free
+//! theirs (the express worker also stands in for bulk workers starved by other load on the host:
+//! see [`SchedulerConfig::starved_after`]). Background work never takes a device's last free
 //! session; the queue is bounded and sheds the lowest class first; a job past its deadline is
 //! refused, never signed; a job whose client went away frees its place at once. Decrypted secrets waiting for a CPU are bounded (blocks excepted), so a burst
 //! never piles plaintext keys up in memory.
