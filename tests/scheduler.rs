@@ -56,6 +56,21 @@ fn job(key: &Arc<KeyRecord>, class: Class, i: u8) -> SignJob {
     }
 }
 
+/// Sign `[fill; 32]` with `key` in the background; the task panics unless the signature
+/// verifies under the key.
+fn spawn_verified(
+    f: &Fixture,
+    key: &Arc<KeyRecord>,
+    class: Class,
+    fill: u8,
+) -> tokio::task::JoinHandle<()> {
+    let (s, k) = (f.scheduler.clone(), key.clone());
+    tokio::spawn(async move {
+        let sig = s.sign(job(&k, class, fill)).await.unwrap();
+        assert!(hsm_signer::bls::verify(&k.pubkey.0, &[fill; 32], &sig));
+    })
+}
+
 /// Wait (bounded) until `cond` holds: a state condition, not a timing assertion.
 async fn until(mut cond: impl FnMut() -> bool) {
     let limit = Instant::now() + Duration::from_secs(20);
@@ -214,20 +229,7 @@ async fn bulk_work_the_bulk_workers_never_take_is_signed_by_the_express_worker()
         .take(12)
         .enumerate()
     {
-        let (s, k) = (f.scheduler.clone(), f.keys[i % 2].clone());
-        tasks.push(tokio::spawn(async move {
-            let root = [i as u8; 32];
-            let sig = s
-                .sign(SignJob {
-                    key: k.clone(),
-                    signing_root: root,
-                    class,
-                    deadline: None,
-                })
-                .await
-                .unwrap();
-            assert!(hsm_signer::bls::verify(&k.pubkey.0, &root, &sig));
-        }));
+        tasks.push(spawn_verified(&f, &f.keys[i % 2], class, i as u8));
     }
     for t in tasks {
         tokio::time::timeout(Duration::from_secs(20), t)
@@ -318,21 +320,12 @@ async fn the_session_cap_holds_under_1000_concurrent_jobs() {
     let f = fixture(4, 0, 8, SchedulerConfig::default());
     let mut tasks = Vec::new();
     for i in 0..1000usize {
-        let (s, k) = (f.scheduler.clone(), f.keys[i % 8].clone());
-        let class = Class::ALL[i % 5];
-        tasks.push(tokio::spawn(async move {
-            let root = [(i % 251) as u8; 32];
-            let sig = s
-                .sign(SignJob {
-                    key: k.clone(),
-                    signing_root: root,
-                    class,
-                    deadline: None,
-                })
-                .await
-                .unwrap();
-            assert!(hsm_signer::bls::verify(&k.pubkey.0, &root, &sig));
-        }));
+        tasks.push(spawn_verified(
+            &f,
+            &f.keys[i % 8],
+            Class::ALL[i % 5],
+            (i % 251) as u8,
+        ));
     }
     for t in tasks {
         t.await.unwrap();
