@@ -127,6 +127,27 @@ pub struct SchedulerSettings {
     /// Refuse blocks, attestations and aggregates once the slot after theirs has begun
     /// (default true; needs the network's genesis time).
     pub slot_deadlines: Option<bool>,
+    /// Milliseconds an opened envelope may wait for a bulk signing thread before the express
+    /// thread signs bulk work in its place (default 100; see the README's scheduling section).
+    pub starved_after_ms: Option<u64>,
+}
+
+impl SchedulerSettings {
+    /// The scheduler's configuration: its defaults, with what is set here.
+    pub fn scheduler_config(&self) -> crate::scheduler::SchedulerConfig {
+        let mut c = crate::scheduler::SchedulerConfig::default();
+        if let Some(n) = self.cpu_workers {
+            c.cpu_workers = n.max(1);
+            c.cpu_buffer = 2 * n.max(1);
+        }
+        if let Some(n) = self.queue_capacity {
+            c.queue_capacity = n;
+        }
+        if let Some(ms) = self.starved_after_ms {
+            c.starved_after = Duration::from_millis(ms.max(1));
+        }
+        c
+    }
 }
 
 /// `[auth]` settings: the API bearer token (see `crate::api::auth`).
@@ -674,6 +695,24 @@ pin_env = "P"
         let device = "[[device]]\nname='a'\ntoken_label='x'\npin_env='P'\n";
         std::fs::write(&path, format!("{top}\n{device}")).unwrap();
         Config::load(Some(&path), dir.path())
+    }
+
+    #[test]
+    fn scheduler_settings_reach_the_scheduler_config() {
+        let c = load_with_one_device(
+            "[scheduler]\ncpu_workers = 3\nqueue_capacity = 7\nstarved_after_ms = 250",
+        )
+        .unwrap();
+        let s = c.scheduler.scheduler_config();
+        assert_eq!((s.cpu_workers, s.cpu_buffer, s.queue_capacity), (3, 6, 7));
+        assert_eq!(s.starved_after, Duration::from_millis(250));
+        let unset = load_with_one_device("")
+            .unwrap()
+            .scheduler
+            .scheduler_config();
+        let default = crate::scheduler::SchedulerConfig::default();
+        assert_eq!(unset.starved_after, default.starved_after);
+        assert_eq!(unset.queue_capacity, default.queue_capacity);
     }
 
     #[test]

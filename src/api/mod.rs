@@ -80,14 +80,7 @@ impl AppState {
         key_errors: Vec<String>,
         slashing: Option<SlashingProtection>,
     ) -> AppState {
-        let mut scheduler_config = SchedulerConfig::default();
-        if let Some(n) = config.scheduler.cpu_workers {
-            scheduler_config.cpu_workers = n.max(1);
-            scheduler_config.cpu_buffer = 2 * n.max(1);
-        }
-        if let Some(n) = config.scheduler.queue_capacity {
-            scheduler_config.queue_capacity = n;
-        }
+        let scheduler_config = config.scheduler.scheduler_config();
         let clock = match (
             config.scheduler.slot_deadlines.unwrap_or(true),
             network.genesis_time,
