@@ -186,6 +186,14 @@ impl PrecomputeMetrics {
 }
 
 impl Metrics {
+    /// Bulk signatures the express worker made for starved bulk workers, all classes.
+    pub fn starved_rescued_total(&self) -> u64 {
+        self.starved_rescued
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .sum()
+    }
+
     /// Count one HTTP response.
     pub fn response(&self, status: u16) {
         *self

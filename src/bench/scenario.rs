@@ -344,11 +344,7 @@ async fn burst(
         refused,
         block: ms(&block),
         attestation: ms(&att),
-        rescued: metrics
-            .starved_rescued
-            .iter()
-            .map(|n| n.load(std::sync::atomic::Ordering::Relaxed))
-            .sum(),
+        rescued: metrics.starved_rescued_total(),
         hits: m.hits.load(std::sync::atomic::Ordering::Relaxed),
         misses: m.misses.load(std::sync::atomic::Ordering::Relaxed),
     }
