@@ -300,6 +300,33 @@ impl Inner {
         }
     }
 
+    /// The ordering key of the job a free thread of device `d` would start now, if any: a
+    /// session is free and the job at the head of its queue may start (a block always; other
+    /// work while the CPU buffer has room; background only with a second session free).
+    fn runnable_on(&self, st: &State, d: usize) -> Option<(usize, u64)> {
+        let free = self.caps[d].saturating_sub(st.dev_busy[d]);
+        let (class, key) = st.dev_q[d].head()?;
+        let may = free >= 1
+            && (class == Class::Block
+                || (st.cpu_buffered < self.config.cpu_buffer
+                    && (class != Class::Background || free >= 2 || self.config.fifo)));
+        may.then_some(key)
+    }
+
+    /// Wake one device thread: on the device whose next job is the most urgent of those that
+    /// may start now (none, if none may). Called once per free place (a CPU buffer slot, a
+    /// session); the thread woken wakes a sibling if more may start after its job
+    /// ([`device_worker`]). Waking a thread on every device woke all but one for nothing, and
+    /// each such wake-up preempted a bulk signing thread.
+    fn wake_a_device(&self, st: &State) {
+        let best = (0..self.dev_list.len())
+            .filter_map(|d| self.runnable_on(st, d).map(|key| (key, d)))
+            .min();
+        if let Some((_, d)) = best {
+            self.dev_cv[d].notify_one();
+        }
+    }
+
     fn threshold_key(&self, record: &KeyRecord) -> Result<Arc<ThresholdKey>, JobError> {
         let mut cache = self
             .threshold_keys
@@ -752,14 +779,14 @@ impl Scheduler {
         st.waiting += 1;
         let ctx = Ctx::new(id, job, deadline, now, tx, None);
         st.dev_q[device].push(DevTask(ctx.clone(), 0));
-        // While opened envelopes wait for a CPU, a device thread would wake only to find it may
-        // not open another (unless this is a block); the next CPU worker to take an envelope
-        // wakes one. Without this, each request of a herd woke a thread for nothing.
-        let wake = ctx.class == Class::Block || st.cpu_buffered < inner.config.cpu_buffer;
-        drop(st);
-        if wake {
+        // Wake a thread only if it may start this job now: while every session is busy or
+        // opened envelopes wait for a CPU, it would wake only to find it may not (the thread
+        // that frees the place wakes one). Without this, each request of a herd woke a thread
+        // for nothing.
+        if inner.runnable_on(&st, device).is_some() {
             inner.dev_cv[device].notify_one();
         }
+        drop(st);
         Ok(ctx)
     }
 
@@ -784,6 +811,7 @@ impl Scheduler {
         if let Some(task) = st.cpu_q.remove(id) {
             if task.ctx.class != Class::Block {
                 st.cpu_buffered -= 1;
+                inner.wake_a_device(&st);
             }
             inner.metrics.cancelled[task.ctx.class as usize].fetch_add(1, Ordering::Relaxed);
         }
@@ -828,6 +856,10 @@ fn device_worker(inner: Arc<Inner>, d: usize) {
                     Next::Run(DevTask(ctx, share)) => {
                         st.waiting -= 1;
                         st.dev_busy[d] += 1;
+                        // More may start beside this job: wake a sibling for it.
+                        if inner.runnable_on(&st, d).is_some() {
+                            inner.dev_cv[d].notify_one();
+                        }
                         inner.stats.peak_device_busy[d].fetch_max(st.dev_busy[d], Ordering::SeqCst);
                         if ctx.class == Class::Background {
                             st.dev_busy_background[d] += 1;
@@ -877,8 +909,11 @@ fn device_worker(inner: Arc<Inner>, d: usize) {
             // A block is signed by the thread that opened it: handing it to the express CPU
             // worker would add a thread wake-up, which on busy cores can cost a time slice.
             (None, Ok(secret)) if ctx.class == Class::Block && !inner.config.fifo => {
+                // This session is free while the block is signed: another thread may use it.
+                if inner.runnable_on(&st, d).is_some() {
+                    inner.dev_cv[d].notify_one();
+                }
                 drop(st);
-                inner.dev_cv[d].notify_one();
                 sign_whole(&inner, &ctx, &secret);
             }
             (None, Ok(secret)) => {
@@ -935,8 +970,8 @@ fn device_worker(inner: Arc<Inner>, d: usize) {
                 }
             }
         }
-        // A freed session may let an idle sibling take background work.
-        inner.dev_cv[d].notify_one();
+        // This thread looks at its queue again itself; a sibling is woken only by a place
+        // freed elsewhere (a CPU buffer slot) or by a job it may start beside this one.
     }
 }
 
@@ -1042,9 +1077,7 @@ fn cpu_worker(inner: Arc<Inner>, express: bool) {
                 };
                 if task.ctx.class != Class::Block {
                     st.cpu_buffered -= 1;
-                    for cv in &inner.dev_cv {
-                        cv.notify_one();
-                    }
+                    inner.wake_a_device(&st);
                 }
                 // Re-classify outside the match so the counters above stay in one place.
                 if still_wanted(&inner, &task.ctx) {

@@ -113,6 +113,15 @@ impl<T: Queued> ClassQueues<T> {
             .count()
     }
 
+    /// The class and id of the task `pop` would look at first (it may have expired or been
+    /// cancelled meanwhile), and an ordering key: lower runs first across several queues.
+    pub fn head(&self) -> Option<(Class, (usize, u64))> {
+        self.q
+            .iter()
+            .enumerate()
+            .find_map(|(s, q)| q.front().map(|t| (t.class(), (s, t.id()))))
+    }
+
     /// Add at the back of its class.
     pub fn push(&mut self, t: T) {
         let s = self.slot(t.class());
