@@ -138,7 +138,6 @@ impl SchedulerSettings {
         let mut c = crate::scheduler::SchedulerConfig::default();
         if let Some(n) = self.cpu_workers {
             c.cpu_workers = n.max(1);
-            c.cpu_buffer = 2 * n.max(1);
         }
         if let Some(n) = self.queue_capacity {
             c.queue_capacity = n;
@@ -704,7 +703,7 @@ pin_env = "P"
         )
         .unwrap();
         let s = c.scheduler.scheduler_config();
-        assert_eq!((s.cpu_workers, s.cpu_buffer, s.queue_capacity), (3, 6, 7));
+        assert_eq!((s.cpu_workers, s.queue_capacity), (3, 7));
         assert_eq!(s.starved_after, Duration::from_millis(250));
         let unset = load_with_one_device("")
             .unwrap()

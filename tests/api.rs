@@ -465,6 +465,7 @@ fn metrics_expose_queue_waits_signing_latency_sessions_and_shedding() {
         "signer_device_sessions_max{device=\"softhsm-1\"} 32",
         "signer_shed_overload_total{class=\"background\"} 0",
         "signer_shed_expired_total{class=\"block\"} 0",
+        "signer_cpu_buffer_limit ",
     ] {
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
     }

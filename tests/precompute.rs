@@ -725,7 +725,7 @@ fn bench(fifo: bool) -> Bench {
         SchedulerConfig {
             fifo,
             cpu_workers: 1,
-            cpu_buffer: 2,
+            cpu_buffer: Some(2),
             ..Default::default()
         },
         Arc::default(),

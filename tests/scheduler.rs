@@ -90,7 +90,7 @@ async fn block_position(fifo: bool) -> usize {
         SchedulerConfig {
             fifo,
             cpu_workers: 1,
-            cpu_buffer: 2,
+            cpu_buffer: Some(2),
             ..Default::default()
         },
     );
@@ -306,6 +306,48 @@ async fn background_work_never_holds_the_last_session() {
     assert!(bg <= 2, "background held {bg} of 3 sessions");
     assert!(bg >= 1, "background did run");
     assert!(all <= 3);
+}
+
+/// Sixty attestations on a slow device (100 ms per operation, 8 sessions) with one CPU worker.
+/// Returns the most operations ever in flight, and the CPU buffer's limit at the end.
+async fn slow_device_in_flight(cpu_buffer: Option<usize>) -> (usize, usize) {
+    let config = SchedulerConfig {
+        cpu_workers: 1,
+        cpu_buffer,
+        ..Default::default()
+    };
+    let f = fixture(8, 100, 4, config);
+    let tasks: Vec<_> = (0..60u8)
+        .map(|i| spawn_verified(&f, &f.keys[i as usize % 4], Class::Attestation, i))
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let peak = f.scheduler.stats().peak_device_busy[0].load(std::sync::atomic::Ordering::SeqCst);
+    (peak, f.scheduler.cpu_buffer_limit().0)
+}
+
+/// The envelopes opened ahead of the CPU include those being opened: a fixed buffer of 2 keeps
+/// at most 2 operations in flight, whatever the sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cpu_buffer_counts_envelopes_being_opened() {
+    let (peak, limit) = slow_device_in_flight(Some(2)).await;
+    assert!(peak <= 2, "{peak} operations in flight with a buffer of 2");
+    assert_eq!(limit, 2);
+}
+
+/// Sized by default to the measured device time (100 ms here, against well under 25 ms a
+/// signature), the buffer grows to its ceiling of two per worker plus every session, and a slow
+/// device gets all its sessions used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_cpu_buffer_grows_with_device_latency_until_every_session_is_used() {
+    let (peak, limit) = slow_device_in_flight(None).await;
+    assert_eq!(
+        limit,
+        2 + 8,
+        "the adaptive buffer did not reach its ceiling"
+    );
+    assert_eq!(peak, 8, "the slow device's sessions were not all used");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,7 +17,7 @@ mod clock;
 pub mod queue;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -47,8 +47,11 @@ pub struct SchedulerConfig {
     pub max_queue_time: [Duration; CLASSES],
     /// Priorities off: one FIFO, no background rule (the benchmark's baseline).
     pub fifo: bool,
-    /// Opened envelopes that may wait for a CPU (blocks are not counted).
-    pub cpu_buffer: usize,
+    /// Envelopes opened ahead of a CPU: being opened on a device, or opened and waiting for
+    /// a CPU worker (blocks are not counted). It bounds the plaintext secrets in memory, and
+    /// must cover the devices' latency, or the CPU workers wait for envelopes while work is
+    /// queued. Default (`None`): adaptive, see [`ahead_limit`].
+    pub cpu_buffer: Option<usize>,
     /// A threshold job whose shares are not all back after this long asks one more device.
     pub hedge_delay: Duration,
     /// An opened envelope that has waited this long for a bulk CPU worker is signed by the
@@ -75,7 +78,7 @@ impl Default for SchedulerConfig {
                 Duration::from_secs(12),
             ],
             fifo: false,
-            cpu_buffer: 2 * cores,
+            cpu_buffer: None,
             hedge_delay: Duration::from_millis(250),
             starved_after: Duration::from_millis(100),
         }
@@ -242,6 +245,9 @@ struct State {
     dev_busy_background: Vec<usize>,
     cpu_q: ClassQueues<CpuTask>,
     cpu_buffered: usize,
+    /// Non-block device operations in flight: envelopes being opened, counted against the
+    /// CPU buffer with those opened.
+    opening: usize,
     waiting: usize,
     next_id: u64,
     shutdown: bool,
@@ -267,6 +273,10 @@ struct Inner {
     dev_index: HashMap<String, usize>,
     caps: Vec<usize>,
     config: SchedulerConfig,
+    /// The most that `cpu_buffer: None` lets ahead: two per CPU worker and every session.
+    cpu_buffer_max: usize,
+    /// Measured device operation and signature times, for the adaptive CPU buffer.
+    pace: Pace,
     state: Mutex<State>,
     dev_cv: Vec<Condvar>,
     cpu_cv: Condvar,
@@ -308,9 +318,26 @@ impl Inner {
         let (class, key) = st.dev_q[d].head()?;
         let may = free >= 1
             && (class == Class::Block
-                || (st.cpu_buffered < self.config.cpu_buffer
+                || (self.cpu_room(st)
                     && (class != Class::Background || free >= 2 || self.config.fifo)));
         may.then_some(key)
+    }
+
+    /// Whether another envelope may be opened ahead of a CPU (blocks may always).
+    fn cpu_room(&self, st: &State) -> bool {
+        st.cpu_buffered + st.opening < self.cpu_buffer_limit()
+    }
+
+    /// The CPU buffer's size now: as configured, or adapted to the measured pace.
+    fn cpu_buffer_limit(&self) -> usize {
+        self.config.cpu_buffer.unwrap_or_else(|| {
+            ahead_limit(
+                self.config.cpu_workers.max(1),
+                self.pace.device_op(),
+                self.pace.sign(),
+            )
+            .min(self.cpu_buffer_max)
+        })
     }
 
     /// Wake one device thread: on the device whose next job is the most urgent of those that
@@ -499,6 +526,8 @@ impl Scheduler {
             .collect();
         let n = dev_list.len();
         let inner = Arc::new(Inner {
+            cpu_buffer_max: 2 * config.cpu_workers.max(1) + caps.iter().sum::<usize>(),
+            pace: Pace::default(),
             dev_index: dev_list
                 .iter()
                 .enumerate()
@@ -512,6 +541,7 @@ impl Scheduler {
                 dev_busy_background: vec![0; n],
                 cpu_q: ClassQueues::new(config.fifo),
                 cpu_buffered: 0,
+                opening: 0,
                 waiting: 0,
                 next_id: 0,
                 shutdown: false,
@@ -597,6 +627,13 @@ impl Scheduler {
     /// Counters for tests and benchmarks.
     pub fn stats(&self) -> &SchedulerStats {
         &self.inner.stats
+    }
+
+    /// Envelopes that may be opened ahead of the CPU workers now, with the measured device
+    /// operation and signature times it rests on.
+    pub fn cpu_buffer_limit(&self) -> (usize, Duration, Duration) {
+        let i = &self.inner;
+        (i.cpu_buffer_limit(), i.pace.device_op(), i.pace.sign())
     }
 
     /// Jobs waiting for a device, and opened envelopes waiting for a CPU.
@@ -846,20 +883,22 @@ fn device_worker(inner: Arc<Inner>, d: usize) {
                 // only if another one stays free.
                 let free = cap - st.dev_busy[d];
                 let allow_background = free >= 2;
-                let cpu_full = st.cpu_buffered >= inner.config.cpu_buffer;
-                let next = if cpu_full {
-                    pop_blocks_only(&mut st.dev_q[d], Instant::now())
-                } else {
+                let next = if inner.cpu_room(&st) {
                     st.dev_q[d].pop(Instant::now(), allow_background)
+                } else {
+                    pop_blocks_only(&mut st.dev_q[d], Instant::now())
                 };
                 match next {
                     Next::Run(DevTask(ctx, share)) => {
                         st.waiting -= 1;
                         st.dev_busy[d] += 1;
-                        // More may start beside this job: wake a sibling for it.
-                        if inner.runnable_on(&st, d).is_some() {
-                            inner.dev_cv[d].notify_one();
+                        if ctx.class != Class::Block {
+                            st.opening += 1;
                         }
+                        // More may start beside this job (here or on another device): wake a
+                        // thread for it, so a slow device's sessions fill up without waiting
+                        // for a CPU worker to take an envelope.
+                        inner.wake_a_device(&st);
                         inner.stats.peak_device_busy[d].fetch_max(st.dev_busy[d], Ordering::SeqCst);
                         if ctx.class == Class::Background {
                             st.dev_busy_background[d] += 1;
@@ -894,16 +933,19 @@ fn device_worker(inner: Arc<Inner>, d: usize) {
         let share = &ctx.key.shares[share_index];
         let started = Instant::now();
         let opened = device.decrypt(&share.envelope, &envelope_aad(&ctx.key.pubkey, share.id));
-        inner
-            .metrics
-            .device_op
-            .get(device.name())
-            .observe(started.elapsed());
+        let took = started.elapsed();
+        inner.metrics.device_op.get(device.name()).observe(took);
+        if ctx.class != Class::Block {
+            inner.pace.observe_device_op(took);
+        }
 
         let mut st = inner.lock();
         st.dev_busy[d] -= 1;
         if ctx.class == Class::Background {
             st.dev_busy_background[d] -= 1;
+        }
+        if ctx.class != Class::Block {
+            st.opening -= 1;
         }
         match (&ctx.threshold, opened) {
             // A block is signed by the thread that opened it: handing it to the express CPU
@@ -930,12 +972,22 @@ fn device_worker(inner: Arc<Inner>, d: usize) {
                 inner.notify_cpu(class);
             }
             (None, Err(e)) => {
+                // A place ahead of the CPU freed with no envelope to fill it.
+                inner.wake_a_device(&st);
                 drop(st);
                 ctx.answer(Err(JobError::from(SignerError::from(e))));
             }
             (Some(thr), opened) => {
                 let mut job = thr.lock().unwrap_or_else(|p| p.into_inner());
                 job.outstanding -= 1;
+                // Only the t-th share becomes a CPU task; the others free a place ahead of
+                // the CPU.
+                if !(opened.is_ok()
+                    && !job.combining
+                    && job.collected.len() + 1 == job.key.threshold)
+                {
+                    inner.wake_a_device(&st);
+                }
                 match opened {
                     Ok(secret) if !job.combining && job.collected.len() < job.key.threshold => {
                         job.collected.push((share_index, secret));
@@ -972,6 +1024,58 @@ fn device_worker(inner: Arc<Inner>, d: usize) {
         }
         // This thread looks at its queue again itself; a sibling is woken only by a place
         // freed elsewhere (a CPU buffer slot) or by a job it may start beside this one.
+    }
+}
+
+/// How many envelopes may be opened ahead of `workers` CPU workers when a device operation
+/// takes `device_op` and a signature `sign` (both as measured, wall time): two per worker
+/// waiting, plus twice what the workers sign while one device operation is under way. Little's
+/// law gives the once (the operations in flight that keep the workers busy on average); the
+/// twice covers the variance of both times, without which the workers were found waiting for
+/// envelopes on a slow device. So a slow device keeps enough operations in flight, and a fast
+/// one keeps few secrets open and few device threads on the cores.
+pub fn ahead_limit(workers: usize, device_op: Duration, sign: Duration) -> usize {
+    let per_op = device_op.as_secs_f64() / sign.as_secs_f64().max(1e-6);
+    2 * workers + 2 * (workers as f64 * per_op).ceil().min(1e6) as usize
+}
+
+/// Moving averages of device operation and signature times (wall time, nanoseconds), each
+/// sample weighing an eighth. Updated without a lock by whichever thread measured; a lost
+/// update among racing threads costs nothing but a sample.
+struct Pace {
+    device_op_ns: AtomicU64,
+    sign_ns: AtomicU64,
+}
+
+impl Default for Pace {
+    /// Before any measurement: a device operation takes no time and a signature 1 ms, so the
+    /// CPU buffer starts at two envelopes per worker.
+    fn default() -> Self {
+        Pace {
+            device_op_ns: AtomicU64::new(0),
+            sign_ns: AtomicU64::new(1_000_000),
+        }
+    }
+}
+
+impl Pace {
+    fn update(avg: &AtomicU64, sample: Duration) {
+        let x = u64::try_from(sample.as_nanos()).unwrap_or(u64::MAX);
+        let old = avg.load(Ordering::Relaxed);
+        let new = old - old / 8 + x / 8;
+        avg.store(new, Ordering::Relaxed);
+    }
+    fn observe_device_op(&self, took: Duration) {
+        Self::update(&self.device_op_ns, took);
+    }
+    fn observe_sign(&self, took: Duration) {
+        Self::update(&self.sign_ns, took);
+    }
+    fn device_op(&self) -> Duration {
+        Duration::from_nanos(self.device_op_ns.load(Ordering::Relaxed))
+    }
+    fn sign(&self) -> Duration {
+        Duration::from_nanos(self.sign_ns.load(Ordering::Relaxed))
     }
 }
 
@@ -1089,12 +1193,14 @@ fn cpu_worker(inner: Arc<Inner>, express: bool) {
             combine_threshold(&inner, task);
             continue;
         }
+        let started = Instant::now();
         let result = match task.secrets.first() {
             Some((_, secret)) => sign_with(secret, &task.ctx.root),
             None => Err(JobError::Failed(SignerError::Invalid(
                 "no share opened".into(),
             ))),
         };
+        inner.pace.observe_sign(started.elapsed());
         drop(task.secrets);
         task.ctx.answer(result);
     }
@@ -1216,5 +1322,23 @@ fn combine_threshold(inner: &Arc<Inner>, task: CpuTask) {
             inner.top_up(&mut st, &ctx, &mut job);
         }
         Err(e) => ctx.answer(Err(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cpu_buffer_covers_twice_the_signatures_made_during_one_device_operation() {
+        let us = Duration::from_micros;
+        // A fast device: two waiting per worker, and two more per worker.
+        assert_eq!(ahead_limit(2, us(40), us(450)), 6);
+        // Nothing measured yet: two per worker.
+        assert_eq!(ahead_limit(2, Duration::ZERO, us(1000)), 4);
+        // A 2 ms network HSM: 2 workers sign 8.9 envelopes meanwhile, so 9 twice.
+        assert_eq!(ahead_limit(2, us(2000), us(450)), 4 + 2 * 9);
+        // A zero signature time does not divide by zero.
+        assert!(ahead_limit(1, us(10), Duration::ZERO) > 2);
     }
 }
