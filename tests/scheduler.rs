@@ -20,6 +20,13 @@ struct Fixture {
     keys: Vec<Arc<KeyRecord>>,
 }
 
+/// A test that fails while the device is held must report, not hang joining a held thread.
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        self.device.hold(false);
+    }
+}
+
 /// One SoftHSM device with `sessions` sessions and `latency` per operation, `n` keys on it.
 fn fixture(sessions: usize, latency_ms: u64, n: usize, config: SchedulerConfig) -> Fixture {
     let signer = Signer::new();
