@@ -10,8 +10,11 @@
 //! theirs (the express worker also stands in for bulk workers starved by other load on the host:
 //! see [`SchedulerConfig::starved_after`]). Background work never takes a device's last free
 //! session; the queue is bounded and sheds the lowest class first; a job past its deadline is
-//! refused, never signed; a job whose client went away frees its place at once. Decrypted secrets waiting for a CPU are bounded (blocks excepted), so a burst
-//! never piles plaintext keys up in memory.
+//! refused, never signed; a job whose client went away frees its place at once. Envelopes
+//! opened, or being opened, ahead of the CPU workers are bounded (blocks excepted), so a burst
+//! never piles plaintext keys up in memory; the bound follows the measured device and signing
+//! times ([`ahead_limit`]), so a slow device still keeps the CPU workers fed. A freed place
+//! wakes one device thread, the one with the most urgent work, never every device's.
 
 mod clock;
 pub mod queue;
