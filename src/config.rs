@@ -342,7 +342,7 @@ impl Config {
     }
 
     /// The embedded default: `EMBEDDED_TOKENS` SoftHSM tokens under `<data_dir>/softhsm`, with
-    /// random PINs in 0600 files (created by [`crate::devices::bootstrap_soft_tokens`]).
+    /// random PINs in 0600 files (created by [`crate::devices::init_devices`]).
     pub fn embedded(data_dir: &Path) -> Result<Config> {
         let soft = data_dir.join("softhsm");
         let entries: Vec<DeviceEntry> = (1..=EMBEDDED_TOKENS)
