@@ -1335,7 +1335,7 @@ mod tests {
     #[test]
     fn the_cpu_buffer_covers_twice_the_signatures_made_during_one_device_operation() {
         let us = Duration::from_micros;
-        // A fast device: two waiting per worker, and two more per worker.
+        // A fast device: two waiting per worker, and twice one more.
         assert_eq!(ahead_limit(2, us(40), us(450)), 6);
         // Nothing measured yet: two per worker.
         assert_eq!(ahead_limit(2, Duration::ZERO, us(1000)), 4);
