@@ -90,6 +90,9 @@ pub struct VariantReport {
     pub refused: usize,
     /// Bulk signatures the express worker made because the bulk workers were starved.
     pub rescued: u64,
+    /// Block and attestation p99 of each round on its own, milliseconds: how far a variant
+    /// differs from itself between bursts, the yardstick for a difference between variants.
+    pub p99_per_round: Vec<(f64, f64)>,
     /// Raw samples for the plot (block, attestation), milliseconds.
     #[serde(skip)]
     pub samples: (Vec<f64>, Vec<f64>),
@@ -369,6 +372,13 @@ impl VariantReport {
     /// One variant's rounds, pooled.
     fn pooled(scheduler: &'static str, rounds: Vec<Round>, precompute: bool) -> VariantReport {
         let mut all = Round::default();
+        let p99_per_round = rounds
+            .iter()
+            .map(|r| {
+                let (mut b, mut a) = (r.block.clone(), r.attestation.clone());
+                (Latency::of_ms(&mut b).p99_ms, Latency::of_ms(&mut a).p99_ms)
+            })
+            .collect();
         for r in rounds {
             all.elapsed += r.elapsed;
             all.requests += r.requests;
@@ -389,6 +399,7 @@ impl VariantReport {
             throughput_per_sec: all.requests as f64 / all.elapsed.as_secs_f64().max(1e-9),
             refused: all.refused,
             rescued: all.rescued,
+            p99_per_round,
             samples: (all.block, all.attestation),
         }
     }
@@ -547,6 +558,19 @@ impl ScenarioReport {
                 "ours block p99 / idle block = {:.2} (target <= 2); FIFO / ours block p99 = {:.0}x; throughput ours / FIFO = {:.3} (target >= 0.95)\n",
                 s.ours_block_p99_over_idle, s.fifo_over_ours_block_p99, s.throughput_ours_over_fifo
             );
+            for v in [Some(&s.ours), s.precompute.as_ref()].into_iter().flatten() {
+                let (b, a): (Vec<f64>, Vec<f64>) = v.p99_per_round.iter().copied().unzip();
+                let range = |x: &[f64]| {
+                    let lo = x.iter().copied().fold(f64::INFINITY, f64::min);
+                    let hi = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    (lo, hi)
+                };
+                let ((blo, bhi), (alo, ahi)) = (range(&b), range(&a));
+                out += &format!(
+                    "{}: p99 of single bursts ranges over block {blo:.2}-{bhi:.2} ms, attestation {alo:.1}-{ahi:.1} ms\n",
+                    v.scheduler
+                );
+            }
             if let Some(p) = &s.precompute {
                 out += &format!(
                     "ours+precompute: selection proofs from the cache {:.1}%; block p99 {:.2} vs {:.2} ms, attestation p99 {:.1} vs {:.1} ms without precompute\n",
