@@ -331,7 +331,7 @@ async fn slow_device_in_flight(cpu_buffer: Option<usize>) -> (usize, usize) {
         t.await.unwrap();
     }
     let peak = f.scheduler.stats().peak_device_busy[0].load(std::sync::atomic::Ordering::SeqCst);
-    (peak, f.scheduler.cpu_buffer_limit().0)
+    (peak, f.scheduler.cpu_buffer_limit())
 }
 
 /// The envelopes opened ahead of the CPU include those being opened: a fixed buffer of 2 keeps

@@ -115,7 +115,7 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
         waiting as f64,
     ));
     gauges.push(("signer_queue_waiting_for_cpu", String::new(), cpu as f64));
-    let (limit, _, _) = runtime.scheduler.cpu_buffer_limit();
+    let limit = runtime.scheduler.cpu_buffer_limit();
     gauges.push(("signer_cpu_buffer_limit", String::new(), limit as f64));
     gauges.push((
         "signer_keys_loaded",

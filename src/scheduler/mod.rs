@@ -632,11 +632,9 @@ impl Scheduler {
         &self.inner.stats
     }
 
-    /// Envelopes that may be opened ahead of the CPU workers now, with the measured device
-    /// operation and signature times it rests on.
-    pub fn cpu_buffer_limit(&self) -> (usize, Duration, Duration) {
-        let i = &self.inner;
-        (i.cpu_buffer_limit(), i.pace.device_op(), i.pace.sign())
+    /// Envelopes that may be opened ahead of the CPU workers now.
+    pub fn cpu_buffer_limit(&self) -> usize {
+        self.inner.cpu_buffer_limit()
     }
 
     /// Jobs waiting for a device, and opened envelopes waiting for a CPU.
@@ -789,13 +787,6 @@ impl Scheduler {
             return Err(JobError::Unavailable(format!(
                 "device {device_name} is disabled"
             )));
-        }
-        let now = Instant::now();
-        let max = now + inner.config.max_queue_time[job.class as usize];
-        let deadline = job.deadline.map_or(max, |d| d.min(max));
-        if deadline <= now {
-            inner.metrics.shed_expired[job.class as usize].fetch_add(1, Ordering::Relaxed);
-            return Err(JobError::Expired);
         }
         let mut st = inner.lock();
         if st.waiting >= inner.config.queue_capacity {
