@@ -127,7 +127,7 @@ pub struct SchedulerSettings {
     /// Refuse blocks, attestations and aggregates once the slot after theirs has begun
     /// (default true; needs the network's genesis time).
     pub slot_deadlines: Option<bool>,
-    /// Milliseconds an opened envelope may wait for a bulk signing thread before the express
+    /// Milliseconds an opened envelope may wait for a bulk signing thread before the rescue
     /// thread signs bulk work in its place (default 100; see the README's scheduling section).
     pub starved_after_ms: Option<u64>,
 }

@@ -94,7 +94,7 @@ pub struct Metrics {
     pub shed_overload: [AtomicU64; CLASSES],
     /// Jobs whose client went away before they ran (per class).
     pub cancelled: [AtomicU64; CLASSES],
-    /// Opened envelopes the express worker signed because the bulk workers (at the lowest OS
+    /// Opened envelopes the rescue worker signed because the bulk workers (at the lowest OS
     /// priority) were starved by other load on the host (per class).
     pub starved_rescued: [AtomicU64; CLASSES],
     /// Responses per HTTP status.
@@ -186,7 +186,7 @@ impl PrecomputeMetrics {
 }
 
 impl Metrics {
-    /// Bulk signatures the express worker made for starved bulk workers, all classes.
+    /// Bulk signatures the rescue worker made for starved bulk workers, all classes.
     pub fn starved_rescued_total(&self) -> u64 {
         self.starved_rescued
             .iter()

@@ -160,7 +160,7 @@ async fn cores_held_then_a_block(
         SchedulerConfig {
             fifo,
             cpu_workers: 2,
-            // The held attestations must stay queued: no rescue by the express worker.
+            // The held attestations must stay queued: no rescue by the rescue worker.
             starved_after: Duration::from_secs(3600),
             ..Default::default()
         },
@@ -202,7 +202,7 @@ async fn a_block_is_signed_even_while_every_bulk_cpu_worker_is_busy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_priorities_a_block_waits_for_a_busy_cpu_worker() {
-    // The FIFO baseline has no express worker: the contrast that makes the test above mean
+    // The FIFO baseline has no block threads: the contrast that makes the test above mean
     // something. The block is opened and then waits for a core like everything else.
     let (f, block, herd) = cores_held_then_a_block(true).await;
     let s = f.scheduler.clone();
@@ -216,7 +216,7 @@ async fn without_priorities_a_block_waits_for_a_busy_cpu_worker() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bulk_work_the_bulk_workers_never_take_is_signed_by_the_express_worker() {
+async fn bulk_work_the_bulk_workers_never_take_is_signed_by_the_rescue_worker() {
     // Held bulk workers stand for bulk workers starved by other load on the host.
     let f = fixture(
         4,
@@ -251,7 +251,7 @@ async fn bulk_work_the_bulk_workers_never_take_is_signed_by_the_express_worker()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attestations_are_signed_while_other_processes_take_every_core() {
     // The real thing: busy threads at normal priority on every core (twice over), against
-    // bulk workers at SCHED_IDLE. Without the express worker's rescue they get next to nothing
+    // bulk workers at SCHED_IDLE. Without the rescue worker they get next to nothing
     // and most attestations miss their deadline (measured: 40 took about 7 s).
     let f = fixture(4, 0, 2, SchedulerConfig::default());
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -543,4 +543,91 @@ async fn a_job_whose_client_went_away_frees_its_place_and_is_not_run() {
             .load(std::sync::atomic::Ordering::SeqCst),
         1
     );
+}
+
+/// The scheduling policy of this process's threads named `name` (from /proc: `SCHED_OTHER` 0,
+/// `SCHED_FIFO` 1, `SCHED_IDLE` 5).
+fn thread_policies(name: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let dir = task.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim_end() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
+        // Fields after the command name, which ends with the last ')': state is field 3, the
+        // policy field 41.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        out.push(rest.split(' ').nth(41 - 3).unwrap().parse().unwrap());
+    }
+    out
+}
+
+/// Whether this process may use real-time priorities: `CAP_SYS_NICE` (bit 23) or an
+/// `RLIMIT_RTPRIO` of at least 1.
+fn may_use_realtime() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let cap_eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+        .unwrap();
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+    let rtprio = limits
+        .lines()
+        .find(|l| l.starts_with("Max realtime priority"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    cap_eff & (1 << 23) != 0 || rtprio >= 1
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_block_thread_runs_at_real_time_priority_where_the_host_allows_it() {
+    let f = fixture(3, 0, 1, SchedulerConfig::default());
+    // A block goes through it (and the thread is up).
+    f.scheduler
+        .sign(job(&f.keys[0], Class::Block, 7))
+        .await
+        .unwrap();
+    let (block, sessions, bulk) = (
+        thread_policies("dev0-block"),
+        (0..3)
+            .flat_map(|w| thread_policies(&format!("dev0-{w}")))
+            .collect::<Vec<_>>(),
+        thread_policies("cpu-0"),
+    );
+    let expected = if may_use_realtime() { 1 } else { 0 };
+    assert_eq!(
+        block,
+        vec![expected],
+        "one block thread, SCHED_FIFO if allowed"
+    );
+    assert_eq!(
+        sessions,
+        vec![0, 0, 0],
+        "session threads at normal priority"
+    );
+    assert_eq!(bulk, vec![5], "bulk workers at SCHED_IDLE");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fifo_baseline_has_no_block_thread() {
+    let fifo = fixture(
+        3,
+        0,
+        1,
+        SchedulerConfig {
+            fifo: true,
+            ..Default::default()
+        },
+    );
+    fifo.scheduler
+        .sign(job(&fifo.keys[0], Class::Block, 8))
+        .await
+        .unwrap();
+    assert!(thread_policies("dev0-block").is_empty());
+    assert_eq!(thread_policies("cpu-0"), vec![0], "OS priorities off too");
 }

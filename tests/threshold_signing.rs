@@ -168,13 +168,18 @@ async fn a_corrupted_share_is_named_excluded_and_never_released() {
     let (record, sk) = corrupted_key(&devices, &[1]);
     let record = Arc::new(record);
     let (sched, metrics) = scheduler(devices);
-    for i in 0..5u8 {
+    for i in 0..6u8 {
         let root = [i; 32];
         let sig = sched
             .sign(SignJob {
                 key: record.clone(),
                 signing_root: root,
-                class: Class::Attestation,
+                // Blocks too: a device's block thread combines them, and asks again itself.
+                class: if i % 2 == 0 {
+                    Class::Attestation
+                } else {
+                    Class::Block
+                },
                 deadline: None,
             })
             .await

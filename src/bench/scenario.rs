@@ -88,7 +88,7 @@ pub struct VariantReport {
     pub throughput_per_sec: f64,
     /// Requests refused (should be 0: deadlines are disabled for the benchmark).
     pub refused: usize,
-    /// Bulk signatures the express worker made because the bulk workers were starved.
+    /// Bulk signatures the rescue worker made because the bulk workers were starved.
     pub rescued: u64,
     /// Block and attestation p99 of each round on its own, milliseconds: how far a variant
     /// differs from itself between bursts, the yardstick for a difference between variants.

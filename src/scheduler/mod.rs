@@ -4,11 +4,13 @@
 //! device, then signs on a CPU worker; both stages take the highest class first, oldest first.
 //!
 //! Rules: a block waits at most for one operation in flight per device, and for no signature
-//! at all: the device thread that opened a block's envelope signs it at once (one thread
-//! wake-up fewer on busy cores), and an express CPU worker, idle but for blocks, combines a
-//! threshold block's shares, while the bulk workers (which run at a lower OS priority) finish
-//! theirs (the express worker also stands in for bulk workers starved by other load on the host:
-//! see [`SchedulerConfig::starved_after`]). Background work never takes a device's last free
+//! at all: each device has a block thread besides its session threads, idle but for blocks and
+//! at real-time OS priority where the host allows it ([`raise_thread_priority`]); it opens a
+//! block's envelope in the next free session (a session thread never takes one a block waits
+//! for) and signs it, or combines a threshold block's shares, where it stands, while the bulk
+//! CPU workers (at the lowest OS priority) finish theirs. A rescue worker stands in for bulk
+//! workers starved by other load on the host (see [`SchedulerConfig::starved_after`]).
+//! Background work never takes a device's last free
 //! session; the queue is bounded and sheds the lowest class first; a job past its deadline is
 //! refused, never signed; a job whose client went away frees its place at once. Envelopes
 //! opened, or being opened, ahead of the CPU workers are bounded (blocks excepted), so a burst
@@ -58,9 +60,9 @@ pub struct SchedulerConfig {
     /// A threshold job whose shares are not all back after this long asks one more device.
     pub hedge_delay: Duration,
     /// An opened envelope that has waited this long for a bulk CPU worker is signed by the
-    /// express worker instead. Bulk workers run at `SCHED_IDLE`: on a host where other
+    /// rescue worker instead. Bulk workers run at `SCHED_IDLE`: on a host where other
     /// processes keep every core busy they would get almost nothing, and attestations would
-    /// miss their slot. The express worker runs at normal priority, so bulk work then goes on
+    /// miss their slot. The rescue worker runs at normal priority, so bulk work then goes on
     /// at one core's pace.
     pub starved_after: Duration,
 }
@@ -206,7 +208,7 @@ struct DevTask(Arc<Ctx>, usize);
 
 struct CpuTask {
     ctx: Arc<Ctx>,
-    /// When it joined the CPU queue (the express worker's starvation check).
+    /// When it joined the CPU queue (the rescue worker's starvation check).
     queued_at: Instant,
     /// (share index, opened secret): one for a whole key, t for a threshold key.
     secrets: Vec<(usize, Zeroizing<Vec<u8>>)>,
@@ -256,7 +258,7 @@ struct State {
     shutdown: bool,
     /// Bulk CPU workers take nothing while set (tests: "every core is busy" as a state).
     bulk_paused: bool,
-    /// While set and in the future, the express worker signs bulk work as soon as it is queued:
+    /// While set and in the future, the rescue worker signs bulk work as soon as it is queued:
     /// the bulk workers were found starved (see [`SchedulerConfig::starved_after`]).
     rescue_until: Option<Instant>,
 }
@@ -282,10 +284,12 @@ struct Inner {
     pace: Pace,
     state: Mutex<State>,
     dev_cv: Vec<Condvar>,
+    /// Wakes a device's block thread (priorities on): the one thread per device that takes
+    /// blocks, at real-time priority where the host allows it.
+    block_cv: Vec<Condvar>,
     cpu_cv: Condvar,
-    /// Wakes the express CPU worker, which signs blocks (and bulk work the bulk workers are
-    /// too starved to take).
-    express_cv: Condvar,
+    /// Wakes the rescue worker, which signs bulk work the bulk workers are too starved to take.
+    rescue_cv: Condvar,
     /// Mirrors `State::rescue_until` being set, for `notify_cpu` (which runs without the lock).
     rescuing: AtomicBool,
     metrics: Arc<Metrics>,
@@ -299,17 +303,12 @@ impl Inner {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A task was queued for a CPU: wake the express worker for a block (or, priorities off,
-    /// a bulk worker), a bulk worker for anything else (and the express worker too while it
+    /// A task was queued for a CPU: wake a bulk worker (and the rescue worker too while it
     /// stands in for starved bulk workers).
-    fn notify_cpu(&self, class: Class) {
-        if class == Class::Block && !self.config.fifo {
-            self.express_cv.notify_one();
-        } else {
-            self.cpu_cv.notify_one();
-            if self.rescuing.load(Ordering::Relaxed) {
-                self.express_cv.notify_one();
-            }
+    fn notify_cpu(&self) {
+        self.cpu_cv.notify_one();
+        if self.rescuing.load(Ordering::Relaxed) {
+            self.rescue_cv.notify_one();
         }
     }
 
@@ -349,11 +348,30 @@ impl Inner {
     /// ([`device_worker`]). Waking a thread on every device woke all but one for nothing, and
     /// each such wake-up preempted a bulk signing thread.
     fn wake_a_device(&self, st: &State) {
-        let best = (0..self.dev_list.len())
+        if let Some(cv) = self.device_to_wake(st) {
+            cv.notify_one();
+        }
+    }
+
+    /// What [`Inner::wake_a_device`] would wake, to be woken once the lock is released.
+    fn device_to_wake(&self, st: &State) -> Option<&Condvar> {
+        (0..self.dev_list.len())
             .filter_map(|d| self.runnable_on(st, d).map(|key| (key, d)))
-            .min();
-        if let Some((_, d)) = best {
-            self.dev_cv[d].notify_one();
+            .min()
+            .map(|(_, d)| self.device_cv(st, d))
+    }
+
+    /// Wake the thread of device `d` that would take the head of its queue.
+    fn notify_device(&self, st: &State, d: usize) {
+        self.device_cv(st, d).notify_one();
+    }
+
+    /// Where the thread that would take the head of device `d`'s queue waits: its block thread
+    /// for a block, else one of its session threads.
+    fn device_cv(&self, st: &State, d: usize) -> &Condvar {
+        match st.dev_q[d].head() {
+            Some((Class::Block, _)) if !self.config.fifo => &self.block_cv[d],
+            _ => &self.dev_cv[d],
         }
     }
 
@@ -426,7 +444,7 @@ impl Inner {
         let picks = self.pick_shares(st, ctx, job, need);
         for i in &picks {
             if let Some(d) = self.ask(st, ctx, job, *i) {
-                self.dev_cv[d].notify_one();
+                self.notify_device(st, d);
             }
         }
         if picks.len() < need && job.outstanding == 0 {
@@ -459,10 +477,11 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// The OS priority order of the signer's threads: device threads and the express (block) CPU
-/// worker at normal priority, since their work is short and a block waits on it; the async
-/// runtime (parsing, slashing checks, replies) at nice 5, since a herd of requests must not
-/// take the cores from a block's signature; bulk signing at `SCHED_IDLE`, on what is left.
+/// The OS priority order of the signer's threads: the devices' block threads at real-time
+/// priority where allowed ([`raise_thread_priority`]); session threads and the rescue worker at
+/// normal priority, since their work is short; the async runtime (parsing, slashing checks,
+/// replies) at nice 5, since a herd of requests must not take the cores from a block's
+/// signature; bulk signing at `SCHED_IDLE`, on what is left.
 const RUNTIME_NICE: i32 = 5;
 
 /// Lower the calling thread's priority to `nice` (raising it back would need privilege).
@@ -498,11 +517,11 @@ struct Workers {
 impl Drop for Workers {
     fn drop(&mut self) {
         self.inner.lock().shutdown = true;
-        for cv in &self.inner.dev_cv {
+        for cv in self.inner.dev_cv.iter().chain(&self.inner.block_cv) {
             cv.notify_all();
         }
         self.inner.cpu_cv.notify_all();
-        self.inner.express_cv.notify_all();
+        self.inner.rescue_cv.notify_all();
         let handles = std::mem::take(&mut *self.handles.lock().unwrap_or_else(|p| p.into_inner()));
         for h in handles {
             let _ = h.join();
@@ -552,8 +571,9 @@ impl Scheduler {
                 rescue_until: None,
             }),
             dev_cv: (0..n).map(|_| Condvar::new()).collect(),
+            block_cv: (0..n).map(|_| Condvar::new()).collect(),
             cpu_cv: Condvar::new(),
-            express_cv: Condvar::new(),
+            rescue_cv: Condvar::new(),
             rescuing: AtomicBool::new(false),
             stats: SchedulerStats {
                 peak_device_busy: (0..n).map(|_| AtomicUsize::new(0)).collect(),
@@ -572,7 +592,18 @@ impl Scheduler {
                 handles.extend(
                     std::thread::Builder::new()
                         .name(name)
-                        .spawn(move || device_worker(inner, d)),
+                        .spawn(move || device_worker(inner, d, false)),
+                );
+            }
+            if !inner.config.fifo {
+                let inner = inner.clone();
+                handles.extend(
+                    std::thread::Builder::new()
+                        .name(format!("dev{d}-block"))
+                        .spawn(move || {
+                            raise_thread_priority();
+                            device_worker(inner, d, true)
+                        }),
                 );
             }
         }
@@ -594,7 +625,7 @@ impl Scheduler {
             let inner = inner.clone();
             handles.extend(
                 std::thread::Builder::new()
-                    .name("cpu-express".into())
+                    .name("cpu-rescue".into())
                     .spawn(move || cpu_worker(inner, true)),
             );
         }
@@ -702,7 +733,7 @@ impl Scheduler {
         if let Some(i) = inner.pick_shares(&st, ctx, &job, 1).first().copied() {
             if let Some(d) = inner.ask(&mut st, ctx, &mut job, i) {
                 inner.metrics.hedges.fetch_add(1, Ordering::Relaxed);
-                inner.dev_cv[d].notify_one();
+                inner.notify_device(&st, d);
             }
         }
     }
@@ -758,10 +789,10 @@ impl Scheduler {
             devices.extend(inner.ask(&mut st, &ctx, &mut tj, i));
         }
         drop(tj);
-        drop(st);
         for d in devices {
-            inner.dev_cv[d].notify_one();
+            inner.notify_device(&st, d);
         }
+        drop(st);
         Ok(ctx)
     }
 
@@ -815,7 +846,7 @@ impl Scheduler {
         // that frees the place wakes one). Without this, each request of a herd woke a thread
         // for nothing.
         if inner.runnable_on(&st, device).is_some() {
-            inner.dev_cv[device].notify_one();
+            inner.notify_device(&st, device);
         }
         drop(st);
         Ok(ctx)
@@ -863,9 +894,15 @@ impl Drop for CancelOnDrop<'_> {
     }
 }
 
-fn device_worker(inner: Arc<Inner>, d: usize) {
+fn device_worker(inner: Arc<Inner>, d: usize, blocks: bool) {
     let device = inner.dev_list[d].clone();
     let cap = inner.caps[d];
+    let fifo = inner.config.fifo;
+    let cv = if blocks {
+        &inner.block_cv[d]
+    } else {
+        &inner.dev_cv[d]
+    };
     loop {
         let (ctx, share_index) = {
             let mut st = inner.lock();
@@ -873,14 +910,23 @@ fn device_worker(inner: Arc<Inner>, d: usize) {
                 if st.shutdown {
                     return;
                 }
-                // This worker is idle, so at least one session is free; background may run
-                // only if another one stays free.
-                let free = cap - st.dev_busy[d];
+                // Background may run only if another session stays free.
+                let free = cap.saturating_sub(st.dev_busy[d]);
                 let allow_background = free >= 2;
-                let next = if inner.cpu_room(&st) {
-                    st.dev_q[d].pop(Instant::now(), allow_background)
+                let now = Instant::now();
+                let next = if free == 0 {
+                    Next::Idle
+                } else if blocks {
+                    pop_blocks_only(&mut st.dev_q[d], now)
+                } else if !fifo && matches!(st.dev_q[d].head(), Some((Class::Block, _))) {
+                    // A block waits: the session is its block thread's.
+                    Next::Idle
+                } else if inner.cpu_room(&st) {
+                    st.dev_q[d].pop(now, allow_background)
+                } else if fifo {
+                    pop_blocks_only(&mut st.dev_q[d], now)
                 } else {
-                    pop_blocks_only(&mut st.dev_q[d], Instant::now())
+                    Next::Idle
                 };
                 match next {
                     Next::Run(DevTask(ctx, share)) => {
@@ -918,7 +964,7 @@ fn device_worker(inner: Arc<Inner>, d: usize) {
                         inner.metrics.cancelled[ctx.class as usize].fetch_add(1, Ordering::Relaxed);
                     }
                     Next::Idle => {
-                        st = inner.dev_cv[d].wait(st).unwrap_or_else(|p| p.into_inner());
+                        st = cv.wait(st).unwrap_or_else(|p| p.into_inner());
                     }
                 }
             }
@@ -938,16 +984,20 @@ fn device_worker(inner: Arc<Inner>, d: usize) {
         if ctx.class == Class::Background {
             st.dev_busy_background[d] -= 1;
         }
+        // A block waiting for this session: its block thread takes it.
+        if !fifo && !blocks && matches!(st.dev_q[d].head(), Some((Class::Block, _))) {
+            inner.block_cv[d].notify_one();
+        }
         if ctx.class != Class::Block {
             st.opening -= 1;
         }
         match (&ctx.threshold, opened) {
-            // A block is signed by the thread that opened it: handing it to the express CPU
+            // A block is signed by the (block) thread that opened it: handing it to a CPU
             // worker would add a thread wake-up, which on busy cores can cost a time slice.
             (None, Ok(secret)) if ctx.class == Class::Block && !inner.config.fifo => {
                 // This session is free while the block is signed: another thread may use it.
                 if inner.runnable_on(&st, d).is_some() {
-                    inner.dev_cv[d].notify_one();
+                    inner.notify_device(&st, d);
                 }
                 drop(st);
                 sign_whole(&inner, &ctx, &secret);
@@ -956,14 +1006,13 @@ fn device_worker(inner: Arc<Inner>, d: usize) {
                 if ctx.class != Class::Block {
                     st.cpu_buffered += 1;
                 }
-                let class = ctx.class;
                 st.cpu_q.push(CpuTask {
                     secrets: vec![(share_index, secret)],
                     ctx,
                     queued_at: Instant::now(),
                 });
                 drop(st);
-                inner.notify_cpu(class);
+                inner.notify_cpu();
             }
             (None, Err(e)) => {
                 // A place ahead of the CPU freed with no envelope to fill it.
@@ -987,17 +1036,25 @@ fn device_worker(inner: Arc<Inner>, d: usize) {
                         job.collected.push((share_index, secret));
                         if job.collected.len() == job.key.threshold {
                             job.combining = true;
-                            let secrets = std::mem::take(&mut job.collected);
+                            let task = CpuTask {
+                                ctx: ctx.clone(),
+                                secrets: std::mem::take(&mut job.collected),
+                                queued_at: Instant::now(),
+                            };
                             drop(job);
+                            if ctx.class == Class::Block && !fifo {
+                                // As a whole key's block: combined where it stands.
+                                drop(st);
+                                if still_wanted(&inner, &ctx) {
+                                    combine_threshold(&inner, task);
+                                }
+                                continue;
+                            }
                             if ctx.class != Class::Block {
                                 st.cpu_buffered += 1;
                             }
-                            st.cpu_q.push(CpuTask {
-                                ctx: ctx.clone(),
-                                secrets,
-                                queued_at: Instant::now(),
-                            });
-                            inner.notify_cpu(ctx.class);
+                            st.cpu_q.push(task);
+                            inner.notify_cpu();
                         }
                     }
                     // A hedged extra that came back after t others: not needed, wiped on drop.
@@ -1074,7 +1131,8 @@ impl Pace {
 }
 
 /// Take the next job only if it is a block (expired and cancelled jobs are cleared as usual).
-/// Used while opened envelopes are backed up waiting for a CPU, and by the express CPU worker.
+/// Used by the devices' block threads (and, priorities off, while opened envelopes are backed
+/// up waiting for a CPU).
 fn pop_blocks_only<T: Queued>(q: &mut ClassQueues<T>, now: Instant) -> Next<T> {
     match q.pop(now, false) {
         Next::Run(t) if t.class() != Class::Block => {
@@ -1085,24 +1143,41 @@ fn pop_blocks_only<T: Queued>(q: &mut ClassQueues<T>, now: Instant) -> Next<T> {
     }
 }
 
-/// Bulk signing threads yield the OS's cores to everything short and urgent: the express
-/// worker, device threads and the HTTP runtime. A lower nice value is not enough: Linux's EEVDF
+/// Bulk signing threads yield the OS's cores to everything short and urgent: device threads,
+/// the rescue worker and the HTTP runtime. A lower nice value is not enough: Linux's EEVDF
 /// lets a running thread finish its slice (about 3 ms) before a woken one of any nice value
 /// runs, which held a block's signature for that long. A `SCHED_IDLE` thread is preempted at
 /// once, and a thread may move itself there without privilege. Elsewhere, or if refused: nice
 /// 10. The cost: on a host shared with CPU-hungry processes, bulk signing gets only what they
-/// leave; the express worker then takes over what waits too long
+/// leave; the rescue worker then takes over what waits too long
 /// ([`SchedulerConfig::starved_after`]).
 fn lower_thread_priority() {
-    if let Err(e) = idle_policy::set_current_thread_idle() {
+    if let Err(e) = os_policy::set_current_thread_idle() {
         tracing::debug!(error = %e, "SCHED_IDLE refused; lowering the nice value instead");
         set_own_nice(10);
     }
 }
 
-/// The one call the safe system crates lack: `sched_setscheduler(0, SCHED_IDLE)`.
+/// A device's block thread runs at `SCHED_FIFO` priority 1, the lowest real-time one, where
+/// the host allows it (`CAP_SYS_NICE`, or `LimitRTPRIO=1` in a systemd unit): it then takes a
+/// core the moment a block arrives, and keeps it while it opens and signs. At normal priority
+/// it may first wait for a running thread's time slice, and be preempted mid-signature; with
+/// two cores under a herd that was a block's worst delay (p99 ÷ idle 1.9–2.7 in `bench
+/// scenario`, against 1.6–1.9 at real-time). It sleeps on a condition variable between blocks,
+/// so it cannot hold a core, and the kernel keeps 5 % of every core for normal threads anyway.
+/// Refused, it stays at normal priority (said once in the log).
+fn raise_thread_priority() {
+    static TOLD: std::sync::Once = std::sync::Once::new();
+    if let Err(e) = os_policy::set_current_thread_realtime() {
+        TOLD.call_once(|| {
+            tracing::info!(error = %e, "blocks are signed at normal OS priority: real-time priority needs CAP_SYS_NICE or an RLIMIT_RTPRIO of 1 (systemd: LimitRTPRIO=1)");
+        });
+    }
+}
+
+/// The calls the safe system crates lack: `sched_setscheduler` on the calling thread.
 #[allow(unsafe_code)]
-mod idle_policy {
+mod os_policy {
     /// Move the calling thread to `SCHED_IDLE`.
     #[cfg(target_os = "linux")]
     pub(super) fn set_current_thread_idle() -> std::io::Result<()> {
@@ -1117,6 +1192,25 @@ mod idle_policy {
         }
     }
 
+    /// Move the calling thread to `SCHED_FIFO`, priority 1.
+    #[cfg(target_os = "linux")]
+    pub(super) fn set_current_thread_realtime() -> std::io::Result<()> {
+        let param = libc::sched_param { sched_priority: 1 };
+        // SAFETY: as above.
+        let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+
+    /// Not available here.
+    #[cfg(not(target_os = "linux"))]
+    pub(super) fn set_current_thread_realtime() -> std::io::Result<()> {
+        Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+    }
+
     /// Not available here.
     #[cfg(not(target_os = "linux"))]
     pub(super) fn set_current_thread_idle() -> std::io::Result<()> {
@@ -1124,29 +1218,26 @@ mod idle_policy {
     }
 }
 
-/// One CPU worker. A bulk worker takes the highest class first; the express worker (one per
-/// scheduler, idle but for blocks) takes blocks only (threshold blocks; a whole key's block is
-/// signed on its device thread), so a block never waits for a bulk signature in flight on every
-/// core. Priorities off (the FIFO baseline), every job comes here.
-fn cpu_worker(inner: Arc<Inner>, express: bool) {
-    let cv = if express {
-        &inner.express_cv
+/// One CPU worker. A bulk worker takes the highest class first (blocks never come here with
+/// priorities on: their device's block thread signs them); the rescue worker (one per
+/// scheduler, at normal priority) takes bulk work only when the bulk workers are starved.
+/// Priorities off (the FIFO baseline), every job comes here.
+fn cpu_worker(inner: Arc<Inner>, rescue: bool) {
+    let cv = if rescue {
+        &inner.rescue_cv
     } else {
         &inner.cpu_cv
     };
     loop {
-        let task = {
+        let (task, wake) = {
             let mut st = inner.lock();
             loop {
                 if st.shutdown {
                     return;
                 }
                 let now = Instant::now();
-                let next = if express {
-                    match pop_blocks_only(&mut st.cpu_q, now) {
-                        Next::Idle => rescue_starved(&inner, &mut st, now),
-                        other => other,
-                    }
+                let next = if rescue {
+                    rescue_starved(&inner, &mut st, now)
                 } else if st.bulk_paused {
                     Next::Idle
                 } else {
@@ -1154,10 +1245,10 @@ fn cpu_worker(inner: Arc<Inner>, express: bool) {
                     st.cpu_q.pop_except_blocks(now, true)
                 };
                 let task = match next {
-                    // Rescuing, the express worker is woken for bulk work until `rescue_until`;
+                    // Rescuing, the rescue worker is woken for bulk work until `rescue_until`;
                     // otherwise nobody wakes it for bulk work, so it looks again in time to
                     // find a bulk task starved (a few wake-ups a second, idle or not).
-                    Next::Idle if express => {
+                    Next::Idle if rescue => {
                         let wait = st.rescue_until.map_or(inner.config.starved_after / 2, |t| {
                             t.saturating_duration_since(now)
                         });
@@ -1173,16 +1264,28 @@ fn cpu_worker(inner: Arc<Inner>, express: bool) {
                     }
                     Next::Run(t) | Next::Expired(t) | Next::Cancelled(t) => t,
                 };
-                if task.ctx.class != Class::Block {
+                // The place freed in the CPU buffer goes to a device thread, woken once the lock
+                // is released: a thread woken under it would preempt this one (a bulk worker,
+                // at the lowest OS priority) while it holds the lock, and every other thread,
+                // a block's included, would wait until the OS let this one run again.
+                let wake = if task.ctx.class != Class::Block {
                     st.cpu_buffered -= 1;
-                    inner.wake_a_device(&st);
-                }
+                    inner.device_to_wake(&st)
+                } else {
+                    None
+                };
                 // Re-classify outside the match so the counters above stay in one place.
                 if still_wanted(&inner, &task.ctx) {
-                    break task;
+                    break (task, wake);
+                }
+                if let Some(cv) = wake {
+                    cv.notify_one();
                 }
             }
         };
+        if let Some(cv) = wake {
+            cv.notify_one();
+        }
         if task.ctx.threshold.is_some() {
             combine_threshold(&inner, task);
             continue;
@@ -1200,9 +1303,9 @@ fn cpu_worker(inner: Arc<Inner>, express: bool) {
     }
 }
 
-/// For the express worker, with no block to sign: the next bulk task if the bulk workers are
-/// starved. They are once a task has waited `starved_after` for them (when they run, they take
-/// work within microseconds); the express worker then takes every bulk task as it comes for
+/// For the rescue worker: the next bulk task if the bulk workers are starved. They are once a
+/// task has waited `starved_after` for them (when they run, they take work within
+/// microseconds); the rescue worker then takes every bulk task as it comes for
 /// ten times that long, and longer while it keeps finding tasks that old.
 fn rescue_starved(inner: &Inner, st: &mut State, now: Instant) -> Next<CpuTask> {
     if st.rescue_until.is_some_and(|t| t <= now) {

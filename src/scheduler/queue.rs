@@ -141,8 +141,8 @@ impl<T: Queued> ClassQueues<T> {
         self.pop_from(0, now, allow_background)
     }
 
-    /// As [`ClassQueues::pop`], but blocks stay queued for the express worker (with priorities
-    /// on; the FIFO baseline has one queue and no express worker).
+    /// As [`ClassQueues::pop`], but blocks stay queued for their device's block thread (with
+    /// priorities on; the FIFO baseline has one queue and no block threads).
     pub fn pop_except_blocks(&mut self, now: Instant, allow_background: bool) -> Next<T> {
         let first = if self.fifo {
             0
