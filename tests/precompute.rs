@@ -934,6 +934,13 @@ fn bench_scenario_precompute_row_serves_every_selection_proof_from_the_cache() {
         // Latencies are reported beside the precompute-off row of the same run, not asserted:
         // they depend on the machine's load.
         assert!(on["block"]["p99_ms"].as_f64().unwrap() > 0.0);
+        // … and compared with it, with the bootstrap's upper bound deciding "no worse".
+        for what in ["precompute_block_p99", "precompute_attestation_p99"] {
+            let c = &setup[what];
+            let upper = c["upper95"].as_f64().unwrap();
+            assert!(c["ratio"].as_f64().unwrap() > 0.0, "{setup}");
+            assert_eq!(c["no_worse"].as_bool().unwrap(), upper <= 1.10, "{setup}");
+        }
         assert!(
             setup["ours"]["selection_proof_hit_rate"].is_null(),
             "{setup}"
