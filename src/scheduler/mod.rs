@@ -1163,7 +1163,7 @@ fn lower_thread_priority() {
 /// core the moment a block arrives, and keeps it while it opens and signs. At normal priority
 /// it may first wait for a running thread's time slice, and be preempted mid-signature; with
 /// two cores under a herd that was a block's worst delay (p99 ÷ idle 1.9–2.7 in `bench
-/// scenario`, against 1.6–1.9 at real-time). It sleeps on a condition variable between blocks,
+/// scenario`, against 1.4–2.0 at real-time). It sleeps on a condition variable between blocks,
 /// so it cannot hold a core, and the kernel keeps 5 % of every core for normal threads anyway.
 /// Refused, it stays at normal priority (said once in the log).
 fn raise_thread_priority() {
