@@ -248,11 +248,72 @@ async fn bulk_work_the_bulk_workers_never_take_is_signed_by_the_rescue_worker() 
     assert_eq!(f.scheduler.queued(), (0, 0));
 }
 
+/// Busy loops in other processes, killed when dropped.
+struct Hogs(Vec<std::process::Child>);
+
+impl Hogs {
+    fn start(n: usize) -> Hogs {
+        Hogs(
+            (0..n)
+                .map(|_| {
+                    std::process::Command::new("sh")
+                        .args(["-c", "while :; do :; done"])
+                        .spawn()
+                        .unwrap()
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for Hogs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// 40 attestations (with `deadline`, if any); how many were signed.
+async fn forty_attestations(f: &Fixture, deadline: Option<Instant>) -> usize {
+    let mut tasks = Vec::new();
+    for i in 0..40u8 {
+        let (s, k) = (f.scheduler.clone(), f.keys[usize::from(i) % 2].clone());
+        let job = SignJob {
+            deadline,
+            ..job(&k, Class::Attestation, i)
+        };
+        tasks.push(tokio::spawn(async move { s.sign(job).await }));
+    }
+    let mut signed = 0;
+    for t in tasks {
+        if t.await.unwrap().is_ok() {
+            signed += 1;
+        }
+    }
+    signed
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attestations_are_signed_while_other_processes_take_every_core() {
-    // The real thing: busy threads at normal priority on every core (twice over), against
+    // The real thing: busy processes at normal priority on every core (twice over), against
     // bulk workers at SCHED_IDLE. Without the rescue worker they get next to nothing
     // and most attestations miss their deadline (measured: 40 took about 7 s).
+    let f = fixture(4, 0, 2, SchedulerConfig::default());
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let hogs = Hogs::start(2 * cores);
+    // One slot's worth of patience (the spec wants an attestation a third of a slot in).
+    let signed = forty_attestations(&f, Some(Instant::now() + Duration::from_secs(3))).await;
+    drop(hogs);
+    assert_eq!(signed, 40, "attestations expired while the host was busy");
+    assert!(f.scheduler.metrics().starved_rescued_total() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_workers_starved_by_the_signers_own_threads_are_not_rescued() {
+    // The same starvation, but by threads of this process (as a herd's intake on the runtime
+    // starves them): it ends by itself, and a rescue would only add to the contention.
     let f = fixture(4, 0, 2, SchedulerConfig::default());
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -267,28 +328,25 @@ async fn attestations_are_signed_while_other_processes_take_every_core() {
             })
         })
         .collect();
-    // One slot's worth of patience (the spec wants an attestation a third of a slot in).
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let mut tasks = Vec::new();
-    for i in 0..40u8 {
-        let (s, k) = (f.scheduler.clone(), f.keys[usize::from(i) % 2].clone());
-        let job = SignJob {
-            deadline: Some(deadline),
-            ..job(&k, Class::Attestation, i)
-        };
-        tasks.push(tokio::spawn(async move { s.sign(job).await }));
-    }
-    let mut signed = 0;
-    for t in tasks {
-        if t.await.unwrap().is_ok() {
-            signed += 1;
-        }
-    }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let pending = {
+        let f = &f;
+        async move { forty_attestations(f, None).await }
+    };
+    let (signed, rescued_while_starved) = tokio::join!(pending, async {
+        // Six times `starved_after`: the rescue would have started by now.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let rescued = f.scheduler.metrics().starved_rescued_total();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        rescued
+    });
     for h in hogs {
         h.join().unwrap();
     }
-    assert_eq!(signed, 40, "attestations expired while the host was busy");
+    assert_eq!(
+        rescued_while_starved, 0,
+        "rescued while the signer itself was busy"
+    );
+    assert_eq!(signed, 40, "signed once the signer's own work was done");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -592,25 +650,23 @@ async fn the_block_thread_runs_at_real_time_priority_where_the_host_allows_it() 
         .sign(job(&f.keys[0], Class::Block, 7))
         .await
         .unwrap();
-    let (block, sessions, bulk) = (
-        thread_policies("dev0-block"),
+    // A thread names itself, then sets its policy, once it runs: wait for both.
+    let expected = if may_use_realtime() { 1 } else { 0 };
+    until(|| thread_policies("dev0-block") == vec![expected]).await;
+    let sessions = || {
         (0..3)
             .flat_map(|w| thread_policies(&format!("dev0-{w}")))
-            .collect::<Vec<_>>(),
-        thread_policies("cpu-0"),
-    );
-    let expected = if may_use_realtime() { 1 } else { 0 };
+            .collect::<Vec<_>>()
+    };
+    until(|| sessions().len() == 3).await;
     assert_eq!(
-        block,
-        vec![expected],
-        "one block thread, SCHED_FIFO if allowed"
-    );
-    assert_eq!(
-        sessions,
+        sessions(),
         vec![0, 0, 0],
         "session threads at normal priority"
     );
-    assert_eq!(bulk, vec![5], "bulk workers at SCHED_IDLE");
+    until(|| thread_policies("cpu-0") == vec![5]).await;
+    // And they stay so: one block thread, SCHED_FIFO if allowed.
+    assert_eq!(thread_policies("dev0-block"), vec![expected]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -628,6 +684,7 @@ async fn the_fifo_baseline_has_no_block_thread() {
         .sign(job(&fifo.keys[0], Class::Block, 8))
         .await
         .unwrap();
+    until(|| thread_policies("cpu-0").len() == 1).await;
     assert!(thread_policies("dev0-block").is_empty());
     assert_eq!(thread_policies("cpu-0"), vec![0], "OS priorities off too");
 }
