@@ -311,45 +311,6 @@ async fn attestations_are_signed_while_other_processes_take_every_core() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bulk_workers_starved_by_the_signers_own_threads_are_not_rescued() {
-    // The same starvation, but by threads of this process (as a herd's intake on the runtime
-    // starves them): it ends by itself, and a rescue would only add to the contention.
-    let f = fixture(4, 0, 2, SchedulerConfig::default());
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let hogs: Vec<_> = (0..2 * cores)
-        .map(|_| {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let mut x = 0u64;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
-                }
-            })
-        })
-        .collect();
-    let pending = {
-        let f = &f;
-        async move { forty_attestations(f, None).await }
-    };
-    let (signed, rescued_while_starved) = tokio::join!(pending, async {
-        // Six times `starved_after`: the rescue would have started by now.
-        tokio::time::sleep(Duration::from_millis(600)).await;
-        let rescued = f.scheduler.metrics().starved_rescued_total();
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        rescued
-    });
-    for h in hogs {
-        h.join().unwrap();
-    }
-    assert_eq!(
-        rescued_while_starved, 0,
-        "rescued while the signer itself was busy"
-    );
-    assert_eq!(signed, 40, "signed once the signer's own work was done");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn background_work_never_holds_the_last_session() {
     let f = fixture(3, 10, 1, SchedulerConfig::default());
     let mut tasks = Vec::new();

@@ -1223,7 +1223,6 @@ mod os_policy {
 /// scheduler, at normal priority) takes bulk work only when the bulk workers are starved.
 /// Priorities off (the FIFO baseline), every job comes here.
 fn cpu_worker(inner: Arc<Inner>, rescue: bool) {
-    let mut own = OwnLoad::new();
     let cv = if rescue {
         &inner.rescue_cv
     } else {
@@ -1238,7 +1237,7 @@ fn cpu_worker(inner: Arc<Inner>, rescue: bool) {
                 }
                 let now = Instant::now();
                 let next = if rescue {
-                    rescue_starved(&inner, &mut st, now, &mut own)
+                    rescue_starved(&inner, &mut st, now)
                 } else if st.bulk_paused {
                     Next::Idle
                 } else {
@@ -1304,72 +1303,18 @@ fn cpu_worker(inner: Arc<Inner>, rescue: bool) {
     }
 }
 
-/// How busy this process keeps the cores: its CPU time against the wall clock, over windows of
-/// at least 50 ms (the rescue worker looks every 50 ms when idle).
-struct OwnLoad {
-    cores: usize,
-    at: Instant,
-    cpu: Duration,
-    /// Share of all cores used over the last window (1.0: every core, all the time).
-    share: f64,
-}
-
-impl OwnLoad {
-    fn new() -> OwnLoad {
-        OwnLoad {
-            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            at: Instant::now(),
-            cpu: process_cpu_time(),
-            share: 0.0,
-        }
-    }
-
-    /// The share over the last full window.
-    fn share(&mut self) -> f64 {
-        let now = Instant::now();
-        let wall = now.duration_since(self.at);
-        if wall >= Duration::from_millis(50) {
-            let cpu = process_cpu_time();
-            self.share = cpu.saturating_sub(self.cpu).as_secs_f64()
-                / (wall.as_secs_f64() * self.cores as f64);
-            (self.at, self.cpu) = (now, cpu);
-        }
-        self.share
-    }
-}
-
-/// CPU time used by every thread of this process.
-fn process_cpu_time() -> Duration {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
-    Duration::new(
-        u64::try_from(t.tv_sec).unwrap_or(0),
-        u32::try_from(t.tv_nsec).unwrap_or(0),
-    )
-}
-
-/// Bulk workers starved while this process itself keeps this share of the cores busy are
-/// starved by the signer's own urgent work (a herd's intake on the runtime, device threads),
-/// which ends by itself; a rescue would only add a normal-priority thread to the contention.
-/// (Measured so starved: 0.90-1.02 per 50 ms; starved by other processes, far less.)
-const SELF_BUSY: f64 = 0.75;
-
-/// For the rescue worker: the next bulk task if the bulk workers are starved by other load on
-/// the host. They are once a task has waited `starved_after` for them (when they run, they take
-/// work within microseconds) while the signer itself leaves cores to others (below
-/// [`SELF_BUSY`]); the rescue worker then takes every bulk task as it comes for ten times that
-/// long, and longer while it keeps finding tasks that old. In `bench scenario`, rescues started
-/// by the herd's own intake made the variant they hit slower for blocks, most runs.
-fn rescue_starved(inner: &Inner, st: &mut State, now: Instant, own: &mut OwnLoad) -> Next<CpuTask> {
+/// For the rescue worker: the next bulk task if the bulk workers are starved. They are once a
+/// task has waited `starved_after` for them (when they run, they take work within
+/// microseconds); the rescue worker then takes every bulk task as it comes for
+/// ten times that long, and longer while it keeps finding tasks that old.
+fn rescue_starved(inner: &Inner, st: &mut State, now: Instant) -> Next<CpuTask> {
     if st.rescue_until.is_some_and(|t| t <= now) {
         st.rescue_until = None;
         inner.rescuing.store(false, Ordering::Relaxed);
     }
-    // Sampled at every look, so that the window is the last 50-100 ms.
-    let self_busy = own.share() >= SELF_BUSY;
     match st.cpu_q.pop_except_blocks(now, true) {
         Next::Run(t) => {
-            let starved = now.duration_since(t.queued_at) >= inner.config.starved_after
-                && (st.rescue_until.is_some() || !self_busy);
+            let starved = now.duration_since(t.queued_at) >= inner.config.starved_after;
             if !starved && st.rescue_until.is_none() {
                 st.cpu_q.push_front(t);
                 return Next::Idle;
