@@ -1181,23 +1181,23 @@ mod os_policy {
     /// Move the calling thread to `SCHED_IDLE`.
     #[cfg(target_os = "linux")]
     pub(super) fn set_current_thread_idle() -> std::io::Result<()> {
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: pid 0 is the calling thread; `param` is a valid, initialised sched_param that
-        // outlives the call, which only reads it.
-        let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error())
-        }
+        set_current_thread(libc::SCHED_IDLE, 0)
     }
 
     /// Move the calling thread to `SCHED_FIFO`, priority 1.
     #[cfg(target_os = "linux")]
     pub(super) fn set_current_thread_realtime() -> std::io::Result<()> {
-        let param = libc::sched_param { sched_priority: 1 };
-        // SAFETY: as above.
-        let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+        set_current_thread(libc::SCHED_FIFO, 1)
+    }
+
+    #[cfg(target_os = "linux")]
+    fn set_current_thread(policy: libc::c_int, priority: libc::c_int) -> std::io::Result<()> {
+        let param = libc::sched_param {
+            sched_priority: priority,
+        };
+        // SAFETY: pid 0 is the calling thread; `param` is a valid, initialised sched_param that
+        // outlives the call, which only reads it.
+        let rc = unsafe { libc::sched_setscheduler(0, policy, &param) };
         if rc == 0 {
             Ok(())
         } else {
@@ -1207,13 +1207,13 @@ mod os_policy {
 
     /// Not available here.
     #[cfg(not(target_os = "linux"))]
-    pub(super) fn set_current_thread_realtime() -> std::io::Result<()> {
+    pub(super) fn set_current_thread_idle() -> std::io::Result<()> {
         Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
     }
 
     /// Not available here.
     #[cfg(not(target_os = "linux"))]
-    pub(super) fn set_current_thread_idle() -> std::io::Result<()> {
+    pub(super) fn set_current_thread_realtime() -> std::io::Result<()> {
         Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
     }
 }
