@@ -58,8 +58,7 @@ impl Latency {
             if samples.is_empty() {
                 return 0.0;
             }
-            let i = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
-            samples[i]
+            samples[quantile_index(samples.len(), q)]
         };
         Latency {
             p50_ms: pick(0.50),
@@ -148,12 +147,17 @@ pub struct NoWorse {
     pub no_worse: bool,
 }
 
+/// Where the `q` quantile of `len` sorted samples (`len` ≥ 1) stands.
+fn quantile_index(len: usize, q: f64) -> usize {
+    ((len as f64 * q).ceil() as usize).clamp(1, len) - 1
+}
+
 /// The p99 as [`Latency::of_ms`] picks it, without sorting everything.
 fn p99_of(v: &mut [f64]) -> f64 {
     if v.is_empty() {
         return 0.0;
     }
-    let i = ((v.len() as f64 * 0.99).ceil() as usize).clamp(1, v.len()) - 1;
+    let i = quantile_index(v.len(), 0.99);
     *v.select_nth_unstable_by(i, f64::total_cmp).1
 }
 
@@ -762,8 +766,8 @@ impl ScenarioReport {
 mod tests {
     use super::*;
 
-    /// Latencies with a tail: 1.0 ms mostly, up to `1 + tail` ms for the slowest few.
-    fn burst(n: usize, scale: f64, salt: usize) -> Vec<f64> {
+    /// `n` latencies with a tail: `scale` ms mostly, up to twice that for the slowest few.
+    fn tailed(n: usize, scale: f64, salt: usize) -> Vec<f64> {
         (0..n)
             .map(|i| {
                 let x = ((i * 7919 + salt * 104_729) % n) as f64 / n as f64;
@@ -774,12 +778,12 @@ mod tests {
 
     #[test]
     fn the_same_distribution_is_no_worse_and_a_slower_one_is_not() {
-        let r: Vec<Vec<f64>> = (0..3).map(|k| burst(100, 1.0, k)).collect();
+        let r: Vec<Vec<f64>> = (0..3).map(|k| tailed(100, 1.0, k)).collect();
         let reference: Vec<&[f64]> = r.iter().map(Vec::as_slice).collect();
         let same = no_worse(&reference, &reference);
         assert_eq!(same.ratio, 1.0);
         assert!(same.upper95 >= 1.0 && same.no_worse, "{same:?}");
-        let s: Vec<Vec<f64>> = (0..3).map(|k| burst(100, 1.3, k + 5)).collect();
+        let s: Vec<Vec<f64>> = (0..3).map(|k| tailed(100, 1.3, k + 5)).collect();
         let slower: Vec<&[f64]> = s.iter().map(Vec::as_slice).collect();
         let worse = no_worse(&reference, &slower);
         assert!(worse.ratio > 1.2 && !worse.no_worse, "{worse:?}");
