@@ -160,7 +160,7 @@ async fn cores_held_then_a_block(
         SchedulerConfig {
             fifo,
             cpu_workers: 2,
-            // The held attestations must stay queued: no rescue by the rescue worker.
+            // The held attestations must stay queued: no rescue.
             starved_after: Duration::from_secs(3600),
             ..Default::default()
         },
@@ -275,13 +275,13 @@ impl Drop for Hogs {
     }
 }
 
-/// 40 attestations (with `deadline`, if any); how many were signed.
-async fn forty_attestations(f: &Fixture, deadline: Option<Instant>) -> usize {
+/// 40 attestations due by `deadline`; how many were signed.
+async fn forty_attestations(f: &Fixture, deadline: Instant) -> usize {
     let mut tasks = Vec::new();
     for i in 0..40u8 {
         let (s, k) = (f.scheduler.clone(), f.keys[usize::from(i) % 2].clone());
         let job = SignJob {
-            deadline,
+            deadline: Some(deadline),
             ..job(&k, Class::Attestation, i)
         };
         tasks.push(tokio::spawn(async move { s.sign(job).await }));
@@ -304,7 +304,7 @@ async fn attestations_are_signed_while_other_processes_take_every_core() {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let hogs = Hogs::start(2 * cores);
     // One slot's worth of patience (the spec wants an attestation a third of a slot in).
-    let signed = forty_attestations(&f, Some(Instant::now() + Duration::from_secs(3))).await;
+    let signed = forty_attestations(&f, Instant::now() + Duration::from_secs(3)).await;
     drop(hogs);
     assert_eq!(signed, 40, "attestations expired while the host was busy");
     assert!(f.scheduler.metrics().starved_rescued_total() > 0);
