@@ -284,7 +284,9 @@ enum BenchCmd {
         #[arg(long, default_value_t = 30)]
         block_interval_ms: u64,
         /// Bursts per variant, taken in turn and pooled (percentiles over all their samples).
-        #[arg(long, default_value_t = 3)]
+        /// Even, so that with `--precompute` each of ours and ours + precompute follows FIFO's
+        /// burst equally often.
+        #[arg(long, default_value_t = 4)]
         rounds: usize,
         /// Simulated network HSM latency per operation, milliseconds.
         #[arg(long, default_value_t = 2)]
