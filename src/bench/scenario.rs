@@ -601,13 +601,13 @@ pub fn run(config: &Config, opts: &ScenarioOptions) -> Result<ScenarioReport> {
         let idle_before = rt.block_on(idle_blocks(&devices, &keys));
         let (blocks, every) = (opts.blocks, opts.block_interval);
         let (mut ours, mut fifo, mut pre) = (Vec::new(), Vec::new(), Vec::new());
-        for round in 0..opts.rounds.max(1) {
+        let run = |fifo, precompute| {
             let lead_in = opts.precompute;
-            let run = |fifo, precompute| {
-                rt.block_on(burst(
-                    &devices, &keys, fifo, blocks, every, lead_in, precompute,
-                ))
-            };
+            rt.block_on(burst(
+                &devices, &keys, fifo, blocks, every, lead_in, precompute,
+            ))
+        };
+        for round in 0..opts.rounds.max(1) {
             for variant in round_order(round, opts.precompute) {
                 match variant {
                     Variant::Ours => ours.push(run(false, false)),
