@@ -294,12 +294,12 @@ async fn idle_blocks(devices: &Devices, keys: &[Arc<KeyRecord>]) -> Latency {
 async fn burst(
     devices: &Devices,
     keys: &[Arc<KeyRecord>],
-    fifo: bool,
+    variant: Variant,
     blocks: usize,
     block_interval: Duration,
     lead_in: bool,
-    precompute: bool,
 ) -> Round {
+    let fifo = variant == Variant::Fifo;
     let metrics = Arc::new(Metrics::default());
     let scheduler = Scheduler::with_config(devices.clone(), bench_config(fifo), metrics.clone());
     // With `--precompute` every variant's burst follows the same lead-in, the epoch's proofs
@@ -314,7 +314,7 @@ async fn burst(
     } else {
         None
     }
-    .filter(|_| precompute);
+    .filter(|_| variant == Variant::Precompute);
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(keys.len() * 3 + blocks);
     // Blocks: one at the start, then one every `block_interval` while the herd is being
@@ -601,18 +601,14 @@ pub fn run(config: &Config, opts: &ScenarioOptions) -> Result<ScenarioReport> {
         let idle_before = rt.block_on(idle_blocks(&devices, &keys));
         let (blocks, every) = (opts.blocks, opts.block_interval);
         let (mut ours, mut fifo, mut pre) = (Vec::new(), Vec::new(), Vec::new());
-        let run = |fifo, precompute| {
-            let lead_in = opts.precompute;
-            rt.block_on(burst(
-                &devices, &keys, fifo, blocks, every, lead_in, precompute,
-            ))
-        };
         for round in 0..opts.rounds.max(1) {
-            for variant in round_order(round, opts.precompute) {
+            for &variant in round_order(round, opts.precompute) {
+                let lead_in = opts.precompute;
+                let r = rt.block_on(burst(&devices, &keys, variant, blocks, every, lead_in));
                 match variant {
-                    Variant::Ours => ours.push(run(false, false)),
-                    Variant::Fifo => fifo.push(run(true, false)),
-                    Variant::Precompute => pre.push(run(false, true)),
+                    Variant::Ours => ours.push(r),
+                    Variant::Fifo => fifo.push(r),
+                    Variant::Precompute => pre.push(r),
                 }
             }
         }
