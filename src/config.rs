@@ -227,6 +227,7 @@ struct FileConfig {
     keymanager: KeymanagerSettings,
     listen: Option<String>,
     network: Option<String>,
+    genesis_validators_root: Option<String>,
     slashing_db: Option<String>,
     beacon_node_url: Option<String>,
     default_device: Option<String>,
@@ -258,6 +259,10 @@ pub struct Config {
     pub listen: String,
     /// Network preset name or consensus config file (`--network` overrides).
     pub network: String,
+    /// The network's genesis validators root, for a network whose config file does not give
+    /// it (`--genesis-validators-root` overrides). A built-in network's own root cannot be
+    /// overridden; a different one here is an error at start-up.
+    pub genesis_validators_root: Option<[u8; 32]>,
     /// Scheduler settings.
     pub scheduler: SchedulerSettings,
     /// Slashing protection in PostgreSQL: a connection string (`postgres://user@host/db`), so
@@ -319,11 +324,31 @@ impl Config {
             .ok_or_else(|| {
                 SignerError::Config(format!("{}: no [[device]] configured", path.display()))
             })?;
+        let genesis_validators_root = file
+            .genesis_validators_root
+            .as_deref()
+            .map(|r| {
+                crate::consensus::parse_root(r).ok_or_else(|| {
+                    SignerError::Config(format!(
+                        "{}: genesis_validators_root is not a 0x-prefixed 32-byte hex root",
+                        path.display()
+                    ))
+                })
+            })
+            .transpose()?;
         let config = Config {
             data_dir: data_dir.to_owned(),
             source: Some(path),
             listen: file.listen.unwrap_or_else(|| "127.0.0.1:9000".into()),
-            network: file.network.unwrap_or_else(|| "mainnet".into()),
+            network: match file.network {
+                // A config file named in the configuration is relative to it.
+                Some(n) if crate::consensus::Network::preset(&n).is_none() => {
+                    base.join(n).display().to_string()
+                }
+                Some(n) => n,
+                None => "mainnet".into(),
+            },
+            genesis_validators_root,
             scheduler: file.scheduler,
             slashing_db: file.slashing_db.map(SecretString::from),
             beacon_node_url: file.beacon_node_url,
@@ -371,6 +396,7 @@ impl Config {
             source: None,
             listen: "127.0.0.1:9000".into(),
             network: "mainnet".into(),
+            genesis_validators_root: None,
             scheduler: SchedulerSettings::default(),
             slashing_db: None,
             beacon_node_url: None,

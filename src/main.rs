@@ -44,9 +44,19 @@ enum Command {
         /// Listen address (overrides the configuration).
         #[arg(long)]
         listen: Option<String>,
-        /// Network: mainnet, sepolia, hoodi, holesky, or a consensus config.yaml.
+        /// Network: mainnet, sepolia, holesky, hoodi, gnosis, chiado, or a consensus-spec
+        /// config.yaml (its genesis validators root from a genesis_validators_root.txt beside
+        /// it, --genesis-validators-root, or the beacon node).
         #[arg(long)]
         network: Option<String>,
+        /// The genesis validators root (0x…) of a --network config.yaml that does not give it
+        /// (overrides the configuration's genesis_validators_root).
+        #[arg(long)]
+        genesis_validators_root: Option<String>,
+        /// Accept requests for any network (for replaying test vectors of many networks only;
+        /// needs --no-slashing-protection).
+        #[arg(long, requires = "no_slashing_protection")]
+        no_network_check: bool,
         /// Do not refuse duties whose slot has passed (for replaying old or synthetic messages).
         #[arg(long)]
         no_slot_deadlines: bool,
@@ -340,7 +350,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    // Absolute, so that nothing depends on the working directory (the SoftHSM configuration
+    // written under it names its token directory by this path).
     let data_dir = cli.data_dir.unwrap_or_else(default_data_dir);
+    let data_dir = std::path::absolute(&data_dir).map_err(SignerError::io(&data_dir))?;
     let mut config = Config::load(cli.config.as_deref(), &data_dir)?;
     if let Some(db) = cli.slashing_db {
         config.slashing_db = Some(secrecy::SecretString::from(db));
@@ -351,6 +364,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Serve {
             listen,
             network,
+            genesis_validators_root,
+            no_network_check,
             no_slot_deadlines,
             no_slashing_protection,
             access,
@@ -365,7 +380,20 @@ fn run(cli: Cli) -> Result<()> {
                 hsm_signer::duties::check_beacon_node_url(&url)?;
                 config.beacon_node_url = Some(url);
             }
-            serve(&config, listen, network, !no_slashing_protection)
+            if let Some(network) = network {
+                config.network = network;
+            }
+            if let Some(root) = genesis_validators_root {
+                config.genesis_validators_root = Some(parse_root_arg(&root)?);
+            }
+            serve(
+                &config,
+                listen,
+                ServeChecks {
+                    slashing_protection: !no_slashing_protection,
+                    network_check: !no_network_check,
+                },
+            )
         }
         Command::Device(cmd) => device_cmd(&config, cmd),
         Command::Keys(cmd) => keys_cmd(&config, cmd),
@@ -400,18 +428,102 @@ fn resolve_network(name: &str) -> Result<Network> {
     }
     Network::preset(name).ok_or_else(|| {
         SignerError::Config(format!(
-            "unknown network {name:?}: use mainnet, sepolia, hoodi, holesky, or a config.yaml path"
+            "unknown network {name:?}: use {}, or a config.yaml path",
+            hsm_signer::consensus::BUILT_IN_NAMES
         ))
     })
 }
 
-fn serve(
+fn parse_root_arg(text: &str) -> Result<[u8; 32]> {
+    let digits = text.strip_prefix("0x").unwrap_or("");
+    let mut root = [0u8; 32];
+    hex::decode_to_slice(digits, &mut root).map_err(|_| {
+        SignerError::Config(format!(
+            "--genesis-validators-root {:?}: expected 0x and 64 hex digits",
+            text.chars().take(80).collect::<String>()
+        ))
+    })?;
+    Ok(root)
+}
+
+/// The configured network, with the configured genesis validators root.
+fn configured_network(config: &Config) -> Result<Network> {
+    let network = resolve_network(&config.network)?;
+    match config.genesis_validators_root {
+        Some(root) => network
+            .with_genesis_validators_root(root)
+            .map_err(|e| SignerError::Config(e.to_string())),
+        None => Ok(network),
+    }
+}
+
+/// How long `serve` waits at start for a beacon node to tell a network's genesis validators
+/// root that nothing else gives. A network whose root is known waits for one try only.
+const BEACON_NODE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The network `serve` serves: configured, then checked against the beacon node when one is
+/// configured (a node on another network is an error; one that does not answer is a warning,
+/// unless only it could give the genesis validators root). Never guessed.
+fn establish_network(
     config: &Config,
-    listen: Option<String>,
-    network: Option<String>,
-    protect: bool,
-) -> Result<()> {
-    let network = resolve_network(network.as_deref().unwrap_or(&config.network))?;
+    runtime: &tokio::runtime::Runtime,
+    network_check: bool,
+) -> Result<Network> {
+    use hsm_signer::duties::beacon::BeaconNode;
+    use hsm_signer::duties::identity::{self, NodeCheck};
+    let mut network = configured_network(config)?;
+    if let Some(url) = &config.beacon_node_url {
+        let patience = match network.genesis_validators_root {
+            Some(_) => std::time::Duration::ZERO,
+            None => BEACON_NODE_PATIENCE,
+        };
+        let beacon = BeaconNode::new(url, std::time::Duration::from_secs(5))
+            .map_err(|e| SignerError::Config(format!("beacon node {url}: {e}")))?;
+        match runtime.block_on(identity::confirm(&beacon, &network, patience)) {
+            Ok(NodeCheck::Confirmed(n)) => {
+                eprintln!("beacon node {url} confirms network {}", n.describe());
+                network = n;
+            }
+            Ok(NodeCheck::Unreachable(e)) => {
+                eprintln!(
+                    "WARNING: beacon node {url} did not answer ({e}); the network is not \
+                     cross-checked now (the precompute checks it when the node answers)"
+                );
+            }
+            Err(disagreement) => {
+                return Err(SignerError::Config(format!(
+                    "beacon node {url}: {disagreement}; check --network and beacon_node_url"
+                )))
+            }
+        }
+    }
+    if network.genesis_validators_root.is_none() && network_check {
+        return Err(SignerError::Config(format!(
+            "network {} has no known genesis validators root: give it with \
+             genesis_validators_root in the configuration, --genesis-validators-root, a {} \
+             beside the config.yaml, or beacon_node_url (a beacon node that answers)",
+            network.name,
+            hsm_signer::consensus::GVR_FILE_NAME
+        )));
+    }
+    Ok(network)
+}
+
+/// What `serve` checks before signing.
+struct ServeChecks {
+    slashing_protection: bool,
+    network_check: bool,
+}
+
+fn serve(config: &Config, listen: Option<String>, checks: ServeChecks) -> Result<()> {
+    let protect = checks.slashing_protection;
+    let runtime = hsm_signer::scheduler::runtime()
+        .map_err(|e| SignerError::Invalid(format!("starting the runtime: {e}")))?;
+    let network = establish_network(config, &runtime, checks.network_check)?;
+    let gvr = network.genesis_validators_root;
+    if !checks.network_check {
+        eprintln!("WARNING: requests for any network are accepted (--no-network-check)");
+    }
     let listen = listen.unwrap_or_else(|| config.listen.clone());
     let addr = api::tls::parse_listen(&listen)?;
     let tls = api::tls::server_config(&config.tls)?;
@@ -447,7 +559,7 @@ fn serve(
         network.name
     );
     let slashing = if protect {
-        let (db, opened) = open_slashing_db(config);
+        let (db, opened) = open_slashing_db(config, gvr);
         let opened = opened
             .map_err(|e| SignerError::Config(format!("slashing protection database {db}: {e}")))?;
         Some(opened)
@@ -467,6 +579,7 @@ fn serve(
         slashing,
     )
     .with_api_token(token);
+    state.network_check = checks.network_check;
     // Keys deleted through the Keymanager API stay deleted, whatever files are on disk: their
     // tombstones are read even when slashing protection is off, from a database that exists.
     let tombstones = match protect {
@@ -474,7 +587,7 @@ fn serve(
             if config.slashing_db.is_some()
                 || config.data_dir.join("slashing-protection.sqlite").exists() =>
         {
-            Some(open_slashing_db(config).1)
+            Some(open_slashing_db(config, gvr).1)
         }
         _ => None,
     }
@@ -484,8 +597,6 @@ fn serve(
     if tombstones > 0 {
         eprintln!("{tombstones} key file(s) ignored: deleted through the Keymanager API");
     }
-    let runtime = hsm_signer::scheduler::runtime()
-        .map_err(|e| SignerError::Invalid(format!("starting the runtime: {e}")))?;
     let precompute = match &config.beacon_node_url {
         Some(url) => {
             let service = state
@@ -811,8 +922,11 @@ fn tempfile_dir(data_dir: &std::path::Path) -> Result<PathBuf> {
 
 /// The slashing protection database: PostgreSQL when `slashing_db` is configured, else SQLite
 /// in the data directory. Where it is (for messages) comes beside it.
+/// The slashing database, bound to the network's genesis validators root `gvr` when it is
+/// created (one bound to another root is refused).
 fn open_slashing_db(
     config: &Config,
+    gvr: Option<[u8; 32]>,
 ) -> (
     String,
     std::result::Result<SlashingProtection, hsm_signer::slashing::SlashingError>,
@@ -820,13 +934,13 @@ fn open_slashing_db(
     match &config.slashing_db {
         Some(url) => (
             "in PostgreSQL".into(),
-            SlashingProtection::open_postgres(secrecy::ExposeSecret::expose_secret(url), None),
+            SlashingProtection::open_postgres(secrecy::ExposeSecret::expose_secret(url), gvr),
         ),
         None => {
             let db = config.data_dir.join("slashing-protection.sqlite");
             (
                 db.display().to_string(),
-                SlashingProtection::open_sqlite(&db, None),
+                SlashingProtection::open_sqlite(&db, gvr),
             )
         }
     }
@@ -840,7 +954,10 @@ fn slashing_cmd(config: &Config, cmd: SlashingCmd) -> Result<()> {
         SlashingCmd::Import { file } => {
             let json = std::fs::read_to_string(&file).map_err(SignerError::io(&file))?;
             std::fs::create_dir_all(&config.data_dir).map_err(SignerError::io(&config.data_dir))?;
-            let db = open_slashing_db(config).1.map_err(err)?;
+            // A fresh database is bound to the configured network; an interchange of another
+            // network is refused.
+            let gvr = configured_network(config)?.genesis_validators_root;
+            let db = open_slashing_db(config, gvr).1.map_err(err)?;
             let summary = db.import_interchange(&json).map_err(err)?;
             println!(
                 "imported {} validator(s): {} block(s), {} attestation(s) recorded, {} already present",
@@ -852,7 +969,7 @@ fn slashing_cmd(config: &Config, cmd: SlashingCmd) -> Result<()> {
             Ok(())
         }
         SlashingCmd::Prune { keep_epochs } => {
-            let (_, db) = open_slashing_db(config);
+            let (_, db) = open_slashing_db(config, None);
             let removed = db.map_err(err)?.prune(keep_epochs).map_err(err)?;
             println!("pruned {removed} record(s); the newest {keep_epochs} epochs per validator are kept");
             Ok(())
@@ -866,7 +983,7 @@ fn slashing_cmd(config: &Config, cmd: SlashingCmd) -> Result<()> {
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let db = open_slashing_db(config).1.map_err(err)?;
+            let db = open_slashing_db(config, None).1.map_err(err)?;
             let json = db
                 .export_interchange((!keys.is_empty()).then_some(keys.as_slice()))
                 .map_err(err)?;

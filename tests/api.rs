@@ -12,8 +12,16 @@ use serde_json::{json, Value};
 fn serve_fixture_key() -> (Signer, Server, String) {
     let s = Signer::with_fixture_key();
     // The fixtures' slots are random or historical and each case has its own genesis validators
-    // root: replay them without slot deadlines and without slashing protection (tested below).
-    let server = Server::start(&s, &["--no-slot-deadlines", "--no-slashing-protection"]);
+    // root: replay them without slot deadlines, network check or slashing protection (each
+    // tested elsewhere).
+    let server = Server::start(
+        &s,
+        &[
+            "--no-slot-deadlines",
+            "--no-slashing-protection",
+            "--no-network-check",
+        ],
+    );
     (s, server, common::FIXTURE_PK.to_owned())
 }
 

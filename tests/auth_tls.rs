@@ -69,6 +69,7 @@ fn over_https_the_token_guards_admin_routes_and_the_signing_api_when_required() 
             "--require-auth-on-signing",
             "--no-slot-deadlines",
             "--no-slashing-protection",
+            "--no-network-check",
         ],
         &log,
     );
@@ -199,7 +200,11 @@ fn over_https_the_token_guards_admin_routes_and_the_signing_api_when_required() 
 fn signing_over_https_matches_plain_http_and_blst() {
     let s = Signer::with_fixture_key();
     let case = registration_case();
-    let args = ["--no-slot-deadlines", "--no-slashing-protection"];
+    let args = [
+        "--no-slot-deadlines",
+        "--no-slashing-protection",
+        "--no-network-check",
+    ];
 
     let plain_sig = {
         let server = Server::start(&s, &args);
@@ -278,7 +283,11 @@ fn mutual_tls_admits_only_allowed_client_certificates_during_the_handshake() {
     let log = s.data_dir().join("server.log");
     let server = Server::start_logging_to(
         &s,
-        &["--no-slot-deadlines", "--no-slashing-protection"],
+        &[
+            "--no-slot-deadlines",
+            "--no-slashing-protection",
+            "--no-network-check",
+        ],
         &log,
     );
     assert!(server.base.starts_with("https://"), "{}", server.base);

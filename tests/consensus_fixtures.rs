@@ -52,14 +52,15 @@ fn hex_bytes(s: &str) -> Vec<u8> {
     hex::decode(s.strip_prefix("0x").expect("0x")).expect("hex")
 }
 
+/// Mainnet's timing with the fixture's genesis fork version; no root, no genesis time (the
+/// fixtures' roots and slots are random).
 fn network(gfv: [u8; 4]) -> Network {
-    Network {
-        name: "fixture".into(),
-        genesis_fork_version: gfv,
-        genesis_time: None,
-        seconds_per_slot: 12,
-        slots_per_epoch: 32,
-    }
+    let mut n = Network::preset("mainnet").expect("mainnet");
+    n.name = "fixture".into();
+    n.genesis_fork_version = gfv;
+    n.genesis_time = None;
+    n.genesis_validators_root = None;
+    n
 }
 
 fn body(v: &Value) -> Vec<u8> {
@@ -673,6 +674,7 @@ fn parser_never_panics_on_100k_mutated_bodies() {
             let (kind, msg) = match &e {
                 ConsensusError::Malformed(m) => ("malformed", m),
                 ConsensusError::Inconsistent(m) => ("inconsistent", m),
+                ConsensusError::OtherNetwork(m) => ("other_network", m),
                 ConsensusError::UnknownType(m) => ("unknown_type", m),
                 ConsensusError::Io(m) => ("io", m),
             };

@@ -31,6 +31,12 @@ const FORK_VERSION_2: &str = "0x20000038";
 const FORK_EPOCH: u64 = 2;
 const GVR: &str = "0x9a3b0c84f1f2cf1ea9b1d8b8d3c7e1b4a5f6c7d8e9fa0b1c2d3e4f5a6b7c8d9e";
 
+fn root32(hex_root: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(&hex_root[2..], &mut out).unwrap();
+    out
+}
+
 fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -299,7 +305,8 @@ fn network_file(dir: &Path, genesis_time: u64) -> PathBuf {
         &path,
         format!(
             "CONFIG_NAME: 'fake-devnet'\nPRESET_BASE: 'mainnet'\nGENESIS_FORK_VERSION: {GENESIS_FORK_VERSION}\n\
-             MIN_GENESIS_TIME: {genesis_time}\nGENESIS_DELAY: 0\nSECONDS_PER_SLOT: 1\nSLOTS_PER_EPOCH: {SLOTS_PER_EPOCH}\n"
+             MIN_GENESIS_TIME: {genesis_time}\nGENESIS_DELAY: 0\nSECONDS_PER_SLOT: 1\nSLOTS_PER_EPOCH: {SLOTS_PER_EPOCH}\n\
+             ALTAIR_FORK_VERSION: {FORK_VERSION_2}\nALTAIR_FORK_EPOCH: {FORK_EPOCH}\n"
         ),
     )
     .unwrap();
@@ -636,12 +643,19 @@ fn with_the_beacon_node_down_live_signing_is_unaffected() {
     drop(dead);
     let genesis_time = now_secs() - 100;
     let net = network_file(signer.data_dir(), genesis_time);
-    let network = Network::from_config_file(&net).unwrap();
+    // The root is configured: the node is the only source of nothing, so its silence only
+    // costs the precompute.
+    let network = Network::from_config_file(&net)
+        .unwrap()
+        .with_genesis_validators_root(root32(GVR))
+        .unwrap();
     let mut server = Server::start(
         &signer,
         &[
             "--network",
             net.to_str().unwrap(),
+            "--genesis-validators-root",
+            GVR,
             "--beacon-node-url",
             &url,
         ],

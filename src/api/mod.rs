@@ -68,6 +68,8 @@ pub struct AppState {
     api_token: Option<Arc<auth::ApiToken>>,
     /// Precomputed selection proofs, when a beacon node is configured (`crate::duties`).
     pub selection_proofs: Option<Arc<ProofCache>>,
+    /// Refuse requests for another network (on unless turned off to replay test vectors).
+    pub network_check: bool,
 }
 
 impl AppState {
@@ -112,6 +114,7 @@ impl AppState {
             slashing,
             api_token: None,
             selection_proofs: None,
+            network_check: true,
         }
     }
 

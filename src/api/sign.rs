@@ -1,5 +1,6 @@
-//! `POST /api/v1/eth2/sign/{identifier}`: parse, recompute the signing root, refuse a supplied
-//! root that differs, sign on the key's device, answer as JSON or text by `Accept`.
+//! `POST /api/v1/eth2/sign/{identifier}`: parse, refuse another network's request, recompute the
+//! signing root, refuse a supplied root that differs, sign on the key's device, answer as JSON
+//! or text by `Accept`.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -77,6 +78,13 @@ pub async fn sign(
         .ok_or_else(|| ApiError::not_found(format!("public key {pubkey} not found (deleted)")))?;
     let request =
         SignRequest::from_json(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    // Another network's request is refused before anything else looks at it: its deadline
+    // would follow another clock, and slashing protection must never record it.
+    if app.network_check {
+        request
+            .check_network(&app.network)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    }
     let root = request
         .signing_root(&app.network)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;

@@ -11,7 +11,11 @@ mod request;
 mod selection;
 pub(crate) mod wire;
 
-pub use network::Network;
+pub(crate) use network::parse_root;
+pub use network::{
+    GenesisTimeSource, Network, ScheduledFork, BUILT_IN_NAMES, FAR_FUTURE_EPOCH, FORK_NAMES,
+    GVR_FILE_NAME,
+};
 pub use request::SignRequest;
 pub use selection::SelectionProof;
 
@@ -147,6 +151,10 @@ pub enum ConsensusError {
     /// signing root that differs from ours).
     #[error("inconsistent: {0}")]
     Inconsistent(String),
+    /// The request is for another network than the one this signer serves (another genesis
+    /// validators root, or a fork version that is none of this network's).
+    #[error("wrong network: {0}")]
+    OtherNetwork(String),
     /// The request's `type` is not one of the API's message types.
     #[error("unknown message type: {0}")]
     UnknownType(String),

@@ -285,17 +285,60 @@ impl SignRequest {
         self.supplied_root
     }
 
-    /// Our own signing root, from the message, `fork_info` and `network`. It is not compared
-    /// with the supplied root; [`SignRequest::verified_signing_root`] does that.
-    pub fn signing_root(&self, network: &Network) -> Result<SigningRoot, ConsensusError> {
-        let spe = network.slots_per_epoch;
+    /// The epoch whose fork version the signature's domain uses (`None` for `DEPOSIT` and
+    /// `VALIDATOR_REGISTRATION`, whose domains do not depend on the fork).
+    fn fork_epoch(&self, slots_per_epoch: u64) -> Result<Option<u64>, ConsensusError> {
         let epoch_of = |slot: u64| {
-            slot.checked_div(spe).ok_or_else(|| {
+            slot.checked_div(slots_per_epoch).map(Some).ok_or_else(|| {
                 ConsensusError::Inconsistent("the network's SLOTS_PER_EPOCH is 0".into())
             })
         };
-        // (domain type, epoch that selects the fork version, object root)
-        let (domain_type, epoch, object_root): (DomainType, u64, [u8; 32]) = match &self.message {
+        match &self.message {
+            Message::Deposit(_) | Message::Registration(_) => Ok(None),
+            Message::AggregationSlot { slot } => epoch_of(*slot),
+            Message::Aggregate(a) => epoch_of(a.aggregate.data.slot),
+            Message::AggregateElectra(a) => epoch_of(a.aggregate.data.slot),
+            Message::Attestation(a) => Ok(Some(a.target.epoch)),
+            Message::BlockPhase0(b) => epoch_of(b.slot),
+            Message::BlockAltair(b) => epoch_of(b.slot),
+            Message::BlockHeader(h) => epoch_of(h.slot),
+            Message::RandaoReveal { epoch } => Ok(Some(*epoch)),
+            Message::VoluntaryExit(e) => Ok(Some(e.epoch)),
+            Message::SyncCommitteeMessage(m) => epoch_of(m.slot),
+            Message::SyncSelection(s) => epoch_of(s.slot),
+            Message::Contribution(c) => epoch_of(c.contribution.slot),
+        }
+    }
+
+    /// Whether the request is for `network`: its `fork_info.genesis_validators_root` is the
+    /// network's (when known), the fork version its domain uses is one of the network's forks,
+    /// and a `DEPOSIT`'s genesis fork version is the network's. Anything else is
+    /// [`ConsensusError::OtherNetwork`], with both sides named.
+    pub fn check_network(&self, network: &Network) -> Result<(), ConsensusError> {
+        if let Message::Deposit(d) = &self.message {
+            if d.genesis_fork_version.0 != network.genesis_fork_version {
+                return Err(ConsensusError::OtherNetwork(format!(
+                    "this signer serves network {}, whose genesis fork version is 0x{}; the \
+                     deposit is for genesis fork version 0x{}; nothing was signed",
+                    network.name,
+                    hex::encode(network.genesis_fork_version),
+                    hex::encode(d.genesis_fork_version.0)
+                )));
+            }
+        }
+        let (Some(fork_info), Some(epoch)) =
+            (&self.fork_info, self.fork_epoch(network.slots_per_epoch)?)
+        else {
+            return Ok(());
+        };
+        let version = domain::fork_version(&fork_info.fork, epoch);
+        network.check_request(fork_info.genesis_validators_root.0, version.0, epoch)
+    }
+
+    /// Our own signing root, from the message, `fork_info` and `network`. It is not compared
+    /// with the supplied root; [`SignRequest::verified_signing_root`] does that.
+    pub fn signing_root(&self, network: &Network) -> Result<SigningRoot, ConsensusError> {
+        let (domain_type, object_root): (DomainType, [u8; 32]) = match &self.message {
             Message::Deposit(d) => {
                 let domain = domain::compute_domain(
                     domain::DOMAIN_DEPOSIT,
@@ -317,64 +360,35 @@ impl SignRequest {
                 );
                 return Ok(domain::signing_root(r.tree_hash_root().0, domain));
             }
-            Message::AggregationSlot { slot } => (
-                domain::DOMAIN_SELECTION_PROOF,
-                epoch_of(*slot)?,
-                slot.tree_hash_root().0,
-            ),
-            Message::Aggregate(a) => (
-                domain::DOMAIN_AGGREGATE_AND_PROOF,
-                epoch_of(a.aggregate.data.slot)?,
-                a.tree_hash_root().0,
-            ),
-            Message::AggregateElectra(a) => (
-                domain::DOMAIN_AGGREGATE_AND_PROOF,
-                epoch_of(a.aggregate.data.slot)?,
-                a.tree_hash_root().0,
-            ),
-            Message::Attestation(a) => (
-                domain::DOMAIN_BEACON_ATTESTER,
-                a.target.epoch,
-                a.tree_hash_root().0,
-            ),
-            Message::BlockPhase0(b) => (
-                domain::DOMAIN_BEACON_PROPOSER,
-                epoch_of(b.slot)?,
-                b.tree_hash_root().0,
-            ),
-            Message::BlockAltair(b) => (
-                domain::DOMAIN_BEACON_PROPOSER,
-                epoch_of(b.slot)?,
-                b.tree_hash_root().0,
-            ),
-            Message::BlockHeader(h) => (
-                domain::DOMAIN_BEACON_PROPOSER,
-                epoch_of(h.slot)?,
-                h.tree_hash_root().0,
-            ),
-            Message::RandaoReveal { epoch } => {
-                (domain::DOMAIN_RANDAO, *epoch, epoch.tree_hash_root().0)
+            Message::AggregationSlot { slot } => {
+                (domain::DOMAIN_SELECTION_PROOF, slot.tree_hash_root().0)
             }
-            Message::VoluntaryExit(e) => {
-                (domain::DOMAIN_VOLUNTARY_EXIT, e.epoch, e.tree_hash_root().0)
+            Message::Aggregate(a) => (domain::DOMAIN_AGGREGATE_AND_PROOF, a.tree_hash_root().0),
+            Message::AggregateElectra(a) => {
+                (domain::DOMAIN_AGGREGATE_AND_PROOF, a.tree_hash_root().0)
             }
+            Message::Attestation(a) => (domain::DOMAIN_BEACON_ATTESTER, a.tree_hash_root().0),
+            Message::BlockPhase0(b) => (domain::DOMAIN_BEACON_PROPOSER, b.tree_hash_root().0),
+            Message::BlockAltair(b) => (domain::DOMAIN_BEACON_PROPOSER, b.tree_hash_root().0),
+            Message::BlockHeader(h) => (domain::DOMAIN_BEACON_PROPOSER, h.tree_hash_root().0),
+            Message::RandaoReveal { epoch } => (domain::DOMAIN_RANDAO, epoch.tree_hash_root().0),
+            Message::VoluntaryExit(e) => (domain::DOMAIN_VOLUNTARY_EXIT, e.tree_hash_root().0),
+            // A Root's hash_tree_root is the root itself.
             Message::SyncCommitteeMessage(m) => (
                 domain::DOMAIN_SYNC_COMMITTEE,
-                epoch_of(m.slot)?,
-                // A Root's hash_tree_root is the root itself.
                 m.beacon_block_root.tree_hash_root().0,
             ),
             Message::SyncSelection(s) => (
                 domain::DOMAIN_SYNC_COMMITTEE_SELECTION_PROOF,
-                epoch_of(s.slot)?,
                 s.tree_hash_root().0,
             ),
-            Message::Contribution(c) => (
-                domain::DOMAIN_CONTRIBUTION_AND_PROOF,
-                epoch_of(c.contribution.slot)?,
-                c.tree_hash_root().0,
-            ),
+            Message::Contribution(c) => {
+                (domain::DOMAIN_CONTRIBUTION_AND_PROOF, c.tree_hash_root().0)
+            }
         };
+        let epoch = self
+            .fork_epoch(network.slots_per_epoch)?
+            .ok_or_else(|| malformed(format!("{} has no fork epoch", self.kind)))?;
         let fork_info = self
             .fork_info
             .as_ref()

@@ -538,6 +538,140 @@ fn presets_are_the_real_networks() {
     assert!(Network::preset("Mainnet").is_none());
 }
 
+#[test]
+fn built_in_networks_carry_root_and_fork_schedule() {
+    let root = |n: &Network| hex::encode(n.genesis_validators_root.expect("root"));
+    let m = mainnet();
+    assert_eq!(
+        root(&m),
+        "4b363db94e286120d76eb905340fdd4e54bfe9f06bf33ff6cf5ad27f511bfe95"
+    );
+    let names: Vec<&str> = m.forks.iter().map(|f| f.name).collect();
+    assert_eq!(
+        names,
+        [
+            "phase0",
+            "altair",
+            "bellatrix",
+            "capella",
+            "deneb",
+            "electra",
+            "fulu"
+        ]
+    );
+    assert_eq!(m.fork_at(74_239).version, [0, 0, 0, 0]);
+    assert_eq!(m.fork_at(74_240).version, [1, 0, 0, 0]);
+    assert_eq!(m.fork_at(411_392).name, "fulu");
+    assert_eq!(m.fork_at(u64::MAX).name, "fulu");
+    let g = Network::preset("gnosis").expect("gnosis");
+    assert_eq!((g.seconds_per_slot, g.slots_per_epoch), (5, 16));
+    assert_eq!(g.genesis_time, Some(1_638_993_340));
+    assert_eq!(
+        root(&g),
+        "f5dcb5564e829aab27264b9becd5dfaa017085611224cb3036f573368dbb9d47"
+    );
+    let c = Network::preset("chiado").expect("chiado");
+    assert_eq!(c.genesis_fork_version, [0, 0, 0, 0x6f]);
+    assert_eq!(c.fork_at(948_224).name, "electra");
+    // Hoodi's first five forks share epoch 0: deneb is in force at genesis.
+    let h = Network::preset("hoodi").expect("hoodi");
+    assert_eq!(h.fork_at(0).name, "deneb");
+    assert_eq!(h.fork_at(0).version, [0x50, 0, 0x09, 0x10]);
+    for name in ["mainnet", "sepolia", "holesky", "hoodi", "gnosis", "chiado"] {
+        let n = Network::preset(name).expect(name);
+        assert!(
+            n.forks.windows(2).all(|w| w[0].epoch <= w[1].epoch),
+            "{name}: forks in epoch order"
+        );
+        assert_eq!(n.forks[0].version, n.genesis_fork_version, "{name}");
+        assert!(BUILT_IN_NAMES.contains(name));
+    }
+}
+
+/// A request for `gvr` at slot 320 (epoch 10) under `fork`.
+fn aggregation_slot(gvr: &str, prev: &str, cur: &str, fork_epoch: &str) -> Value {
+    let mut fi = fork_info(prev, cur, fork_epoch);
+    fi["genesis_validators_root"] = json!(gvr);
+    json!({"type": "AGGREGATION_SLOT", "fork_info": fi, "aggregation_slot": {"slot": "320"}})
+}
+
+#[test]
+fn requests_for_another_network_are_refused_with_both_sides_named() {
+    let m = mainnet();
+    let ours = "0x4b363db94e286120d76eb905340fdd4e54bfe9f06bf33ff6cf5ad27f511bfe95";
+    let ok = aggregation_slot(ours, "0x00000000", "0x01000000", "74240");
+    parse(&ok)
+        .unwrap()
+        .check_network(&m)
+        .expect("mainnet request");
+
+    let foreign = aggregation_slot(GVR, "0x00000000", "0x01000000", "74240");
+    match parse(&foreign).unwrap().check_network(&m) {
+        Err(ConsensusError::OtherNetwork(msg)) => {
+            assert!(
+                msg.contains("serves network mainnet (genesis validators root 0x4b363d"),
+                "{msg}"
+            );
+            assert!(
+                msg.contains(&format!("the request is for genesis validators root {GVR}")),
+                "{msg}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Mainnet's root with a fork version no mainnet fork has (a devnet's altair).
+    let devnet = aggregation_slot(ours, "0x00000000", "0x01000064", "0");
+    match parse(&devnet).unwrap().check_network(&m) {
+        Err(ConsensusError::OtherNetwork(msg)) => {
+            assert!(
+                msg.contains("epoch 10 is phase0 (fork version 0x00000000)"),
+                "{msg}"
+            );
+            assert!(msg.contains("signs with fork version 0x01000064"), "{msg}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A deposit names its network by genesis fork version.
+    let deposit = |version: &str| {
+        json!({"type": "DEPOSIT", "deposit": {
+            "pubkey": format!("0x{}", "aa".repeat(48)), "withdrawal_credentials": ROOT,
+            "amount": "32000000000", "genesis_fork_version": version}})
+    };
+    parse(&deposit("0x00000000"))
+        .unwrap()
+        .check_network(&m)
+        .expect("mainnet deposit");
+    assert!(matches!(
+        parse(&deposit("0x90000069")).unwrap().check_network(&m),
+        Err(ConsensusError::OtherNetwork(_))
+    ));
+    // A network whose root is not known checks the fork version only.
+    let mut custom = Network::from_config_str(HOODI_LIKE).expect("config");
+    assert!(custom.genesis_validators_root.is_none());
+    let hoodi_like = aggregation_slot(GVR, "0x10000910", "0x10000910", "0");
+    parse(&hoodi_like)
+        .unwrap()
+        .check_network(&custom)
+        .expect("any root");
+    custom = custom
+        .with_genesis_validators_root([0x11; 32])
+        .expect("root");
+    assert!(parse(&hoodi_like).unwrap().check_network(&custom).is_err());
+}
+
+#[test]
+fn a_built_in_networks_root_cannot_be_overridden() {
+    let m = mainnet();
+    let own = m.genesis_validators_root.unwrap();
+    assert!(m.clone().with_genesis_validators_root(own).is_ok());
+    match m.with_genesis_validators_root([1; 32]) {
+        Err(ConsensusError::Inconsistent(msg)) => {
+            assert!(msg.contains("network mainnet has"), "{msg}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 const HOODI_LIKE: &str = "\
 # Extends the mainnet preset
 PRESET_BASE: mainnet
@@ -573,7 +707,17 @@ fn config_files_give_the_network() {
     assert_eq!(n.name, "chiado");
     assert_eq!(n.genesis_fork_version, [0, 0, 0, 0x6f]);
     assert_eq!((n.seconds_per_slot, n.slots_per_epoch), (5, 16));
-    assert_eq!(n.genesis_time, None);
+    // Chiado is built in: the file gets its real genesis time and root.
+    assert_eq!(n.genesis_time, Some(1_665_396_300));
+    assert!(n.genesis_validators_root.is_some());
+    std::fs::write(
+        &path,
+        "PRESET_BASE: 'gnosis'\nCONFIG_NAME: 'gnosis-devnet'\nGENESIS_FORK_VERSION: \"0x0000006f\"\n\
+         SLOT_DURATION_MS: 5000\nSLOTS_PER_EPOCH: 16\n",
+    )
+    .expect("write");
+    let n = Network::from_config_file(&path).expect("config");
+    assert_eq!((n.genesis_time, n.genesis_validators_root), (None, None));
 
     // A built-in network's file keeps its real genesis time.
     std::fs::write(
@@ -589,6 +733,57 @@ fn config_files_give_the_network() {
         Network::from_config_file(&dir.path().join("absent.yaml")),
         Err(ConsensusError::Io(_))
     ));
+
+    // The root beside the config file, as eth-clients ship it; a built-in network's own.
+    assert_eq!(
+        n.genesis_validators_root,
+        Network::preset("mainnet").unwrap().genesis_validators_root
+    );
+    std::fs::write(&path, HOODI_LIKE).expect("write");
+    let gvr_file = dir.path().join(GVR_FILE_NAME);
+    std::fs::write(&gvr_file, format!("0x{}\n", "ab".repeat(32))).expect("write");
+    let n = Network::from_config_file(&path).expect("config");
+    assert_eq!(n.genesis_validators_root, Some([0xab; 32]));
+    std::fs::write(&gvr_file, "0x1234\n").expect("write");
+    assert!(matches!(
+        Network::from_config_file(&path),
+        Err(ConsensusError::Malformed(m)) if m.contains(GVR_FILE_NAME)
+    ));
+}
+
+#[test]
+fn config_files_give_the_fork_schedule() {
+    let text = format!(
+        "{HOODI_LIKE}ALTAIR_FORK_VERSION: 0x20000910\nALTAIR_FORK_EPOCH: 0\n\
+         BELLATRIX_FORK_VERSION: 0x30000910\nBELLATRIX_FORK_EPOCH: 10\n\
+         CAPELLA_FORK_VERSION: 0x40000910\nCAPELLA_FORK_EPOCH: 18446744073709551615\n"
+    );
+    let n = Network::from_config_str(&text).expect("config");
+    let forks: Vec<(&str, u64)> = n.forks.iter().map(|f| (f.name, f.epoch)).collect();
+    assert_eq!(forks, [("phase0", 0), ("altair", 0), ("bellatrix", 10)]);
+    assert_eq!(n.fork_at(9).version, [0x20, 0, 0x09, 0x10]);
+    assert!(n.has_fork_version([0x30, 0, 0x09, 0x10]));
+    assert!(
+        !n.has_fork_version([0x40, 0, 0x09, 0x10]),
+        "far future is not scheduled"
+    );
+    let backwards = text.replace(
+        "BELLATRIX_FORK_EPOCH: 10",
+        "BELLATRIX_FORK_EPOCH: 10\nDENEB_FORK_VERSION: 0x50000910\nDENEB_FORK_EPOCH: 5",
+    );
+    match Network::from_config_str(&backwards) {
+        Err(ConsensusError::Malformed(m)) => {
+            assert!(m.contains("DENEB_FORK_EPOCH 5 is before"), "{m}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let no_version = format!("{HOODI_LIKE}ALTAIR_FORK_EPOCH: 3\n");
+    match Network::from_config_str(&no_version) {
+        Err(ConsensusError::Malformed(m)) => {
+            assert!(m.contains("ALTAIR_FORK_VERSION is missing"), "{m}")
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

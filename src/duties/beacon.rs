@@ -15,6 +15,8 @@ use crate::keys::PublicKeyBytes;
 /// Largest answer read from the beacon node. Validator lookups are filtered to our own keys, so
 /// even 10,000 validators stay far below this.
 const MAX_BODY: usize = 32 * 1024 * 1024;
+/// The spec endpoint.
+const SPEC_PATH: &str = "/eth/v1/config/spec";
 /// Public keys per validator lookup (keeps the query string short).
 const LOOKUP_BATCH: usize = 64;
 
@@ -37,6 +39,9 @@ pub enum BeaconError {
         /// The status.
         status: u16,
     },
+    /// The node is on another network than the signer's.
+    #[error("{0}")]
+    OtherNetwork(#[from] super::identity::NetworkDisagreement),
     /// An answer that is not the standard shape, or contradicts itself.
     #[error("beacon node {path}: nonsense answer: {message}")]
     Nonsense {
@@ -266,22 +271,38 @@ impl BeaconNode {
     /// `GET /eth/v1/config/spec`: slot and epoch length, sync committee geometry (mainnet
     /// values where the node leaves them out, as pre-Altair nodes do).
     pub async fn spec(&self) -> Result<Spec, BeaconError> {
-        const PATH: &str = "/eth/v1/config/spec";
-        let s: Data<HashMap<String, serde_json::Value>> = self.call(PATH, None).await?;
-        let get = |key: &str| -> Result<Option<u64>, BeaconError> {
-            match s.data.get(key) {
-                None => Ok(None),
-                Some(serde_json::Value::String(v)) => v
-                    .parse::<u64>()
-                    .map(Some)
-                    .map_err(|_| Self::nonsense(PATH, format!("{key} is not a uint64"))),
-                Some(serde_json::Value::Number(n)) => n
-                    .as_u64()
-                    .map(Some)
-                    .ok_or_else(|| Self::nonsense(PATH, format!("{key} is not a uint64"))),
-                Some(_) => Err(Self::nonsense(PATH, format!("{key} is not a uint64"))),
-            }
-        };
+        Self::parse_spec(&self.spec_map().await?)
+    }
+
+    /// `GET /eth/v1/config/spec` as the node gives it: every key and its value.
+    pub async fn spec_map(&self) -> Result<HashMap<String, serde_json::Value>, BeaconError> {
+        let s: Data<HashMap<String, serde_json::Value>> = self.call(SPEC_PATH, None).await?;
+        Ok(s.data)
+    }
+
+    /// The unsigned integer `key` of a spec answer, if present.
+    pub fn spec_u64(
+        spec: &HashMap<String, serde_json::Value>,
+        key: &str,
+    ) -> Result<Option<u64>, BeaconError> {
+        match spec.get(key) {
+            None => Ok(None),
+            Some(serde_json::Value::String(v)) => v
+                .parse::<u64>()
+                .map(Some)
+                .map_err(|_| Self::nonsense(SPEC_PATH, format!("{key} is not a uint64"))),
+            Some(serde_json::Value::Number(n)) => n
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| Self::nonsense(SPEC_PATH, format!("{key} is not a uint64"))),
+            Some(_) => Err(Self::nonsense(SPEC_PATH, format!("{key} is not a uint64"))),
+        }
+    }
+
+    /// What the precompute needs of a spec answer, checked for sense.
+    pub fn parse_spec(spec: &HashMap<String, serde_json::Value>) -> Result<Spec, BeaconError> {
+        const PATH: &str = SPEC_PATH;
+        let get = |key: &str| Self::spec_u64(spec, key);
         let seconds_per_slot = match (get("SECONDS_PER_SLOT")?, get("SLOT_DURATION_MS")?) {
             (Some(s), _) => s,
             (None, Some(ms)) if ms % 1000 == 0 => ms / 1000,

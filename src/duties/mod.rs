@@ -9,6 +9,7 @@
 //! answers nonsense only costs cache misses; the live request path never waits for it.
 
 pub mod beacon;
+pub mod identity;
 mod service;
 
 use std::collections::HashMap;

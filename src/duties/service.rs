@@ -14,6 +14,7 @@ use blst::min_pk::Signature;
 use tokio::task::JoinSet;
 
 use super::beacon::{AttesterDuties, BeaconError, BeaconNode, ForkEntry, Genesis, Spec, SyncDuty};
+use super::identity;
 use super::{ProofCache, SELECTION_PROOF_SCHEDULE_DENOM, SELECTION_PROOF_SLOT_LOOKAHEAD};
 use crate::consensus::{Network, SelectionProof};
 use crate::keys::{KeyRecord, PublicKeyBytes};
@@ -210,43 +211,17 @@ impl Service {
         }
     }
 
-    /// Genesis, spec and fork schedule, checked against the configured network.
+    /// Genesis, spec and fork schedule, checked against the configured network
+    /// ([`identity::reconcile`]).
     async fn connect(&self) -> Result<Chain, BeaconError> {
+        let node = identity::NodeChain::read(&self.beacon).await?;
+        let spec = BeaconNode::parse_spec(&node.spec)?;
         let Genesis {
             genesis_time,
             genesis_validators_root,
-            genesis_fork_version,
-        } = self.beacon.genesis().await?;
-        let spec = self.beacon.spec().await?;
-        let forks = self.beacon.fork_schedule().await?;
-        let mismatch = |message: String| BeaconError::Nonsense {
-            path: "/eth/v1/beacon/genesis".into(),
-            message,
-        };
-        // A genesis further ahead than this is nonsense (and would overflow the clock's
-        // arithmetic); a real chain announces genesis days, not years, ahead.
-        const MAX_GENESIS_AHEAD_SECS: u64 = 366 * 86_400;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        if genesis_time > now.saturating_add(MAX_GENESIS_AHEAD_SECS) {
-            return Err(mismatch(format!(
-                "genesis time {genesis_time} is more than a year ahead"
-            )));
-        }
-        if genesis_fork_version != self.network.genesis_fork_version {
-            return Err(mismatch(format!(
-                "genesis fork version 0x{} is not the configured network {}'s",
-                hex::encode(genesis_fork_version),
-                self.network.name
-            )));
-        }
-        if spec.slots_per_epoch != self.network.slots_per_epoch {
-            return Err(mismatch(format!(
-                "{} slots per epoch, the configured network has {}",
-                spec.slots_per_epoch, self.network.slots_per_epoch
-            )));
-        }
+            ..
+        } = node.genesis;
+        identity::reconcile(&self.network, &node)?;
         Ok(Chain {
             clock: SlotClock {
                 genesis_time,
@@ -254,7 +229,7 @@ impl Service {
             },
             spec,
             genesis_validators_root,
-            forks,
+            forks: node.forks,
         })
     }
 

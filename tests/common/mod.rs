@@ -2,6 +2,7 @@
 //! the real `hsm-signer` binary, and the fixtures.
 #![allow(dead_code)]
 
+pub mod beacon;
 pub mod pg;
 pub mod tls;
 
