@@ -122,6 +122,12 @@ pub struct PrecomputeMetrics {
     pub hits: AtomicU64,
     /// Live selection-proof requests the cache could not answer (signed normally).
     pub misses: AtomicU64,
+    /// Live selection-proof requests that found their proof being precomputed and were
+    /// answered by that signature when it came (no second device operation).
+    pub joined: AtomicU64,
+    /// Live requests that found their proof queued for precompute too long and signed it
+    /// themselves instead, taking the precompute's job out of the queue (counted as misses too).
+    pub taken_over: AtomicU64,
     /// Precomputed proofs that were not ready by 1/3 of their slot (late, expired or shed).
     pub missed_deadline: AtomicU64,
     /// Cache entries dropped because the beacon node re-orged the duty away.
@@ -154,6 +160,16 @@ impl PrecomputeMetrics {
                 "signer_selection_proof_cache_misses_total",
                 "counter",
                 &self.misses,
+            ),
+            (
+                "signer_selection_proof_cache_joined_total",
+                "counter",
+                &self.joined,
+            ),
+            (
+                "signer_selection_proof_cache_taken_over_total",
+                "counter",
+                &self.taken_over,
             ),
             (
                 "signer_selection_proofs_missed_deadline_total",

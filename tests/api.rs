@@ -41,6 +41,18 @@ fn first_case(kind: &str) -> Value {
         .unwrap()
 }
 
+/// [`first_case`] made a mainnet request (mainnet's genesis validators root; the supplied root,
+/// now stale, removed), for a signer that checks the network.
+fn mainnet_case(kind: &str) -> Value {
+    let mut case = first_case(kind);
+    case["request"]["fork_info"]["genesis_validators_root"] =
+        json!("0x4b363db94e286120d76eb905340fdd4e54bfe9f06bf33ff6cf5ad27f511bfe95");
+    let o = case["request"].as_object_mut().unwrap();
+    o.remove("signingRoot");
+    o.remove("signing_root");
+    case
+}
+
 #[test]
 fn every_oracle_case_signs_over_http_identically_to_the_oracle_and_to_blst() {
     let (_s, server, pk) = serve_fixture_key();
@@ -327,7 +339,7 @@ fn a_full_queue_answers_503_with_retry_after() {
     drop(server);
     slow_device_config(&s, "queue_capacity = 1\nslot_deadlines = false");
     let server = Server::start(&s, &[]);
-    let case = first_case("ATTESTATION");
+    let case = mainnet_case("ATTESTATION");
     let url = server.url(&format!("/api/v1/eth2/sign/{pk}"));
     let handles: Vec<_> = (0..4)
         .map(|_| {
@@ -361,7 +373,7 @@ fn a_client_that_hangs_up_frees_its_place() {
     drop(server);
     slow_device_config(&s, "slot_deadlines = false");
     let server = Server::start(&s, &[]);
-    let case = first_case("ATTESTATION");
+    let case = mainnet_case("ATTESTATION");
     let url = server.url(&format!("/api/v1/eth2/sign/{pk}"));
     let (u, b) = (url.clone(), case["request"].clone());
     let busy = std::thread::spawn(move || client().post(&u).json(&b).send().unwrap().status());
@@ -403,7 +415,7 @@ fn the_slot_clock_refuses_an_attestation_whose_slot_has_passed() {
     let server = Server::start(&s, &["--network", "mainnet"]);
     let pk = common::FIXTURE_PK;
     // A mainnet attestation for a slot in 2020: its deadline (the next slot) is long gone.
-    let mut case = first_case("ATTESTATION");
+    let mut case = mainnet_case("ATTESTATION");
     case["request"]["attestation"]["slot"] = json!("100");
     case["request"]
         .as_object_mut()

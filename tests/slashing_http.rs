@@ -95,10 +95,18 @@ fn slashable_requests_get_412_with_the_reason_and_safe_ones_sign() {
             assert!(reply["signature"].as_str().unwrap().starts_with("0x"));
         }
     }
-    // A different network's request is refused too.
+    // A different network's request is refused before slashing protection sees it.
     let mut other = attestation(6, 7, 8);
     other["fork_info"]["genesis_validators_root"] = json!(root_hex(99));
-    assert_eq!(sign(&http, &server, &other).0, refused);
+    let (status, reply) = sign(&http, &server, &other);
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");
+    assert!(
+        reply["message"]
+            .as_str()
+            .unwrap()
+            .contains("this signer serves network mainnet"),
+        "{reply}"
+    );
     let metrics = http
         .get(server.url("/metrics"))
         .send()
@@ -106,7 +114,7 @@ fn slashable_requests_get_412_with_the_reason_and_safe_ones_sign() {
         .text()
         .unwrap();
     assert!(
-        metrics.contains("signer_slashing_refusals_total 7"),
+        metrics.contains("signer_slashing_refusals_total 6"),
         "{metrics}"
     );
 }

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use crate::api::error::ApiError;
 use crate::api::AppState;
 use crate::consensus::{MessageType, SignRequest, SlashingData};
+use crate::duties::{LiveProof, JOIN_PATIENCE};
 use crate::keys::PublicKeyBytes;
 use crate::scheduler::{Class, JobError, SignJob};
 use crate::slashing::{Proposal, SlashingError};
@@ -96,20 +97,26 @@ pub async fn sign(
         }
     }
     let started = std::time::Instant::now();
-    // A precomputed selection proof for this very root: no device operation.
+    // A selection proof precomputed, or being precomputed, for this very root: no second
+    // device operation. Otherwise this request holds the proof's claim while it signs, so that
+    // the precompute does not sign it again.
+    let mut claim = None;
     if let (Some(cache), Some(proof)) = (
         &app.selection_proofs,
         request.selection_proof(app.network.slots_per_epoch),
     ) {
-        if let Some(signature) = cache.lookup(&pubkey, &proof, &root) {
-            app.metrics
-                .signing
-                .get(request.message_type().as_str())
-                .observe(started.elapsed());
-            return Ok(signature_response(
-                &headers,
-                format!("0x{}", hex::encode(signature)),
-            ));
+        match cache.live(&pubkey, &proof, &root, JOIN_PATIENCE).await {
+            LiveProof::Answered(signature) => {
+                app.metrics
+                    .signing
+                    .get(request.message_type().as_str())
+                    .observe(started.elapsed());
+                return Ok(signature_response(
+                    &headers,
+                    format!("0x{}", hex::encode(signature)),
+                ));
+            }
+            LiveProof::SignIt(c) => claim = Some(c),
         }
     }
     // Slashing protection: check and record durably before any signature can exist.
@@ -177,13 +184,17 @@ pub async fn sign(
                 ApiError::internal(e.to_string())
             }
         })?;
+    let compressed = signature.compress();
+    if let Some(claim) = claim {
+        claim.complete(compressed, true);
+    }
     app.metrics
         .signing
         .get(request.message_type().as_str())
         .observe(started.elapsed());
     Ok(signature_response(
         &headers,
-        format!("0x{}", hex::encode(signature.compress())),
+        format!("0x{}", hex::encode(compressed)),
     ))
 }
 

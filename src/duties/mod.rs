@@ -13,8 +13,11 @@ pub mod identity;
 mod service;
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
 
 pub use service::{Service, SignerView};
 
@@ -52,13 +55,56 @@ struct CachedProof {
     signature: [u8; 96],
 }
 
+type ProofKey = (PublicKeyBytes, SelectionProof);
+
+/// A proof signed, or being signed by the holder of a [`Claim`].
+#[derive(Debug)]
+enum Entry {
+    Ready(CachedProof),
+    Pending {
+        /// The claim's number (a taken-over claim no longer owns the entry).
+        claim: u64,
+        /// Gets the signature when the claim completes; closes if it is dropped unfinished.
+        done: watch::Receiver<Option<[u8; 96]>>,
+        /// The precompute task signing it, which a live request taking over aborts.
+        task: Option<tokio::task::AbortHandle>,
+    },
+}
+
+/// How long a live request waits for a precompute of its proof that is under way before it
+/// signs the proof itself (background work only runs in idle capacity, and a busy signer must
+/// not hold a validator client's request behind it).
+pub const JOIN_PATIENCE: Duration = Duration::from_millis(200);
+
 /// Precomputed selection proofs, keyed by validator and [`SelectionProof`] (slot, subcommittee,
 /// fork version, genesis validators root). Shared by the service, which fills it, and the sign
-/// handler, which reads it.
+/// handler, which reads it. A proof is signed once: whoever starts signing it (the precompute or
+/// a live request) holds its [`Claim`], and everyone else who wants it waits for that signature.
 #[derive(Debug)]
 pub struct ProofCache {
-    entries: Mutex<HashMap<(PublicKeyBytes, SelectionProof), CachedProof>>,
+    entries: Mutex<HashMap<ProofKey, Entry>>,
+    next_claim: AtomicU64,
     metrics: Arc<Metrics>,
+}
+
+/// The right, and the duty, to sign one proof: while it is held, others wanting the proof wait
+/// for it; [`Claim::complete`] hands them the signature. Dropped unfinished (the signing
+/// failed, or its task was aborted), it lets them sign it themselves.
+#[derive(Debug)]
+pub struct Claim {
+    cache: Arc<ProofCache>,
+    key: ProofKey,
+    id: u64,
+    done: watch::Sender<Option<[u8; 96]>>,
+}
+
+/// What a live request learns from [`ProofCache::live`].
+#[derive(Debug)]
+pub enum LiveProof {
+    /// Answered from the cache, or by the precompute it joined.
+    Answered([u8; 96]),
+    /// Not available: sign it, and [`Claim::complete`] it so that nobody signs it again.
+    SignIt(Claim),
 }
 
 impl ProofCache {
@@ -66,29 +112,155 @@ impl ProofCache {
     pub fn new(metrics: Arc<Metrics>) -> ProofCache {
         ProofCache {
             entries: Mutex::default(),
+            next_claim: AtomicU64::new(1),
             metrics,
         }
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<(PublicKeyBytes, SelectionProof), CachedProof>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ProofKey, Entry>> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The compressed signature of a live request's proof, if it was precomputed for the same
-    /// signing root; counts a hit or a miss. A miss is signed normally by the caller.
+    fn count_entries(&self, entries: &HashMap<ProofKey, Entry>) {
+        let ready = entries
+            .values()
+            .filter(|e| matches!(e, Entry::Ready(_)))
+            .count();
+        self.metrics
+            .precompute
+            .cached
+            .store(ready as u64, Ordering::Relaxed);
+    }
+
+    /// A new pending entry for `key`, owned by the returned claim.
+    fn new_claim(self: &Arc<Self>, entries: &mut HashMap<ProofKey, Entry>, key: ProofKey) -> Claim {
+        let id = self.next_claim.fetch_add(1, Ordering::Relaxed);
+        let (done, rx) = watch::channel(None);
+        entries.insert(
+            key,
+            Entry::Pending {
+                claim: id,
+                done: rx,
+                task: None,
+            },
+        );
+        Claim {
+            cache: self.clone(),
+            key,
+            id,
+            done,
+        }
+    }
+
+    /// For the precompute: the claim to sign this proof, unless it is signed already or being
+    /// signed.
+    pub fn claim(self: &Arc<Self>, pubkey: PublicKeyBytes, proof: SelectionProof) -> Option<Claim> {
+        let mut entries = self.lock();
+        if entries.contains_key(&(pubkey, proof)) {
+            return None;
+        }
+        Some(self.new_claim(&mut entries, (pubkey, proof)))
+    }
+
+    /// Record the task signing the proof of claim number `id`, so that a live request that
+    /// will not wait for it can take its job out of the queue.
+    pub fn set_task(
+        &self,
+        pubkey: PublicKeyBytes,
+        proof: SelectionProof,
+        id: u64,
+        handle: tokio::task::AbortHandle,
+    ) {
+        if let Some(Entry::Pending { claim, task, .. }) = self.lock().get_mut(&(pubkey, proof)) {
+            if *claim == id {
+                *task = Some(handle);
+            }
+        }
+    }
+
+    /// For a live request of `proof` with signing root `root`: the signature, from the cache
+    /// (a hit) or from a precompute already under way (joined, waiting at most `patience`);
+    /// else the claim to sign it (a miss; a precompute still queued after `patience` is taken
+    /// over: its job leaves the queue).
+    pub async fn live(
+        self: &Arc<Self>,
+        pubkey: &PublicKeyBytes,
+        proof: &SelectionProof,
+        root: &SigningRoot,
+        patience: Duration,
+    ) -> LiveProof {
+        let m = &self.metrics.precompute;
+        let key = (*pubkey, *proof);
+        if *root != proof.signing_root() {
+            // Cannot happen from the request path (the proof is derived from the request);
+            // such a request is signed as asked, and its signature never cached.
+            m.misses.fetch_add(1, Ordering::Relaxed);
+            let (done, _) = watch::channel(None);
+            return LiveProof::SignIt(Claim {
+                cache: self.clone(),
+                key,
+                id: 0,
+                done,
+            });
+        }
+        let give_up = tokio::time::Instant::now() + patience;
+        loop {
+            let (claim, mut done) = {
+                let mut entries = self.lock();
+                match entries.get(&key) {
+                    Some(Entry::Ready(c)) => {
+                        m.hits.fetch_add(1, Ordering::Relaxed);
+                        return LiveProof::Answered(c.signature);
+                    }
+                    Some(Entry::Pending { claim, done, .. }) => (*claim, done.clone()),
+                    None => {
+                        m.misses.fetch_add(1, Ordering::Relaxed);
+                        return LiveProof::SignIt(self.new_claim(&mut entries, key));
+                    }
+                }
+            };
+            let waited = tokio::time::timeout_at(give_up, done.wait_for(Option::is_some)).await;
+            match waited {
+                Ok(Ok(signature)) => {
+                    if let Some(signature) = *signature {
+                        m.joined.fetch_add(1, Ordering::Relaxed);
+                        return LiveProof::Answered(signature);
+                    }
+                }
+                // Dropped unfinished: look again (it is gone, or someone else took it).
+                Ok(Err(_)) => continue,
+                Err(_) => {
+                    let mut entries = self.lock();
+                    if let Some(Entry::Pending {
+                        claim: id, task, ..
+                    }) = entries.get(&key)
+                    {
+                        if *id == claim {
+                            if let Some(task) = task {
+                                task.abort();
+                            }
+                            m.taken_over.fetch_add(1, Ordering::Relaxed);
+                            m.misses.fetch_add(1, Ordering::Relaxed);
+                            return LiveProof::SignIt(self.new_claim(&mut entries, key));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The cached signature of a proof, if it was precomputed for the same signing root; counts
+    /// a hit or a miss (for callers that do not wait for precomputes under way).
     pub fn lookup(
         &self,
         pubkey: &PublicKeyBytes,
         proof: &SelectionProof,
         root: &SigningRoot,
     ) -> Option<[u8; 96]> {
-        let found = self
-            .lock()
-            .get(&(*pubkey, *proof))
-            .filter(|c| c.root == *root)
-            .map(|c| c.signature);
+        let found = match self.lock().get(&(*pubkey, *proof)) {
+            Some(Entry::Ready(c)) if c.root == *root => Some(c.signature),
+            _ => None,
+        };
         let counter = if found.is_some() {
             &self.metrics.precompute.hits
         } else {
@@ -98,17 +270,20 @@ impl ProofCache {
         found
     }
 
-    /// Whether the proof is cached.
+    /// Whether the proof is signed and cached.
     pub fn contains(&self, pubkey: &PublicKeyBytes, proof: &SelectionProof) -> bool {
-        self.lock().contains_key(&(*pubkey, *proof))
+        matches!(self.lock().get(&(*pubkey, *proof)), Some(Entry::Ready(_)))
     }
 
-    /// Proofs cached now.
+    /// Proofs cached now (signed; not counting those being signed).
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock()
+            .values()
+            .filter(|e| matches!(e, Entry::Ready(_)))
+            .count()
     }
 
-    /// Whether the cache is empty.
+    /// Whether no proof is cached.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -122,23 +297,72 @@ impl ProofCache {
         signature: [u8; 96],
     ) {
         let mut entries = self.lock();
-        entries.insert((pubkey, proof), CachedProof { root, signature });
-        self.metrics
-            .precompute
-            .cached
-            .store(entries.len() as u64, Ordering::Relaxed);
+        entries.insert(
+            (pubkey, proof),
+            Entry::Ready(CachedProof { root, signature }),
+        );
+        self.count_entries(&entries);
     }
 
-    /// Keep only the entries `keep` accepts; returns how many were dropped.
+    /// Keep only the entries `keep` accepts (signed or being signed); returns how many were
+    /// dropped. A dropped proof being signed is not cached when it completes.
     pub fn retain(&self, mut keep: impl FnMut(&PublicKeyBytes, &SelectionProof) -> bool) -> usize {
         let mut entries = self.lock();
         let before = entries.len();
         entries.retain(|(pk, proof), _| keep(pk, proof));
-        self.metrics
-            .precompute
-            .cached
-            .store(entries.len() as u64, Ordering::Relaxed);
+        self.count_entries(&entries);
         before - entries.len()
+    }
+}
+
+impl Claim {
+    /// The validator and proof this claim is for.
+    pub fn key(&self) -> (PublicKeyBytes, SelectionProof) {
+        self.key
+    }
+
+    /// The claim's number.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The proof is signed: cache it (unless `cache` is false: its duty went away meanwhile)
+    /// and answer everyone waiting for it.
+    pub fn complete(self, signature: [u8; 96], cache: bool) {
+        let _ = self.done.send(Some(signature));
+        let mut entries = self.cache.lock();
+        let ours = matches!(
+            entries.get(&self.key),
+            Some(Entry::Pending { claim, .. }) if *claim == self.id
+        );
+        if ours {
+            if cache {
+                entries.insert(
+                    self.key,
+                    Entry::Ready(CachedProof {
+                        root: self.key.1.signing_root(),
+                        signature,
+                    }),
+                );
+            } else {
+                entries.remove(&self.key);
+            }
+            self.cache.count_entries(&entries);
+        }
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        // Completed claims have replaced their entry already; an unfinished one leaves, and
+        // its waiters (their channel now closed) look again.
+        let mut entries = self.cache.lock();
+        if matches!(
+            entries.get(&self.key),
+            Some(Entry::Pending { claim, .. }) if *claim == self.id
+        ) {
+            entries.remove(&self.key);
+        }
     }
 }
 

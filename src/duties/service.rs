@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 
 use super::beacon::{AttesterDuties, BeaconError, BeaconNode, ForkEntry, Genesis, Spec, SyncDuty};
 use super::identity;
-use super::{ProofCache, SELECTION_PROOF_SCHEDULE_DENOM, SELECTION_PROOF_SLOT_LOOKAHEAD};
+use super::{Claim, ProofCache, SELECTION_PROOF_SCHEDULE_DENOM, SELECTION_PROOF_SLOT_LOOKAHEAD};
 use crate::consensus::{Network, SelectionProof};
 use crate::keys::{KeyRecord, PublicKeyBytes};
 use crate::metrics::Metrics;
@@ -102,7 +102,6 @@ struct Duties {
     attester: BTreeMap<u64, AttesterDuties>,
     /// Sync duties per period, with the epoch they were fetched in.
     sync: BTreeMap<u64, (u64, Vec<SyncDuty>)>,
-    pending: HashSet<(PublicKeyBytes, SelectionProof)>,
     signed_this_slot: u64,
     last_error: Option<String>,
 }
@@ -134,7 +133,7 @@ impl Duties {
     }
 }
 
-type Done = (PublicKeyBytes, SelectionProof, Result<Signature, JobError>);
+type Done = (Claim, Result<Signature, JobError>);
 
 impl Service {
     /// A service for the beacon node at `url` (checked by
@@ -202,7 +201,7 @@ impl Service {
                     Err(e) => self.beacon_error(&mut duties, &e),
                 }
             }
-            self.poll(&chain, &mut duties, slot).await;
+            self.poll(&chain, &mut duties, slot, &mut jobs).await;
             let mid = chain.at_fraction(slot, SELECTION_PROOF_SCHEDULE_DENOM);
             self.wait_until(&chain, mid, &mut jobs, &mut duties).await;
             self.precompute(&chain, &mut duties, slot, &mut jobs);
@@ -253,7 +252,7 @@ impl Service {
 
     /// Indices of new keys, attester duties of this epoch and the next (a changed dependent
     /// root replaces them and drops their proofs), sync duties of the periods in view.
-    async fn poll(&self, chain: &Chain, duties: &mut Duties, slot: u64) {
+    async fn poll(&self, chain: &Chain, duties: &mut Duties, slot: u64, jobs: &mut JoinSet<Done>) {
         let epoch = chain.epoch(slot);
         duties.attester.retain(|e, _| *e >= epoch);
         duties.sync.retain(|p, _| *p >= chain.period(slot));
@@ -280,7 +279,9 @@ impl Service {
         if indices.is_empty() {
             return;
         }
-        for e in [epoch, epoch + 1] {
+        // The next epoch first: at an epoch's start its duties are new, and a validator client
+        // that signs its proofs as soon as it learns them (Lodestar) asks for them right away.
+        for e in [epoch + 1, epoch] {
             match self
                 .beacon
                 .attester_duties(e, &indices, chain.spec.slots_per_epoch)
@@ -317,6 +318,7 @@ impl Service {
                 Err(err) => self.beacon_error(duties, &err),
             }
         }
+        self.precompute(chain, duties, slot, jobs);
         let periods: HashSet<u64> = (slot..=slot + SELECTION_PROOF_SLOT_LOOKAHEAD + 1)
             .map(|s| chain.signing_period(s))
             .collect();
@@ -350,14 +352,17 @@ impl Service {
         }
     }
 
-    /// Submit every proof of the next slots that is neither cached nor under way.
+    /// Submit every proof wanted soon that is neither signed nor being signed: the aggregation
+    /// proofs of every known attester duty after `slot` (this epoch and the next, as soon as
+    /// the duties are known: a client may ask for them then), and the sync committee proofs of
+    /// the next [`SELECTION_PROOF_SLOT_LOOKAHEAD`] + 1 slots. Earliest slot first.
     fn precompute(&self, chain: &Chain, duties: &mut Duties, slot: u64, jobs: &mut JoinSet<Done>) {
         // One slot beyond the lookahead: a validator client with Lighthouse's own schedule asks
         // for slot s + 8's proof at this very mid-slot, and should find it signed a slot ago.
         let window = slot + 1..=slot + SELECTION_PROOF_SLOT_LOOKAHEAD + 1;
         let mut wanted: Vec<(PublicKeyBytes, SelectionProof)> = Vec::new();
         for d in duties.attester.values().flat_map(|a| a.duties.iter()) {
-            if window.contains(&d.slot) {
+            if d.slot > slot {
                 wanted.push((d.pubkey, chain.proof(d.slot, None)));
             }
         }
@@ -382,17 +387,17 @@ impl Service {
         if wanted.is_empty() {
             return;
         }
+        wanted.sort_by_key(|(_, p)| p.slot);
         let (scheduler, keys) = (self.signer)();
         let keys: HashMap<PublicKeyBytes, Arc<KeyRecord>> =
             keys.into_iter().map(|k| (k.pubkey, k)).collect();
         for (pk, proof) in wanted {
-            if duties.pending.contains(&(pk, proof)) || self.cache.contains(&pk, &proof) {
-                continue;
-            }
             let Some(key) = keys.get(&pk).cloned() else {
                 continue;
             };
-            duties.pending.insert((pk, proof));
+            let Some(claim) = self.cache.claim(pk, proof) else {
+                continue;
+            };
             let job = SignJob {
                 key,
                 signing_root: proof.signing_root().0,
@@ -400,7 +405,12 @@ impl Service {
                 deadline: Some(chain.needed_by(proof.slot)),
             };
             let scheduler = scheduler.clone();
-            jobs.spawn(async move { (pk, proof, scheduler.sign(job).await) });
+            let id = claim.id();
+            let handle = jobs.spawn(async move {
+                let result = scheduler.sign(job).await;
+                (claim, result)
+            });
+            self.cache.set_task(pk, proof, id, handle);
         }
     }
 
@@ -426,8 +436,8 @@ impl Service {
         }
     }
 
-    fn finished(&self, chain: &Chain, duties: &mut Duties, (pk, proof, result): Done) {
-        duties.pending.remove(&(pk, proof));
+    fn finished(&self, chain: &Chain, duties: &mut Duties, (claim, result): Done) {
+        let (pk, proof) = claim.key();
         let m = &self.metrics.precompute;
         match result {
             Ok(signature) => {
@@ -437,10 +447,7 @@ impl Service {
                 m.precomputed.fetch_add(1, Ordering::Relaxed);
                 duties.signed_this_slot += 1;
                 // A duty re-orged away while its proof was being signed is not cached.
-                if duties.wants(chain, &pk, &proof) {
-                    self.cache
-                        .insert(pk, proof, proof.signing_root(), signature.compress());
-                }
+                claim.complete(signature.compress(), duties.wants(chain, &pk, &proof));
             }
             Err(e) => {
                 m.missed_deadline.fetch_add(1, Ordering::Relaxed);
