@@ -47,7 +47,8 @@ enum Command {
         /// Network: mainnet, sepolia, hoodi, holesky, or a consensus config.yaml.
         #[arg(long)]
         network: Option<String>,
-        /// Do not refuse duties whose slot has passed (for replaying old or synthetic messages).
+        /// Do not refuse requests past their validity window (for replaying old or synthetic
+        /// messages).
         #[arg(long)]
         no_slot_deadlines: bool,
         /// DANGEROUS: sign blocks and attestations without slashing protection (for replaying

@@ -772,6 +772,7 @@ async fn foreground_under_precompute(fifo: bool) -> Vec<&'static str> {
                 signing_root: proof.signing_root().0,
                 class: Class::Background,
                 deadline: None,
+                freshness: 0,
             })
             .await
             .unwrap();
@@ -802,6 +803,7 @@ async fn foreground_under_precompute(fifo: bool) -> Vec<&'static str> {
                 signing_root: [i; 32],
                 class,
                 deadline: None,
+                freshness: 0,
             };
             let signing = s.sign(job);
             tokio::pin!(signing);
