@@ -359,7 +359,11 @@ async fn every_request_type_signs_in_its_window_and_is_refused_after_it_over_htt
     let spe = 32;
     let signer = InProcess::start(spe).await;
     let mut refusals = 0;
-    for (i, (fork, kind, request)) in request_shapes().into_iter().enumerate() {
+    let shapes = request_shapes();
+    let kinds: std::collections::BTreeSet<&str> =
+        shapes.iter().map(|(_, k, _)| k.as_str()).collect();
+    assert_eq!(kinds.len(), MessageType::ALL.len(), "{kinds:?}");
+    for (i, (fork, kind, request)) in shapes.iter().cloned().enumerate() {
         // Each shape its own epochs, later than the last's: blocks and attestations of
         // different shapes never meet in slashing protection.
         let epoch = 1_000 + 10 * i as u64;
@@ -425,33 +429,43 @@ async fn every_request_type_signs_in_its_window_and_is_refused_after_it_over_htt
     assert_eq!(signer.refused_past_window(), refusals);
 }
 
+/// A RANDAO reveal for an epoch of `spe` slots, sent at the start and 11 s into every slot of
+/// the epoch: signed each time; refused once the next epoch is half a second old. (One signer
+/// per test: a process initialises its PKCS#11 module once, with one token directory.)
+async fn randao_signs_at_every_slot_over_http(spe: u64) {
+    let signer = InProcess::start(spe).await;
+    let request = request_shapes()
+        .into_iter()
+        .find(|(fork, kind, _)| fork == "deneb" && kind == "RANDAO_REVEAL")
+        .unwrap()
+        .2;
+    let epoch = 4_321;
+    let body = request_at(&request, epoch, spe);
+    for slot in epoch * spe..(epoch + 1) * spe {
+        for offset in [Duration::ZERO, Duration::from_secs(11)] {
+            assert!(signer.clock.set_slot_and_offset(slot, offset));
+            signer
+                .assert_signs(&body, &format!("slot {slot} +{offset:?}, {spe} per epoch"))
+                .await;
+        }
+    }
+    let next = (epoch + 1) * spe;
+    assert!(signer.clock.set_slot_and_offset(next, DISPARITY));
+    signer
+        .assert_refused(
+            &body,
+            &refusal("RANDAO_REVEAL", epoch, next, next),
+            "next epoch",
+        )
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_randao_reveal_signs_at_every_slot_of_its_epoch_over_http() {
-    for spe in [32, 8] {
-        let signer = InProcess::start(spe).await;
-        let request = request_shapes()
-            .into_iter()
-            .find(|(fork, kind, _)| fork == "deneb" && kind == "RANDAO_REVEAL")
-            .unwrap()
-            .2;
-        let epoch = 4_321;
-        let body = request_at(&request, epoch, spe);
-        for slot in epoch * spe..(epoch + 1) * spe {
-            for offset in [Duration::ZERO, Duration::from_secs(11)] {
-                assert!(signer.clock.set_slot_and_offset(slot, offset));
-                signer
-                    .assert_signs(&body, &format!("slot {slot} +{offset:?}, {spe} per epoch"))
-                    .await;
-            }
-        }
-        let next = (epoch + 1) * spe;
-        assert!(signer.clock.set_slot_and_offset(next, DISPARITY));
-        signer
-            .assert_refused(
-                &body,
-                &refusal("RANDAO_REVEAL", epoch, next, next),
-                "next epoch",
-            )
-            .await;
-    }
+    randao_signs_at_every_slot_over_http(32).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_randao_reveal_signs_at_every_slot_of_a_minimal_preset_epoch_over_http() {
+    randao_signs_at_every_slot_over_http(8).await;
 }
