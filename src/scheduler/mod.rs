@@ -1,7 +1,8 @@
 //! The device-aware queue (DESIGN §2). Two scarce resources in one priority order: device
 //! sessions (one worker thread per session, so a device's cap can never be exceeded) and CPU
 //! signing threads (blst never runs on the async runtime). A job first opens its envelope on its
-//! device, then signs on a CPU worker; both stages take the highest class first, oldest first.
+//! device, then signs on a CPU worker; both stages take the highest class first, within it the
+//! freshest duty slot, then the oldest arrival.
 //!
 //! Rules: a block waits at most for one operation in flight per device, and for no signature
 //! at all: each device has a block thread besides its session threads, idle but for blocks and
@@ -98,7 +99,9 @@ pub struct SignJob {
     pub signing_root: [u8; 32],
     /// Priority class.
     pub class: Class,
-    /// A deadline from the slot clock, if any (the class's maximum queue time applies too).
+    /// When the work stops being worth doing, if ever: for a signing request the end of its
+    /// validity window (`crate::consensus::validity`), for a precomputed proof the moment its
+    /// client needs it. The class's maximum queue time applies too.
     pub deadline: Option<Instant>,
     /// Within its class, work of a higher freshness runs first: the slot of its duty, capped at
     /// the current slot; 0 for work with no slot, which runs in arrival order ([`queue`]).
@@ -108,7 +111,8 @@ pub struct SignJob {
 /// Which limit a job ran into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit {
-    /// The deadline its caller gave: the end of the request's validity window.
+    /// The deadline its caller gave ([`SignJob::deadline`]; for a signing request, the end of
+    /// its validity window, as the refusal says).
     Deadline,
     /// Its class's maximum queue time ([`SchedulerConfig::max_queue_time`]).
     QueueTime(Duration),
