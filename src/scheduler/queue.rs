@@ -96,8 +96,9 @@ pub enum Next<T> {
 pub type Urgency = (usize, Reverse<u64>, u64);
 
 /// One class's tasks: runs of equal freshness, the freshest run first, each in arrival order.
-/// Runs are never empty; emptied runs' buffers are kept for reuse, so a queue that empties and
-/// fills again (an idle signer: every job) allocates nothing.
+/// No run is empty but a sole one: the last run is kept when the queue empties, so a queue that
+/// empties and fills again (an idle signer: every job) makes no run. Other emptied runs' buffers
+/// are kept for reuse.
 #[derive(Debug)]
 struct ClassQueue<T> {
     runs: VecDeque<(u64, VecDeque<T>)>,
@@ -126,15 +127,22 @@ impl<T: Queued> ClassQueue<T> {
 
     /// The run of `freshness`, made where it belongs if there is none.
     fn run_of(&mut self, freshness: u64) -> &mut VecDeque<T> {
-        let i = self
-            .runs
-            .iter()
-            .position(|(f, _)| *f <= freshness)
-            .unwrap_or(self.runs.len());
-        if self.runs.get(i).is_none_or(|(f, _)| *f != freshness) {
-            let buf = self.spare.pop().unwrap_or_default();
-            self.runs.insert(i, (freshness, buf));
-        }
+        let i = if self.len == 0 && !self.runs.is_empty() {
+            // The sole, empty run takes any freshness.
+            self.runs[0].0 = freshness;
+            0
+        } else {
+            let i = self
+                .runs
+                .iter()
+                .position(|(f, _)| *f <= freshness)
+                .unwrap_or(self.runs.len());
+            if self.runs.get(i).is_none_or(|(f, _)| *f != freshness) {
+                let buf = self.spare.pop().unwrap_or_default();
+                self.runs.insert(i, (freshness, buf));
+            }
+            i
+        };
         &mut self.runs[i].1
     }
 
@@ -148,15 +156,16 @@ impl<T: Queued> ClassQueue<T> {
         self.len += 1;
     }
 
-    /// Take from run `i`, at its front or back; drops the run if that empties it.
-    fn take(&mut self, i: usize, back: bool) -> Option<T> {
+    /// Take from run `i`, at its front or back, or at `pos`; drops the run if that empties it
+    /// (unless it is the only one).
+    fn take(&mut self, i: usize, at: At) -> Option<T> {
         let run = &mut self.runs.get_mut(i)?.1;
-        let t = if back {
-            run.pop_back()
-        } else {
-            run.pop_front()
+        let t = match at {
+            At::Front => run.pop_front(),
+            At::Back => run.pop_back(),
+            At::Pos(pos) => run.remove(pos),
         }?;
-        if run.is_empty() {
+        if run.is_empty() && self.runs.len() > 1 {
             if let Some((_, buf)) = self.runs.remove(i) {
                 self.spare.push(buf);
             }
@@ -166,16 +175,16 @@ impl<T: Queued> ClassQueue<T> {
     }
 
     fn pop_front(&mut self) -> Option<T> {
-        self.take(0, false)
+        self.take(0, At::Front)
     }
 
     fn pop_stalest(&mut self) -> Option<T> {
-        self.take(self.runs.len().checked_sub(1)?, false)
+        self.take(self.runs.len().checked_sub(1)?, At::Front)
     }
 
     /// The task that would run last.
     fn pop_back(&mut self) -> Option<T> {
-        self.take(self.runs.len().checked_sub(1)?, true)
+        self.take(self.runs.len().checked_sub(1)?, At::Back)
     }
 
     fn remove(&mut self, id: u64) -> Option<T> {
@@ -184,20 +193,20 @@ impl<T: Queued> ClassQueue<T> {
             .iter()
             .enumerate()
             .find_map(|(i, (_, run))| run.iter().position(|t| t.id() == id).map(|p| (i, p)))?;
-        let run = &mut self.runs[i].1;
-        let t = run.remove(pos)?;
-        if run.is_empty() {
-            if let Some((_, buf)) = self.runs.remove(i) {
-                self.spare.push(buf);
-            }
-        }
-        self.len -= 1;
-        Some(t)
+        self.take(i, At::Pos(pos))
     }
 
     fn iter(&self) -> impl Iterator<Item = &T> {
         self.runs.iter().flat_map(|(_, run)| run.iter())
     }
+}
+
+/// Where [`ClassQueue::take`] takes from a run.
+#[derive(Clone, Copy)]
+enum At {
+    Front,
+    Back,
+    Pos(usize),
 }
 
 /// One queue per class. With `fifo` set, every class shares one queue in arrival order (the
@@ -302,8 +311,9 @@ impl<T: Queued> ClassQueues<T> {
             if front.cancelled() {
                 return q.pop_front().map_or(Next::Idle, Next::Cancelled);
             }
-            // The stalest task expires first: clear it before it holds a place any longer.
-            if q.stalest().is_some_and(|t| t.deadline() <= now) {
+            // The stalest task expires first: clear it before it holds a place any longer. (With
+            // one run it is the front, checked next.)
+            if q.runs.len() > 1 && q.stalest().is_some_and(|t| t.deadline() <= now) {
                 return q.pop_stalest().map_or(Next::Idle, Next::Expired);
             }
             if front.deadline() <= now {
@@ -627,6 +637,27 @@ mod tests {
         assert_eq!(q.len(), 4);
         assert_eq!(q.remove(1).map(|x| x.id), Some(1), "empties its run");
         assert_eq!(ids(&mut q, now, true), vec![0, 2, 4]);
+    }
+
+    #[test]
+    fn a_queue_that_empties_and_fills_again_keeps_its_order() {
+        let now = Instant::now();
+        let mut q = ClassQueues::new(false);
+        // Empties (its last run stays, empty), then fills with other freshnesses.
+        q.push(fresh(1, Attestation, 5, now));
+        assert_eq!(ids(&mut q, now, true), vec![1]);
+        assert!(q.is_empty() && q.head().is_none());
+        for (id, f) in [(2, 3), (3, 7), (4, 3), (5, 9)] {
+            q.push(fresh(id, Attestation, f, now));
+        }
+        assert_eq!(q.head().map(|(_, u)| u), Some((1, Reverse(9), 5)));
+        // Runs emptied by removal and eviction go too; the rest keep their order.
+        assert_eq!(q.remove(3).map(|x| x.id), Some(3));
+        assert_eq!(q.evict_below(Block).map(|x| x.id), Some(4));
+        q.push(fresh(6, Attestation, 7, now));
+        assert_eq!(ids(&mut q, now, true), vec![5, 6, 2]);
+        assert_eq!(q.len(), 0);
+        assert!(matches!(q.pop(now, true), Next::Idle));
     }
 
     #[test]
