@@ -124,8 +124,10 @@ pub struct SchedulerSettings {
     pub cpu_workers: Option<usize>,
     /// Jobs that may wait for a device (default 100,000).
     pub queue_capacity: Option<usize>,
-    /// Refuse blocks, attestations and aggregates once the slot after theirs has begun
-    /// (default true; needs the network's genesis time).
+    /// Refuse every request that arrives after its validity window (the consensus specs' rule
+    /// for its type: a block's slot, a RANDAO reveal's epoch, an attestation's inclusion window,
+    /// …; see the README) and give the rest the window's end as their queue deadline (default
+    /// true; needs the network's genesis time).
     pub slot_deadlines: Option<bool>,
     /// Milliseconds an opened envelope may wait for a bulk signing thread before the rescue
     /// thread signs bulk work in its place (default 100; see the README's scheduling section).

@@ -57,7 +57,8 @@ enum Command {
         /// needs --no-slashing-protection).
         #[arg(long, requires = "no_slashing_protection")]
         no_network_check: bool,
-        /// Do not refuse duties whose slot has passed (for replaying old or synthetic messages).
+        /// Do not refuse requests past their validity window (for replaying old or synthetic
+        /// messages).
         #[arg(long)]
         no_slot_deadlines: bool,
         /// DANGEROUS: sign blocks and attestations without slashing protection (for replaying

@@ -90,6 +90,8 @@ pub struct Metrics {
     pub device_op: Family,
     /// Jobs refused because their deadline passed (per class).
     pub shed_expired: [AtomicU64; CLASSES],
+    /// Requests refused because they arrived after their validity window ended (per class).
+    pub past_window: [AtomicU64; CLASSES],
     /// Jobs refused because the queue was full (per class).
     pub shed_overload: [AtomicU64; CLASSES],
     /// Jobs whose client went away before they ran (per class).
@@ -239,6 +241,7 @@ impl Metrics {
             .render(&mut out, "signer_device_operation_seconds", "device");
         for (name, arr) in [
             ("signer_shed_expired_total", &self.shed_expired),
+            ("signer_refused_past_window_total", &self.past_window),
             ("signer_shed_overload_total", &self.shed_overload),
             ("signer_cancelled_total", &self.cancelled),
             ("signer_starved_rescued_total", &self.starved_rescued),

@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::path::PathBuf;
+
 use common::{blst_signature, signing_fixtures, Server, Signer};
 use reqwest::blocking::Client;
 use reqwest::StatusCode;
@@ -409,51 +411,210 @@ fn a_client_that_hangs_up_frees_its_place() {
     );
 }
 
-#[test]
-fn the_slot_clock_refuses_an_attestation_whose_slot_has_passed() {
-    let s = Signer::with_fixture_key();
-    let server = Server::start(&s, &["--network", "mainnet"]);
-    let pk = common::FIXTURE_PK;
-    // A mainnet attestation for a slot in 2020: its deadline (the next slot) is long gone.
-    let mut case = mainnet_case("ATTESTATION");
-    case["request"]["attestation"]["slot"] = json!("100");
-    case["request"]
-        .as_object_mut()
+/// Mainnet's fork versions, every fork in force from genesis: the fixtures' requests carry them.
+const MAINNET_VERSIONS_FROM_GENESIS: &str =
+    "ALTAIR_FORK_VERSION: 0x01000000\nALTAIR_FORK_EPOCH: 0\n\
+     BELLATRIX_FORK_VERSION: 0x02000000\nBELLATRIX_FORK_EPOCH: 0\n\
+     CAPELLA_FORK_VERSION: 0x03000000\nCAPELLA_FORK_EPOCH: 0\n\
+     DENEB_FORK_VERSION: 0x04000000\nDENEB_FORK_EPOCH: 0\n\
+     ELECTRA_FORK_VERSION: 0x05000000\nELECTRA_FORK_EPOCH: 0\n\
+     FULU_FORK_VERSION: 0x06000000\nFULU_FORK_EPOCH: 0\n";
+
+/// A network whose genesis puts "now" `into_slot` seconds into `slot`, with slots of
+/// `seconds_per_slot`: its config.yaml, written into the signer's data directory, and its
+/// genesis time.
+fn network_at(s: &Signer, slot: u64, into_slot: u64, seconds_per_slot: u64) -> (PathBuf, u64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .remove("signingRoot");
-    let resp = client()
-        .post(server.url(&format!("/api/v1/eth2/sign/{pk}")))
-        .json(&case["request"])
-        .send()
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert!(resp.json::<Value>().unwrap()["message"]
+        .as_secs();
+    let genesis = now - slot * seconds_per_slot - into_slot;
+    let path = s.data_dir().join("config.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "CONFIG_NAME: 'deadline-test'\nPRESET_BASE: 'mainnet'\n\
+             GENESIS_FORK_VERSION: 0x00000000\nMIN_GENESIS_TIME: {genesis}\nGENESIS_DELAY: 0\n\
+             SECONDS_PER_SLOT: {seconds_per_slot}\n{MAINNET_VERSIONS_FROM_GENESIS}"
+        ),
+    )
+    .unwrap();
+    // The root of the requests the helpers make, beside the config (as a devnet ships it).
+    std::fs::write(
+        s.data_dir().join("genesis_validators_root.txt"),
+        common::TEST_GVR,
+    )
+    .unwrap();
+    (path, genesis)
+}
+
+fn shape(fork: &str, kind: &str) -> Value {
+    common::request_shapes()
+        .into_iter()
+        .find(|(f, k, _)| f == fork && k == kind)
+        .unwrap_or_else(|| panic!("no {fork} {kind} fixture"))
+        .2
+}
+
+/// (block slots, attestation target epochs) in the signer's slashing database.
+fn recorded(s: &Signer) -> (Vec<u64>, Vec<u64>) {
+    let export: Value = serde_json::from_str(&s.ok(&["slashing", "export", "-"])).unwrap();
+    let numbers = |list: &str, field: &str| -> Vec<u64> {
+        export["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|v| v[list].as_array().cloned().unwrap_or_default())
+            .map(|x| x[field].as_str().unwrap().parse().unwrap())
+            .collect()
+    };
+    (
+        numbers("signed_blocks", "slot"),
+        numbers("signed_attestations", "target_epoch"),
+    )
+}
+
+#[test]
+fn with_the_slot_clock_a_randao_reveal_signs_late_in_its_epoch_and_a_stale_attestation_is_refused()
+{
+    let s = Signer::with_fixture_key();
+    // Now is 5 s into slot 351, the last of epoch 10, with one-minute slots (55 s to spare).
+    let (config, genesis) = network_at(&s, 351, 5, 60);
+    let server = Server::start(&s, &["--network", config.to_str().unwrap()]);
+    let url = server.url(&format!("/api/v1/eth2/sign/{}", common::FIXTURE_PK));
+    let http = client();
+    let post = |body: &Value| {
+        let resp = http.post(&url).json(body).send().unwrap();
+        let status = resp.status();
+        (status, resp.json::<Value>().unwrap())
+    };
+    let current = || {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        (now - genesis) / 60
+    };
+    assert_eq!(current(), 351);
+
+    // The epoch's RANDAO reveal, in its last slot: a proposer of that slot needs it now (the
+    // first-slot deadline refused it in 31 slots of 32).
+    let randao = common::request_at(&shape("deneb", "RANDAO_REVEAL"), 10, 32);
+    let (status, body) = post(&randao);
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // This slot's block and attestation sign, and are recorded.
+    let block = common::request_at(&shape("deneb", "BLOCK_V2"), 351, 32);
+    assert_eq!(post(&block).0, StatusCode::OK);
+    let attestation = shape("deneb", "ATTESTATION");
+    assert_eq!(
+        post(&common::request_at(&attestation, 351, 32)).0,
+        StatusCode::OK
+    );
+    // An attestation of an epoch before the last is no longer includable: 400, with the reason.
+    let (status, body) = post(&common::request_at(&attestation, 5, 32));
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(!body.to_string().is_empty());
+    assert_eq!(
+        body["message"].as_str().unwrap(),
+        format!(
+            "ATTESTATION for slot 5 is past its validity window, which ended 500 ms after slot 64 \
+             began (the current slot is {}); nothing was signed",
+            current()
+        )
+    );
+    // So is the block of the slot before.
+    let (status, body) = post(&common::request_at(&shape("deneb", "BLOCK_V2"), 350, 32));
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["message"]
         .as_str()
         .unwrap()
-        .contains("deadline"));
+        .starts_with("BLOCK_V2 for slot 350 is past its validity window, which ended 500 ms after slot 351 began"));
     assert_eq!(
-        server.metric("signer_shed_expired_total{class=\"attestation\"}"),
+        server.metric("signer_refused_past_window_total{class=\"attestation\"}"),
         1.0
     );
-    // Nothing reached a device.
-    let text = client()
-        .get(server.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    assert!(
-        !text.contains("signer_device_operation_seconds_count"),
-        "{text}"
+    assert_eq!(
+        server.metric("signer_refused_past_window_total{class=\"block\"}"),
+        1.0
     );
-    // A registration has no slot deadline and is signed.
-    let reg = first_case("VALIDATOR_REGISTRATION");
-    let resp = client()
-        .post(server.url(&format!("/api/v1/eth2/sign/{pk}")))
-        .json(&reg["request"])
-        .send()
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
+    // The refused ones never reached a device, and slashing protection recorded neither.
+    assert_eq!(server.metric("signer_device_operation_seconds_count"), 3.0);
+    // A registration has no window and is signed.
+    let (status, _) = post(&first_case("VALIDATOR_REGISTRATION")["request"]);
+    assert_eq!(status, StatusCode::OK);
+    drop(server);
+    let (blocks, targets) = recorded(&s);
+    assert_eq!(blocks, vec![351]);
+    assert_eq!(targets, vec![10]);
+}
+
+#[test]
+fn absurd_slots_and_epochs_never_panic_the_signer() {
+    let s = Signer::with_fixture_key();
+    let log = s.data_dir().join("server.log");
+    // Mainnet: the slot clock is on, and so is slashing protection.
+    let server = Server::start_logging_to(&s, &["--network", "mainnet"], &log);
+    let url = server.url(&format!("/api/v1/eth2/sign/{}", common::FIXTURE_PK));
+    let http = client();
+    // Slots and epochs near 2^64, and the first slot whose start overflows u64 seconds. A
+    // block is sent only at slots beyond what slashing protection stores (2^63 - 1): a block at
+    // a slot within its range but beyond any representable time has no deadline, is signed and
+    // recorded (far-future requests are not refused; see the README).
+    let absurd = [u64::MAX, u64::MAX - 1, 1 << 63, u64::MAX / 12 + 1];
+    let mut statuses = std::collections::BTreeMap::new();
+    for (fork, kind, request) in common::request_shapes() {
+        for duty in absurd {
+            if kind.starts_with("BLOCK") && duty <= i64::MAX as u64 {
+                continue;
+            }
+            let body = common::request_at(&request, duty, 32);
+            // A panic in the handler would drop the connection: an error here, not a status.
+            let resp = http
+                .post(&url)
+                .json(&body)
+                .send()
+                .unwrap_or_else(|e| panic!("{fork} {kind} at {duty}: {e}"));
+            let status = resp.status();
+            let answer: Value = resp.json().unwrap();
+            // Nothing this far ahead is past its window. A block beyond slashing protection's
+            // range is refused by it (412) and not recorded. Attestations of such slots have
+            // targets within its range: the first is signed, and the others conflict with it
+            // (412). The rest are signed.
+            match kind.as_str() {
+                "BLOCK" | "BLOCK_V2" => {
+                    assert_eq!(status, StatusCode::PRECONDITION_FAILED, "{kind}: {answer}");
+                    assert!(
+                        answer["message"]
+                            .as_str()
+                            .unwrap()
+                            .contains("beyond the supported maximum"),
+                        "{answer}"
+                    );
+                }
+                "ATTESTATION" => assert!(
+                    [StatusCode::OK, StatusCode::PRECONDITION_FAILED].contains(&status),
+                    "{fork} {kind} at {duty}: {answer}"
+                ),
+                _ => assert_eq!(status, StatusCode::OK, "{fork} {kind} at {duty}: {answer}"),
+            }
+            *statuses.entry(status.as_u16()).or_insert(0) += 1;
+        }
+    }
+    // Still serving; no thread panicked.
+    let (status, _) = {
+        let resp = http
+            .post(&url)
+            .json(&first_case("VALIDATOR_REGISTRATION")["request"])
+            .send()
+            .unwrap();
+        (resp.status(), ())
+    };
+    assert_eq!(status, StatusCode::OK);
+    drop(server);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("panicked"), "{text}");
+    let (blocks, _) = recorded(&s);
+    assert!(blocks.is_empty(), "{blocks:?} {statuses:?}");
 }
 
 #[test]

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use blst::min_pk::SecretKey;
-use hsm_signer::consensus::{ConsensusError, MessageType, Network, SignRequest, SlashingData};
+use hsm_signer::consensus::{
+    ConsensusError, Duty, MessageType, Network, SignRequest, SlashingData,
+};
 use serde_json::{json, Map, Value};
 
 const DST: &[u8] = b"BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_";
@@ -140,14 +142,9 @@ fn accessors_agree_with_the_request() {
                         slot,
                     )
                 }
-                MessageType::RandaoReveal => (
-                    SlashingData::None,
-                    u(&r["randao_reveal"]["epoch"]).map(|e| e.saturating_mul(32)),
-                ),
-                MessageType::VoluntaryExit => (
-                    SlashingData::None,
-                    u(&r["voluntary_exit"]["epoch"]).map(|e| e.saturating_mul(32)),
-                ),
+                MessageType::RandaoReveal => (SlashingData::None, u(&r["randao_reveal"]["epoch"])),
+                // An exit has no validity window (valid from its epoch on, forever).
+                MessageType::VoluntaryExit => (SlashingData::None, None),
                 MessageType::AggregationSlot => {
                     (SlashingData::None, u(&r["aggregation_slot"]["slot"]))
                 }
@@ -175,7 +172,16 @@ fn accessors_agree_with_the_request() {
                 }
             };
             assert_eq!(req.slashing_data(), slashing, "{}", case["name"]);
-            assert_eq!(req.duty_slot(32), duty, "{}", case["name"]);
+            let duty = match req.message_type() {
+                MessageType::RandaoReveal => duty.map(Duty::Epoch),
+                _ => duty.map(Duty::Slot),
+            };
+            assert_eq!(
+                req.validity_window(32).map(|w| w.duty),
+                duty,
+                "{}",
+                case["name"]
+            );
             let gvr = r["fork_info"]["genesis_validators_root"]
                 .as_str()
                 .map(|s| <[u8; 32]>::try_from(hex_bytes(s)).expect("32"));
@@ -648,8 +654,9 @@ fn parser_never_panics_on_100k_mutated_bodies() {
             let req = SignRequest::from_json(&input)?;
             let _ = (
                 req.slashing_data(),
-                req.duty_slot(32),
-                req.duty_slot(u64::MAX),
+                req.validity_window(32),
+                req.validity_window(u64::MAX),
+                req.validity_window(0),
             );
             let _ = req.genesis_validators_root();
             Ok::<_, ConsensusError>(req.signing_root(&net))

@@ -314,10 +314,7 @@ fn network_file(dir: &Path, genesis_time: u64) -> PathBuf {
 }
 
 fn client() -> Client {
-    Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
+    common::http()
 }
 
 fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
@@ -475,11 +472,21 @@ fn every_duty_proof_is_cached_before_its_slot_and_served_without_a_device_operat
     for (when, slot, pk, request) in &asks {
         at_ms_after_genesis(chain.genesis_time, *when);
         let hits = server.metric("signer_selection_proof_cache_hits_total");
+        let sent = SystemTime::now()
+            .duration_since(UNIX_EPOCH + Duration::from_secs(chain.genesis_time))
+            .unwrap()
+            .as_millis();
         sign_ok(&server, &network, pk, request);
         assert_eq!(
             server.metric("signer_selection_proof_cache_hits_total"),
             hits + 1.0,
-            "slot {slot}, asked {when} ms after genesis: {request} was not answered from the cache"
+            "slot {slot}, asked {when} ms after genesis (sent at {sent} ms): {request} was not answered from the \
+             cache (joined {}, taken over {}, misses {}, precomputed {}, missed deadline {})",
+            server.metric("signer_selection_proof_cache_joined_total"),
+            server.metric("signer_selection_proof_cache_taken_over_total"),
+            server.metric("signer_selection_proof_cache_misses_total"),
+            server.metric("signer_selection_proofs_precomputed_total"),
+            server.metric("signer_selection_proofs_missed_deadline_total"),
         );
     }
     assert_eq!(
@@ -786,6 +793,7 @@ async fn foreground_under_precompute(fifo: bool) -> Vec<&'static str> {
                 signing_root: proof.signing_root().0,
                 class: Class::Background,
                 deadline: None,
+                freshness: 0,
             })
             .await
             .unwrap();
@@ -816,6 +824,7 @@ async fn foreground_under_precompute(fifo: bool) -> Vec<&'static str> {
                 signing_root: [i; 32],
                 class,
                 deadline: None,
+                freshness: 0,
             };
             let signing = s.sign(job);
             tokio::pin!(signing);

@@ -11,7 +11,7 @@ use common::Signer;
 use hsm_signer::devices::Devices;
 use hsm_signer::keys::{self, KeyRecord, KeyStore};
 use hsm_signer::metrics::Metrics;
-use hsm_signer::scheduler::{Class, JobError, Scheduler, SchedulerConfig, SignJob};
+use hsm_signer::scheduler::{Class, JobError, Limit, Scheduler, SchedulerConfig, SignJob, Stage};
 
 struct Fixture {
     _signer: Signer,
@@ -60,6 +60,7 @@ fn job(key: &Arc<KeyRecord>, class: Class, i: u8) -> SignJob {
         signing_root: [i; 32],
         class,
         deadline: None,
+        freshness: 0,
     }
 }
 
@@ -142,6 +143,70 @@ async fn the_fifo_baseline_puts_the_block_behind_the_herd() {
     // Same code path, priorities off: the contrast that makes the test above meaningful.
     let pos = block_position(true).await;
     assert!(pos >= 18, "FIFO block finished {pos}th of 21");
+}
+
+/// A backlog of slot 10's attestations waits on a held one-session device, then slot 11's
+/// arrive; returns the slots in the order they were signed.
+async fn slots_in_signing_order(fifo: bool) -> Vec<u64> {
+    let f = fixture(
+        1,
+        20,
+        1,
+        SchedulerConfig {
+            fifo,
+            cpu_workers: 1,
+            cpu_buffer: Some(1),
+            ..Default::default()
+        },
+    );
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    let spawn = |tasks: &mut Vec<_>, slot: u64, i: u8| {
+        let (s, k, o) = (f.scheduler.clone(), f.keys[0].clone(), order.clone());
+        tasks.push(tokio::spawn(async move {
+            let job = SignJob {
+                freshness: slot,
+                ..job(&k, Class::Attestation, i)
+            };
+            s.sign(job).await.unwrap();
+            o.lock().unwrap().push(slot);
+        }));
+    };
+    f.device.hold(true);
+    spawn(&mut tasks, 9, 0);
+    let s = f.scheduler.clone();
+    until(|| s.sessions_in_use()[0].1 == 1).await;
+    for i in 1..=4 {
+        spawn(&mut tasks, 10, i);
+    }
+    until(|| s.queued().0 == 4).await;
+    for i in 5..=8 {
+        spawn(&mut tasks, 11, i);
+    }
+    until(|| s.queued().0 == 8).await;
+    f.device.hold(false);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let order = order.lock().unwrap().clone();
+    order
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_overload_the_newer_slot_goes_before_the_older_backlog() {
+    assert_eq!(
+        slots_in_signing_order(false).await,
+        [9, 11, 11, 11, 11, 10, 10, 10, 10]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fifo_baseline_signs_the_older_backlog_first() {
+    // Same code path, priorities off: the contrast that makes the test above meaningful.
+    assert_eq!(
+        slots_in_signing_order(true).await,
+        [9, 10, 10, 10, 10, 11, 11, 11, 11]
+    );
 }
 
 /// Every bulk CPU worker is held (a state, not a race) with 3 opened attestations waiting for
@@ -282,6 +347,7 @@ async fn forty_attestations(f: &Fixture, deadline: Instant) -> usize {
         let (s, k) = (f.scheduler.clone(), f.keys[usize::from(i) % 2].clone());
         let job = SignJob {
             deadline: Some(deadline),
+            freshness: 0,
             ..job(&k, Class::Attestation, i)
         };
         tasks.push(tokio::spawn(async move { s.sign(job).await }));
@@ -497,7 +563,10 @@ async fn an_expired_job_is_refused_and_never_reaches_the_device() {
     };
     assert!(matches!(
         f.scheduler.sign(past).await,
-        Err(JobError::Expired)
+        Err(JobError::Expired {
+            stage: Stage::Submitted,
+            ..
+        })
     ));
 
     // A deadline that passes while it waits behind a busy (held) session.
@@ -517,7 +586,25 @@ async fn an_expired_job_is_refused_and_never_reaches_the_device() {
     let s = f.scheduler.clone();
     until(|| s.queued().0 == 1 && Instant::now() > deadline).await;
     f.device.hold(false);
-    assert!(matches!(short.await.unwrap(), Err(JobError::Expired)));
+    let refused = short.await.unwrap();
+    assert!(
+        matches!(
+            refused,
+            Err(JobError::Expired {
+                stage: Stage::Device,
+                limit: Limit::Deadline,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    let message = refused.unwrap_err().to_string();
+    assert!(
+        message.contains("for a device session, past the end of its validity window")
+            && message.contains("because the devices were busy")
+            && message.ends_with("nothing was signed"),
+        "{message}"
+    );
     assert!(busy.await.unwrap().is_ok());
     let (ops_after, _) = f.device.op_counts();
     assert_eq!(

@@ -181,6 +181,7 @@ async fn a_corrupted_share_is_named_excluded_and_never_released() {
                     Class::Block
                 },
                 deadline: None,
+                freshness: 0,
             })
             .await
             .unwrap();
@@ -213,6 +214,7 @@ async fn two_corrupted_shares_of_a_2_of_3_key_release_nothing() {
             signing_root: [7; 32],
             class: Class::Attestation,
             deadline: None,
+            freshness: 0,
         })
         .await;
     match result {
@@ -240,6 +242,7 @@ async fn every_subset_of_devices_gives_the_keys_own_signature() {
                 signing_root: root,
                 class: Class::Block,
                 deadline: None,
+                freshness: 0,
             })
             .await
             .unwrap();

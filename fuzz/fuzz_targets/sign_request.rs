@@ -1,8 +1,10 @@
-//! Fuzzes the sign-request parser and the signing-root computation: no input may panic, and a
-//! parsed request's accessors and root must be computable.
+//! Fuzzes the sign-request parser, the signing-root computation and the validity window: no
+//! input may panic, and a parsed request's accessors, root and window must be computable.
 #![no_main]
 
-use hsm_signer::consensus::{Network, SignRequest};
+use std::time::Duration;
+
+use hsm_signer::consensus::{validity, ManualSlotClock, Network, SignRequest, SlotTiming};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -13,8 +15,14 @@ fuzz_target!(|data: &[u8]| {
     let _ = request.supplied_signing_root();
     let _ = request.slashing_data();
     let _ = request.genesis_validators_root();
-    let _ = request.duty_slot(32);
-    let _ = request.duty_slot(u64::MAX);
+    let clock = ManualSlotClock::new(SlotTiming::from_secs(1_606_824_023, 12));
+    for spe in [32, 8, 0, u64::MAX] {
+        let window = request.validity_window(spe);
+        for now in [Duration::ZERO, Duration::from_secs(1_700_000_000), Duration::MAX] {
+            clock.set_current_time(now);
+            let _ = validity::check(request.message_type(), window, &clock);
+        }
+    }
     for network in ["mainnet", "hoodi"].into_iter().filter_map(Network::preset) {
         let _ = request.signing_root(&network);
         let _ = request.verified_signing_root(&network);

@@ -23,12 +23,12 @@ pub use error::ApiError;
 pub use sign::wants_json;
 
 use crate::config::Config;
-use crate::consensus::Network;
+use crate::consensus::{Network, SlotClock, SystemTimeSlotClock};
 use crate::devices::Devices;
 use crate::duties::ProofCache;
 use crate::keys::KeyStore;
 use crate::metrics::Metrics;
-use crate::scheduler::{Scheduler, SchedulerConfig, SlotClock};
+use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::slashing::SlashingProtection;
 
 /// Largest request body accepted. A phase0 block with every list full is well under 1 MiB of
@@ -59,8 +59,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Scheduler settings (kept for reloads).
     pub scheduler_config: SchedulerConfig,
-    /// The slot clock, when deadlines follow slots.
-    pub clock: Option<SlotClock>,
+    /// The slot clock, when deadlines follow slots: requests past their validity window are
+    /// refused, and the rest get the window's end as their deadline. Tests put a
+    /// `ManualSlotClock` here.
+    pub clock: Option<Arc<dyn SlotClock>>,
     /// Slashing protection: every block and attestation is checked and recorded here first.
     /// `None` only when the operator turned it off explicitly.
     pub slashing: Option<SlashingProtection>,
@@ -87,10 +89,10 @@ impl AppState {
             config.scheduler.slot_deadlines.unwrap_or(true),
             network.genesis_time,
         ) {
-            (true, Some(genesis_time)) => Some(SlotClock {
+            (true, Some(genesis_time)) => Some(Arc::new(SystemTimeSlotClock::new(
                 genesis_time,
-                seconds_per_slot: network.seconds_per_slot,
-            }),
+                network.seconds_per_slot,
+            )) as Arc<dyn SlotClock>),
             _ => None,
         };
         let metrics = Arc::new(Metrics::default());

@@ -1,6 +1,7 @@
 //! `POST /api/v1/eth2/sign/{identifier}`: parse, refuse another network's request, recompute the
-//! signing root, refuse a supplied root that differs, sign on the key's device, answer as JSON
-//! or text by `Accept`.
+//! signing root, refuse a supplied root that differs, refuse a request past its validity window,
+//! check and record it in slashing protection, sign on the key's device (or answer from the
+//! selection-proof cache), answer as JSON or text by `Accept`.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -9,7 +10,9 @@ use axum::response::{IntoResponse, Response};
 
 use crate::api::error::ApiError;
 use crate::api::AppState;
-use crate::consensus::{MessageType, SignRequest, SlashingData};
+use crate::consensus::{
+    validity, MessageType, SignRequest, SlashingData, SlotClock, ValidityWindow,
+};
 use crate::duties::{LiveProof, JOIN_PATIENCE};
 use crate::keys::PublicKeyBytes;
 use crate::scheduler::{Class, JobError, SignJob};
@@ -96,6 +99,24 @@ pub async fn sign(
             )));
         }
     }
+    // The validity window: a request that can no longer be of use is refused here, before it is
+    // recorded by slashing protection or takes a place in the queue (400: it never can be).
+    let kind = request.message_type();
+    let class = class_of(kind);
+    let window = request.validity_window(app.network.slots_per_epoch);
+    let (deadline, freshness) = match &app.clock {
+        Some(clock) => {
+            let deadline = validity::check(kind, window, clock.as_ref()).map_err(|past| {
+                app.metrics.past_window[class as usize]
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(%pubkey, reason = %past, "refused: past its validity window");
+                ApiError::bad_request(past.to_string())
+            })?;
+            let freshness = freshness(window, clock.as_ref(), app.network.slots_per_epoch);
+            (deadline, freshness)
+        }
+        None => (None, 0),
+    };
     let started = std::time::Instant::now();
     // A selection proof precomputed, or being precomputed, for this very root: no second
     // device operation. Otherwise this request holds the proof's claim while it signs, so that
@@ -161,11 +182,6 @@ pub async fn sign(
             }
         }
     }
-    let class = class_of(request.message_type());
-    let deadline = app
-        .clock
-        .zip(request.duty_slot(app.network.slots_per_epoch))
-        .and_then(|(clock, slot)| clock.deadline(class, slot));
     let signature = runtime
         .scheduler
         .sign(SignJob {
@@ -173,10 +189,11 @@ pub async fn sign(
             signing_root: root.0,
             class,
             deadline,
+            freshness,
         })
         .await
         .map_err(|e| match e {
-            JobError::Unavailable(_) | JobError::Overloaded(_) | JobError::Expired => {
+            JobError::Unavailable(_) | JobError::Overloaded(_) | JobError::Expired { .. } => {
                 ApiError::unavailable(e.to_string())
             }
             JobError::Failed(_) | JobError::Faulty(_) => {
@@ -196,6 +213,16 @@ pub async fn sign(
         &headers,
         format!("0x{}", hex::encode(compressed)),
     ))
+}
+
+/// A request's freshness for the scheduler's order within a class: the first slot of its duty,
+/// capped at the current slot, so that work asked ahead of time (selection proofs for the next
+/// slots, say) is no fresher than the present slot's; 0 (arrival order) without a slot.
+fn freshness(window: Option<ValidityWindow>, clock: &dyn SlotClock, slots_per_epoch: u64) -> u64 {
+    window
+        .and_then(|w| w.duty.first_slot(slots_per_epoch))
+        .zip(clock.now())
+        .map_or(0, |(duty, now)| duty.min(now))
 }
 
 /// The answer: `{"signature": …}` or the bare hex, by `Accept`.

@@ -284,6 +284,7 @@ async fn idle_blocks(devices: &Devices, keys: &[Arc<KeyRecord>]) -> Latency {
                 signing_root: root(i, 0xb0),
                 class: Class::Block,
                 deadline: None,
+                freshness: 0,
             })
             .await;
         samples.push(t.elapsed());
@@ -334,6 +335,7 @@ async fn burst(
                         signing_root: root(b, 0xbb),
                         class: Class::Block,
                         deadline: None,
+                        freshness: 0,
                     })
                     .await;
                 (t.elapsed(), r.is_ok())
@@ -375,6 +377,7 @@ async fn burst(
                                             signing_root: root.0,
                                             class,
                                             deadline: None,
+                                            freshness: 0,
                                         })
                                         .await
                                         .is_ok()
@@ -385,6 +388,7 @@ async fn burst(
                                         signing_root: root(i, salt),
                                         class,
                                         deadline: None,
+                                        freshness: 0,
                                     })
                                     .await
                                     .is_ok(),
@@ -417,6 +421,7 @@ async fn burst(
                             signing_root: bench_proof(i, 1).signing_root().0,
                             class: Class::Background,
                             deadline: None,
+                            freshness: 0,
                         })
                         .await;
                     (t.elapsed(), r.is_ok())
@@ -532,6 +537,7 @@ async fn precompute_proofs(
                     signing_root: root.0,
                     class: Class::Background,
                     deadline: None,
+                    freshness: 0,
                 })
                 .await
             {

@@ -131,6 +131,7 @@ pub fn run(config: &Config, seconds: f64, concurrency: usize) -> Result<Threshol
                             signing_root: root,
                             class: Class::Attestation,
                             deadline: None,
+                            freshness: 0,
                         };
                         if s.sign(job).await.is_ok() {
                             lat.push(t0.elapsed());

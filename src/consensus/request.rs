@@ -1,6 +1,6 @@
 //! The Web3Signer eth2 sign request (`POST /api/v1/eth2/sign/{identifier}`), parsed into typed
 //! containers, and what the rest of the signer asks of it: the signing root, slashing data, the
-//! duty's slot. Parsing is in two passes over the body: first the `type` and the optional
+//! validity window. Parsing is in two passes over the body: first the `type` and the optional
 //! supplied root, then the body as that type's own struct, so every error names a real field and
 //! duplicate keys are refused (serde rejects a field given twice).
 
@@ -17,6 +17,7 @@ use super::domain::{self, DomainType};
 use super::wire::{self, Bytes};
 use super::{
     clip, ConsensusError, MessageType, Network, SelectionProof, SigningRoot, SlashingData,
+    ValidityWindow,
 };
 
 /// A parsed Web3Signer eth2 sign request.
@@ -425,24 +426,31 @@ impl SignRequest {
         }
     }
 
-    /// The slot the duty belongs to, for deadlines. RANDAO reveals and exits give the first slot
-    /// of their epoch (saturating); deposits and registrations have none.
-    pub fn duty_slot(&self, slots_per_epoch: u64) -> Option<u64> {
-        match &self.message {
-            Message::AggregationSlot { slot } => Some(*slot),
-            Message::Aggregate(a) => Some(a.aggregate.data.slot),
-            Message::AggregateElectra(a) => Some(a.aggregate.data.slot),
-            Message::Attestation(a) => Some(a.slot),
-            Message::BlockPhase0(b) => Some(b.slot),
-            Message::BlockAltair(b) => Some(b.slot),
-            Message::BlockHeader(h) => Some(h.slot),
-            Message::RandaoReveal { epoch } => Some(epoch.saturating_mul(slots_per_epoch)),
-            Message::VoluntaryExit(e) => Some(e.epoch.saturating_mul(slots_per_epoch)),
-            Message::SyncCommitteeMessage(m) => Some(m.slot),
-            Message::SyncSelection(s) => Some(s.slot),
-            Message::Contribution(c) => Some(c.contribution.slot),
-            Message::Deposit(_) | Message::Registration(_) => None,
-        }
+    /// Until when its signature is worth anything: the table of validity windows, one arm per
+    /// message (the rules and the specs they follow are in [`super::validity`]). `None`: no time
+    /// limit — an exit is valid from its epoch on, forever (`process_voluntary_exit` only asks
+    /// `get_current_epoch(state) >= voluntary_exit.epoch`, and EIP-7044 keeps its domain fixed),
+    /// and deposits and builder registrations carry no slot at all. Every computation is checked:
+    /// an end beyond `u64` slots is a window that never ends. A `slots_per_epoch` of 0 has no
+    /// epochs: such windows never end either.
+    pub fn validity_window(&self, slots_per_epoch: u64) -> Option<ValidityWindow> {
+        let spe = slots_per_epoch;
+        Some(match &self.message {
+            Message::BlockPhase0(b) => ValidityWindow::block(b.slot),
+            Message::BlockAltair(b) => ValidityWindow::block(b.slot),
+            Message::BlockHeader(h) => ValidityWindow::block(h.slot),
+            Message::RandaoReveal { epoch } => ValidityWindow::randao(*epoch, spe),
+            Message::Attestation(a) => ValidityWindow::attestation(a.slot, spe),
+            Message::Aggregate(a) => ValidityWindow::aggregate(a.aggregate.data.slot, spe),
+            Message::AggregateElectra(a) => ValidityWindow::aggregate(a.aggregate.data.slot, spe),
+            Message::AggregationSlot { slot } => ValidityWindow::aggregate(*slot, spe),
+            Message::SyncCommitteeMessage(m) => ValidityWindow::sync_committee(m.slot),
+            Message::SyncSelection(s) => ValidityWindow::sync_committee(s.slot),
+            Message::Contribution(c) => ValidityWindow::sync_committee(c.contribution.slot),
+            Message::VoluntaryExit(_) | Message::Deposit(_) | Message::Registration(_) => {
+                return None
+            }
+        })
     }
 
     /// For `AGGREGATION_SLOT` and `SYNC_COMMITTEE_SELECTION_PROOF`: which proof this is, with the

@@ -4,6 +4,7 @@
 use serde_json::{json, Value};
 
 use super::*;
+use std::time::Duration;
 
 const GVR: &str = "0x04700007fabc8282644aed6d1c7c9e21d38a03a0c4ba193f3afe428824b3a673";
 const ROOT: &str = "0x367cbd40ac7318427aadb97345a91fa2e965daf3158d7f1846f1306305f41bef";
@@ -481,7 +482,7 @@ fn deposit_and_registration_need_no_fork_info() {
     });
     let req = parse(&deposit).expect("deposit");
     assert_eq!(req.genesis_validators_root(), None);
-    assert_eq!(req.duty_slot(32), None);
+    assert_eq!(req.validity_window(32), None, "a deposit never expires");
     // The deposit's own fork version decides, not the network's.
     let mut other = mainnet();
     other.genesis_fork_version = [9, 9, 9, 9];
@@ -498,6 +499,7 @@ fn deposit_and_registration_need_no_fork_info() {
         },
     });
     let req = parse(&registration).expect("registration");
+    assert_eq!(req.validity_window(32), None, "nor does a registration");
     // The network's genesis fork version decides.
     assert_ne!(
         req.signing_root(&mainnet()).expect("root"),
@@ -506,19 +508,65 @@ fn deposit_and_registration_need_no_fork_info() {
 }
 
 #[test]
-fn duty_slot_of_epoch_types_saturates() {
+fn windows_of_absurd_slots_and_epochs_never_end_and_never_panic() {
+    use super::validity::{self, Rule};
+    let max = "18446744073709551615";
     let randao = json!({
         "type": "RANDAO_REVEAL",
         "fork_info": fork_info("0x00000001", "0x00000001", "1"),
-        "randao_reveal": {"epoch": "18446744073709551615"},
+        "randao_reveal": {"epoch": max},
     });
     let req = parse(&randao).expect("parses");
-    assert_eq!(req.duty_slot(32), Some(u64::MAX));
-    assert_eq!(req.duty_slot(0), Some(0));
+    let w = req.validity_window(32).expect("a window");
+    assert_eq!(
+        (w.duty, w.ends_at, w.rule),
+        (Duty::Epoch(u64::MAX), None, Rule::RandaoEpoch)
+    );
+    assert_eq!(w.duty.first_slot(32), None);
+    assert_eq!(req.validity_window(0).expect("a window").ends_at, None);
     assert!(req.signing_root(&mainnet()).is_ok());
     assert_eq!(req.slashing_data(), SlashingData::None);
-}
 
+    let selection = json!({
+        "type": "AGGREGATION_SLOT",
+        "fork_info": fork_info("0x00000001", "0x00000001", "1"),
+        "aggregation_slot": {"slot": max},
+    });
+    let req = parse(&selection).expect("parses");
+    assert_eq!(req.validity_window(32).expect("a window").ends_at, None);
+    let mut header = header();
+    header["slot"] = json!(max);
+    let block = parse(&block_v2("DENEB", "block_header", header)).expect("parses");
+    let w = block.validity_window(32).expect("a window");
+    assert_eq!((w.duty, w.ends_at), (Duty::Slot(u64::MAX), None));
+
+    // A window that ends at a slot no clock can reach: no deadline, and no panic on any clock.
+    let clock = ManualSlotClock::new(SlotTiming::from_secs(1_606_824_023, 12));
+    for now in [
+        Duration::ZERO,
+        Duration::from_secs(1_700_000_000),
+        Duration::MAX,
+    ] {
+        clock.set_current_time(now);
+        for r in [&req, &block] {
+            let window = r.validity_window(32);
+            assert_eq!(validity::check(r.message_type(), window, &clock), Ok(None));
+        }
+    }
+    // The largest slots that do end: their end is beyond any representable time.
+    let w = ValidityWindow::block(u64::MAX - 1);
+    assert_eq!(w.ends_at, Some(u64::MAX));
+    assert_eq!(w.end_time(&clock), None);
+    assert_eq!(
+        validity::check(MessageType::BlockV2, Some(w), &clock),
+        Ok(None)
+    );
+    assert_eq!(ValidityWindow::attestation(u64::MAX - 63, 32).ends_at, None);
+    assert_eq!(
+        ValidityWindow::attestation(u64::MAX - 95, 32).ends_at,
+        Some(u64::MAX - 31)
+    );
+}
 #[test]
 fn presets_are_the_real_networks() {
     let m = Network::preset("mainnet").expect("mainnet");

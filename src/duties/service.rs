@@ -16,10 +16,10 @@ use tokio::task::JoinSet;
 use super::beacon::{AttesterDuties, BeaconError, BeaconNode, ForkEntry, Genesis, Spec, SyncDuty};
 use super::identity;
 use super::{Claim, ProofCache, SELECTION_PROOF_SCHEDULE_DENOM, SELECTION_PROOF_SLOT_LOOKAHEAD};
-use crate::consensus::{Network, SelectionProof};
+use crate::consensus::{Network, SelectionProof, SlotClock, SystemTimeSlotClock};
 use crate::keys::{KeyRecord, PublicKeyBytes};
 use crate::metrics::Metrics;
-use crate::scheduler::{Class, JobError, Scheduler, SignJob, SlotClock};
+use crate::scheduler::{Class, JobError, Scheduler, SignJob};
 
 /// Where the service finds the current scheduler and keys (a reload swaps both).
 pub type SignerView = Arc<dyn Fn() -> (Scheduler, Vec<Arc<KeyRecord>>) + Send + Sync>;
@@ -44,7 +44,7 @@ impl std::fmt::Debug for Service {
 
 /// The chain as the beacon node describes it.
 struct Chain {
-    clock: SlotClock,
+    clock: SystemTimeSlotClock,
     spec: Spec,
     genesis_validators_root: [u8; 32],
     forks: Vec<ForkEntry>,
@@ -83,8 +83,16 @@ impl Chain {
         }
     }
 
+    /// When `slot` begins; a slot no `Instant` can hold (a beacon node's nonsense) is taken as
+    /// a year away, which is as good as never for the service's waits.
+    fn slot_start(&self, slot: u64) -> Instant {
+        self.clock
+            .instant_of_slot(slot)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(366 * 86_400))
+    }
+
     fn at_fraction(&self, slot: u64, denom: u32) -> Instant {
-        self.clock.slot_start(slot) + Duration::from_secs(self.spec.seconds_per_slot) / denom
+        self.slot_start(slot) + Duration::from_secs(self.spec.seconds_per_slot) / denom
     }
 
     /// The validator client asks for a slot's proof before 1/3 of it.
@@ -170,14 +178,14 @@ impl Service {
             }
         };
         tracing::info!(
-            genesis_time = chain.clock.genesis_time,
+            genesis_time = chain.clock.timing().genesis.as_secs(),
             seconds_per_slot = chain.spec.seconds_per_slot,
             "selection-proof precompute: beacon node connected"
         );
         let mut last_slot = None;
         loop {
-            let Some(slot) = chain.clock.current_slot() else {
-                self.wait_until(&chain, chain.clock.slot_start(0), &mut jobs, &mut duties)
+            let Some(slot) = chain.clock.now() else {
+                self.wait_until(&chain, chain.slot_start(0), &mut jobs, &mut duties)
                     .await;
                 continue;
             };
@@ -205,7 +213,7 @@ impl Service {
             let mid = chain.at_fraction(slot, SELECTION_PROOF_SCHEDULE_DENOM);
             self.wait_until(&chain, mid, &mut jobs, &mut duties).await;
             self.precompute(&chain, &mut duties, slot, &mut jobs);
-            let next = chain.clock.slot_start(slot + 1);
+            let next = chain.slot_start(slot.saturating_add(1));
             self.wait_until(&chain, next, &mut jobs, &mut duties).await;
         }
     }
@@ -222,10 +230,7 @@ impl Service {
         } = node.genesis;
         identity::reconcile(&self.network, &node)?;
         Ok(Chain {
-            clock: SlotClock {
-                genesis_time,
-                seconds_per_slot: spec.seconds_per_slot,
-            },
+            clock: SystemTimeSlotClock::new(genesis_time, spec.seconds_per_slot),
             spec,
             genesis_validators_root,
             forks: node.forks,
@@ -403,6 +408,7 @@ impl Service {
                 signing_root: proof.signing_root().0,
                 class: Class::Background,
                 deadline: Some(chain.needed_by(proof.slot)),
+                freshness: 0,
             };
             let scheduler = scheduler.clone();
             let id = claim.id();
@@ -464,10 +470,7 @@ mod tests {
 
     fn chain(forks: Vec<ForkEntry>) -> Chain {
         Chain {
-            clock: SlotClock {
-                genesis_time: 0,
-                seconds_per_slot: 12,
-            },
+            clock: SystemTimeSlotClock::new(0, 12),
             spec: Spec {
                 seconds_per_slot: 12,
                 slots_per_epoch: 32,

@@ -1,7 +1,8 @@
 //! The device-aware queue (DESIGN §2). Two scarce resources in one priority order: device
 //! sessions (one worker thread per session, so a device's cap can never be exceeded) and CPU
 //! signing threads (blst never runs on the async runtime). A job first opens its envelope on its
-//! device, then signs on a CPU worker; both stages take the highest class first, oldest first.
+//! device, then signs on a CPU worker; both stages take the highest class first, within it the
+//! freshest duty slot, then the oldest arrival.
 //!
 //! Rules: a block waits at most for one operation in flight per device, and for no signature
 //! at all: each device has a block thread besides its session threads, idle but for blocks and
@@ -11,14 +12,14 @@
 //! CPU workers (at the lowest OS priority) finish theirs. A rescue worker stands in for bulk
 //! workers starved by other load on the host (see [`SchedulerConfig::starved_after`]).
 //! Background work never takes a device's last free
-//! session; the queue is bounded and sheds the lowest class first; a job past its deadline is
-//! refused, never signed; a job whose client went away frees its place at once. Envelopes
+//! session; the queue is bounded and sheds the lowest class first; within a class the freshest
+//! work goes first ([`queue`] says why); a job past its deadline is refused, never signed; a job
+//! whose client went away frees its place at once. Envelopes
 //! opened, or being opened, ahead of the CPU workers are bounded (blocks excepted), so a burst
 //! never piles plaintext keys up in memory; the bound follows the measured device and signing
 //! times ([`ahead_limit`]), so a slow device still keeps the CPU workers fed. A freed place
 //! wakes one device thread, the one with the most urgent work, never every device's.
 
-mod clock;
 pub mod queue;
 
 use std::collections::HashMap;
@@ -31,8 +32,7 @@ use hsm::Device;
 use tokio::sync::oneshot;
 use zeroize::Zeroizing;
 
-pub use clock::SlotClock;
-pub use queue::{Class, Next, Queued, CLASSES};
+pub use queue::{Class, Next, Queued, Urgency, CLASSES};
 
 use crate::devices::Devices;
 use crate::error::SignerError;
@@ -99,8 +99,34 @@ pub struct SignJob {
     pub signing_root: [u8; 32],
     /// Priority class.
     pub class: Class,
-    /// A deadline from the slot clock, if any (the class's maximum queue time applies too).
+    /// When the work stops being worth doing, if ever: for a signing request the end of its
+    /// validity window (`crate::consensus::validity`), for a precomputed proof the moment its
+    /// client needs it. The class's maximum queue time applies too.
     pub deadline: Option<Instant>,
+    /// Within its class, work of a higher freshness runs first: the slot of its duty, capped at
+    /// the current slot; 0 for work with no slot, which runs in arrival order ([`queue`]).
+    pub freshness: u64,
+}
+
+/// Which limit a job ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// The deadline its caller gave ([`SignJob::deadline`]; for a signing request, the end of
+    /// its validity window, as the refusal says).
+    Deadline,
+    /// Its class's maximum queue time ([`SchedulerConfig::max_queue_time`]).
+    QueueTime(Duration),
+}
+
+/// Where a job was when its deadline passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Before it was queued.
+    Submitted,
+    /// Waiting for a device session.
+    Device,
+    /// Its envelope opened, waiting for a signing thread.
+    Cpu,
 }
 
 /// Why a job did not produce a signature.
@@ -113,14 +139,58 @@ pub enum JobError {
     #[error("signer overloaded: {0} work shed; retry shortly")]
     Overloaded(&'static str),
     /// The deadline passed before the job could run (503); nothing was signed.
-    #[error("deadline passed before a device was free; nothing was signed")]
-    Expired,
+    #[error("{}", expired_message(*.class, *.limit, *.stage, *.waited))]
+    Expired {
+        /// The job's class.
+        class: Class,
+        /// The limit it ran into.
+        limit: Limit,
+        /// Where it waited.
+        stage: Stage,
+        /// How long it waited.
+        waited: Duration,
+    },
     /// Anything else (500): integrity failure, BLS failure, …
     #[error("{0}")]
     Failed(SignerError),
     /// Internal: partials of these shares were wrong (retried with other shares).
     #[error("faulty shares {0:?}")]
     Faulty(Vec<crate::keys::ShareId>),
+}
+
+/// Why an expired job was not signed, in words: what it waited for and which limit passed.
+fn expired_message(class: Class, limit: Limit, stage: Stage, waited: Duration) -> String {
+    let limit = match limit {
+        Limit::Deadline => "the end of its validity window".to_owned(),
+        Limit::QueueTime(max) => format!(
+            "the {:.1} s a job of the {} class may wait",
+            max.as_secs_f64(),
+            class.label()
+        ),
+    };
+    let (what, busy) = match stage {
+        Stage::Submitted => {
+            return format!("{limit} had passed when it was submitted; nothing was signed")
+        }
+        Stage::Device => ("a device session", "the devices"),
+        Stage::Cpu => ("a signing thread", "the signing threads"),
+    };
+    format!(
+        "waited {:.1} s for {what}, past {limit}, because {busy} were busy with other work; \
+         nothing was signed",
+        waited.as_secs_f64()
+    )
+}
+
+impl JobError {
+    fn expired(ctx: &Ctx, stage: Stage) -> JobError {
+        JobError::Expired {
+            class: ctx.class,
+            limit: ctx.limit,
+            stage,
+            waited: ctx.enqueued.elapsed(),
+        }
+    }
 }
 
 impl From<SignerError> for JobError {
@@ -138,7 +208,10 @@ type Reply = oneshot::Sender<Result<Signature, JobError>>;
 struct Ctx {
     id: u64,
     class: Class,
+    freshness: u64,
     deadline: Instant,
+    /// Which limit `deadline` is.
+    limit: Limit,
     enqueued: Instant,
     key: Arc<KeyRecord>,
     root: [u8; 32],
@@ -169,7 +242,7 @@ impl Ctx {
     fn new(
         id: u64,
         job: SignJob,
-        deadline: Instant,
+        (deadline, limit): (Instant, Limit),
         enqueued: Instant,
         tx: Reply,
         threshold: Option<Mutex<ThresholdJob>>,
@@ -177,7 +250,9 @@ impl Ctx {
         Arc::new(Ctx {
             id,
             class: job.class,
+            freshness: job.freshness,
             deadline,
+            limit,
             enqueued,
             key: job.key,
             root: job.signing_root,
@@ -218,6 +293,9 @@ impl Queued for DevTask {
     fn class(&self) -> Class {
         self.0.class
     }
+    fn freshness(&self) -> u64 {
+        self.0.freshness
+    }
     fn deadline(&self) -> Instant {
         self.0.deadline
     }
@@ -232,6 +310,9 @@ impl Queued for DevTask {
 impl Queued for CpuTask {
     fn class(&self) -> Class {
         self.ctx.class
+    }
+    fn freshness(&self) -> u64 {
+        self.ctx.freshness
     }
     fn deadline(&self) -> Instant {
         self.ctx.deadline
@@ -312,10 +393,10 @@ impl Inner {
         }
     }
 
-    /// The ordering key of the job a free thread of device `d` would start now, if any: a
-    /// session is free and the job at the head of its queue may start (a block always; other
-    /// work while the CPU buffer has room; background only with a second session free).
-    fn runnable_on(&self, st: &State, d: usize) -> Option<(usize, u64)> {
+    /// The urgency of the job a free thread of device `d` would start now, if any: a session
+    /// is free and the job at the head of its queue may start (a block always; other work while
+    /// the CPU buffer has room; background only with a second session free).
+    fn runnable_on(&self, st: &State, d: usize) -> Option<Urgency> {
         let free = self.caps[d].saturating_sub(st.dev_busy[d]);
         let (class, key) = st.dev_q[d].head()?;
         let may = free >= 1
@@ -742,7 +823,7 @@ impl Scheduler {
         &self,
         job: SignJob,
         tx: Reply,
-        deadline: Instant,
+        deadline: (Instant, Limit),
         now: Instant,
     ) -> Result<Arc<Ctx>, JobError> {
         let inner = &self.inner;
@@ -799,11 +880,20 @@ impl Scheduler {
     fn submit(&self, job: SignJob, tx: Reply) -> Result<Arc<Ctx>, JobError> {
         let inner = &self.inner;
         let now = Instant::now();
-        let max = now + inner.config.max_queue_time[job.class as usize];
-        let deadline = job.deadline.map_or(max, |d| d.min(max));
-        if deadline <= now {
+        let max_wait = inner.config.max_queue_time[job.class as usize];
+        let max = now + max_wait;
+        let deadline = match job.deadline {
+            Some(d) if d < max => (d, Limit::Deadline),
+            _ => (max, Limit::QueueTime(max_wait)),
+        };
+        if deadline.0 <= now {
             inner.metrics.shed_expired[job.class as usize].fetch_add(1, Ordering::Relaxed);
-            return Err(JobError::Expired);
+            return Err(JobError::Expired {
+                class: job.class,
+                limit: deadline.1,
+                stage: Stage::Submitted,
+                waited: Duration::ZERO,
+            });
         }
         if job.key.threshold != 1 || job.key.shares.len() != 1 {
             return self.submit_threshold(job, tx, deadline, now);
@@ -954,7 +1044,7 @@ fn device_worker(inner: Arc<Inner>, d: usize, blocks: bool) {
                         }
                         inner.metrics.shed_expired[ctx.class as usize]
                             .fetch_add(1, Ordering::Relaxed);
-                        ctx.answer(Err(JobError::Expired));
+                        ctx.answer(Err(JobError::expired(&ctx, Stage::Device)));
                     }
                     Next::Cancelled(DevTask(ctx, _)) => {
                         st.waiting -= 1;
@@ -1045,7 +1135,7 @@ fn device_worker(inner: Arc<Inner>, d: usize, blocks: bool) {
                             if ctx.class == Class::Block && !fifo {
                                 // As a whole key's block: combined where it stands.
                                 drop(st);
-                                if still_wanted(&inner, &ctx) {
+                                if still_wanted(&inner, &ctx, Stage::Device) {
                                     combine_threshold(&inner, task);
                                 }
                                 continue;
@@ -1275,7 +1365,7 @@ fn cpu_worker(inner: Arc<Inner>, rescue: bool) {
                     None
                 };
                 // Re-classify outside the match so the counters above stay in one place.
-                if still_wanted(&inner, &task.ctx) {
+                if still_wanted(&inner, &task.ctx, Stage::Cpu) {
                     break (task, wake);
                 }
                 if let Some(cv) = wake {
@@ -1331,15 +1421,15 @@ fn rescue_starved(inner: &Inner, st: &mut State, now: Instant) -> Next<CpuTask> 
 }
 
 /// False (counted, and answered if it expired) when a job's client went away or its deadline
-/// passed while it waited.
-fn still_wanted(inner: &Inner, ctx: &Ctx) -> bool {
+/// passed while it waited (at `stage`).
+fn still_wanted(inner: &Inner, ctx: &Ctx, stage: Stage) -> bool {
     if ctx.gone() {
         inner.metrics.cancelled[ctx.class as usize].fetch_add(1, Ordering::Relaxed);
         return false;
     }
     if ctx.deadline <= Instant::now() {
         inner.metrics.shed_expired[ctx.class as usize].fetch_add(1, Ordering::Relaxed);
-        ctx.answer(Err(JobError::Expired));
+        ctx.answer(Err(JobError::expired(ctx, stage)));
         return false;
     }
     true
@@ -1355,7 +1445,7 @@ fn sign_with(secret: &[u8], root: &[u8; 32]) -> Result<Signature, JobError> {
 /// Sign a whole key's job with its opened secret where it stands (a device thread, for a
 /// block), unless its client went away or its deadline passed meanwhile.
 fn sign_whole(inner: &Inner, ctx: &Ctx, secret: &[u8]) {
-    if still_wanted(inner, ctx) {
+    if still_wanted(inner, ctx, Stage::Device) {
         ctx.answer(sign_with(secret, &ctx.root));
     }
 }

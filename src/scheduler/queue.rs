@@ -1,6 +1,26 @@
-//! The scheduler's pure bookkeeping: per-class FIFO queues, and the choice of what runs next.
+//! The scheduler's pure bookkeeping: per-class queues, and the choice of what runs next.
 //! No threads, no clocks of its own: the caller passes `now`, so every rule is tested as a table.
+//!
+//! **Order.** Classes first (DESIGN §2). Within a class, the freshest work first: a task's
+//! *freshness* is the slot its work is for, as the caller judges it (the API gives the duty's
+//! slot, capped at the current slot, so a selection proof asked ahead of time is no fresher than
+//! the present's work); among equals, arrival order. Under an overload that outlasts a slot, the
+//! backlog of an older slot then waits behind the new slot's work, not the other way round: an
+//! attestation signed in its own slot can still earn head, source and target rewards, a slot
+//! later only source and target, five slots later only target (`specs/deneb/beacon-chain.md`,
+//! `get_attestation_participation_flag_indices`), and a sync committee message or a block of a
+//! past slot nothing at all. Oldest-first (FIFO) would spend the devices on the stale backlog
+//! and make the fresh work stale in turn; earliest-deadline-first would do the same, since the
+//! oldest work has the nearest deadline. What can no longer be used is dropped: a task whose
+//! deadline passed comes out as [`Next::Expired`], from the head of its class or from its tail
+//! (the stalest work, which is where deadlines pass first), so stale work does not hold places
+//! in the queue until its turn. Work without a slot (freshness 0: registrations, exits,
+//! background) runs in arrival order.
+//!
+//! With `fifo` set (the benchmark's baseline), one queue in arrival order, whatever the class and
+//! freshness.
 
+use std::cmp::Reverse;
 use std::collections::VecDeque;
 use std::time::Instant;
 
@@ -48,6 +68,8 @@ impl Class {
 pub trait Queued {
     /// Its class.
     fn class(&self) -> Class;
+    /// Within its class, a higher one runs first (the slot of its work; 0 for none).
+    fn freshness(&self) -> u64;
     /// When it stops being worth doing.
     fn deadline(&self) -> Instant;
     /// Whether its client went away.
@@ -69,11 +91,129 @@ pub enum Next<T> {
     Idle,
 }
 
-/// One FIFO per class. With `fifo` set, every class shares one queue (the baseline the
-/// benchmark compares against: same code path, priorities off).
+/// How urgent a queue's head is, to compare the heads of several queues: lower runs first
+/// (class, then freshness, highest first, then arrival).
+pub type Urgency = (usize, Reverse<u64>, u64);
+
+/// One class's tasks: runs of equal freshness, the freshest run first, each in arrival order.
+/// No run is empty but a sole one: the last run is kept when the queue empties, so a queue that
+/// empties and fills again (an idle signer: every job) makes no run. Other emptied runs' buffers
+/// are kept for reuse.
+#[derive(Debug)]
+struct ClassQueue<T> {
+    runs: VecDeque<(u64, VecDeque<T>)>,
+    len: usize,
+    spare: Vec<VecDeque<T>>,
+}
+
+impl<T: Queued> ClassQueue<T> {
+    fn new() -> Self {
+        ClassQueue {
+            runs: VecDeque::new(),
+            len: 0,
+            spare: Vec::new(),
+        }
+    }
+
+    /// The next to run.
+    fn front(&self) -> Option<&T> {
+        self.runs.front()?.1.front()
+    }
+
+    /// The stalest task: the earliest arrival of the least fresh run.
+    fn stalest(&self) -> Option<&T> {
+        self.runs.back()?.1.front()
+    }
+
+    /// The run of `freshness`, made where it belongs if there is none.
+    fn run_of(&mut self, freshness: u64) -> &mut VecDeque<T> {
+        let i = if self.len == 0 && !self.runs.is_empty() {
+            // The sole, empty run takes any freshness.
+            self.runs[0].0 = freshness;
+            0
+        } else {
+            let i = self
+                .runs
+                .iter()
+                .position(|(f, _)| *f <= freshness)
+                .unwrap_or(self.runs.len());
+            if self.runs.get(i).is_none_or(|(f, _)| *f != freshness) {
+                let buf = self.spare.pop().unwrap_or_default();
+                self.runs.insert(i, (freshness, buf));
+            }
+            i
+        };
+        &mut self.runs[i].1
+    }
+
+    fn push_back(&mut self, t: T, freshness: u64) {
+        self.run_of(freshness).push_back(t);
+        self.len += 1;
+    }
+
+    fn push_front(&mut self, t: T, freshness: u64) {
+        self.run_of(freshness).push_front(t);
+        self.len += 1;
+    }
+
+    /// Take from run `i`, at its front or back, or at `pos`; drops the run if that empties it
+    /// (unless it is the only one).
+    fn take(&mut self, i: usize, at: At) -> Option<T> {
+        let run = &mut self.runs.get_mut(i)?.1;
+        let t = match at {
+            At::Front => run.pop_front(),
+            At::Back => run.pop_back(),
+            At::Pos(pos) => run.remove(pos),
+        }?;
+        if run.is_empty() && self.runs.len() > 1 {
+            if let Some((_, buf)) = self.runs.remove(i) {
+                self.spare.push(buf);
+            }
+        }
+        self.len -= 1;
+        Some(t)
+    }
+
+    fn pop_front(&mut self) -> Option<T> {
+        self.take(0, At::Front)
+    }
+
+    fn pop_stalest(&mut self) -> Option<T> {
+        self.take(self.runs.len().checked_sub(1)?, At::Front)
+    }
+
+    /// The task that would run last.
+    fn pop_back(&mut self) -> Option<T> {
+        self.take(self.runs.len().checked_sub(1)?, At::Back)
+    }
+
+    fn remove(&mut self, id: u64) -> Option<T> {
+        let (i, pos) = self
+            .runs
+            .iter()
+            .enumerate()
+            .find_map(|(i, (_, run))| run.iter().position(|t| t.id() == id).map(|p| (i, p)))?;
+        self.take(i, At::Pos(pos))
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &T> {
+        self.runs.iter().flat_map(|(_, run)| run.iter())
+    }
+}
+
+/// Where [`ClassQueue::take`] takes from a run.
+#[derive(Clone, Copy)]
+enum At {
+    Front,
+    Back,
+    Pos(usize),
+}
+
+/// One queue per class. With `fifo` set, every class shares one queue in arrival order (the
+/// baseline the benchmark compares against: same code path, priorities off).
 #[derive(Debug)]
 pub struct ClassQueues<T> {
-    q: [VecDeque<T>; CLASSES],
+    q: [ClassQueue<T>; CLASSES],
     fifo: bool,
 }
 
@@ -81,7 +221,7 @@ impl<T: Queued> ClassQueues<T> {
     /// Empty queues.
     pub fn new(fifo: bool) -> Self {
         ClassQueues {
-            q: Default::default(),
+            q: std::array::from_fn(|_| ClassQueue::new()),
             fifo,
         }
     }
@@ -94,9 +234,18 @@ impl<T: Queued> ClassQueues<T> {
         }
     }
 
+    /// The freshness `t` is ordered by (none in the FIFO baseline).
+    fn freshness_of(&self, t: &T) -> u64 {
+        if self.fifo {
+            0
+        } else {
+            t.freshness()
+        }
+    }
+
     /// Total queued.
     pub fn len(&self) -> usize {
-        self.q.iter().map(VecDeque::len).sum()
+        self.q.iter().map(|q| q.len).sum()
     }
 
     /// True when empty.
@@ -108,35 +257,36 @@ impl<T: Queued> ClassQueues<T> {
     pub fn len_of(&self, class: Class) -> usize {
         self.q
             .iter()
-            .flatten()
+            .flat_map(ClassQueue::iter)
             .filter(|t| t.class() == class)
             .count()
     }
 
-    /// The class and id of the task `pop` would look at first (it may have expired or been
-    /// cancelled meanwhile), and an ordering key: lower runs first across several queues.
-    pub fn head(&self) -> Option<(Class, (usize, u64))> {
-        self.q
-            .iter()
-            .enumerate()
-            .find_map(|(s, q)| q.front().map(|t| (t.class(), (s, t.id()))))
+    /// The class of the task `pop` would look at first (it may have expired or been cancelled
+    /// meanwhile), and its urgency, to compare with other queues' heads.
+    pub fn head(&self) -> Option<(Class, Urgency)> {
+        self.q.iter().enumerate().find_map(|(s, q)| {
+            q.front()
+                .map(|t| (t.class(), (s, Reverse(self.freshness_of(t)), t.id())))
+        })
     }
 
-    /// Add at the back of its class.
+    /// Add behind the tasks of its class that are as fresh or fresher.
     pub fn push(&mut self, t: T) {
-        let s = self.slot(t.class());
-        self.q[s].push_back(t);
+        let (s, f) = (self.slot(t.class()), self.freshness_of(&t));
+        self.q[s].push_back(t, f);
     }
 
-    /// Put back at the front of its class (a task that could not run after all).
+    /// Put back where `pop` took it from (a task that could not run after all).
     pub fn push_front(&mut self, t: T) {
-        let s = self.slot(t.class());
-        self.q[s].push_front(t);
+        let (s, f) = (self.slot(t.class()), self.freshness_of(&t));
+        self.q[s].push_front(t, f);
     }
 
-    /// The next thing to do: the oldest task of the highest non-empty class. Expired and
-    /// cancelled tasks come out first so the caller can answer them. Background work comes
-    /// out only if `allow_background` (the caller knows whether it would take the last session).
+    /// The next thing to do: the freshest, then oldest, task of the highest non-empty class.
+    /// Expired and cancelled tasks come out first so the caller can answer them. Background work
+    /// comes out only if `allow_background` (the caller knows whether it would take the last
+    /// session).
     pub fn pop(&mut self, now: Instant, allow_background: bool) -> Next<T> {
         self.pop_from(0, now, allow_background)
     }
@@ -154,26 +304,33 @@ impl<T: Queued> ClassQueues<T> {
 
     fn pop_from(&mut self, first: usize, now: Instant, allow_background: bool) -> Next<T> {
         for s in first..CLASSES {
-            let Some(front) = self.q[s].front() else {
+            let q = &mut self.q[s];
+            let Some(front) = q.front() else {
                 continue;
             };
             if front.cancelled() {
-                return self.q[s].pop_front().map_or(Next::Idle, Next::Cancelled);
+                return q.pop_front().map_or(Next::Idle, Next::Cancelled);
+            }
+            // The stalest task expires first: clear it before it holds a place any longer. (With
+            // one run it is the front, checked next.)
+            if q.runs.len() > 1 && q.stalest().is_some_and(|t| t.deadline() <= now) {
+                return q.pop_stalest().map_or(Next::Idle, Next::Expired);
             }
             if front.deadline() <= now {
-                return self.q[s].pop_front().map_or(Next::Idle, Next::Expired);
+                return q.pop_front().map_or(Next::Idle, Next::Expired);
             }
             if front.class() == Class::Background && !allow_background && !self.fifo {
                 // Background is the lowest class: nothing after it can run either.
                 return Next::Idle;
             }
-            return self.q[s].pop_front().map_or(Next::Idle, Next::Run);
+            return q.pop_front().map_or(Next::Idle, Next::Run);
         }
         Next::Idle
     }
 
-    /// Make room for a task of `class`: remove the newest task of the lowest class that is
-    /// strictly below `class`, if any (shed background first).
+    /// Make room for a task of `class`: remove the task that would run last of the lowest class
+    /// strictly below `class`, if any (shed background first; within a class, the stalest work,
+    /// newest arrival first).
     pub fn evict_below(&mut self, class: Class) -> Option<T> {
         if self.fifo {
             return None;
@@ -188,12 +345,7 @@ impl<T: Queued> ClassQueues<T> {
 
     /// Remove the task with `id`, wherever it waits.
     pub fn remove(&mut self, id: u64) -> Option<T> {
-        for q in &mut self.q {
-            if let Some(pos) = q.iter().position(|t| t.id() == id) {
-                return q.remove(pos);
-            }
-        }
-        None
+        self.q.iter_mut().find_map(|q| q.remove(id))
     }
 }
 
@@ -206,6 +358,7 @@ mod tests {
     struct T {
         id: u64,
         class: Class,
+        freshness: u64,
         deadline: Instant,
         cancelled: bool,
     }
@@ -213,6 +366,9 @@ mod tests {
     impl Queued for T {
         fn class(&self) -> Class {
             self.class
+        }
+        fn freshness(&self) -> u64 {
+            self.freshness
         }
         fn deadline(&self) -> Instant {
             self.deadline
@@ -226,9 +382,14 @@ mod tests {
     }
 
     fn t(id: u64, class: Class, now: Instant) -> T {
+        fresh(id, class, 0, now)
+    }
+
+    fn fresh(id: u64, class: Class, freshness: u64, now: Instant) -> T {
         T {
             id,
             class,
+            freshness,
             deadline: now + Duration::from_secs(10),
             cancelled: false,
         }
@@ -285,14 +446,93 @@ mod tests {
         }
     }
 
+    /// Arrivals as (id, class, freshness).
+    type Fresh = &'static [(u64, Class, u64)];
+
     #[test]
-    fn fifo_mode_ignores_classes() {
+    fn within_a_class_the_freshest_work_runs_first_then_the_oldest_arrival() {
+        let now = Instant::now();
+        // (arrivals, expected run order)
+        let table: &[(Fresh, &[u64])] = &[
+            // Slot 10's backlog waits behind slot 11's attestations, which arrived later.
+            (
+                &[
+                    (1, Attestation, 10),
+                    (2, Attestation, 10),
+                    (3, Attestation, 11),
+                    (4, Attestation, 11),
+                ],
+                &[3, 4, 1, 2],
+            ),
+            // Runs of equal freshness keep their arrival order, wherever they are inserted.
+            (
+                &[
+                    (1, Aggregate, 5),
+                    (2, Aggregate, 7),
+                    (3, Aggregate, 6),
+                    (4, Aggregate, 5),
+                    (5, Aggregate, 7),
+                    (6, Aggregate, 6),
+                ],
+                &[2, 5, 3, 6, 1, 4],
+            ),
+            // Class still comes first: a fresh attestation never passes a stale block.
+            (
+                &[(1, Block, 3), (2, Attestation, 9), (3, Block, 4)],
+                &[3, 1, 2],
+            ),
+            // No slot (freshness 0): arrival order, behind anything with a slot.
+            (&[(1, Admin, 0), (2, Admin, 0), (3, Admin, 0)], &[1, 2, 3]),
+            (
+                &[(1, Aggregate, 0), (2, Aggregate, 4), (3, Aggregate, 0)],
+                &[2, 1, 3],
+            ),
+        ];
+        for (arrivals, expected) in table {
+            let mut q = ClassQueues::new(false);
+            for (id, class, f) in arrivals.iter() {
+                q.push(fresh(*id, *class, *f, now));
+            }
+            assert_eq!(q.len(), arrivals.len());
+            assert_eq!(ids(&mut q, now, true), *expected, "{arrivals:?}");
+            assert!(q.is_empty());
+        }
+    }
+
+    #[test]
+    fn head_urgency_orders_queues_by_class_then_freshness_then_arrival() {
+        let now = Instant::now();
+        let head = |items: &[(u64, Class, u64)]| {
+            let mut q = ClassQueues::new(false);
+            for (id, class, f) in items {
+                q.push(fresh(*id, *class, *f, now));
+            }
+            q.head().map(|(_, u)| u)
+        };
+        let stale_block = head(&[(1, Block, 3)]);
+        let fresh_attestation = head(&[(2, Attestation, 9)]);
+        let older_attestation = head(&[(3, Attestation, 8)]);
+        let later_arrival = head(&[(4, Attestation, 9)]);
+        assert!(stale_block < fresh_attestation);
+        assert!(fresh_attestation < older_attestation);
+        assert!(fresh_attestation < later_arrival);
+        assert_eq!(head(&[]), None);
+    }
+
+    #[test]
+    fn fifo_mode_ignores_classes_and_freshness() {
         let now = Instant::now();
         let mut q = ClassQueues::new(true);
-        for (id, class) in [(1, Background), (2, Attestation), (3, Block), (4, Admin)] {
-            q.push(t(id, class, now));
+        for (id, class, f) in [
+            (1, Background, 0),
+            (2, Attestation, 3),
+            (3, Block, 1),
+            (4, Admin, 0),
+            (5, Attestation, 9),
+        ] {
+            q.push(fresh(id, class, f, now));
         }
-        assert_eq!(ids(&mut q, now, false), vec![1, 2, 3, 4]);
+        assert_eq!(ids(&mut q, now, false), vec![1, 2, 3, 4, 5]);
         assert!(
             q.evict_below(Block).is_none(),
             "FIFO sheds nothing: it refuses newcomers"
@@ -314,6 +554,33 @@ mod tests {
         assert!(matches!(q.pop(now, true), Next::Expired(T { id: 1, .. })));
         assert!(matches!(q.pop(now, true), Next::Run(T { id: 3, .. })));
         assert!(matches!(q.pop(now, true), Next::Idle));
+    }
+
+    #[test]
+    fn stale_work_past_its_deadline_is_cleared_from_the_tail_before_fresh_work_runs() {
+        let now = Instant::now();
+        let past = now - Duration::from_millis(1);
+        let mut q = ClassQueues::new(false);
+        // Slot 10's attestations: one expired (the queue hold it at the back, behind slot 11).
+        let mut expired = fresh(1, Attestation, 10, now);
+        expired.deadline = past;
+        q.push(expired);
+        q.push(fresh(2, Attestation, 10, now));
+        q.push(fresh(3, Attestation, 11, now));
+        // The expired one comes out first, from the tail; then the freshest runs.
+        assert!(matches!(q.pop(now, true), Next::Expired(T { id: 1, .. })));
+        assert_eq!(q.len(), 2);
+        assert!(matches!(q.pop(now, true), Next::Run(T { id: 3, .. })));
+        assert!(matches!(q.pop(now, true), Next::Run(T { id: 2, .. })));
+        // Deadlines are checked against the `now` given: the same task runs at an earlier now.
+        let mut q = ClassQueues::new(false);
+        let mut later = fresh(4, Aggregate, 1, now);
+        later.deadline = now + Duration::from_millis(5);
+        q.push(later);
+        assert!(matches!(
+            q.pop(now + Duration::from_millis(5), true),
+            Next::Expired(T { id: 4, .. })
+        ));
     }
 
     #[test]
@@ -345,15 +612,66 @@ mod tests {
     }
 
     #[test]
+    fn eviction_within_a_class_takes_what_would_run_last() {
+        let now = Instant::now();
+        let mut q = ClassQueues::new(false);
+        for (id, f) in [(1, 10), (2, 11), (3, 10), (4, 11)] {
+            q.push(fresh(id, Aggregate, f, now));
+        }
+        // The stalest run (slot 10), its newest arrival first.
+        assert_eq!(q.evict_below(Attestation).map(|x| x.id), Some(3));
+        assert_eq!(q.evict_below(Attestation).map(|x| x.id), Some(1));
+        assert_eq!(q.evict_below(Attestation).map(|x| x.id), Some(4));
+        assert_eq!(ids(&mut q, now, true), vec![2]);
+    }
+
+    #[test]
     fn remove_by_id_frees_the_place() {
         let now = Instant::now();
         let mut q = ClassQueues::new(false);
         for id in 0..5 {
-            q.push(t(id, Attestation, now));
+            q.push(fresh(id, Attestation, id % 2, now));
         }
         assert_eq!(q.remove(3).map(|x| x.id), Some(3));
         assert_eq!(q.remove(3), None);
         assert_eq!(q.len(), 4);
-        assert_eq!(ids(&mut q, now, true), vec![0, 1, 2, 4]);
+        assert_eq!(q.remove(1).map(|x| x.id), Some(1), "empties its run");
+        assert_eq!(ids(&mut q, now, true), vec![0, 2, 4]);
+    }
+
+    #[test]
+    fn a_queue_that_empties_and_fills_again_keeps_its_order() {
+        let now = Instant::now();
+        let mut q = ClassQueues::new(false);
+        // Empties (its last run stays, empty), then fills with other freshnesses.
+        q.push(fresh(1, Attestation, 5, now));
+        assert_eq!(ids(&mut q, now, true), vec![1]);
+        assert!(q.is_empty() && q.head().is_none());
+        for (id, f) in [(2, 3), (3, 7), (4, 3), (5, 9)] {
+            q.push(fresh(id, Attestation, f, now));
+        }
+        assert_eq!(q.head().map(|(_, u)| u), Some((1, Reverse(9), 5)));
+        // Runs emptied by removal and eviction go too; the rest keep their order.
+        assert_eq!(q.remove(3).map(|x| x.id), Some(3));
+        assert_eq!(q.evict_below(Block).map(|x| x.id), Some(4));
+        q.push(fresh(6, Attestation, 7, now));
+        assert_eq!(ids(&mut q, now, true), vec![5, 6, 2]);
+        assert_eq!(q.len(), 0);
+        assert!(matches!(q.pop(now, true), Next::Idle));
+    }
+
+    #[test]
+    fn push_front_puts_a_task_back_where_pop_took_it() {
+        let now = Instant::now();
+        let mut q = ClassQueues::new(false);
+        for (id, f) in [(1, 5), (2, 6), (3, 6)] {
+            q.push(fresh(id, Attestation, f, now));
+        }
+        let Next::Run(first) = q.pop(now, true) else {
+            panic!("nothing ran")
+        };
+        assert_eq!(first.id, 2);
+        q.push_front(first);
+        assert_eq!(ids(&mut q, now, true), vec![2, 3, 1]);
     }
 }

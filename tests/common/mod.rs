@@ -246,7 +246,7 @@ impl Server {
     /// The sum of every series of the metric `name` on `/metrics` (0 if absent). A name with
     /// its labels (`x{device="d"}`) picks that one series.
     pub fn metric(&self, name: &str) -> f64 {
-        let text = reqwest::blocking::Client::new()
+        let text = http()
             .get(self.url("/metrics"))
             .send()
             .unwrap()
@@ -311,10 +311,6 @@ impl Drop for Server {
 /// blst signing an oracle case's signing root with the fixture secret, directly: the
 /// independent computation a signature over HTTP is compared with.
 pub fn blst_signature(case: &serde_json::Value) -> String {
-    static SECRET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let secret = SECRET.get_or_init(|| signing_fixtures().0);
-    let sk = hsm_signer::bls::secret_key(&hex::decode(secret.trim_start_matches("0x")).unwrap())
-        .unwrap();
     let mut root = [0u8; 32];
     hex::decode_to_slice(
         case["signing_root"]
@@ -324,9 +320,18 @@ pub fn blst_signature(case: &serde_json::Value) -> String {
         &mut root,
     )
     .unwrap();
+    blst_signature_of(&root)
+}
+
+/// blst signing `root` with the fixture secret, as 0x-hex.
+pub fn blst_signature_of(root: &[u8; 32]) -> String {
+    static SECRET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let secret = SECRET.get_or_init(|| signing_fixtures().0);
+    let sk = hsm_signer::bls::secret_key(&hex::decode(secret.trim_start_matches("0x")).unwrap())
+        .unwrap();
     format!(
         "0x{}",
-        hex::encode(hsm_signer::bls::sign(&sk, &root).compress())
+        hex::encode(hsm_signer::bls::sign(&sk, root).compress())
     )
 }
 
@@ -351,4 +356,97 @@ pub fn signing_fixtures() -> (String, Vec<(String, serde_json::Value)>) {
         }
     }
     (secret, cases)
+}
+
+/// One HTTP client for the whole test process (a clone shares its connection pool): making one
+/// per request costs about 100 ms, enough to make a test that acts at set moments of a one-second
+/// slot late.
+pub fn http() -> reqwest::blocking::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::blocking::Client> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            reqwest::blocking::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()
+                .expect("an HTTP client")
+        })
+        .clone()
+}
+
+/// The genesis validators root the request helpers put in every `fork_info`, so that one
+/// slashing-protection database serves requests made from every fork's fixtures: mainnet's,
+/// whose fork versions the fixtures carry, so that a signer serving mainnet (or a test network
+/// with mainnet's versions and this root) accepts them.
+pub const TEST_GVR: &str = "0x4b363db94e286120d76eb905340fdd4e54bfe9f06bf33ff6cf5ad27f511bfe95";
+
+/// One request of every type in every fork's shape: the first oracle case of each type in each
+/// fork's fixture file, as (fork, type, request). BLOCK_V2 comes as a PHASE0 and an ALTAIR
+/// block and as headers from BELLATRIX on, AGGREGATE_AND_PROOF_V2 in the phase0 and the
+/// ELECTRA container, and so on.
+pub fn request_shapes() -> Vec<(String, String, serde_json::Value)> {
+    let mut seen = std::collections::HashSet::new();
+    signing_fixtures()
+        .1
+        .into_iter()
+        .filter_map(|(fork, case)| {
+            let kind = case["type"].as_str()?.to_owned();
+            seen.insert((fork.clone(), kind.clone()))
+                .then(|| (fork, kind, case["request"].clone()))
+        })
+        .collect()
+}
+
+/// `request` (a sign request body) made about `duty`: the slot it names, or for RANDAO_REVEAL
+/// and VOLUNTARY_EXIT the epoch. An attestation's (or aggregate's) target epoch becomes its
+/// slot's epoch and its source the epoch before; `fork_info` gets [`TEST_GVR`]; a supplied
+/// signing root is dropped (it no longer matches). Deposits and registrations are unchanged.
+pub fn request_at(
+    request: &serde_json::Value,
+    duty: u64,
+    slots_per_epoch: u64,
+) -> serde_json::Value {
+    use serde_json::json;
+    let mut r = request.clone();
+    if let Some(obj) = r.as_object_mut() {
+        obj.remove("signingRoot");
+        obj.remove("signing_root");
+    }
+    if r.get("fork_info").is_some() {
+        r["fork_info"]["genesis_validators_root"] = json!(TEST_GVR);
+    }
+    let set_data = |data: &mut serde_json::Value| {
+        let epoch = duty.checked_div(slots_per_epoch).unwrap_or(0);
+        data["slot"] = json!(duty.to_string());
+        data["target"]["epoch"] = json!(epoch.to_string());
+        data["source"]["epoch"] = json!(epoch.saturating_sub(1).to_string());
+    };
+    match r["type"].as_str().unwrap_or_default() {
+        "AGGREGATION_SLOT" => r["aggregation_slot"]["slot"] = json!(duty.to_string()),
+        "AGGREGATE_AND_PROOF" => set_data(&mut r["aggregate_and_proof"]["aggregate"]["data"]),
+        "AGGREGATE_AND_PROOF_V2" => {
+            set_data(&mut r["aggregate_and_proof"]["data"]["aggregate"]["data"])
+        }
+        "ATTESTATION" => set_data(&mut r["attestation"]),
+        "BLOCK" => r["block"]["slot"] = json!(duty.to_string()),
+        "BLOCK_V2" => {
+            let bb = &mut r["beacon_block"];
+            let field = if bb.get("block").is_some() {
+                "block"
+            } else {
+                "block_header"
+            };
+            bb[field]["slot"] = json!(duty.to_string());
+        }
+        "RANDAO_REVEAL" => r["randao_reveal"]["epoch"] = json!(duty.to_string()),
+        "VOLUNTARY_EXIT" => r["voluntary_exit"]["epoch"] = json!(duty.to_string()),
+        "SYNC_COMMITTEE_MESSAGE" => r["sync_committee_message"]["slot"] = json!(duty.to_string()),
+        "SYNC_COMMITTEE_SELECTION_PROOF" => {
+            r["sync_aggregator_selection_data"]["slot"] = json!(duty.to_string())
+        }
+        "SYNC_COMMITTEE_CONTRIBUTION_AND_PROOF" => {
+            r["contribution_and_proof"]["contribution"]["slot"] = json!(duty.to_string())
+        }
+        _ => {}
+    }
+    r
 }
