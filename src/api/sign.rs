@@ -75,8 +75,8 @@ pub async fn sign(
         .key_gate
         .enter(&pubkey)
         .ok_or_else(|| ApiError::not_found(format!("public key {pubkey} not found (deleted)")))?;
-    let request =
-        SignRequest::from_json(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let request = SignRequest::from_json(&body, app.network.preset)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let root = request
         .signing_root(&app.network)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;

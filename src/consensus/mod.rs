@@ -1,17 +1,19 @@
 //! Ethereum consensus for the signer: the typed Web3Signer eth2 sign request, the SSZ containers
-//! of every fork it can carry (phase0 … fulu, mainnet preset), domains and signing roots, and the
-//! network parameters those need. It owns *what* is signed; it does not decide whether to sign
+//! of every fork it can carry (phase0 … fulu) sized by the network's preset (mainnet, minimal,
+//! gnosis), domains and signing roots, and the network parameters those need. It owns *what* is signed; it does not decide whether to sign
 //! (slashing protection), when (the scheduler) or with which key (the key store). Nothing here
 //! panics on input from the network: every shape error is a [`ConsensusError`].
 
 mod containers;
 mod domain;
 mod network;
+mod preset;
 mod request;
 mod selection;
 pub(crate) mod wire;
 
 pub use network::Network;
+pub use preset::Preset;
 pub use request::SignRequest;
 pub use selection::SelectionProof;
 

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use super::{clip, ConsensusError};
+use super::{clip, ConsensusError, Preset};
 
 /// Network parameters the signer needs.
 #[derive(Debug, Clone)]
@@ -20,6 +20,8 @@ pub struct Network {
     pub seconds_per_slot: u64,
     /// `SLOTS_PER_EPOCH` (a preset value: 32 on mainnet-preset networks).
     pub slots_per_epoch: u64,
+    /// `PRESET_BASE`: the SSZ sizes of the containers a request carries.
+    pub preset: Preset,
 }
 
 /// The built-in networks. Fork versions and times are from the eth-clients network configs
@@ -52,7 +54,8 @@ impl Network {
                 genesis_fork_version: version,
                 genesis_time: Some(genesis),
                 seconds_per_slot: 12,
-                slots_per_epoch: 32,
+                slots_per_epoch: Preset::Mainnet.slots_per_epoch(),
+                preset: Preset::Mainnet,
             })
     }
 
@@ -60,8 +63,7 @@ impl Network {
     /// `GENESIS_FORK_VERSION` (required), `SECONDS_PER_SLOT` (or `SLOT_DURATION_MS`),
     /// `SLOTS_PER_EPOCH` (else the preset's), `MIN_GENESIS_TIME` + `GENESIS_DELAY` (genesis time,
     /// unless the file describes a built-in network, whose real genesis time wins),
-    /// `CONFIG_NAME`, `PRESET_BASE` (`mainnet` or `gnosis`; the containers use mainnet list
-    /// limits, so a `minimal` network is refused).
+    /// `CONFIG_NAME`, `PRESET_BASE` (`mainnet`, `minimal` or `gnosis`; mainnet when absent).
     pub fn from_config_file(path: &Path) -> Result<Network, ConsensusError> {
         let io = |e: std::io::Error| ConsensusError::Io(format!("{}: {e}", path.display()));
         let meta = std::fs::metadata(path).map_err(io)?;
@@ -91,18 +93,18 @@ impl Network {
         let genesis_fork_version = parse_version(version_text)
             .ok_or_else(|| bad(format!("GENESIS_FORK_VERSION {:?}", clip(version_text))))?;
 
-        let preset_base = cfg.get("PRESET_BASE")?.unwrap_or("mainnet");
-        let preset_slots = match preset_base {
-            "mainnet" => 32,
-            "gnosis" => 16,
-            other => {
-                return Err(bad(format!(
-                    "PRESET_BASE {:?} is not supported (only mainnet-preset list sizes are)",
-                    clip(other)
-                )))
-            }
+        let preset = match cfg.get("PRESET_BASE")? {
+            None => Preset::Mainnet,
+            Some(name) => Preset::from_name(name).ok_or_else(|| {
+                bad(format!(
+                    "PRESET_BASE {:?} is not a preset we know (mainnet, minimal, gnosis)",
+                    clip(name)
+                ))
+            })?,
         };
-        let slots_per_epoch = cfg.get_u64("SLOTS_PER_EPOCH")?.unwrap_or(preset_slots);
+        let slots_per_epoch = cfg
+            .get_u64("SLOTS_PER_EPOCH")?
+            .unwrap_or(preset.slots_per_epoch());
         if slots_per_epoch == 0 {
             return Err(bad("SLOTS_PER_EPOCH is 0".into()));
         }
@@ -149,6 +151,7 @@ impl Network {
             genesis_time: known.or(computed),
             seconds_per_slot,
             slots_per_epoch,
+            preset,
         })
     }
 }
