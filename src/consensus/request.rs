@@ -165,8 +165,8 @@ fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ConsensusError> {
 }
 
 impl SignRequest {
-    /// Parse a Web3Signer eth2 sign request body for a network of `preset` (the network's
-    /// [`Network::preset`]). Never panics; any shape error is [`ConsensusError::Malformed`] with a
+    /// Parse a Web3Signer eth2 sign request body for a network of `preset` (the `preset` field of
+    /// the [`Network`] served). Never panics; any shape error is [`ConsensusError::Malformed`] with a
     /// short message (a bitfield of another preset's size names the field, the preset and the
     /// size), and an unknown `type` is [`ConsensusError::UnknownType`].
     pub fn from_json(body: &[u8], preset: Preset) -> Result<SignRequest, ConsensusError> {
