@@ -552,12 +552,13 @@ fn serve(config: &Config, listen: Option<String>, checks: ServeChecks) -> Result
         tracing::error!(error = %e, "key file not loaded");
     }
     eprintln!(
-        "data directory {}; {} key(s) loaded ({} failed), {} device(s), network {}",
+        "data directory {}; {} key(s) loaded ({} failed), {} device(s), network {} ({} preset)",
         config.data_dir.display(),
         keys.len(),
         errors.len(),
         config.devices.len(),
-        network.name
+        network.name,
+        network.preset
     );
     let slashing = if protect {
         let (db, opened) = open_slashing_db(config, gvr);

@@ -1,5 +1,6 @@
 //! The Web3Signer eth2 API over HTTP: the real binary on SoftHSM tokens, every endpoint, both
-//! response content types, every error status, and every oracle fixture signed through HTTP.
+//! response content types, every error status, and every oracle fixture signed through HTTP, on
+//! a mainnet-preset network and on a minimal-preset one.
 
 mod common;
 
@@ -55,13 +56,16 @@ fn mainnet_case(kind: &str) -> Value {
     case
 }
 
-#[test]
-fn every_oracle_case_signs_over_http_identically_to_the_oracle_and_to_blst() {
-    let (_s, server, pk) = serve_fixture_key();
-    let (_, cases) = signing_fixtures();
+/// Signs every case over HTTP; each signature must be the oracle's and blst's. Returns the
+/// request types exercised.
+fn sign_every_case(
+    server: &Server,
+    pk: &str,
+    cases: &[(String, Value)],
+) -> std::collections::BTreeSet<String> {
     let http = client();
     let mut kinds = std::collections::BTreeSet::new();
-    for (fork, case) in &cases {
+    for (fork, case) in cases {
         let resp = http
             .post(server.url(&format!("/api/v1/eth2/sign/{pk}")))
             .header("Accept", "application/json")
@@ -82,12 +86,68 @@ fn every_oracle_case_signs_over_http_identically_to_the_oracle_and_to_blst() {
         assert_eq!(got, blst_signature(case), "{fork} {}", case["name"]);
         kinds.insert(case["type"].as_str().unwrap().to_owned());
     }
+    kinds
+}
+
+#[test]
+fn every_oracle_case_signs_over_http_identically_to_the_oracle_and_to_blst() {
+    let (_s, server, pk) = serve_fixture_key();
+    let (_, cases) = signing_fixtures();
+    let kinds = sign_every_case(&server, &pk, &cases);
     assert_eq!(
         kinds.len(),
         13,
         "every request type was exercised: {kinds:?}"
     );
     assert!(cases.len() >= 300);
+}
+
+/// A signer started with a minimal-preset `config.yaml` (the spec's own, with the fixtures' fork
+/// epochs; without the network check, as each case has a root of its own) signs every minimal-preset oracle case as the oracle does, and refuses a
+/// mainnet-sized sync contribution, saying which preset's size it is not.
+#[test]
+fn every_minimal_preset_oracle_case_signs_over_http_on_a_minimal_network() {
+    let s = Signer::with_fixture_key();
+    let config = common::fixture(common::MINIMAL_NETWORK_CONFIG);
+    let server = Server::start(
+        &s,
+        &[
+            "--no-slot-deadlines",
+            "--no-slashing-protection",
+            // Each case has its own genesis validators root.
+            "--no-network-check",
+            "--network",
+            config.to_str().unwrap(),
+        ],
+    );
+    let pk = common::FIXTURE_PK;
+    let (_, cases) = common::minimal_signing_fixtures();
+    let kinds = sign_every_case(&server, pk, &cases);
+    assert_eq!(
+        kinds.len(),
+        13,
+        "every request type was exercised: {kinds:?}"
+    );
+    assert!(cases.len() >= 300);
+
+    let mainnet_sized = first_case("SYNC_COMMITTEE_CONTRIBUTION_AND_PROOF");
+    let resp = client()
+        .post(server.url(&format!("/api/v1/eth2/sign/{pk}")))
+        .json(&mainnet_sized["request"])
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let message = resp.json::<Value>().unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.contains(
+            "contribution.aggregation_bits: 128 bits, the minimal preset's \
+             SYNC_COMMITTEE_SIZE / SYNC_COMMITTEE_SUBNET_COUNT is 8"
+        ),
+        "{message}"
+    );
 }
 
 #[test]

@@ -1,6 +1,8 @@
-//! The consensus module against the oracle fixtures in `tests/fixtures/signing/` (made by the
-//! consensus specs' own Python package): every case's signing root and BLS signature, the
-//! supplied-root accessors, tamper sensitivity, and a seeded mutation test of the parser.
+//! The consensus module against the oracle fixtures in `tests/fixtures/signing/` (mainnet
+//! preset) and `tests/fixtures/signing/minimal/` (minimal preset), made by the consensus specs'
+//! own Python package: every case's signing root and BLS signature, the supplied-root
+//! accessors, tamper sensitivity, each preset's bitfield sizes refused by the other, and a seeded
+//! mutation test of the parser.
 
 use std::collections::{BTreeMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -9,7 +11,7 @@ use std::time::Instant;
 
 use blst::min_pk::SecretKey;
 use hsm_signer::consensus::{
-    ConsensusError, Duty, MessageType, Network, SignRequest, SlashingData,
+    ConsensusError, Duty, MessageType, Network, Preset, SignRequest, SlashingData,
 };
 use serde_json::{json, Map, Value};
 
@@ -24,30 +26,59 @@ const FORKS: [&str; 7] = [
     "fulu",
 ];
 
+/// The presets with oracle fixtures, and their directories under `tests/fixtures/`.
+const PRESETS: [(Preset, &str); 2] = [
+    (Preset::Mainnet, "signing"),
+    (Preset::Minimal, "signing/minimal"),
+];
+
 struct Fixture {
+    preset: Preset,
     fork: String,
     secret_key: Vec<u8>,
-    genesis_fork_version: [u8; 4],
+    /// The fixtures' network: its preset, epoch length and genesis fork version.
+    network: Network,
     cases: Vec<Value>,
 }
 
+fn fixtures_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// Every fixture file of every preset.
 fn fixtures() -> Vec<Fixture> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/signing");
-    FORKS
-        .iter()
-        .map(|fork| {
-            let path = dir.join(format!("{fork}.json"));
-            let text = std::fs::read_to_string(&path).expect("fixture file");
-            let v: Value = serde_json::from_str(&text).expect("fixture JSON");
-            let gfv = hex_bytes(v["genesis_fork_version"].as_str().expect("gfv"));
-            Fixture {
-                fork: fork.to_string(),
-                secret_key: hex_bytes(v["secret_key"].as_str().expect("secret_key")),
-                genesis_fork_version: gfv.try_into().expect("4 bytes"),
-                cases: v["cases"].as_array().expect("cases").clone(),
-            }
-        })
+    PRESETS
+        .into_iter()
+        .flat_map(|(preset, dir)| FORKS.iter().map(move |fork| fixture(preset, dir, fork)))
         .collect()
+}
+
+fn fixture(preset: Preset, dir: &str, fork: &str) -> Fixture {
+    let path = fixtures_dir().join(dir).join(format!("{fork}.json"));
+    let text = std::fs::read_to_string(&path).expect("fixture file");
+    let v: Value = serde_json::from_str(&text).expect("fixture JSON");
+    assert_eq!(v["preset"], preset.name(), "{}", path.display());
+    let gfv: [u8; 4] = hex_bytes(v["genesis_fork_version"].as_str().expect("gfv"))
+        .try_into()
+        .expect("4 bytes");
+    let network = match preset {
+        Preset::Mainnet => network(gfv),
+        // The minimal fixtures' own config.yaml, as the server is given it.
+        _ => {
+            let n = Network::from_config_file(&fixtures_dir().join(dir).join("config.yaml"))
+                .expect("config.yaml");
+            assert_eq!(n.preset, preset);
+            assert_eq!(n.genesis_fork_version, gfv);
+            n
+        }
+    };
+    Fixture {
+        preset,
+        fork: fork.to_string(),
+        secret_key: hex_bytes(v["secret_key"].as_str().expect("secret_key")),
+        network,
+        cases: v["cases"].as_array().expect("cases").clone(),
+    }
 }
 
 fn hex_bytes(s: &str) -> Vec<u8> {
@@ -65,6 +96,10 @@ fn network(gfv: [u8; 4]) -> Network {
     n
 }
 
+fn parse(fx: &Fixture, body: &[u8]) -> Result<SignRequest, ConsensusError> {
+    SignRequest::from_json(body, fx.preset)
+}
+
 fn body(v: &Value) -> Vec<u8> {
     serde_json::to_vec(v).expect("serialize")
 }
@@ -73,18 +108,19 @@ fn body(v: &Value) -> Vec<u8> {
 fn every_fixture_case_gives_the_oracle_signing_root_and_signature() {
     let mut per_fork = BTreeMap::new();
     let mut covered = HashSet::new();
-    let mut total = 0;
+    let mut total = BTreeMap::new();
     for fx in fixtures() {
         let sk = SecretKey::from_bytes(&fx.secret_key).expect("secret key");
-        let net = network(fx.genesis_fork_version);
+        let net = &fx.network;
         for case in &fx.cases {
             let name = case["name"].as_str().unwrap_or("?");
-            let req = SignRequest::from_json(&body(&case["request"]))
+            let name = format!("{}/{name}", fx.preset);
+            let req = parse(&fx, &body(&case["request"]))
                 .unwrap_or_else(|e| panic!("{}/{name}: {e}", fx.fork));
             assert_eq!(req.message_type().as_str(), case["type"], "{name}");
             assert_eq!(req.supplied_signing_root(), None, "{name}");
             let root = req
-                .signing_root(&net)
+                .signing_root(net)
                 .unwrap_or_else(|e| panic!("{}/{name}: {e}", fx.fork));
             assert_eq!(
                 root.to_string(),
@@ -99,24 +135,30 @@ fn every_fixture_case_gives_the_oracle_signing_root_and_signature() {
                 "{}/{name}",
                 fx.fork
             );
-            covered.insert(req.message_type());
-            total += 1;
-            *per_fork.entry(fx.fork.clone()).or_insert(0) += 1;
+            covered.insert((fx.preset, req.message_type()));
+            *total.entry(fx.preset.name()).or_insert(0) += 1;
+            *per_fork
+                .entry(format!("{}/{}", fx.preset, fx.fork))
+                .or_insert(0) += 1;
         }
     }
-    eprintln!("fixture cases passed: {total} {per_fork:?}");
-    for t in MessageType::ALL {
-        assert!(covered.contains(&t), "no fixture case for {t}");
+    eprintln!("fixture cases passed: {total:?} {per_fork:?}");
+    for (preset, _) in PRESETS {
+        for t in MessageType::ALL {
+            assert!(covered.contains(&(preset, t)), "no {preset} case for {t}");
+        }
+        let n = total.get(preset.name()).copied().unwrap_or(0);
+        assert!(n >= 300, "only {n} {preset} cases");
     }
-    assert!(total >= 300, "only {total} cases");
 }
 
 #[test]
 fn accessors_agree_with_the_request() {
     for fx in fixtures() {
+        let spe = fx.network.slots_per_epoch;
         for case in &fx.cases {
             let r = &case["request"];
-            let req = SignRequest::from_json(&body(r)).expect("parses");
+            let req = parse(&fx, &body(r)).expect("parses");
             let u = |v: &Value| v.as_str().and_then(|s| s.parse::<u64>().ok());
             let (slashing, duty) = match req.message_type() {
                 MessageType::Attestation => (
@@ -177,7 +219,7 @@ fn accessors_agree_with_the_request() {
                 _ => duty.map(Duty::Slot),
             };
             assert_eq!(
-                req.validity_window(32).map(|w| w.duty),
+                req.validity_window(spe).map(|w| w.duty),
                 duty,
                 "{}",
                 case["name"]
@@ -192,30 +234,28 @@ fn accessors_agree_with_the_request() {
 
 #[test]
 fn supplied_root_is_read_in_either_spelling() {
-    let fx = fixtures().into_iter().nth(1).expect("altair");
-    let net = network(fx.genesis_fork_version);
+    let fx = fixture(Preset::Mainnet, "signing", "altair");
+    let net = &fx.network;
     let case = &fx.cases[0];
     let root = case["signing_root"].as_str().expect("root");
     let other = format!("0x{}", "ab".repeat(32));
     for key in ["signing_root", "signingRoot"] {
         let mut r = case["request"].clone();
         r[key] = json!(root);
-        let req = SignRequest::from_json(&body(&r)).expect("parses");
+        let req = parse(&fx, &body(&r)).expect("parses");
         assert_eq!(
             req.supplied_signing_root().map(|s| s.to_string()),
             Some(root.to_string())
         );
         assert_eq!(
-            req.verified_signing_root(&net)
-                .expect("matches")
-                .to_string(),
+            req.verified_signing_root(net).expect("matches").to_string(),
             root
         );
 
         r[key] = json!(other);
-        let req = SignRequest::from_json(&body(&r)).expect("parses");
+        let req = parse(&fx, &body(&r)).expect("parses");
         assert!(matches!(
-            req.verified_signing_root(&net),
+            req.verified_signing_root(net),
             Err(ConsensusError::Inconsistent(_))
         ));
     }
@@ -223,17 +263,17 @@ fn supplied_root_is_read_in_either_spelling() {
     let mut r = case["request"].clone();
     r["signing_root"] = json!(root);
     r["signingRoot"] = json!(root);
-    assert!(SignRequest::from_json(&body(&r)).is_ok());
+    assert!(parse(&fx, &body(&r)).is_ok());
     r["signingRoot"] = json!(other);
     assert!(matches!(
-        SignRequest::from_json(&body(&r)),
+        parse(&fx, &body(&r)),
         Err(ConsensusError::Malformed(_))
     ));
     // A supplied root with a bad shape is malformed too.
     let mut r = case["request"].clone();
     r["signingRoot"] = json!("0x1234");
     assert!(matches!(
-        SignRequest::from_json(&body(&r)),
+        parse(&fx, &body(&r)),
         Err(ConsensusError::Malformed(_))
     ));
 }
@@ -294,7 +334,7 @@ fn tamper(s: &str) -> Option<String> {
 fn tampering_any_signed_field_changes_the_root() {
     let mut checked = 0;
     for fx in fixtures() {
-        let net = network(fx.genesis_fork_version);
+        let net = &fx.network;
         for case in &fx.cases {
             let r = &case["request"];
             let original = case["signing_root"].as_str().expect("root");
@@ -320,17 +360,87 @@ fn tampering_any_signed_field_changes_the_root() {
                 };
                 *leaf = Value::String(new);
                 // A flipped bit may make a bitfield invalid; that is refused, not signed.
-                let Ok(req) = SignRequest::from_json(&body(&t)) else {
+                let Ok(req) = parse(&fx, &body(&t)) else {
                     continue;
                 };
-                let root = req.signing_root(&net).expect("root").to_string();
-                assert_ne!(root, original, "{} {}: {path}", fx.fork, case["name"]);
+                let root = req.signing_root(net).expect("root").to_string();
+                assert_ne!(
+                    root, original,
+                    "{} {} {}: {path}",
+                    fx.preset, fx.fork, case["name"]
+                );
                 checked += 1;
             }
         }
     }
     eprintln!("tampered fields checked: {checked}");
     assert!(checked > 1000);
+}
+
+/// Whether a case carries a bitfield whose size the preset decides: an altair block's sync
+/// aggregate, an electra aggregate's bits, a sync contribution's bits.
+fn has_preset_sized_bits(request: &Value) -> bool {
+    let version = |v: &Value| v["version"].as_str().unwrap_or("").to_owned();
+    match request["type"].as_str().unwrap_or("") {
+        "BLOCK_V2" => version(&request["beacon_block"]) == "ALTAIR",
+        "AGGREGATE_AND_PROOF_V2" => {
+            matches!(
+                version(&request["aggregate_and_proof"]).as_str(),
+                "ELECTRA" | "FULU"
+            )
+        }
+        "SYNC_COMMITTEE_CONTRIBUTION_AND_PROOF" => true,
+        _ => false,
+    }
+}
+
+/// The oracle's requests under the other presets: a request with a bitfield of one preset's size
+/// is refused under a preset of another size, naming that preset; every other request parses
+/// and, hashed under gnosis with the same epoch length and fork versions, gives mainnet's root
+/// (gnosis shares mainnet's sizes).
+#[test]
+fn each_presets_bitfields_are_refused_by_the_other_and_gnosis_hashes_as_mainnet() {
+    let (mut refused, mut shared, mut gnosis) = (0, 0, 0);
+    for fx in fixtures() {
+        for case in &fx.cases {
+            let r = &case["request"];
+            let name = format!("{} {} {}", fx.preset, fx.fork, case["name"]);
+            let sized = has_preset_sized_bits(r);
+            for other in Preset::ALL {
+                let same_sizes = matches!(
+                    (fx.preset, other),
+                    (
+                        Preset::Mainnet | Preset::Gnosis,
+                        Preset::Mainnet | Preset::Gnosis
+                    ) | (Preset::Minimal, Preset::Minimal)
+                );
+                let parsed = SignRequest::from_json(&body(r), other);
+                match (same_sizes, sized, parsed) {
+                    (false, true, Err(ConsensusError::Malformed(m))) => {
+                        let expected = format!("the {other} preset's ");
+                        assert!(m.contains(&expected), "{name}: {m}");
+                        refused += 1;
+                    }
+                    (false, false, Ok(_)) => shared += 1,
+                    (true, _, Ok(req)) => {
+                        let net = Network {
+                            preset: other,
+                            ..fx.network.clone()
+                        };
+                        assert_eq!(
+                            req.signing_root(&net).expect("root").to_string(),
+                            case["signing_root"].as_str().expect("root"),
+                            "{name} under {other}"
+                        );
+                        gnosis += usize::from(other == Preset::Gnosis);
+                    }
+                    (_, _, parsed) => panic!("{name} under {other}: {parsed:?}"),
+                }
+            }
+        }
+    }
+    eprintln!("refused under another preset's sizes: {refused}, shared sizes: {shared}, gnosis roots: {gnosis}");
+    assert!(refused >= 40 && shared >= 400 && gnosis >= 300);
 }
 
 // ---- Property test: the parser never panics ----------------------------------------------
@@ -634,24 +744,29 @@ fn mutate(base: &Value, rng: &mut Rng) -> Vec<u8> {
 fn parser_never_panics_on_100k_mutated_bodies() {
     const N: usize = 100_000;
     let fixtures = fixtures();
-    let requests: Vec<(Value, [u8; 4])> = fixtures
+    let requests: Vec<(Value, &Network)> = fixtures
         .iter()
-        .flat_map(|f| {
-            f.cases
-                .iter()
-                .map(|c| (c["request"].clone(), f.genesis_fork_version))
-        })
+        .flat_map(|f| f.cases.iter().map(|c| (c["request"].clone(), &f.network)))
         .collect();
     let mut rng = Rng(0x5eed_1234_abcd_0042);
     let started = Instant::now();
     let (mut parsed, mut rooted) = (0usize, 0usize);
     let mut kinds: BTreeMap<&'static str, usize> = BTreeMap::new();
     for i in 0..N {
-        let (base, gfv) = &requests[rng.below(requests.len())];
+        let (base, net) = &requests[rng.below(requests.len())];
         let input = mutate(base, &mut rng);
-        let net = network(*gfv);
+        // Mostly the fixture's own preset; now and then another one's sizes.
+        let preset = if rng.chance(4) {
+            Preset::ALL[rng.below(Preset::ALL.len())]
+        } else {
+            net.preset
+        };
+        let net = Network {
+            preset,
+            ..(*net).clone()
+        };
         let outcome = catch_unwind(AssertUnwindSafe(|| {
-            let req = SignRequest::from_json(&input)?;
+            let req = SignRequest::from_json(&input, preset)?;
             let _ = (
                 req.slashing_data(),
                 req.validity_window(32),

@@ -69,9 +69,10 @@ fn attestation(source: u64, target: u64) -> Value {
 }
 
 fn root_of(body: &Value) -> [u8; 32] {
-    SignRequest::from_json(body.to_string().as_bytes())
+    let mainnet = Network::preset("mainnet").unwrap();
+    SignRequest::from_json(body.to_string().as_bytes(), mainnet.preset)
         .unwrap()
-        .signing_root(&Network::preset("mainnet").unwrap())
+        .signing_root(&mainnet)
         .unwrap()
         .0
 }

@@ -363,7 +363,7 @@ fn sign_ok(server: &Server, network: &Network, pk: &str, request: &Value) {
     assert_eq!(status, 200, "{request}: {body}");
     let sig_hex = body["signature"].as_str().unwrap();
     let sig = blst::min_pk::Signature::from_bytes(&hex::decode(&sig_hex[2..]).unwrap()).unwrap();
-    let root = SignRequest::from_json(request.to_string().as_bytes())
+    let root = SignRequest::from_json(request.to_string().as_bytes(), network.preset)
         .unwrap()
         .signing_root(network)
         .unwrap();

@@ -212,6 +212,7 @@ fn sigkill_at_random_points_never_loses_protection() {
                     Ok(resp) if resp.status() == StatusCode::OK => {
                         let req = hsm_signer::consensus::SignRequest::from_json(
                             body.to_string().as_bytes(),
+                            hsm_signer::consensus::Preset::Mainnet,
                         )
                         .unwrap();
                         let root = req

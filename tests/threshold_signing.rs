@@ -68,10 +68,11 @@ fn a_2_of_3_key_survives_one_token_going_away_and_recovers_without_restart() {
     let sign = |i: u64| {
         let mut b = body.clone();
         b["validator_registration"]["timestamp"] = json!(i.to_string());
-        let root = hsm_signer::consensus::SignRequest::from_json(b.to_string().as_bytes())
-            .unwrap()
-            .signing_root(&network)
-            .unwrap();
+        let root =
+            hsm_signer::consensus::SignRequest::from_json(b.to_string().as_bytes(), network.preset)
+                .unwrap()
+                .signing_root(&network)
+                .unwrap();
         let resp = http.post(&url).json(&b).send().unwrap();
         let status = resp.status();
         let reply: Value = resp.json().unwrap();

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::{blst_signature_of, request_at, request_shapes, Signer, TEST_GVR};
 use hsm_signer::api::{router, AppState};
 use hsm_signer::consensus::{
-    validity, ManualSlotClock, MessageType, Network, SignRequest, SlotTiming,
+    validity, ManualSlotClock, MessageType, Network, Preset, SignRequest, SlotTiming,
 };
 use hsm_signer::keys::KeyStore;
 use hsm_signer::slashing::SlashingProtection;
@@ -93,7 +93,8 @@ fn moments(first_slot: u64, end_slot: u64) -> Moments {
 }
 
 fn parse(v: &Value) -> SignRequest {
-    SignRequest::from_json(v.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e}: {v}"))
+    SignRequest::from_json(v.to_string().as_bytes(), Preset::Mainnet)
+        .unwrap_or_else(|e| panic!("{e}: {v}"))
 }
 
 #[test]

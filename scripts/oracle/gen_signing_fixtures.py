@@ -4,8 +4,11 @@
 For every fork (phase0 .. fulu) and every Web3Signer sign request type that applies to
 that fork, this script builds random (seeded, deterministic) messages, computes the
 signing root and the BLS signature with the executable consensus spec
-(`eth-consensus-specs`, module `eth_consensus_specs`, mainnet preset/config), and writes
-one JSON file per fork to tests/fixtures/signing/<fork>.json.
+(`eth-consensus-specs`, module `eth_consensus_specs`), and writes one JSON file per fork:
+  --preset mainnet (default): mainnet preset and config, tests/fixtures/signing/<fork>.json;
+  --preset minimal: minimal preset and config (its fork epochs, which the config leaves at
+    FAR_FUTURE_EPOCH, replaced by MINIMAL_FORK_EPOCHS), tests/fixtures/signing/minimal/<fork>.json,
+    and that network's config.yaml beside them.
 
 The signatures are produced by the spec's own validator helpers where one exists
 (get_attestation_signature, get_block_signature, get_epoch_signature, get_slot_signature,
@@ -25,8 +28,8 @@ and after writing, every fixture file is re-read and checked independently:
 Any mismatch raises and the script exits non-zero.
 
 Usage:
-    python scripts/oracle/gen_signing_fixtures.py            # generate + self-check
-    python scripts/oracle/gen_signing_fixtures.py --check    # only re-check existing files
+    python scripts/oracle/gen_signing_fixtures.py [--preset minimal]            # generate + self-check
+    python scripts/oracle/gen_signing_fixtures.py [--preset minimal] --check    # only re-check existing files
 """
 
 from __future__ import annotations
@@ -56,7 +59,28 @@ from eth_consensus_specs.utils import bls as spec_bls
 # --------------------------------------------------------------------------------------
 
 FORKS = ["phase0", "altair", "bellatrix", "capella", "deneb", "electra", "fulu"]
-SPECS = {f: importlib.import_module(f"eth_consensus_specs.{f}.mainnet") for f in FORKS}
+PRESETS = ["mainnet", "minimal"]
+
+# The preset being generated or checked, and its spec modules; set by use_preset().
+PRESET = "mainnet"
+SPECS: dict = {}
+
+# The minimal config schedules no fork (every *_FORK_EPOCH is FAR_FUTURE_EPOCH): a devnet sets
+# its own. These are the fixtures' devnet; config.yaml beside the fixtures says the same.
+MINIMAL_FORK_EPOCHS = {
+    "altair": 10,
+    "bellatrix": 20,
+    "capella": 30,
+    "deneb": 40,
+    "electra": 50,
+    "fulu": 60,
+}
+
+
+def use_preset(preset: str) -> None:
+    global PRESET, SPECS
+    PRESET = preset
+    SPECS = {f: importlib.import_module(f"eth_consensus_specs.{f}.{preset}") for f in FORKS}
 
 # EIP-2335 test vector secret key.
 SECRET_KEY_HEX = "0x000000000019d6689c085ae165831e934ff763ae46a2a6c172b3f1b60a8ce26f"
@@ -77,7 +101,8 @@ NO_FORK_INFO_TYPES = {"DEPOSIT", "VALIDATOR_REGISTRATION"}
 CASES_PER_TYPE = 3
 
 REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-DEFAULT_OUT = os.path.join(REPO_ROOT, "tests", "fixtures", "signing")
+FIXTURES = os.path.join(REPO_ROOT, "tests", "fixtures", "signing")
+DEFAULT_OUT = {"mainnet": FIXTURES, "minimal": os.path.join(FIXTURES, "minimal")}
 DEFAULT_SPEC_DIR = os.path.join(
     REPO_ROOT, "..", "shared", "specs", "web3signer-eth2", "signing"
 )
@@ -117,7 +142,14 @@ def fork_epoch(fork: str) -> int:
     cfg = SPECS["fulu"].config
     if fork == "phase0":
         return 0
+    if PRESET == "minimal":
+        return MINIMAL_FORK_EPOCHS[fork]
     return int(getattr(cfg, f"{fork.upper()}_FORK_EPOCH"))
+
+
+def seed(fork: str, rtype: str) -> str:
+    # The mainnet seeds predate the presets; keep them so its fixtures stay the same bytes.
+    return f"hsm-signer/{fork}/{rtype}" if PRESET == "mainnet" else f"hsm-signer/{PRESET}/{fork}/{rtype}"
 
 
 def versions_string() -> str:
@@ -240,7 +272,7 @@ class Ctx:
         self.fork = fork
         self.rtype = rtype
         self.spec = SPECS[fork]
-        self.rng = Random(f"hsm-signer/{fork}/{rtype}")
+        self.rng = Random(seed(fork, rtype))
         i = FORKS.index(fork)
         self.E = fork_epoch(fork)
         self.prev_fork = FORKS[i - 1] if i > 0 else None
@@ -316,7 +348,8 @@ def _attestation_data(ctx: Ctx, slot: int, target_epoch: int):
     spec, rng = ctx.spec, ctx.rng
     ad = rand_obj(rng, spec.AttestationData)
     ad.slot = spec.Slot(slot)
-    ad.index = spec.CommitteeIndex(0 if FORKS.index(ctx.fork) >= FORKS.index("electra") else rng.randint(0, 63))
+    last_committee = int(spec.MAX_COMMITTEES_PER_SLOT) - 1
+    ad.index = spec.CommitteeIndex(0 if FORKS.index(ctx.fork) >= FORKS.index("electra") else rng.randint(0, last_committee))
     ad.target.epoch = spec.Epoch(target_epoch)
     ad.source.epoch = spec.Epoch(max(0, target_epoch - rng.randint(1, 2)))
     return fresh(ad)
@@ -340,7 +373,7 @@ def build_aggregation_slot(ctx: Ctx, fork_obj, gvr, slot, epoch):
     return {"aggregation_slot": {"slot": str(slot)}}, s, domain, sig
 
 
-def _aggregate_and_proof(ctx: Ctx, fork_obj, gvr, slot, target_epoch, one_committee=True):
+def _aggregate_and_proof(ctx: Ctx, fork_obj, gvr, slot, target_epoch, one_committee=True, full_bits=False):
     spec, rng = ctx.spec, ctx.rng
     electra_plus = FORKS.index(ctx.fork) >= FORKS.index("electra")
     st = ctx.state(fork_obj, gvr)
@@ -348,7 +381,14 @@ def _aggregate_and_proof(ctx: Ctx, fork_obj, gvr, slot, target_epoch, one_commit
     agg = aap.aggregate
     agg.data = _attestation_data(ctx, slot, target_epoch)
     agg.signature = spec.BLSSignature(rand_sig_bytes(rng))
-    if electra_plus:
+    if full_bits:
+        # Every bit the preset allows: MAX_VALIDATORS_PER_COMMITTEE (* MAX_COMMITTEES_PER_SLOT).
+        limit = int(spec.MAX_VALIDATORS_PER_COMMITTEE)
+        if electra_plus:
+            limit *= int(spec.MAX_COMMITTEES_PER_SLOT)
+            agg.committee_bits = spec.CommitteeBits(data=[True] * int(spec.MAX_COMMITTEES_PER_SLOT))
+        agg.aggregation_bits = spec.AggregationBits(data=[True] * limit)
+    elif electra_plus:
         agg.aggregation_bits = rand_bits(rng, spec.AggregationBits, rng.randint(1, 1500))
         if one_committee:
             bits = [False] * int(spec.MAX_COMMITTEES_PER_SLOT)
@@ -366,32 +406,38 @@ def _aggregate_and_proof(ctx: Ctx, fork_obj, gvr, slot, target_epoch, one_commit
     return aap, domain, sig
 
 
-def build_aggregate_and_proof(ctx, fork_obj, gvr, slot, epoch, target_epoch=None, one_committee=True):
+def build_aggregate_and_proof(ctx, fork_obj, gvr, slot, epoch, target_epoch=None, one_committee=True,
+                              full_bits=False):
     te = epoch if target_epoch is None else target_epoch
-    aap, domain, sig = _aggregate_and_proof(ctx, fork_obj, gvr, slot, te, one_committee)
+    aap, domain, sig = _aggregate_and_proof(ctx, fork_obj, gvr, slot, te, one_committee, full_bits)
     return {"aggregate_and_proof": to_json(aap)}, aap, domain, sig
 
 
-def build_aggregate_and_proof_v2(ctx, fork_obj, gvr, slot, epoch, target_epoch=None, one_committee=True):
+def build_aggregate_and_proof_v2(ctx, fork_obj, gvr, slot, epoch, target_epoch=None, one_committee=True,
+                                 full_bits=False):
     te = epoch if target_epoch is None else target_epoch
-    aap, domain, sig = _aggregate_and_proof(ctx, fork_obj, gvr, slot, te, one_committee)
+    aap, domain, sig = _aggregate_and_proof(ctx, fork_obj, gvr, slot, te, one_committee, full_bits)
     payload = {"aggregate_and_proof": {"version": VERSION_NAME[ctx.fork], "data": to_json(aap)}}
     return payload, aap, domain, sig
 
 
-def _random_block(ctx: Ctx, slot: int):
+def _random_block(ctx: Ctx, slot: int, full_bits=False):
     spec, rng = ctx.spec, ctx.rng
     block = rand_obj(rng, spec.BeaconBlock, max_list=3, max_bytes=48)
     block.slot = spec.Slot(slot)
     # Realistic aggregation bitlists for the contained attestations.
     for att in block.body.attestations:
         att.aggregation_bits = rand_bits(rng, type(att.aggregation_bits), rng.randint(1, 200))
+    if full_bits:
+        # The whole sync committee signed: SYNC_COMMITTEE_SIZE bits set.
+        sa = block.body.sync_aggregate
+        sa.sync_committee_bits = type(sa.sync_committee_bits)(data=[True] * int(spec.SYNC_COMMITTEE_SIZE))
     return fresh(block)
 
 
-def _block_common(ctx: Ctx, fork_obj, gvr, slot):
+def _block_common(ctx: Ctx, fork_obj, gvr, slot, full_bits=False):
     spec = ctx.spec
-    block = _random_block(ctx, slot)
+    block = _random_block(ctx, slot, full_bits)
     st = ctx.state(fork_obj, gvr)
     sig = spec.get_block_signature(st, block, SECRET_KEY)
     domain = spec.get_domain(st, spec.DOMAIN_BEACON_PROPOSER, spec.compute_epoch_at_slot(block.slot))
@@ -404,9 +450,9 @@ def build_block(ctx, fork_obj, gvr, slot, epoch):
     return {"block": to_json(block)}, block, domain, sig
 
 
-def build_block_v2(ctx, fork_obj, gvr, slot, epoch):
+def build_block_v2(ctx, fork_obj, gvr, slot, epoch, full_bits=False):
     spec = ctx.spec
-    block, domain, sig = _block_common(ctx, fork_obj, gvr, slot)
+    block, domain, sig = _block_common(ctx, fork_obj, gvr, slot, full_bits)
     version = VERSION_NAME[ctx.fork]
     if ctx.fork in ("phase0", "altair"):
         return {"beacon_block": {"version": version, "block": to_json(block)}}, block, domain, sig
@@ -473,11 +519,15 @@ def build_sync_committee_selection_proof(ctx, fork_obj, gvr, slot, epoch, i=0):
     return {"sync_aggregator_selection_data": to_json(data)}, data, domain, sig
 
 
-def build_contribution_and_proof(ctx, fork_obj, gvr, slot, epoch, i=0):
+def build_contribution_and_proof(ctx, fork_obj, gvr, slot, epoch, i=0, full_bits=False):
     spec, rng = ctx.spec, ctx.rng
     st = ctx.state(fork_obj, gvr)
     cap = rand_obj(rng, spec.ContributionAndProof)
     cap.contribution.slot = spec.Slot(slot)
+    if full_bits:
+        # The whole subcommittee: SYNC_COMMITTEE_SIZE // SYNC_COMMITTEE_SUBNET_COUNT bits set.
+        size = int(spec.SYNC_COMMITTEE_SIZE) // int(spec.SYNC_COMMITTEE_SUBNET_COUNT)
+        cap.contribution.aggregation_bits = type(cap.contribution.aggregation_bits)(data=[True] * size)
     cap.contribution.subcommittee_index = Uint64(_subcommittee_index(ctx, i))
     cap.aggregator_index = spec.ValidatorIndex(rng.randint(0, 2_000_000))
     cap.selection_proof = spec.get_sync_committee_selection_proof(
@@ -491,9 +541,10 @@ def build_contribution_and_proof(ctx, fork_obj, gvr, slot, epoch, i=0):
     return {"contribution_and_proof": to_json(cap)}, cap, domain, sig
 
 
-# Deposits: (description, pubkey is own?, withdrawal credential prefix, amount, genesis fork version)
+# Deposits: (description, pubkey is own?, withdrawal credential prefix, amount, genesis fork version);
+# None: the preset's own network (GENESIS_FORK_VERSION of its config).
 DEPOSIT_VARIANTS = [
-    ("mainnet_32eth_0x01", True, b"\x01", 32_000_000_000, "0x00000000"),
+    ("{preset}_32eth_0x01", True, b"\x01", 32_000_000_000, None),
     ("hoodi_random_amount_0x00", False, b"\x00", None, "0x10000910"),
     ("holesky_2048eth_0x02", True, b"\x02", 2_048_000_000_000, "0x01017000"),
 ]
@@ -502,6 +553,9 @@ DEPOSIT_VARIANTS = [
 def build_deposit(ctx: Ctx, i: int, own_pubkey: bytes):
     spec, rng = ctx.spec, ctx.rng
     _desc, own, prefix, amount, gfv = DEPOSIT_VARIANTS[i]
+    own_network = gfv is None
+    if own_network:
+        gfv = hx(spec.config.GENESIS_FORK_VERSION)
     pubkey = own_pubkey if own else bytes(rng.getrandbits(8) for _ in range(48))
     if prefix == b"\x00":
         wc = prefix + bytes(rng.getrandbits(8) for _ in range(31))
@@ -515,7 +569,7 @@ def build_deposit(ctx: Ctx, i: int, own_pubkey: bytes):
         amount=spec.Gwei(amount),
     )
     domain = spec.compute_domain(spec.DOMAIN_DEPOSIT, spec.Version(gfv))
-    if gfv == "0x00000000" and domain != spec.compute_domain(spec.DOMAIN_DEPOSIT):
+    if own_network and domain != spec.compute_domain(spec.DOMAIN_DEPOSIT):
         raise FixtureError("deposit domain mismatch against spec default")
     sig = spec_bls.Sign(SECRET_KEY, spec.compute_signing_root(dm, domain))
     payload = {"deposit": {**to_json(dm), "genesis_fork_version": gfv}}
@@ -606,7 +660,8 @@ def gen_cases_for_type(fork: str, rtype: str, own_pubkey: bytes) -> list[dict]:
     if rtype == "DEPOSIT":
         for i in range(CASES_PER_TYPE):
             p, o, d, s = build_deposit(ctx, i, own_pubkey)
-            cases.append(make_case(ctx, f"{lname}_random_{i}_{DEPOSIT_VARIANTS[i][0]}", p, o, d, s))
+            desc = DEPOSIT_VARIANTS[i][0].format(preset=PRESET)
+            cases.append(make_case(ctx, f"{lname}_random_{i}_{desc}", p, o, d, s))
         return cases
     if rtype == "VALIDATOR_REGISTRATION":
         for i in range(CASES_PER_TYPE):
@@ -678,6 +733,22 @@ def gen_cases_for_type(fork: str, rtype: str, own_pubkey: bytes) -> list[dict]:
             raise FixtureError("EIP-7044 exit domain mismatch")
         cases.append(make_case(ctx, f"{lname}_eip7044_capella_fork_info", p, o, d, s,
                                fork_info_json(fork_obj, gvr)))
+
+    # ---- bitfields at the preset's sizes, every bit set ---------------------------------
+    # The sizes that differ between presets (SYNC_COMMITTEE_SIZE, the sync subcommittee,
+    # MAX_COMMITTEES_PER_SLOT): a bitfield that fills them, so a wrong size or depth shows.
+    # Appended last, so the cases above keep their random values.
+    full = (
+        (rtype == "BLOCK_V2" and fork == "altair")
+        or (rtype == "AGGREGATE_AND_PROOF_V2" and FORKS.index(fork) >= FORKS.index("electra"))
+        or rtype == "SYNC_COMMITTEE_CONTRIBUTION_AND_PROOF"
+    )
+    if full:
+        epoch, slot = ctx.pick("after")
+        fork_obj, gvr = ctx.fork_info()
+        p, o, d, s = builder(ctx, fork_obj, gvr, slot, epoch, full_bits=True)
+        cases.append(make_case(ctx, f"{lname}_{PRESET}_sizes_every_bit_set", p, o, d, s,
+                               fork_info_json(fork_obj, gvr)))
     return cases
 
 
@@ -696,6 +767,7 @@ def generate(out_dir: str) -> list[str]:
             print(f"  {fork:9s} {rtype:40s} {sum(c['type'] == rtype for c in cases)}", flush=True)
         doc = {
             "fork": fork,
+            "preset": PRESET,
             "generator": versions_string(),
             "secret_key": SECRET_KEY_HEX,
             "pubkey": hx(pubkey),
@@ -707,7 +779,37 @@ def generate(out_dir: str) -> list[str]:
             json.dump(doc, fh, indent=1, ensure_ascii=True)
             fh.write("\n")
         written.append(path)
+    if PRESET != "mainnet":
+        write_network_config(out_dir)
     return written
+
+
+def write_network_config(out_dir: str) -> None:
+    """The fixtures' network as a config.yaml for the signer's --network: the spec package's
+    own config of the preset, with the fork epochs of the fixtures."""
+    # The wheel installs configs/<preset>.yaml beside the eth_consensus_specs package.
+    package_dir = os.path.dirname(importlib.import_module("eth_consensus_specs").__file__)
+    src = os.path.join(os.path.dirname(package_dir), "configs", f"{PRESET}.yaml")
+    with open(src, encoding="utf-8") as fh:
+        text = fh.read()
+    header = (
+        f"# The consensus specs' configs/{PRESET}.yaml ({versions_string()}),\n"
+        "# with the fork epochs of the oracle fixtures beside it. Written by\n"
+        f"# scripts/oracle/gen_signing_fixtures.py --preset {PRESET}; do not edit.\n"
+    )
+    for fork, epoch in MINIMAL_FORK_EPOCHS.items():
+        key = f"{fork.upper()}_FORK_EPOCH"
+        new, n = re.subn(rf"^{key}: .*$", f"{key}: {epoch}", text, flags=re.M)
+        if n != 1:
+            raise FixtureError(f"{src}: {key} found {n} times")
+        text = new
+    cfg = SPECS["fulu"].config
+    for fork in FORKS:
+        key = "GENESIS_FORK_VERSION" if fork == "phase0" else f"{fork.upper()}_FORK_VERSION"
+        if not re.search(rf"^{key}: {hx(getattr(cfg, key))}$", text, flags=re.M):
+            raise FixtureError(f"{src}: {key} is not the spec module's {hx(getattr(cfg, key))}")
+    with open(os.path.join(out_dir, "config.yaml"), "w", encoding="utf-8", newline="\n") as fh:
+        fh.write(header + text)
 
 
 # --------------------------------------------------------------------------------------
@@ -921,6 +1023,8 @@ def self_check(paths: list[str], spec_dir: str | None) -> dict:
         with open(path, encoding="ascii") as fh:
             doc = json.load(fh)
         fork = doc["fork"]
+        if doc.get("preset") != PRESET:
+            raise FixtureError(f"{path}: preset {doc.get('preset')!r}, checking {PRESET}")
         if doc["secret_key"] != SECRET_KEY_HEX:
             raise FixtureError(f"{path}: unexpected secret key")
         pubkey = _hex_bytes(doc["pubkey"], "pubkey")
@@ -973,7 +1077,7 @@ def check_spec_examples(spec_dir: str | None) -> None:
     with open(path) as fh:
         sign = YAML(typ="safe").load(fh)
     examples = sign["post"]["requestBody"]["content"]["application/json"].get("examples", {})
-    print("Web3Signer sign.yaml examples (informational; mainnet preset, genesis 0x00000001 = the examples' network):")
+    print(f"Web3Signer sign.yaml examples (informational; {PRESET} preset, genesis 0x00000001 = the examples' network):")
     for name, ex in examples.items():
         req = dict(ex["value"])
         expected = req.pop("signingRoot", None)
@@ -1004,17 +1108,22 @@ def _roundtrip(req, msg, where):
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default=DEFAULT_OUT, help="fixture directory (default: %(default)s)")
+    ap.add_argument("--preset", choices=PRESETS, default="mainnet",
+                    help="the preset (and its spec config) of the fixtures (default: %(default)s)")
+    ap.add_argument("--out", help="fixture directory (default: tests/fixtures/signing, "
+                                  "or tests/fixtures/signing/<preset> for a preset other than mainnet)")
     ap.add_argument("--spec-dir", default=DEFAULT_SPEC_DIR,
                     help="Web3Signer eth2 signing OpenAPI dir, for schema validation (default: %(default)s)")
     ap.add_argument("--check", action="store_true", help="only self-check existing fixture files")
     args = ap.parse_args()
+    use_preset(args.preset)
+    out = args.out or DEFAULT_OUT[args.preset]
     try:
         if args.check:
-            paths = [os.path.join(args.out, f"{f}.json") for f in FORKS]
+            paths = [os.path.join(out, f"{f}.json") for f in FORKS]
         else:
-            print(f"Generating with {versions_string()}")
-            paths = generate(args.out)
+            print(f"Generating the {PRESET} preset's fixtures with {versions_string()}")
+            paths = generate(out)
         print("Self-check:")
         summary = self_check(paths, args.spec_dir)
         check_spec_examples(args.spec_dir)

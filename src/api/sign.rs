@@ -80,8 +80,8 @@ pub async fn sign(
         .key_gate
         .enter(&pubkey)
         .ok_or_else(|| ApiError::not_found(format!("public key {pubkey} not found (deleted)")))?;
-    let request =
-        SignRequest::from_json(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let request = SignRequest::from_json(&body, app.network.preset)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     // Another network's request is refused before anything else looks at it: its deadline
     // would follow another clock, and slashing protection must never record it.
     if app.network_check {

@@ -1,16 +1,20 @@
 //! The SSZ containers a sign request can carry, as the consensus specs define them (phase0,
-//! altair, electra, and the builder specs' `ValidatorRegistrationV1`), with the **mainnet preset**
-//! list limits. Containers that look the same on the wire in every fork deserialize directly;
-//! those whose shape depends on a version (attestations in aggregates, full blocks) are read as a
-//! superset ("wire" types) and converted once the version is known, so a field that does not
-//! belong to the version is refused instead of silently ignored.
+//! altair, electra, and the builder specs' `ValidatorRegistrationV1`). The sizes that every
+//! preset shares are compile-time types; the few a preset decides (see [`super::preset`]) are
+//! [`Bitvector`]s and [`Bitlist`]s checked against the network's preset. Containers that look
+//! the same on the wire in every fork and preset deserialize directly; those whose shape depends
+//! on a version (attestations in aggregates, full blocks) or whose sizes depend on the preset
+//! are read as a superset ("wire" types) and converted once both are known, so a field that does
+//! not belong to the version, or a bitfield of another preset's size, is refused instead of
+//! silently ignored or hashed with the wrong size.
 
 use serde::Deserialize;
-use ssz_types::{BitList, BitVector, FixedVector, VariableList};
+use ssz_types::{BitList, FixedVector, VariableList};
 use tree_hash_derive::TreeHash;
-use typenum::{U128, U131072, U16, U2, U2048, U33, U512, U64};
+use typenum::{U128, U16, U2, U2048, U33};
 
-use super::wire::{self, Bytes, RawBitlist};
+use super::preset::{Bitlist, Bitvector, Preset, Size};
+use super::wire::{self, Bytes, RawBitlist, RawBitvector};
 
 /// A 32-byte root.
 pub(crate) type Root = Bytes<32>;
@@ -21,11 +25,8 @@ pub(crate) type PublicKey = Bytes<48>;
 /// A compressed BLS signature.
 pub(crate) type Signature = Bytes<96>;
 
-// Mainnet preset (consensus-specs presets/mainnet/*.yaml).
+// The same in the mainnet, minimal and gnosis presets (consensus-specs presets/*/phase0.yaml).
 type MaxValidatorsPerCommittee = U2048;
-type MaxCommitteesPerSlot = U64;
-/// Electra: `MAX_VALIDATORS_PER_COMMITTEE * MAX_COMMITTEES_PER_SLOT`.
-type MaxValidatorsPerSlot = U131072;
 type MaxProposerSlashings = U16;
 type MaxAttesterSlashings = U2;
 type MaxAttestations = U128;
@@ -33,9 +34,6 @@ type MaxDeposits = U16;
 type MaxVoluntaryExits = U16;
 /// `DEPOSIT_CONTRACT_TREE_DEPTH + 1`.
 type DepositProofLength = U33;
-type SyncCommitteeSize = U512;
-/// `SYNC_COMMITTEE_SIZE / SYNC_COMMITTEE_SUBNET_COUNT`.
-type SyncSubcommitteeSize = U128;
 
 /// `Fork` as the request's `fork_info.fork` carries it (not hashed).
 #[derive(Debug, Clone, Deserialize)]
@@ -148,11 +146,31 @@ pub(crate) struct SignedVoluntaryExit {
 }
 
 /// Altair `SyncAggregate`.
-#[derive(Debug, Clone, Deserialize, TreeHash)]
+#[derive(Debug, Clone, TreeHash)]
 pub(crate) struct SyncAggregate {
-    #[serde(deserialize_with = "wire::bitvector")]
-    pub sync_committee_bits: BitVector<SyncCommitteeSize>,
+    pub sync_committee_bits: Bitvector,
     pub sync_committee_signature: Signature,
+}
+
+/// A `SyncAggregate` before its bits are checked against the preset.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct SyncAggregateWire {
+    pub sync_committee_bits: RawBitvector,
+    pub sync_committee_signature: Signature,
+}
+
+impl SyncAggregateWire {
+    fn into_sized(self, preset: Preset) -> Result<SyncAggregate, String> {
+        Ok(SyncAggregate {
+            sync_committee_bits: Bitvector::sized(
+                self.sync_committee_bits,
+                "body.sync_aggregate.sync_committee_bits",
+                preset,
+                Size::SyncCommittee,
+            )?,
+            sync_committee_signature: self.sync_committee_signature,
+        })
+    }
 }
 
 /// `DepositMessage`: what a deposit signature covers.
@@ -183,25 +201,64 @@ pub(crate) struct SyncAggregatorSelectionData {
 }
 
 /// Altair `SyncCommitteeContribution`.
-#[derive(Debug, Clone, Deserialize, TreeHash)]
+#[derive(Debug, Clone, TreeHash)]
 pub(crate) struct SyncCommitteeContribution {
+    pub slot: u64,
+    pub beacon_block_root: Root,
+    pub subcommittee_index: u64,
+    pub aggregation_bits: Bitvector,
+    pub signature: Signature,
+}
+
+/// Altair `ContributionAndProof`.
+#[derive(Debug, Clone, TreeHash)]
+pub(crate) struct ContributionAndProof {
+    pub aggregator_index: u64,
+    pub contribution: SyncCommitteeContribution,
+    pub selection_proof: Signature,
+}
+
+/// A `SyncCommitteeContribution` before its bits are checked against the preset.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct SyncCommitteeContributionWire {
     #[serde(deserialize_with = "wire::u64")]
     pub slot: u64,
     pub beacon_block_root: Root,
     #[serde(deserialize_with = "wire::u64")]
     pub subcommittee_index: u64,
-    #[serde(deserialize_with = "wire::bitvector")]
-    pub aggregation_bits: BitVector<SyncSubcommitteeSize>,
+    pub aggregation_bits: RawBitvector,
     pub signature: Signature,
 }
 
-/// Altair `ContributionAndProof`.
-#[derive(Debug, Clone, Deserialize, TreeHash)]
-pub(crate) struct ContributionAndProof {
+/// A `ContributionAndProof` before its bits are checked against the preset.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct ContributionAndProofWire {
     #[serde(deserialize_with = "wire::u64")]
     pub aggregator_index: u64,
-    pub contribution: SyncCommitteeContribution,
+    pub contribution: SyncCommitteeContributionWire,
     pub selection_proof: Signature,
+}
+
+impl ContributionAndProofWire {
+    pub(crate) fn into_sized(self, preset: Preset) -> Result<ContributionAndProof, String> {
+        let c = self.contribution;
+        Ok(ContributionAndProof {
+            aggregator_index: self.aggregator_index,
+            contribution: SyncCommitteeContribution {
+                slot: c.slot,
+                beacon_block_root: c.beacon_block_root,
+                subcommittee_index: c.subcommittee_index,
+                aggregation_bits: Bitvector::sized(
+                    c.aggregation_bits,
+                    "contribution.aggregation_bits",
+                    preset,
+                    Size::SyncSubcommittee,
+                )?,
+                signature: c.signature,
+            },
+            selection_proof: self.selection_proof,
+        })
+    }
 }
 
 /// Builder specs' `ValidatorRegistrationV1`.
@@ -236,10 +293,10 @@ pub(crate) struct Attestation {
 /// Electra `Attestation`.
 #[derive(Debug, Clone, TreeHash)]
 pub(crate) struct AttestationElectra {
-    pub aggregation_bits: BitList<MaxValidatorsPerSlot>,
+    pub aggregation_bits: Bitlist,
     pub data: AttestationData,
     pub signature: Signature,
-    pub committee_bits: BitVector<MaxCommitteesPerSlot>,
+    pub committee_bits: Bitvector,
 }
 
 /// Phase0 `AggregateAndProof` (unchanged up to deneb).
@@ -313,8 +370,8 @@ pub(crate) struct AttestationWire {
     pub aggregation_bits: RawBitlist,
     pub data: AttestationData,
     pub signature: Signature,
-    #[serde(default, deserialize_with = "wire::opt_bitvector")]
-    pub committee_bits: Option<BitVector<MaxCommitteesPerSlot>>,
+    #[serde(default)]
+    pub committee_bits: Option<RawBitvector>,
 }
 
 impl AttestationWire {
@@ -329,15 +386,25 @@ impl AttestationWire {
         })
     }
 
-    pub(crate) fn into_electra(self) -> Result<AttestationElectra, String> {
+    pub(crate) fn into_electra(self, preset: Preset) -> Result<AttestationElectra, String> {
         let committee_bits = self
             .committee_bits
             .ok_or("electra attestation without committee_bits")?;
         Ok(AttestationElectra {
-            aggregation_bits: wire::bitlist_from_ssz(&self.aggregation_bits, "aggregation_bits")?,
+            aggregation_bits: Bitlist::sized(
+                &self.aggregation_bits,
+                "aggregate.aggregation_bits",
+                preset,
+                Size::ValidatorsPerSlot,
+            )?,
             data: self.data,
             signature: self.signature,
-            committee_bits,
+            committee_bits: Bitvector::sized(
+                committee_bits,
+                "aggregate.committee_bits",
+                preset,
+                Size::CommitteesPerSlot,
+            )?,
         })
     }
 }
@@ -360,10 +427,10 @@ impl AggregateAndProofWire {
         })
     }
 
-    pub(crate) fn into_electra(self) -> Result<AggregateAndProofElectra, String> {
+    pub(crate) fn into_electra(self, preset: Preset) -> Result<AggregateAndProofElectra, String> {
         Ok(AggregateAndProofElectra {
             aggregator_index: self.aggregator_index,
-            aggregate: self.aggregate.into_electra()?,
+            aggregate: self.aggregate.into_electra(preset)?,
             selection_proof: self.selection_proof,
         })
     }
@@ -386,7 +453,7 @@ pub(crate) struct BeaconBlockBodyWire {
     #[serde(deserialize_with = "wire::list")]
     pub voluntary_exits: VariableList<SignedVoluntaryExit, MaxVoluntaryExits>,
     #[serde(default)]
-    pub sync_aggregate: Option<SyncAggregate>,
+    pub sync_aggregate: Option<SyncAggregateWire>,
 }
 
 /// A full block of phase0 or altair shape.
@@ -436,11 +503,12 @@ impl BeaconBlockWire {
         })
     }
 
-    pub(crate) fn into_altair(self) -> Result<BeaconBlockAltair, String> {
+    pub(crate) fn into_altair(self, preset: Preset) -> Result<BeaconBlockAltair, String> {
         let b = self.body;
         let sync_aggregate = b
             .sync_aggregate
-            .ok_or("altair block without body.sync_aggregate")?;
+            .ok_or("altair block without body.sync_aggregate")?
+            .into_sized(preset)?;
         Ok(BeaconBlockAltair {
             slot: self.slot,
             proposer_index: self.proposer_index,

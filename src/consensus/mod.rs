@@ -1,15 +1,17 @@
 //! Ethereum consensus for the signer: the typed Web3Signer eth2 sign request, the SSZ containers
-//! of every fork it can carry (phase0 … fulu, mainnet preset), domains and signing roots, the
-//! network parameters those need, the slot clock, and each request's validity window (until when
-//! its signature is worth anything, from the specs). It owns *what* is signed and until when; it
-//! does not decide whether to sign (slashing protection), in which order (the scheduler) or with
-//! which key (the key store). Nothing here panics on input from the network: every shape error is
-//! a [`ConsensusError`], and slot arithmetic is checked.
+//! of every fork it can carry (phase0 … fulu) sized by the network's preset (mainnet, minimal,
+//! gnosis), domains and signing roots, the network parameters those need, the slot clock, and
+//! each request's validity window (until when its signature is worth anything, from the specs).
+//! It owns *what* is signed and until when; it does not decide whether to sign (slashing
+//! protection), in which order (the scheduler) or with which key (the key store). Nothing here
+//! panics on input from the network: every shape error is a [`ConsensusError`], and slot
+//! arithmetic is checked.
 
 pub mod clock;
 mod containers;
 mod domain;
 mod network;
+mod preset;
 mod request;
 mod selection;
 pub mod validity;
@@ -21,6 +23,7 @@ pub use network::{
     GenesisTimeSource, Network, ScheduledFork, BUILT_IN_NAMES, FAR_FUTURE_EPOCH, FORK_NAMES,
     GVR_FILE_NAME,
 };
+pub use preset::Preset;
 pub use request::SignRequest;
 pub use selection::SelectionProof;
 pub use validity::{Duty, PastWindow, ValidityWindow};

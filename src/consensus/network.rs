@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use super::{clip, ConsensusError};
+use super::{clip, ConsensusError, Preset};
 
 /// `FAR_FUTURE_EPOCH`: a fork scheduled here is not scheduled at all.
 pub const FAR_FUTURE_EPOCH: u64 = u64::MAX;
@@ -65,6 +65,8 @@ pub struct Network {
     /// The scheduled forks, phase0 first, in epoch order; forks at `FAR_FUTURE_EPOCH` are left
     /// out.
     pub forks: Vec<ScheduledFork>,
+    /// `PRESET_BASE`: the SSZ sizes of the containers a request carries.
+    pub preset: Preset,
 }
 
 /// A built-in network. Sources, each value checked against at least two of them: the
@@ -78,7 +80,7 @@ struct BuiltIn {
     genesis_validators_root: &'static str,
     genesis_time: u64,
     seconds_per_slot: u64,
-    slots_per_epoch: u64,
+    preset: Preset,
     /// (version, epoch) of phase0, altair, … in [`FORK_NAMES`] order; only scheduled forks.
     forks: &'static [([u8; 4], u64)],
 }
@@ -90,7 +92,7 @@ const BUILT_IN: [BuiltIn; 6] = [
             "0x4b363db94e286120d76eb905340fdd4e54bfe9f06bf33ff6cf5ad27f511bfe95",
         genesis_time: 1_606_824_023,
         seconds_per_slot: 12,
-        slots_per_epoch: 32,
+        preset: Preset::Mainnet,
         forks: &[
             ([0x00, 0, 0, 0], 0),
             ([0x01, 0, 0, 0], 74_240),
@@ -107,7 +109,7 @@ const BUILT_IN: [BuiltIn; 6] = [
             "0xd8ea171f3c94aea21ebc42a1ed61052acf3f9209c00e4efbaaddac09ed9b8078",
         genesis_time: 1_655_733_600,
         seconds_per_slot: 12,
-        slots_per_epoch: 32,
+        preset: Preset::Mainnet,
         forks: &[
             ([0x90, 0, 0, 0x69], 0),
             ([0x90, 0, 0, 0x70], 50),
@@ -125,7 +127,7 @@ const BUILT_IN: [BuiltIn; 6] = [
             "0x9143aa7c615a7f7115e2b6aac319c03529df8242ae705fba9df39b79c59fa8b1",
         genesis_time: 1_695_902_400,
         seconds_per_slot: 12,
-        slots_per_epoch: 32,
+        preset: Preset::Mainnet,
         forks: &[
             ([0x01, 0x01, 0x70, 0], 0),
             ([0x02, 0x01, 0x70, 0], 0),
@@ -142,7 +144,7 @@ const BUILT_IN: [BuiltIn; 6] = [
             "0x212f13fc4df078b6cb7db228f1c8307566dcecf900867401a92023d7ba99cb5f",
         genesis_time: 1_742_213_400,
         seconds_per_slot: 12,
-        slots_per_epoch: 32,
+        preset: Preset::Mainnet,
         forks: &[
             ([0x10, 0, 0x09, 0x10], 0),
             ([0x20, 0, 0x09, 0x10], 0),
@@ -159,7 +161,7 @@ const BUILT_IN: [BuiltIn; 6] = [
             "0xf5dcb5564e829aab27264b9becd5dfaa017085611224cb3036f573368dbb9d47",
         genesis_time: 1_638_993_340,
         seconds_per_slot: 5,
-        slots_per_epoch: 16,
+        preset: Preset::Gnosis,
         forks: &[
             ([0x00, 0, 0, 0x64], 0),
             ([0x01, 0, 0, 0x64], 512),
@@ -176,7 +178,7 @@ const BUILT_IN: [BuiltIn; 6] = [
             "0x9d642dac73058fbf39c0ae41ab1e34e4d889043cb199851ded7095bc99eb4c1e",
         genesis_time: 1_665_396_300,
         seconds_per_slot: 5,
-        slots_per_epoch: 16,
+        preset: Preset::Gnosis,
         forks: &[
             ([0x00, 0, 0, 0x6f], 0),
             ([0x01, 0, 0, 0x6f], 90),
@@ -237,8 +239,9 @@ impl BuiltIn {
             genesis_time: Some(self.genesis_time),
             genesis_time_source: GenesisTimeSource::Chain,
             seconds_per_slot: self.seconds_per_slot,
-            slots_per_epoch: self.slots_per_epoch,
+            slots_per_epoch: self.preset.slots_per_epoch(),
             forks,
+            preset: self.preset,
         }
     }
 }
@@ -307,18 +310,18 @@ impl Network {
             .get_version("GENESIS_FORK_VERSION")?
             .ok_or_else(|| bad("GENESIS_FORK_VERSION missing".into()))?;
 
-        let preset_base = cfg.get("PRESET_BASE")?.unwrap_or("mainnet");
-        let preset_slots = match preset_base {
-            "mainnet" => 32,
-            "gnosis" => 16,
-            other => {
-                return Err(bad(format!(
-                    "PRESET_BASE {:?} is not supported (only mainnet-preset list sizes are)",
-                    clip(other)
-                )))
-            }
+        let preset = match cfg.get("PRESET_BASE")? {
+            None => Preset::Mainnet,
+            Some(name) => Preset::from_name(name).ok_or_else(|| {
+                bad(format!(
+                    "PRESET_BASE {:?} is not a preset we know (mainnet, minimal, gnosis)",
+                    clip(name)
+                ))
+            })?,
         };
-        let slots_per_epoch = cfg.get_u64("SLOTS_PER_EPOCH")?.unwrap_or(preset_slots);
+        let slots_per_epoch = cfg
+            .get_u64("SLOTS_PER_EPOCH")?
+            .unwrap_or(preset.slots_per_epoch());
         if slots_per_epoch == 0 {
             return Err(bad("SLOTS_PER_EPOCH is 0".into()));
         }
@@ -397,6 +400,7 @@ impl Network {
             seconds_per_slot,
             slots_per_epoch,
             forks,
+            preset,
         };
         // A file that describes a built-in network (its name and genesis fork version) takes
         // that network's real genesis time and root.

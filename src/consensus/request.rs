@@ -2,7 +2,8 @@
 //! containers, and what the rest of the signer asks of it: the signing root, slashing data, the
 //! validity window. Parsing is in two passes over the body: first the `type` and the optional
 //! supplied root, then the body as that type's own struct, so every error names a real field and
-//! duplicate keys are refused (serde rejects a field given twice).
+//! duplicate keys are refused (serde rejects a field given twice). Parsing knows the network's
+//! preset: a bitfield of another preset's size is malformed, not hashed.
 
 use serde::Deserialize;
 use tree_hash::TreeHash;
@@ -10,13 +11,13 @@ use tree_hash::TreeHash;
 use super::containers::{
     AggregateAndProof, AggregateAndProofElectra, AggregateAndProofWire, AttestationData,
     BeaconBlock, BeaconBlockAltair, BeaconBlockHeader, BeaconBlockWire, ContributionAndProof,
-    DepositMessage, DepositRequest, ForkInfo, Root, SyncAggregatorSelectionData,
-    SyncCommitteeMessage, ValidatorRegistration, VoluntaryExit,
+    ContributionAndProofWire, DepositMessage, DepositRequest, ForkInfo, Root,
+    SyncAggregatorSelectionData, SyncCommitteeMessage, ValidatorRegistration, VoluntaryExit,
 };
 use super::domain::{self, DomainType};
 use super::wire::{self, Bytes};
 use super::{
-    clip, ConsensusError, MessageType, Network, SelectionProof, SigningRoot, SlashingData,
+    clip, ConsensusError, MessageType, Network, Preset, SelectionProof, SigningRoot, SlashingData,
     ValidityWindow,
 };
 
@@ -24,6 +25,8 @@ use super::{
 #[derive(Debug, Clone)]
 pub struct SignRequest {
     kind: MessageType,
+    /// The preset whose sizes the containers were checked against.
+    preset: Preset,
     supplied_root: Option<SigningRoot>,
     /// Present for every type but `DEPOSIT` and `VALIDATOR_REGISTRATION`.
     fork_info: Option<ForkInfo>,
@@ -122,7 +125,7 @@ body_with_fork! {
     ExitBody { voluntary_exit: VoluntaryExit }
     SyncMessageBody { sync_committee_message: SyncCommitteeMessage }
     SyncSelectionBody { sync_aggregator_selection_data: SyncAggregatorSelectionData }
-    ContributionBody { contribution_and_proof: ContributionAndProof }
+    ContributionBody { contribution_and_proof: ContributionAndProofWire }
 }
 
 #[derive(Deserialize)]
@@ -163,10 +166,11 @@ fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ConsensusError> {
 }
 
 impl SignRequest {
-    /// Parse a Web3Signer eth2 sign request body. Never panics; any shape error is
-    /// [`ConsensusError::Malformed`] with a short message, and an unknown `type` is
-    /// [`ConsensusError::UnknownType`].
-    pub fn from_json(body: &[u8]) -> Result<SignRequest, ConsensusError> {
+    /// Parse a Web3Signer eth2 sign request body for a network of `preset` (the `preset` field of
+    /// the [`Network`] served). Never panics; any shape error is [`ConsensusError::Malformed`] with a
+    /// short message (a bitfield of another preset's size names the field, the preset and the
+    /// size), and an unknown `type` is [`ConsensusError::UnknownType`].
+    pub fn from_json(body: &[u8], preset: Preset) -> Result<SignRequest, ConsensusError> {
         let envelope: Envelope = parse(body)?;
         let supplied_root = match (envelope.signing_root, envelope.signing_root_camel) {
             (Some(a), Some(b)) if a != b => {
@@ -202,9 +206,9 @@ impl SignRequest {
                 let VersionedAggregate { version, data } = b.aggregate_and_proof;
                 let what = |m: String| malformed(format!("aggregate_and_proof ({version:?}): {m}"));
                 let message = match version {
-                    ForkName::Electra | ForkName::Fulu => {
-                        Message::AggregateElectra(Box::new(data.into_electra().map_err(what)?))
-                    }
+                    ForkName::Electra | ForkName::Fulu => Message::AggregateElectra(Box::new(
+                        data.into_electra(preset).map_err(what)?,
+                    )),
                     _ => Message::Aggregate(Box::new(data.into_phase0().map_err(what)?)),
                 };
                 (Some(b.fork_info), message)
@@ -223,7 +227,7 @@ impl SignRequest {
             }
             MessageType::BlockV2 => {
                 let b: BlockV2Body = parse(body)?;
-                (Some(b.fork_info), block_v2(b.beacon_block)?)
+                (Some(b.fork_info), block_v2(b.beacon_block, preset)?)
             }
             MessageType::Deposit => {
                 let b: DepositBody = parse(body)?;
@@ -258,10 +262,11 @@ impl SignRequest {
             }
             MessageType::SyncCommitteeContributionAndProof => {
                 let b: ContributionBody = parse(body)?;
-                (
-                    Some(b.fork_info),
-                    Message::Contribution(Box::new(b.contribution_and_proof)),
-                )
+                let c = b
+                    .contribution_and_proof
+                    .into_sized(preset)
+                    .map_err(|m| malformed(format!("contribution_and_proof: {m}")))?;
+                (Some(b.fork_info), Message::Contribution(Box::new(c)))
             }
             MessageType::ValidatorRegistration => {
                 let b: RegistrationBody = parse(body)?;
@@ -270,6 +275,7 @@ impl SignRequest {
         };
         Ok(SignRequest {
             kind,
+            preset,
             supplied_root,
             fork_info,
             message,
@@ -284,6 +290,11 @@ impl SignRequest {
     /// The `signing_root` / `signingRoot` the client sent, if any.
     pub fn supplied_signing_root(&self) -> Option<SigningRoot> {
         self.supplied_root
+    }
+
+    /// The preset the request was parsed for.
+    pub fn preset(&self) -> Preset {
+        self.preset
     }
 
     /// The epoch whose fork version the signature's domain uses (`None` for `DEPOSIT` and
@@ -337,8 +348,18 @@ impl SignRequest {
     }
 
     /// Our own signing root, from the message, `fork_info` and `network`. It is not compared
-    /// with the supplied root; [`SignRequest::verified_signing_root`] does that.
+    /// with the supplied root; [`SignRequest::verified_signing_root`] does that. A request parsed
+    /// for another preset than the network's is [`ConsensusError::Inconsistent`]: its containers
+    /// were sized for the other one.
     pub fn signing_root(&self, network: &Network) -> Result<SigningRoot, ConsensusError> {
+        if self.preset != network.preset {
+            return Err(ConsensusError::Inconsistent(format!(
+                "request parsed for the {} preset, network {} is {}",
+                self.preset,
+                clip(&network.name),
+                network.preset
+            )));
+        }
         let (domain_type, object_root): (DomainType, [u8; 32]) = match &self.message {
             Message::Deposit(d) => {
                 let domain = domain::compute_domain(
@@ -480,7 +501,7 @@ impl SignRequest {
 
 /// `BLOCK_V2`: a full block for PHASE0/ALTAIR, a header from BELLATRIX on; the other field must
 /// be absent.
-fn block_v2(b: VersionedBlock) -> Result<Message, ConsensusError> {
+fn block_v2(b: VersionedBlock, preset: Preset) -> Result<Message, ConsensusError> {
     let version = b.version;
     let what = |m: String| malformed(format!("beacon_block ({version:?}): {m}"));
     match (version, b.block, b.block_header) {
@@ -489,7 +510,7 @@ fn block_v2(b: VersionedBlock) -> Result<Message, ConsensusError> {
             block.into_phase0().map_err(what)?,
         ))),
         (ForkName::Altair, Some(block), None) => Ok(Message::BlockAltair(Box::new(
-            block.into_altair().map_err(what)?,
+            block.into_altair(preset).map_err(what)?,
         ))),
         (ForkName::Phase0 | ForkName::Altair, None, _) => {
             Err(what("needs the full block in `block`".into()))

@@ -49,6 +49,11 @@ fn block_v2(version: &str, field: &str, value: Value) -> Value {
 }
 
 fn full_block(with_sync_aggregate: bool) -> Value {
+    full_block_with_sync_bytes(with_sync_aggregate.then_some(64))
+}
+
+/// A full block; with a sync aggregate of `sync_bytes` bytes of bits when given.
+fn full_block_with_sync_bytes(sync_bytes: Option<usize>) -> Value {
     let mut body = json!({
         "randao_reveal": sig(),
         "eth1_data": {"deposit_root": ROOT, "deposit_count": "8", "block_hash": ROOT},
@@ -56,9 +61,9 @@ fn full_block(with_sync_aggregate: bool) -> Value {
         "proposer_slashings": [], "attester_slashings": [], "attestations": [],
         "deposits": [], "voluntary_exits": [],
     });
-    if with_sync_aggregate {
+    if let Some(n) = sync_bytes {
         body["sync_aggregate"] = json!({
-            "sync_committee_bits": format!("0x{}", "ff".repeat(64)),
+            "sync_committee_bits": format!("0x{}", "ff".repeat(n)),
             "sync_committee_signature": sig(),
         });
     }
@@ -84,7 +89,20 @@ fn aggregate_v2(version: &str, bits: &str, committee_bits: Option<&str>) -> Valu
 }
 
 fn parse(v: &Value) -> Result<SignRequest, ConsensusError> {
-    SignRequest::from_json(v.to_string().as_bytes())
+    SignRequest::from_json(v.to_string().as_bytes(), Preset::Mainnet)
+}
+
+fn parse_for(v: &Value, preset: Preset) -> Result<SignRequest, ConsensusError> {
+    SignRequest::from_json(v.to_string().as_bytes(), preset)
+}
+
+/// A network of `preset` (mainnet's other parameters).
+fn network_of(preset: Preset) -> Network {
+    Network {
+        preset,
+        slots_per_epoch: preset.slots_per_epoch(),
+        ..mainnet()
+    }
 }
 
 fn root(v: &Value) -> SigningRoot {
@@ -95,7 +113,12 @@ fn root(v: &Value) -> SigningRoot {
 
 #[track_caller]
 fn assert_malformed(v: &Value, needle: &str) {
-    match parse(v) {
+    assert_malformed_for(v, Preset::Mainnet, needle)
+}
+
+#[track_caller]
+fn assert_malformed_for(v: &Value, preset: Preset, needle: &str) {
+    match parse_for(v, preset) {
         Err(ConsensusError::Malformed(m)) => {
             assert!(m.contains(needle), "{m:?} lacks {needle:?}");
             assert!(m.chars().count() < 200, "message too long: {m}");
@@ -307,31 +330,145 @@ fn lists_over_their_limit_are_malformed() {
     assert_malformed(&block_v2("PHASE0", "block", block), "33");
 }
 
+fn contribution(bits: &str) -> Value {
+    json!({
+        "type": "SYNC_COMMITTEE_CONTRIBUTION_AND_PROOF",
+        "fork_info": fork_info("0x00000001", "0x00000001", "1"),
+        "contribution_and_proof": {
+            "aggregator_index": "11", "selection_proof": sig(),
+            "contribution": {
+                "slot": "0", "beacon_block_root": ROOT, "subcommittee_index": "1",
+                "aggregation_bits": bits, "signature": sig(),
+            },
+        },
+    })
+}
+
 #[test]
 fn sync_bitvectors_have_mainnet_sizes() {
-    let contribution = |bits: &str| {
-        json!({
-            "type": "SYNC_COMMITTEE_CONTRIBUTION_AND_PROOF",
-            "fork_info": fork_info("0x00000001", "0x00000001", "1"),
-            "contribution_and_proof": {
-                "aggregator_index": "11", "selection_proof": sig(),
-                "contribution": {
-                    "slot": "0", "beacon_block_root": ROOT, "subcommittee_index": "1",
-                    "aggregation_bits": bits, "signature": sig(),
-                },
-            },
-        })
-    };
     assert!(parse(&contribution(&format!("0x{}", "24".repeat(16)))).is_ok());
     // The sign.yaml example's one byte is the minimal preset's size.
-    assert_malformed(&contribution("0x24"), "16 hex bytes");
+    assert_malformed(
+        &contribution("0x24"),
+        "contribution_and_proof: contribution.aggregation_bits: 8 bits, the mainnet preset's \
+         SYNC_COMMITTEE_SIZE / SYNC_COMMITTEE_SUBNET_COUNT is 128",
+    );
     assert_malformed(
         &contribution(&format!("0x{}", "24".repeat(17))),
-        "16 hex bytes",
+        "136 bits, the mainnet preset's",
     );
     let mut block = full_block(true);
     block["body"]["sync_aggregate"]["sync_committee_bits"] = json!("0x01000000");
-    assert_malformed(&block_v2("ALTAIR", "block", block), "64 hex bytes");
+    assert_malformed(
+        &block_v2("ALTAIR", "block", block),
+        "body.sync_aggregate.sync_committee_bits: 32 bits, the mainnet preset's \
+         SYNC_COMMITTEE_SIZE is 512",
+    );
+}
+
+/// Each preset takes its own sizes and refuses the other's, naming the field, the preset and
+/// the size; gnosis has mainnet's sizes.
+#[test]
+fn bitfields_follow_the_preset() {
+    let (mainnet, minimal, gnosis) = (Preset::Mainnet, Preset::Minimal, Preset::Gnosis);
+    // Altair sync aggregate: 512 bits (64 bytes) against 32 (4 bytes).
+    let mainnet_block = block_v2("ALTAIR", "block", full_block_with_sync_bytes(Some(64)));
+    let minimal_block = block_v2("ALTAIR", "block", full_block_with_sync_bytes(Some(4)));
+    for preset in [mainnet, gnosis] {
+        assert!(parse_for(&mainnet_block, preset).is_ok());
+        assert_malformed_for(
+            &minimal_block,
+            preset,
+            &format!(
+                "sync_committee_bits: 32 bits, the {preset} preset's SYNC_COMMITTEE_SIZE is 512"
+            ),
+        );
+    }
+    assert!(parse_for(&minimal_block, minimal).is_ok());
+    assert_malformed_for(
+        &mainnet_block,
+        minimal,
+        "beacon_block (Altair): body.sync_aggregate.sync_committee_bits: 512 bits, \
+         the minimal preset's SYNC_COMMITTEE_SIZE is 32",
+    );
+
+    // Sync contribution: 128 bits (16 bytes) against 8 (1 byte).
+    let mainnet_contribution = contribution(&format!("0x{}", "24".repeat(16)));
+    let minimal_contribution = contribution("0x24");
+    assert!(parse_for(&minimal_contribution, minimal).is_ok());
+    assert!(parse_for(&mainnet_contribution, gnosis).is_ok());
+    assert_malformed_for(
+        &mainnet_contribution,
+        minimal,
+        "aggregation_bits: 128 bits, the minimal preset's \
+         SYNC_COMMITTEE_SIZE / SYNC_COMMITTEE_SUBNET_COUNT is 8",
+    );
+
+    // Electra committee bits: 64 bits (8 bytes) against 4 (1 byte, high nibble clear).
+    let bits = "0x0d";
+    let mainnet_aggregate = aggregate_v2("ELECTRA", bits, Some("0x0100000000000000"));
+    let minimal_aggregate = aggregate_v2("FULU", bits, Some("0x09"));
+    assert!(parse_for(&mainnet_aggregate, gnosis).is_ok());
+    assert!(parse_for(&minimal_aggregate, minimal).is_ok());
+    assert_malformed_for(
+        &mainnet_aggregate,
+        minimal,
+        "aggregate_and_proof (Electra): aggregate.committee_bits: 64 bits, \
+         the minimal preset's MAX_COMMITTEES_PER_SLOT is 4",
+    );
+    assert_malformed_for(
+        &minimal_aggregate,
+        mainnet,
+        "committee_bits: 8 bits, the mainnet preset's MAX_COMMITTEES_PER_SLOT is 64",
+    );
+    assert_malformed_for(
+        &aggregate_v2("ELECTRA", bits, Some("0x10")),
+        minimal,
+        "committee_bits: bits set past the minimal preset's MAX_COMMITTEES_PER_SLOT of 4",
+    );
+
+    // Electra aggregation bits: at most 2048 * 4 bits on minimal, 2048 * 64 on mainnet.
+    let minimal_max = format!("0x{}01", "ff".repeat(1024));
+    let minimal_over = format!("0x{}03", "ff".repeat(1024));
+    assert!(parse_for(
+        &aggregate_v2("ELECTRA", &minimal_max, Some("0x01")),
+        minimal
+    )
+    .is_ok());
+    assert_malformed_for(
+        &aggregate_v2("ELECTRA", &minimal_over, Some("0x01")),
+        minimal,
+        "aggregate.aggregation_bits: 8193 bits, over the minimal preset's limit \
+         MAX_VALIDATORS_PER_COMMITTEE * MAX_COMMITTEES_PER_SLOT = 8192",
+    );
+    assert!(parse_for(&mainnet_aggregate, mainnet).is_ok());
+
+    // What every preset shares parses the same under each, with the same root.
+    let phase0_aggregate = aggregate_v2("DENEB", bits, None);
+    let roots: Vec<SigningRoot> = Preset::ALL
+        .into_iter()
+        .map(|p| {
+            parse_for(&phase0_aggregate, p)
+                .and_then(|r| r.signing_root(&network_of(p)))
+                .expect("root")
+        })
+        .collect();
+    assert!(roots.windows(2).all(|w| w[0] == w[1]), "{roots:?}");
+}
+
+#[test]
+fn a_request_parsed_for_one_preset_is_not_rooted_for_another() {
+    let req = parse_for(&contribution("0x24"), Preset::Minimal).expect("parses");
+    assert_eq!(req.preset(), Preset::Minimal);
+    assert!(req.signing_root(&network_of(Preset::Minimal)).is_ok());
+    for other in [Preset::Mainnet, Preset::Gnosis] {
+        match req.signing_root(&network_of(other)) {
+            Err(ConsensusError::Inconsistent(m)) => {
+                assert!(m.contains("minimal") && m.contains(other.name()), "{m}")
+            }
+            r => panic!("{r:?}"),
+        }
+    }
 }
 
 #[test]
@@ -435,7 +572,7 @@ fn bodies_that_are_not_one_json_object_are_malformed() {
     for input in inputs {
         assert!(
             matches!(
-                SignRequest::from_json(&input),
+                SignRequest::from_json(&input, Preset::Mainnet),
                 Err(ConsensusError::Malformed(_))
             ),
             "{}",
@@ -443,7 +580,7 @@ fn bodies_that_are_not_one_json_object_are_malformed() {
         );
     }
     // serde_json skips an unknown field without recursing, so even a deep one is harmless.
-    assert!(SignRequest::from_json(deep_in_field.as_bytes()).is_ok());
+    assert!(SignRequest::from_json(deep_in_field.as_bytes(), Preset::Mainnet).is_ok());
 }
 
 #[test]
@@ -457,7 +594,7 @@ fn unknown_fields_are_ignored_but_duplicates_are_not() {
         good.to_string()
             .replacen("\"slot\":\"320\"", "\"slot\":\"320\",\"slot\":\"321\"", 1);
     assert!(matches!(
-        SignRequest::from_json(text.as_bytes()),
+        SignRequest::from_json(text.as_bytes(), Preset::Mainnet),
         Err(ConsensusError::Malformed(m)) if m.contains("duplicate")
     ));
 }
@@ -573,6 +710,7 @@ fn presets_are_the_real_networks() {
     assert_eq!(m.genesis_fork_version, [0, 0, 0, 0]);
     assert_eq!(m.genesis_time, Some(1_606_824_023));
     assert_eq!((m.seconds_per_slot, m.slots_per_epoch), (12, 32));
+    assert_eq!(m.preset, Preset::Mainnet);
     let s = Network::preset("sepolia").expect("sepolia");
     assert_eq!(s.genesis_fork_version, [0x90, 0, 0, 0x69]);
     assert_eq!(s.genesis_time, Some(1_655_733_600));
@@ -582,6 +720,12 @@ fn presets_are_the_real_networks() {
     let o = Network::preset("hoodi").expect("hoodi");
     assert_eq!(o.genesis_fork_version, [0x10, 0x00, 0x09, 0x10]);
     assert_eq!(o.genesis_time, Some(1_742_213_400));
+    for name in ["sepolia", "holesky", "hoodi"] {
+        assert_eq!(
+            Network::preset(name).map(|n| n.preset),
+            Some(Preset::Mainnet)
+        );
+    }
     assert!(Network::preset("goerli").is_none());
     assert!(Network::preset("Mainnet").is_none());
 }
@@ -742,6 +886,11 @@ fn config_files_give_the_network() {
     assert_eq!(n.genesis_fork_version, [0x10, 0x00, 0x09, 0x10]);
     assert_eq!(n.genesis_time, Some(1_742_213_400));
     assert_eq!((n.seconds_per_slot, n.slots_per_epoch), (12, 32));
+    assert_eq!(n.preset, Preset::Mainnet);
+    // No PRESET_BASE: mainnet, as before presets were read.
+    let n =
+        Network::from_config_str(&HOODI_LIKE.replace("PRESET_BASE: mainnet", "")).expect("config");
+    assert_eq!((n.preset, n.slots_per_epoch), (Preset::Mainnet, 32));
 
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("config.yaml");
@@ -756,6 +905,7 @@ fn config_files_give_the_network() {
     assert_eq!(n.genesis_fork_version, [0, 0, 0, 0x6f]);
     assert_eq!((n.seconds_per_slot, n.slots_per_epoch), (5, 16));
     // Chiado is built in: the file gets its real genesis time and root.
+    assert_eq!(n.preset, Preset::Gnosis);
     assert_eq!(n.genesis_time, Some(1_665_396_300));
     assert!(n.genesis_validators_root.is_some());
     std::fs::write(
@@ -765,6 +915,7 @@ fn config_files_give_the_network() {
     )
     .expect("write");
     let n = Network::from_config_file(&path).expect("config");
+    assert_eq!(n.preset, Preset::Gnosis);
     assert_eq!((n.genesis_time, n.genesis_validators_root), (None, None));
 
     // A built-in network's file keeps its real genesis time.
@@ -834,6 +985,26 @@ fn config_files_give_the_fork_schedule() {
     }
 }
 
+/// The consensus specs' own `configs/minimal.yaml` with the fork epochs of the minimal-preset
+/// oracle fixtures (written by `scripts/oracle/gen_signing_fixtures.py --preset minimal`).
+const SPEC_MINIMAL_CONFIG: &str = include_str!("../../tests/fixtures/signing/minimal/config.yaml");
+
+#[test]
+fn a_minimal_preset_config_loads() {
+    let n = Network::from_config_str(SPEC_MINIMAL_CONFIG).expect("config");
+    assert_eq!(n.name, "minimal");
+    assert_eq!(n.preset, Preset::Minimal);
+    assert_eq!(n.genesis_fork_version, [0, 0, 0, 1]);
+    assert_eq!((n.seconds_per_slot, n.slots_per_epoch), (6, 8));
+    assert_eq!(n.genesis_time, Some(1_578_009_600 + 300));
+    // The file the HTTP test serves is the spec's own: every key the signer reads is there.
+    assert!(SPEC_MINIMAL_CONFIG.contains("GLOAS_FORK_VERSION"));
+    // A config may still set its own epoch length.
+    let n = Network::from_config_str(&format!("{SPEC_MINIMAL_CONFIG}SLOTS_PER_EPOCH: 6\n"))
+        .expect("config");
+    assert_eq!((n.preset, n.slots_per_epoch), (Preset::Minimal, 6));
+}
+
 #[test]
 fn bad_config_files_are_refused() {
     let cases = [
@@ -846,8 +1017,20 @@ fn bad_config_files_are_refused() {
             "GENESIS_FORK_VERSION",
         ),
         (
-            HOODI_LIKE.replace("PRESET_BASE: mainnet", "PRESET_BASE: minimal"),
-            "PRESET_BASE",
+            HOODI_LIKE.replace("PRESET_BASE: mainnet", "PRESET_BASE: mainnet-ish"),
+            "PRESET_BASE \"mainnet-ish\" is not a preset we know (mainnet, minimal, gnosis)",
+        ),
+        (
+            HOODI_LIKE.replace("PRESET_BASE: mainnet", "PRESET_BASE: Minimal"),
+            "PRESET_BASE \"Minimal\" is not a preset we know",
+        ),
+        (
+            HOODI_LIKE.replace("PRESET_BASE: mainnet", "PRESET_BASE: "),
+            "PRESET_BASE \"\" is not a preset we know",
+        ),
+        (
+            format!("{HOODI_LIKE}PRESET_BASE: minimal\n"),
+            "PRESET_BASE given twice",
         ),
         (
             HOODI_LIKE.replace("SECONDS_PER_SLOT: 12", ""),
@@ -916,6 +1099,41 @@ fn sign_yaml_examples_reproduce_their_signing_roots() {
         }
     }
     assert_eq!(matched, 19);
+}
+
+/// The same examples on a minimal-preset network: the two with minimal-preset bit sizes
+/// (BLOCK_V2 ALTAIR, SYNC_COMMITTEE_CONTRIBUTION_AND_PROOF) now reproduce their `signingRoot`
+/// too, and the ELECTRA/FULU aggregates, whose committee bits have mainnet's size, are refused.
+#[test]
+fn sign_yaml_examples_of_minimal_sizes_reproduce_their_roots_on_a_minimal_network() {
+    let doc: Value = serde_json::from_str(include_str!("testdata/sign_yaml_examples.json"))
+        .expect("examples JSON");
+    let mut net = network_of(Preset::Minimal);
+    net.genesis_fork_version = [0, 0, 0, 1];
+    let mut matched = 0;
+    for ex in doc["examples"].as_array().expect("examples") {
+        let name = ex["name"].as_str().expect("name");
+        let parsed = parse_for(&ex["request"], Preset::Minimal);
+        let expect = match name {
+            "BLOCK_V2 (ALTAIR)" | "SYNC_COMMITTEE_CONTRIBUTION_AND_PROOF" => "match",
+            "AGGREGATE_AND_PROOF_V2 (ELECTRA)" | "AGGREGATE_AND_PROOF_V2 (FULU)" => "mainnet sizes",
+            _ => ex["expect"].as_str().expect("expect"),
+        };
+        match (expect, parsed) {
+            ("match", Ok(req)) => {
+                let ours = req.verified_signing_root(&net);
+                assert!(ours.is_ok(), "{name}: {ours:?}");
+                matched += 1;
+            }
+            ("mainnet sizes", Err(ConsensusError::Malformed(m))) => assert!(
+                m.contains("64 bits, the minimal preset's MAX_COMMITTEES_PER_SLOT is 4"),
+                "{name}: {m}"
+            ),
+            ("malformed", Err(ConsensusError::Malformed(_))) => {}
+            (expect, parsed) => panic!("{name}: expected {expect}, got {parsed:?}"),
+        }
+    }
+    assert_eq!(matched, 21);
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::marker::PhantomData;
 
 use serde::de::{self, Deserialize, Deserializer, SeqAccess, Visitor};
 use ssz::Decode;
-use ssz_types::{BitList, BitVector, FixedVector, VariableList};
+use ssz_types::{BitList, FixedVector, VariableList};
 use tree_hash::{Hash256, PackedEncoding, TreeHash, TreeHashType};
 use typenum::Unsigned;
 
@@ -209,21 +209,21 @@ where
     FixedVector::new(items).map_err(|_| de::Error::custom("vector of the wrong length"))
 }
 
-/// The SSZ bytes of a `Bitlist[max_bits]`, checked for shape (non-empty, length bit in the
-/// last byte, at most `max_bits` bits) but not yet typed; [`bitlist_from_ssz`] types them.
+/// The SSZ bytes of a bitlist, checked for shape (non-empty, length bit in the last byte, at
+/// most [`MAX_ANY_BITLIST_BITS`] bits) but not yet typed: the limit depends on the container and
+/// may depend on the preset ([`bitlist_from_ssz`], `preset::Bitlist::sized`).
 #[derive(Debug, Clone)]
 pub(crate) struct RawBitlist(pub Vec<u8>);
 
-#[cfg(test)]
 impl RawBitlist {
-    /// The number of bits (without the length bit).
-    pub(crate) fn bit_len(&self) -> usize {
-        bitlist_len(&self.0).unwrap_or(0)
+    /// The number of bits (without the length bit); `None` without a length bit.
+    pub(crate) fn bit_len(&self) -> Option<usize> {
+        bitlist_len(&self.0)
     }
 }
 
-/// The largest bitlist any request carries: Electra's
-/// `MAX_VALIDATORS_PER_COMMITTEE * MAX_COMMITTEES_PER_SLOT` bits.
+/// The largest bitlist any request carries in any preset: Electra's
+/// `MAX_VALIDATORS_PER_COMMITTEE * MAX_COMMITTEES_PER_SLOT` bits on mainnet (and gnosis).
 const MAX_ANY_BITLIST_BITS: usize = 2048 * 64;
 
 impl<'de> Deserialize<'de> for RawBitlist {
@@ -257,7 +257,9 @@ pub(crate) fn bitlist_from_ssz<N: Unsigned + Clone>(
     raw: &RawBitlist,
     what: &str,
 ) -> Result<BitList<N>, String> {
-    let bits = bitlist_len(&raw.0).ok_or_else(|| format!("{what}: bitlist without length bit"))?;
+    let bits = raw
+        .bit_len()
+        .ok_or_else(|| format!("{what}: bitlist without length bit"))?;
     if bits > N::to_usize() {
         return Err(format!(
             "{what}: bitlist of {bits} bits, over its limit of {}",
@@ -267,41 +269,23 @@ pub(crate) fn bitlist_from_ssz<N: Unsigned + Clone>(
     BitList::<N>::from_ssz_bytes(&raw.0).map_err(|_| format!("{what}: invalid bitlist"))
 }
 
-/// An SSZ `Bitvector[N]` from `0x` hex of exactly `ceil(N / 8)` bytes, no bit set past `N`.
-pub(crate) fn bitvector<'de, D, N>(d: D) -> Result<BitVector<N>, D::Error>
-where
-    D: Deserializer<'de>,
-    N: Unsigned + Clone,
-{
-    let len = N::to_usize().div_ceil(8);
-    let bytes = d.deserialize_str(HexVisitor { min: len, max: len })?;
-    BitVector::<N>::from_ssz_bytes(&bytes)
-        .map_err(|_| de::Error::custom("bitvector with bits set past its length"))
-}
+/// The bytes of a bitvector whose length the preset decides, not yet checked against it
+/// (`preset::Bitvector::sized` does that, naming the field and the preset's size).
+#[derive(Debug, Clone)]
+pub(crate) struct RawBitvector(pub Vec<u8>);
 
-/// An optional `Bitvector[N]` (`null` or absent is `None`).
-pub(crate) fn opt_bitvector<'de, D, N>(d: D) -> Result<Option<BitVector<N>>, D::Error>
-where
-    D: Deserializer<'de>,
-    N: Unsigned + Clone,
-{
-    struct Opt<N>(PhantomData<N>);
-    impl<'de, N: Unsigned + Clone> Visitor<'de> for Opt<N> {
-        type Value = Option<BitVector<N>>;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a bitvector or null")
-        }
-        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
-            bitvector(d).map(Some)
-        }
+/// Far more than the largest bitvector of any preset (`SYNC_COMMITTEE_SIZE` 512 bits, 64
+/// bytes), so that a wrong size is reported against the preset rather than as bad hex.
+const MAX_RAW_BITVECTOR_BYTES: usize = 1024;
+
+impl<'de> Deserialize<'de> for RawBitvector {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(HexVisitor {
+            min: 1,
+            max: MAX_RAW_BITVECTOR_BYTES,
+        })
+        .map(RawBitvector)
     }
-    d.deserialize_option(Opt::<N>(PhantomData))
 }
 
 #[cfg(test)]
@@ -363,10 +347,10 @@ mod tests {
     #[test]
     fn bitlists_are_checked_for_length_bit_and_limit() {
         let raw: RawBitlist = serde_json::from_str(r#""0x0d""#).unwrap();
-        assert_eq!(raw.bit_len(), 3);
+        assert_eq!(raw.bit_len(), Some(3));
         assert!(bitlist_from_ssz::<U4>(&raw, "x").is_ok());
         let raw: RawBitlist = serde_json::from_str(r#""0xff01""#).unwrap();
-        assert_eq!(raw.bit_len(), 8);
+        assert_eq!(raw.bit_len(), Some(8));
         assert!(bitlist_from_ssz::<U8>(&raw, "x").is_ok());
         assert!(bitlist_from_ssz::<U4>(&raw, "x").is_err());
         for bad in [r#""0x""#, r#""0x00""#, r#""0x0100""#] {
@@ -375,15 +359,15 @@ mod tests {
     }
 
     #[test]
-    fn bitvectors_need_exact_bytes_and_no_excess_bits() {
-        #[derive(serde::Deserialize)]
-        struct B {
-            #[serde(deserialize_with = "bitvector")]
-            _b: BitVector<U4>,
+    fn raw_bitvectors_are_bounded_hex() {
+        let ok: RawBitvector = serde_json::from_str(r#""0x0f00""#).unwrap();
+        assert_eq!(ok.0, [0x0f, 0]);
+        let longest = format!("\"0x{}\"", "ff".repeat(MAX_RAW_BITVECTOR_BYTES));
+        assert!(serde_json::from_str::<RawBitvector>(&longest).is_ok());
+        let over = format!("\"0x{}\"", "ff".repeat(MAX_RAW_BITVECTOR_BYTES + 1));
+        for bad in [r#""0x""#, r#""0f""#, r#""0x0""#, "3", over.as_str()] {
+            assert!(serde_json::from_str::<RawBitvector>(bad).is_err(), "{bad}");
         }
-        assert!(serde_json::from_str::<B>(r#"{"_b":"0x0f"}"#).is_ok());
-        assert!(serde_json::from_str::<B>(r#"{"_b":"0x1f"}"#).is_err());
-        assert!(serde_json::from_str::<B>(r#"{"_b":"0x0f00"}"#).is_err());
     }
 
     #[test]

@@ -335,8 +335,22 @@ pub fn blst_signature_of(root: &[u8; 32]) -> String {
     )
 }
 
-/// Every oracle case: (fork, case JSON), plus the fixture key's secret.
+/// Every mainnet-preset oracle case: (fork, case JSON), plus the fixture key's secret.
 pub fn signing_fixtures() -> (String, Vec<(String, serde_json::Value)>) {
+    signing_fixtures_in("signing")
+}
+
+/// Every minimal-preset oracle case, as [`signing_fixtures`]; their network is
+/// [`MINIMAL_NETWORK_CONFIG`].
+pub fn minimal_signing_fixtures() -> (String, Vec<(String, serde_json::Value)>) {
+    signing_fixtures_in("signing/minimal")
+}
+
+/// The minimal-preset fixtures' network, for `--network` (relative to `tests/fixtures`).
+pub const MINIMAL_NETWORK_CONFIG: &str = "signing/minimal/config.yaml";
+
+/// The oracle cases of the fixture directory `dir` (relative to `tests/fixtures`).
+fn signing_fixtures_in(dir: &str) -> (String, Vec<(String, serde_json::Value)>) {
     let mut cases = Vec::new();
     let mut secret = String::new();
     for fork in [
@@ -348,7 +362,7 @@ pub fn signing_fixtures() -> (String, Vec<(String, serde_json::Value)>) {
         "electra",
         "fulu",
     ] {
-        let text = std::fs::read_to_string(fixture(&format!("signing/{fork}.json"))).unwrap();
+        let text = std::fs::read_to_string(fixture(&format!("{dir}/{fork}.json"))).unwrap();
         let file: serde_json::Value = serde_json::from_str(&text).unwrap();
         secret = file["secret_key"].as_str().unwrap().to_owned();
         for case in file["cases"].as_array().unwrap() {
