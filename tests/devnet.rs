@@ -12,6 +12,11 @@
 //! - `HSM_SIGNER_DEVNET_SECONDS_PER_SLOT` (default 2), `HSM_SIGNER_DEVNET_VALIDATORS` (64);
 //! - `HSM_SIGNER_DEVNET_SIGNER_ARGS`: extra `serve` arguments, e.g. `--no-slot-deadlines`;
 //! - `HSM_SIGNER_DEVNET_NO_BEACON_NODE=1`: no `--beacon-node-url` (no selection-proof precompute);
+//! - `HSM_SIGNER_DEVNET_ALTAIR_EPOCH` (default 0);
+//! - `HSM_SIGNER_DEVNET_LOCAL_KEYS=1`: a baseline, Lodestar signing with its own interop keys
+//!   (the signer runs but is not asked);
+//! - `HSM_SIGNER_DEVNET_CONFIG_SET="K=V,…"`: change keys of the signer's config.yaml only;
+//! - `HSM_SIGNER_DEVNET_NO_PROXY=1`: Lodestar talks to the signer directly (nothing recorded);
 //! - `HSM_SIGNER_DEVNET_KEEP=1`: keep the run's folder (logs, requests, API samples) even when
 //!   the test passes (it is always kept when it fails, and its path printed);
 //! - `HSM_SIGNER_LODESTAR`: a Lodestar executable to use instead of `scripts/lodestar.sh`'s.
@@ -225,6 +230,20 @@ impl Drop for Guard {
     }
 }
 
+/// User + system CPU time of a live process so far (its threads included, not its children).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces) closed by ')': state is field 3.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15, i.e. 11 and 12 after the state (field 3).
+    // SAFETY: sysconf has no preconditions.
+    #[allow(unsafe_code)]
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz.max(1.0)
+}
+
 /// The last `n` lines of a log file.
 fn tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -274,9 +293,13 @@ struct Recorded {
     message: String,
 }
 
+/// The first request of each (type, status) and its answer, as JSON.
+type Samples = Arc<Mutex<BTreeMap<(String, u16), Value>>>;
+
 struct Proxy {
     base: String,
     log: Arc<Mutex<Vec<Recorded>>>,
+    samples: Samples,
     _runtime: tokio::runtime::Runtime,
 }
 
@@ -321,6 +344,7 @@ impl Proxy {
             upstream: String,
             client: reqwest::Client,
             log: Arc<Mutex<Vec<Recorded>>>,
+            samples: Samples,
             slots_per_epoch: u64,
         }
 
@@ -363,6 +387,22 @@ impl Proxy {
                         .and_then(|v| v["message"].as_str().map(str::to_owned))
                         .unwrap_or_else(|| String::from_utf8_lossy(&answer).into_owned())
                 };
+                let kind = req["type"].as_str().unwrap_or("?").to_owned();
+                ctx.samples
+                    .lock()
+                    .unwrap()
+                    .entry((kind, status))
+                    .or_insert_with(|| {
+                        serde_json::json!({
+                            "path": path,
+                            "request": req,
+                            "status": status,
+                            "response": serde_json::from_slice::<Value>(&answer)
+                                .unwrap_or_else(|_| {
+                                    Value::String(String::from_utf8_lossy(&answer).into_owned())
+                                }),
+                        })
+                    });
                 ctx.log.lock().unwrap().push(Recorded {
                     at,
                     done: now_unix(),
@@ -386,7 +426,9 @@ impl Proxy {
             .build()
             .unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
+        let samples: Samples = Arc::new(Mutex::new(BTreeMap::new()));
         let ctx = Ctx {
+            samples: samples.clone(),
             upstream: upstream.to_owned(),
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
@@ -404,6 +446,7 @@ impl Proxy {
         Proxy {
             base,
             log,
+            samples,
             _runtime: runtime,
         }
     }
@@ -475,6 +518,8 @@ fn popcount_hex(s: &str) -> (u32, u32) {
 fn run_devnet(preset: &Preset) {
     let seconds_per_slot = env_u64("HSM_SIGNER_DEVNET_SECONDS_PER_SLOT", 2);
     let validators = env_u64("HSM_SIGNER_DEVNET_VALIDATORS", 64);
+    let altair_epoch = env_u64("HSM_SIGNER_DEVNET_ALTAIR_EPOCH", 0);
+    let local_keys = std::env::var_os("HSM_SIGNER_DEVNET_LOCAL_KEYS").is_some();
     let lodestar = lodestar_executable();
     let started = Instant::now();
     let hard_limit = started + RUN_BUDGET;
@@ -514,7 +559,7 @@ fn run_devnet(preset: &Preset) {
             "--params.SECONDS_PER_SLOT".to_owned(),
             seconds_per_slot.to_string(),
             "--params.ALTAIR_FORK_EPOCH".to_owned(),
-            "0".to_owned(),
+            altair_epoch.to_string(),
             "--params.CONFIG_NAME".to_owned(),
             config_name.to_owned(),
         ];
@@ -695,15 +740,29 @@ fn run_devnet(preset: &Preset) {
         &p2p_port.to_string(),
         "--discv5",
         "false",
-        "--externalSigner.url",
-        &proxy.base,
-        "--externalSigner.fetch",
         "--logLevel",
         "info",
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
+    if local_keys {
+        println!("BASELINE: Lodestar signs with its own interop keys; the signer is not used");
+    } else {
+        // `HSM_SIGNER_DEVNET_NO_PROXY=1`: straight to the signer (nothing recorded), to see
+        // what the proxy costs.
+        let url = if std::env::var_os("HSM_SIGNER_DEVNET_NO_PROXY").is_some() {
+            println!("no recording proxy: Lodestar talks to the signer directly");
+            server.base.clone()
+        } else {
+            proxy.base.clone()
+        };
+        dev_args.extend([
+            "--externalSigner.url".to_owned(),
+            url,
+            "--externalSigner.fetch".to_owned(),
+        ]);
+    }
     dev_args.extend(params(Some(genesis_time)));
     println!(
         "LODESTAR_PRESET={} lodestar {}",
@@ -807,6 +866,7 @@ fn run_devnet(preset: &Preset) {
     let slot_now = |t: f64| ((t - genesis_time as f64) / seconds_per_slot as f64).floor();
     let mut last_report = -1.0;
     let mut finalized = 0;
+    let mut head_slot = 0;
     let stop_reason;
     loop {
         let t = now_unix();
@@ -836,6 +896,17 @@ fn run_devnet(preset: &Preset) {
                 tail(&run.join("lodestar.log"), 30)
             );
         }
+        if let Ok(h) = beacon.get("/eth/v1/beacon/headers/head") {
+            head_slot = num(&h["data"]["header"]["message"]["slot"]);
+        }
+        // No block for two epochs: the chain is stuck (its node then says it is syncing and
+        // its validators stop); waiting longer shows nothing new.
+        if slot >= (3 * preset.slots_per_epoch) as f64
+            && slot - head_slot as f64 > (2 * preset.slots_per_epoch) as f64
+        {
+            stop_reason = format!("chain stalled: head at slot {head_slot}");
+            break;
+        }
         if finalized >= preset.finalized_target && epoch >= preset.min_epoch {
             stop_reason = format!("finalized epoch {finalized}");
             break;
@@ -847,6 +918,12 @@ fn run_devnet(preset: &Preset) {
         std::thread::sleep(Duration::from_secs(seconds_per_slot).min(Duration::from_secs(2)));
     }
     let end_time = now_unix();
+    let cpu = format!(
+        "CPU seconds: lodestar {:.0}, hsm-signer {:.0}, this test (proxy) {:.0}",
+        cpu_seconds(dev.id()),
+        cpu_seconds(server.child.id()),
+        cpu_seconds(std::process::id())
+    );
     // Every slot that has wholly passed must hold a block.
     let last_slot = slot_now(end_time) as u64 - 1;
     println!("stopped at slot {}: {stop_reason}", last_slot + 1);
@@ -933,6 +1010,15 @@ fn run_devnet(preset: &Preset) {
         .unwrap();
     }
     std::fs::write(run.join("requests.txt"), lines).unwrap();
+    let sample_dir = samples.join("signing");
+    std::fs::create_dir_all(&sample_dir).unwrap();
+    for ((kind, status), v) in proxy.samples.lock().unwrap().iter() {
+        std::fs::write(
+            sample_dir.join(format!("{kind}-{status}.json")),
+            serde_json::to_string_pretty(v).unwrap() + "\n",
+        )
+        .unwrap();
+    }
 
     let summary = format!(
         "== devnet {} preset: {validators} validators, {seconds_per_slot} s slots, {} slots per epoch\n\
@@ -941,6 +1027,7 @@ fn run_devnet(preset: &Preset) {
          finalized epoch {finalized}, current justified epoch {justified}\n\
          sync committee participation in blocks: {:.1} % ({} of {} bits)\n\
          balances: {} of {validators} validators richer; gains (Gwei) min {} median {} max {}\n\
+         {cpu}\n\
          signer metrics: {}\n\
          {report}",
         preset.name,
@@ -1063,11 +1150,20 @@ fn request_report(
         }
         let mut messages: BTreeMap<(u16, String), usize> = BTreeMap::new();
         for r in rs.iter().filter(|r| r.status != 200) {
-            let generic: String = r
-                .message
-                .chars()
-                .map(|c| if c.is_ascii_digit() { '#' } else { c })
-                .collect();
+            // Columns and roots vary from request to request; the rest says what went wrong.
+            let mut generic = Vec::new();
+            let mut after_column = false;
+            for w in r.message.split(' ') {
+                generic.push(if after_column {
+                    "N"
+                } else if w.starts_with("0x") {
+                    "0x…"
+                } else {
+                    w
+                });
+                after_column = w == "column";
+            }
+            let generic = generic.join(" ");
             *messages.entry((r.status, generic)).or_default() += 1;
         }
         for ((status, m), n) in messages {
