@@ -145,7 +145,7 @@ async fn fork_schedule(State(_): State<Shared>) -> Response {
     .into_response()
 }
 
-async fn validators(State(c): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn validators(State(c): State<Shared>, Query(q): Query<Vec<(String, String)>>) -> Response {
     if c.nonsense {
         match c.call("validators") {
             0 => return nonsense("not json at all"),
@@ -161,10 +161,13 @@ async fn validators(State(c): State<Shared>, Query(q): Query<HashMap<String, Str
             _ => {}
         }
     }
+    // The Beacon API's array query, `id=a&id=b`, read as Lodestar 1.5.1 reads it: a comma list
+    // is one id that matches no validator.
     let asked: Vec<String> = q
-        .get("id")
-        .map(|ids| ids.split(',').map(str::to_lowercase).collect())
-        .unwrap_or_default();
+        .iter()
+        .filter(|(k, _)| k == "id")
+        .map(|(_, id)| id.to_lowercase())
+        .collect();
     let data: Vec<Value> = c
         .validators
         .iter()

@@ -364,8 +364,10 @@ impl BeaconNode {
     ) -> Result<HashMap<PublicKeyBytes, u64>, BeaconError> {
         let mut out = HashMap::new();
         for batch in pubkeys.chunks(LOOKUP_BATCH) {
-            let ids: Vec<String> = batch.iter().map(|pk| pk.to_string()).collect();
-            let path = format!("/eth/v1/beacon/states/head/validators?id={}", ids.join(","));
+            // One `id=` per key: the Beacon API's array query (Lighthouse also takes a comma
+            // list, Lodestar 1.5.1 answers a comma list with no validators at all).
+            let ids: Vec<String> = batch.iter().map(|pk| format!("id={pk}")).collect();
+            let path = format!("/eth/v1/beacon/states/head/validators?{}", ids.join("&"));
             let v: Data<Vec<ValidatorWire>> = self.call(&path, None).await?;
             for entry in v.data {
                 let pk = PublicKeyBytes(entry.validator.pubkey.0);

@@ -203,19 +203,37 @@ impl Server {
 
     /// Like [`Server::start`], listening on `listen`.
     pub fn start_on(signer: &Signer, listen: &str, extra: &[&str]) -> Server {
-        Server::spawn(signer, listen, extra, std::process::Stdio::inherit())
+        Server::spawn(signer, listen, extra, std::process::Stdio::inherit(), &[])
     }
 
     /// Like [`Server::start`], with the server's standard error (its log) written to `log`.
     pub fn start_logging_to(signer: &Signer, extra: &[&str], log: &Path) -> Server {
-        let file = std::fs::File::create(log).unwrap();
-        Server::spawn(signer, "127.0.0.1:0", extra, file.into())
+        Server::start_logging_to_with_env(signer, extra, log, &[])
     }
 
-    fn spawn(signer: &Signer, listen: &str, extra: &[&str], stderr: std::process::Stdio) -> Server {
+    /// Like [`Server::start_logging_to`], with environment variables set for the server (e.g.
+    /// `RUST_LOG`, which [`Signer::cmd`] otherwise removes).
+    pub fn start_logging_to_with_env(
+        signer: &Signer,
+        extra: &[&str],
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> Server {
+        let file = std::fs::File::create(log).unwrap();
+        Server::spawn(signer, "127.0.0.1:0", extra, file.into(), env)
+    }
+
+    fn spawn(
+        signer: &Signer,
+        listen: &str,
+        extra: &[&str],
+        stderr: std::process::Stdio,
+        env: &[(&str, &str)],
+    ) -> Server {
         use std::io::BufRead;
         let mut child = signer
             .cmd()
+            .envs(env.iter().copied())
             .args(["serve", "--listen", listen])
             .args(extra)
             .stdout(std::process::Stdio::piped())
