@@ -142,10 +142,10 @@ fn interop_keys_are_the_known_ones() {
 }
 
 /// EIP-2335 keystores of interop keys `0..n` (cheap PBKDF2), written to `dir`.
-fn write_interop_keystores(dir: &Path, n: u64, password: &str) {
+fn write_interop_keystores(dir: &Path, range: std::ops::Range<u64>, password: &str) {
     std::fs::create_dir_all(dir).unwrap();
     let pw = secrecy::SecretString::from(password.to_owned());
-    for i in 0..n {
+    for i in range {
         let ks = Keystore::encrypt(
             &interop_secret(i),
             &pw,
@@ -284,6 +284,8 @@ struct Recorded {
     /// Unix time the answer went back.
     done: f64,
     kind: String,
+    /// The key it was for (0x…, lower case).
+    pubkey: String,
     /// The slot of the duty (an epoch's first slot for RANDAO_REVEAL).
     duty_slot: Option<u64>,
     /// For RANDAO_REVEAL, the epoch.
@@ -407,6 +409,7 @@ impl Proxy {
                     at,
                     done: now_unix(),
                     kind: req["type"].as_str().unwrap_or("?").to_owned(),
+                    pubkey: path.trim_start_matches("/api/v1/eth2/sign/").to_lowercase(),
                     duty_slot,
                     epoch,
                     status,
@@ -623,26 +626,53 @@ fn run_devnet(preset: &Preset) {
         t.elapsed().as_secs_f64()
     );
 
-    // 2. The signer: tokens, the interop keys, serve.
+    // 2. The signer: three SoftHSM tokens. Whole keys on the second and third, the last
+    //    `threshold_keys` validators as 2-of-3 threshold keys over all three, so that the first
+    //    token holds shares only and can be taken out of service while the chain runs.
     let signer = Signer::new();
     signer.ok(&["device", "init"]);
-    let keystores = run.join("keystores");
-    write_interop_keystores(&keystores, validators, "devnet");
-    std::fs::write(run.join("password.txt"), "devnet").unwrap();
+    let threshold_keys = env_u64("HSM_SIGNER_DEVNET_THRESHOLD_KEYS", 8).min(validators);
+    let whole = validators - threshold_keys;
+    let (d1, d2, d3) = (common::device(1), common::device(2), common::device(3));
+    let all_three = format!("{d1},{d2},{d3}");
+    let password_file = run.join("password.txt");
+    std::fs::write(&password_file, "devnet").unwrap();
+    let placements: [(std::ops::Range<u64>, Vec<&str>); 3] = [
+        (0..whole / 2, vec!["--device", &d2]),
+        (whole / 2..whole, vec!["--device", &d3]),
+        (
+            whole..validators,
+            vec!["--threshold", "2", "--devices", &all_three],
+        ),
+    ];
     let t = Instant::now();
-    let imported = signer.ok(&[
-        "keys",
-        "import",
-        "--keystore",
-        keystores.to_str().unwrap(),
-        "--password-file",
-        run.join("password.txt").to_str().unwrap(),
-    ]);
+    for (k, (range, placement)) in placements.iter().enumerate() {
+        if range.is_empty() {
+            continue;
+        }
+        let dir = run.join(format!("keystores-{k}"));
+        write_interop_keystores(&dir, range.clone(), "devnet");
+        let mut args = vec![
+            "keys",
+            "import",
+            "--keystore",
+            dir.to_str().unwrap(),
+            "--password-file",
+            password_file.to_str().unwrap(),
+        ];
+        args.extend(placement.iter().copied());
+        let out = signer.ok(&args);
+        println!(
+            "validators {range:?} imported ({}): {}",
+            placement.join(" "),
+            out.lines().last().unwrap_or("")
+        );
+    }
     println!(
-        "{validators} interop keys imported in {:.1} s: {}",
-        t.elapsed().as_secs_f64(),
-        imported.lines().last().unwrap_or("")
+        "{validators} interop keys imported in {:.1} s",
+        t.elapsed().as_secs_f64()
     );
+    let threshold_pubkeys: Vec<String> = (whole..validators).map(interop_pubkey).collect();
 
     // Genesis far enough ahead for the signer and Lodestar to start (Lodestar takes 10-30 s to
     // load on a busy 2-core machine).
@@ -687,6 +717,11 @@ fn run_devnet(preset: &Preset) {
     let config_path = run.join("config.yaml");
     std::fs::write(&config_path, &config).unwrap();
 
+    // The signer starts once the beacon node answers (its root comes from the node) and
+    // listens on a port fixed now, so that a restarted signer is where the proxy (and so
+    // Lodestar) expects it.
+    let signer_port = free_port();
+    let signer_listen = format!("127.0.0.1:{signer_port}");
     let mut serve_args: Vec<String> =
         vec!["--network".to_owned(), config_path.display().to_string()];
     if std::env::var_os("HSM_SIGNER_DEVNET_NO_BEACON_NODE").is_none() {
@@ -695,27 +730,34 @@ fn run_devnet(preset: &Preset) {
     if let Ok(extra) = std::env::var("HSM_SIGNER_DEVNET_SIGNER_ARGS") {
         serve_args.extend(extra.split_whitespace().map(str::to_owned));
     }
-    println!("hsm-signer serve {}", serve_args.join(" "));
     let rust_log = std::env::var("HSM_SIGNER_DEVNET_RUST_LOG").unwrap_or_else(|_| "info".into());
-    let server = {
+    let signer_log = run.join("signer.log");
+    let start_signer = |serve_args: &[String]| -> Server {
         let args: Vec<&str> = serve_args.iter().map(String::as_str).collect();
         // The signer refusing the configuration is the first thing that can go wrong: say so
         // with its own words rather than with the harness's "unexpected first line".
-        let log = run.join("signer.log");
         let server = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            Server::start_logging_to_with_env(&signer, &args, &log, &[("RUST_LOG", &rust_log)])
+            Server::start_on_appending_to(
+                &signer,
+                &signer_listen,
+                &args,
+                &signer_log,
+                &[("RUST_LOG", &rust_log)],
+            )
         }));
         match server {
-            Ok(s) => s,
+            Ok(s) => {
+                guard.pids.lock().unwrap().push(s.child.id() as i32);
+                s
+            }
             Err(_) => panic!(
                 "hsm-signer serve {} did not start:\n{}",
                 serve_args.join(" "),
-                std::fs::read_to_string(&log).unwrap_or_default()
+                tail(&signer_log, 40)
             ),
         }
     };
-    guard.pids.lock().unwrap().push(server.child.id() as i32);
-    let proxy = Proxy::start(&server.base, preset.slots_per_epoch);
+    let proxy = Proxy::start(&format!("http://{signer_listen}"), preset.slots_per_epoch);
 
     // 3. `lodestar dev`: beacon node + validator client, every validator on the external signer.
     let mut dev_args: Vec<String> = [
@@ -753,14 +795,19 @@ fn run_devnet(preset: &Preset) {
         // what the proxy costs.
         let url = if std::env::var_os("HSM_SIGNER_DEVNET_NO_PROXY").is_some() {
             println!("no recording proxy: Lodestar talks to the signer directly");
-            server.base.clone()
+            format!("http://{signer_listen}")
         } else {
             proxy.base.clone()
         };
+        // The keys are named rather than fetched: the signer starts after the node.
         dev_args.extend([
             "--externalSigner.url".to_owned(),
             url,
-            "--externalSigner.fetch".to_owned(),
+            "--externalSigner.pubkeys".to_owned(),
+            (0..validators)
+                .map(interop_pubkey)
+                .collect::<Vec<_>>()
+                .join(","),
         ]);
     }
     dev_args.extend(params(Some(genesis_time)));
@@ -799,6 +846,25 @@ fn run_devnet(preset: &Preset) {
     println!(
         "beacon node up ({}), {lead:.1} s before genesis",
         up["data"]["version"]
+    );
+    if std::env::var_os("HSM_SIGNER_DEVNET_NO_BEACON_NODE").is_some() {
+        // Without a beacon node the operator gives the root.
+        let g = beacon.get("/eth/v1/beacon/genesis").unwrap();
+        serve_args.extend([
+            "--genesis-validators-root".to_owned(),
+            g["data"]["genesis_validators_root"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        ]);
+    }
+    println!("hsm-signer serve {}", serve_args.join(" "));
+    let t = Instant::now();
+    let mut server = start_signer(&serve_args);
+    println!(
+        "signer up in {:.1} s (network confirmed by the beacon node), {:.1} s before genesis",
+        t.elapsed().as_secs_f64(),
+        genesis_time as f64 - now_unix()
     );
 
     // The API's view of the chain, for the record (and for others' unit tests).
@@ -862,7 +928,38 @@ fn run_devnet(preset: &Preset) {
     }
     println!("the beacon node's {validators} validators are the signer's interop keys");
 
-    // 4. Let the chain run.
+    // 4. Let the chain run. On the way: after the first epoch, a snapshot of the precompute's
+    //    figures; early in epoch 1 the first token (threshold shares only) is taken out of
+    //    service for half an epoch (`POST /admin/devices/{name}`); early in epoch 2, right after
+    //    a block, the signer is killed (SIGKILL) and started again.
+    let spe = preset.slots_per_epoch;
+    let toggle_off_slot = spe + 2;
+    let toggle_on_slot = toggle_off_slot + (spe / 2).max(3);
+    let kill_slot = 2 * spe + 3;
+    let http = common::http();
+    let d1_ops =
+        |server: &Server| server.metric(&format!("signer_device_operations{{device=\"{d1}\"}}"));
+    let set_device = |server: &Server, enabled: bool| {
+        let resp = http
+            .post(server.url(&format!("/admin/devices/{d1}")))
+            .bearer_auth(server.token())
+            .json(&serde_json::json!({ "enabled": enabled }))
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 200, "POST /admin/devices/{d1}");
+    };
+    // hits + joined, misses
+    let served = |server: &Server| {
+        (
+            server.metric("signer_selection_proof_cache_hits_total")
+                + server.metric("signer_selection_proof_cache_joined_total"),
+            server.metric("signer_selection_proof_cache_misses_total"),
+        )
+    };
+    let mut after_first_epoch: Option<(f64, (f64, f64))> = None;
+    let mut toggle_window: (Option<(f64, f64)>, Option<(f64, f64)>) = (None, None);
+    let mut served_before_kill: Option<(f64, f64)> = None;
+    let mut outage: Option<(f64, f64)> = None;
     let slot_now = |t: f64| ((t - genesis_time as f64) / seconds_per_slot as f64).floor();
     let mut last_report = -1.0;
     let mut finalized = 0;
@@ -872,6 +969,49 @@ fn run_devnet(preset: &Preset) {
         let t = now_unix();
         let slot = slot_now(t);
         let epoch = (slot.max(0.0) as u64) / preset.slots_per_epoch;
+        if after_first_epoch.is_none() && slot >= spe as f64 {
+            after_first_epoch = Some((now_unix(), served(&server)));
+        }
+        if toggle_window.0.is_none() && slot >= toggle_off_slot as f64 {
+            let ops = d1_ops(&server);
+            set_device(&server, false);
+            println!("[slot {slot}] {d1} taken out of service ({ops} operations so far)");
+            toggle_window.0 = Some((now_unix(), ops));
+        }
+        if toggle_window.1.is_none() && slot >= toggle_on_slot as f64 {
+            let ops = d1_ops(&server);
+            set_device(&server, true);
+            println!("[slot {slot}] {d1} back in service ({ops} operations so far)");
+            toggle_window.1 = Some((now_unix(), ops));
+        }
+        if outage.is_none() && slot + 1.0 >= kill_slot as f64 {
+            // Right after the block of `kill_slot` is in: the next proposal is a slot away.
+            let until = genesis_time as f64 + (kill_slot + 1) as f64 * seconds_per_slot as f64;
+            while now_unix() < until {
+                let head = beacon
+                    .get("/eth/v1/beacon/headers/head")
+                    .map(|h| num(&h["data"]["header"]["message"]["slot"]))
+                    .unwrap_or(0);
+                if head >= kill_slot {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            served_before_kill = Some(served(&server));
+            let killed = now_unix();
+            server.child.kill().unwrap();
+            server.child.wait().unwrap();
+            server = start_signer(&serve_args);
+            let ready = now_unix();
+            println!(
+                "[slot {}] signer killed (SIGKILL) {:.2} s into slot {kill_slot} and serving again \
+                 {:.2} s later",
+                slot_now(ready),
+                killed - genesis_time as f64 - kill_slot as f64 * seconds_per_slot as f64,
+                ready - killed
+            );
+            outage = Some((killed, ready));
+        }
         if let Ok(f) = beacon.get("/eth/v1/beacon/states/head/finality_checkpoints") {
             finalized = num(&f["data"]["finalized"]["epoch"]);
         }
@@ -907,7 +1047,11 @@ fn run_devnet(preset: &Preset) {
             stop_reason = format!("chain stalled: head at slot {head_slot}");
             break;
         }
-        if finalized >= preset.finalized_target && epoch >= preset.min_epoch {
+        if finalized >= preset.finalized_target
+            && epoch >= preset.min_epoch
+            && outage.is_some()
+            && slot > (kill_slot + spe) as f64
+        {
             stop_reason = format!("finalized epoch {finalized}");
             break;
         }
@@ -931,11 +1075,24 @@ fn run_devnet(preset: &Preset) {
     // 5. Checks through the beacon node's API.
     let mut missing = Vec::new();
     let mut sync_bits = (0u64, 0u64);
+    // (slot, proposer, block root) of every block, for the slashing-protection check.
+    let mut blocks = Vec::new();
+    let mut attestations_in_blocks = 0usize;
     for slot in 1..=last_slot {
         match beacon.get_opt(&format!("/eth/v2/beacon/blocks/{slot}")) {
             Ok(Some(b)) => {
                 let msg = &b["data"]["message"];
                 assert_eq!(num(&msg["slot"]), slot);
+                let header = beacon
+                    .get(&format!("/eth/v1/beacon/headers/{slot}"))
+                    .unwrap();
+                blocks.push((
+                    slot,
+                    num(&msg["proposer_index"]),
+                    root32(header["data"]["root"].as_str().unwrap()),
+                ));
+                attestations_in_blocks +=
+                    msg["body"]["attestations"].as_array().map_or(0, Vec::len);
                 if let Some(bits) = msg["body"]["sync_aggregate"]["sync_committee_bits"].as_str() {
                     let (set, all) = popcount_hex(bits);
                     sync_bits.0 += u64::from(set);
@@ -978,6 +1135,7 @@ fn run_devnet(preset: &Preset) {
     .into_iter()
     .map(|m| (m, server.metric(m)))
     .collect();
+    let served_at_end = served(&server);
     std::fs::write(
         run.join("metrics.txt"),
         reqwest::blocking::get(server.url("/metrics"))
@@ -1056,7 +1214,141 @@ fn run_devnet(preset: &Preset) {
     std::fs::write(run.join("summary.txt"), &summary).unwrap();
 
     // 7. The verdict.
-    let refused: Vec<&Recorded> = recorded.iter().filter(|r| r.status != 200).collect();
+    // Requests that found no signer: from shortly before the kill (in flight) until it served
+    // again; the proxy answers them 502.
+    let (killed_at, ready_at) = outage.expect("the signer was killed and restarted during the run");
+    let in_outage = |r: &Recorded| r.status == 502 && r.at >= killed_at - 3.0 && r.at <= ready_at;
+    let lost_in_outage = recorded.iter().filter(|r| in_outage(r)).count();
+    let refused: Vec<&Recorded> = recorded
+        .iter()
+        .filter(|r| r.status != 200 && !in_outage(r))
+        .collect();
+    let signed = |kind: &str| {
+        recorded
+            .iter()
+            .filter(|r| r.kind == kind && r.status == 200)
+            .count()
+    };
+
+    // Precompute: after the first epoch, the client's selection-proof requests answered from
+    // the cache or joined to a precompute under way (the metrics of both signer processes).
+    let (first_epoch_over, served_first) = after_first_epoch.expect("the first epoch ended");
+    let served_killed = served_before_kill.expect("killed");
+    let precompute_served = (served_killed.0 - served_first.0) + served_at_end.0;
+    let precompute_missed = (served_killed.1 - served_first.1) + served_at_end.1;
+    let asked_after_first_epoch = recorded
+        .iter()
+        .filter(|r| {
+            r.at >= first_epoch_over
+                && r.status == 200
+                && (r.kind == "AGGREGATION_SLOT" || r.kind == "SYNC_COMMITTEE_SELECTION_PROOF")
+        })
+        .count();
+    let precompute_share = precompute_served / asked_after_first_epoch.max(1) as f64;
+
+    // The token toggle: the threshold keys signed all the while, and the token did nothing.
+    let ((off_at, ops_off), (on_at, ops_on)) = (
+        toggle_window.0.expect("the token was taken out of service"),
+        toggle_window.1.expect("the token was brought back"),
+    );
+    let threshold_in_window: Vec<&Recorded> = recorded
+        .iter()
+        .filter(|r| r.at >= off_at && r.at <= on_at && threshold_pubkeys.contains(&r.pubkey))
+        .collect();
+    let threshold_refused_in_window = threshold_in_window
+        .iter()
+        .filter(|r| r.status != 200)
+        .count();
+
+    let figures = format!(
+        "precompute after the first epoch: {precompute_served} of {asked_after_first_epoch} \
+         selection-proof requests answered from the cache or joined ({:.1} %), {precompute_missed} \
+         signed live\n\
+         token {d1} out of service for {:.1} s: {} threshold-key requests, {threshold_refused_in_window} \
+         refused; the token did {} operations meanwhile\n\
+         signer killed and restarted: {:.2} s without a signer, {lost_in_outage} requests lost\n\
+         published: {} aggregates, {} sync contributions; {attestations_in_blocks} attestations in blocks",
+        100.0 * precompute_share,
+        on_at - off_at,
+        threshold_in_window.len(),
+        ops_on - ops_off,
+        ready_at - killed_at,
+        signed("AGGREGATE_AND_PROOF") + signed("AGGREGATE_AND_PROOF_V2"),
+        signed("SYNC_COMMITTEE_CONTRIBUTION_AND_PROOF"),
+    );
+    println!("{figures}");
+    std::fs::write(run.join("summary.txt"), format!("{summary}{figures}\n")).unwrap();
+
+    // Slashing protection after the kill: every block the chain holds is in the signer's
+    // export, with the signing root of the block the chain holds (nothing conflicting).
+    drop(server);
+    let export: Value = serde_json::from_str(&signer.ok(&["slashing", "export", "-"])).unwrap();
+    let gvr = root32(genesis["data"]["genesis_validators_root"].as_str().unwrap());
+    let version = |epoch: u64| -> [u8; 4] {
+        let key = if epoch >= altair_epoch {
+            "ALTAIR_FORK_VERSION"
+        } else {
+            "GENESIS_FORK_VERSION"
+        };
+        let v = hex::decode(spec["data"][key].as_str().unwrap().trim_start_matches("0x")).unwrap();
+        v.try_into().unwrap()
+    };
+    let mut recorded_blocks: BTreeMap<(String, u64), Option<String>> = BTreeMap::new();
+    for v in export["data"].as_array().unwrap() {
+        let pk = v["pubkey"].as_str().unwrap().to_lowercase();
+        for b in v["signed_blocks"].as_array().into_iter().flatten() {
+            recorded_blocks.insert(
+                (pk.clone(), num(&b["slot"])),
+                b["signing_root"].as_str().map(str::to_lowercase),
+            );
+        }
+    }
+    let mut conflicts = Vec::new();
+    for (slot, proposer, root) in &blocks {
+        let expected = format!(
+            "0x{}",
+            hex::encode(block_signing_root(*root, version(slot / spe), gvr))
+        );
+        match recorded_blocks.get(&(interop_pubkey(*proposer), *slot)) {
+            None => conflicts.push(format!(
+                "slot {slot}: validator {proposer}'s block not recorded"
+            )),
+            Some(Some(r)) if *r != expected => conflicts.push(format!(
+                "slot {slot}: validator {proposer} recorded {r}, the chain's block signs {expected}"
+            )),
+            Some(_) => {}
+        }
+    }
+    assert!(
+        conflicts.is_empty(),
+        "slashing protection disagrees with the chain: {conflicts:?}"
+    );
+    println!(
+        "slashing export: all {} blocks of the chain recorded with their signing roots",
+        blocks.len()
+    );
+    assert!(
+        precompute_share >= 0.9,
+        "precompute answered {:.1} % of the selection-proof requests after the first epoch",
+        100.0 * precompute_share
+    );
+    assert!(
+        !threshold_in_window.is_empty() && threshold_refused_in_window == 0,
+        "threshold keys while {d1} was out of service: {} requests, {threshold_refused_in_window} refused",
+        threshold_in_window.len()
+    );
+    assert!(
+        ops_on - ops_off <= 4.0,
+        "{d1} did {} operations while out of service",
+        ops_on - ops_off
+    );
+    assert!(
+        signed("AGGREGATE_AND_PROOF") + signed("AGGREGATE_AND_PROOF_V2") > 0
+            && signed("SYNC_COMMITTEE_CONTRIBUTION_AND_PROOF") > 0
+            && attestations_in_blocks > 0
+            && sync_bits.0 > 0,
+        "aggregates and sync contributions were signed and reached blocks"
+    );
     assert!(
         missing.is_empty(),
         "{} slot(s) without a block: {missing:?} (the signer refused {} request(s); see the \
@@ -1080,8 +1372,34 @@ fn run_devnet(preset: &Preset) {
         refused.len(),
         recorded.len()
     );
-    drop(server);
     drop(guard);
+}
+
+/// `0x` + 64 hex digits.
+fn root32(s: &str) -> [u8; 32] {
+    hex::decode(s.trim_start_matches("0x"))
+        .unwrap()
+        .try_into()
+        .unwrap()
+}
+
+/// A block's signing root, computed here from the consensus specs (`compute_domain`,
+/// `compute_signing_root`): DOMAIN_BEACON_PROPOSER is 0x00000000.
+fn block_signing_root(block_root: [u8; 32], version: [u8; 4], gvr: [u8; 32]) -> [u8; 32] {
+    let mut padded = [0u8; 32];
+    padded[..4].copy_from_slice(&version);
+    let fork_data_root: [u8; 32] = Sha256::new()
+        .chain_update(padded)
+        .chain_update(gvr)
+        .finalize()
+        .into();
+    let mut domain = [0u8; 32];
+    domain[4..].copy_from_slice(&fork_data_root[..28]);
+    Sha256::new()
+        .chain_update(block_root)
+        .chain_update(domain)
+        .finalize()
+        .into()
 }
 
 /// Per request type: how many, their answers, and when they came relative to their duty's slot

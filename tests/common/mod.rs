@@ -219,8 +219,24 @@ impl Server {
         log: &Path,
         env: &[(&str, &str)],
     ) -> Server {
-        let file = std::fs::File::create(log).unwrap();
-        Server::spawn(signer, "127.0.0.1:0", extra, file.into(), env)
+        Server::start_on_appending_to(signer, "127.0.0.1:0", extra, log, env)
+    }
+
+    /// Like [`Server::start_logging_to_with_env`], listening on `listen`, with its log appended
+    /// to `log` (a restarted signer keeps one log).
+    pub fn start_on_appending_to(
+        signer: &Signer,
+        listen: &str,
+        extra: &[&str],
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> Server {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        Server::spawn(signer, listen, extra, file.into(), env)
     }
 
     fn spawn(
