@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command of the README: installs what is missing, then runs every test of the
+# The test command of the README: installs what is missing (SoftHSM2, PostgreSQL, nextest, Node
+# and Lodestar for the devnet tests), then runs every test of the
 # workspace under cargo-nextest (one process per test, which SoftHSM's process-global
 # C_Initialize needs). Extra arguments go to nextest.
 # Without extra arguments, a second pass runs the device layer, the HTTP signing path and the
@@ -8,6 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
+# The devnet tests' validator client: Node and Lodestar 1.5.1 into a cache folder (once; a few
+# minutes the first time), so that the tests find it ready.
+bash scripts/lodestar.sh >/dev/null
 cargo nextest run --workspace --no-fail-fast "$@"
 if [ $# -eq 0 ]; then
   module=$(bash scripts/kryoptic.sh)

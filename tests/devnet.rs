@@ -861,6 +861,7 @@ fn run_devnet(preset: &Preset) {
     println!("hsm-signer serve {}", serve_args.join(" "));
     let t = Instant::now();
     let mut server = start_signer(&serve_args);
+    let first_ready = now_unix();
     println!(
         "signer up in {:.1} s (network confirmed by the beacon node), {:.1} s before genesis",
         t.elapsed().as_secs_f64(),
@@ -984,18 +985,28 @@ fn run_devnet(preset: &Preset) {
             println!("[slot {slot}] {d1} back in service ({ops} operations so far)");
             toggle_window.1 = Some((now_unix(), ops));
         }
-        if outage.is_none() && slot + 1.0 >= kill_slot as f64 {
-            // Right after the block of `kill_slot` is in: the next proposal is a slot away.
-            let until = genesis_time as f64 + (kill_slot + 1) as f64 * seconds_per_slot as f64;
-            while now_unix() < until {
+        if outage.is_none() && slot >= kill_slot as f64 {
+            // Right after a block is in (the next proposal is a slot away): the block of this
+            // slot, or if it has not come by 60 % of the slot, of the next.
+            let mut k = slot as u64;
+            loop {
+                let start = genesis_time as f64 + (k * seconds_per_slot) as f64;
+                let give_up = start + 0.6 * seconds_per_slot as f64;
                 let head = beacon
                     .get("/eth/v1/beacon/headers/head")
                     .map(|h| num(&h["data"]["header"]["message"]["slot"]))
                     .unwrap_or(0);
-                if head >= kill_slot {
+                if head >= k && now_unix() < give_up {
                     break;
                 }
-                std::thread::sleep(Duration::from_millis(20));
+                if now_unix() >= give_up {
+                    k += 1;
+                    let next = genesis_time as f64 + (k * seconds_per_slot) as f64;
+                    std::thread::sleep(Duration::from_secs_f64((next - now_unix()).max(0.0)));
+                    continue;
+                }
+                // Not too often: the node is also the validator client's.
+                std::thread::sleep(Duration::from_millis(100));
             }
             served_before_kill = Some(served(&server));
             let killed = now_unix();
@@ -1004,10 +1015,10 @@ fn run_devnet(preset: &Preset) {
             server = start_signer(&serve_args);
             let ready = now_unix();
             println!(
-                "[slot {}] signer killed (SIGKILL) {:.2} s into slot {kill_slot} and serving again \
-                 {:.2} s later",
+                "[slot {}] signer killed (SIGKILL) {:.2} s into slot {k}, after its block, and \
+                 serving again {:.2} s later",
                 slot_now(ready),
-                killed - genesis_time as f64 - kill_slot as f64 * seconds_per_slot as f64,
+                killed - genesis_time as f64 - (k * seconds_per_slot) as f64,
                 ready - killed
             );
             outage = Some((killed, ready));
@@ -1214,10 +1225,13 @@ fn run_devnet(preset: &Preset) {
     std::fs::write(run.join("summary.txt"), &summary).unwrap();
 
     // 7. The verdict.
-    // Requests that found no signer: from shortly before the kill (in flight) until it served
-    // again; the proxy answers them 502.
+    // Requests that found no signer, which the proxy answers 502: before it first started
+    // (Lodestar starts first and fetches its first duties, and so signs its first selection
+    // proofs, at once), and from shortly before the kill (in flight) until it served again.
     let (killed_at, ready_at) = outage.expect("the signer was killed and restarted during the run");
-    let in_outage = |r: &Recorded| r.status == 502 && r.at >= killed_at - 3.0 && r.at <= ready_at;
+    let in_outage = |r: &Recorded| {
+        r.status == 502 && (r.at <= first_ready || (r.at >= killed_at - 3.0 && r.at <= ready_at))
+    };
     let lost_in_outage = recorded.iter().filter(|r| in_outage(r)).count();
     let refused: Vec<&Recorded> = recorded
         .iter()
@@ -1266,7 +1280,8 @@ fn run_devnet(preset: &Preset) {
          signed live\n\
          token {d1} out of service for {:.1} s: {} threshold-key requests, {threshold_refused_in_window} \
          refused; the token did {} operations meanwhile\n\
-         signer killed and restarted: {:.2} s without a signer, {lost_in_outage} requests lost\n\
+         signer killed and restarted: {:.2} s without a signer; {lost_in_outage} requests found no \
+         signer (then or before it first started)\n\
          published: {} aggregates, {} sync contributions; {attestations_in_blocks} attestations in blocks",
         100.0 * precompute_share,
         on_at - off_at,
