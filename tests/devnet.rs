@@ -958,7 +958,9 @@ fn run_devnet(preset: &Preset) {
         )
     };
     let mut after_first_epoch: Option<(f64, (f64, f64))> = None;
-    let mut toggle_window: (Option<(f64, f64)>, Option<(f64, f64)>) = (None, None);
+    // (time, the token's operations so far) when it went out of service, and when it came back.
+    let mut toggle_off: Option<(f64, f64)> = None;
+    let mut toggle_on: Option<(f64, f64)> = None;
     let mut served_before_kill: Option<(f64, f64)> = None;
     let mut outage: Option<(f64, f64)> = None;
     let slot_now = |t: f64| ((t - genesis_time as f64) / seconds_per_slot as f64).floor();
@@ -973,17 +975,17 @@ fn run_devnet(preset: &Preset) {
         if after_first_epoch.is_none() && slot >= spe as f64 {
             after_first_epoch = Some((now_unix(), served(&server)));
         }
-        if toggle_window.0.is_none() && slot >= toggle_off_slot as f64 {
+        if toggle_off.is_none() && slot >= toggle_off_slot as f64 {
             let ops = d1_ops(&server);
             set_device(&server, false);
             println!("[slot {slot}] {d1} taken out of service ({ops} operations so far)");
-            toggle_window.0 = Some((now_unix(), ops));
+            toggle_off = Some((now_unix(), ops));
         }
-        if toggle_window.1.is_none() && slot >= toggle_on_slot as f64 {
+        if toggle_on.is_none() && slot >= toggle_on_slot as f64 {
             let ops = d1_ops(&server);
             set_device(&server, true);
             println!("[slot {slot}] {d1} back in service ({ops} operations so far)");
-            toggle_window.1 = Some((now_unix(), ops));
+            toggle_on = Some((now_unix(), ops));
         }
         if outage.is_none() && slot >= kill_slot as f64 {
             // Right after a block is in (the next proposal is a slot away): the block of this
@@ -1262,8 +1264,8 @@ fn run_devnet(preset: &Preset) {
 
     // The token toggle: the threshold keys signed all the while, and the token did nothing.
     let ((off_at, ops_off), (on_at, ops_on)) = (
-        toggle_window.0.expect("the token was taken out of service"),
-        toggle_window.1.expect("the token was brought back"),
+        toggle_off.expect("the token was taken out of service"),
+        toggle_on.expect("the token was brought back"),
     );
     let threshold_in_window: Vec<&Recorded> = recorded
         .iter()

@@ -70,6 +70,16 @@ impl Preset {
     }
 
     /// One of the sizes that differ between presets.
+    /// `SYNC_COMMITTEE_SIZE`.
+    pub fn sync_committee_size(self) -> u64 {
+        self.size(Size::SyncCommittee) as u64
+    }
+
+    /// `MAX_COMMITTEES_PER_SLOT`.
+    pub fn max_committees_per_slot(self) -> u64 {
+        self.size(Size::CommitteesPerSlot) as u64
+    }
+
     pub(crate) fn size(self, size: Size) -> usize {
         let committees_per_slot = match self {
             Preset::Mainnet | Preset::Gnosis => 64,

@@ -179,6 +179,30 @@ fn compare_spec(
         Some(_) => {}
         None => points.push("epoch length: the node's spec has no SLOTS_PER_EPOCH".into()),
     }
+    // The preset sizes the containers the signer parses: a node of another preset sends
+    // requests the signer would refuse as malformed.
+    if let Some(base) = spec.get("PRESET_BASE").and_then(|v| v.as_str()) {
+        if !base.eq_ignore_ascii_case(network.preset.name()) {
+            points.push(format!(
+                "preset: the signer's is {}, the node's {}",
+                network.preset.name(),
+                crate::consensus::clip(base)
+            ));
+        }
+    }
+    for (key, ours) in [
+        ("SYNC_COMMITTEE_SIZE", network.preset.sync_committee_size()),
+        (
+            "MAX_COMMITTEES_PER_SLOT",
+            network.preset.max_committees_per_slot(),
+        ),
+    ] {
+        if let Some(theirs) = number(key).filter(|n| *n != ours) {
+            points.push(format!(
+                "{key}: the signer's preset has {ours}, the node's {theirs}"
+            ));
+        }
+    }
     if let Some(v) = version("GENESIS_FORK_VERSION") {
         if v != network.genesis_fork_version {
             points.push(format!(
@@ -339,6 +363,8 @@ SECONDS_PER_SLOT: 4
         node.spec.insert("SECONDS_PER_SLOT".into(), json!("12"));
         node.spec.insert("SLOTS_PER_EPOCH".into(), json!("8"));
         node.spec.insert("BELLATRIX_FORK_EPOCH".into(), json!("3"));
+        node.spec.insert("PRESET_BASE".into(), json!("minimal"));
+        node.spec.insert("SYNC_COMMITTEE_SIZE".into(), json!("32"));
         node.forks.push(ForkEntry {
             previous_version: [1, 0, 0, 0],
             current_version: [2, 0, 0, 0],
@@ -354,10 +380,12 @@ SECONDS_PER_SLOT: 4
             "epoch length: the signer's is 32 slots, the node's 8",
             "BELLATRIX: the node schedules it at epoch 3",
             "fork schedule: the node has fork version 0x02000000 from epoch 3",
+            "preset: the signer's is mainnet, the node's minimal",
+            "SYNC_COMMITTEE_SIZE: the signer's preset has 512, the node's 32",
         ] {
             assert!(text.contains(needle), "{needle:?} not in {text}");
         }
-        assert_eq!(err.points.len(), 6, "{text}");
+        assert_eq!(err.points.len(), 8, "{text}");
     }
 
     #[test]
