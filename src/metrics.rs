@@ -92,6 +92,9 @@ pub struct Metrics {
     pub shed_expired: [AtomicU64; CLASSES],
     /// Requests refused because they arrived after their validity window ended (per class).
     pub past_window: [AtomicU64; CLASSES],
+    /// Blocks and attestations refused because they are further ahead of the slot clock than
+    /// slashing protection may record (per class).
+    pub ahead_of_clock: [AtomicU64; CLASSES],
     /// Jobs refused because the queue was full (per class).
     pub shed_overload: [AtomicU64; CLASSES],
     /// Jobs whose client went away before they ran (per class).
@@ -242,6 +245,7 @@ impl Metrics {
         for (name, arr) in [
             ("signer_shed_expired_total", &self.shed_expired),
             ("signer_refused_past_window_total", &self.past_window),
+            ("signer_refused_ahead_of_clock_total", &self.ahead_of_clock),
             ("signer_shed_overload_total", &self.shed_overload),
             ("signer_cancelled_total", &self.cancelled),
             ("signer_starved_rescued_total", &self.starved_rescued),

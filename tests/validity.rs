@@ -476,3 +476,74 @@ async fn a_randao_reveal_signs_at_every_slot_of_its_epoch_over_http() {
 async fn a_randao_reveal_signs_at_every_slot_of_a_minimal_preset_epoch_over_http() {
     randao_signs_at_every_slot_over_http(8).await;
 }
+
+/// Hardening (issue 15, finding 1): a block or an attestation far ahead of the slot clock is
+/// refused before slashing protection records it (recorded, it would refuse every real block
+/// or attestation of the validator after it); one slot ahead and the present still sign.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slashable_messages_far_ahead_of_the_clock_are_refused_and_never_recorded() {
+    let spe = 32;
+    let signer = InProcess::start(spe).await;
+    // 3 s into slot `now`, the first of its epoch (12 s slots).
+    let now = 5_000 * spe;
+    assert!(signer
+        .clock
+        .set_slot_and_offset(now, Duration::from_secs(3)));
+    let shape = |kind: &str| {
+        request_shapes()
+            .into_iter()
+            .find(|(f, k, _)| f == "deneb" && k == kind)
+            .unwrap()
+            .2
+    };
+    let (block, attestation) = (shape("BLOCK_V2"), shape("ATTESTATION"));
+    let mut poisoned_target = request_at(&attestation, now, spe);
+    poisoned_target["attestation"]["target"]["epoch"] = serde_json::json!((1u64 << 40).to_string());
+    let ahead = [
+        (
+            request_at(&block, 1_000_000_000_000, spe),
+            "slot 1000000000000",
+        ),
+        (request_at(&block, now + 2, spe), "slot 160002"),
+        (poisoned_target, "target epoch 1099511627776"),
+        (
+            request_at(&attestation, now + spe, spe),
+            "target epoch 5001",
+        ),
+    ];
+    for (body, what) in &ahead {
+        let (status, answer) = signer.sign(body).await;
+        assert_eq!(status, reqwest::StatusCode::BAD_REQUEST, "{what}: {answer}");
+        let message = answer["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!(
+                "for {what} is ahead of the slot clock (the current slot is {now})"
+            )) && message.ends_with("nothing was signed or recorded"),
+            "{message}"
+        );
+    }
+    let ahead_count: u64 = signer
+        .state
+        .metrics
+        .ahead_of_clock
+        .iter()
+        .map(|n| n.load(std::sync::atomic::Ordering::Relaxed))
+        .sum();
+    assert_eq!(ahead_count, ahead.len() as u64);
+    assert_eq!(signer.recorded(), (vec![], vec![]));
+    // The validator's real messages: this slot's block and attestation, and the next slot's
+    // block (a client with a clock a little ahead).
+    signer
+        .assert_signs(&request_at(&block, now, spe), "this slot's block")
+        .await;
+    signer
+        .assert_signs(
+            &request_at(&attestation, now, spe),
+            "this slot's attestation",
+        )
+        .await;
+    signer
+        .assert_signs(&request_at(&block, now + 1, spe), "the next slot's block")
+        .await;
+    assert_eq!(signer.recorded(), (vec![now, now + 1], vec![now / spe]));
+}

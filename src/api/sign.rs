@@ -112,6 +112,20 @@ pub async fn sign(
                 tracing::warn!(%pubkey, reason = %past, "refused: past its validity window");
                 ApiError::bad_request(past.to_string())
             })?;
+            // A block or attestation far in the future would be recorded, and every real one
+            // refused after it: refused here, before slashing protection sees it.
+            validity::check_not_ahead(
+                kind,
+                request.slashing_data(),
+                app.network.slots_per_epoch,
+                clock.as_ref(),
+            )
+            .map_err(|ahead| {
+                app.metrics.ahead_of_clock[class as usize]
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(%pubkey, reason = %ahead, "refused: ahead of the slot clock");
+                ApiError::bad_request(ahead.to_string())
+            })?;
             let freshness = freshness(window, clock.as_ref(), app.network.slots_per_epoch);
             (deadline, freshness)
         }

@@ -26,7 +26,7 @@ pub use network::{
 pub use preset::Preset;
 pub use request::SignRequest;
 pub use selection::SelectionProof;
-pub use validity::{Duty, PastWindow, ValidityWindow};
+pub use validity::{AheadOfClock, Duty, PastWindow, ValidityWindow};
 
 use std::fmt;
 

@@ -5,7 +5,8 @@
 //! request's own slot (or epoch) until the start of the slot where it ends, plus
 //! [`MAXIMUM_GOSSIP_CLOCK_DISPARITY`]; a request after that is refused before anything is
 //! recorded or signed. Early requests are not refused (validator clients sign selection proofs
-//! and exits ahead of time).
+//! and exits ahead of time), except blocks and attestations further ahead than slashing
+//! protection may record ([`check_not_ahead`]).
 //!
 //! Where the rule changed at a fork (attestations and aggregates at Deneb, EIP-7045), the window
 //! is the wider one: the signer does not know which fork a `fork_info` names, and a signature it
@@ -17,7 +18,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use super::clock::SlotClock;
-use super::MessageType;
+use super::{MessageType, SlashingData};
 
 /// `MAXIMUM_GOSSIP_CLOCK_DISPARITY` (`specs/phase0/p2p-interface.md`, configuration): 500 ms.
 /// The gossip rules add it to the end of every slot range ("`MAXIMUM_GOSSIP_CLOCK_DISPARITY`
@@ -243,4 +244,86 @@ pub fn check(
         });
     }
     Ok(clock.instant_at(end))
+}
+
+/// How far ahead of the slot clock a slashable message may be, in slots. An honest validator
+/// client signs a block at the start of its slot and an attestation during its slot; slashing
+/// protection records both, so one far ahead (a block at slot 10^12, a target epoch of 2^40)
+/// would refuse every real block or attestation of that validator afterwards. Allowed: a block
+/// whose slot begins, and an attestation whose target epoch begins, at most one slot (plus
+/// [`MAXIMUM_GOSSIP_CLOCK_DISPARITY`]) after now.
+pub const SLASHABLE_LOOKAHEAD_SLOTS: u64 = 1;
+
+/// A slashable request further ahead of the slot clock than [`SLASHABLE_LOOKAHEAD_SLOTS`]:
+/// refused before slashing protection records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AheadOfClock {
+    /// The request's type.
+    pub kind: MessageType,
+    /// What is ahead: `slot N` or `target epoch N`.
+    pub what: String,
+    /// The latest slot at which such a message may begin now.
+    pub latest_slot: Option<u64>,
+    /// The slot in progress (`None`: before genesis).
+    pub current_slot: Option<u64>,
+}
+
+impl fmt::Display for AheadOfClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} for {} is ahead of the slot clock (",
+            self.kind, self.what
+        )?;
+        match self.current_slot {
+            Some(s) => write!(f, "the current slot is {s}")?,
+            None => f.write_str("the chain has not started")?,
+        }
+        write!(
+            f,
+            "): a block or attestation is signed at most {SLASHABLE_LOOKAHEAD_SLOTS} slot ahead, \
+             so that slashing protection never records a future it would refuse every real \
+             message for; nothing was signed or recorded"
+        )
+    }
+}
+
+impl std::error::Error for AheadOfClock {}
+
+/// Whether a slashable request (`slashing`) is near enough to `clock`'s time to be signed and
+/// recorded. Not slashable, or a clock that cannot be read: `Ok`.
+pub fn check_not_ahead(
+    kind: MessageType,
+    slashing: SlashingData,
+    slots_per_epoch: u64,
+    clock: &dyn SlotClock,
+) -> Result<(), AheadOfClock> {
+    let (first_slot, what) = match slashing {
+        SlashingData::None => return Ok(()),
+        SlashingData::Block { slot } => (Some(slot), format!("slot {slot}")),
+        SlashingData::Attestation { target_epoch, .. } => (
+            target_epoch.checked_mul(slots_per_epoch),
+            format!("target epoch {target_epoch}"),
+        ),
+    };
+    let Some(now) = clock.now_duration() else {
+        return Ok(());
+    };
+    let horizon = clock
+        .timing()
+        .slot_duration
+        .checked_mul(SLASHABLE_LOOKAHEAD_SLOTS as u32)
+        .and_then(|d| d.checked_add(MAXIMUM_GOSSIP_CLOCK_DISPARITY))
+        .and_then(|d| now.checked_add(d));
+    // The latest slot that begins by the horizon; before genesis, none.
+    let latest_slot = horizon.and_then(|t| clock.slot_of(t));
+    match (first_slot, latest_slot) {
+        (Some(first), Some(latest)) if first <= latest => Ok(()),
+        _ => Err(AheadOfClock {
+            kind,
+            what,
+            latest_slot,
+            current_slot: clock.slot_of(now),
+        }),
+    }
 }
