@@ -7,6 +7,7 @@
 //! ```toml
 //! listen = "0.0.0.0:9000"
 //! allow_insecure_http = false      # plain HTTP off loopback only with this set
+//! allow_unauthenticated_signing = false  # signing off loopback without mTLS or token: only with this
 //! [auth]
 //! token_file = "api-token.txt"     # default <data-dir>/api-token.txt, created 0600
 //! require_on_signing = false       # bearer token on /api/v1/eth2/* too
@@ -226,6 +227,8 @@ struct FileConfig {
     #[serde(default)]
     allow_insecure_http: bool,
     #[serde(default)]
+    allow_unauthenticated_signing: bool,
+    #[serde(default)]
     keymanager: KeymanagerSettings,
     listen: Option<String>,
     network: Option<String>,
@@ -284,6 +287,9 @@ pub struct Config {
     pub tls: TlsSettings,
     /// Serve plain HTTP on a non-loopback address (refused otherwise).
     pub allow_insecure_http: bool,
+    /// Open the signing API on a non-loopback address without client authentication (refused
+    /// otherwise).
+    pub allow_unauthenticated_signing: bool,
     /// Keymanager API settings.
     pub keymanager: KeymanagerSettings,
 }
@@ -362,6 +368,7 @@ impl Config {
             },
             tls: file.tls.resolve(base),
             allow_insecure_http: file.allow_insecure_http,
+            allow_unauthenticated_signing: file.allow_unauthenticated_signing,
             keymanager: file.keymanager,
         };
         config.validate()?;
@@ -407,6 +414,7 @@ impl Config {
             auth: AuthSettings::default(),
             tls: TlsSettings::default(),
             allow_insecure_http: false,
+            allow_unauthenticated_signing: false,
             keymanager: KeymanagerSettings::default(),
         })
     }

@@ -185,6 +185,11 @@ struct AccessArgs {
     /// Require the API bearer token on the signing API too (auth.require_on_signing).
     #[arg(long)]
     require_auth_on_signing: bool,
+    /// DANGEROUS: open the signing API on a non-loopback address without client authentication
+    /// (neither mutual TLS nor the bearer token): anyone who reaches the port can have exits and
+    /// registrations signed. Only behind a network that admits nothing but your validator clients.
+    #[arg(long)]
+    allow_unauthenticated_signing: bool,
 }
 
 impl AccessArgs {
@@ -195,6 +200,7 @@ impl AccessArgs {
         }
         config.allow_insecure_http |= self.allow_insecure_http;
         config.auth.require_on_signing |= self.require_auth_on_signing;
+        config.allow_unauthenticated_signing |= self.allow_unauthenticated_signing;
     }
 }
 
@@ -530,6 +536,19 @@ fn serve(config: &Config, listen: Option<String>, checks: ServeChecks) -> Result
     let tls = api::tls::server_config(&config.tls)?;
     if tls.is_none() {
         api::tls::check_plain_http(addr, config.allow_insecure_http)?;
+    }
+    let overridden = api::tls::check_signing_access(
+        addr,
+        config.tls.client_ca_file.is_some(),
+        config.auth.require_on_signing,
+        config.allow_unauthenticated_signing,
+    )?;
+    if overridden {
+        eprintln!(
+            "WARNING: the signing API on {addr} is open to anyone who reaches it (no mutual TLS, \
+             no bearer token; --allow-unauthenticated-signing)"
+        );
+        tracing::warn!(%addr, "signing API without client authentication off loopback (allow_unauthenticated_signing)");
     }
     let (token, origin) = api::auth::ApiToken::load_or_create(&config.token_file())?;
     eprintln!(

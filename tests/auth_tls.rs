@@ -420,8 +420,13 @@ fn plain_http_off_loopback_is_refused_at_start_unless_allowed() {
     // Refused before anything was made: no token file, nothing changed.
     assert_eq!(common::snapshot(s.data_dir()), before);
 
-    // The operator's explicit override starts it (reached here over loopback).
-    let server = Server::start_on(&s, "0.0.0.0:0", &["--allow-insecure-http"]);
+    // The operator's explicit override starts it (reached here over loopback); the signing API
+    // off loopback needs client authentication too (the token here).
+    let server = Server::start_on(
+        &s,
+        "0.0.0.0:0",
+        &["--allow-insecure-http", "--require-auth-on-signing"],
+    );
     let url = server.url("/upcheck").replacen("0.0.0.0", "127.0.0.1", 1);
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
     assert_eq!(
@@ -475,4 +480,73 @@ fn token_file_is_private_reused_on_restart_and_refused_when_group_readable() {
     );
     assert!(!err.contains(&first));
     assert_eq!(std::fs::read_to_string(&token_file).unwrap().trim(), first);
+}
+
+/// Hardening (issue 15, finding 1): the signing API is not opened to other machines without
+/// client authentication (mutual TLS or the bearer token), unless the operator overrides it,
+/// and then it says so.
+#[test]
+fn signing_off_loopback_needs_client_authentication_unless_overridden() {
+    let s = Signer::with_fixture_key();
+    let before = common::snapshot(s.data_dir());
+    for listen in ["0.0.0.0:0", "[::]:0"] {
+        let err = s.fail(&["serve", "--listen", listen, "--allow-insecure-http"]);
+        let line = common::assert_one_error_line(&err);
+        assert!(
+            line.contains("refusing to open the signing API")
+                && line.contains("without client authentication")
+                && line.contains("client_ca_file")
+                && line.contains("--require-auth-on-signing")
+                && line.contains("--allow-unauthenticated-signing"),
+            "{line}"
+        );
+    }
+    // Refused before anything was made.
+    assert_eq!(common::snapshot(s.data_dir()), before);
+
+    // With the token required on signing: an anonymous request is 401, the token's signs.
+    let server = Server::start_on(
+        &s,
+        "0.0.0.0:0",
+        &["--allow-insecure-http", "--require-auth-on-signing"],
+    );
+    let url = server
+        .url(&format!("/api/v1/eth2/sign/{FIXTURE_PK}"))
+        .replacen("0.0.0.0", "127.0.0.1", 1);
+    let request = registration_case()["request"].clone();
+    let http = Client::new();
+    let anonymous = http.post(&url).json(&request).send().unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    let with_token = http
+        .post(&url)
+        .bearer_auth(server.token())
+        .json(&request)
+        .send()
+        .unwrap();
+    assert_eq!(with_token.status(), StatusCode::OK);
+    drop(server);
+
+    // The explicit override starts it open, and says so.
+    let log = s.data_dir().join("open.log");
+    let server = Server::start_on_appending_to(
+        &s,
+        "0.0.0.0:0",
+        &["--allow-insecure-http", "--allow-unauthenticated-signing"],
+        &log,
+        &[],
+    );
+    let url = server
+        .url(&format!("/api/v1/eth2/sign/{FIXTURE_PK}"))
+        .replacen("0.0.0.0", "127.0.0.1", 1);
+    assert_eq!(
+        http.post(&url).json(&request).send().unwrap().status(),
+        StatusCode::OK
+    );
+    drop(server);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("WARNING: the signing API on 0.0.0.0:")
+            && text.contains("is open to anyone who reaches it"),
+        "{text}"
+    );
 }

@@ -54,6 +54,33 @@ pub fn check_plain_http(addr: SocketAddr, allow_insecure_http: bool) -> Result<(
     )))
 }
 
+/// Refuse to open the signing API to other machines without client authentication: mutual TLS
+/// (`client_auth`) or the bearer token on signing (`token_on_signing`). Anyone who reaches an
+/// open signing port can have a voluntary exit or a registration to their fee recipient signed,
+/// list every key, or fill slashing protection with records that block real duties. `Ok(true)`:
+/// allowed only by the operator's explicit override (the caller says so loudly).
+pub fn check_signing_access(
+    addr: SocketAddr,
+    client_auth: bool,
+    token_on_signing: bool,
+    allow_unauthenticated_signing: bool,
+) -> Result<bool> {
+    if is_loopback(addr.ip()) || client_auth || token_on_signing {
+        return Ok(false);
+    }
+    if allow_unauthenticated_signing {
+        return Ok(true);
+    }
+    Err(SignerError::Config(format!(
+        "refusing to open the signing API on {addr}, which is not a loopback address, without \
+         client authentication: anyone who reaches it could have exits and registrations signed; \
+         configure mutual TLS ([tls] client_ca_file and allowed_clients), or require the API \
+         token on signing (--require-auth-on-signing, [auth] require_on_signing = true), or pass \
+         --allow-unauthenticated-signing (allow_unauthenticated_signing = true) if a network \
+         that admits only your validator clients protects it"
+    )))
+}
+
 fn is_loopback(ip: IpAddr) -> bool {
     ip.to_canonical().is_loopback()
 }
