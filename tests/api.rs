@@ -699,3 +699,38 @@ fn metrics_expose_queue_waits_signing_latency_sessions_and_shedding() {
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
     }
 }
+
+/// Hardening (issue 15, finding 5): `/healthcheck` is unauthenticated, and each device check
+/// takes a session from a device the signer needs: a flood of calls makes one round of checks
+/// per 2 s, not one per call, and every caller still gets the devices' health.
+#[test]
+fn a_healthcheck_flood_checks_each_device_once_per_round_not_once_per_call() {
+    let (_s, server, _pk) = serve_fixture_key();
+    let started = std::time::Instant::now();
+    let calls = 8 * 40;
+    let ok = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| {
+                let http = common::http();
+                for _ in 0..calls / 8 {
+                    let resp = http.get(server.url("/healthcheck")).send().unwrap();
+                    let status = resp.status();
+                    let body: Value = resp.json().unwrap();
+                    assert_eq!(status, StatusCode::OK, "{body}");
+                    assert_eq!(body["checks"][0]["status"], "UP", "{body}");
+                    ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    assert_eq!(ok.into_inner(), calls);
+    let rounds = started.elapsed().as_secs_f64() / 2.0 + 1.0;
+    let checks = server.metric("signer_health_device_checks");
+    // Three devices per round.
+    assert!(
+        checks >= 3.0 && checks <= 3.0 * rounds.ceil(),
+        "{checks} device checks for {calls} calls in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}

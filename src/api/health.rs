@@ -33,24 +33,69 @@ pub async fn public_keys(State(app): State<AppState>) -> Response {
     axum::Json(keys).into_response()
 }
 
+/// How long one round of device checks answers every `/healthcheck`.
+pub const HEALTH_TTL: Duration = Duration::from_secs(2);
+
+/// One device's last check: its name, up, and what was wrong.
+type DeviceHealth = (String, bool, Option<String>);
+
+/// The device checks `/healthcheck` reports, made at most once per [`HEALTH_TTL`] whoever asks
+/// and however often: the endpoint is unauthenticated, and every check takes a session from a
+/// device the signer needs for blocks. Concurrent callers wait for the one round in progress
+/// rather than starting their own.
+#[derive(Default)]
+pub struct HealthProbe {
+    last: tokio::sync::Mutex<Option<(std::time::Instant, Vec<DeviceHealth>)>>,
+    /// Device checks made (for `/metrics`).
+    probes: std::sync::atomic::AtomicU64,
+}
+
+impl HealthProbe {
+    /// The devices' health, from the last round if it is fresh and covers the same devices.
+    async fn devices(&self, devices: &crate::devices::Devices) -> Vec<DeviceHealth> {
+        let names: Vec<String> = devices.iter().map(|d| d.name().to_owned()).collect();
+        let mut last = self.last.lock().await;
+        if let Some((at, health)) = last.as_ref() {
+            let same = health.iter().map(|h| &h.0).eq(names.iter());
+            if same && at.elapsed() < HEALTH_TTL {
+                return health.clone();
+            }
+        }
+        let mut health = Vec::with_capacity(names.len());
+        for device in devices.iter() {
+            let d = device.clone();
+            self.probes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let result = tokio::time::timeout(
+                DEVICE_CHECK_TIMEOUT,
+                tokio::task::spawn_blocking(move || d.check()),
+            )
+            .await;
+            let (up, detail) = match result {
+                Ok(Ok(Ok(()))) => (true, None),
+                Ok(Ok(Err(e))) => (false, Some(e.to_string())),
+                Ok(Err(e)) => (false, Some(format!("check task failed: {e}"))),
+                Err(_) => (false, Some("no answer within 3 s".to_owned())),
+            };
+            health.push((device.name().to_owned(), up, detail));
+        }
+        *last = Some((std::time::Instant::now(), health.clone()));
+        health
+    }
+
+    /// Device checks made so far.
+    pub fn probes(&self) -> u64 {
+        self.probes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// `GET /healthcheck`.
 pub async fn healthcheck(State(app): State<AppState>) -> Response {
     let runtime = app.runtime();
     let mut checks = Vec::new();
     let mut all_up = true;
-    for device in runtime.scheduler.devices().iter() {
-        let d = device.clone();
-        let result = tokio::time::timeout(
-            DEVICE_CHECK_TIMEOUT,
-            tokio::task::spawn_blocking(move || d.check()),
-        )
-        .await;
-        let (up, detail) = match result {
-            Ok(Ok(Ok(()))) => (true, None),
-            Ok(Ok(Err(e))) => (false, Some(e.to_string())),
-            Ok(Err(e)) => (false, Some(format!("check task failed: {e}"))),
-            Err(_) => (false, Some("no answer within 3 s".to_owned())),
-        };
+    let health = app.health.devices(runtime.scheduler.devices()).await;
+    for (device, (_, up, detail)) in runtime.scheduler.devices().iter().zip(health) {
         all_up &= up;
         let stats = device.pool_stats();
         let mut check = json!({
@@ -108,6 +153,11 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
             device.op_counts().0 as f64,
         ));
     }
+    gauges.push((
+        "signer_health_device_checks",
+        String::new(),
+        app.health.probes() as f64,
+    ));
     let (waiting, cpu) = runtime.scheduler.queued();
     gauges.push((
         "signer_queue_waiting_for_device",

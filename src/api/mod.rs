@@ -72,6 +72,8 @@ pub struct AppState {
     pub selection_proofs: Option<Arc<ProofCache>>,
     /// Refuse requests for another network (on unless turned off to replay test vectors).
     pub network_check: bool,
+    /// `/healthcheck`'s device checks, shared by every caller.
+    health: Arc<health::HealthProbe>,
 }
 
 impl AppState {
@@ -117,6 +119,7 @@ impl AppState {
             api_token: None,
             selection_proofs: None,
             network_check: true,
+            health: Arc::default(),
         }
     }
 
