@@ -394,17 +394,17 @@ impl BeaconNode {
         let path = format!("/eth/v1/validator/duties/attester/{epoch}");
         let body = index_body(indices);
         let d: AttesterDutiesWire = self.call(&path, Some(body)).await?;
-        let mut duties = Vec::with_capacity(d.data.len());
-        for w in d.data {
-            if w.slot.checked_div(slots_per_epoch) != Some(epoch) {
-                return Err(Self::nonsense(&path, "a duty outside the epoch asked for"));
-            }
-            duties.push(AttesterDuty {
+        let duties = d
+            .data
+            .into_iter()
+            .map(|w| AttesterDuty {
                 pubkey: PublicKeyBytes(w.pubkey.0),
                 validator_index: w.validator_index,
                 slot: w.slot,
-            });
-        }
+            })
+            .collect();
+        let duties = checked_attester_duties(duties, epoch, slots_per_epoch, indices)
+            .map_err(|m| Self::nonsense(&path, m))?;
         Ok(AttesterDuties {
             dependent_root: d.dependent_root.0,
             duties,
@@ -438,4 +438,65 @@ impl BeaconNode {
 fn index_body(indices: &[u64]) -> Vec<u8> {
     let strings: Vec<String> = indices.iter().map(u64::to_string).collect();
     serde_json::to_vec(&strings).unwrap_or_default()
+}
+
+/// A node's attester duties as the specs allow them: each in `epoch`, for a validator that was
+/// asked about, at most one per validator (every validator attests once per epoch). A node that
+/// answers otherwise could make the precompute sign up to an epoch's slots per validator.
+fn checked_attester_duties(
+    duties: Vec<AttesterDuty>,
+    epoch: u64,
+    slots_per_epoch: u64,
+    asked: &[u64],
+) -> Result<Vec<AttesterDuty>, &'static str> {
+    let asked: std::collections::HashSet<u64> = asked.iter().copied().collect();
+    let mut seen = std::collections::HashSet::with_capacity(duties.len());
+    for d in &duties {
+        if d.slot.checked_div(slots_per_epoch) != Some(epoch) {
+            return Err("a duty outside the epoch asked for");
+        }
+        if !asked.contains(&d.validator_index) {
+            return Err("a duty of a validator that was not asked about");
+        }
+        if !seen.insert(d.validator_index) {
+            return Err("two duties of one validator in one epoch");
+        }
+    }
+    Ok(duties)
+}
+
+#[cfg(test)]
+mod attester_duty_tests {
+    use super::*;
+
+    fn duty(index: u64, slot: u64) -> AttesterDuty {
+        AttesterDuty {
+            pubkey: PublicKeyBytes([index as u8; 48]),
+            validator_index: index,
+            slot,
+        }
+    }
+
+    #[test]
+    fn one_duty_per_asked_validator_in_the_epoch_or_the_answer_is_nonsense() {
+        let asked = [7, 8, 9];
+        let good = vec![duty(7, 64), duty(9, 95)];
+        assert_eq!(
+            checked_attester_duties(good.clone(), 2, 32, &asked),
+            Ok(good)
+        );
+        for (bad, why) in [
+            (
+                vec![duty(7, 64), duty(7, 65)],
+                "two duties of one validator in one epoch",
+            ),
+            (vec![duty(7, 96)], "a duty outside the epoch asked for"),
+            (
+                vec![duty(5, 64)],
+                "a duty of a validator that was not asked about",
+            ),
+        ] {
+            assert_eq!(checked_attester_duties(bad, 2, 32, &asked), Err(why));
+        }
+    }
 }

@@ -196,6 +196,9 @@ fn compare_spec(
             "MAX_COMMITTEES_PER_SLOT",
             network.preset.max_committees_per_slot(),
         ),
+        // The same in every preset (specs/altair/validator.md); the precompute's subcommittees
+        // follow it.
+        ("SYNC_COMMITTEE_SUBNET_COUNT", 4),
     ] {
         if let Some(theirs) = number(key).filter(|n| *n != ours) {
             points.push(format!(
@@ -365,6 +368,8 @@ SECONDS_PER_SLOT: 4
         node.spec.insert("BELLATRIX_FORK_EPOCH".into(), json!("3"));
         node.spec.insert("PRESET_BASE".into(), json!("minimal"));
         node.spec.insert("SYNC_COMMITTEE_SIZE".into(), json!("32"));
+        node.spec
+            .insert("SYNC_COMMITTEE_SUBNET_COUNT".into(), json!("32"));
         node.forks.push(ForkEntry {
             previous_version: [1, 0, 0, 0],
             current_version: [2, 0, 0, 0],
@@ -382,10 +387,11 @@ SECONDS_PER_SLOT: 4
             "fork schedule: the node has fork version 0x02000000 from epoch 3",
             "preset: the signer's is mainnet, the node's minimal",
             "SYNC_COMMITTEE_SIZE: the signer's preset has 512, the node's 32",
+            "SYNC_COMMITTEE_SUBNET_COUNT: the signer's preset has 4, the node's 32",
         ] {
             assert!(text.contains(needle), "{needle:?} not in {text}");
         }
-        assert_eq!(err.points.len(), 8, "{text}");
+        assert_eq!(err.points.len(), 9, "{text}");
     }
 
     #[test]
