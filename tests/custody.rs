@@ -200,3 +200,48 @@ fn malformed_key_files_are_reported_and_do_not_hide_good_ones() {
     assert!(errors[0].to_string().contains("key file"), "{}", errors[0]);
     assert!(KeyStore::load_strict(&dir).is_err());
 }
+
+/// Hardening (issue 15, finding 11): two stores on one key directory (a CLI import beside a
+/// serving signer's Keymanager import) inserting the same key at once: exactly one succeeds,
+/// the other is told the key is already there, and the file is whole.
+#[test]
+fn concurrent_imports_of_one_key_into_one_directory_store_it_exactly_once() {
+    let signer = Signer::new();
+    let (store, _devices) = import(&signer, "eip2335/keystore-pbkdf2.json");
+    let record = (**store.iter().next().unwrap()).clone();
+    let dir = signer.data_dir().join("shared-keys");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(record.file_name());
+    for round in 0..100 {
+        let barrier = std::sync::Barrier::new(2);
+        let results: Vec<bool> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..2)
+                .map(|_| {
+                    let (barrier, record, dir) = (&barrier, record.clone(), &dir);
+                    scope.spawn(move || {
+                        let mut store = KeyStore::load_strict(dir).unwrap();
+                        barrier.wait();
+                        match store.insert(record) {
+                            Ok(()) => true,
+                            Err(e) => {
+                                assert!(e.to_string().contains("already in the store"), "{e}");
+                                false
+                            }
+                        }
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(
+            results.iter().filter(|ok| **ok).count(),
+            1,
+            "round {round}: {results:?}"
+        );
+        let stored = KeyStore::load_strict(&dir).unwrap();
+        assert_eq!(**stored.get(&record.pubkey).unwrap(), record);
+        // Nothing left behind but the key file.
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "round {round}");
+        std::fs::remove_file(&path).unwrap();
+    }
+}

@@ -124,14 +124,40 @@ impl KeyStore {
                 record.pubkey
             )));
         }
-        let tmp = self.dir.join(format!(".{}.tmp", record.file_name()));
+        // A temporary name of this process and call alone (another process, or another store
+        // on this directory, may be importing the same key right now)…
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let tmp = self.dir.join(format!(
+            ".{}.{}-{}.tmp",
+            record.file_name(),
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         let json = serde_json::to_vec_pretty(&record)
             .map_err(|e| SignerError::Invalid(format!("serialising key file: {e}")))?;
-        let mut f = std::fs::File::create(&tmp).map_err(SignerError::io(&tmp))?;
-        f.write_all(&json)
-            .and_then(|_| f.sync_all())
-            .map_err(SignerError::io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(SignerError::io(&path))?;
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(&json).and_then(|_| f.sync_all()));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(SignerError::io(&tmp)(e));
+        }
+        // …published under the key's name only if that name is free: a hard link never
+        // replaces a file, so of two concurrent imports of one key exactly one succeeds.
+        let linked = std::fs::hard_link(&tmp, &path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(SignerError::Invalid(format!(
+                    "key {} is already in the store",
+                    record.pubkey
+                )))
+            }
+            Err(e) => return Err(SignerError::io(&path)(e)),
+        }
         fsync_dir(&self.dir)?;
         self.keys.insert(record.pubkey, Arc::new(record));
         Ok(())
