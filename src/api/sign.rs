@@ -4,6 +4,7 @@
 //! selection-proof cache), answer as JSON or text by `Accept`.
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -65,8 +66,20 @@ pub async fn sign(
     State(app): State<AppState>,
     Path(identifier): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    // A body that cannot be read (over the limit, cut off) is answered like every other error:
+    // JSON with its status and the reason.
+    let body = body.map_err(|e| ApiError {
+        status: e.status(),
+        message: match e.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => format!(
+                "request body larger than the limit of {} bytes",
+                crate::api::BODY_LIMIT
+            ),
+            _ => format!("cannot read the request body: {}", e.body_text()),
+        },
+    })?;
     let pubkey = PublicKeyBytes::parse(&identifier)
         .ok_or_else(|| ApiError::bad_request("identifier is not a 48-byte hex BLS public key"))?;
     let runtime = app.runtime();
