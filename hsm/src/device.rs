@@ -116,6 +116,11 @@ fn session_lost(e: &CkError) -> bool {
     )
 }
 
+/// Equality without an early exit: one of the two is a secret.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 fn token_label(info_label: &str) -> String {
     info_label.trim_end().to_owned()
 }
@@ -415,19 +420,39 @@ impl Device {
         }
     }
 
-    /// Encrypt `plaintext` under the custody key with AES-256-GCM, binding `aad`.
+    /// Seal `plaintext` under the custody key with AES-256-GCM, binding `aad`, and open the new
+    /// envelope once on the token before returning it, so that an envelope that would not open is
+    /// never stored (a key sealed only in it would be lost for good).
+    ///
+    /// The IV stored is the one in the GCM parameters as the token left them: we propose a random
+    /// one, but a token may choose its own and write it back (CloudHSM; Luna in FIPS mode).
     pub fn encrypt(&self, plaintext: &[u8], aad: &[u8]) -> Result<Envelope, HsmError> {
-        let mut iv = [0u8; IV_LEN];
-        getrandom::getrandom(&mut iv).map_err(|e| HsmError::InvalidInput {
+        let mut proposed = [0u8; IV_LEN];
+        getrandom::getrandom(&mut proposed).map_err(|e| HsmError::InvalidInput {
             device: self.name.clone(),
             reason: format!("no randomness for the IV: {e}"),
         })?;
-        let ciphertext = self.with_custody_key("C_Encrypt", |session, key| {
-            let mut iv_buf = iv;
-            let params = GcmParams::new(&mut iv_buf, aad, TAG_BITS.into())?;
-            session.encrypt(&Mechanism::AesGcm(params), key, plaintext)
+        let (iv, ciphertext) = self.with_custody_key("C_Encrypt", |session, key| {
+            let mut iv = proposed;
+            let ciphertext = {
+                let params = GcmParams::new(&mut iv, aad, TAG_BITS.into())?;
+                session.encrypt(&Mechanism::AesGcm(params), key, plaintext)?
+            };
+            Ok((iv, ciphertext))
         })?;
-        Ok(Envelope { iv, ciphertext })
+        let envelope = Envelope { iv, ciphertext };
+        let failed = |reason: &str| HsmError::SealCheck {
+            device: self.name.clone(),
+            reason: reason.to_owned(),
+        };
+        match self.decrypt(&envelope, aad) {
+            Ok(opened) if same_bytes(&opened, plaintext) => Ok(envelope),
+            Ok(_) => Err(failed("it opened to different bytes")),
+            Err(HsmError::Integrity { .. }) => Err(failed(
+                "the token refused to open it (an IV or ciphertext the token did not report as it used)",
+            )),
+            Err(e) => Err(e),
+        }
     }
 
     /// Decrypt an envelope into a buffer that is wiped when dropped. Every failure of the
