@@ -400,7 +400,10 @@ fn a_custody_key_that_was_ever_extractable_fails_the_check() {
         .unwrap();
     // Made sensitive and non-extractable afterwards: it looks protected now.
     session
-        .update_attributes(key, &[Attribute::Sensitive(true), Attribute::Extractable(false)])
+        .update_attributes(
+            key,
+            &[Attribute::Sensitive(true), Attribute::Extractable(false)],
+        )
         .unwrap();
     drop(session);
 
