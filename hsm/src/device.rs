@@ -72,6 +72,8 @@ pub struct Device {
     config: DeviceConfig,
     ctx: Pkcs11,
     slot: Slot,
+    /// The token's serial number when the device was opened.
+    serial: String,
     pin: SecretString,
     pool: SessionPool,
     /// Custody key handle and the pool generation it was found in.
@@ -237,12 +239,23 @@ impl Device {
         let ctx = load_module(&config.module)?;
         let slot = find_slot(&ctx, &config.name, &config.token)?;
         let pin = config.pin.read(&config.name)?;
+        let serial = ctx
+            .get_token_info(slot)
+            .map_err(|e| HsmError::Pkcs11 {
+                device: config.name.clone(),
+                op: "C_GetTokenInfo",
+                reason: e.to_string(),
+            })?
+            .serial_number()
+            .trim_end()
+            .to_owned();
         let device = Device {
             name: config.name.clone(),
             pool: SessionPool::new(config.max_sessions),
             config,
             ctx,
             slot,
+            serial,
             pin,
             custody_key: Mutex::new(None),
             pin_rejected: AtomicBool::new(false),
@@ -255,6 +268,39 @@ impl Device {
         // Log in now so that a wrong PIN is reported at start-up, not at the first signature.
         drop(device.lease("login")?);
         Ok(device)
+    }
+
+    /// Why this open device no longer stands for its configured token, or `None` when it
+    /// still does. A device must then be opened again (a reload does): its token rejected
+    /// its PIN (the latch that keeps us from locking the token; the PIN may since be fixed),
+    /// or the token it was selected by now sits in another slot (modules renumber slots when
+    /// tokens come and go), or another token is in its slot, or it cannot be found.
+    pub fn staleness(&self) -> Option<String> {
+        if self.pin_rejected.load(Ordering::SeqCst) {
+            return Some("the token rejected its PIN".into());
+        }
+        let slot = match find_slot(&self.ctx, &self.name, &self.config.token) {
+            Ok(slot) => slot,
+            Err(e) => return Some(e.to_string()),
+        };
+        if slot.id() != self.slot.id() {
+            return Some(format!(
+                "token {} is now in slot {}, not {}",
+                self.config.token,
+                slot.id(),
+                self.slot.id()
+            ));
+        }
+        match self.ctx.get_token_info(slot) {
+            Ok(info) if info.serial_number().trim_end() == self.serial => None,
+            Ok(info) => Some(format!(
+                "slot {} holds the token with serial {:?}, not {:?}",
+                slot.id(),
+                info.serial_number().trim_end(),
+                self.serial
+            )),
+            Err(e) => Some(self.ck_err("C_GetTokenInfo", e).to_string()),
+        }
     }
 
     /// Our name for the device.

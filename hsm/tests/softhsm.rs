@@ -391,3 +391,68 @@ fn an_envelope_that_does_not_open_is_never_returned() {
     assert!(matches!(err, HsmError::SealCheck { .. }), "{err}");
     assert!(err.to_string().contains("nothing was written"), "{err}");
 }
+
+#[test]
+fn a_device_whose_token_moved_to_another_slot_is_stale_and_opens_again_in_the_new_slot() {
+    let t = tokens(&["a"]);
+    let device = ready_device(&t, "a", 2);
+    assert_eq!(device.staleness(), None);
+    let old_slot = device.token_summary().unwrap().slot;
+    // The token labelled "a" is made again in another slot, and its old slot holds another
+    // token (as when tokens are added and removed and the module renumbers its slots).
+    device.set_enabled(false);
+    let ctx = load_module(&t.module).unwrap();
+    ctx.init_token(
+        cryptoki::slot::Slot::try_from(old_slot).unwrap(),
+        &SecretString::from(SO_PIN.to_owned()),
+        "z",
+    )
+    .unwrap();
+    assert!(init_soft_token(
+        &t.module,
+        "a",
+        &SecretString::from(SO_PIN.to_owned()),
+        &SecretString::from(PIN.to_owned()),
+    )
+    .unwrap());
+    let why = device.staleness().expect("the device is stale");
+    assert!(why.contains("is now in slot"), "{why}");
+
+    let again = Device::open(config(&t, "a", 2)).unwrap();
+    assert_ne!(again.token_summary().unwrap().slot, old_slot);
+    assert_eq!(again.token_summary().unwrap().label, "a");
+    assert_eq!(again.staleness(), None);
+}
+
+#[test]
+fn a_rejected_pin_makes_the_device_stale_and_opens_again_once_the_pin_file_is_fixed() {
+    let t = tokens(&["a"]);
+    let device = ready_device(&t, "a", 2);
+    let envelope = device.encrypt(&[6u8; 32], b"aad").unwrap();
+    let slot = device.token_summary().unwrap().slot;
+    // The user PIN is changed on the token, and the signer's sessions are gone: its next login
+    // uses the old PIN, is rejected, and the device stops trying.
+    const NEW_PIN: &str = "rotated-pin-9876";
+    let ctx = load_module(&t.module).unwrap();
+    let session = ctx
+        .open_rw_session(cryptoki::slot::Slot::try_from(slot).unwrap())
+        .unwrap();
+    session
+        .set_pin(
+            &SecretString::from(PIN.to_owned()),
+            &SecretString::from(NEW_PIN.to_owned()),
+        )
+        .unwrap();
+    drop(session);
+    close_all_sessions_behind_the_pools_back(&t.module, slot);
+    let err = device.decrypt(&envelope, b"aad").unwrap_err();
+    assert!(matches!(err, HsmError::WrongPin { .. }), "{err}");
+    let why = device.staleness().expect("the device is stale");
+    assert!(why.contains("rejected its PIN"), "{why}");
+
+    // The operator fixes the PIN file: opened again, the device works.
+    std::fs::write(t.dir.path().join("pin"), format!("{NEW_PIN}\n")).unwrap();
+    let again = Device::open(config(&t, "a", 2)).unwrap();
+    assert_eq!(again.staleness(), None);
+    assert_eq!(&again.decrypt(&envelope, b"aad").unwrap()[..], &[6u8; 32]);
+}
