@@ -804,15 +804,8 @@ fn signing_and_a_small_import_go_on_while_a_heavy_import_derives_its_keys() {
     let body = json!({ "keystores": vec![heavy; 4], "passwords": vec!["x"; 4] });
     let heavy_import = std::thread::scope(|scope| {
         let heavy_import = scope.spawn(|| post(&client(), &server, &body));
-        // Wait until its first KDF runs (the key-derivation thread exists).
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while server.metric(KDF_RUNS) < 1.0 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the heavy import never started"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        // Let it start (its first KDF runs for a second or more).
+        std::thread::sleep(std::time::Duration::from_millis(500));
         let busy: Vec<_> = (0..10).map(|_| sign_once(&http)).collect();
         // Another import takes its turn between the heavy one's keystores.
         let (ks, pk) = deposit_keystore(4);
