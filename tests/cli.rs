@@ -378,7 +378,10 @@ fn a_custody_key_that_was_ever_extractable_fails_the_check() {
         .login(UserType::User, Some(&d.pin.read(&d.name).unwrap()))
         .unwrap();
     let key_label = Attribute::Label(d.custody_key_label.as_bytes().to_vec());
-    for old in session.find_objects(&[key_label.clone()]).unwrap() {
+    for old in session
+        .find_objects(std::slice::from_ref(&key_label))
+        .unwrap()
+    {
         session.destroy_object(old).unwrap();
     }
     let key = session
