@@ -282,7 +282,7 @@ pub async fn decrypt_in_turn(
     password: SecretString,
     label: String,
 ) -> Result<(PublicKeyBytes, blst::min_pk::SecretKey)> {
-    let _turn = SERVER_KDF_TURN
+    let turn = SERVER_KDF_TURN
         .acquire()
         .await
         .map_err(|_| SignerError::Invalid("the key-derivation turn was closed".into()))?;
@@ -290,6 +290,9 @@ pub async fn decrypt_in_turn(
     std::thread::Builder::new()
         .name("keystore-kdf".into())
         .spawn(move || {
+            // The turn ends with the KDF, not with the request: a client that hangs up does
+            // not get a second KDF running beside the first.
+            let _turn = turn;
             crate::scheduler::set_own_nice(SERVER_KDF_NICE);
             let result = decrypt_one(&keystore, Path::new(&label), &password);
             let _ = tx.send(result);
