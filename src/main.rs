@@ -729,9 +729,12 @@ fn device_cmd(config: &Config, cmd: DeviceCmd) -> Result<()> {
 fn check_device(cfg: &hsm::DeviceConfig) -> Result<String> {
     let device = hsm::Device::open(cfg.clone())?;
     let info = device.custody_key_info()?;
-    if !info.sensitive || info.extractable || info.value_readable {
+    let faults = custody_key_faults(&info);
+    if !faults.is_empty() {
         return Err(SignerError::Invalid(format!(
-            "custody key is not protected as required: {info:?}"
+            "custody key is not trustworthy: {}. A key that was ever readable or extractable may \
+             exist outside the token; create a new custody key on it and provision the keys again",
+            faults.join("; ")
         )));
     }
     let mut probe = zeroize::Zeroizing::new([0u8; 32]);
@@ -744,9 +747,32 @@ fn check_device(cfg: &hsm::DeviceConfig) -> Result<String> {
     }
     let token = device.token_summary()?;
     Ok(format!(
-        "token {:?} ({} {}, serial {}), custody key sensitive, non-extractable, AES-GCM round trip ok",
+        "token {:?} ({} {}, serial {}), custody key sensitive, non-extractable, always sensitive, never extractable, AES-GCM round trip ok",
         token.label, token.manufacturer, token.model, token.serial
     ))
+}
+
+/// What is wrong with a custody key's protection, each fault named by its attribute. Sensitive and
+/// non-extractable now is not enough: only `CKA_ALWAYS_SENSITIVE` and `CKA_NEVER_EXTRACTABLE` say
+/// the key was never readable or exportable before someone set those flags.
+fn custody_key_faults(info: &hsm::CustodyKeyInfo) -> Vec<&'static str> {
+    let mut faults = Vec::new();
+    if !info.sensitive {
+        faults.push("CKA_SENSITIVE is false");
+    }
+    if info.extractable {
+        faults.push("CKA_EXTRACTABLE is true");
+    }
+    if !info.always_sensitive {
+        faults.push("CKA_ALWAYS_SENSITIVE is false (it was not sensitive at some time)");
+    }
+    if !info.never_extractable {
+        faults.push("CKA_NEVER_EXTRACTABLE is false (it was extractable at some time)");
+    }
+    if info.value_readable {
+        faults.push("CKA_VALUE can be read");
+    }
+    faults
 }
 
 fn keys_cmd(config: &Config, cmd: KeysCmd) -> Result<()> {

@@ -348,3 +348,77 @@ fn import_of_100_deposit_cli_keystores_shows_progress_and_uses_every_core() {
         hsm_signer::bls::sign(&sk, &root).compress()
     );
 }
+
+/// A custody key that is sensitive and non-extractable now, but was created readable and
+/// extractable (and so may exist outside the token), fails `device check`, naming the
+/// attributes; the other devices still pass.
+#[test]
+fn a_custody_key_that_was_ever_extractable_fails_the_check() {
+    use cryptoki::mechanism::Mechanism;
+    use cryptoki::object::{Attribute, KeyType, ObjectClass};
+    use cryptoki::session::UserType;
+
+    let s = Signer::new();
+    s.ok(&["device", "init"]);
+    let config = hsm_signer::config::Config::load(None, s.data_dir()).unwrap();
+    config.apply_module_environment().unwrap();
+    let d = &config.devices[0].hsm;
+    let ctx = hsm::load_module(&d.module).unwrap();
+    let hsm::TokenSelector::Label(label) = &d.token else {
+        panic!("the embedded default selects tokens by label")
+    };
+    let slot = ctx
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| ctx.get_token_info(*s).unwrap().label().trim_end() == label)
+        .unwrap();
+    let session = ctx.open_rw_session(slot).unwrap();
+    session
+        .login(UserType::User, Some(&d.pin.read(&d.name).unwrap()))
+        .unwrap();
+    let key_label = Attribute::Label(d.custody_key_label.as_bytes().to_vec());
+    for old in session
+        .find_objects(std::slice::from_ref(&key_label))
+        .unwrap()
+    {
+        session.destroy_object(old).unwrap();
+    }
+    let key = session
+        .generate_key(
+            &Mechanism::AesKeyGen,
+            &[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::AES),
+                Attribute::ValueLen(32.into()),
+                Attribute::Token(true),
+                Attribute::Private(true),
+                Attribute::Sensitive(false),
+                Attribute::Extractable(true),
+                Attribute::Encrypt(true),
+                Attribute::Decrypt(true),
+                key_label,
+            ],
+        )
+        .unwrap();
+    // Made sensitive and non-extractable afterwards: it looks protected now.
+    session
+        .update_attributes(
+            key,
+            &[Attribute::Sensitive(true), Attribute::Extractable(false)],
+        )
+        .unwrap();
+    drop(session);
+
+    let out = s.run(&["device", "check"]);
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("{}: ", d.name)))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(line.contains("FAILED"), "{line}");
+    assert!(line.contains("CKA_ALWAYS_SENSITIVE is false"), "{line}");
+    assert!(line.contains("CKA_NEVER_EXTRACTABLE is false"), "{line}");
+    assert_eq!(stdout.matches(": ok: ").count(), 2, "{stdout}");
+}

@@ -245,3 +245,106 @@ fn concurrent_imports_of_one_key_into_one_directory_store_it_exactly_once() {
         std::fs::remove_file(&path).unwrap();
     }
 }
+
+/// `keys generate` and `keys import` through the real binary, on a device whose module is the TEST
+/// DOUBLE `pkcs11-token-double` in front of the selected real module: a token that chooses the
+/// AES-GCM IV itself (as CloudHSM and Luna in FIPS mode do) gets keys whose envelopes open on
+/// the real token alone; a token whose ciphertexts do not open gets nothing written.
+#[test]
+fn keys_sealed_on_a_token_that_chooses_its_iv_open_and_a_faulty_token_gets_nothing_written() {
+    use common::backend::Backend;
+    let s = Signer {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let setup = Backend::selected().write_config(&s.data_dir().join("module"), 1);
+    let double = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join(pkcs11_token_double::LIBRARY_FILE);
+    assert!(double.is_file(), "{}: not built", double.display());
+    let configure = |module: &std::path::Path| {
+        let pins = s.data_dir().join("module");
+        std::fs::write(
+            s.data_dir().join(hsm_signer::config::CONFIG_FILE_NAME),
+            format!(
+                "default_device = \"iv-token\"\n\n[[device]]\nname = \"iv-token\"\n\
+                 profile = \"{}\"\nmodule = \"{}\"\nmodule_config = \"{}\"\n\
+                 token_label = \"hsm-signer-1\"\npin_file = \"{p}/pin\"\nso_pin_file = \"{p}/so-pin\"\n",
+                setup.profile,
+                module.display(),
+                setup.config.display(),
+                p = pins.display(),
+            ),
+        )
+        .unwrap();
+    };
+    let run = |mode: &str, args: &[&str]| {
+        s.cmd()
+            .env(pkcs11_token_double::MODULE_ENV, &setup.module)
+            .env(pkcs11_token_double::MODE_ENV, mode)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let keystore = fixture("eip2335/keystore-pbkdf2.json");
+    let password = fixture("eip2335/password.txt");
+    let import = [
+        "keys",
+        "import",
+        "--keystore",
+        keystore.to_str().unwrap(),
+        "--password-file",
+        password.to_str().unwrap(),
+    ];
+    let key_files = || {
+        std::fs::read_dir(s.data_dir().join("keys"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+
+    configure(&double);
+    let out = run("forward", &["device", "init"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A token whose new envelopes do not open: refused with the reason, no key file written.
+    for args in [&["keys", "generate", "--count", "2"][..], &import[..]] {
+        let out = run("corrupt", args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{args:?} succeeded on a faulty token"
+        );
+        assert!(
+            stderr.contains("does not open on the token"),
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(key_files(), 0, "{args:?} wrote a key file: {stderr}");
+    }
+
+    // A token that chooses the IV: keys generated and imported through it...
+    for args in [&["keys", "generate", "--count", "3"][..], &import[..]] {
+        let out = run("token-iv", args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // ...open on the real module alone, so the IV stored is the one the token used.
+    configure(&setup.module);
+    let (config, devices) = s.open();
+    let store = KeyStore::load_strict(&config.keys_dir()).unwrap();
+    assert_eq!(store.len(), 4);
+    let device = devices.get("iv-token").unwrap();
+    for record in store.iter() {
+        let root = [0x42; 32];
+        let signature = sign_with_share(device, &record.pubkey, &record.shares[0], &root)
+            .unwrap_or_else(|e| panic!("{}: {e}", record.pubkey));
+        assert!(bls::verify(&record.pubkey.0, &root, &signature));
+    }
+}

@@ -713,3 +713,126 @@ fn with_postgresql_a_deleted_key_stays_deleted_across_restarts_until_reimported(
         StatusCode::PRECONDITION_FAILED
     );
 }
+
+/// The EIP-2335 scrypt vector with its KDF parameters replaced and its pubkey removed (so that
+/// only its KDF can say which key it holds): it does not decrypt, but a KDF that runs costs
+/// `n · r · p` units of work.
+fn forged_scrypt_keystore(n: u64, r: u64, p: u64) -> String {
+    let mut ks: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("eip2335/keystore-scrypt.json")).unwrap(),
+    )
+    .unwrap();
+    ks["crypto"]["kdf"]["params"]["n"] = json!(n);
+    ks["crypto"]["kdf"]["params"]["r"] = json!(r);
+    ks["crypto"]["kdf"]["params"]["p"] = json!(p);
+    ks.as_object_mut().unwrap().remove("pubkey");
+    ks.to_string()
+}
+
+const KDF_RUNS: &str = "signer_keystore_kdf_runs";
+
+#[test]
+fn an_import_over_the_requests_kdf_budget_is_refused_before_any_kdf_runs() {
+    let s = Signer::new();
+    let server = Server::start(&s, &["--no-slot-deadlines"]);
+    let http = client();
+    // Nine keystores of 2^24 units each: over the 2^27 a request may spend.
+    let heavy = forged_scrypt_keystore(1 << 17, 8, 16);
+    let body = json!({ "keystores": vec![heavy; 9], "passwords": vec!["x"; 9] });
+    let (status, reply) = post(&http, &server, &body);
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{reply}");
+    let message = reply["message"].as_str().unwrap_or_default();
+    assert!(message.contains("units of work"), "{reply}");
+    assert!(message.contains("nothing was decrypted"), "{reply}");
+    assert_eq!(server.metric(KDF_RUNS), 0.0, "a KDF ran");
+    assert!(listed(&http, &server).is_empty());
+
+    // The counter does count: a request within the budget runs its KDF.
+    let (ks, _) = deposit_keystore(1);
+    let (status, reply) = post(
+        &http,
+        &server,
+        &json!({ "keystores": [ks], "passwords": ["wrong"] }),
+    );
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(statuses(&reply), ["error"]);
+    assert_eq!(server.metric(KDF_RUNS), 1.0);
+}
+
+#[test]
+fn a_keystore_of_a_loaded_key_is_a_duplicate_without_running_its_kdf() {
+    let s = Signer::with_fixture_key();
+    let server = Server::start(&s, &["--no-slot-deadlines"]);
+    let http = client();
+    // The same key in its scrypt keystore, with a password that would not even open it.
+    let ks = std::fs::read_to_string(fixture("eip2335/keystore-scrypt.json")).unwrap();
+    let started = std::time::Instant::now();
+    let (status, reply) = post(
+        &http,
+        &server,
+        &json!({ "keystores": [ks], "passwords": ["not the password"] }),
+    );
+    let took = started.elapsed();
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(statuses(&reply), ["duplicate"]);
+    assert_eq!(server.metric(KDF_RUNS), 0.0, "the KDF ran");
+    eprintln!("duplicate answered in {took:?}");
+}
+
+#[test]
+fn signing_and_a_small_import_go_on_while_a_heavy_import_derives_its_keys() {
+    let s = Signer::with_fixture_key();
+    let server = Server::start(&s, &["--no-slot-deadlines"]);
+    let http = client();
+    let mut epoch = 0;
+    let mut sign_once = |http: &Client| {
+        epoch += 1;
+        let started = std::time::Instant::now();
+        let status = sign(
+            http,
+            &server,
+            common::FIXTURE_PK,
+            &attestation(epoch, epoch + 1),
+        );
+        assert_eq!(status, StatusCode::OK);
+        started.elapsed()
+    };
+    let idle: Vec<_> = (0..10).map(|_| sign_once(&http)).collect();
+
+    // Four keystores of 2^22 units each (a second or more of KDF apiece), none of which opens.
+    let heavy = forged_scrypt_keystore(1 << 15, 8, 16);
+    let body = json!({ "keystores": vec![heavy; 4], "passwords": vec!["x"; 4] });
+    let heavy_import = std::thread::scope(|scope| {
+        let heavy_import = scope.spawn(|| post(&client(), &server, &body));
+        // Let it start (its first KDF runs for a second or more).
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let busy: Vec<_> = (0..10).map(|_| sign_once(&http)).collect();
+        // Another import takes its turn between the heavy one's keystores.
+        let (ks, pk) = deposit_keystore(4);
+        let (status, reply) = post(
+            &http,
+            &server,
+            &json!({ "keystores": [ks], "passwords": [DEPOSIT_PASSWORD] }),
+        );
+        assert_eq!(status, StatusCode::OK, "{reply}");
+        assert_eq!(statuses(&reply), ["imported"]);
+        assert!(
+            !heavy_import.is_finished(),
+            "the small import waited for the whole heavy one"
+        );
+        assert_eq!(
+            sign(&http, &server, &pk, &attestation(1, 2)),
+            StatusCode::OK
+        );
+        let max = |v: &[std::time::Duration]| v.iter().max().copied().unwrap_or_default();
+        eprintln!(
+            "attestation latency: idle max {:?}, during the heavy import max {:?}",
+            max(&idle),
+            max(&busy)
+        );
+        heavy_import.join().unwrap()
+    });
+    let (status, reply) = heavy_import;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(statuses(&reply), ["error"; 4]);
+}

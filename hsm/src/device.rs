@@ -72,6 +72,8 @@ pub struct Device {
     config: DeviceConfig,
     ctx: Pkcs11,
     slot: Slot,
+    /// The token's serial number when the device was opened.
+    serial: String,
     pin: SecretString,
     pool: SessionPool,
     /// Custody key handle and the pool generation it was found in.
@@ -114,6 +116,11 @@ fn session_lost(e: &CkError) -> bool {
             _
         )
     )
+}
+
+/// Equality without an early exit: one of the two is a secret.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn token_label(info_label: &str) -> String {
@@ -232,12 +239,23 @@ impl Device {
         let ctx = load_module(&config.module)?;
         let slot = find_slot(&ctx, &config.name, &config.token)?;
         let pin = config.pin.read(&config.name)?;
+        let serial = ctx
+            .get_token_info(slot)
+            .map_err(|e| HsmError::Pkcs11 {
+                device: config.name.clone(),
+                op: "C_GetTokenInfo",
+                reason: e.to_string(),
+            })?
+            .serial_number()
+            .trim_end()
+            .to_owned();
         let device = Device {
             name: config.name.clone(),
             pool: SessionPool::new(config.max_sessions),
             config,
             ctx,
             slot,
+            serial,
             pin,
             custody_key: Mutex::new(None),
             pin_rejected: AtomicBool::new(false),
@@ -250,6 +268,39 @@ impl Device {
         // Log in now so that a wrong PIN is reported at start-up, not at the first signature.
         drop(device.lease("login")?);
         Ok(device)
+    }
+
+    /// Why this open device no longer stands for its configured token, or `None` when it
+    /// still does. A device must then be opened again (a reload does): its token rejected
+    /// its PIN (the latch that keeps us from locking the token; the PIN may since be fixed),
+    /// or the token it was selected by now sits in another slot (modules renumber slots when
+    /// tokens come and go), or another token is in its slot, or it cannot be found.
+    pub fn staleness(&self) -> Option<String> {
+        if self.pin_rejected.load(Ordering::SeqCst) {
+            return Some("the token rejected its PIN".into());
+        }
+        let slot = match find_slot(&self.ctx, &self.name, &self.config.token) {
+            Ok(slot) => slot,
+            Err(e) => return Some(e.to_string()),
+        };
+        if slot.id() != self.slot.id() {
+            return Some(format!(
+                "token {} is now in slot {}, not {}",
+                self.config.token,
+                slot.id(),
+                self.slot.id()
+            ));
+        }
+        match self.ctx.get_token_info(slot) {
+            Ok(info) if info.serial_number().trim_end() == self.serial => None,
+            Ok(info) => Some(format!(
+                "slot {} holds the token with serial {:?}, not {:?}",
+                slot.id(),
+                info.serial_number().trim_end(),
+                self.serial
+            )),
+            Err(e) => Some(self.ck_err("C_GetTokenInfo", e).to_string()),
+        }
     }
 
     /// Our name for the device.
@@ -415,19 +466,39 @@ impl Device {
         }
     }
 
-    /// Encrypt `plaintext` under the custody key with AES-256-GCM, binding `aad`.
+    /// Seal `plaintext` under the custody key with AES-256-GCM, binding `aad`, and open the new
+    /// envelope once on the token before returning it, so that an envelope that would not open is
+    /// never stored (a key sealed only in it would be lost for good).
+    ///
+    /// The IV stored is the one in the GCM parameters as the token left them: we propose a random
+    /// one, but a token may choose its own and write it back (CloudHSM; Luna in FIPS mode).
     pub fn encrypt(&self, plaintext: &[u8], aad: &[u8]) -> Result<Envelope, HsmError> {
-        let mut iv = [0u8; IV_LEN];
-        getrandom::getrandom(&mut iv).map_err(|e| HsmError::InvalidInput {
+        let mut proposed = [0u8; IV_LEN];
+        getrandom::getrandom(&mut proposed).map_err(|e| HsmError::InvalidInput {
             device: self.name.clone(),
             reason: format!("no randomness for the IV: {e}"),
         })?;
-        let ciphertext = self.with_custody_key("C_Encrypt", |session, key| {
-            let mut iv_buf = iv;
-            let params = GcmParams::new(&mut iv_buf, aad, TAG_BITS.into())?;
-            session.encrypt(&Mechanism::AesGcm(params), key, plaintext)
+        let (iv, ciphertext) = self.with_custody_key("C_Encrypt", |session, key| {
+            let mut iv = proposed;
+            let ciphertext = {
+                let params = GcmParams::new(&mut iv, aad, TAG_BITS.into())?;
+                session.encrypt(&Mechanism::AesGcm(params), key, plaintext)?
+            };
+            Ok((iv, ciphertext))
         })?;
-        Ok(Envelope { iv, ciphertext })
+        let envelope = Envelope { iv, ciphertext };
+        let failed = |reason: &str| HsmError::SealCheck {
+            device: self.name.clone(),
+            reason: reason.to_owned(),
+        };
+        match self.decrypt(&envelope, aad) {
+            Ok(opened) if same_bytes(&opened, plaintext) => Ok(envelope),
+            Ok(_) => Err(failed("it opened to different bytes")),
+            Err(HsmError::Integrity { .. }) => Err(failed(
+                "the token refused to open it (an IV or ciphertext the token did not report as it used)",
+            )),
+            Err(e) => Err(e),
+        }
     }
 
     /// Decrypt an envelope into a buffer that is wiped when dropped. Every failure of the

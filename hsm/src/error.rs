@@ -84,6 +84,15 @@ pub enum HsmError {
         /// Device name.
         device: String,
     },
+    /// A newly sealed envelope did not open on the token that sealed it; it was not returned, so
+    /// nothing was stored.
+    #[error("device {device}: a newly sealed envelope does not open on the token ({reason}); nothing was written. The token may choose the AES-GCM IV in a way the signer cannot read back, or be faulty: do not provision keys on it")]
+    SealCheck {
+        /// Device name.
+        device: String,
+        /// What went wrong when opening it.
+        reason: String,
+    },
     /// The device cannot be reached (removed, reset, erroring) even after re-opening a session.
     #[error("device {device} unavailable during {op}: {reason}")]
     Unavailable {

@@ -322,3 +322,137 @@ fn the_tokens_come_from_the_selected_module() {
     );
     assert_eq!(summary.label, "a");
 }
+
+/// The TEST DOUBLE `pkcs11-token-double` (a module that forwards to the selected real one and
+/// chooses the AES-GCM IV itself, as CloudHSM and Luna in FIPS mode do): a device configuration
+/// that loads its library, built next to this test binary.
+fn token_double(t: &Tokens, mode: &str) -> DeviceConfig {
+    let deps = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_owned();
+    let library = deps.join(pkcs11_token_double::LIBRARY_FILE);
+    assert!(library.is_file(), "{}: not built", library.display());
+    std::env::set_var(pkcs11_token_double::MODULE_ENV, &t.module);
+    std::env::set_var(pkcs11_token_double::MODE_ENV, mode);
+    let mut cfg = config(t, "a", 2);
+    cfg.module = library;
+    cfg
+}
+
+/// Encryptions and decryptions the double has seen.
+#[allow(unsafe_code)]
+fn token_double_counts(library: &Path) -> (u64, u64) {
+    // SAFETY: the library is already loaded (dlopen returns the same instance); the function
+    // writes two u64 through the pointers given.
+    unsafe {
+        let lib = libloading::Library::new(library).unwrap();
+        let f: libloading::Symbol<unsafe extern "C" fn(*mut u64, *mut u64)> =
+            lib.get(b"token_double_counts").unwrap();
+        let (mut e, mut d) = (0, 0);
+        f(&mut e, &mut d);
+        (e, d)
+    }
+}
+
+#[test]
+fn an_iv_chosen_by_the_token_is_the_one_stored_and_every_new_envelope_was_opened() {
+    let t = tokens(&["a"]);
+    ready_device(&t, "a", 2);
+    let cfg = token_double(&t, "token-iv");
+    let library = cfg.module.clone();
+    let double = Device::open(cfg).unwrap();
+    let real = Device::open(config(&t, "a", 2)).unwrap();
+    for i in 0..16u8 {
+        let secret = [i; 32];
+        let before = token_double_counts(&library);
+        let envelope = double.encrypt(&secret, b"aad").unwrap();
+        let after = token_double_counts(&library);
+        // The stored IV is the token's: the envelope opens on the real token, without the double.
+        let opened = real.decrypt(&envelope, b"aad");
+        assert!(opened.is_ok(), "envelope {i} does not open: {opened:?}");
+        assert_eq!(&opened.unwrap()[..], &secret);
+        assert_eq!(after.0 - before.0, 1, "one encryption");
+        assert_eq!(
+            after.1 - before.1,
+            1,
+            "the new envelope was opened once before it was returned"
+        );
+    }
+}
+
+#[test]
+fn an_envelope_that_does_not_open_is_never_returned() {
+    let t = tokens(&["a"]);
+    ready_device(&t, "a", 2);
+    let double = Device::open(token_double(&t, "corrupt")).unwrap();
+    let err = double.encrypt(&[4u8; 32], b"aad").unwrap_err();
+    assert!(matches!(err, HsmError::SealCheck { .. }), "{err}");
+    assert!(err.to_string().contains("nothing was written"), "{err}");
+}
+
+#[test]
+fn a_device_whose_token_moved_to_another_slot_is_stale_and_opens_again_in_the_new_slot() {
+    let t = tokens(&["a"]);
+    let device = ready_device(&t, "a", 2);
+    assert_eq!(device.staleness(), None);
+    let old_slot = device.token_summary().unwrap().slot;
+    // The token labelled "a" is made again in another slot, and its old slot holds another
+    // token (as when tokens are added and removed and the module renumbers its slots).
+    device.set_enabled(false);
+    let ctx = load_module(&t.module).unwrap();
+    ctx.init_token(
+        cryptoki::slot::Slot::try_from(old_slot).unwrap(),
+        &SecretString::from(SO_PIN.to_owned()),
+        "z",
+    )
+    .unwrap();
+    assert!(init_soft_token(
+        &t.module,
+        "a",
+        &SecretString::from(SO_PIN.to_owned()),
+        &SecretString::from(PIN.to_owned()),
+    )
+    .unwrap());
+    let why = device.staleness().expect("the device is stale");
+    assert!(why.contains("is now in slot"), "{why}");
+
+    let again = Device::open(config(&t, "a", 2)).unwrap();
+    assert_ne!(again.token_summary().unwrap().slot, old_slot);
+    assert_eq!(again.token_summary().unwrap().label, "a");
+    assert_eq!(again.staleness(), None);
+}
+
+#[test]
+fn a_rejected_pin_makes_the_device_stale_and_opens_again_once_the_pin_file_is_fixed() {
+    let t = tokens(&["a"]);
+    let device = ready_device(&t, "a", 2);
+    let envelope = device.encrypt(&[6u8; 32], b"aad").unwrap();
+    let slot = device.token_summary().unwrap().slot;
+    // The user PIN is changed on the token, and the signer's sessions are gone: its next login
+    // uses the old PIN, is rejected, and the device stops trying.
+    const NEW_PIN: &str = "rotated-pin-9876";
+    let ctx = load_module(&t.module).unwrap();
+    let session = ctx
+        .open_rw_session(cryptoki::slot::Slot::try_from(slot).unwrap())
+        .unwrap();
+    session
+        .set_pin(
+            &SecretString::from(PIN.to_owned()),
+            &SecretString::from(NEW_PIN.to_owned()),
+        )
+        .unwrap();
+    drop(session);
+    close_all_sessions_behind_the_pools_back(&t.module, slot);
+    let err = device.decrypt(&envelope, b"aad").unwrap_err();
+    assert!(matches!(err, HsmError::WrongPin { .. }), "{err}");
+    let why = device.staleness().expect("the device is stale");
+    assert!(why.contains("rejected its PIN"), "{why}");
+
+    // The operator fixes the PIN file: opened again, the device works.
+    std::fs::write(t.dir.path().join("pin"), format!("{NEW_PIN}\n")).unwrap();
+    let again = Device::open(config(&t, "a", 2)).unwrap();
+    assert_eq!(again.staleness(), None);
+    assert_eq!(&again.decrypt(&envelope, b"aad").unwrap()[..], &[6u8; 32]);
+}

@@ -154,6 +154,11 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
         ));
     }
     gauges.push((
+        "signer_keystore_kdf_runs",
+        String::new(),
+        crate::keys::eip2335::kdf_runs() as f64,
+    ));
+    gauges.push((
         "signer_health_device_checks",
         String::new(),
         app.health.probes() as f64,

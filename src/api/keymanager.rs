@@ -27,8 +27,8 @@ use zeroize::Zeroize;
 
 use crate::api::error::ApiError;
 use crate::api::{AppState, Runtime};
-use crate::keys::eip2335::Keystore;
-use crate::keys::import::decrypt_each;
+use crate::keys::eip2335::{KdfWork, Keystore};
+use crate::keys::import::decrypt_in_turn;
 use crate::keys::provision::{provision_threshold_with_path, Placement};
 use crate::keys::{seal_share, KeyRecord, KeyStore, PublicKeyBytes, ShareId};
 use crate::slashing::interchange;
@@ -223,6 +223,11 @@ async fn list(State(app): State<AppState>) -> Json<Value> {
     Json(json!({ "data": data }))
 }
 
+/// The most key-derivation work one import request may ask for: 64 keystores with EIP-2335's
+/// default scrypt parameters (2^21 each), or one keystore at the per-keystore limits (scrypt
+/// n · r ≤ 2^23, p ≤ 16). Run one at a time, that is about a minute of one core.
+const MAX_REQUEST_KDF_WORK: KdfWork = KdfWork(1 << 27);
+
 fn secret_strings<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SecretString>, D::Error> {
     let plain: Vec<String> = Vec::deserialize(d)?;
     Ok(plain
@@ -317,7 +322,10 @@ async fn import(State(app): State<AppState>, body: Bytes) -> Result<Response, Ap
             &e,
         )
     })?;
-    drop(body);
+    // The body holds the passwords: wipe it when we hold its only reference.
+    if let Ok(mut owned) = body.try_into_mut() {
+        owned[..].zeroize();
+    }
     if request.keystores.len() != request.passwords.len() {
         return Err(ApiError::bad_request(format!(
             "{} keystore(s) but {} password(s): passwords[i] must unlock keystores[i]",
@@ -343,37 +351,66 @@ async fn import(State(app): State<AppState>, body: Bytes) -> Result<Response, Ap
         .keymanager_placement()
         .map_err(|e| ApiError::internal(e.to_string()))?;
 
-    let _write = app.key_gate.write.lock().await;
-    // The KDFs run on every core, off the async runtime.
-    let labels: Vec<String> = (0..keystores.len())
-        .map(|i| format!("keystores[{i}]"))
-        .collect();
-    let (keystores, decrypted) = tokio::task::spawn_blocking(move || {
-        let decrypted = decrypt_each(&keystores, &labels);
-        (keystores, decrypted)
-    })
-    .await
-    .map_err(join_error)?;
-
-    let runtime = app.runtime();
-    let mut outcomes = Vec::with_capacity(decrypted.len());
-    let mut todo = Vec::new();
-    let mut seen = HashSet::new();
-    for (i, result) in decrypted.into_iter().enumerate() {
-        match result {
-            Err(e) => outcomes.push(Outcome::Error(e.to_string())),
-            Ok((pk, sk)) => {
-                if runtime.keys.contains(&pk) || !seen.insert(pk) {
-                    outcomes.push(Outcome::Duplicate);
-                } else {
-                    let path = Some(keystores[i].0.path.clone()).filter(|p| !p.is_empty());
-                    todo.push((i, pk, sk, path));
-                    outcomes.push(Outcome::Imported);
-                }
+    // A key already loaded is answered `duplicate` on its keystore's word, without running the
+    // KDF; the rest must fit the request's KDF budget before any KDF runs.
+    let mut outcomes: Vec<Option<Outcome>> = keystores.iter().map(|_| None).collect();
+    let mut pending = Vec::new();
+    let mut work = KdfWork(0);
+    {
+        let loaded = app.runtime();
+        for (i, (ks, password)) in keystores.into_iter().enumerate() {
+            let claimed = ks.pubkey.as_deref().and_then(PublicKeyBytes::parse);
+            if claimed.is_some_and(|pk| loaded.keys.contains(&pk)) {
+                outcomes[i] = Some(Outcome::Duplicate);
+                continue;
             }
+            let w = ks
+                .kdf_work()
+                .map_err(|e| ApiError::bad_request(format!("keystores[{i}]: {e}")))?;
+            work.0 = work.0.saturating_add(w.0);
+            pending.push((i, ks, password));
         }
     }
-    drop(keystores);
+    if work > MAX_REQUEST_KDF_WORK {
+        return Err(ApiError::bad_request(format!(
+            "the keystores' key derivations need {} units of work, more than the {} one request \
+             may spend (64 keystores with EIP-2335's default scrypt parameters); nothing was \
+             decrypted: import them in several requests",
+            work.0, MAX_REQUEST_KDF_WORK.0
+        )));
+    }
+
+    // One KDF at a time in the server, at low OS priority, without the key-set lock: signing,
+    // reloads, deletions and smaller imports go on meanwhile.
+    let mut decrypted = Vec::with_capacity(pending.len());
+    for (i, ks, password) in pending {
+        let path = Some(ks.path.clone()).filter(|p| !p.is_empty());
+        let result = decrypt_in_turn(ks, password, format!("keystores[{i}]")).await;
+        decrypted.push((i, path, result));
+    }
+
+    let _write = app.key_gate.write.lock().await;
+    // The key set may have changed while the KDFs ran: duplicates are decided now.
+    let runtime = app.runtime();
+    let mut todo = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, path, result) in decrypted {
+        outcomes[i] = Some(match result {
+            Err(e) => Outcome::Error(e.to_string()),
+            Ok((pk, sk)) => {
+                if runtime.keys.contains(&pk) || !seen.insert(pk) {
+                    Outcome::Duplicate
+                } else {
+                    todo.push((i, pk, sk, path));
+                    Outcome::Imported
+                }
+            }
+        });
+    }
+    let mut outcomes: Vec<Outcome> = outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| Outcome::Error("not processed".into())))
+        .collect();
 
     // The slashing history goes in before any key can sign. A file without records would only
     // pin the network (and the all-zero root of an empty DELETE answer is no network at all).

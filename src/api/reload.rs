@@ -1,6 +1,7 @@
 //! `POST /reload` (202, runs in the background; 409 while one runs) and `GET /reload` (status).
-//! A reload re-reads the configuration and the key store, opens devices that are new, keeps
-//! those that are unchanged, and swaps the whole key set in one step.
+//! A reload re-reads the configuration and the key store, opens devices that are new or whose
+//! open instance went stale (its token moved to another slot, or rejected a PIN since fixed),
+//! keeps the others, and swaps the whole key set in one step.
 
 use std::sync::Mutex;
 
@@ -61,6 +62,13 @@ fn reload_runtime(app: &AppState) -> Result<Runtime, String> {
             .get(&d.hsm.name)
             .ok()
             .filter(|open| format!("{:?}", open.config()) == format!("{:?}", d.hsm))
+            .filter(|open| match open.staleness() {
+                None => true,
+                Some(reason) => {
+                    tracing::warn!(device = %d.hsm.name, %reason, "opening the device again");
+                    false
+                }
+            })
             .cloned();
         let device = match reused {
             Some(dev) => dev,

@@ -230,6 +230,20 @@ impl KdfChoice {
     }
 }
 
+/// The CPU work of a key derivation. One unit is one scrypt `n · r · p` step (two Salsa20/8
+/// block mixes of 64 bytes) or one PBKDF2-HMAC-SHA256 iteration (two SHA-256 compressions),
+/// which cost about the same. The EIP-2335 defaults: scrypt 2^21, PBKDF2 2^18.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KdfWork(pub u64);
+
+/// Key derivations run by this process, for the metric `signer_keystore_kdf_runs`.
+static KDF_RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Key derivations run by this process since it started.
+pub fn kdf_runs() -> u64 {
+    KDF_RUNS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// A validated KDF with parameters ready for the implementation.
 #[derive(Clone, Copy, Debug)]
 enum Kdf {
@@ -307,6 +321,23 @@ impl Keystore {
     /// As for [`Keystore::from_json`], except JSON syntax errors.
     pub fn validate(&self) -> Result<()> {
         self.parse().map(|_| ())
+    }
+
+    /// The CPU work of this keystore's KDF, without running it, in [`KdfWork`] units: scrypt
+    /// `n · r · p`, PBKDF2 `c`. Checked like [`Keystore::validate`] first.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Keystore::validate`].
+    pub fn kdf_work(&self) -> Result<KdfWork> {
+        Ok(match self.parse()?.kdf {
+            Kdf::Scrypt(params) => KdfWork(
+                (1u64 << params.log_n())
+                    .saturating_mul(u64::from(params.r()))
+                    .saturating_mul(u64::from(params.p())),
+            ),
+            Kdf::Pbkdf2 { c } => KdfWork(u64::from(c)),
+        })
     }
 
     /// Derives the decryption key from `password`, verifies the checksum and
@@ -640,6 +671,7 @@ fn normalize_password(password: &str) -> Zeroizing<Vec<u8>> {
 /// crates; only our own output is.)
 fn derive_key(kdf: Kdf, password: &[u8], salt: &[u8]) -> Result<Zeroizing<[u8; DKLEN]>> {
     let mut key = Zeroizing::new([0u8; DKLEN]);
+    KDF_RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     match kdf {
         Kdf::Scrypt(params) => {
             scrypt::scrypt(password, salt, &params, &mut key[..]).map_err(|_| {

@@ -566,7 +566,7 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 const RUNTIME_NICE: i32 = 5;
 
 /// Lower the calling thread's priority to `nice` (raising it back would need privilege).
-fn set_own_nice(nice: i32) {
+pub(crate) fn set_own_nice(nice: i32) {
     if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice) {
         tracing::debug!(error = %e, "could not lower a thread's priority");
     }
