@@ -321,11 +321,15 @@ impl PolicySettings {
             }
         };
         let text = std::fs::read_to_string(&path).map_err(SignerError::io(&path))?;
-        let mut policy: PolicySettings = toml::from_str(&text).map_err(|e| {
-            SignerError::Config(format!("signing policy {}: {e}", path.display()))
-        })?;
+        let mut policy: PolicySettings = toml::from_str(&text)
+            .map_err(|e| SignerError::Config(format!("signing policy {}: {e}", path.display())))?;
         policy.source = Some(path);
         Ok(policy)
+    }
+
+    /// Whether some client is identified by a bearer token.
+    pub fn has_token_clients(&self) -> bool {
+        self.clients.iter().any(|c| c.token_file.is_some())
     }
 
     /// The directory relative paths of the policy are relative to.

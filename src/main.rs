@@ -537,15 +537,12 @@ fn serve(config: &Config, listen: Option<String>, checks: ServeChecks) -> Result
     if tls.is_none() {
         api::tls::check_plain_http(addr, config.allow_insecure_http)?;
     }
-    let (token, origin) = api::auth::ApiToken::load_or_create(&config.token_file())?;
-    // The signing policy, checked before anything else is opened: a mistake in it is an error
-    // at start, not a surprise at the first request.
-    let policy = api::policy::Policy::build(config, Some(&token))?;
-    // A policy with clients refuses every request that names none of them: it authenticates.
+    // A policy with token clients refuses every request that names none of them: it
+    // authenticates (certificate clients need mutual TLS, which counts already).
     let overridden = api::tls::check_signing_access(
         addr,
         config.tls.client_ca_file.is_some(),
-        config.auth.require_on_signing || policy.has_client_tokens(),
+        config.auth.require_on_signing || config.policy.has_token_clients(),
         config.allow_unauthenticated_signing,
     )?;
     if overridden {
@@ -555,6 +552,10 @@ fn serve(config: &Config, listen: Option<String>, checks: ServeChecks) -> Result
         );
         tracing::warn!(%addr, "signing API without client authentication off loopback (allow_unauthenticated_signing)");
     }
+    let (token, origin) = api::auth::ApiToken::load_or_create(&config.token_file())?;
+    // The signing policy, checked before any device is opened: a mistake in it is an error at
+    // start, not a surprise at the first request.
+    let policy = api::policy::Policy::build(config, Some(&token))?;
     eprintln!(
         "API bearer token ({}) in {}: send it as `Authorization: Bearer <token>` to /reload, \
          /admin/*{}",

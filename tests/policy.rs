@@ -199,7 +199,13 @@ fn token_clients_get_their_keys_and_types_exits_and_fee_recipients_only_as_the_p
         "names no client",
     );
     assert_refused(
-        sign(&http, &server, Some(&server.token()), FIXTURE_PK, &block(100)),
+        sign(
+            &http,
+            &server,
+            Some(&server.token()),
+            FIXTURE_PK,
+            &block(100),
+        ),
         "client",
         "API token is not a signing client",
     );
@@ -253,7 +259,9 @@ fn token_clients_get_their_keys_and_types_exits_and_fee_recipients_only_as_the_p
         ("fee_recipient", 1.0),
     ] {
         assert_eq!(
-            server.metric(&format!("signer_refused_by_policy_total{{rule=\"{rule}\"}}")),
+            server.metric(&format!(
+                "signer_refused_by_policy_total{{rule=\"{rule}\"}}"
+            )),
             n,
             "{rule}"
         );
@@ -265,7 +273,13 @@ fn token_clients_get_their_keys_and_types_exits_and_fee_recipients_only_as_the_p
     assert_eq!(oracle, blst_signature(&registration));
     registration["request"]["validator_registration"]["fee_recipient"] = json!(listed);
     assert_signed(
-        sign(&http, &server, Some(&a), FIXTURE_PK, &registration["request"]),
+        sign(
+            &http,
+            &server,
+            Some(&a),
+            FIXTURE_PK,
+            &registration["request"],
+        ),
         &oracle,
         "registration",
     );
@@ -414,4 +428,33 @@ fn a_policy_that_cannot_work_is_refused_at_start_naming_the_mistake() {
         );
         assert!(err.contains(words), "{policy}: {err}");
     }
+}
+
+#[test]
+fn a_policy_with_token_clients_opens_signing_off_loopback_to_them_only() {
+    let s = Signer::with_fixture_key();
+    s.write_policy(&format!(
+        "[[client]]\nname = \"vc\"\ntoken_file = \"vc.token\"\nkeys = [\"{FIXTURE_PK}\"]\n"
+    ));
+    // No mutual TLS, no --require-auth-on-signing: the policy's clients authenticate.
+    let server = Server::start_on(&s, "0.0.0.0:0", &["--allow-insecure-http"]);
+    let base = server.base.replacen("0.0.0.0", "127.0.0.1", 1);
+    let url = format!("{base}/api/v1/eth2/sign/{FIXTURE_PK}");
+    let registration = case("VALIDATOR_REGISTRATION");
+    let http = common::http();
+    let anonymous = http
+        .post(&url)
+        .json(&registration["request"])
+        .send()
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::FORBIDDEN);
+    let signed: Value = http
+        .post(&url)
+        .bearer_auth(read_token(&s, "vc.token"))
+        .json(&registration["request"])
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(signed["signature"], registration["signature"]);
 }

@@ -252,8 +252,8 @@ pub async fn serve_with(
                 listener,
                 app.into_make_service_with_connect_info::<tls::TlsPeer>(),
             )
-                .with_graceful_shutdown(shutdown_signal())
-                .await
+            .with_graceful_shutdown(shutdown_signal())
+            .await
         }
     }
 }

@@ -151,9 +151,7 @@ impl KeySet {
 }
 
 fn parse_key(s: &str) -> Option<PublicKeyBytes> {
-    s.trim()
-        .strip_prefix("0x")
-        .and_then(PublicKeyBytes::parse)
+    s.trim().strip_prefix("0x").and_then(PublicKeyBytes::parse)
 }
 
 /// At most a few dozen characters of operator input in an error.
@@ -404,11 +402,10 @@ impl Policy {
                     if origin == super::auth::TokenOrigin::Created {
                         tracing::info!(client = %c.name, file = %token.path().display(), "client token created");
                     }
-                    if let Some(other) = clients.iter().find(|o| {
-                        o.token
-                            .as_ref()
-                            .is_some_and(|t| t.same_secret_as(&token))
-                    }) {
+                    if let Some(other) = clients
+                        .iter()
+                        .find(|o| o.token.as_ref().is_some_and(|t| t.same_secret_as(&token)))
+                    {
                         return Err(SignerError::Config(format!(
                             "{what}: its token is client {:?}'s token too",
                             other.name

@@ -134,7 +134,8 @@ async fn sign_allowed(
         if supplied != root {
             return Err(ApiError::bad_request(format!(
                 "signing root mismatch: supplied {supplied}, computed {root}; nothing was signed"
-            )).into());
+            ))
+            .into());
         }
     }
     // The signing policy: the client's types, exits, fee recipients. Before the validity
@@ -229,13 +230,14 @@ async fn sign_allowed(
                 tracing::warn!(%pubkey, %reason, "refused by slashing protection");
                 return Err(ApiError::slashable(format!(
                     "refused by slashing protection: {reason}"
-                )).into());
+                ))
+                .into());
             }
             Err(e) => {
                 tracing::error!(%pubkey, error = %e, "slashing protection unavailable; not signing");
-                return Err(ApiError::unavailable(format!(
-                    "slashing protection unavailable: {e}"
-                )).into());
+                return Err(
+                    ApiError::unavailable(format!("slashing protection unavailable: {e}")).into(),
+                );
             }
         }
     }
