@@ -631,6 +631,92 @@ mod tests {
         );
     }
 
+    fn client(name: &str, tls: &[&str], token: Option<ApiToken>) -> Arc<ClientPolicy> {
+        Arc::new(ClientPolicy {
+            name: name.into(),
+            tls: AllowList::parse(&tls.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap(),
+            token,
+            keys: KeySet::All,
+            types: types(&TypesSpec::default(), "t").unwrap(),
+        })
+    }
+
+    fn cert(names: &[&str]) -> ClientIdentity {
+        ClientIdentity {
+            sha256: [7; 32],
+            common_names: names.iter().map(|s| s.to_string()).collect(),
+            dns_names: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_caller_is_exactly_one_client_named_by_token_certificate_or_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let (token, _) = ApiToken::load_or_create(&dir.path().join("t")).unwrap();
+        let secret = std::fs::read_to_string(dir.path().join("t")).unwrap();
+        let a = client("a", &["vc-a"], Some(token));
+        let b = client("b", &["vc-b"], None);
+        let policy = Policy {
+            clients: vec![a.clone(), b.clone()],
+            ..Policy::default()
+        };
+        let name = |r: std::result::Result<Caller, Refusal>| match r {
+            Ok(Caller::Client(c)) => Ok(c.name.clone()),
+            Ok(Caller::Anyone) => Ok("anyone".into()),
+            Err(refusal) => {
+                assert_eq!(refusal.rule, Rule::Client);
+                Err(refusal.message)
+            }
+        };
+        let by_token = policy.token_client(secret.trim().as_bytes()).unwrap();
+        assert_eq!(by_token.name, "a");
+        assert!(policy.token_client(b"api-token-00").is_none());
+        let token = Presented::Client(by_token);
+        let cases: Vec<(
+            &Presented,
+            Option<ClientIdentity>,
+            std::result::Result<&str, &str>,
+        )> = vec![
+            (&token, None, Ok("a")),
+            (&Presented::Nothing, Some(cert(&["vc-b"])), Ok("b")),
+            (&token, Some(cert(&["vc-a"])), Ok("a")),
+            (
+                &token,
+                Some(cert(&["vc-b"])),
+                Err("the bearer token is client \"a\"'s"),
+            ),
+            (
+                &Presented::Nothing,
+                Some(cert(&["vc-a", "vc-b"])),
+                Err("names several clients"),
+            ),
+            (
+                &Presented::ApiToken,
+                None,
+                Err("the API token is not a signing client"),
+            ),
+            (
+                &Presented::Nothing,
+                Some(cert(&["vc-c"])),
+                Err("names no client"),
+            ),
+            (&Presented::Nothing, None, Err("names no client")),
+        ];
+        for (presented, id, expected) in cases {
+            let got = name(policy.caller(presented, id.as_ref()));
+            match (&got, expected) {
+                (Ok(n), Ok(e)) => assert_eq!(n, e),
+                (Err(m), Err(e)) => assert!(m.contains(e), "{m}"),
+                _ => panic!("{presented:?} {id:?}: {got:?}, expected {expected:?}"),
+            }
+        }
+        // Without clients, anyone.
+        assert!(matches!(
+            Policy::default().caller(&Presented::Nothing, None),
+            Ok(Caller::Anyone)
+        ));
+    }
+
     #[test]
     fn default_policy_refuses_exits_only() {
         let p = Policy::default();
