@@ -458,3 +458,31 @@ fn a_policy_with_token_clients_opens_signing_off_loopback_to_them_only() {
         .unwrap();
     assert_eq!(signed["signature"], registration["signature"]);
 }
+
+#[test]
+fn without_a_policy_file_a_voluntary_exit_is_refused_and_every_other_type_signs() {
+    let s = Signer::with_fixture_key();
+    let server = Server::start(&s, &["--no-slot-deadlines"]);
+    let http = common::http();
+    assert_refused(
+        sign(&http, &server, None, FIXTURE_PK, &mainnet("VOLUNTARY_EXIT")),
+        "exit",
+        &format!("voluntary exits are not enabled for key {FIXTURE_PK}"),
+    );
+    let registration = case("VALIDATOR_REGISTRATION");
+    assert_signed(
+        sign(&http, &server, None, FIXTURE_PK, &registration["request"]),
+        registration["signature"].as_str().unwrap(),
+        "registration",
+    );
+    let randao = mainnet("RANDAO_REVEAL");
+    assert_signed(
+        sign(&http, &server, None, FIXTURE_PK, &randao),
+        &blst_of(&randao),
+        "randao reveal",
+    );
+    assert_eq!(
+        server.metric("signer_refused_by_policy_total{rule=\"exit\"}"),
+        1.0
+    );
+}
