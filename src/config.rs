@@ -17,6 +17,9 @@
 //! client_ca_file = "clients-ca.pem"    # mutual TLS: client certificates must chain here
 //! allowed_clients = ["vc-1.example", "sha256:3f…"] # … and be on this list
 //! ```
+//!
+//! Who may sign what is the signing policy, a file of its own (`policy_file`, default
+//! `<data-dir>/signing-policy.toml`; see `crate::api::policy` and the README).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -215,6 +218,129 @@ pub struct KeymanagerSettings {
     pub devices: Vec<String>,
 }
 
+/// Name of the signing policy file looked for in the data directory (`policy_file` overrides).
+pub const POLICY_FILE_NAME: &str = "signing-policy.toml";
+
+/// A set of validator keys as the policy file writes it: `"all"`, or a list whose entries are
+/// public keys (`0x…`) or `file:<path>` (a file of public keys, one a line, `#` comments).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum KeySetSpec {
+    /// `"all"` (any other string is an error when the policy is built).
+    Word(String),
+    /// Public keys and `file:` entries.
+    List(Vec<String>),
+}
+
+impl Default for KeySetSpec {
+    fn default() -> Self {
+        KeySetSpec::List(Vec::new())
+    }
+}
+
+/// Message types as the policy file writes them: `"all"` or a list of wire names
+/// (`"BLOCK_V2"`, `"ATTESTATION"`, …).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum TypesSpec {
+    /// `"all"`.
+    Word(String),
+    /// Wire names.
+    List(Vec<String>),
+}
+
+impl Default for TypesSpec {
+    fn default() -> Self {
+        TypesSpec::Word("all".into())
+    }
+}
+
+/// One `[[client]]` of the signing policy: who it is and what it may ask for.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSettings {
+    /// The client's name, in refusals, logs and metrics.
+    pub name: String,
+    /// Certificates that identify it under mutual TLS: names (subject CN or DNS SAN) or
+    /// `sha256:<fingerprint>`, as in `tls.allowed_clients` (each must be there too).
+    #[serde(default)]
+    pub tls: Vec<String>,
+    /// A file holding its bearer token (0600; created with a random token if absent).
+    pub token_file: Option<PathBuf>,
+    /// The keys it may use.
+    pub keys: KeySetSpec,
+    /// The message types it may request (default all).
+    #[serde(default)]
+    pub types: TypesSpec,
+}
+
+/// One `[[key_fee_recipients]]`: the fee recipients registrations of these keys may name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyFeeRecipients {
+    /// The keys (not `"all"`: that is `fee_recipients`).
+    pub keys: KeySetSpec,
+    /// 20-byte addresses, `0x…`.
+    pub allowed: Vec<String>,
+}
+
+/// The signing policy file (see `crate::api::policy`, which builds and enforces it). Absent:
+/// every client may ask for every key and type, and no voluntary exit is signed.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySettings {
+    /// Keys that may sign a `VOLUNTARY_EXIT` (default none: an exit cannot be undone).
+    #[serde(default)]
+    pub exit_keys: KeySetSpec,
+    /// Fee recipients a `VALIDATOR_REGISTRATION` may name, for keys without their own list.
+    /// Unset: any.
+    pub fee_recipients: Option<Vec<String>>,
+    /// Per-key fee recipient lists (they replace `fee_recipients` for their keys).
+    #[serde(default)]
+    pub key_fee_recipients: Vec<KeyFeeRecipients>,
+    /// The clients; none: no per-client restriction.
+    #[serde(default, rename = "client")]
+    pub clients: Vec<ClientSettings>,
+    /// The file it came from (`file:` entries and token files are relative to it).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+impl PolicySettings {
+    /// Read the policy file: `explicit` (it must exist), else `<data_dir>/signing-policy.toml`
+    /// if there is one, else the default policy.
+    fn load(explicit: Option<&Path>, data_dir: &Path) -> Result<PolicySettings> {
+        let path = match explicit {
+            Some(p) => p.to_owned(),
+            None => {
+                let p = data_dir.join(POLICY_FILE_NAME);
+                if !p.is_file() {
+                    return Ok(PolicySettings::default());
+                }
+                p
+            }
+        };
+        let text = std::fs::read_to_string(&path).map_err(SignerError::io(&path))?;
+        let mut policy: PolicySettings = toml::from_str(&text)
+            .map_err(|e| SignerError::Config(format!("signing policy {}: {e}", path.display())))?;
+        policy.source = Some(path);
+        Ok(policy)
+    }
+
+    /// Whether some client is identified by a bearer token.
+    pub fn has_token_clients(&self) -> bool {
+        self.clients.iter().any(|c| c.token_file.is_some())
+    }
+
+    /// The directory relative paths of the policy are relative to.
+    pub fn base(&self) -> &Path {
+        self.source
+            .as_deref()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new("."))
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
@@ -230,6 +356,7 @@ struct FileConfig {
     allow_unauthenticated_signing: bool,
     #[serde(default)]
     keymanager: KeymanagerSettings,
+    policy_file: Option<PathBuf>,
     listen: Option<String>,
     network: Option<String>,
     genesis_validators_root: Option<String>,
@@ -292,6 +419,9 @@ pub struct Config {
     pub allow_unauthenticated_signing: bool,
     /// Keymanager API settings.
     pub keymanager: KeymanagerSettings,
+    /// The signing policy (`policy_file`, default `<data-dir>/signing-policy.toml`), as read;
+    /// `crate::api::policy::Policy::build` checks and resolves it.
+    pub policy: PolicySettings,
 }
 
 /// `$XDG_DATA_HOME/hsm-signer`, else `~/.local/share/hsm-signer`.
@@ -370,6 +500,10 @@ impl Config {
             allow_insecure_http: file.allow_insecure_http,
             allow_unauthenticated_signing: file.allow_unauthenticated_signing,
             keymanager: file.keymanager,
+            policy: PolicySettings::load(
+                file.policy_file.map(|p| base.join(p)).as_deref(),
+                data_dir,
+            )?,
         };
         config.validate()?;
         Ok(config)
@@ -416,6 +550,7 @@ impl Config {
             allow_insecure_http: false,
             allow_unauthenticated_signing: false,
             keymanager: KeymanagerSettings::default(),
+            policy: PolicySettings::load(None, data_dir)?,
         })
     }
 

@@ -537,10 +537,12 @@ fn serve(config: &Config, listen: Option<String>, checks: ServeChecks) -> Result
     if tls.is_none() {
         api::tls::check_plain_http(addr, config.allow_insecure_http)?;
     }
+    // A policy with token clients refuses every request that names none of them: it
+    // authenticates (certificate clients need mutual TLS, which counts already).
     let overridden = api::tls::check_signing_access(
         addr,
         config.tls.client_ca_file.is_some(),
-        config.auth.require_on_signing,
+        config.auth.require_on_signing || config.policy.has_token_clients(),
         config.allow_unauthenticated_signing,
     )?;
     if overridden {
@@ -551,6 +553,9 @@ fn serve(config: &Config, listen: Option<String>, checks: ServeChecks) -> Result
         tracing::warn!(%addr, "signing API without client authentication off loopback (allow_unauthenticated_signing)");
     }
     let (token, origin) = api::auth::ApiToken::load_or_create(&config.token_file())?;
+    // The signing policy, checked before any device is opened: a mistake in it is an error at
+    // start, not a surprise at the first request.
+    let policy = api::policy::Policy::build(config, Some(&token))?;
     eprintln!(
         "API bearer token ({}) in {}: send it as `Authorization: Bearer <token>` to /reload, \
          /admin/*{}",
@@ -591,6 +596,11 @@ fn serve(config: &Config, listen: Option<String>, checks: ServeChecks) -> Result
         tracing::warn!("slashing protection disabled by --no-slashing-protection");
         None
     };
+    let loaded: std::collections::HashSet<_> = keys.iter().map(|k| k.pubkey).collect();
+    let unknown = policy.keys_not_loaded(&loaded);
+    if unknown > 0 {
+        eprintln!("signing policy: {unknown} key(s) it names are not loaded (yet)");
+    }
     let mut state = api::AppState::new(
         config.clone(),
         network,
@@ -599,7 +609,8 @@ fn serve(config: &Config, listen: Option<String>, checks: ServeChecks) -> Result
         errors.iter().map(|e| e.to_string()).collect(),
         slashing,
     )
-    .with_api_token(token);
+    .with_api_token(token)
+    .with_policy(policy);
     state.network_check = checks.network_check;
     // Keys deleted through the Keymanager API stay deleted, whatever files are on disk: their
     // tombstones are read even when slashing protection is off, from a database that exists.

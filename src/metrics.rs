@@ -79,6 +79,10 @@ impl Family {
     }
 }
 
+/// The signing policy's rules, as `signer_refused_by_policy_total` labels them (the policy's
+/// `Rule` indexes this list).
+pub const POLICY_RULES: [&str; 5] = ["client", "key", "type", "exit", "fee_recipient"];
+
 /// Every metric of the signer.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -106,6 +110,8 @@ pub struct Metrics {
     pub responses: Mutex<BTreeMap<u16, u64>>,
     /// Signing requests refused by slashing protection.
     pub slashing_refusals: AtomicU64,
+    /// Requests refused by the signing policy, per rule (in the order of [`POLICY_RULES`]).
+    pub refused_by_policy: [AtomicU64; POLICY_RULES.len()],
     /// Threshold shares whose device failed, per device (count; latency to failure).
     pub share_failures: Family,
     /// Threshold shares whose partial signature was wrong, per device.
@@ -291,6 +297,14 @@ impl Metrics {
             "# TYPE signer_slashing_refusals_total counter\nsigner_slashing_refusals_total {}",
             self.slashing_refusals.load(Ordering::Relaxed)
         );
+        out.push_str("# TYPE signer_refused_by_policy_total counter\n");
+        for (rule, n) in POLICY_RULES.iter().zip(&self.refused_by_policy) {
+            let _ = writeln!(
+                out,
+                "signer_refused_by_policy_total{{rule=\"{rule}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
         self.precompute.render(&mut out);
         let mut last = "";
         for (name, labels, value) in gauges {

@@ -14,6 +14,8 @@ use serde_json::{json, Value};
 /// The oracle fixtures' key is the EIP-2335 vectors' key: import it and serve.
 fn serve_fixture_key() -> (Signer, Server, String) {
     let s = Signer::with_fixture_key();
+    // Every type is signed, voluntary exits too (off unless the policy enables them).
+    s.enable_exits();
     // The fixtures' slots are random or historical and each case has its own genesis validators
     // root: replay them without slot deadlines, network check or slashing protection (each
     // tested elsewhere).
@@ -108,6 +110,7 @@ fn every_oracle_case_signs_over_http_identically_to_the_oracle_and_to_blst() {
 #[test]
 fn every_minimal_preset_oracle_case_signs_over_http_on_a_minimal_network() {
     let s = Signer::with_fixture_key();
+    s.enable_exits();
     let config = common::fixture(common::MINIMAL_NETWORK_CONFIG);
     let server = Server::start(
         &s,
@@ -611,6 +614,7 @@ fn with_the_slot_clock_a_randao_reveal_signs_late_in_its_epoch_and_a_stale_attes
 #[test]
 fn absurd_slots_and_epochs_never_panic_the_signer() {
     let s = Signer::with_fixture_key();
+    s.enable_exits();
     let log = s.data_dir().join("server.log");
     // Mainnet: the slot clock is on, and so is slashing protection.
     let server = Server::start_logging_to(&s, &["--network", "mainnet"], &log);

@@ -244,20 +244,6 @@ fn signing_over_https_matches_plain_http_and_blst() {
     assert!(err.status().is_none(), "{}", error_chain(&err));
 }
 
-/// A configuration file in the data directory: the embedded SoftHSM devices plus `extra`.
-fn write_config(s: &Signer, extra: &str) {
-    let mut text = String::new();
-    for i in 1..=3 {
-        text.push_str(&format!(
-            "[[device]]\nname = \"softhsm-{i}\"\ntoken_label = \"hsm-signer-{i}\"\n\
-             pin_file = \"softhsm/softhsm-{i}.pin\"\nso_pin_file = \"softhsm/softhsm-{i}.so-pin\"\n\
-             module_config = \"softhsm/softhsm2.conf\"\n\n"
-        ));
-    }
-    text.push_str(extra);
-    std::fs::write(s.data_dir().join("hsm-signer.toml"), text).unwrap();
-}
-
 #[test]
 fn mutual_tls_admits_only_allowed_client_certificates_during_the_handshake() {
     let s = Signer::with_fixture_key();
@@ -271,15 +257,12 @@ fn mutual_tls_admits_only_allowed_client_certificates_during_the_handshake() {
     let rogue = Ca::new("rogue CA").client("vc-allowed");
     let ca_file = s.data_dir().join("tls/clients-ca.pem");
     std::fs::write(&ca_file, clients_ca.cert_pem()).unwrap();
-    write_config(
-        &s,
-        &format!(
-            "[auth]\ntoken_file = \"secrets/token.txt\"\n\n[tls]\ncert_file = {cert:?}\n\
+    s.write_config(&format!(
+        "[auth]\ntoken_file = \"secrets/token.txt\"\n\n[tls]\ncert_file = {cert:?}\n\
              key_file = {key:?}\nclient_ca_file = \"tls/clients-ca.pem\"\n\
              allowed_clients = [\"vc-allowed\", \"vc-dns.clients.test\", \"{}\"]\n",
-            by_fingerprint.fingerprint()
-        ),
-    );
+        by_fingerprint.fingerprint()
+    ));
     let log = s.data_dir().join("server.log");
     let server = Server::start_logging_to(
         &s,
@@ -386,16 +369,15 @@ fn mutual_tls_configuration_mistakes_refuse_to_start() {
             "is not sha256: and 64 hex digits",
         ),
     ] {
-        write_config(&s, &format!("{tls}{extra}"));
+        s.write_config(&format!("{tls}{extra}"));
         let err = s.fail(&["serve", "--listen", "127.0.0.1:0"]);
         let line = common::assert_one_error_line(&err);
         assert!(line.contains(expected), "{extra}: {line}");
     }
     // A missing key file names the file.
-    write_config(
-        &s,
-        &format!("[tls]\ncert_file = {cert:?}\nkey_file = \"tls/nope.key\"\n"),
-    );
+    s.write_config(&format!(
+        "[tls]\ncert_file = {cert:?}\nkey_file = \"tls/nope.key\"\n"
+    ));
     let err = s.fail(&["serve", "--listen", "127.0.0.1:0"]);
     assert!(
         common::assert_one_error_line(&err).contains("nope.key"),

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{request_at, request_shapes, Signer, FIXTURE_PK};
+use hsm_signer::api::policy::Policy;
 use hsm_signer::api::{router, AppState};
 use hsm_signer::consensus::{ManualSlotClock, Network, Preset, SignRequest, SlotTiming};
 use hsm_signer::keys::KeyStore;
@@ -221,7 +222,10 @@ async fn the_signing_handler_holds_its_properties_under_thousands_of_mutated_req
     }));
 
     let signer = Signer::with_fixture_key();
+    // Every type is signed, voluntary exits too (off unless the policy enables them).
+    signer.enable_exits();
     let (config, devices) = signer.open();
+    let policy = Policy::build(&config, None).unwrap();
     let keys = KeyStore::load_strict(&config.keys_dir()).unwrap();
     let network = Network::preset("mainnet").unwrap();
     let db = signer.data_dir().join("slashing.sqlite");
@@ -235,7 +239,8 @@ async fn the_signing_handler_holds_its_properties_under_thousands_of_mutated_req
         keys,
         Vec::new(),
         Some(slashing.clone()),
-    );
+    )
+    .with_policy(policy);
     let clock = ManualSlotClock::new(SlotTiming::from_secs(GENESIS, 12));
     state.clock = Some(Arc::new(clock.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{blst_signature_of, request_at, request_shapes, Signer, TEST_GVR};
+use hsm_signer::api::policy::Policy;
 use hsm_signer::api::{router, AppState};
 use hsm_signer::consensus::{
     validity, ManualSlotClock, MessageType, Network, Preset, SignRequest, SlotTiming,
@@ -261,7 +262,10 @@ struct InProcess {
 impl InProcess {
     async fn start(slots_per_epoch: u64) -> InProcess {
         let signer = Signer::with_fixture_key();
+        // Every type is signed, voluntary exits too (off unless the policy enables them).
+        signer.enable_exits();
         let (config, devices) = signer.open();
+        let policy = Policy::build(&config, None).unwrap();
         let keys = KeyStore::load_strict(&config.keys_dir()).unwrap();
         let mut gvr = [0u8; 32];
         hex::decode_to_slice(TEST_GVR.trim_start_matches("0x"), &mut gvr).unwrap();
@@ -275,7 +279,8 @@ impl InProcess {
             keys,
             Vec::new(),
             Some(slashing.clone()),
-        );
+        )
+        .with_policy(policy);
         let clock = ManualSlotClock::new(timing());
         state.clock = Some(Arc::new(clock.clone()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

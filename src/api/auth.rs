@@ -1,6 +1,8 @@
 //! The API bearer token: one random token per signer, kept in a 0600 file, checked in constant
-//! time by a middleware on the admin routes (and, when configured, on the signing API). Owns the
-//! token file and the check; which routes are behind it is `super::router`'s choice.
+//! time by a middleware on the admin routes (and, when configured, on the signing API); and the
+//! signing API's identification of its caller (a client token or certificate of the signing
+//! policy, `super::policy`). Owns the token files and the checks; which routes are behind them is
+//! `super::router`'s choice.
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -17,6 +19,10 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+use axum::extract::ConnectInfo;
+
+use super::policy::Presented;
+use super::tls::TlsPeer;
 use super::{ApiError, AppState};
 use crate::error::{Result, SignerError};
 
@@ -136,6 +142,11 @@ impl ApiToken {
         &self.path
     }
 
+    /// Whether `other` holds the same token (two clients must not share one).
+    pub fn same_secret_as(&self, other: &ApiToken) -> bool {
+        self.matches(other.token.expose_secret().as_bytes())
+    }
+
     /// Whether `presented` is the token. Both sides are hashed first, so the comparison takes
     /// the same time whatever the input's length or content.
     pub fn matches(&self, presented: &[u8]) -> bool {
@@ -176,6 +187,59 @@ async fn check_bearer(
             tracing::warn!(%path, reason = why, "request refused");
             unauthorized(why)
         }
+    }
+}
+
+/// Identify the caller of every route of `router` (the signing API) for the signing policy:
+/// from its bearer token (the API token, or a client's token from the policy) and its client
+/// certificate. A missing token where `auth.require_on_signing` wants one, or a token that is
+/// no one's, gets 401; a request the policy cannot attribute to exactly one of its clients gets
+/// 403 (rule `client`). The handler finds the [`Caller`] in the request's extensions.
+pub fn identify_signing_client(router: Router<AppState>, state: &AppState) -> Router<AppState> {
+    router.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        identify,
+    ))
+}
+
+async fn identify(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
+    let policy = app.policy();
+    let required = app.config.auth.require_on_signing;
+    let refuse = |why: &'static str, path: &str| {
+        tracing::warn!(%path, reason = why, "request refused");
+        unauthorized(why)
+    };
+    let presented = match presented_token(&req) {
+        None if required => {
+            return refuse(
+                "missing bearer token (Authorization: Bearer <token>)",
+                req.uri().path(),
+            )
+        }
+        None => Presented::Nothing,
+        Some(given) => {
+            if app.api_token.as_ref().is_some_and(|t| t.matches(given)) {
+                Presented::ApiToken
+            } else if let Some(client) = policy.token_client(given) {
+                Presented::Client(client)
+            } else if required || policy.has_client_tokens() {
+                return refuse("invalid bearer token", req.uri().path());
+            } else {
+                // No token is asked for here: an unrelated header changes nothing.
+                Presented::Nothing
+            }
+        }
+    };
+    let cert = req
+        .extensions()
+        .get::<ConnectInfo<TlsPeer>>()
+        .and_then(|peer| peer.0.client.clone());
+    match policy.caller(&presented, cert.as_deref()) {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(refusal) => refusal.answer(&app.metrics),
     }
 }
 

@@ -27,9 +27,18 @@ pub async fn upcheck() -> Response {
 }
 
 /// `GET /api/v1/eth2/publicKeys`.
-pub async fn public_keys(State(app): State<AppState>) -> Response {
+/// A client of the signing policy sees only the keys it may use.
+pub async fn public_keys(
+    State(app): State<AppState>,
+    axum::extract::Extension(caller): axum::extract::Extension<crate::api::policy::Caller>,
+) -> Response {
     let runtime = app.runtime();
-    let keys: Vec<String> = runtime.keys.iter().map(|k| k.pubkey.to_string()).collect();
+    let keys: Vec<String> = runtime
+        .keys
+        .iter()
+        .filter(|k| caller.may_use(&k.pubkey))
+        .map(|k| k.pubkey.to_string())
+        .collect();
     axum::Json(keys).into_response()
 }
 

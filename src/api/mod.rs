@@ -2,12 +2,14 @@
 //! `/healthcheck` and `/reload`. Handlers parse and answer; consensus rules, slashing
 //! protection, scheduling and custody live in their own modules. Access control: the admin
 //! routes sit behind the bearer token ([`auth`]), the transport is HTTPS with optional mutual
-//! TLS ([`tls`]), and plain HTTP is served on loopback only.
+//! TLS ([`tls`]), plain HTTP is served on loopback only, and who may sign what is the signing
+//! policy's ([`policy`]).
 
 pub mod auth;
 mod error;
 mod health;
 pub mod keymanager;
+pub mod policy;
 mod reload;
 mod sign;
 pub mod tls;
@@ -74,6 +76,8 @@ pub struct AppState {
     pub network_check: bool,
     /// `/healthcheck`'s device checks, shared by every caller.
     health: Arc<health::HealthProbe>,
+    /// The signing policy; a reload swaps it with the key set.
+    policy: Arc<RwLock<Arc<policy::Policy>>>,
 }
 
 impl AppState {
@@ -120,7 +124,27 @@ impl AppState {
             selection_proofs: None,
             network_check: true,
             health: Arc::default(),
+            policy: Arc::default(),
         }
+    }
+
+    /// Enforce `policy` (the default, until this is called: no per-client restriction, any fee
+    /// recipient, no voluntary exit).
+    pub fn with_policy(self, policy: policy::Policy) -> AppState {
+        self.set_policy(policy);
+        self
+    }
+
+    /// The signing policy in force.
+    pub fn policy(&self) -> Arc<policy::Policy> {
+        self.policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_policy(&self, policy: policy::Policy) {
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(policy);
     }
 
     /// Guard the admin routes (and the signing API when `auth.require_on_signing`) with `token`.
@@ -175,11 +199,8 @@ pub fn router(state: AppState) -> Router {
     let signing = Router::new()
         .route("/api/v1/eth2/sign/{identifier}", post(sign::sign))
         .route("/api/v1/eth2/publicKeys", get(health::public_keys));
-    let signing = if state.config.auth.require_on_signing {
-        auth::require_token(signing, &state)
-    } else {
-        signing
-    };
+    // Every signing request is attributed to a client of the signing policy (or refused).
+    let signing = auth::identify_signing_client(signing, &state);
     // Admin routes and the Keymanager API (`/eth/v1/keystores`): always behind the bearer token.
     let admin = Router::new()
         .route("/reload", post(reload::start).get(reload::status))
@@ -226,9 +247,13 @@ pub async fn serve_with(
             let listener = tls::TlsListener::new(listener, config)?;
             tracing::info!(%local, "listening (HTTPS)");
             println!("hsm-signer listening on https://{local}");
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown_signal())
-                .await
+            // The client certificate reaches the handlers (the signing policy's identity).
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<tls::TlsPeer>(),
+            )
+            .with_graceful_shutdown(shutdown_signal())
+            .await
         }
     }
 }

@@ -1,7 +1,8 @@
 //! `POST /reload` (202, runs in the background; 409 while one runs) and `GET /reload` (status).
-//! A reload re-reads the configuration and the key store, opens devices that are new or whose
-//! open instance went stale (its token moved to another slot, or rejected a PIN since fixed),
-//! keeps the others, and swaps the whole key set in one step.
+//! A reload re-reads the configuration, the signing policy and the key store, opens devices that
+//! are new or whose open instance went stale (its token moved to another slot, or rejected a PIN
+//! since fixed), keeps the others, and swaps the whole key set (and the policy) in one step; a
+//! policy that does not build fails the reload and the old one stays.
 
 use std::sync::Mutex;
 
@@ -10,6 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::api::policy::Policy;
 use crate::api::{AppState, Runtime};
 use crate::config::Config;
 use crate::devices::Devices;
@@ -49,11 +51,13 @@ fn now_rfc3339() -> String {
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
 }
 
-/// Re-read configuration and keys; reuse open devices whose configuration did not change.
-fn reload_runtime(app: &AppState) -> Result<Runtime, String> {
+/// Re-read configuration, signing policy and keys; reuse open devices whose configuration did
+/// not change.
+fn reload_runtime(app: &AppState) -> Result<(Runtime, Policy), String> {
     let current = app.runtime();
     let config = Config::load(app.config.source.as_deref(), &app.config.data_dir)
         .map_err(|e| e.to_string())?;
+    let policy = Policy::build(&config, app.api_token.as_deref()).map_err(|e| e.to_string())?;
     let mut devices = Vec::new();
     for d in &config.devices {
         let reused = current
@@ -80,7 +84,7 @@ fn reload_runtime(app: &AppState) -> Result<Runtime, String> {
     }
     let (mut keys, errors) = KeyStore::load(&config.keys_dir()).map_err(|e| e.to_string())?;
     super::keymanager::exclude_deleted(app, None, &mut keys).map_err(|e| e.to_string())?;
-    Ok(Runtime {
+    let runtime = Runtime {
         keys,
         key_errors: errors.iter().map(|e| e.to_string()).collect(),
         scheduler: Scheduler::with_config(
@@ -88,7 +92,8 @@ fn reload_runtime(app: &AppState) -> Result<Runtime, String> {
             app.scheduler_config.clone(),
             app.metrics.clone(),
         ),
-    })
+    };
+    Ok((runtime, policy))
 }
 
 /// `POST /reload`.
@@ -115,9 +120,10 @@ pub async fn start(State(app): State<AppState>) -> Response {
         let _write = app.key_gate.write.clone().lock_owned().await;
         let result = tokio::task::spawn_blocking(move || reload_runtime(&bg)).await;
         let status = match result {
-            Ok(Ok(runtime)) => {
+            Ok(Ok((runtime, policy))) => {
                 let errors = runtime.key_errors.len();
                 app.swap(runtime);
+                app.set_policy(policy);
                 if errors == 0 {
                     Status {
                         state: "completed",

@@ -1,15 +1,17 @@
-//! `POST /api/v1/eth2/sign/{identifier}`: parse, refuse another network's request, recompute the
-//! signing root, refuse a supplied root that differs, refuse a request past its validity window,
+//! `POST /api/v1/eth2/sign/{identifier}`: refuse a key the client may not use, parse, refuse
+//! another network's request, recompute the signing root, refuse a supplied root that differs,
+//! refuse what the signing policy does not allow, refuse a request past its validity window,
 //! check and record it in slashing protection, sign on the key's device (or answer from the
 //! selection-proof cache), answer as JSON or text by `Accept`.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::api::error::ApiError;
+use crate::api::policy::{Caller, Policy};
 use crate::api::AppState;
 use crate::consensus::{
     validity, MessageType, SignRequest, SlashingData, SlotClock, ValidityWindow,
@@ -65,23 +67,62 @@ pub fn wants_json(headers: &HeaderMap) -> bool {
 pub async fn sign(
     State(app): State<AppState>,
     Path(identifier): Path<String>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Response> {
     // A body that cannot be read (over the limit, cut off) is answered like every other error:
     // JSON with its status and the reason.
-    let body = body.map_err(|e| ApiError {
-        status: e.status(),
-        message: match e.status() {
-            StatusCode::PAYLOAD_TOO_LARGE => format!(
-                "request body larger than the limit of {} bytes",
-                crate::api::BODY_LIMIT
-            ),
-            _ => format!("cannot read the request body: {}", e.body_text()),
-        },
+    let body = body.map_err(|e| {
+        ApiError {
+            status: e.status(),
+            message: match e.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => format!(
+                    "request body larger than the limit of {} bytes",
+                    crate::api::BODY_LIMIT
+                ),
+                _ => format!("cannot read the request body: {}", e.body_text()),
+            },
+        }
+        .into_response()
     })?;
-    let pubkey = PublicKeyBytes::parse(&identifier)
-        .ok_or_else(|| ApiError::bad_request("identifier is not a 48-byte hex BLS public key"))?;
+    let pubkey = PublicKeyBytes::parse(&identifier).ok_or_else(|| {
+        ApiError::bad_request("identifier is not a 48-byte hex BLS public key").into_response()
+    })?;
+    // A key the client may not use is refused before anything says whether it is loaded.
+    let policy = app.policy();
+    caller
+        .check_key(&pubkey)
+        .map_err(|refusal| refusal.answer(&app.metrics))?;
+    sign_allowed(app, policy, caller, pubkey, headers, body)
+        .await
+        .map_err(|e| match e {
+            Refused::Api(e) => e.into_response(),
+            Refused::Policy(refusal) => refusal,
+        })
+}
+
+/// Why [`sign_allowed`] did not sign.
+enum Refused {
+    Api(ApiError),
+    Policy(Response),
+}
+
+impl From<ApiError> for Refused {
+    fn from(e: ApiError) -> Refused {
+        Refused::Api(e)
+    }
+}
+
+/// The signing endpoint, for a key the caller may use.
+async fn sign_allowed(
+    app: AppState,
+    policy: std::sync::Arc<Policy>,
+    caller: Caller,
+    pubkey: PublicKeyBytes,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Refused> {
     let runtime = app.runtime();
     let key = runtime
         .keys
@@ -109,12 +150,18 @@ pub async fn sign(
         if supplied != root {
             return Err(ApiError::bad_request(format!(
                 "signing root mismatch: supplied {supplied}, computed {root}; nothing was signed"
-            )));
+            ))
+            .into());
         }
     }
+    // The signing policy: the client's types, exits, fee recipients. Before the validity
+    // window, slashing protection, the proof cache and the queue: a refusal leaves no trace.
+    let kind = request.message_type();
+    policy
+        .check_message(&caller, &pubkey, kind, request.fee_recipient())
+        .map_err(|refusal| Refused::Policy(refusal.answer(&app.metrics)))?;
     // The validity window: a request that can no longer be of use is refused here, before it is
     // recorded by slashing protection or takes a place in the queue (400: it never can be).
-    let kind = request.message_type();
     let class = class_of(kind);
     let window = request.validity_window(app.network.slots_per_epoch);
     let (deadline, freshness) = match &app.clock {
@@ -199,13 +246,14 @@ pub async fn sign(
                 tracing::warn!(%pubkey, %reason, "refused by slashing protection");
                 return Err(ApiError::slashable(format!(
                     "refused by slashing protection: {reason}"
-                )));
+                ))
+                .into());
             }
             Err(e) => {
                 tracing::error!(%pubkey, error = %e, "slashing protection unavailable; not signing");
-                return Err(ApiError::unavailable(format!(
-                    "slashing protection unavailable: {e}"
-                )));
+                return Err(
+                    ApiError::unavailable(format!("slashing protection unavailable: {e}")).into(),
+                );
             }
         }
     }

@@ -218,6 +218,15 @@ impl AllowList {
         self.fingerprints.is_empty() && self.names.is_empty()
     }
 
+    /// Whether every entry of `other` is an entry of this list (names case-insensitively).
+    pub fn contains_all(&self, other: &AllowList) -> bool {
+        other
+            .fingerprints
+            .iter()
+            .all(|f| self.fingerprints.contains(f))
+            && other.names.iter().all(|n| self.names.contains(n))
+    }
+
     /// Whether a client with this identity is let in.
     pub fn allows(&self, id: &ClientIdentity) -> bool {
         self.fingerprints.contains(&id.sha256)
@@ -413,6 +422,34 @@ impl TlsListener {
 impl Drop for TlsListener {
     fn drop(&mut self) {
         self.acceptor_task.abort();
+    }
+}
+
+/// A TLS connection's peer, as handlers see it (`ConnectInfo<TlsPeer>`): its address and, under
+/// mutual TLS, the identity of the certificate it presented (the signing policy's client).
+#[derive(Debug, Clone)]
+pub struct TlsPeer {
+    /// The peer's address.
+    pub addr: SocketAddr,
+    /// The client certificate's identity, if one was presented (then it passed the allow-list).
+    pub client: Option<Arc<ClientIdentity>>,
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>>
+    for TlsPeer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> TlsPeer {
+        let client = stream
+            .io()
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|leaf| Arc::new(ClientIdentity::of(leaf)));
+        TlsPeer {
+            addr: *stream.remote_addr(),
+            client,
+        }
     }
 }
 

@@ -292,6 +292,15 @@ impl SignRequest {
         self.supplied_root
     }
 
+    /// A `VALIDATOR_REGISTRATION`'s fee recipient (the signing policy checks it); `None` for
+    /// every other type.
+    pub fn fee_recipient(&self) -> Option<[u8; 20]> {
+        match &self.message {
+            Message::Registration(r) => Some(r.fee_recipient.0),
+            _ => None,
+        }
+    }
+
     /// The preset the request was parsed for.
     pub fn preset(&self) -> Preset {
         self.preset

@@ -112,6 +112,37 @@ impl Signer {
         self.dir.path()
     }
 
+    /// A configuration file in the data directory: the embedded SoftHSM devices plus `extra`.
+    pub fn write_config(&self, extra: &str) {
+        let mut text = String::new();
+        for i in 1..=3 {
+            text.push_str(&format!(
+                "[[device]]\nname = \"softhsm-{i}\"\ntoken_label = \"hsm-signer-{i}\"\n\
+                 pin_file = \"softhsm/softhsm-{i}.pin\"\nso_pin_file = \"softhsm/softhsm-{i}.so-pin\"\n\
+                 module_config = \"softhsm/softhsm2.conf\"\n\n"
+            ));
+        }
+        text.push_str(extra);
+        std::fs::write(
+            self.data_dir().join(hsm_signer::config::CONFIG_FILE_NAME),
+            text,
+        )
+        .unwrap();
+    }
+
+    /// Write the signing policy file (`<data-dir>/signing-policy.toml`, read at start and at
+    /// `/reload`).
+    pub fn write_policy(&self, text: &str) {
+        std::fs::write(self.data_dir().join("signing-policy.toml"), text).unwrap();
+    }
+
+    /// A policy that lets every key sign a voluntary exit (the default signs none), for tests
+    /// that sign every message type.
+    pub fn enable_exits(&self) -> &Signer {
+        self.write_policy("exit_keys = \"all\"\n");
+        self
+    }
+
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(BIN);
         c.arg("--data-dir").arg(self.data_dir());
