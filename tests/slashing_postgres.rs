@@ -438,3 +438,105 @@ fn cli_import_and_export_speak_to_postgres() {
     ]);
     common::assert_one_error_line(&err);
 }
+
+/// Rows of `table` (in the `hsm_signer` schema) of the database at `url`.
+fn rows(pg: &PgServer, url: &str, table: &str) -> i64 {
+    pg.connect(url)
+        .query_one(&format!("SELECT COUNT(*) FROM hsm_signer.{table}"), &[])
+        .unwrap()
+        .get(0)
+}
+
+/// A `kind` sign request (Bellatrix shape) about `duty` (a slot, or an epoch).
+fn request_of(kind: &str, duty: u64) -> Value {
+    let (_, _, req) = common::request_shapes()
+        .into_iter()
+        .find(|(fork, k, _)| fork == "bellatrix" && k == kind)
+        .unwrap();
+    common::request_at(&req, duty, 32)
+}
+
+#[test]
+fn a_keymanager_delete_on_one_server_is_refused_at_once_by_another_sharing_postgres() {
+    let pg = PgServer::start();
+    let (s1, s2) = (Signer::with_fixture_key(), Signer::with_fixture_key());
+    let args = ["--no-slot-deadlines", "--slashing-db", pg.url()];
+    let (one, two) = (Server::start(&s1, &args), Server::start(&s2, &args));
+    let http = Client::new();
+    let sign = |server: &Server, body: &Value| {
+        let resp = http
+            .post(server.url(&format!("/api/v1/eth2/sign/{PK}")))
+            .json(body)
+            .send()
+            .unwrap();
+        let status = resp.status();
+        (status, resp.text().unwrap())
+    };
+    // Both sign while the key is live.
+    assert_eq!(sign(&two, &attestation_request(1, 2, 0)).0, StatusCode::OK);
+    assert_eq!(sign(&two, &request_of("BLOCK_V2", 100)).0, StatusCode::OK);
+    assert_eq!(sign(&one, &attestation_request(2, 3, 0)).0, StatusCode::OK);
+
+    let resp = http
+        .delete(one.url("/eth/v1/keystores"))
+        .bearer_auth(one.token())
+        .json(&json!({ "pubkeys": [PK] }))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let reply: Value = resp.json().unwrap();
+    assert_eq!(reply["data"][0]["status"], "deleted", "{reply}");
+    let (atts, blocks) = (
+        rows(&pg, pg.url(), "signed_attestations"),
+        rows(&pg, pg.url(), "signed_blocks"),
+    );
+    assert_eq!((atts, blocks), (2, 1));
+
+    // The other server never handled the DELETE: its very next attestation and block for the
+    // key are refused as for an unknown key, naming the deletion, and nothing is recorded.
+    let (status, body) = sign(&two, &attestation_request(3, 4, 0));
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(
+        body.contains("deleted through the Keymanager API"),
+        "{body}"
+    );
+    let (status, body) = sign(&two, &request_of("BLOCK_V2", 101));
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(rows(&pg, pg.url(), "signed_attestations"), atts);
+    assert_eq!(rows(&pg, pg.url(), "signed_blocks"), blocks);
+    // Having learnt it, it refuses the key for messages slashing protection never sees too.
+    let (status, body) = sign(&two, &request_of("RANDAO_REVEAL", 3));
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+}
+
+#[test]
+fn a_deletion_marked_by_one_service_is_refused_by_another_in_its_check_transaction() {
+    // The same rule in-process, per store: a service that never saw the deletion refuses.
+    let pg = PgServer::start();
+    let url = pg.create_database("tombstone");
+    let (a, b) = (open(&url), open(&url));
+    let pk = [0x21; 48];
+    a.check_and_record(&pk, &GVR, att(1, 2, 0)).unwrap();
+    let deletion = b.mark_deleted(&[(pk, true)]).unwrap();
+    assert_eq!(deletion.known, [true]);
+    let r = a.check_and_record(&pk, &GVR, att(2, 3, 0));
+    assert!(
+        matches!(r, Err(SlashingError::Refused(Refusal::KeyDeleted { pubkey })) if pubkey == pk),
+        "{r:?}"
+    );
+    // Another key in the same service is unaffected; an explicit re-import clears the mark.
+    a.check_and_record(&[0x22; 48], &GVR, att(2, 3, 0)).unwrap();
+    b.clear_deleted(&[pk]).unwrap();
+    a.check_and_record(&pk, &GVR, att(2, 3, 0)).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("slashing.sqlite");
+    let a = SlashingProtection::open_sqlite(&file, Some(GVR)).unwrap();
+    let b = SlashingProtection::open_sqlite(&file, Some(GVR)).unwrap();
+    b.mark_deleted(&[(pk, true)]).unwrap();
+    let r = a.check_and_record(&pk, &GVR, att(1, 2, 0));
+    assert!(
+        matches!(r, Err(SlashingError::Refused(Refusal::KeyDeleted { .. }))),
+        "{r:?}"
+    );
+}

@@ -101,7 +101,8 @@ impl KeyGate {
         self.lock().deleted.contains(pubkey)
     }
 
-    fn mark_deleted(&self, keys: impl IntoIterator<Item = PublicKeyBytes>) {
+    /// Refuse `keys` from now on (deleted here, or found deleted by another signer).
+    pub(crate) fn mark_deleted(&self, keys: impl IntoIterator<Item = PublicKeyBytes>) {
         self.lock().deleted.extend(keys);
     }
 

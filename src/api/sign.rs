@@ -16,7 +16,7 @@ use crate::consensus::{
 use crate::duties::{LiveProof, JOIN_PATIENCE};
 use crate::keys::PublicKeyBytes;
 use crate::scheduler::{Class, JobError, SignJob};
-use crate::slashing::{Proposal, SlashingError};
+use crate::slashing::{Proposal, Refusal, SlashingError};
 
 /// The priority class of a request type (DESIGN §2).
 pub fn class_of(t: MessageType) -> Class {
@@ -179,6 +179,14 @@ pub async fn sign(
             .await
         {
             Ok(()) => {}
+            // Deleted by another signer sharing the database: gone here too, for every type.
+            Err(SlashingError::Refused(reason @ Refusal::KeyDeleted { .. })) => {
+                app.key_gate.mark_deleted([pubkey]);
+                tracing::warn!(%pubkey, %reason, "refused: key deleted");
+                return Err(ApiError::not_found(format!(
+                    "public key {pubkey} not found: {reason}"
+                )));
+            }
             Err(SlashingError::Refused(reason)) => {
                 app.metrics
                     .slashing_refusals

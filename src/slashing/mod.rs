@@ -190,6 +190,18 @@ pub enum Refusal {
         /// The request's.
         got: Root,
     },
+    /// The key was deleted through the Keymanager API (by this signer or another one sharing the
+    /// database): it signs nothing until its keystore is imported again. Not a slashing risk but
+    /// a key that is gone, so the API answers 404 as for an unknown key.
+    #[error(
+        "key {} was deleted through the Keymanager API (by this or another signer sharing the \
+         slashing database); nothing was recorded",
+        hex_pubkey(.pubkey)
+    )]
+    KeyDeleted {
+        /// The deleted key.
+        pubkey: Pubkey,
+    },
     /// A slot or epoch beyond [`MAX_SLOT_OR_EPOCH`].
     #[error("{what} {value} is beyond the supported maximum {MAX_SLOT_OR_EPOCH}")]
     OutOfRange {
@@ -217,6 +229,10 @@ pub enum SlashingError {
 
 pub(crate) fn hex_root(root: &Root) -> String {
     format!("0x{}", hex::encode(root))
+}
+
+fn hex_pubkey(pubkey: &Pubkey) -> String {
+    format!("0x{}", hex::encode(pubkey))
 }
 
 fn root_text(root: &Option<Root>) -> String {

@@ -446,6 +446,7 @@ struct Statements {
     lock_for_prune: Statement,
     prune_blocks: Statement,
     prune_attestations: Statement,
+    is_deleted: Statement,
 }
 
 impl Statements {
@@ -518,6 +519,10 @@ impl Statements {
             prune_attestations: p("WITH gone AS (DELETE FROM hsm_signer.signed_attestations
                  WHERE validator_id = $1 AND target_epoch < $2 RETURNING source_epoch, target_epoch)
                  SELECT COUNT(*), MAX(source_epoch), MAX(target_epoch) FROM gone")?,
+            // On every check: the deletion mark of another instance, read under the row lock.
+            is_deleted: p(
+                "SELECT EXISTS (SELECT 1 FROM hsm_signer.deleted_keys WHERE pubkey = $1)",
+            )?,
         })
     }
 }
@@ -835,6 +840,13 @@ impl StoreTxn for PgTxn<'_, '_> {
             "DELETE FROM hsm_signer.deleted_keys WHERE pubkey = $1"
         };
         self.tx.execute(sql, &[&pk]).db().map(|_| ())
+    }
+
+    fn is_deleted(&mut self, pubkey: &Pubkey) -> Result<bool, SlashingError> {
+        let pk: &[u8] = &pubkey[..];
+        let st = &self.st.is_deleted;
+        let row = self.one(st, &[&pk])?;
+        col(&row, 0)
     }
 
     fn deleted_keys(&mut self) -> Result<Vec<Pubkey>, SlashingError> {

@@ -504,12 +504,22 @@ pub(crate) fn apply_checks<S: SlashingStore>(
         keys.sort();
         keys.dedup();
         let mut ids = HashMap::with_capacity(keys.len());
+        let mut deleted = Vec::new();
         for pk in keys {
             ids.insert(*pk, tx.lock_validator(pk)?);
+            // Under the row lock, which a Keymanager DELETE takes too: a deletion committed by
+            // any instance before now is seen, so no instance records (and signs) after it.
+            if tx.is_deleted(pk)? {
+                deleted.push(*pk);
+            }
         }
         let mut network = tx.genesis_validators_root()?;
         let mut verdicts = Vec::with_capacity(items.len());
         for (pk, gvr, proposal) in items {
+            if deleted.contains(pk) {
+                verdicts.push(Err(Refusal::KeyDeleted { pubkey: *pk }));
+                continue;
+            }
             let expected = match network {
                 Some(g) => g,
                 None => {
