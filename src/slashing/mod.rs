@@ -26,6 +26,7 @@ mod bench;
 pub(crate) mod interchange;
 #[cfg(test)]
 mod memory;
+mod pg_tls;
 mod postgres;
 mod rules;
 mod service;
