@@ -540,3 +540,199 @@ fn a_deletion_marked_by_one_service_is_refused_by_another_in_its_check_transacti
         "{r:?}"
     );
 }
+
+// ---- reaching the server: TLS, timeouts ------------------------------------------------------
+
+/// The one `error:` line of a failed command's standard error (which also has start-up notes).
+fn error_line(stderr: &str) -> &str {
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    errors[0]
+}
+
+/// `url` with `params` appended as its query.
+fn with_params(url: &str, params: &str) -> String {
+    format!("{url}?{params}")
+}
+
+/// Whether every session of the signer (`application_name = 'hsm-signer'`) on `pg` is over TLS,
+/// and how many there are.
+fn signer_sessions_over_tls(pg: &PgServer) -> (bool, i64) {
+    let row = pg
+        .admin()
+        .query_one(
+            "SELECT COALESCE(bool_and(s.ssl), false), COUNT(*) FROM pg_stat_ssl s
+             JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'hsm-signer'",
+            &[],
+        )
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+#[test]
+fn verify_full_with_the_right_ca_connects_and_signs_a_wrong_ca_or_name_is_refused() {
+    let ca = common::tls::Ca::new("pg-ca");
+    let pg = PgServer::start_tls(&ca.server());
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.cert_pem()).unwrap();
+    let other_file = dir.path().join("other-ca.pem");
+    std::fs::write(&other_file, common::tls::Ca::new("other").cert_pem()).unwrap();
+    let verify =
+        |mode: &str, ca: &std::path::Path| format!("sslmode={mode}&sslrootcert={}", ca.display());
+
+    // In-process: verified, and the session really is TLS.
+    let url = with_params(pg.url(), &verify("verify-full", &ca_file));
+    let sp = open(&url);
+    sp.check_and_record(&[0x31; 48], &GVR, att(1, 2, 0))
+        .unwrap();
+    assert_eq!(signer_sessions_over_tls(&pg), (true, 1));
+    drop(sp);
+
+    // A certificate from another CA: refused, saying why.
+    let wrong = with_params(pg.url(), &verify("verify-full", &other_file));
+    let err = SlashingProtection::open_postgres(&wrong, Some(GVR)).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, SlashingError::Store(_)), "{text}");
+    assert!(
+        text.contains("invalid peer certificate") && text.contains("sslrootcert"),
+        "{text}"
+    );
+    assert!(text.contains("127.0.0.1"), "{text}");
+
+    // The real binary: verify-full signs over TLS; the wrong CA stops it at start, one line.
+    let s = Signer::with_fixture_key();
+    let url = with_params(
+        &pg.create_database("mainnet"),
+        &verify("verify-full", &ca_file),
+    );
+    let server = Server::start(&s, &["--no-slot-deadlines", "--slashing-db", &url]);
+    let resp = Client::new()
+        .post(server.url(&format!("/api/v1/eth2/sign/{PK}")))
+        .json(&attestation_request(1, 2, 0))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(signer_sessions_over_tls(&pg), (true, 1));
+    drop(server);
+    let err = s.fail(&["serve", "--listen", "127.0.0.1:0", "--slashing-db", &wrong]);
+    let line = error_line(&err);
+    assert!(line.contains("invalid peer certificate"), "{line}");
+
+    // A certificate for another name: verify-full refuses it, verify-ca (chain only) accepts.
+    let misnamed = PgServer::start_tls(&ca.server_named(&["db.elsewhere.test"]));
+    let err = SlashingProtection::open_postgres(
+        &with_params(misnamed.url(), &verify("verify-full", &ca_file)),
+        Some(GVR),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("invalid peer certificate"), "{err}");
+    let sp = open(&with_params(misnamed.url(), &verify("verify-ca", &ca_file)));
+    sp.check_and_record(&[0x32; 48], &GVR, att(1, 2, 0))
+        .unwrap();
+    assert_eq!(signer_sessions_over_tls(&misnamed), (true, 1));
+}
+
+#[test]
+fn a_database_on_another_host_without_verified_tls_is_refused_at_start() {
+    // `.invalid` never resolves: the refusal must come before any connection is tried.
+    let s = Signer::new();
+    for (url, mode) in [
+        (
+            "postgres://signer:pw@db.example.invalid:5432/slashing",
+            "prefer",
+        ),
+        (
+            "postgres://signer:pw@db.example.invalid/slashing?sslmode=require",
+            "require",
+        ),
+    ] {
+        let err = s.fail(&["serve", "--listen", "127.0.0.1:0", "--slashing-db", url]);
+        let line = error_line(&err);
+        assert!(
+            line.contains("db.example.invalid is not on this machine")
+                && line.contains(&format!("sslmode={mode}"))
+                && line.contains("sslmode=verify-full&sslrootcert="),
+            "{line}"
+        );
+        assert!(!line.contains("pw@"), "{line}");
+    }
+}
+
+#[test]
+fn a_stalled_database_fails_signing_within_the_bound_and_the_signer_recovers() {
+    let pg = PgServer::start();
+    let s = Signer::with_fixture_key();
+    let server = Server::start(&s, &["--no-slot-deadlines", "--slashing-db", pg.url()]);
+    let http = Client::builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let sign = |source: u64| {
+        let started = std::time::Instant::now();
+        let resp = http
+            .post(server.url(&format!("/api/v1/eth2/sign/{PK}")))
+            .json(&attestation_request(source, source + 1, 0))
+            .send()
+            .unwrap();
+        let status = resp.status();
+        (status, resp.text().unwrap(), started.elapsed())
+    };
+    assert_eq!(sign(1).0, StatusCode::OK);
+
+    // The session keeps TCP keepalives on, probing after 15 s of silence (ss shows the timer).
+    let ss = std::process::Command::new("ss")
+        .args([
+            "-tno",
+            "state",
+            "established",
+            "dport",
+            &pg.port().to_string(),
+        ])
+        .output()
+        .unwrap();
+    let ss = String::from_utf8_lossy(&ss.stdout).into_owned();
+    assert!(ss.contains("timer:(keepalive,"), "{ss}");
+
+    // 1. A statement stuck behind a lock another session holds: the server cancels it after
+    //    4 s, the request gets 503 naming the cause, nothing is recorded.
+    let mut holder = pg.connect(pg.url());
+    let mut lock = holder.transaction().unwrap();
+    lock.batch_execute("LOCK TABLE hsm_signer.validators IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let (status, body, took) = sign(2);
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("timeout"), "{body}");
+    assert!(took < std::time::Duration::from_secs(7), "{took:?}");
+    lock.rollback().unwrap();
+    assert_eq!(sign(2).0, StatusCode::OK);
+
+    // 2. A server that stops answering altogether (its backend frozen, as a half-open
+    //    connection looks): the request gets 503 at the signer's bound instead of hanging.
+    let pid: i32 = pg
+        .admin()
+        .query_one(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'hsm-signer'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    let (status, body, took) = sign(3);
+    signal("-CONT");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("no decision within"), "{body}");
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+    // Once the server answers again, signing goes on.
+    let (status, body, _) = sign(4);
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
