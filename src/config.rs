@@ -213,6 +213,9 @@ pub struct KeymanagerSettings {
     /// One device per share. Empty (the default): the whole key goes to `default_device`.
     #[serde(default)]
     pub devices: Vec<String>,
+    /// How long `DELETE /eth/v1/keystores` waits for signatures under way for a key before it
+    /// gives up on that key, leaving it active (default 30 s).
+    pub delete_drain_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
