@@ -736,3 +736,62 @@ fn a_stalled_database_fails_signing_within_the_bound_and_the_signer_recovers() {
     let (status, body, _) = sign(4);
     assert_eq!(status, StatusCode::OK, "{body}");
 }
+
+#[test]
+fn the_database_url_comes_from_a_file_or_the_environment_and_a_password_on_argv_is_warned_of() {
+    let pg = PgServer::start();
+    let s = Signer::new();
+    // Trust authentication ignores the password; it stands for a real one.
+    let url = pg
+        .create_database("secret")
+        .replace("postgres@", "postgres:hunter2-secret@");
+    let file = s.data_dir().join("slashing-db.url");
+    std::fs::write(&file, format!("{url}\n")).unwrap();
+    let export = |args: &[&str], env: Option<&str>| {
+        let mut cmd = s.cmd();
+        cmd.args(["slashing", "prune", "--keep-epochs", "10"])
+            .args(args);
+        match env {
+            Some(v) => cmd.env("HSM_SIGNER_SLASHING_DB", v),
+            None => cmd.env_remove("HSM_SIGNER_SLASHING_DB"),
+        };
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("pruned 0 record(s)"), "{stdout}");
+        stderr
+    };
+    let from_file = export(&["--slashing-db-file", file.to_str().unwrap()], None);
+    let from_env = export(&[], Some(&url));
+    let from_argv = export(&["--slashing-db", &url], None);
+    for quiet in [&from_file, &from_env] {
+        assert!(!quiet.contains("WARNING"), "{quiet}");
+    }
+    assert!(
+        from_argv.contains("WARNING") && from_argv.contains("--slashing-db-file"),
+        "{from_argv}"
+    );
+    for stderr in [&from_file, &from_env, &from_argv] {
+        assert!(!stderr.contains("hunter2"), "{stderr}");
+    }
+    // Without a password on argv, no warning.
+    assert!(!export(&["--slashing-db", pg.url()], None).contains("WARNING"));
+    // An error about the database never shows the password.
+    let bad = url.replace("/secret_", "/missing_");
+    let err = s.fail(&[
+        "slashing",
+        "prune",
+        "--keep-epochs",
+        "1",
+        "--slashing-db-file",
+        {
+            std::fs::write(&file, &bad).unwrap();
+            file.to_str().unwrap()
+        },
+    ]);
+    assert!(
+        err.contains("missing_") && !err.contains("hunter2"),
+        "{err}"
+    );
+}

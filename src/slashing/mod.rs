@@ -35,7 +35,9 @@ mod store;
 
 use std::fmt;
 
-pub use self::postgres::{bench_postgres, bench_postgres_mode, PostgresStore};
+pub use self::postgres::{
+    bench_postgres, bench_postgres_mode, connection_string_has_password, PostgresStore,
+};
 pub use bench::{bench_sqlite, bench_sqlite_mode, BenchReport, BenchRun};
 pub use interchange::{ImportSummary, MinifiedValidator};
 pub use service::{Deletion, Options, SlashingProtection, Stats};

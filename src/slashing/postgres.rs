@@ -314,6 +314,12 @@ fn parse_url(url: &str) -> Result<(Config, pg_tls::TlsParams), SlashingError> {
     Ok((config, params))
 }
 
+/// Whether the connection string `url` carries a password (one that does not parse is taken to,
+/// to be safe).
+pub fn connection_string_has_password(url: &str) -> bool {
+    parse_url(url).map_or(true, |(config, _)| config.get_password().is_some())
+}
+
 /// Open a session (over TLS when `transport` says so).
 fn open_session(config: &Config, transport: &Transport) -> Result<Client, postgres::Error> {
     match transport {
