@@ -261,7 +261,8 @@ impl SlashingProtection {
     }
 
     /// [`check_and_record`](Self::check_and_record) for async callers: waits without blocking
-    /// a runtime thread. If the future is dropped after submitting, the request may still be
+    /// a runtime thread, at most [`Options::wait`] (so the runtime needs its time driver, as the
+    /// server's has: `enable_time`). If the future is dropped after submitting, the request may still be
     /// recorded (a lost signature, never lost protection).
     pub async fn check_and_record_async(
         &self,
