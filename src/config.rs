@@ -216,6 +216,9 @@ pub struct KeymanagerSettings {
     /// One device per share. Empty (the default): the whole key goes to `default_device`.
     #[serde(default)]
     pub devices: Vec<String>,
+    /// How long `DELETE /eth/v1/keystores` waits for signatures under way for a key before it
+    /// gives up on that key, leaving it active (default 30 s).
+    pub delete_drain_timeout_secs: Option<u64>,
 }
 
 /// Name of the signing policy file looked for in the data directory (`policy_file` overrides).
@@ -361,6 +364,7 @@ struct FileConfig {
     network: Option<String>,
     genesis_validators_root: Option<String>,
     slashing_db: Option<String>,
+    slashing_db_file: Option<PathBuf>,
     beacon_node_url: Option<String>,
     default_device: Option<String>,
     #[serde(default)]
@@ -398,8 +402,9 @@ pub struct Config {
     /// Scheduler settings.
     pub scheduler: SchedulerSettings,
     /// Slashing protection in PostgreSQL: a connection string (`postgres://user@host/db`), so
-    /// that several signers share it. `None`: SQLite in the data directory. Secret: it may
-    /// carry a password, so it never shows in `Debug` output.
+    /// that several signers share it (`slashing_db`, or read from `slashing_db_file`). `None`:
+    /// SQLite in the data directory. Secret: it may carry a password, so it never shows in
+    /// `Debug` output.
     pub slashing_db: Option<SecretString>,
     /// A beacon node (standard Beacon API, `http://host:port`) to learn duties from, so that
     /// selection proofs are signed ahead of time. `None`: no precompute.
@@ -424,6 +429,18 @@ pub struct Config {
     pub policy: PolicySettings,
 }
 
+/// A secret kept in a file of its own (a database URL with its password): the file's text
+/// without its trailing line break. The text read is wiped.
+pub fn read_secret_file(path: &Path) -> Result<SecretString> {
+    let text =
+        zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(SignerError::io(path))?);
+    let secret = text.trim_end_matches(['\n', '\r']);
+    if secret.is_empty() {
+        return Err(SignerError::Config(format!("{} is empty", path.display())));
+    }
+    Ok(SecretString::from(secret))
+}
+
 /// `$XDG_DATA_HOME/hsm-signer`, else `~/.local/share/hsm-signer`.
 pub fn default_data_dir() -> PathBuf {
     if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
@@ -446,7 +463,10 @@ impl Config {
         let Some(path) = path else {
             return Self::embedded(data_dir);
         };
-        let text = std::fs::read_to_string(&path).map_err(SignerError::io(&path))?;
+        // It may hold the database password (`slashing_db`): wiped once parsed.
+        let text = zeroize::Zeroizing::new(
+            std::fs::read_to_string(&path).map_err(SignerError::io(&path))?,
+        );
         let file: FileConfig = toml::from_str(&text)
             .map_err(|e| SignerError::Config(format!("{}: {e}", path.display())))?;
         let base = path.parent().unwrap_or(Path::new(".")).to_owned();
@@ -474,6 +494,17 @@ impl Config {
                 })
             })
             .transpose()?;
+        let slashing_db = match (file.slashing_db, file.slashing_db_file) {
+            (Some(_), Some(_)) => {
+                return Err(SignerError::Config(format!(
+                    "{}: give slashing_db or slashing_db_file, not both",
+                    path.display()
+                )))
+            }
+            (Some(url), None) => Some(SecretString::from(url)),
+            (None, Some(f)) => Some(read_secret_file(&base.join(f))?),
+            (None, None) => None,
+        };
         let config = Config {
             data_dir: data_dir.to_owned(),
             source: Some(path),
@@ -488,7 +519,7 @@ impl Config {
             },
             genesis_validators_root,
             scheduler: file.scheduler,
-            slashing_db: file.slashing_db.map(SecretString::from),
+            slashing_db,
             beacon_node_url: file.beacon_node_url,
             devices,
             default_device,
@@ -894,6 +925,31 @@ pin_env = "P"
         let shown = format!("{c:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("slashing_db"), "{shown}");
+    }
+
+    #[test]
+    fn slashing_db_file_is_read_beside_the_configuration_and_excludes_slashing_db() {
+        use secrecy::ExposeSecret;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let device = "[[device]]\nname='a'\ntoken_label='x'\npin_env='P'\n";
+        let url = "postgres://signer:hunter2@db.internal/slashing";
+        std::fs::write(dir.path().join("db.url"), format!("{url}\r\n")).unwrap();
+        std::fs::write(&path, format!("slashing_db_file = 'db.url'\n{device}")).unwrap();
+        let c = Config::load(Some(&path), dir.path()).unwrap();
+        assert_eq!(c.slashing_db.as_ref().unwrap().expose_secret(), url);
+        std::fs::write(
+            &path,
+            format!("slashing_db_file = 'db.url'\nslashing_db = '{url}'\n{device}"),
+        )
+        .unwrap();
+        let err = Config::load(Some(&path), dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("not both") && !err.contains("hunter2"),
+            "{err}"
+        );
     }
 
     #[test]

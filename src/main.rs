@@ -31,8 +31,19 @@ struct Cli {
     config: Option<PathBuf>,
     /// Slashing protection in PostgreSQL (postgres://user@host/db), which several signers may
     /// share; overrides the configuration's slashing_db (default: SQLite in the data directory).
-    #[arg(long, global = true)]
+    /// A password on the command line is visible to every local user: prefer
+    /// --slashing-db-file or the environment.
+    #[arg(
+        long,
+        global = true,
+        env = "HSM_SIGNER_SLASHING_DB",
+        hide_env_values = true
+    )]
     slashing_db: Option<String>,
+    /// A file holding the PostgreSQL connection string (with its password), instead of
+    /// --slashing-db.
+    #[arg(long, global = true, conflicts_with = "slashing_db")]
+    slashing_db_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -362,8 +373,21 @@ fn run(cli: Cli) -> Result<()> {
     let data_dir = cli.data_dir.unwrap_or_else(default_data_dir);
     let data_dir = std::path::absolute(&data_dir).map_err(SignerError::io(&data_dir))?;
     let mut config = Config::load(cli.config.as_deref(), &data_dir)?;
-    if let Some(db) = cli.slashing_db {
-        config.slashing_db = Some(secrecy::SecretString::from(db));
+    if let Some(mut db) = cli.slashing_db {
+        let on_argv = std::env::args_os()
+            .any(|a| a == "--slashing-db" || a.to_string_lossy().starts_with("--slashing-db="));
+        if on_argv && hsm_signer::slashing::connection_string_has_password(&db) {
+            eprintln!(
+                "WARNING: the --slashing-db connection string holds a password, which every \
+                 local user can read in the process list; use --slashing-db-file, \
+                 HSM_SIGNER_SLASHING_DB or slashing_db_file in the configuration"
+            );
+            tracing::warn!("a database password was given on the command line");
+        }
+        config.slashing_db = Some(secrecy::SecretString::from(db.as_str()));
+        zeroize::Zeroize::zeroize(&mut db);
+    } else if let Some(file) = &cli.slashing_db_file {
+        config.slashing_db = Some(hsm_signer::config::read_secret_file(file)?);
     }
     // Modules read their environment in C_Initialize: set it before any device or thread exists.
     config.apply_module_environment()?;

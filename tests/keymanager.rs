@@ -836,3 +836,63 @@ fn signing_and_a_small_import_go_on_while_a_heavy_import_derives_its_keys() {
     assert_eq!(status, StatusCode::OK, "{reply}");
     assert_eq!(statuses(&reply), ["error"; 4]);
 }
+
+#[test]
+fn a_delete_that_cannot_drain_a_signature_under_way_leaves_the_key_active_and_can_be_retried() {
+    // The fixture key on a device that takes 4 s per operation; DELETE waits at most 1 s.
+    let s = Signer::with_fixture_key();
+    let soft = s.data_dir().join("softhsm");
+    let mut toml = String::from(
+        "default_device = \"softhsm-1\"\n[keymanager]\ndelete_drain_timeout_secs = 1\n",
+    );
+    for i in 1..=3 {
+        toml += &format!(
+            "\n[[device]]\nname = \"softhsm-{i}\"\ntoken_label = \"hsm-signer-{i}\"\n\
+             pin_file = \"{}\"\nmodule_config = \"{}\"\n{}",
+            soft.join(format!("softhsm-{i}.pin")).display(),
+            soft.join("softhsm2.conf").display(),
+            if i == 1 {
+                "simulated_latency_ms = 4000\n"
+            } else {
+                ""
+            },
+        );
+    }
+    std::fs::write(s.data_dir().join("hsm-signer.toml"), toml).unwrap();
+    let server = std::sync::Arc::new(Server::start(&s, &["--no-slot-deadlines"]));
+    let http = client();
+    let pk = common::FIXTURE_PK;
+
+    let signing = {
+        let (server, http) = (server.clone(), http.clone());
+        std::thread::spawn(move || sign(&http, &server, pk, &attestation(1, 2)))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    let (status, reply) = delete(&http, &server, &[pk]);
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    assert_eq!(statuses(&reply), ["error"], "{reply}");
+    let message = reply["data"][0]["message"].as_str().unwrap();
+    assert!(message.contains("not deleted"), "{message}");
+    // Nothing exported for it: it was not deleted.
+    assert_eq!(
+        history_of(reply["slashing_protection"].as_str().unwrap(), pk),
+        None
+    );
+    // The signature under way completes, and the key signs on as before.
+    assert_eq!(signing.join().unwrap(), StatusCode::OK);
+    assert_eq!(public_keys(&http, &server), [pk]);
+    assert_eq!(sign(&http, &server, pk, &attestation(2, 3)), StatusCode::OK);
+
+    // Retried with nothing under way: deleted, with the whole history.
+    let (status, reply) = delete(&http, &server, &[pk]);
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(statuses(&reply), ["deleted"]);
+    let (_, atts) = history_of(reply["slashing_protection"].as_str().unwrap(), pk).unwrap();
+    assert_eq!(atts.len(), 2, "{atts:?}");
+    assert_eq!(
+        sign(&http, &server, pk, &attestation(3, 4)),
+        StatusCode::NOT_FOUND
+    );
+}

@@ -212,8 +212,10 @@ fn one_transaction_per_request_when_batching_is_off() {
 fn async_callers_get_the_same_guarantee() {
     let dir = tempfile::tempdir().unwrap();
     let sp = open(&dir.path().join("y.sqlite"));
+    // The async wait is bounded (Options::wait): it needs the runtime's timer, as the server's has.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .enable_time()
         .build()
         .unwrap();
     let ok = rt.block_on(async {

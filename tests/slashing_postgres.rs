@@ -438,3 +438,360 @@ fn cli_import_and_export_speak_to_postgres() {
     ]);
     common::assert_one_error_line(&err);
 }
+
+/// Rows of `table` (in the `hsm_signer` schema) of the database at `url`.
+fn rows(pg: &PgServer, url: &str, table: &str) -> i64 {
+    pg.connect(url)
+        .query_one(&format!("SELECT COUNT(*) FROM hsm_signer.{table}"), &[])
+        .unwrap()
+        .get(0)
+}
+
+/// A `kind` sign request (Bellatrix shape) about `duty` (a slot, or an epoch).
+fn request_of(kind: &str, duty: u64) -> Value {
+    let (_, _, req) = common::request_shapes()
+        .into_iter()
+        .find(|(fork, k, _)| fork == "bellatrix" && k == kind)
+        .unwrap();
+    common::request_at(&req, duty, 32)
+}
+
+#[test]
+fn a_keymanager_delete_on_one_server_is_refused_at_once_by_another_sharing_postgres() {
+    let pg = PgServer::start();
+    let (s1, s2) = (Signer::with_fixture_key(), Signer::with_fixture_key());
+    let args = ["--no-slot-deadlines", "--slashing-db", pg.url()];
+    let (one, two) = (Server::start(&s1, &args), Server::start(&s2, &args));
+    let http = Client::new();
+    let sign = |server: &Server, body: &Value| {
+        let resp = http
+            .post(server.url(&format!("/api/v1/eth2/sign/{PK}")))
+            .json(body)
+            .send()
+            .unwrap();
+        let status = resp.status();
+        (status, resp.text().unwrap())
+    };
+    // Both sign while the key is live.
+    assert_eq!(sign(&two, &attestation_request(1, 2, 0)).0, StatusCode::OK);
+    assert_eq!(sign(&two, &request_of("BLOCK_V2", 100)).0, StatusCode::OK);
+    assert_eq!(sign(&one, &attestation_request(2, 3, 0)).0, StatusCode::OK);
+
+    let resp = http
+        .delete(one.url("/eth/v1/keystores"))
+        .bearer_auth(one.token())
+        .json(&json!({ "pubkeys": [PK] }))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let reply: Value = resp.json().unwrap();
+    assert_eq!(reply["data"][0]["status"], "deleted", "{reply}");
+    let (atts, blocks) = (
+        rows(&pg, pg.url(), "signed_attestations"),
+        rows(&pg, pg.url(), "signed_blocks"),
+    );
+    assert_eq!((atts, blocks), (2, 1));
+
+    // The other server never handled the DELETE: its very next attestation and block for the
+    // key are refused as for an unknown key, naming the deletion, and nothing is recorded.
+    let (status, body) = sign(&two, &attestation_request(3, 4, 0));
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(
+        body.contains("deleted through the Keymanager API"),
+        "{body}"
+    );
+    let (status, body) = sign(&two, &request_of("BLOCK_V2", 101));
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(rows(&pg, pg.url(), "signed_attestations"), atts);
+    assert_eq!(rows(&pg, pg.url(), "signed_blocks"), blocks);
+    // Having learnt it, it refuses the key for messages slashing protection never sees too.
+    let (status, body) = sign(&two, &request_of("RANDAO_REVEAL", 3));
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+}
+
+#[test]
+fn a_deletion_marked_by_one_service_is_refused_by_another_in_its_check_transaction() {
+    // The same rule in-process, per store: a service that never saw the deletion refuses.
+    let pg = PgServer::start();
+    let url = pg.create_database("tombstone");
+    let (a, b) = (open(&url), open(&url));
+    let pk = [0x21; 48];
+    a.check_and_record(&pk, &GVR, att(1, 2, 0)).unwrap();
+    let deletion = b.mark_deleted(&[(pk, true)]).unwrap();
+    assert_eq!(deletion.known, [true]);
+    let r = a.check_and_record(&pk, &GVR, att(2, 3, 0));
+    assert!(
+        matches!(r, Err(SlashingError::Refused(Refusal::KeyDeleted { pubkey })) if pubkey == pk),
+        "{r:?}"
+    );
+    // Another key in the same service is unaffected; an explicit re-import clears the mark.
+    a.check_and_record(&[0x22; 48], &GVR, att(2, 3, 0)).unwrap();
+    b.clear_deleted(&[pk]).unwrap();
+    a.check_and_record(&pk, &GVR, att(2, 3, 0)).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("slashing.sqlite");
+    let a = SlashingProtection::open_sqlite(&file, Some(GVR)).unwrap();
+    let b = SlashingProtection::open_sqlite(&file, Some(GVR)).unwrap();
+    b.mark_deleted(&[(pk, true)]).unwrap();
+    let r = a.check_and_record(&pk, &GVR, att(1, 2, 0));
+    assert!(
+        matches!(r, Err(SlashingError::Refused(Refusal::KeyDeleted { .. }))),
+        "{r:?}"
+    );
+}
+
+// ---- reaching the server: TLS, timeouts ------------------------------------------------------
+
+/// The one `error:` line of a failed command's standard error (which also has start-up notes).
+fn error_line(stderr: &str) -> &str {
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    errors[0]
+}
+
+/// `url` with `params` appended as its query.
+fn with_params(url: &str, params: &str) -> String {
+    format!("{url}?{params}")
+}
+
+/// Whether every session of the signer (`application_name = 'hsm-signer'`) on `pg` is over TLS,
+/// and how many there are.
+fn signer_sessions_over_tls(pg: &PgServer) -> (bool, i64) {
+    let row = pg
+        .admin()
+        .query_one(
+            "SELECT COALESCE(bool_and(s.ssl), false), COUNT(*) FROM pg_stat_ssl s
+             JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'hsm-signer'",
+            &[],
+        )
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+#[test]
+fn verify_full_with_the_right_ca_connects_and_signs_a_wrong_ca_or_name_is_refused() {
+    let ca = common::tls::Ca::new("pg-ca");
+    let pg = PgServer::start_tls(&ca.server());
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.cert_pem()).unwrap();
+    let other_file = dir.path().join("other-ca.pem");
+    std::fs::write(&other_file, common::tls::Ca::new("other").cert_pem()).unwrap();
+    let verify =
+        |mode: &str, ca: &std::path::Path| format!("sslmode={mode}&sslrootcert={}", ca.display());
+
+    // In-process: verified, and the session really is TLS.
+    let url = with_params(pg.url(), &verify("verify-full", &ca_file));
+    let sp = open(&url);
+    sp.check_and_record(&[0x31; 48], &GVR, att(1, 2, 0))
+        .unwrap();
+    assert_eq!(signer_sessions_over_tls(&pg), (true, 1));
+    drop(sp);
+
+    // A certificate from another CA: refused, saying why.
+    let wrong = with_params(pg.url(), &verify("verify-full", &other_file));
+    let err = SlashingProtection::open_postgres(&wrong, Some(GVR)).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, SlashingError::Store(_)), "{text}");
+    assert!(
+        text.contains("invalid peer certificate") && text.contains("sslrootcert"),
+        "{text}"
+    );
+    assert!(text.contains("127.0.0.1"), "{text}");
+
+    // The real binary: verify-full signs over TLS; the wrong CA stops it at start, one line.
+    let s = Signer::with_fixture_key();
+    let url = with_params(
+        &pg.create_database("mainnet"),
+        &verify("verify-full", &ca_file),
+    );
+    let server = Server::start(&s, &["--no-slot-deadlines", "--slashing-db", &url]);
+    let resp = Client::new()
+        .post(server.url(&format!("/api/v1/eth2/sign/{PK}")))
+        .json(&attestation_request(1, 2, 0))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(signer_sessions_over_tls(&pg), (true, 1));
+    drop(server);
+    let err = s.fail(&["serve", "--listen", "127.0.0.1:0", "--slashing-db", &wrong]);
+    let line = error_line(&err);
+    assert!(line.contains("invalid peer certificate"), "{line}");
+
+    // A certificate for another name: verify-full refuses it, verify-ca (chain only) accepts.
+    let misnamed = PgServer::start_tls(&ca.server_named(&["db.elsewhere.test"]));
+    let err = SlashingProtection::open_postgres(
+        &with_params(misnamed.url(), &verify("verify-full", &ca_file)),
+        Some(GVR),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("invalid peer certificate"), "{err}");
+    let sp = open(&with_params(misnamed.url(), &verify("verify-ca", &ca_file)));
+    sp.check_and_record(&[0x32; 48], &GVR, att(1, 2, 0))
+        .unwrap();
+    assert_eq!(signer_sessions_over_tls(&misnamed), (true, 1));
+}
+
+#[test]
+fn a_database_on_another_host_without_verified_tls_is_refused_at_start() {
+    // `.invalid` never resolves: the refusal must come before any connection is tried.
+    let s = Signer::new();
+    for (url, mode) in [
+        (
+            "postgres://signer:pw@db.example.invalid:5432/slashing",
+            "prefer",
+        ),
+        (
+            "postgres://signer:pw@db.example.invalid/slashing?sslmode=require",
+            "require",
+        ),
+    ] {
+        let err = s.fail(&["serve", "--listen", "127.0.0.1:0", "--slashing-db", url]);
+        let line = error_line(&err);
+        assert!(
+            line.contains("db.example.invalid is not on this machine")
+                && line.contains(&format!("sslmode={mode}"))
+                && line.contains("sslmode=verify-full&sslrootcert="),
+            "{line}"
+        );
+        assert!(!line.contains("pw@"), "{line}");
+    }
+}
+
+#[test]
+fn a_stalled_database_fails_signing_within_the_bound_and_the_signer_recovers() {
+    let pg = PgServer::start();
+    let s = Signer::with_fixture_key();
+    let server = Server::start(&s, &["--no-slot-deadlines", "--slashing-db", pg.url()]);
+    let http = Client::builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let sign = |source: u64| {
+        let started = std::time::Instant::now();
+        let resp = http
+            .post(server.url(&format!("/api/v1/eth2/sign/{PK}")))
+            .json(&attestation_request(source, source + 1, 0))
+            .send()
+            .unwrap();
+        let status = resp.status();
+        (status, resp.text().unwrap(), started.elapsed())
+    };
+    assert_eq!(sign(1).0, StatusCode::OK);
+
+    // The session keeps TCP keepalives on, probing after 15 s of silence (ss shows the timer).
+    let ss = std::process::Command::new("ss")
+        .args([
+            "-tno",
+            "state",
+            "established",
+            "dport",
+            &pg.port().to_string(),
+        ])
+        .output()
+        .unwrap();
+    let ss = String::from_utf8_lossy(&ss.stdout).into_owned();
+    assert!(ss.contains("timer:(keepalive,"), "{ss}");
+
+    // 1. A statement stuck behind a lock another session holds: the server cancels it after
+    //    4 s, the request gets 503 naming the cause, nothing is recorded.
+    let mut holder = pg.connect(pg.url());
+    let mut lock = holder.transaction().unwrap();
+    lock.batch_execute("LOCK TABLE hsm_signer.validators IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let (status, body, took) = sign(2);
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("timeout"), "{body}");
+    assert!(took < std::time::Duration::from_secs(7), "{took:?}");
+    lock.rollback().unwrap();
+    assert_eq!(sign(2).0, StatusCode::OK);
+
+    // 2. A server that stops answering altogether (its backend frozen, as a half-open
+    //    connection looks): the request gets 503 at the signer's bound instead of hanging.
+    let pid: i32 = pg
+        .admin()
+        .query_one(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'hsm-signer'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    let (status, body, took) = sign(3);
+    signal("-CONT");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("no decision within"), "{body}");
+    assert!(took < std::time::Duration::from_secs(10), "{took:?}");
+    // Once the server answers again, signing goes on.
+    let (status, body, _) = sign(4);
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[test]
+fn the_database_url_comes_from_a_file_or_the_environment_and_a_password_on_argv_is_warned_of() {
+    let pg = PgServer::start();
+    let s = Signer::new();
+    // Trust authentication ignores the password; it stands for a real one.
+    let url = pg
+        .create_database("secret")
+        .replace("postgres@", "postgres:hunter2-secret@");
+    let file = s.data_dir().join("slashing-db.url");
+    std::fs::write(&file, format!("{url}\n")).unwrap();
+    let export = |args: &[&str], env: Option<&str>| {
+        let mut cmd = s.cmd();
+        cmd.args(["slashing", "prune", "--keep-epochs", "10"])
+            .args(args);
+        match env {
+            Some(v) => cmd.env("HSM_SIGNER_SLASHING_DB", v),
+            None => cmd.env_remove("HSM_SIGNER_SLASHING_DB"),
+        };
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("pruned 0 record(s)"), "{stdout}");
+        stderr
+    };
+    let from_file = export(&["--slashing-db-file", file.to_str().unwrap()], None);
+    let from_env = export(&[], Some(&url));
+    let from_argv = export(&["--slashing-db", &url], None);
+    for quiet in [&from_file, &from_env] {
+        assert!(!quiet.contains("WARNING"), "{quiet}");
+    }
+    assert!(
+        from_argv.contains("WARNING") && from_argv.contains("--slashing-db-file"),
+        "{from_argv}"
+    );
+    for stderr in [&from_file, &from_env, &from_argv] {
+        assert!(!stderr.contains("hunter2"), "{stderr}");
+    }
+    // Without a password on argv, no warning.
+    assert!(!export(&["--slashing-db", pg.url()], None).contains("WARNING"));
+    // An error about the database never shows the password.
+    let bad = url.replace("/secret_", "/missing_");
+    let err = s.fail(&[
+        "slashing",
+        "prune",
+        "--keep-epochs",
+        "1",
+        "--slashing-db-file",
+        {
+            std::fs::write(&file, &bad).unwrap();
+            file.to_str().unwrap()
+        },
+    ]);
+    assert!(
+        err.contains("missing_") && !err.contains("hunter2"),
+        "{err}"
+    );
+}

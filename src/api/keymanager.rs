@@ -34,7 +34,8 @@ use crate::keys::{seal_share, KeyRecord, KeyStore, PublicKeyBytes, ShareId};
 use crate::slashing::interchange;
 use crate::slashing::{SlashingError, SlashingProtection};
 
-/// How long DELETE waits for signatures already under way for a key before it answers `error`.
+/// How long DELETE waits for signatures already under way for a key before it gives up on the
+/// key (`[keymanager] delete_drain_timeout_secs` overrides).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The Keymanager routes, to be merged into the main router (and wrapped by its auth layer).
@@ -101,7 +102,8 @@ impl KeyGate {
         self.lock().deleted.contains(pubkey)
     }
 
-    fn mark_deleted(&self, keys: impl IntoIterator<Item = PublicKeyBytes>) {
+    /// Refuse `keys` from now on (deleted here, or found deleted by another signer).
+    pub(crate) fn mark_deleted(&self, keys: impl IntoIterator<Item = PublicKeyBytes>) {
         self.lock().deleted.extend(keys);
     }
 
@@ -539,14 +541,34 @@ async fn delete(State(app): State<AppState>, body: Bytes) -> Result<Response, Ap
         .filter(|(_, a)| **a)
         .map(|(k, _)| *k)
         .collect();
+    stopping.sort();
     stopping.dedup();
     // 1. No new signature from these keys; wait for those under way.
-    let busy = app.key_gate.stop(&stopping, DRAIN_TIMEOUT).await;
+    let drain = app
+        .config
+        .keymanager
+        .delete_drain_timeout_secs
+        .map_or(DRAIN_TIMEOUT, Duration::from_secs);
+    let busy = app.key_gate.stop(&stopping, drain).await;
+    if !busy.is_empty() {
+        // "deleted" promises that this signer signs nothing more with the key, and a signature
+        // still under way could be released after the answer: such a key is not deleted (no
+        // tombstone, no export), signs on as before, and the client may retry.
+        app.key_gate.clear_deleted(&busy);
+        for pk in &busy {
+            tracing::warn!(%pk, "Keymanager DELETE gave up on a key still signing after {drain:?}; the key stays active");
+        }
+    }
     // 2. Durably: tombstones and the signing history, in one transaction.
     let db = slashing.clone();
     // A key file that is on disk but not loaded (it failed to load) counts as known too.
     let dir = runtime.keys.dir().to_owned();
-    let marks: Vec<(PublicKeyBytes, bool)> = pubkeys.iter().copied().zip(active.clone()).collect();
+    let marks: Vec<(PublicKeyBytes, bool)> = pubkeys
+        .iter()
+        .copied()
+        .zip(active.clone())
+        .filter(|(k, _)| !busy.contains(k))
+        .collect();
     let deletion = tokio::task::spawn_blocking(move || {
         let marks: Vec<([u8; 48], bool)> = marks
             .iter()
@@ -563,11 +585,17 @@ async fn delete(State(app): State<AppState>, body: Bytes) -> Result<Response, Ap
                  their files are kept"
         ))
     })?;
+    // Per requested key (a busy one: not attempted, so not known).
+    let mut answered = deletion.known.iter().copied();
+    let known: Vec<bool> = pubkeys
+        .iter()
+        .map(|k| !busy.contains(k) && answered.next().unwrap_or(false))
+        .collect();
     // Known keys are now tombstoned: refuse them here too (not-active ones included).
     app.key_gate.mark_deleted(
         pubkeys
             .iter()
-            .zip(&deletion.known)
+            .zip(&known)
             .filter(|(_, known)| **known)
             .map(|(k, _)| *k),
     );
@@ -575,7 +603,7 @@ async fn delete(State(app): State<AppState>, body: Bytes) -> Result<Response, Ap
     let mut store = runtime.keys.clone();
     let removals: Vec<PublicKeyBytes> = pubkeys
         .iter()
-        .zip(&deletion.known)
+        .zip(&known)
         .filter(|(_, known)| **known)
         .map(|(k, _)| *k)
         .collect();
@@ -596,7 +624,7 @@ async fn delete(State(app): State<AppState>, body: Bytes) -> Result<Response, Ap
     })
     .await
     .map_err(join_error)?;
-    for pk in &stopping {
+    for pk in stopping.iter().filter(|k| !busy.contains(k)) {
         runtime.scheduler.forget_key(pk);
     }
     app.swap(Runtime {
@@ -607,14 +635,14 @@ async fn delete(State(app): State<AppState>, body: Bytes) -> Result<Response, Ap
 
     let data: Vec<Value> = pubkeys
         .iter()
-        .zip(active.iter().zip(&deletion.known))
+        .zip(active.iter().zip(&known))
         .map(|(pk, (active, known))| match (active, known) {
             (true, _) if busy.contains(pk) => json!({
                 "status": "error",
                 "message": format!(
-                    "signing requests for {pk} were still under way after {}s; the key is \
-                     refused and marked deleted, but the returned history may miss their votes",
-                    DRAIN_TIMEOUT.as_secs()
+                    "signing requests for {pk} were still under way after {}s: the key was \
+                     not deleted and signs as before; retry the DELETE",
+                    drain.as_secs()
                 ),
             }),
             (true, _) => json!({ "status": "deleted" }),
@@ -622,7 +650,11 @@ async fn delete(State(app): State<AppState>, body: Bytes) -> Result<Response, Ap
             (false, false) => json!({ "status": "not_found" }),
         })
         .collect();
-    let deleted = active.iter().filter(|a| **a).count();
+    let deleted = known
+        .iter()
+        .zip(&active)
+        .filter(|(k, a)| **k && **a)
+        .count();
     if deleted > 0 {
         tracing::info!(deleted, "keys deleted through the Keymanager API");
     }

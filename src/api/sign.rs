@@ -19,7 +19,7 @@ use crate::consensus::{
 use crate::duties::{LiveProof, JOIN_PATIENCE};
 use crate::keys::PublicKeyBytes;
 use crate::scheduler::{Class, JobError, SignJob};
-use crate::slashing::{Proposal, SlashingError};
+use crate::slashing::{Proposal, Refusal, SlashingError};
 
 /// The priority class of a request type (DESIGN §2).
 pub fn class_of(t: MessageType) -> Class {
@@ -239,6 +239,15 @@ async fn sign_allowed(
             .await
         {
             Ok(()) => {}
+            // Deleted by another signer sharing the database: gone here too, for every type.
+            Err(SlashingError::Refused(reason @ Refusal::KeyDeleted { .. })) => {
+                app.key_gate.mark_deleted([pubkey]);
+                tracing::warn!(%pubkey, %reason, "refused: key deleted");
+                return Err(ApiError::not_found(format!(
+                    "public key {pubkey} not found: {reason}"
+                ))
+                .into());
+            }
             Err(SlashingError::Refused(reason)) => {
                 app.metrics
                     .slashing_refusals

@@ -245,6 +245,10 @@ impl StoreTxn for Txn<'_> {
         Ok(())
     }
 
+    fn is_deleted(&mut self, pubkey: &Pubkey) -> Result<bool, SlashingError> {
+        Ok(self.state.deleted.contains(pubkey))
+    }
+
     fn deleted_keys(&mut self) -> Result<Vec<Pubkey>, SlashingError> {
         Ok(self.state.deleted.iter().copied().collect())
     }

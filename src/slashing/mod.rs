@@ -26,6 +26,7 @@ mod bench;
 pub(crate) mod interchange;
 #[cfg(test)]
 mod memory;
+mod pg_tls;
 mod postgres;
 mod rules;
 mod service;
@@ -34,7 +35,9 @@ mod store;
 
 use std::fmt;
 
-pub use self::postgres::{bench_postgres, bench_postgres_mode, PostgresStore};
+pub use self::postgres::{
+    bench_postgres, bench_postgres_mode, connection_string_has_password, PostgresStore,
+};
 pub use bench::{bench_sqlite, bench_sqlite_mode, BenchReport, BenchRun};
 pub use interchange::{ImportSummary, MinifiedValidator};
 pub use service::{Deletion, Options, SlashingProtection, Stats};
@@ -190,6 +193,18 @@ pub enum Refusal {
         /// The request's.
         got: Root,
     },
+    /// The key was deleted through the Keymanager API (by this signer or another one sharing the
+    /// database): it signs nothing until its keystore is imported again. Not a slashing risk but
+    /// a key that is gone, so the API answers 404 as for an unknown key.
+    #[error(
+        "key {} was deleted through the Keymanager API (by this or another signer sharing the \
+         slashing database); nothing was recorded",
+        hex_pubkey(.pubkey)
+    )]
+    KeyDeleted {
+        /// The deleted key.
+        pubkey: Pubkey,
+    },
     /// A slot or epoch beyond [`MAX_SLOT_OR_EPOCH`].
     #[error("{what} {value} is beyond the supported maximum {MAX_SLOT_OR_EPOCH}")]
     OutOfRange {
@@ -217,6 +232,10 @@ pub enum SlashingError {
 
 pub(crate) fn hex_root(root: &Root) -> String {
     format!("0x{}", hex::encode(root))
+}
+
+fn hex_pubkey(pubkey: &Pubkey) -> String {
+    format!("0x{}", hex::encode(pubkey))
 }
 
 fn root_text(root: &Option<Root>) -> String {

@@ -25,17 +25,22 @@
 //! A lost connection (server restart, network) fails the transaction in flight (its callers
 //! sign nothing); the next transaction reconnects.
 //!
-//! No TLS yet: connections are meant for a loopback address or a Unix socket (`host=/run/…`).
-//! A remote database needs a TLS connector (`postgres-openssl`, `postgres-native-tls`) passed to
-//! `Config::connect` — future work; until then a non-loopback host draws a warning.
+//! Reaching the server (see [`pg_tls`](super::pg_tls)): TLS with rustls, required with a
+//! verified certificate for any host but this machine; TCP keepalives and a TCP user timeout, so
+//! that a half-open connection fails the transaction in flight within about half a minute
+//! instead of stalling the writer (and every block and attestation behind it) for the kernel's
+//! two hours; and on every session a `statement_timeout`, so that a statement stuck on a lock or
+//! a sick server fails in seconds.
 
 use std::time::Duration;
 
 use postgres::config::Host;
 use postgres::types::ToSql;
 use postgres::{Client, Config, IsolationLevel, NoTls, Row, Statement};
+use zeroize::Zeroizing;
 
 use super::bench::{self, BenchReport, BenchRun};
+use super::pg_tls::{self, Transport};
 use super::service::{Options, SlashingProtection};
 use super::store::{
     AttestationRecord, BlockRecord, Pruned, SlashingStore, StoreTxn, ValidatorId, Watermarks,
@@ -84,16 +89,31 @@ const MIGRATION_LOCK: i64 = 0x6873_6d73;
 
 const GVR_KEY: &str = "genesis_validators_root";
 
+/// How long one statement may run, lock waits included, before the server cancels it (the
+/// batch fails: 503, nothing recorded). Below the request path's bound
+/// ([`Options::wait`](super::Options::wait)), so a stuck statement is reported as itself.
+const STATEMENT_TIMEOUT: &str = "4s";
 /// How long a transaction waits for another process's row lock before failing (503).
-const LOCK_TIMEOUT: &str = "10s";
-/// A session stuck inside a transaction (its process frozen) loses it, and its locks, after this.
-const IDLE_IN_TRANSACTION_TIMEOUT: &str = "60s";
+const LOCK_TIMEOUT: &str = "4s";
+/// A session stuck inside a transaction (its process frozen) loses it, and its locks, after this:
+/// other instances wait that long for the validators it holds.
+const IDLE_IN_TRANSACTION_TIMEOUT: &str = "10s";
 /// Unless the connection string says otherwise.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Keepalive probes after this much silence, every `KEEPALIVE_INTERVAL`, `KEEPALIVE_RETRIES`
+/// times: a dead peer is noticed in about 30 s (the kernel default is over two hours).
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(15);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_RETRIES: u32 = 3;
+/// Data sent and unacknowledged this long closes the connection (keepalives cover silence).
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+/// The `postgres` crate's keepalive idle time when the string does not set one.
+const DEFAULT_KEEPALIVE_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
 
 /// The PostgreSQL store. See the module doc.
 pub struct PostgresStore {
     config: Config,
+    transport: Transport,
     /// `host:port/dbname`, never the password: for messages.
     target: String,
     conn: Option<Connection>,
@@ -184,20 +204,6 @@ fn describe_target(config: &Config) -> String {
     format!("{hosts}/{}", config.get_dbname().unwrap_or("(default)"))
 }
 
-fn is_loopback(host: &Host) -> bool {
-    match host {
-        Host::Unix(_) => true,
-        Host::Tcp(name) => {
-            name == "localhost"
-                || name
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback())
-        }
-    }
-}
-
 impl PostgresStore {
     /// Connect to the database named by `url` (`postgres://user@host:port/db`, or the
     /// `key=value` form; `host=/dir` for a Unix socket), create or migrate the schema, and check
@@ -206,18 +212,14 @@ impl PostgresStore {
     ///
     /// Blocking: call it from a plain thread, not from inside an async runtime.
     pub fn open(url: &str, gvr: Option<Root>) -> Result<Self, SlashingError> {
-        let config: Config = url.parse().map_err(|e: postgres::Error| {
-            SlashingError::Store(format!(
-                "the PostgreSQL connection string is not valid: {}",
-                describe(&e)
-            ))
-        })?;
-        Self::open_config(config, gvr)
+        let (config, params) = parse_url(url)?;
+        Self::open_config(config, &params, gvr)
     }
 
-    /// [`open`](Self::open) with a parsed configuration.
+    /// [`open`](Self::open) with a parsed configuration and its TLS parameters.
     pub(crate) fn open_config(
         mut config: Config,
+        params: &pg_tls::TlsParams,
         gvr: Option<Root>,
     ) -> Result<Self, SlashingError> {
         if config.get_connect_timeout().is_none() {
@@ -226,18 +228,34 @@ impl PostgresStore {
         if config.get_application_name().is_none() {
             config.application_name("hsm-signer");
         }
-        let target = describe_target(&config);
-        if config.get_hosts().iter().any(|h| !is_loopback(h)) {
+        if !config.get_keepalives() {
             tracing::warn!(
-                "slashing protection database {target} is not on this host: the connection is \
-                 not encrypted (TLS is not supported yet)"
+                "slashing protection database: keepalives=0 in the connection string: a dead \
+                 connection may stall signing until the kernel gives up on it"
             );
         }
-        let mut client = connect(&config, &target)?;
+        if config.get_keepalives_idle() == DEFAULT_KEEPALIVE_IDLE {
+            config.keepalives_idle(KEEPALIVE_IDLE);
+        }
+        if config.get_keepalives_interval().is_none() {
+            config.keepalives_interval(KEEPALIVE_INTERVAL);
+        }
+        if config.get_keepalives_retries().is_none() {
+            config.keepalives_retries(KEEPALIVE_RETRIES);
+        }
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(TCP_USER_TIMEOUT);
+        }
+        let target = describe_target(&config);
+        let transport = pg_tls::decide(&config, params)
+            .and_then(|mode| pg_tls::transport(&mut config, mode, params.root_cert.as_deref()))
+            .map_err(|e| SlashingError::Store(format!("postgresql {target}: {e}")))?;
+        let mut client = connect(&config, &transport, &target)?;
         migrate(&mut client).map_err(|e| at(&target, e))?;
         let st = Statements::prepare(&mut client).map_err(|e| at(&target, e))?;
         let mut store = PostgresStore {
             config,
+            transport,
             target,
             conn: Some(Connection { client, st }),
         };
@@ -264,7 +282,7 @@ impl PostgresStore {
             self.conn = None;
         }
         if self.conn.is_none() {
-            let mut client = connect(&self.config, &self.target)?;
+            let mut client = connect(&self.config, &self.transport, &self.target)?;
             let st = Statements::prepare(&mut client).map_err(|e| at(&self.target, e))?;
             self.conn = Some(Connection { client, st });
         }
@@ -281,13 +299,45 @@ fn at(target: &str, e: SlashingError) -> SlashingError {
     }
 }
 
-/// Open a session and make it safe: durable commits, bounded lock waits.
-fn connect(config: &Config, target: &str) -> Result<Client, SlashingError> {
-    let mut client = config.connect(NoTls).map_err(|e| {
+/// Parse a connection string: the `postgres` crate's part and the TLS parameters it leaves to
+/// us. Messages never quote the string (it may hold a password).
+fn parse_url(url: &str) -> Result<(Config, pg_tls::TlsParams), SlashingError> {
+    let invalid = |e: String| {
         SlashingError::Store(format!(
-            "postgresql {target}: cannot connect: {}",
-            describe(&e)
+            "the PostgreSQL connection string is not valid: {e}"
         ))
+    };
+    let (rest, params): (Zeroizing<String>, _) = pg_tls::split_tls_params(url).map_err(invalid)?;
+    let config = rest
+        .parse()
+        .map_err(|e: postgres::Error| invalid(describe(&e)))?;
+    Ok((config, params))
+}
+
+/// Whether the connection string `url` carries a password (one that does not parse is taken to,
+/// to be safe).
+pub fn connection_string_has_password(url: &str) -> bool {
+    parse_url(url).map_or(true, |(config, _)| config.get_password().is_some())
+}
+
+/// Open a session (over TLS when `transport` says so).
+fn open_session(config: &Config, transport: &Transport) -> Result<Client, postgres::Error> {
+    match transport {
+        Transport::Plain => config.connect(NoTls),
+        Transport::Tls(tls) => config.connect(tls.clone()),
+    }
+}
+
+/// Open a session and make it safe: durable commits, bounded statements and lock waits.
+fn connect(config: &Config, transport: &Transport, target: &str) -> Result<Client, SlashingError> {
+    let mut client = open_session(config, transport).map_err(|e| {
+        let mut m = format!("postgresql {target}: cannot connect: {}", describe(&e));
+        if m.contains("invalid peer certificate") {
+            m.push_str(
+                " (the server's certificate does not verify against sslrootcert for this host)",
+            );
+        }
+        SlashingError::Store(m)
     })?;
     let row = client
         .query_one(
@@ -305,7 +355,7 @@ fn connect(config: &Config, target: &str) -> Result<Client, SlashingError> {
         )));
     }
     let mut session = format!(
-        "SET lock_timeout = '{LOCK_TIMEOUT}'; \
+        "SET statement_timeout = '{STATEMENT_TIMEOUT}'; SET lock_timeout = '{LOCK_TIMEOUT}'; \
          SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION_TIMEOUT}';"
     );
     if synchronous_commit == "off" {
@@ -446,6 +496,7 @@ struct Statements {
     lock_for_prune: Statement,
     prune_blocks: Statement,
     prune_attestations: Statement,
+    is_deleted: Statement,
 }
 
 impl Statements {
@@ -518,6 +569,10 @@ impl Statements {
             prune_attestations: p("WITH gone AS (DELETE FROM hsm_signer.signed_attestations
                  WHERE validator_id = $1 AND target_epoch < $2 RETURNING source_epoch, target_epoch)
                  SELECT COUNT(*), MAX(source_epoch), MAX(target_epoch) FROM gone")?,
+            // On every check: the deletion mark of another instance, read under the row lock.
+            is_deleted: p(
+                "SELECT EXISTS (SELECT 1 FROM hsm_signer.deleted_keys WHERE pubkey = $1)",
+            )?,
         })
     }
 }
@@ -837,6 +892,13 @@ impl StoreTxn for PgTxn<'_, '_> {
         self.tx.execute(sql, &[&pk]).db().map(|_| ())
     }
 
+    fn is_deleted(&mut self, pubkey: &Pubkey) -> Result<bool, SlashingError> {
+        let pk: &[u8] = &pubkey[..];
+        let st = &self.st.is_deleted;
+        let row = self.one(st, &[&pk])?;
+        col(&row, 0)
+    }
+
     fn deleted_keys(&mut self) -> Result<Vec<Pubkey>, SlashingError> {
         let rows = self
             .tx
@@ -904,10 +966,11 @@ pub fn bench_postgres_mode(
 ) -> Result<BenchRun, SlashingError> {
     let validators = validators.max(1);
     let concurrency = concurrency.clamp(1, validators);
-    let config: Config = url.parse().map_err(|e: postgres::Error| {
-        SlashingError::Store(format!("connection string: {}", describe(&e)))
-    })?;
+    let (mut config, params) = parse_url(url)?;
     let target = describe_target(&config);
+    let transport = pg_tls::decide(&config, &params)
+        .and_then(|mode| pg_tls::transport(&mut config, mode, params.root_cert.as_deref()))
+        .map_err(|e| SlashingError::Store(format!("postgresql {target}: {e}")))?;
     let name = format!(
         "hsm_signer_bench_{}_{max_batch}_{}",
         std::process::id(),
@@ -915,7 +978,7 @@ pub fn bench_postgres_mode(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos())
     );
-    let mut admin = config.connect(NoTls).map_err(|e| {
+    let mut admin = open_session(&config, &transport).map_err(|e| {
         SlashingError::Store(format!(
             "postgresql {target}: cannot connect: {}",
             describe(&e)
@@ -929,7 +992,7 @@ pub fn bench_postgres_mode(
     let result = bench::run_with(
         |gvr, options| {
             SlashingProtection::with_store(
-                PostgresStore::open_config(bench_config, Some(gvr))?,
+                PostgresStore::open_config(bench_config, &params, Some(gvr))?,
                 options,
             )
         },

@@ -281,7 +281,7 @@ mod tests {
                 WatermarkKind::AttestationTarget => BelowTarget,
             },
             Err(Refusal::OutOfRange { .. }) => OutOfRange,
-            Err(Refusal::GenesisValidatorsRootMismatch { .. }) => {
+            Err(Refusal::GenesisValidatorsRootMismatch { .. } | Refusal::KeyDeleted { .. }) => {
                 unreachable!("not a rule verdict")
             }
         }

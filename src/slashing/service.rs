@@ -29,6 +29,11 @@ pub struct Options {
     pub max_batch: usize,
     /// Most requests waiting; past it callers get [`SlashingError::Store`] (HTTP 503) at once.
     pub queue_capacity: usize,
+    /// Longest a caller waits for its decision: past it, [`SlashingError::Store`] (HTTP 503),
+    /// nothing signed. A database that stopped answering (a half-open connection, a frozen
+    /// server) then costs each request this much, not a hang; a check whose caller gave up is
+    /// skipped by the writer if it has not started on it yet.
+    pub wait: std::time::Duration,
 }
 
 impl Default for Options {
@@ -36,6 +41,7 @@ impl Default for Options {
         Options {
             max_batch: 512,
             queue_capacity: 16_384,
+            wait: std::time::Duration::from_secs(6),
         }
     }
 }
@@ -73,6 +79,14 @@ enum Reply<T> {
 }
 
 impl<T> Reply<T> {
+    /// The caller stopped waiting (timed out, or hung up).
+    fn abandoned(&self) -> bool {
+        match self {
+            Reply::Blocking(_) => false,
+            Reply::Async(s) => s.is_closed(),
+        }
+    }
+
     fn send(self, value: T) {
         // A caller that went away loses its answer, not its protection: the record stands.
         match self {
@@ -134,6 +148,7 @@ pub struct SlashingProtection {
 
 struct Inner {
     sender: Option<SyncSender<Job>>,
+    wait: std::time::Duration,
     writer: Option<JoinHandle<()>>,
     counters: Arc<Counters>,
 }
@@ -190,6 +205,7 @@ impl SlashingProtection {
         Ok(SlashingProtection {
             inner: Arc::new(Inner {
                 sender: Some(sender),
+                wait: options.wait,
                 writer: Some(writer),
                 counters,
             }),
@@ -222,18 +238,31 @@ impl SlashingProtection {
         gvr: &Root,
         proposal: Proposal,
     ) -> Result<(), SlashingError> {
-        self.call(|reply| {
-            Job::Check(Check {
-                pubkey: *pubkey,
-                gvr: *gvr,
-                proposal,
-                reply,
-            })
-        })?
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.submit(Job::Check(Check {
+            pubkey: *pubkey,
+            gvr: *gvr,
+            proposal,
+            reply: Reply::Blocking(tx),
+        }))?;
+        match rx.recv_timeout(self.inner.wait) {
+            Ok(decision) => decision,
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(self.no_answer()),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(writer_gone()),
+        }
+    }
+
+    fn no_answer(&self) -> SlashingError {
+        SlashingError::Store(format!(
+            "no decision within {:?}: the database is not answering (or is overloaded); \
+             nothing was signed",
+            self.inner.wait
+        ))
     }
 
     /// [`check_and_record`](Self::check_and_record) for async callers: waits without blocking
-    /// a runtime thread. If the future is dropped after submitting, the request may still be
+    /// a runtime thread, at most [`Options::wait`] (so the runtime needs its time driver, as the
+    /// server's has: `enable_time`). If the future is dropped after submitting, the request may still be
     /// recorded (a lost signature, never lost protection).
     pub async fn check_and_record_async(
         &self,
@@ -248,7 +277,10 @@ impl SlashingProtection {
             proposal,
             reply: Reply::Async(tx),
         }))?;
-        rx.await.map_err(|_| writer_gone())?
+        match tokio::time::timeout(self.inner.wait, rx).await {
+            Ok(decision) => decision.map_err(|_| writer_gone())?,
+            Err(_) => Err(self.no_answer()),
+        }
     }
 
     /// Import an EIP-3076 v5 interchange, atomically: all of it or nothing. Slashable data is
@@ -450,6 +482,12 @@ fn run_task<S: SlashingStore>(store: &mut S, task: Task) {
 }
 
 fn run_batch<S: SlashingStore>(store: &mut S, batch: Vec<Check>, counters: &Counters) -> Answers {
+    // Whoever gave up waiting signs nothing: recording for them would only pin a message that
+    // may never be signed.
+    let batch: Vec<Check> = batch.into_iter().filter(|c| !c.reply.abandoned()).collect();
+    if batch.is_empty() {
+        return Vec::new();
+    }
     let items: Vec<(Pubkey, Root, Proposal)> = batch
         .iter()
         .map(|c| (c.pubkey, c.gvr, c.proposal))
@@ -504,12 +542,22 @@ pub(crate) fn apply_checks<S: SlashingStore>(
         keys.sort();
         keys.dedup();
         let mut ids = HashMap::with_capacity(keys.len());
+        let mut deleted = Vec::new();
         for pk in keys {
             ids.insert(*pk, tx.lock_validator(pk)?);
+            // Under the row lock, which a Keymanager DELETE takes too: a deletion committed by
+            // any instance before now is seen, so no instance records (and signs) after it.
+            if tx.is_deleted(pk)? {
+                deleted.push(*pk);
+            }
         }
         let mut network = tx.genesis_validators_root()?;
         let mut verdicts = Vec::with_capacity(items.len());
         for (pk, gvr, proposal) in items {
+            if deleted.contains(pk) {
+                verdicts.push(Err(Refusal::KeyDeleted { pubkey: *pk }));
+                continue;
+            }
             let expected = match network {
                 Some(g) => g,
                 None => {

@@ -698,6 +698,15 @@ impl StoreTxn for SqliteTxn<'_> {
         Ok(())
     }
 
+    fn is_deleted(&mut self, pubkey: &Pubkey) -> Result<bool, SlashingError> {
+        let pk: &[u8] = &pubkey[..];
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM deleted_keys WHERE pubkey = ?1)")
+            .db()?;
+        st.query_row([pk], |r| r.get::<_, bool>(0)).db()
+    }
+
     fn deleted_keys(&mut self) -> Result<Vec<Pubkey>, SlashingError> {
         let mut st = self
             .conn

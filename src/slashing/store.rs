@@ -174,6 +174,10 @@ pub trait StoreTxn {
     fn set_deleted(&mut self, pubkey: &Pubkey, deleted: bool) -> Result<(), SlashingError>;
     /// Every pubkey marked deleted, in ascending order.
     fn deleted_keys(&mut self) -> Result<Vec<Pubkey>, SlashingError>;
+    /// Whether `pubkey` is marked deleted. Read after [`StoreTxn::lock_validator`] on the key,
+    /// it sees a deletion committed by any process before the lock was granted (the deletion
+    /// locks the same row).
+    fn is_deleted(&mut self, pubkey: &Pubkey) -> Result<bool, SlashingError>;
 
     /// Open a nested savepoint (one level) inside the transaction.
     fn savepoint(&mut self) -> Result<(), SlashingError>;

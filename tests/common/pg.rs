@@ -79,6 +79,16 @@ static DATABASES: AtomicUsize = AtomicUsize::new(0);
 impl PgServer {
     /// Start a cluster and create one database in it ([`url`](Self::url)).
     pub fn start() -> PgServer {
+        PgServer::start_with(None)
+    }
+
+    /// [`start`](Self::start), serving TLS (`ssl = on`) with `identity`'s certificate and key
+    /// (plain connections stay allowed, for the harness's own).
+    pub fn start_tls(identity: &super::tls::Identity) -> PgServer {
+        PgServer::start_with(Some(identity))
+    }
+
+    fn start_with(tls: Option<&super::tls::Identity>) -> PgServer {
         let bin = bin_dir();
         let run_as = is_root().then_some("postgres");
         let dir = tempfile::Builder::new().prefix("pg").tempdir().unwrap();
@@ -121,6 +131,23 @@ impl PgServer {
         let conf_path = server.data.join("postgresql.conf");
         let mut text = std::fs::read_to_string(&conf_path).unwrap();
         text.push_str(&conf);
+        if let Some(id) = tls {
+            // The server reads its key only if it is private to the cluster's owner.
+            for (name, pem) in [("server.crt", &id.cert_pem), ("server.key", &id.key_pem)] {
+                let path = server.data.join(name);
+                std::fs::write(&path, pem).unwrap();
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+                if let Some(user) = run_as {
+                    std::os::unix::fs::chown(
+                        &path,
+                        Some(id_of("-u", user)),
+                        Some(id_of("-g", user)),
+                    )
+                    .unwrap();
+                }
+            }
+            text.push_str("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        }
         // A port picked by binding port 0 may be taken again before the server binds it: retry.
         for attempt in 0.. {
             server.port = free_port();

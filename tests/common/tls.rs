@@ -77,6 +77,11 @@ impl Ca {
         )
     }
 
+    /// A server certificate for `names` (DNS names or addresses) only.
+    pub fn server_named(&self, names: &[&str]) -> Identity {
+        self.issue("hsm-signer", names, ExtendedKeyUsagePurpose::ServerAuth)
+    }
+
     /// A client certificate with subject CN `cn` and the DNS name `cn.clients.test`.
     pub fn client(&self, cn: &str) -> Identity {
         self.issue(
