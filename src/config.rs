@@ -203,6 +203,28 @@ impl TlsSettings {
     }
 }
 
+/// `[server]` settings: how long a client may take and how many connections it may hold (see
+/// `crate::api::transport`). Every limit has a default; set one only to change it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Open connections at once (default 1024); one more is closed at once.
+    pub max_connections: Option<usize>,
+    /// Open connections from one IP address at once (default 256).
+    pub max_connections_per_ip: Option<usize>,
+    /// Milliseconds a connection may take to send a whole request head, counted from its
+    /// opening or from the end of the previous response: a trickling or idle connection is
+    /// closed then (default 15,000: more than a slot, so a validator client's connection
+    /// lives from one slot's requests to the next).
+    pub header_read_timeout_ms: Option<u64>,
+    /// Milliseconds a request body may take to arrive once its head has (default 10,000).
+    pub body_read_timeout_ms: Option<u64>,
+    /// Milliseconds a TLS handshake may take (default 5,000).
+    pub tls_handshake_timeout_ms: Option<u64>,
+    /// TLS handshakes in progress from one IP address at once (default 32).
+    pub max_tls_handshakes_per_ip: Option<usize>,
+}
+
 /// `[keymanager]` settings: where keys imported through the Keymanager API
 /// (`POST /eth/v1/keystores`) are placed.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -230,6 +252,8 @@ struct FileConfig {
     allow_unauthenticated_signing: bool,
     #[serde(default)]
     keymanager: KeymanagerSettings,
+    #[serde(default)]
+    server: ServerSettings,
     listen: Option<String>,
     network: Option<String>,
     genesis_validators_root: Option<String>,
@@ -292,6 +316,8 @@ pub struct Config {
     pub allow_unauthenticated_signing: bool,
     /// Keymanager API settings.
     pub keymanager: KeymanagerSettings,
+    /// HTTP server limits.
+    pub server: ServerSettings,
 }
 
 /// `$XDG_DATA_HOME/hsm-signer`, else `~/.local/share/hsm-signer`.
@@ -370,6 +396,7 @@ impl Config {
             allow_insecure_http: file.allow_insecure_http,
             allow_unauthenticated_signing: file.allow_unauthenticated_signing,
             keymanager: file.keymanager,
+            server: file.server,
         };
         config.validate()?;
         Ok(config)
@@ -416,6 +443,7 @@ impl Config {
             allow_insecure_http: false,
             allow_unauthenticated_signing: false,
             keymanager: KeymanagerSettings::default(),
+            server: ServerSettings::default(),
         })
     }
 

@@ -534,6 +534,7 @@ fn serve(config: &Config, listen: Option<String>, checks: ServeChecks) -> Result
     let listen = listen.unwrap_or_else(|| config.listen.clone());
     let addr = api::tls::parse_listen(&listen)?;
     let tls = api::tls::server_config(&config.tls)?;
+    api::transport::Limits::from_settings(&config.server)?;
     if tls.is_none() {
         api::tls::check_plain_http(addr, config.allow_insecure_http)?;
     }
