@@ -39,7 +39,11 @@ fn unauthenticated_answers_name_no_path_and_no_error_detail_and_the_log_has_them
         .filter(|c| c["status"] == "DOWN")
         .map(|c| c["id"].as_str().unwrap())
         .collect();
-    assert_eq!(down, [format!("device:{device}").as_str(), "keys-check"], "{text}");
+    assert_eq!(
+        down,
+        [format!("device:{device}").as_str(), "keys-check"],
+        "{text}"
+    );
     let keys = checks.iter().find(|c| c["id"] == "keys-check").unwrap();
     assert_eq!(keys["keys_loaded"], 1, "{text}");
     assert_eq!(keys["key_errors"], 1, "{text}");
@@ -72,7 +76,9 @@ fn unauthenticated_answers_name_no_path_and_no_error_detail_and_the_log_has_them
         "the log does not name the broken key file:\n{logged}"
     );
     assert!(
-        logged.lines().any(|l| l.contains(&device) && l.contains("disabled")),
+        logged
+            .lines()
+            .any(|l| l.contains(&device) && l.contains("disabled")),
         "the log does not say why {device} is down:\n{logged}"
     );
 }

@@ -102,7 +102,9 @@ fn fresh_client() -> Client {
 fn idle_and_trickling_connections_are_closed_and_blocks_sign_meanwhile() {
     const TIMEOUT_MS: u64 = 4000;
     let s = Signer::with_fixture_key();
-    s.add_config(&format!("[server]\nheader_read_timeout_ms = {TIMEOUT_MS}\n"));
+    s.add_config(&format!(
+        "[server]\nheader_read_timeout_ms = {TIMEOUT_MS}\n"
+    ));
     let server = Server::start(&s, &["--no-slot-deadlines"]);
     let http = fresh_client();
     let to = address(&server);
@@ -168,14 +170,20 @@ fn idle_and_trickling_connections_are_closed_and_blocks_sign_meanwhile() {
         loaded_p50 <= idle * 3 + Duration::from_millis(50),
         "block p50 {loaded_p50:?} under 500 slow connections, {idle:?} idle"
     );
-    assert!(loaded_max < Duration::from_secs(2), "slowest block {loaded_max:?}");
+    assert!(
+        loaded_max < Duration::from_secs(2),
+        "slowest block {loaded_max:?}"
+    );
 
     // A third client address opens 300: 256 (the default cap per address) stay, 44 are
     // closed at once.
     let over = connect_from("127.0.0.4", to, 300);
     std::thread::sleep(Duration::from_millis(500));
     let shut = over.iter().filter(|c| closed(c)).count();
-    assert_eq!(shut, 44, "connections closed at once beyond the per-address cap");
+    assert_eq!(
+        shut, 44,
+        "connections closed at once beyond the per-address cap"
+    );
     assert_eq!(
         server.metric("signer_connections_refused_total{reason=\"per_ip\"}"),
         44.0
@@ -197,7 +205,12 @@ fn idle_and_trickling_connections_are_closed_and_blocks_sign_meanwhile() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let open = idle_conns.iter().filter(|c| !closed(c)).count();
-    assert_eq!(open, 0, "idle connections still open after {:?}", started.elapsed());
+    assert_eq!(
+        open,
+        0,
+        "idle connections still open after {:?}",
+        started.elapsed()
+    );
     assert!(
         server.metric("signer_connections_timed_out_total{phase=\"header\"}") >= 500.0,
         "{}",
@@ -265,10 +278,19 @@ fn idle_sockets_cannot_hold_every_tls_handshake() {
     while idle.iter().any(|c| !closed(c)) && Instant::now() < limit {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(idle.iter().all(|c| closed(c)), "a stalled handshake outlived its timeout");
+    assert!(
+        idle.iter().all(|c| closed(c)),
+        "a stalled handshake outlived its timeout"
+    );
     assert_eq!(
-        server.metric_with(&monitor, "signer_connections_timed_out_total{phase=\"tls_handshake\"}"),
+        server.metric_with(
+            &monitor,
+            "signer_connections_timed_out_total{phase=\"tls_handshake\"}"
+        ),
         32.0
     );
-    assert_eq!(server.metric_with(&monitor, "signer_connections_refused_total"), 268.0);
+    assert_eq!(
+        server.metric_with(&monitor, "signer_connections_refused_total"),
+        268.0
+    );
 }

@@ -141,13 +141,15 @@ pub fn raise_descriptor_limit(limits: &Limits) -> std::result::Result<(), String
     );
     match raised {
         Ok(()) if target >= need => Ok(()),
-        _ => Err(format!(
+        _ => {
+            Err(format!(
             "open files are limited to {}, fewer than [server] max_connections = {} needs ({}): \
              raise the limit (LimitNOFILE= in a systemd unit) or lower max_connections",
             if raised.is_ok() { target } else { now.current.unwrap_or(0) },
             limits.max_connections,
             need
-        )),
+        ))
+        }
     }
 }
 
@@ -255,7 +257,10 @@ impl ConnectionLimiter {
         }
         *mine += 1;
         c.open += 1;
-        self.metrics.connections.open.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .connections
+            .open
+            .fetch_add(1, Ordering::Relaxed);
         Ok(Admitted {
             limiter: self.clone(),
             key,
@@ -349,8 +354,12 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let (app, limits, metrics, stopped) =
-            (app.clone(), limits.clone(), metrics.clone(), stopped.clone());
+        let (app, limits, metrics, stopped) = (
+            app.clone(),
+            limits.clone(),
+            metrics.clone(),
+            stopped.clone(),
+        );
         let (tls, limiter, handshakes) = (tls.clone(), limiter.clone(), handshakes.clone());
         tokio::spawn(async move {
             let peer = Peer { addr, client: None };
@@ -437,8 +446,7 @@ async fn serve_connection<I>(
     };
     if let Err(e) = result {
         if e.is_timeout() {
-            metrics.connections.timed_out[Timeout::Header as usize]
-                .fetch_add(1, Ordering::Relaxed);
+            metrics.connections.timed_out[Timeout::Header as usize].fetch_add(1, Ordering::Relaxed);
             tracing::debug!(peer = %addr, "connection closed: no complete request head in time");
         } else {
             tracing::debug!(peer = %addr, error = %e, "connection ended with an error");
@@ -525,10 +533,7 @@ mod tests {
         let a2 = l.admit(ip("10.0.0.1")).unwrap();
         assert_eq!(l.admit(ip("10.0.0.1")).unwrap_err(), Refusal::PerIp);
         // The same host as an IPv4-mapped IPv6 address is the same client.
-        assert_eq!(
-            l.admit(ip("::ffff:10.0.0.1")).unwrap_err(),
-            Refusal::PerIp
-        );
+        assert_eq!(l.admit(ip("::ffff:10.0.0.1")).unwrap_err(), Refusal::PerIp);
         let others: Vec<_> = ["10.0.0.2", "10.0.0.3", "10.0.0.3"]
             .iter()
             .map(|a| l.admit(ip(a)).unwrap())
@@ -545,7 +550,10 @@ mod tests {
         assert_eq!(l.open(), 0);
         assert!(l.counts().per_ip.is_empty());
         let m = &l.metrics.connections;
-        assert_eq!(m.refused[Refusal::PerIp as usize].load(Ordering::Relaxed), 2);
+        assert_eq!(
+            m.refused[Refusal::PerIp as usize].load(Ordering::Relaxed),
+            2
+        );
         assert_eq!(
             m.refused[Refusal::MaxConnections as usize].load(Ordering::Relaxed),
             1
@@ -595,7 +603,10 @@ mod tests {
         let l = Limits::from_settings(&set).unwrap();
         assert_eq!(l.max_connections, 10);
         assert_eq!(l.header_read_timeout, Duration::from_millis(250));
-        assert_eq!(l.max_connections_per_ip, Limits::default().max_connections_per_ip);
+        assert_eq!(
+            l.max_connections_per_ip,
+            Limits::default().max_connections_per_ip
+        );
         for bad in [
             ServerSettings {
                 max_connections_per_ip: Some(0),
