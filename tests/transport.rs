@@ -279,7 +279,7 @@ fn idle_sockets_cannot_hold_every_tls_handshake() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(
-        idle.iter().all(|c| closed(c)),
+        idle.iter().all(closed),
         "a stalled handshake outlived its timeout"
     );
     assert_eq!(
