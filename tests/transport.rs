@@ -294,3 +294,39 @@ fn idle_sockets_cannot_hold_every_tls_handshake() {
         268.0
     );
 }
+
+/// A request whose head arrives but whose body does not is answered (400, naming the timeout)
+/// and its connection closed once the body timeout passes, and nothing is signed.
+#[test]
+fn a_body_that_does_not_arrive_times_out() {
+    let s = Signer::with_fixture_key();
+    s.add_config("[server]\nbody_read_timeout_ms = 1000\n");
+    let server = Server::start(&s, &["--no-slot-deadlines"]);
+    let mut conn = TcpStream::connect(address(&server)).unwrap();
+    let started = Instant::now();
+    write!(
+        conn,
+        "POST /api/v1/eth2/sign/{} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: 400\r\n\r\n{{\"type\":",
+        common::FIXTURE_PK
+    )
+    .unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = String::new();
+    let _ = conn.read_to_string(&mut answer);
+    let took = started.elapsed();
+    assert!(
+        answer.starts_with("HTTP/1.1 400"),
+        "answer after {took:?}: {answer:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "answered after {took:?}"
+    );
+    assert_eq!(
+        server.metric("signer_connections_timed_out_total{phase=\"body\"}"),
+        1.0
+    );
+    assert_eq!(server.metric("signer_signing_seconds_count"), 0.0);
+}
