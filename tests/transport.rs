@@ -103,7 +103,7 @@ fn idle_and_trickling_connections_are_closed_and_blocks_sign_meanwhile() {
     const TIMEOUT_MS: u64 = 4000;
     let s = Signer::with_fixture_key();
     s.add_config(&format!(
-        "[server]\nheader_read_timeout_ms = {TIMEOUT_MS}\n"
+        "[server]\nheader_read_timeout_ms = {TIMEOUT_MS}\nmax_connections_per_ip = 256\n"
     ));
     let server = Server::start(&s, &["--no-slot-deadlines"]);
     let http = fresh_client();
@@ -175,8 +175,7 @@ fn idle_and_trickling_connections_are_closed_and_blocks_sign_meanwhile() {
         "slowest block {loaded_max:?}"
     );
 
-    // A third client address opens 300: 256 (the default cap per address) stay, 44 are
-    // closed at once.
+    // A third client address opens 300: 256 (its cap here) stay, 44 are closed at once.
     let over = connect_from("127.0.0.4", to, 300);
     std::thread::sleep(Duration::from_millis(500));
     let shut = over.iter().filter(|c| closed(c)).count();
@@ -245,12 +244,12 @@ fn idle_sockets_cannot_hold_every_tls_handshake() {
     let monitor = common::tls::https_client(&ca.cert_pem(), None);
 
     // 300 sockets from one address that never start their handshake: more than every
-    // handshake place the server had (256).
+    // handshake place the server has (256 in all).
     let started = Instant::now();
     let idle = connect_from("127.0.0.2", to, 300);
     std::thread::sleep(Duration::from_millis(300));
     let shut = idle.iter().filter(|c| closed(c)).count();
-    // 256 connections per address, of them 32 handshakes: 268 closed at once.
+    // 32 handshakes per address (the default): the other 268 closed at once.
     assert_eq!(shut, 300 - 32, "connections closed on arrival");
 
     // Another client (a new connection, a full handshake each) signs at once.

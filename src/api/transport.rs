@@ -53,12 +53,13 @@ pub struct Limits {
 
 impl Default for Limits {
     /// For an operator with some 10,000 validators behind a handful of validator clients: a
-    /// client opens one HTTP/1.1 connection per request in flight, a few hundred at a slot's
-    /// start.
+    /// client opens one HTTP/1.1 connection per request in flight, and one client carrying all
+    /// 10,000 signs some 310 attestations at once at each slot, aggregates and sync messages
+    /// besides; per address there is room for that, in all for four such clients.
     fn default() -> Limits {
         Limits {
-            max_connections: 1024,
-            max_connections_per_ip: 256,
+            max_connections: 2048,
+            max_connections_per_ip: 512,
             header_read_timeout: Duration::from_secs(15),
             body_read_timeout: Duration::from_secs(10),
             tls_handshake_timeout: Duration::from_secs(5),
