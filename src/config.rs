@@ -208,9 +208,9 @@ impl TlsSettings {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
-    /// Open connections at once (default 2048); one more is closed at once.
+    /// Open connections at once (default 4096); one more is closed at once.
     pub max_connections: Option<usize>,
-    /// Open connections from one IP address (or IPv6 /64) at once (default 512).
+    /// Open connections from one IP address (or IPv6 /64) at once (default 1024).
     pub max_connections_per_ip: Option<usize>,
     /// Milliseconds a connection may take to send a whole request head, counted from its
     /// opening or from the end of the previous response: a trickling or idle connection is

@@ -53,13 +53,13 @@ pub struct Limits {
 
 impl Default for Limits {
     /// For an operator with some 10,000 validators behind a handful of validator clients: a
-    /// client opens one HTTP/1.1 connection per request in flight, and one client carrying all
-    /// 10,000 signs some 310 attestations at once at each slot, aggregates and sync messages
-    /// besides; per address there is room for that, in all for four such clients.
+    /// client opens one HTTP/1.1 connection per request in flight (a thousand at once is what a
+    /// client's burst is tested with, `tests/slashing_http.rs`), and a connection over a cap is
+    /// an error to it, not a wait; per address there is room for such a burst, in all for four.
     fn default() -> Limits {
         Limits {
-            max_connections: 2048,
-            max_connections_per_ip: 512,
+            max_connections: 4096,
+            max_connections_per_ip: 1024,
             header_read_timeout: Duration::from_secs(15),
             body_read_timeout: Duration::from_secs(10),
             tls_handshake_timeout: Duration::from_secs(5),
