@@ -16,6 +16,13 @@
 //! key_file = "server.key"          # PEM private key (PKCS#8, PKCS#1 or SEC1)
 //! client_ca_file = "clients-ca.pem"    # mutual TLS: client certificates must chain here
 //! allowed_clients = ["vc-1.example", "sha256:3f…"] # … and be on this list
+//! [server]                         # connection limits (`crate::api::transport`), defaults shown
+//! max_connections = 4096
+//! max_connections_per_ip = 1024    # per IPv4 address or IPv6 /64
+//! header_read_timeout_ms = 15000   # a whole request head, from opening or the last response
+//! body_read_timeout_ms = 10000
+//! tls_handshake_timeout_ms = 5000
+//! max_tls_handshakes_per_ip = 32
 //! ```
 
 use std::collections::BTreeMap;
