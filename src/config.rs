@@ -16,6 +16,13 @@
 //! key_file = "server.key"          # PEM private key (PKCS#8, PKCS#1 or SEC1)
 //! client_ca_file = "clients-ca.pem"    # mutual TLS: client certificates must chain here
 //! allowed_clients = ["vc-1.example", "sha256:3f…"] # … and be on this list
+//! [server]                         # connection limits (`crate::api::transport`), defaults shown
+//! max_connections = 4096
+//! max_connections_per_ip = 1024    # per IPv4 address or IPv6 /64
+//! header_read_timeout_ms = 15000   # a whole request head, from opening or the last response
+//! body_read_timeout_ms = 10000
+//! tls_handshake_timeout_ms = 5000
+//! max_tls_handshakes_per_ip = 32
 //! ```
 //!
 //! Who may sign what is the signing policy, a file of its own (`policy_file`, default
@@ -206,6 +213,28 @@ impl TlsSettings {
     }
 }
 
+/// `[server]` settings: how long a client may take and how many connections it may hold (see
+/// `crate::api::transport`). Every limit has a default; set one only to change it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Open connections at once (default 4096); one more is closed at once.
+    pub max_connections: Option<usize>,
+    /// Open connections from one IP address (or IPv6 /64) at once (default 1024).
+    pub max_connections_per_ip: Option<usize>,
+    /// Milliseconds a connection may take to send a whole request head, counted from its
+    /// opening or from the end of the previous response: a trickling or idle connection is
+    /// closed then (default 15,000: more than a slot, so a validator client's connection
+    /// lives from one slot's requests to the next).
+    pub header_read_timeout_ms: Option<u64>,
+    /// Milliseconds a request body may take to arrive once its head has (default 10,000).
+    pub body_read_timeout_ms: Option<u64>,
+    /// Milliseconds a TLS handshake may take (default 5,000).
+    pub tls_handshake_timeout_ms: Option<u64>,
+    /// TLS handshakes in progress from one IP address at once (default 32).
+    pub max_tls_handshakes_per_ip: Option<usize>,
+}
+
 /// `[keymanager]` settings: where keys imported through the Keymanager API
 /// (`POST /eth/v1/keystores`) are placed.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -360,6 +389,8 @@ struct FileConfig {
     #[serde(default)]
     keymanager: KeymanagerSettings,
     policy_file: Option<PathBuf>,
+    #[serde(default)]
+    server: ServerSettings,
     listen: Option<String>,
     network: Option<String>,
     genesis_validators_root: Option<String>,
@@ -427,6 +458,8 @@ pub struct Config {
     /// The signing policy (`policy_file`, default `<data-dir>/signing-policy.toml`), as read;
     /// `crate::api::policy::Policy::build` checks and resolves it.
     pub policy: PolicySettings,
+    /// HTTP server limits.
+    pub server: ServerSettings,
 }
 
 /// A secret kept in a file of its own (a database URL with its password): the file's text
@@ -535,6 +568,7 @@ impl Config {
                 file.policy_file.map(|p| base.join(p)).as_deref(),
                 data_dir,
             )?,
+            server: file.server,
         };
         config.validate()?;
         Ok(config)
@@ -582,6 +616,7 @@ impl Config {
             allow_unauthenticated_signing: false,
             keymanager: KeymanagerSettings::default(),
             policy: PolicySettings::load(None, data_dir)?,
+            server: ServerSettings::default(),
         })
     }
 

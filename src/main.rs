@@ -332,6 +332,22 @@ enum BenchCmd {
         #[arg(long)]
         plot: Option<PathBuf>,
     },
+    /// Block latency over HTTP on an idle server and under a flood of `/healthcheck` (which
+    /// answers anyone): p50, p99 and their ratio, in one run.
+    HealthFlood {
+        /// Blocks signed in each phase (idle, flood, idle).
+        #[arg(long, default_value_t = 500)]
+        blocks: usize,
+        /// Clients asking `/healthcheck` without pause during the flood.
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        /// `/healthcheck` requests per second of the whole flood; 0: as fast as they come.
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        /// Print a JSON report.
+        #[arg(long)]
+        json: bool,
+    },
     /// Decrypt-on-device + sign against raw blst signing.
     Custody {
         /// Device to use (default: the default device).
@@ -558,6 +574,7 @@ fn serve(config: &Config, listen: Option<String>, checks: ServeChecks) -> Result
     let listen = listen.unwrap_or_else(|| config.listen.clone());
     let addr = api::tls::parse_listen(&listen)?;
     let tls = api::tls::server_config(&config.tls)?;
+    api::transport::Limits::from_settings(&config.server)?;
     if tls.is_none() {
         api::tls::check_plain_http(addr, config.allow_insecure_http)?;
     }
@@ -1189,6 +1206,28 @@ fn bench_cmd(config: &Config, cmd: BenchCmd) -> Result<()> {
                 std::fs::write(&path, report.svg()).map_err(SignerError::io(&path))?;
                 eprintln!("latency distributions drawn to {}", path.display());
             }
+            print_report(&report, report.table(), json);
+            Ok(())
+        }
+        BenchCmd::HealthFlood {
+            blocks,
+            clients,
+            rate,
+            json,
+        } => {
+            bootstrap_embedded(config)?;
+            let dir = tempfile_dir(&config.data_dir)?;
+            let report = bench::health_flood::run(
+                config,
+                &dir,
+                &bench::health_flood::FloodOptions {
+                    blocks,
+                    clients,
+                    rate,
+                },
+            );
+            let _ = std::fs::remove_dir_all(&dir);
+            let report = report?;
             print_report(&report, report.table(), json);
             Ok(())
         }

@@ -120,6 +120,59 @@ pub struct Metrics {
     pub hedges: AtomicU64,
     /// Selection-proof precompute (`crate::duties`).
     pub precompute: PrecomputeMetrics,
+    /// The HTTP server's connections (`crate::api::transport`).
+    pub connections: ConnectionMetrics,
+}
+
+/// Why a connection was closed as soon as it was accepted: the `reason` label of
+/// `signer_connections_refused_total`, indexed by [`ConnectionMetrics::refused`].
+pub const CONNECTION_REFUSALS: [&str; 3] = ["max_connections", "per_ip", "tls_handshakes_per_ip"];
+/// Where a connection ran out of time: the `phase` label of `signer_connections_timed_out_total`,
+/// indexed by [`ConnectionMetrics::timed_out`].
+pub const CONNECTION_TIMEOUTS: [&str; 3] = ["tls_handshake", "header", "body"];
+
+/// Counters of the HTTP server's connections.
+#[derive(Debug, Default)]
+pub struct ConnectionMetrics {
+    /// Connections open now (TLS handshakes included).
+    pub open: AtomicU64,
+    /// Connections closed on arrival, by [`CONNECTION_REFUSALS`] reason.
+    pub refused: [AtomicU64; 3],
+    /// Connections closed for taking too long, by [`CONNECTION_TIMEOUTS`] phase.
+    pub timed_out: [AtomicU64; 3],
+}
+
+impl ConnectionMetrics {
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# TYPE signer_connections_open gauge\nsigner_connections_open {}",
+            self.open.load(Ordering::Relaxed)
+        );
+        for (name, label, labels, counts) in [
+            (
+                "signer_connections_refused_total",
+                "reason",
+                &CONNECTION_REFUSALS,
+                &self.refused,
+            ),
+            (
+                "signer_connections_timed_out_total",
+                "phase",
+                &CONNECTION_TIMEOUTS,
+                &self.timed_out,
+            ),
+        ] {
+            let _ = writeln!(out, "# TYPE {name} counter");
+            for (value, n) in labels.iter().zip(counts) {
+                let _ = writeln!(
+                    out,
+                    "{name}{{{label}=\"{value}\"}} {}",
+                    n.load(Ordering::Relaxed)
+                );
+            }
+        }
+    }
 }
 
 /// Counters of the selection-proof precompute and its cache.
@@ -306,6 +359,7 @@ impl Metrics {
             );
         }
         self.precompute.render(&mut out);
+        self.connections.render(&mut out);
         let mut last = "";
         for (name, labels, value) in gauges {
             if *name != last {

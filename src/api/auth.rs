@@ -19,10 +19,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use axum::extract::ConnectInfo;
 
 use super::policy::Presented;
-use super::tls::TlsPeer;
+use super::transport::Peer;
 use super::{ApiError, AppState};
 use crate::error::{Result, SignerError};
 
@@ -232,8 +231,8 @@ async fn identify(State(app): State<AppState>, mut req: Request, next: Next) -> 
     };
     let cert = req
         .extensions()
-        .get::<ConnectInfo<TlsPeer>>()
-        .and_then(|peer| peer.0.client.clone());
+        .get::<Peer>()
+        .and_then(|peer| peer.client.clone());
     match policy.caller(&presented, cert.as_deref()) {
         Ok(caller) => {
             req.extensions_mut().insert(caller);

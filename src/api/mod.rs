@@ -3,7 +3,7 @@
 //! protection, scheduling and custody live in their own modules. Access control: the admin
 //! routes sit behind the bearer token ([`auth`]), the transport is HTTPS with optional mutual
 //! TLS ([`tls`]), plain HTTP is served on loopback only, and who may sign what is the signing
-//! policy's ([`policy`]).
+//! policy's ([`policy`]). Connections are served, timed and capped by [`transport`].
 
 pub mod auth;
 mod error;
@@ -13,6 +13,7 @@ pub mod policy;
 mod reload;
 mod sign;
 pub mod tls;
+pub mod transport;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -226,36 +227,28 @@ pub async fn serve(state: AppState, addr: SocketAddr) -> std::io::Result<()> {
 }
 
 /// Serve until SIGINT or SIGTERM: HTTPS when `tls` is given (see [`tls::server_config`]),
-/// else plain HTTP. Prints `hsm-signer listening on http(s)://ADDR` once bound.
+/// else plain HTTP, within the limits of `[server]` ([`transport::Limits`]). Prints
+/// `hsm-signer listening on http(s)://ADDR` once bound.
 pub async fn serve_with(
     state: AppState,
     addr: SocketAddr,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> std::io::Result<()> {
+    let limits = transport::Limits::from_settings(&state.config.server)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    if let Err(e) = transport::raise_descriptor_limit(&limits) {
+        eprintln!("WARNING: {e}");
+        tracing::warn!("{e}");
+    }
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
+    let metrics = state.metrics.clone();
     let app = router(state);
-    match tls {
-        None => {
-            tracing::info!(%local, "listening (HTTP)");
-            println!("hsm-signer listening on http://{local}");
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown_signal())
-                .await
-        }
-        Some(config) => {
-            let listener = tls::TlsListener::new(listener, config)?;
-            tracing::info!(%local, "listening (HTTPS)");
-            println!("hsm-signer listening on https://{local}");
-            // The client certificate reaches the handlers (the signing policy's identity).
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<tls::TlsPeer>(),
-            )
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-        }
-    }
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%local, ?limits, "listening ({scheme})");
+    println!("hsm-signer listening on {scheme}://{local}");
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
+    transport::serve(listener, tls, app, limits, metrics, shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

@@ -83,6 +83,10 @@ fn reload_runtime(app: &AppState) -> Result<(Runtime, Policy), String> {
         devices.push(device);
     }
     let (mut keys, errors) = KeyStore::load(&config.keys_dir()).map_err(|e| e.to_string())?;
+    for e in &errors {
+        // `/healthcheck` only counts them (it answers anyone); the files are named here.
+        tracing::error!(error = %e, "key file not loaded");
+    }
     super::keymanager::exclude_deleted(app, None, &mut keys).map_err(|e| e.to_string())?;
     let runtime = Runtime {
         keys,

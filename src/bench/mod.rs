@@ -2,6 +2,7 @@
 //! measured in one run (ours against a baseline), as a table or as JSON.
 
 pub mod custody;
+pub mod health_flood;
 pub mod scenario;
 pub mod threshold;
 

@@ -143,6 +143,33 @@ impl Signer {
         self
     }
 
+    /// Add TOML `tables` (e.g. a `[server]` section) to the signer's configuration file, writing
+    /// one over the embedded default's tokens first if there is none (the tokens must exist:
+    /// import a key or run `device init` before).
+    pub fn add_config(&self, tables: &str) {
+        use std::fmt::Write;
+        let path = self.data_dir().join(hsm_signer::config::CONFIG_FILE_NAME);
+        let mut text = std::fs::read_to_string(&path).unwrap_or_default();
+        if text.is_empty() {
+            let soft = self.data_dir().join("softhsm");
+            text = "default_device = \"softhsm-1\"\n".to_owned();
+            for i in 1..=hsm_signer::config::EMBEDDED_TOKENS {
+                write!(
+                    text,
+                    "[[device]]\nname = \"softhsm-{i}\"\ntoken_label = \"hsm-signer-{i}\"\n\
+                     pin_file = \"{}\"\nmodule_config = \"{}\"\n",
+                    soft.join(format!("softhsm-{i}.pin")).display(),
+                    soft.join("softhsm2.conf").display(),
+                )
+                .unwrap();
+            }
+        }
+        text.push('\n');
+        text.push_str(tables);
+        text.push('\n');
+        std::fs::write(&path, text).unwrap();
+    }
+
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(BIN);
         c.arg("--data-dir").arg(self.data_dir());
@@ -311,7 +338,12 @@ impl Server {
     /// The sum of every series of the metric `name` on `/metrics` (0 if absent). A name with
     /// its labels (`x{device="d"}`) picks that one series.
     pub fn metric(&self, name: &str) -> f64 {
-        let text = http()
+        self.metric_with(&http(), name)
+    }
+
+    /// [`Server::metric`] asked with `client` (an HTTPS client for a TLS server).
+    pub fn metric_with(&self, client: &reqwest::blocking::Client, name: &str) -> f64 {
+        let text = client
             .get(self.url("/metrics"))
             .send()
             .unwrap()

@@ -1,0 +1,286 @@
+//! `bench health-flood`: does a flood of `/healthcheck` (which answers anyone) slow blocks?
+//! The real server in process (router, connection handling, scheduler, SoftHSM tokens) on a
+//! loopback port; blocks signed over HTTP one after another, first on the idle server, then
+//! while clients ask `/healthcheck` as fast as they can, then idle again. Reports block p50 and
+//! p99 in each phase and the ratio of the flood's p99 to the idle one (target ≤ 2).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::api::{transport, AppState};
+use crate::bench::scenario::Latency;
+use crate::config::Config;
+use crate::consensus::Network;
+use crate::devices::Devices;
+use crate::error::{Result, SignerError};
+use crate::keys::{seal_share, KeyRecord, KeyStore, PublicKeyBytes, ShareId};
+
+/// Settings of one run.
+#[derive(Debug, Clone)]
+pub struct FloodOptions {
+    /// Blocks signed in each phase.
+    pub blocks: usize,
+    /// Concurrent `/healthcheck` clients during the flood, each on its own keep-alive
+    /// connection.
+    pub clients: usize,
+    /// `/healthcheck` requests per second the clients send together; 0: each asks again as
+    /// soon as it has its answer, as fast as the host allows.
+    pub rate: u64,
+}
+
+/// The report.
+#[derive(Debug, Clone, Serialize)]
+pub struct FloodReport {
+    /// Benchmark name.
+    pub bench: &'static str,
+    /// Blocks per phase.
+    pub blocks: usize,
+    /// Flooding clients.
+    pub clients: usize,
+    /// Requests per second asked of the flood (0: unpaced).
+    pub rate: u64,
+    /// Block latency on the idle server (the faster of before and after the flood, by p99).
+    pub idle: Latency,
+    /// Block latency during the flood.
+    pub flood: Latency,
+    /// `/healthcheck` answers per second during the flood.
+    pub healthchecks_per_sec: f64,
+    /// `/healthcheck` answers that were not 200 or 503 (should be 0).
+    pub healthcheck_failures: u64,
+    /// Device checks the flood caused (the probe's rounds, not one per call).
+    pub device_checks: u64,
+    /// Flood block p99 ÷ idle block p99 (target ≤ 2).
+    pub p99_flood_over_idle: f64,
+}
+
+impl FloodReport {
+    /// Human-readable table.
+    pub fn table(&self) -> String {
+        let row = |name: &str, l: &Latency| {
+            format!(
+                "{name:<22} {:>8.2}ms {:>8.2}ms {:>8.2}ms\n",
+                l.p50_ms, l.p99_ms, l.max_ms
+            )
+        };
+        format!(
+            "health flood: {} blocks per phase over HTTP; {} clients asking /healthcheck {}\n\
+             {:<22} {:>10} {:>10} {:>10}\n{}{}\
+             /healthcheck answered {:.0}/s during the flood ({} failed), {} device checks made\n\
+             block p99 flood / idle = {:.2} (target <= 2)\n",
+            self.blocks,
+            self.clients,
+            if self.rate == 0 {
+                "without pause".to_owned()
+            } else {
+                format!("{} times a second in all", self.rate)
+            },
+            "",
+            "block p50",
+            "block p99",
+            "block max",
+            row("idle", &self.idle),
+            row("/healthcheck flood", &self.flood),
+            self.healthchecks_per_sec,
+            self.healthcheck_failures,
+            self.device_checks,
+            self.p99_flood_over_idle
+        )
+    }
+}
+
+/// A BLOCK_V2 (a Capella header) at `slot`, as a validator client sends it.
+fn block_body(slot: u64) -> String {
+    format!(
+        r#"{{"type":"BLOCK_V2","fork_info":{{"fork":{{"previous_version":"0x02000000","current_version":"0x03000000","epoch":"194048"}},"genesis_validators_root":"0x4b363db94e286120d76eb905340fdd4e54bfe9f06bf33ff6cf5ad27f511bfe95"}},"beacon_block":{{"version":"CAPELLA","block_header":{{"slot":"{slot}","proposer_index":"7","parent_root":"0x{p}","state_root":"0x{s}","body_root":"0x{b}"}}}}}}"#,
+        p = "11".repeat(32),
+        s = "22".repeat(32),
+        b = "33".repeat(32),
+    )
+}
+
+/// Sign `n` blocks from `first_slot` on, one after another; their latencies.
+async fn blocks(
+    http: &reqwest::Client,
+    url: &str,
+    first_slot: u64,
+    n: usize,
+) -> Result<Vec<Duration>> {
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n as u64 {
+        let t = Instant::now();
+        let resp = http
+            .post(url)
+            .header("content-type", "application/json")
+            .body(block_body(first_slot + i))
+            .send()
+            .await
+            .map_err(|e| SignerError::Invalid(format!("health-flood bench: a block: {e}")))?;
+        let status = resp.status();
+        let _ = resp.bytes().await;
+        if !status.is_success() {
+            return Err(SignerError::Invalid(format!(
+                "health-flood bench: a block was answered {status}"
+            )));
+        }
+        out.push(t.elapsed());
+    }
+    Ok(out)
+}
+
+/// Run it on the configured devices, with one key sealed on the default device in a scratch
+/// key directory `scratch`.
+pub fn run(config: &Config, scratch: &std::path::Path, opts: &FloodOptions) -> Result<FloodReport> {
+    let server_rt =
+        crate::scheduler::runtime().map_err(|e| SignerError::Invalid(format!("runtime: {e}")))?;
+    let devices = Devices::open_all(config)?;
+    let device = devices.get(&config.default_device)?.clone();
+    let sk = crate::bls::random_secret_key()?;
+    let pk = PublicKeyBytes(crate::bls::public_key_bytes(&sk));
+    let id = ShareId::new(1).ok_or_else(|| SignerError::Invalid("share id".into()))?;
+    let share = seal_share(&device, &pk, id, &sk)?;
+    let (mut keys, _) = KeyStore::load(scratch)?;
+    keys.insert(KeyRecord::whole(pk, share, "bench"))?;
+    let network = Network::preset("mainnet")
+        .ok_or_else(|| SignerError::Invalid("mainnet is not built in".into()))?;
+    let mut state = AppState::new(config.clone(), network, devices, keys, Vec::new(), None);
+    // Blocks at any slot: no validity windows, any network.
+    state.clock = None;
+    state.network_check = false;
+    let metrics = state.metrics.clone();
+    let listener = server_rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .map_err(|e| SignerError::Invalid(format!("binding a loopback port: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| SignerError::Invalid(format!("loopback port: {e}")))?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let limits = transport::Limits::from_settings(&config.server)?;
+    let app = crate::api::router(state);
+    let server = server_rt.spawn(transport::serve(
+        listener,
+        None,
+        app,
+        limits,
+        metrics.clone(),
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+
+    // The clients, on threads of their own: the validator client signing blocks at normal
+    // priority, the flood at nice 5 like the server's HTTP runtime (on one host it takes the
+    // same cores the server needs; from another host it would take none).
+    let vc_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| SignerError::Invalid(format!("client runtime: {e}")))?;
+    let flood_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .on_thread_start(|| {
+            let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 5);
+        })
+        .build()
+        .map_err(|e| SignerError::Invalid(format!("flood runtime: {e}")))?;
+    let sign_url = format!("http://{addr}/api/v1/eth2/sign/{pk}");
+    let health_url = format!("http://{addr}/healthcheck");
+    let http = reqwest::Client::new();
+    let result = vc_rt.block_on(async {
+        // Warm up, then idle.
+        blocks(&http, &sign_url, 1, 20).await?;
+        let idle_before = blocks(&http, &sign_url, 100, opts.blocks).await?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (answered, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let checks_before = metrics_probe_count(&http, addr).await;
+        let every = (opts.rate > 0)
+            .then(|| Duration::from_secs_f64(opts.clients as f64 / opts.rate as f64));
+        let mut flood = Vec::new();
+        for _ in 0..opts.clients {
+            let (stop, answered, failed) = (stop.clone(), answered.clone(), failed.clone());
+            let (client, url) = (reqwest::Client::new(), health_url.clone());
+            flood.push(flood_rt.spawn(async move {
+                let mut tick = every.map(|d| {
+                    let mut t = tokio::time::interval(d);
+                    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    t
+                });
+                while !stop.load(Ordering::Relaxed) {
+                    if let Some(t) = tick.as_mut() {
+                        t.tick().await;
+                    }
+                    match client.get(&url).send().await {
+                        Ok(r) if r.status().as_u16() == 200 || r.status().as_u16() == 503 => {
+                            let _ = r.bytes().await;
+                            answered.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }));
+        }
+        // Let the flood reach its pace before measuring.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let t = Instant::now();
+        let from = answered.load(Ordering::Relaxed);
+        let under_flood = blocks(&http, &sign_url, 100_000, opts.blocks).await;
+        let rate = (answered.load(Ordering::Relaxed) - from) as f64 / t.elapsed().as_secs_f64();
+        stop.store(true, Ordering::Relaxed);
+        for f in flood {
+            let _ = f.await;
+        }
+        let under_flood = under_flood?;
+        let device_checks = metrics_probe_count(&http, addr)
+            .await
+            .saturating_sub(checks_before);
+        let idle_after = blocks(&http, &sign_url, 200_000, opts.blocks).await?;
+        Ok::<_, SignerError>((
+            idle_before,
+            under_flood,
+            idle_after,
+            rate,
+            failed.load(Ordering::Relaxed),
+            device_checks,
+        ))
+    });
+    let _ = stop_tx.send(());
+    let _ = server_rt.block_on(server);
+    let (idle_before, flood, idle_after, rate, failures, device_checks) = result?;
+    let (before, after) = (Latency::of(&idle_before), Latency::of(&idle_after));
+    // The faster idle phase is the yardstick: a slow spell of the host in one of them would
+    // otherwise flatter the ratio.
+    let idle = if after.p99_ms < before.p99_ms {
+        after
+    } else {
+        before
+    };
+    let flood = Latency::of(&flood);
+    Ok(FloodReport {
+        bench: "health-flood",
+        blocks: opts.blocks,
+        clients: opts.clients,
+        rate: opts.rate,
+        p99_flood_over_idle: flood.p99_ms / idle.p99_ms.max(1e-6),
+        idle,
+        flood,
+        healthchecks_per_sec: rate,
+        healthcheck_failures: failures,
+        device_checks,
+    })
+}
+
+/// `signer_health_device_checks` from `/metrics`.
+async fn metrics_probe_count(http: &reqwest::Client, addr: std::net::SocketAddr) -> u64 {
+    let Ok(resp) = http.get(format!("http://{addr}/metrics")).send().await else {
+        return 0;
+    };
+    let text = resp.text().await.unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("signer_health_device_checks "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
