@@ -19,7 +19,6 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-
 use super::policy::Presented;
 use super::transport::Peer;
 use super::{ApiError, AppState};
