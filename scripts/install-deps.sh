@@ -20,6 +20,8 @@ command -v cc >/dev/null 2>&1 || need+=(build-essential)
 # The HTTPS tests' client speaks OpenSSL (native-tls), a second TLS stack beside the server's rustls.
 [ -f /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+# `ss` (iproute2): the PostgreSQL test checks that the signer's session has TCP keepalives on.
+command -v ss >/dev/null 2>&1 || need+=(iproute2)
 # Debian's package also starts a cluster service of its own on install: harmless, the tests run
 # their own server (as the postgres user, on a free loopback port) and never touch it.
 pg_present=false
