@@ -334,18 +334,7 @@ async fn the_signing_handler_holds_its_properties_under_thousands_of_mutated_req
 
     // Nothing recorded ahead of the clock: the last block at most one slot ahead, the last
     // target at most one epoch ahead.
-    let export: Value = serde_json::from_str(&slashing.export_interchange(None).unwrap()).unwrap();
-    let numbers = |list: &str, field: &str| -> Vec<u64> {
-        export["data"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|v| v[list].as_array().cloned().unwrap_or_default())
-            .map(|x| x[field].as_str().unwrap().parse().unwrap())
-            .collect()
-    };
-    let blocks = numbers("signed_blocks", "slot");
-    let targets = numbers("signed_attestations", "target_epoch");
+    let (blocks, targets) = common::recorded_in(&slashing.export_interchange(None).unwrap());
     assert!(!blocks.is_empty() && !targets.is_empty(), "{outcomes:?}");
     assert!(
         blocks.iter().all(|&s| s <= slot + 1),

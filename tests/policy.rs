@@ -123,20 +123,7 @@ fn public_keys(http: &Client, server: &Server, token: Option<&str>) -> Value {
 
 /// (block slots, attestation target epochs) in the signer's slashing database.
 fn recorded(s: &Signer) -> (Vec<u64>, Vec<u64>) {
-    let export: Value = serde_json::from_str(&s.ok(&["slashing", "export", "-"])).unwrap();
-    let numbers = |list: &str, field: &str| -> Vec<u64> {
-        export["data"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|v| v[list].as_array().cloned().unwrap_or_default())
-            .map(|x| x[field].as_str().unwrap().parse().unwrap())
-            .collect()
-    };
-    (
-        numbers("signed_blocks", "slot"),
-        numbers("signed_attestations", "target_epoch"),
-    )
+    common::recorded_in(&s.ok(&["slashing", "export", "-"]))
 }
 
 fn read_token(s: &Signer, name: &str) -> String {

@@ -339,21 +339,7 @@ impl InProcess {
 
     /// The block slots and attestation target epochs slashing protection recorded.
     fn recorded(&self) -> (Vec<u64>, Vec<u64>) {
-        let export: Value =
-            serde_json::from_str(&self.slashing.export_interchange(None).unwrap()).unwrap();
-        let numbers = |list: &str, field: &str| -> Vec<u64> {
-            export["data"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .flat_map(|v| v[list].as_array().cloned().unwrap_or_default())
-                .map(|x| x[field].as_str().unwrap().parse().unwrap())
-                .collect()
-        };
-        (
-            numbers("signed_blocks", "slot"),
-            numbers("signed_attestations", "target_epoch"),
-        )
+        common::recorded_in(&self.slashing.export_interchange(None).unwrap())
     }
 
     fn refused_past_window(&self) -> u64 {

@@ -561,3 +561,21 @@ pub fn request_at(
     }
     r
 }
+
+/// (block slots, attestation target epochs) of an EIP-3076 interchange export (its JSON text).
+pub fn recorded_in(export: &str) -> (Vec<u64>, Vec<u64>) {
+    let export: serde_json::Value = serde_json::from_str(export).unwrap();
+    let numbers = |list: &str, field: &str| -> Vec<u64> {
+        export["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|v| v[list].as_array().cloned().unwrap_or_default())
+            .map(|x| x[field].as_str().unwrap().parse().unwrap())
+            .collect()
+    };
+    (
+        numbers("signed_blocks", "slot"),
+        numbers("signed_attestations", "target_epoch"),
+    )
+}
