@@ -251,12 +251,24 @@ fn tail(path: &Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// A loopback port nobody listens on, never one this process handed out before: the kernel
+/// may give the port just closed to the next `bind(0)`, and Lodestar's REST and p2p ports
+/// were once the same (CI, stop 24), so Lodestar exited before it answered.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap();
+    for _ in 0..1000 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no fresh loopback port in 1000 tries");
 }
 
 fn now_unix() -> f64 {
