@@ -233,6 +233,16 @@ pub struct ServerSettings {
     pub tls_handshake_timeout_ms: Option<u64>,
     /// TLS handshakes in progress from one IP address at once (default 32).
     pub max_tls_handshakes_per_ip: Option<usize>,
+    /// Requests a second to the endpoints that answer anyone (`/upcheck`, `/healthcheck`,
+    /// `/metrics`) from one IP address or IPv6 /64 (default 20); more wait their turn, and
+    /// past 5 s of waiting get 429.
+    pub open_requests_per_sec_per_client: Option<f64>,
+    /// Of those, how many one address may send at once after a quiet spell (default 40).
+    pub open_requests_burst_per_client: Option<u32>,
+    /// Requests a second to those endpoints from every address together (default 200).
+    pub open_requests_per_sec: Option<f64>,
+    /// Of those, how many may come at once (default 400).
+    pub open_requests_burst: Option<u32>,
 }
 
 /// `[keymanager]` settings: where keys imported through the Keymanager API

@@ -344,6 +344,12 @@ enum BenchCmd {
         /// `/healthcheck` requests per second of the whole flood; 0: as fast as they come.
         #[arg(long, default_value_t = 1000)]
         rate: u64,
+        /// Loopback addresses the clients are spread over (each is paced on its own).
+        #[arg(long, default_value_t = 1)]
+        sources: usize,
+        /// Each flood request on a new connection (opened, asked, closed), not keep-alive.
+        #[arg(long)]
+        fresh_connections: bool,
         /// Print a JSON report.
         #[arg(long)]
         json: bool,
@@ -1213,6 +1219,8 @@ fn bench_cmd(config: &Config, cmd: BenchCmd) -> Result<()> {
             blocks,
             clients,
             rate,
+            sources,
+            fresh_connections,
             json,
         } => {
             bootstrap_embedded(config)?;
@@ -1224,6 +1232,8 @@ fn bench_cmd(config: &Config, cmd: BenchCmd) -> Result<()> {
                     blocks,
                     clients,
                     rate,
+                    sources,
+                    fresh_connections,
                 },
             );
             let _ = std::fs::remove_dir_all(&dir);

@@ -140,6 +140,10 @@ pub struct ConnectionMetrics {
     pub refused: [AtomicU64; 3],
     /// Connections closed for taking too long, by [`CONNECTION_TIMEOUTS`] phase.
     pub timed_out: [AtomicU64; 3],
+    /// Requests to the open endpoints that waited for their turn (`crate::api::throttle`).
+    pub open_delayed: AtomicU64,
+    /// Requests to the open endpoints answered 429 after the longest wait.
+    pub open_refused: AtomicU64,
 }
 
 impl ConnectionMetrics {
@@ -148,6 +152,14 @@ impl ConnectionMetrics {
             out,
             "# TYPE signer_connections_open gauge\nsigner_connections_open {}",
             self.open.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE signer_open_requests_paced_total counter\n\
+             signer_open_requests_paced_total{{outcome=\"delayed\"}} {}\n\
+             signer_open_requests_paced_total{{outcome=\"refused\"}} {}",
+            self.open_delayed.load(Ordering::Relaxed),
+            self.open_refused.load(Ordering::Relaxed)
         );
         for (name, label, labels, counts) in [
             (

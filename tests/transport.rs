@@ -329,3 +329,111 @@ fn a_body_that_does_not_arrive_times_out() {
     );
     assert_eq!(server.metric("signer_signing_seconds_count"), 0.0);
 }
+
+/// A client of one loopback address (`source`), one request per connection.
+fn client_from(source: &str) -> Client {
+    Client::builder()
+        .local_address(source.parse::<std::net::IpAddr>().unwrap())
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// Must show (issue 15, finding 5 and the flood): the endpoints that answer anyone are paced
+/// per client address. A flood from one address waits its turn (its requests come back at the
+/// configured rate), one that would wait past 5 s gets 429 naming the limit, another address is
+/// answered at once meanwhile, and signing is not paced at all.
+#[test]
+fn open_endpoints_are_paced_per_address_and_signing_is_not() {
+    let s = Signer::with_fixture_key();
+    // 10 a second and 5 at once per address; every address together far more.
+    s.add_config(
+        "[server]\nopen_requests_per_sec_per_client = 10\nopen_requests_burst_per_client = 5\n\
+         open_requests_per_sec = 1000\nopen_requests_burst = 1000\n",
+    );
+    let server = Server::start(&s, &["--no-slot-deadlines"]);
+    let to = address(&server);
+    let url = |path: &str| format!("http://{to}{path}");
+
+    // One address, one request after another: 5 at once, then one each 100 ms.
+    let flooder = client_from("127.0.0.2");
+    let started = Instant::now();
+    for _ in 0..25 {
+        let resp = flooder.get(url("/healthcheck")).send().unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+    let paced = started.elapsed();
+    assert!(
+        paced >= Duration::from_millis(1800) && paced < Duration::from_secs(5),
+        "25 /healthcheck from one address took {paced:?}, not about 2 s at 10 a second"
+    );
+
+    // 70 at once from one address: about 5 + 10 × 5 s are answered within the longest wait,
+    // the rest get 429 after it. Meanwhile another address is answered at once and blocks sign
+    // at their usual pace.
+    // The 70 connections are opened first, then every request is written at once.
+    let conns = connect_from("127.0.0.3", to, 70);
+    let (answered, refused, other, blocks) = std::thread::scope(|scope| {
+        let flood: Vec<_> = conns
+            .into_iter()
+            .map(|mut conn| {
+                conn.set_nonblocking(false).unwrap();
+                conn.write_all(b"GET /upcheck HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    .unwrap();
+                scope.spawn(move || {
+                    let mut text = String::new();
+                    conn.read_to_string(&mut text).unwrap();
+                    let status = text.split(' ').nth(1).unwrap_or_default().to_owned();
+                    (status, text)
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        let other = {
+            let t = Instant::now();
+            let resp = client_from("127.0.0.4")
+                .get(url("/upcheck"))
+                .send()
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            t.elapsed()
+        };
+        let blocks = sign_blocks(&fresh_client(), &server, 1..21);
+        let mut answered = 0;
+        let mut refused = 0;
+        for f in flood {
+            let (status, text) = f.join().unwrap();
+            match status.as_str() {
+                "200" => answered += 1,
+                "429" => {
+                    assert!(
+                        text.contains("at most 10 a second from one address"),
+                        "{text}"
+                    );
+                    refused += 1;
+                }
+                other => panic!("{other}: {text}"),
+            }
+        }
+        (answered, refused, other, blocks)
+    });
+    assert!(
+        (50..=60).contains(&answered) && answered + refused == 70,
+        "{answered} answered, {refused} refused of 70 at once"
+    );
+    assert!(
+        other < Duration::from_millis(500),
+        "another address waited {other:?}"
+    );
+    let slowest = blocks.iter().max().copied().unwrap_or_default();
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a block took {slowest:?} during the flood"
+    );
+    assert_eq!(
+        server.metric("signer_open_requests_paced_total{outcome=\"refused\"}"),
+        refused as f64
+    );
+    assert!(server.metric("signer_open_requests_paced_total{outcome=\"delayed\"}") >= 60.0);
+}

@@ -12,6 +12,7 @@ pub mod keymanager;
 pub mod policy;
 mod reload;
 mod sign;
+pub mod throttle;
 pub mod tls;
 pub mod transport;
 
@@ -79,6 +80,8 @@ pub struct AppState {
     health: Arc<health::HealthProbe>,
     /// The signing policy; a reload swaps it with the key set.
     policy: Arc<RwLock<Arc<policy::Policy>>>,
+    /// The request rate of the endpoints that answer anyone.
+    open_limiter: Arc<throttle::OpenLimiter>,
 }
 
 impl AppState {
@@ -103,6 +106,8 @@ impl AppState {
             _ => None,
         };
         let metrics = Arc::new(Metrics::default());
+        // `serve_with` refuses settings that are not valid before anything is served.
+        let open_rates = throttle::OpenRates::from_settings(&config.server).unwrap_or_default();
         AppState {
             runtime: Arc::new(RwLock::new(Arc::new(Runtime {
                 keys,
@@ -126,6 +131,7 @@ impl AppState {
             network_check: true,
             health: Arc::default(),
             policy: Arc::default(),
+            open_limiter: Arc::new(throttle::OpenLimiter::new(open_rates)),
         }
     }
 
@@ -208,11 +214,15 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/devices/{name}", post(health::set_device))
         .merge(keymanager::routes());
     let admin = auth::require_token(admin, &state);
-    // Probes and metrics stay open.
+    // Probes and metrics stay open, at a bounded rate.
     let open = Router::new()
         .route("/upcheck", get(health::upcheck))
         .route("/healthcheck", get(health::healthcheck))
-        .route("/metrics", get(health::metrics));
+        .route("/metrics", get(health::metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            throttle::pace_open,
+        ));
     Router::new()
         .merge(signing)
         .merge(admin)
@@ -235,6 +245,8 @@ pub async fn serve_with(
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> std::io::Result<()> {
     let limits = transport::Limits::from_settings(&state.config.server)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    throttle::OpenRates::from_settings(&state.config.server)
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     if let Err(e) = transport::raise_descriptor_limit(&limits) {
         eprintln!("WARNING: {e}");

@@ -177,7 +177,7 @@ enum Timeout {
 
 /// What one client is counted as: its IPv4 address, or its IPv6 /64 (a host is commonly given
 /// a whole /64, and could otherwise open its connections from as many addresses).
-fn client_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn client_key(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V6(v6) => {
             let bits = u128::from(v6) & !((1u128 << 64) - 1);

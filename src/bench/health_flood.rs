@@ -29,6 +29,11 @@ pub struct FloodOptions {
     /// `/healthcheck` requests per second the clients send together; 0: each asks again as
     /// soon as it has its answer, as fast as the host allows.
     pub rate: u64,
+    /// Loopback addresses the clients are spread over (127.0.1.1, 127.0.1.2, …): each is a
+    /// client address of its own to the server's per-address rate.
+    pub sources: usize,
+    /// Each request on a connection of its own (opened, asked, closed), not keep-alive.
+    pub fresh_connections: bool,
 }
 
 /// The report.
@@ -48,8 +53,16 @@ pub struct FloodReport {
     pub flood: Latency,
     /// `/healthcheck` answers per second during the flood.
     pub healthchecks_per_sec: f64,
-    /// `/healthcheck` answers that were not 200 or 503 (should be 0).
+    /// `/healthcheck` answers that were not 200, 503 or 429 (should be 0).
     pub healthcheck_failures: u64,
+    /// Loopback addresses the flood came from.
+    pub sources: usize,
+    /// Whether each flood request opened a connection of its own.
+    pub fresh_connections: bool,
+    /// Flood requests that waited for their turn (`signer_open_requests_paced_total`).
+    pub healthchecks_delayed: u64,
+    /// Flood requests answered 429 after the longest wait.
+    pub healthchecks_refused: u64,
     /// Device checks the flood caused (the probe's rounds, not one per call).
     pub device_checks: u64,
     /// Flood block p99 ÷ idle block p99 (target ≤ 2).
@@ -66,12 +79,20 @@ impl FloodReport {
             )
         };
         format!(
-            "health flood: {} blocks per phase over HTTP; {} clients asking /healthcheck {}\n\
+            "health flood: {} blocks per phase over HTTP; {} clients from {} addresses asking \
+             /healthcheck {}{}\n\
              {:<22} {:>10} {:>10} {:>10}\n{}{}\
-             /healthcheck answered {:.0}/s during the flood ({} failed), {} device checks made\n\
+             /healthcheck answered {:.0}/s during the flood ({} failed; {} waited their turn, \
+             {} got 429), {} device checks made\n\
              block p99 flood / idle = {:.2} (target <= 2)\n",
             self.blocks,
             self.clients,
+            self.sources,
+            if self.fresh_connections {
+                "on a new connection each time, "
+            } else {
+                ""
+            },
             if self.rate == 0 {
                 "without pause".to_owned()
             } else {
@@ -85,6 +106,8 @@ impl FloodReport {
             row("/healthcheck flood", &self.flood),
             self.healthchecks_per_sec,
             self.healthcheck_failures,
+            self.healthchecks_delayed,
+            self.healthchecks_refused,
             self.device_checks,
             self.p99_flood_over_idle
         )
@@ -194,13 +217,29 @@ pub fn run(config: &Config, scratch: &std::path::Path, opts: &FloodOptions) -> R
         let idle_before = blocks(&http, &sign_url, 100, opts.blocks).await?;
         let stop = Arc::new(AtomicBool::new(false));
         let (answered, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        let checks_before = metrics_probe_count(&http, addr).await;
+        let checks_before = metric(addr, "signer_health_device_checks").await;
+        let paced = |outcome: &'static str| async move {
+            metric(
+                addr,
+                &format!("signer_open_requests_paced_total{{outcome=\"{outcome}\"}}"),
+            )
+            .await
+        };
+        let (delayed_before, refused_before) = (paced("delayed").await, paced("refused").await);
         let every = (opts.rate > 0)
             .then(|| Duration::from_secs_f64(opts.clients as f64 / opts.rate as f64));
         let mut flood = Vec::new();
-        for _ in 0..opts.clients {
+        for i in 0..opts.clients {
             let (stop, answered, failed) = (stop.clone(), answered.clone(), failed.clone());
-            let (client, url) = (reqwest::Client::new(), health_url.clone());
+            let source = std::net::Ipv4Addr::new(127, 0, 1, 1 + (i % opts.sources.max(1)) as u8);
+            let mut client = reqwest::Client::builder().local_address(std::net::IpAddr::V4(source));
+            if opts.fresh_connections {
+                client = client.pool_max_idle_per_host(0);
+            }
+            let client = client
+                .build()
+                .map_err(|e| SignerError::Invalid(format!("flood client: {e}")))?;
+            let url = health_url.clone();
             flood.push(flood_rt.spawn(async move {
                 let mut tick = every.map(|d| {
                     let mut t = tokio::time::interval(d);
@@ -212,7 +251,7 @@ pub fn run(config: &Config, scratch: &std::path::Path, opts: &FloodOptions) -> R
                         t.tick().await;
                     }
                     match client.get(&url).send().await {
-                        Ok(r) if r.status().as_u16() == 200 || r.status().as_u16() == 503 => {
+                        Ok(r) if [200, 503, 429].contains(&r.status().as_u16()) => {
                             let _ = r.bytes().await;
                             answered.fetch_add(1, Ordering::Relaxed);
                         }
@@ -234,9 +273,11 @@ pub fn run(config: &Config, scratch: &std::path::Path, opts: &FloodOptions) -> R
             let _ = f.await;
         }
         let under_flood = under_flood?;
-        let device_checks = metrics_probe_count(&http, addr)
+        let device_checks = metric(addr, "signer_health_device_checks")
             .await
             .saturating_sub(checks_before);
+        let delayed = paced("delayed").await.saturating_sub(delayed_before);
+        let refused = paced("refused").await.saturating_sub(refused_before);
         let idle_after = blocks(&http, &sign_url, 200_000, opts.blocks).await?;
         Ok::<_, SignerError>((
             idle_before,
@@ -245,11 +286,13 @@ pub fn run(config: &Config, scratch: &std::path::Path, opts: &FloodOptions) -> R
             rate,
             failed.load(Ordering::Relaxed),
             device_checks,
+            (delayed, refused),
         ))
     });
     let _ = stop_tx.send(());
     let _ = server_rt.block_on(server);
-    let (idle_before, flood, idle_after, rate, failures, device_checks) = result?;
+    let (idle_before, flood, idle_after, rate, failures, device_checks, (delayed, refused)) =
+        result?;
     let (before, after) = (Latency::of(&idle_before), Latency::of(&idle_after));
     // The faster idle phase is the yardstick: a slow spell of the host in one of them would
     // otherwise flatter the ratio.
@@ -269,18 +312,29 @@ pub fn run(config: &Config, scratch: &std::path::Path, opts: &FloodOptions) -> R
         flood,
         healthchecks_per_sec: rate,
         healthcheck_failures: failures,
+        sources: opts.sources,
+        fresh_connections: opts.fresh_connections,
+        healthchecks_delayed: delayed,
+        healthchecks_refused: refused,
         device_checks,
     })
 }
 
-/// `signer_health_device_checks` from `/metrics`.
-async fn metrics_probe_count(http: &reqwest::Client, addr: std::net::SocketAddr) -> u64 {
+/// The series `name` (with its labels) from `/metrics`, asked from an address of its own
+/// (127.0.2.1) so that the flood's pace does not hold it up.
+async fn metric(addr: std::net::SocketAddr, name: &str) -> u64 {
+    let Ok(http) = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 2, 1)))
+        .build()
+    else {
+        return 0;
+    };
     let Ok(resp) = http.get(format!("http://{addr}/metrics")).send().await else {
         return 0;
     };
     let text = resp.text().await.unwrap_or_default();
     text.lines()
-        .find_map(|l| l.strip_prefix("signer_health_device_checks "))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse::<f64>().ok())
         .map_or(0, |v| v as u64)
 }
