@@ -502,7 +502,8 @@ impl Device {
     }
 
     /// Decrypt an envelope into a buffer that is wiped when dropped. Every failure of the
-    /// decryption itself is reported as [`HsmError::Integrity`].
+    /// decryption itself (`C_Decrypt`) is reported as [`HsmError::Integrity`]; a failure to
+    /// start it (`C_DecryptInit`) as the token's error.
     pub fn decrypt(&self, envelope: &Envelope, aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, HsmError> {
         let mut integrity = false;
         let result = self.with_custody_key("C_Decrypt", |session, key| {
@@ -513,10 +514,14 @@ impl Device {
             match session.decrypt(&Mechanism::AesGcm(params), key, &envelope.ciphertext) {
                 Ok(v) => Ok(Zeroizing::new(v)),
                 Err(e) if session_lost(&e) => Err(e),
-                Err(e) => {
+                // Only C_Decrypt sees the ciphertext and checks its tag. A C_DecryptInit that
+                // fails says something about the session or the key (kryoptic answers
+                // CKR_GENERAL_ERROR there when its login is gone), never about the envelope.
+                Err(e @ CkError::Pkcs11(_, cryptoki::context::Function::Decrypt)) => {
                     integrity = true;
                     Err(e)
                 }
+                Err(e) => Err(e),
             }
         });
         match result {

@@ -456,3 +456,37 @@ fn a_rejected_pin_makes_the_device_stale_and_opens_again_once_the_pin_file_is_fi
     assert_eq!(again.staleness(), None);
     assert_eq!(&again.decrypt(&envelope, b"aad").unwrap()[..], &[6u8; 32]);
 }
+
+/// A decryption that cannot start (`C_DecryptInit` refused: here the application's login was
+/// dropped behind the pool's back) is the token's error, never reported as a tampered envelope:
+/// an operator told "tampered" would go looking for an attacker in the key files. SoftHSM
+/// answers as for a lost session, so the device logs in again and the envelope opens; kryoptic
+/// answers CKR_GENERAL_ERROR, which the device reports, naming the call.
+#[test]
+fn a_decryption_that_cannot_start_is_not_called_tampering() {
+    let t = tokens(&["a"]);
+    let device = ready_device(&t, "a", 2);
+    let envelope = device.encrypt(&[8u8; 32], b"aad").unwrap();
+    let slot = device.token_summary().unwrap().slot;
+    let ctx = load_module(&t.module).unwrap();
+    let session = ctx
+        .open_ro_session(cryptoki::slot::Slot::try_from(slot).unwrap())
+        .unwrap();
+    session.logout().unwrap();
+    drop(session);
+    match device.decrypt(&envelope, b"aad") {
+        Ok(plain) => assert_eq!(&plain[..], &[8u8; 32]),
+        Err(e) => {
+            assert!(!matches!(e, HsmError::Integrity { .. }), "{e}");
+            assert!(e.to_string().contains("DecryptInit"), "{e}");
+        }
+    }
+    // A tampered envelope still is one.
+    let mut bad = envelope.clone();
+    bad.ciphertext[0] ^= 1;
+    let mut fresh = Device::open(config(&t, "a", 2)).unwrap();
+    let err = fresh.decrypt(&bad, b"aad").unwrap_err();
+    assert!(matches!(err, HsmError::Integrity { .. }), "{err}");
+    fresh = Device::open(config(&t, "a", 2)).unwrap();
+    assert_eq!(&fresh.decrypt(&envelope, b"aad").unwrap()[..], &[8u8; 32]);
+}
