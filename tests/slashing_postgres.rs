@@ -457,7 +457,7 @@ fn request_of(kind: &str, duty: u64) -> Value {
 }
 
 #[test]
-fn a_keymanager_delete_on_one_server_is_refused_at_once_by_another_sharing_postgres() {
+fn a_keymanager_delete_on_one_server_is_refused_at_once_by_another_and_a_new_import_lifts_it() {
     let pg = PgServer::start();
     let (s1, s2) = (Signer::with_fixture_key(), Signer::with_fixture_key());
     let args = ["--no-slot-deadlines", "--slashing-db", pg.url()];
@@ -507,6 +507,37 @@ fn a_keymanager_delete_on_one_server_is_refused_at_once_by_another_sharing_postg
     // Having learnt it, it refuses the key for messages slashing protection never sees too.
     let (status, body) = sign(&two, &request_of("RANDAO_REVEAL", 3));
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    // A reload does not bring the key back while the database says it is deleted.
+    assert_eq!(two.reload_and_wait()["status"], "completed");
+    assert_eq!(
+        sign(&two, &request_of("RANDAO_REVEAL", 4)).0,
+        StatusCode::NOT_FOUND
+    );
+
+    // The first server imports the key again (its keystore and password through the
+    // Keymanager API): the mark is cleared in the database, and after a reload the other
+    // server, whose key file stayed, signs with it again, where it had learnt the deletion.
+    let keystore =
+        std::fs::read_to_string(common::fixture("eip2335/keystore-pbkdf2.json")).unwrap();
+    let password = std::fs::read_to_string(common::fixture("eip2335/password.txt")).unwrap();
+    let resp = http
+        .post(one.url("/eth/v1/keystores"))
+        .bearer_auth(one.token())
+        .json(&json!({ "keystores": [keystore], "passwords": [password.trim_end()] }))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let reply: Value = resp.json().unwrap();
+    assert_eq!(reply["data"][0]["status"], "imported", "{reply}");
+    assert_eq!(
+        sign(&one, &request_of("RANDAO_REVEAL", 5)).0,
+        StatusCode::OK
+    );
+    assert_eq!(two.reload_and_wait()["status"], "completed");
+    let (status, body) = sign(&two, &request_of("RANDAO_REVEAL", 6));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = sign(&two, &attestation_request(4, 5, 0));
+    assert_eq!(status, StatusCode::OK, "{body}");
 }
 
 #[test]

@@ -107,6 +107,12 @@ impl KeyGate {
         self.lock().deleted.extend(keys);
     }
 
+    /// Refuse exactly `keys` from now on (the deletions the database records; a reload holds
+    /// the Keymanager write lock, so no DELETE is half done meanwhile).
+    fn replace_deleted(&self, keys: impl IntoIterator<Item = PublicKeyBytes>) {
+        self.lock().deleted = keys.into_iter().collect();
+    }
+
     fn clear_deleted(&self, keys: &[PublicKeyBytes]) {
         let mut st = self.lock();
         for k in keys {
@@ -151,9 +157,11 @@ pub(crate) fn exclude_deleted(
     keys: &mut KeyStore,
 ) -> Result<usize, SlashingError> {
     if let Some(slashing) = app.slashing.as_ref().or(db) {
+        // The database is the record: a key another signer imported again since (its mark
+        // cleared there) signs here again after a reload, not only after a restart.
         let stored = slashing.deleted_keys()?;
         app.key_gate
-            .mark_deleted(stored.into_iter().map(PublicKeyBytes));
+            .replace_deleted(stored.into_iter().map(PublicKeyBytes));
     }
     let loaded: Vec<PublicKeyBytes> = keys.iter().map(|r| r.pubkey).collect();
     let mut dropped = 0;
