@@ -736,3 +736,51 @@ async fn the_fifo_baseline_has_no_block_thread() {
     assert!(thread_policies("dev0-block").is_empty());
     assert_eq!(thread_policies("cpu-0"), vec![0], "OS priorities off too");
 }
+
+/// Hardening (issue 15, finding 5): `/healthcheck`'s device check is the scheduler's background
+/// work. It runs only while the device has two sessions free or more, it is counted among the
+/// device's sessions in use while it runs (so signing never exceeds the cap beside it), and
+/// with one session free or none it is not run at all: the caller is told at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_check_takes_only_a_spare_session_and_counts_against_the_cap() {
+    let f = fixture(3, 0, 1, SchedulerConfig::default());
+    let probe = |s: &Scheduler| s.probe_device("softhsm-1", |d| d.check().is_ok());
+    // Idle: checked, and the place is given back.
+    assert_eq!(probe(&f.scheduler), Some(true));
+    assert_eq!(f.scheduler.sessions_in_use()[0].1, 0);
+    assert_eq!(f.scheduler.probe_device("no-such-device", |_| ()), None);
+
+    // One attestation holds a session: two are free, so a check starts (and waits on the held
+    // device, counted as the second session in use).
+    f.device.hold(true);
+    let mut tasks = vec![spawn_verified(&f, &f.keys[0], Class::Attestation, 1)];
+    let s = f.scheduler.clone();
+    until(|| s.sessions_in_use()[0].1 == 1).await;
+    let s = f.scheduler.clone();
+    let running = tokio::task::spawn_blocking(move || probe(&s));
+    let s = f.scheduler.clone();
+    until(|| s.sessions_in_use()[0].1 == 2).await;
+    // One session free: another check is not run, and says so at once.
+    assert_eq!(probe(&f.scheduler), None);
+    // Two more attestations: one takes the last session, the other waits for a place, since
+    // the check holds one.
+    tasks.push(spawn_verified(&f, &f.keys[0], Class::Attestation, 2));
+    tasks.push(spawn_verified(&f, &f.keys[0], Class::Attestation, 3));
+    let s = f.scheduler.clone();
+    until(|| s.sessions_in_use()[0].1 == 3 && s.queued().0 == 1).await;
+    assert_eq!(probe(&f.scheduler), None);
+    assert!(f.device.pool_stats().peak_in_use <= 3);
+
+    f.device.hold(false);
+    assert_eq!(running.await.unwrap(), Some(true));
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(f.scheduler.sessions_in_use()[0].1, 0);
+    assert_eq!(probe(&f.scheduler), Some(true));
+    let peak = f.scheduler.stats().peak_device_busy[0].load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        peak <= 3,
+        "{peak} operations in flight on a 3-session device"
+    );
+}

@@ -53,17 +53,26 @@ type DeviceHealth = (String, bool);
 /// The device checks `/healthcheck` reports, made at most once per [`HEALTH_TTL`] whoever asks
 /// and however often: the endpoint is unauthenticated, and every check takes a session from a
 /// device the signer needs for blocks. Concurrent callers wait for the one round in progress
-/// rather than starting their own.
+/// rather than starting their own. A check is background work of the scheduler
+/// ([`crate::scheduler::Scheduler::probe_device`]): it runs only while its device has a
+/// session to spare beyond one kept for a block. A device with none to spare is busy signing,
+/// and its own operations answer instead: up while they succeed, down when every one since the
+/// last round failed.
 #[derive(Default)]
 pub struct HealthProbe {
     last: tokio::sync::Mutex<Option<(std::time::Instant, Vec<DeviceHealth>)>>,
+    /// Each device's operation counts (attempted, failed) at the last round.
+    counts: std::sync::Mutex<std::collections::HashMap<String, (u64, u64)>>,
     /// Device checks made (for `/metrics`).
     probes: std::sync::atomic::AtomicU64,
+    /// Rounds where a device was too busy to be checked and its operations answered.
+    busy: std::sync::atomic::AtomicU64,
 }
 
 impl HealthProbe {
     /// The devices' health, from the last round if it is fresh and covers the same devices.
-    async fn devices(&self, devices: &crate::devices::Devices) -> Vec<DeviceHealth> {
+    async fn devices(&self, scheduler: &crate::scheduler::Scheduler) -> Vec<DeviceHealth> {
+        let devices = scheduler.devices();
         let names: Vec<String> = devices.iter().map(|d| d.name().to_owned()).collect();
         let mut last = self.last.lock().await;
         if let Some((at, health)) = last.as_ref() {
@@ -74,19 +83,34 @@ impl HealthProbe {
         }
         let mut health = Vec::with_capacity(names.len());
         for device in devices.iter() {
-            let d = device.clone();
-            self.probes
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let (sched, name) = (scheduler.clone(), device.name().to_owned());
+            let counts = device.op_counts();
             let result = tokio::time::timeout(
                 DEVICE_CHECK_TIMEOUT,
-                tokio::task::spawn_blocking(move || d.check()),
+                tokio::task::spawn_blocking(move || sched.probe_device(&name, |d| d.check())),
             )
             .await;
+            let before = self
+                .counts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(device.name().to_owned(), counts);
+            if matches!(result, Ok(Ok(Some(_)))) {
+                self.probes
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             // What was wrong can name token labels and module paths: the log has it, the
             // unauthenticated answer only says DOWN.
             let up = match result {
-                Ok(Ok(Ok(()))) => true,
-                Ok(Ok(Err(e))) => {
+                Ok(Ok(None)) => {
+                    self.busy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    // No session to spare: the device's own operations since the last round.
+                    let (ops, failed) = counts;
+                    let (ops0, failed0) = before.unwrap_or((0, 0));
+                    device.is_enabled() && !(ops > ops0 && failed - failed0 == ops - ops0)
+                }
+                Ok(Ok(Some(Ok(())))) => true,
+                Ok(Ok(Some(Err(e)))) => {
                     tracing::warn!(device = %device.name(), error = %e, "health check: device down");
                     false
                 }
@@ -109,6 +133,11 @@ impl HealthProbe {
     pub fn probes(&self) -> u64 {
         self.probes.load(std::sync::atomic::Ordering::Relaxed)
     }
+
+    /// Checks not made because the device had no session to spare (its operations answered).
+    pub fn busy(&self) -> u64 {
+        self.busy.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// `GET /healthcheck`.
@@ -116,7 +145,7 @@ pub async fn healthcheck(State(app): State<AppState>) -> Response {
     let runtime = app.runtime();
     let mut checks = Vec::new();
     let mut all_up = true;
-    let health = app.health.devices(runtime.scheduler.devices()).await;
+    let health = app.health.devices(&runtime.scheduler).await;
     for (device, (_, up)) in runtime.scheduler.devices().iter().zip(health) {
         all_up &= up;
         let stats = device.pool_stats();
@@ -181,6 +210,11 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
         "signer_health_device_checks",
         String::new(),
         app.health.probes() as f64,
+    ));
+    gauges.push((
+        "signer_health_device_busy",
+        String::new(),
+        app.health.busy() as f64,
     ));
     let (waiting, cpu) = runtime.scheduler.queued();
     gauges.push((

@@ -774,6 +774,39 @@ impl Scheduler {
             .collect()
     }
 
+    /// Run `probe` on device `name` as background work: only while the device has two
+    /// sessions free or more (so that one stays free for a block, the rule background signing
+    /// follows), and counted among its sessions in use meanwhile, so that the scheduler never
+    /// has more operations on the device than its cap. `None`: unknown device, or no session
+    /// to spare now (the device is busy signing; its own outcomes say whether it is up).
+    /// Blocks while `probe` runs: call from a blocking thread.
+    pub fn probe_device<T>(&self, name: &str, probe: impl FnOnce(&Device) -> T) -> Option<T> {
+        let inner = &self.inner;
+        let d = inner.dev_list.iter().position(|dev| dev.name() == name)?;
+        {
+            let mut st = inner.lock();
+            if st.shutdown || inner.caps[d].saturating_sub(st.dev_busy[d]) < 2 {
+                return None;
+            }
+            st.dev_busy[d] += 1;
+        }
+        /// Gives the session place back (and wakes whoever may take it), even if `probe`
+        /// panics.
+        struct Place<'a>(&'a Inner, usize);
+        impl Drop for Place<'_> {
+            fn drop(&mut self) {
+                let (inner, d) = (self.0, self.1);
+                let mut st = inner.lock();
+                st.dev_busy[d] -= 1;
+                if inner.runnable_on(&st, d).is_some() {
+                    inner.notify_device(&st, d);
+                }
+            }
+        }
+        let _place = Place(inner, d);
+        Some(probe(&inner.dev_list[d]))
+    }
+
     /// Sign `job`. Resolves when the signature is made or the job is refused; dropping the
     /// future (the client went away) frees the job's place in the queue.
     pub async fn sign(&self, job: SignJob) -> Result<Signature, JobError> {
