@@ -87,14 +87,15 @@ impl Default for OpenRates {
 }
 
 impl OpenRates {
-    /// The defaults, with what `[server]` sets; a rate that is zero, negative, not a number or
-    /// over a million a second is refused, as is a burst of zero.
+    /// The defaults, with what `[server]` sets; a rate below one in 1,000 s (zero, negative,
+    /// not a number) or over a million a second is refused, as is a burst of zero. The bounds
+    /// keep every interval and tolerance far inside what `Duration` and `Instant` hold.
     pub fn from_settings(s: &ServerSettings) -> Result<OpenRates> {
         let d = OpenRates::default();
         let rate = |v: Option<f64>, key: &str, default: f64| match v {
-            Some(r) if !(r > 0.0 && r <= 1e6) => Err(SignerError::Config(format!(
-                "[server] {key} = {r}: a rate is requests a second, more than 0 and at most \
-                 1,000,000; leave it out for the default ({default})"
+            Some(r) if !(0.001..=1e6).contains(&r) => Err(SignerError::Config(format!(
+                "[server] {key} = {r}: a rate is requests a second, from 0.001 (one in 1,000 s) \
+                 to 1,000,000; leave it out for the default ({default})"
             ))),
             v => Ok(v.unwrap_or(default)),
         };
@@ -319,10 +320,21 @@ mod tests {
     }
 
     #[test]
+    fn the_extreme_settings_allowed_never_overflow() {
+        let now = Instant::now();
+        for (rate, burst) in [(0.001, u32::MAX), (0.001, 1), (1e6, u32::MAX), (1e6, 1)] {
+            let limiter = OpenLimiter::new(rates((rate, burst), (rate, burst)));
+            for _ in 0..1000 {
+                let _ = limiter.admit(A, now);
+            }
+        }
+    }
+
+    #[test]
     fn rates_from_settings_refuse_nonsense() {
         let mut s = ServerSettings::default();
         assert_eq!(OpenRates::from_settings(&s).unwrap(), OpenRates::default());
-        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 2e6] {
+        for bad in [0.0, -1.0, 1e-300, f64::NAN, f64::INFINITY, 2e6] {
             s.open_requests_per_sec = Some(bad);
             let e = OpenRates::from_settings(&s).unwrap_err().to_string();
             assert!(e.contains("open_requests_per_sec"), "{e}");
