@@ -3,8 +3,6 @@
 
 use std::path::PathBuf;
 
-use crate::keys::eip2335::Eip2335Error;
-
 /// Errors of the hsm-signer crate.
 #[derive(Debug, thiserror::Error)]
 pub enum SignerError {
@@ -59,3 +57,39 @@ impl SignerError {
 
 /// Result with [`SignerError`].
 pub type Result<T, E = SignerError> = std::result::Result<T, E>;
+
+/// Errors from reading, decrypting or writing an EIP-2335 keystore.
+///
+/// No variant ever carries a password, a secret, a derived key or ciphertext.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Eip2335Error {
+    /// The JSON is not a well-formed keystore: bad syntax, a missing field, a
+    /// field of the wrong type, bad hex, or a value of the wrong length.
+    #[error("malformed keystore: {0}")]
+    Malformed(String),
+    /// The `version` field is not 4.
+    #[error("unsupported keystore version {0} (only version 4, EIP-2335, is supported)")]
+    UnsupportedVersion(u64),
+    /// `crypto.kdf.function` is neither `scrypt` nor `pbkdf2`.
+    #[error("unknown KDF function {0:?} (supported: \"scrypt\", \"pbkdf2\")")]
+    UnknownKdf(String),
+    /// `crypto.cipher.function` is not `aes-128-ctr`.
+    #[error("unknown cipher function {0:?} (supported: \"aes-128-ctr\")")]
+    UnknownCipher(String),
+    /// `crypto.checksum.function` is not `sha256`.
+    #[error("unknown checksum function {0:?} (supported: \"sha256\")")]
+    UnknownChecksum(String),
+    /// KDF parameters outside what the EIP allows or what this module is
+    /// willing to spend memory and CPU on.
+    #[error("unsupported KDF parameters: {0}")]
+    UnsupportedKdfParams(String),
+    /// The password does not match the keystore, or the keystore was altered.
+    #[error("checksum mismatch: wrong password or corrupted keystore")]
+    ChecksumMismatch,
+    /// The keystore protects a secret that is not 32 bytes long.
+    #[error("secret must be 32 bytes, but the keystore holds {0} bytes")]
+    BadSecretLength(usize),
+    /// The operating system's random number generator failed (encrypt only).
+    #[error("system random number generator failed: {0}")]
+    Randomness(String),
+}

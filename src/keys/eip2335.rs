@@ -28,6 +28,8 @@ pub const KEYSTORE_VERSION: u64 = 4;
 
 /// Length in bytes of the secret a keystore protects (a BLS12-381 secret key).
 pub const SECRET_LEN: usize = 32;
+// `Eip2335Error::BadSecretLength`'s message says 32.
+const _: () = assert!(SECRET_LEN == 32);
 
 /// `dklen` we accept and produce: aes-128-ctr uses bytes 0..16 as the key and
 /// the checksum uses bytes 16..32, so exactly 32 bytes are needed.
@@ -65,41 +67,8 @@ const MAX_JSON_LEN: usize = 1 << 20;
 /// How many characters of a file-supplied name are quoted in an error.
 const MAX_QUOTED_CHARS: usize = 64;
 
-/// Errors from reading, decrypting or writing an EIP-2335 keystore.
-///
-/// No variant ever carries a password, a secret, a derived key or ciphertext.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Eip2335Error {
-    /// The JSON is not a well-formed keystore: bad syntax, a missing field, a
-    /// field of the wrong type, bad hex, or a value of the wrong length.
-    #[error("malformed keystore: {0}")]
-    Malformed(String),
-    /// The `version` field is not 4.
-    #[error("unsupported keystore version {0} (only version 4, EIP-2335, is supported)")]
-    UnsupportedVersion(u64),
-    /// `crypto.kdf.function` is neither `scrypt` nor `pbkdf2`.
-    #[error("unknown KDF function {0:?} (supported: \"scrypt\", \"pbkdf2\")")]
-    UnknownKdf(String),
-    /// `crypto.cipher.function` is not `aes-128-ctr`.
-    #[error("unknown cipher function {0:?} (supported: \"aes-128-ctr\")")]
-    UnknownCipher(String),
-    /// `crypto.checksum.function` is not `sha256`.
-    #[error("unknown checksum function {0:?} (supported: \"sha256\")")]
-    UnknownChecksum(String),
-    /// KDF parameters outside what the EIP allows or what this module is
-    /// willing to spend memory and CPU on.
-    #[error("unsupported KDF parameters: {0}")]
-    UnsupportedKdfParams(String),
-    /// The password does not match the keystore, or the keystore was altered.
-    #[error("checksum mismatch: wrong password or corrupted keystore")]
-    ChecksumMismatch,
-    /// The keystore protects a secret that is not 32 bytes long.
-    #[error("secret must be {SECRET_LEN} bytes, but the keystore holds {0} bytes")]
-    BadSecretLength(usize),
-    /// The operating system's random number generator failed (encrypt only).
-    #[error("system random number generator failed: {0}")]
-    Randomness(String),
-}
+/// Its errors are kinds of the crate's errors (`crate::error`, a leaf), used here by name.
+pub use crate::error::Eip2335Error;
 
 type Result<T> = std::result::Result<T, Eip2335Error>;
 
