@@ -28,7 +28,6 @@ use zeroize::Zeroize;
 use crate::api::error::ApiError;
 use crate::api::{AppState, Runtime};
 use crate::keys::eip2335::{KdfWork, Keystore};
-use crate::keys::import::decrypt_in_turn;
 use crate::keys::provision::{provision_threshold_with_path, Placement};
 use crate::keys::{seal_share, KeyRecord, KeyStore, PublicKeyBytes, ShareId};
 use crate::slashing::interchange;
@@ -287,8 +286,8 @@ fn place_key(
     store.remove_stale_file(&pubkey)?;
     match placement {
         Placement::Whole(device) => {
-            let one =
-                ShareId::new(1).ok_or_else(|| crate::SignerError::Invalid("share id 1".into()))?;
+            let one = ShareId::new(1)
+                .ok_or_else(|| crate::error::SignerError::Invalid("share id 1".into()))?;
             let share = seal_share(devices.get(device)?, &pubkey, one, sk)?;
             let mut record = KeyRecord::whole(pubkey, share, "keymanager");
             record.derivation_path = derivation_path;
@@ -667,6 +666,50 @@ async fn delete(State(app): State<AppState>, body: Bytes) -> Result<Response, Ap
         tracing::info!(deleted, "keys deleted through the Keymanager API");
     }
     Ok(Json(json!({ "data": data, "slashing_protection": deletion.interchange })).into_response())
+}
+
+/// The OS nice value of a Keymanager key derivation: below the HTTP runtime (5), so that an
+/// import takes no core from signing.
+const SERVER_KDF_NICE: i32 = 10;
+
+/// One key derivation at a time in the whole server, taken in arrival order, so that imports
+/// hold at most one KDF's memory (scrypt: up to 1 GiB) and share the turn keystore by keystore.
+static SERVER_KDF_TURN: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
+/// Decrypt one keystore for the server (the Keymanager API): after waiting for the server's
+/// single KDF turn, on a thread of its own at low OS priority, off the async runtime. Holds no
+/// lock of the caller's: the caller takes its key-set lock only afterwards.
+async fn decrypt_in_turn(
+    keystore: Keystore,
+    password: SecretString,
+    label: String,
+) -> crate::error::Result<(PublicKeyBytes, blst::min_pk::SecretKey)> {
+    let turn = SERVER_KDF_TURN.acquire().await.map_err(|_| {
+        crate::error::SignerError::Invalid("the key-derivation turn was closed".into())
+    })?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("keystore-kdf".into())
+        .spawn(move || {
+            // The turn ends with the KDF, not with the request: a client that hangs up does
+            // not get a second KDF running beside the first.
+            let _turn = turn;
+            crate::scheduler::set_own_nice(SERVER_KDF_NICE);
+            let result = crate::keys::import::decrypt_one(
+                &keystore,
+                std::path::Path::new(&label),
+                &password,
+            );
+            let _ = tx.send(result);
+        })
+        .map_err(|e| {
+            crate::error::SignerError::Invalid(format!("no thread for the key derivation: {e}"))
+        })?;
+    rx.await.map_err(|_| {
+        crate::error::SignerError::Invalid(
+            "the key-derivation thread ended without an answer".into(),
+        )
+    })?
 }
 
 #[cfg(test)]

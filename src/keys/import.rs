@@ -266,44 +266,9 @@ pub fn decrypt_each(
         .collect()
 }
 
-/// The OS nice value of a Keymanager key derivation: below the HTTP runtime (5), so that an
-/// import takes no core from signing.
-const SERVER_KDF_NICE: i32 = 10;
-
-/// One key derivation at a time in the whole server, taken in arrival order, so that imports
-/// hold at most one KDF's memory (scrypt: up to 1 GiB) and share the turn keystore by keystore.
-static SERVER_KDF_TURN: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
-
-/// Decrypt one keystore for the server (the Keymanager API): after waiting for the server's
-/// single KDF turn, on a thread of its own at low OS priority, off the async runtime. Holds no
-/// lock of the caller's: the caller takes its key-set lock only afterwards.
-pub async fn decrypt_in_turn(
-    keystore: Keystore,
-    password: SecretString,
-    label: String,
-) -> Result<(PublicKeyBytes, blst::min_pk::SecretKey)> {
-    let turn = SERVER_KDF_TURN
-        .acquire()
-        .await
-        .map_err(|_| SignerError::Invalid("the key-derivation turn was closed".into()))?;
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("keystore-kdf".into())
-        .spawn(move || {
-            // The turn ends with the KDF, not with the request: a client that hangs up does
-            // not get a second KDF running beside the first.
-            let _turn = turn;
-            crate::scheduler::set_own_nice(SERVER_KDF_NICE);
-            let result = decrypt_one(&keystore, Path::new(&label), &password);
-            let _ = tx.send(result);
-        })
-        .map_err(|e| SignerError::Invalid(format!("no thread for the key derivation: {e}")))?;
-    rx.await.map_err(|_| {
-        SignerError::Invalid("the key-derivation thread ended without an answer".into())
-    })?
-}
-
-fn decrypt_one(
+/// Decrypt one keystore (its KDF, checksum and cipher) into the validator's public key and
+/// secret. The Keymanager API calls it in its own turn at low priority (`crate::api::keymanager`).
+pub fn decrypt_one(
     ks: &Keystore,
     path: &Path,
     password: &SecretString,
