@@ -145,21 +145,21 @@ pub struct SchedulerSettings {
     pub starved_after_ms: Option<u64>,
 }
 
-impl SchedulerSettings {
-    /// The scheduler's configuration: its defaults, with what is set here.
-    pub fn scheduler_config(&self) -> crate::scheduler::SchedulerConfig {
-        let mut c = crate::scheduler::SchedulerConfig::default();
-        if let Some(n) = self.cpu_workers {
-            c.cpu_workers = n.max(1);
-        }
-        if let Some(n) = self.queue_capacity {
-            c.queue_capacity = n;
-        }
-        if let Some(ms) = self.starved_after_ms {
-            c.starved_after = Duration::from_millis(ms.max(1));
-        }
-        c
+/// `beacon_node_url` must be a plain `http://` URL (no TLS client is built in): checked when the
+/// configuration loads, so a typo is a clear error at start, not a silent lack of precompute.
+pub fn check_beacon_node_url(url: &str) -> Result<()> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| {
+        SignerError::Config(format!(
+            "beacon_node_url {url:?}: only http:// URLs are supported"
+        ))
+    })?;
+    let host = rest.split('/').next().unwrap_or("");
+    if host.is_empty() || host.contains(['@', ' ', '?', '#']) {
+        return Err(SignerError::Config(format!(
+            "beacon_node_url {url:?}: expected http://host:port"
+        )));
     }
+    Ok(())
 }
 
 /// `[auth]` settings: the API bearer token (see `crate::api::auth`).
@@ -648,7 +648,7 @@ impl Config {
         }
         self.keymanager_placement()?;
         if let Some(url) = &self.beacon_node_url {
-            crate::duties::check_beacon_node_url(url)?;
+            check_beacon_node_url(url)?;
         }
         self.module_environment().map(|_| ())
     }
@@ -949,13 +949,12 @@ pin_env = "P"
             "[scheduler]\ncpu_workers = 3\nqueue_capacity = 7\nstarved_after_ms = 250",
         )
         .unwrap();
-        let s = c.scheduler.scheduler_config();
+        let s = crate::scheduler::SchedulerConfig::from_settings(&c.scheduler);
         assert_eq!((s.cpu_workers, s.queue_capacity), (3, 7));
         assert_eq!(s.starved_after, Duration::from_millis(250));
-        let unset = load_with_one_device("")
-            .unwrap()
-            .scheduler
-            .scheduler_config();
+        let unset = crate::scheduler::SchedulerConfig::from_settings(
+            &load_with_one_device("").unwrap().scheduler,
+        );
         let default = crate::scheduler::SchedulerConfig::default();
         assert_eq!(unset.starved_after, default.starved_after);
         assert_eq!(unset.queue_capacity, default.queue_capacity);

@@ -94,7 +94,7 @@ impl AppState {
         key_errors: Vec<String>,
         slashing: Option<SlashingProtection>,
     ) -> AppState {
-        let scheduler_config = config.scheduler.scheduler_config();
+        let scheduler_config = SchedulerConfig::from_settings(&config.scheduler);
         let clock = match (
             config.scheduler.slot_deadlines.unwrap_or(true),
             network.genesis_time,

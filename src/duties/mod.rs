@@ -22,7 +22,6 @@ use tokio::sync::watch;
 pub use service::{Service, SignerView};
 
 use crate::consensus::{SelectionProof, SigningRoot};
-use crate::error::{Result, SignerError};
 use crate::keys::PublicKeyBytes;
 use crate::metrics::Metrics;
 
@@ -32,22 +31,8 @@ pub const SELECTION_PROOF_SLOT_LOOKAHEAD: u64 = 8;
 /// Precompute runs at `1 / SELECTION_PROOF_SCHEDULE_DENOM` of every slot (mid-slot).
 pub const SELECTION_PROOF_SCHEDULE_DENOM: u32 = 2;
 
-/// `beacon_node_url` must be a plain `http://` URL (no TLS client is built in): checked when the
-/// configuration loads, so a typo is a clear error at start, not a silent lack of precompute.
-pub fn check_beacon_node_url(url: &str) -> Result<()> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| {
-        SignerError::Config(format!(
-            "beacon_node_url {url:?}: only http:// URLs are supported"
-        ))
-    })?;
-    let host = rest.split('/').next().unwrap_or("");
-    if host.is_empty() || host.contains(['@', ' ', '?', '#']) {
-        return Err(SignerError::Config(format!(
-            "beacon_node_url {url:?}: expected http://host:port"
-        )));
-    }
-    Ok(())
-}
+/// The URL check is the configuration's (it runs when the configuration loads).
+pub use crate::config::check_beacon_node_url;
 
 #[derive(Debug, Clone, Copy)]
 struct CachedProof {

@@ -90,6 +90,23 @@ impl Default for SchedulerConfig {
     }
 }
 
+impl SchedulerConfig {
+    /// The defaults, with what `[scheduler]` sets.
+    pub fn from_settings(s: &crate::config::SchedulerSettings) -> SchedulerConfig {
+        let mut c = SchedulerConfig::default();
+        if let Some(n) = s.cpu_workers {
+            c.cpu_workers = n.max(1);
+        }
+        if let Some(n) = s.queue_capacity {
+            c.queue_capacity = n;
+        }
+        if let Some(ms) = s.starved_after_ms {
+            c.starved_after = Duration::from_millis(ms.max(1));
+        }
+        c
+    }
+}
+
 /// One signature to make.
 #[derive(Debug, Clone)]
 pub struct SignJob {
