@@ -426,11 +426,14 @@ impl Device {
         op: &'static str,
         mut f: impl FnMut(&Session, ObjectHandle) -> Result<T, CkError>,
     ) -> Result<T, HsmError> {
-        self.operations.fetch_add(1, Ordering::Relaxed);
         let mut attempt = 0;
         loop {
             attempt += 1;
+            // Refused before the token (disabled, no session, a rejected PIN): not an operation.
             let lease = self.lease(op)?;
+            if attempt == 1 {
+                self.operations.fetch_add(1, Ordering::Relaxed);
+            }
             if self.held.load(Ordering::Acquire) {
                 self.wait_while_held();
             }
@@ -676,7 +679,9 @@ impl Device {
         self.pool.stats()
     }
 
-    /// Operations attempted and failed since start.
+    /// Operations that reached the token (had a session), and those of them that failed, since
+    /// start. A request refused before the token (device disabled, no session free in time, its
+    /// PIN rejected) is neither.
     pub fn op_counts(&self) -> (u64, u64) {
         (
             self.operations.load(Ordering::Relaxed),
