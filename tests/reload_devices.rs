@@ -13,7 +13,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{blst_signature_of, request_at, request_shapes, Signer};
 use hsm_signer::api::auth::ApiToken;
@@ -73,29 +73,7 @@ impl InProcess {
 
     /// `POST /reload`, then its final status.
     fn reload(&self) -> Value {
-        let resp = self
-            .http
-            .post(format!("{}/reload", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::ACCEPTED);
-        let limit = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < limit {
-            let st: Value = self
-                .http
-                .get(format!("{}/reload", self.base))
-                .bearer_auth(&self.token)
-                .send()
-                .unwrap()
-                .json()
-                .unwrap();
-            if st["status"] != "running" {
-                return st;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!("reload did not finish");
+        common::reload_and_wait(&self.base, &self.token)
     }
 }
 

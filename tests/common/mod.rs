@@ -361,32 +361,7 @@ impl Server {
     /// `POST /reload` (with the API token), then wait (bounded) until it is no longer running;
     /// returns the final `GET /reload` status.
     pub fn reload_and_wait(&self) -> serde_json::Value {
-        let http = reqwest::blocking::Client::new();
-        let resp = http
-            .post(self.url("/reload"))
-            .bearer_auth(self.token())
-            .send()
-            .unwrap();
-        assert_eq!(resp.status(), reqwest::StatusCode::ACCEPTED);
-        assert_eq!(
-            resp.json::<serde_json::Value>().unwrap()["status"],
-            "accepted"
-        );
-        let limit = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while std::time::Instant::now() < limit {
-            let st: serde_json::Value = http
-                .get(self.url("/reload"))
-                .bearer_auth(self.token())
-                .send()
-                .unwrap()
-                .json()
-                .unwrap();
-            if st["status"] != "running" {
-                return st;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(25));
-        }
-        panic!("reload did not finish");
+        reload_and_wait(&self.base, &self.token())
     }
 
     /// The API bearer token (for `/reload`, `/admin/…`), from the default token file.
@@ -578,4 +553,35 @@ pub fn recorded_in(export: &str) -> (Vec<u64>, Vec<u64>) {
         numbers("signed_blocks", "slot"),
         numbers("signed_attestations", "target_epoch"),
     )
+}
+
+/// `POST {base}/reload` with the API token `token`, then wait (bounded) until it is no longer
+/// running; returns the final `GET /reload` status.
+pub fn reload_and_wait(base: &str, token: &str) -> serde_json::Value {
+    let http = reqwest::blocking::Client::new();
+    let resp = http
+        .post(format!("{base}/reload"))
+        .bearer_auth(token)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::ACCEPTED);
+    assert_eq!(
+        resp.json::<serde_json::Value>().unwrap()["status"],
+        "accepted"
+    );
+    let limit = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < limit {
+        let st: serde_json::Value = http
+            .get(format!("{base}/reload"))
+            .bearer_auth(token)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        if st["status"] != "running" {
+            return st;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    panic!("reload did not finish");
 }
