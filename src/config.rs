@@ -646,21 +646,19 @@ impl Config {
                 self.default_device
             )));
         }
-        self.keymanager_placement()?;
+        self.check_keymanager_split()?;
         if let Some(url) = &self.beacon_node_url {
             check_beacon_node_url(url)?;
         }
         self.module_environment().map(|_| ())
     }
 
-    /// Where the Keymanager API puts imported keys: split as `[keymanager]` says, else whole on
-    /// `default_device`. Checked when the configuration is loaded.
-    pub fn keymanager_placement(&self) -> Result<crate::keys::provision::Placement> {
+    /// The `[keymanager]` split, when it names devices or a threshold: the threshold needs
+    /// devices, [`check_split`]'s rules, and every device configured.
+    pub fn check_keymanager_split(&self) -> Result<()> {
         let km = &self.keymanager;
         if km.devices.is_empty() && km.threshold.is_none() {
-            return Ok(crate::keys::provision::Placement::Whole(
-                self.default_device.clone(),
-            ));
+            return Ok(());
         }
         let place = |e: SignerError| SignerError::Config(format!("[keymanager]: {e}"));
         if km.devices.is_empty() {
@@ -668,18 +666,11 @@ impl Config {
                 "[keymanager]: threshold needs devices (one device per share)".into(),
             ));
         }
-        let threshold = km.threshold.unwrap_or(1);
-        crate::keys::provision::check_placement(threshold, &km.devices, None).map_err(place)?;
+        check_split(km.threshold.unwrap_or(1), &km.devices).map_err(place)?;
         for d in &km.devices {
             self.device(d).map_err(place)?;
         }
-        Ok(crate::keys::provision::Placement::Split(
-            crate::keys::provision::SplitPlan {
-                threshold,
-                devices: km.devices.clone(),
-                ids: None,
-            },
-        ))
+        Ok(())
     }
 
     /// The environment the modules need (e.g. `SOFTHSM2_CONF`); two devices asking for
@@ -825,6 +816,34 @@ fn resolve_device(d: &DeviceEntry, base: &Path) -> Result<ResolvedDevice> {
         so_pin_file: d.so_pin_file.as_ref().map(rel),
         profile,
     })
+}
+
+/// The rules of a t-of-n split that need no key material: at least one device, 1 ≤ threshold ≤
+/// devices, each device once (a share per device).
+pub fn check_split(threshold: usize, device_names: &[String]) -> Result<()> {
+    let n = device_names.len();
+    if n == 0 {
+        return Err(SignerError::Invalid(
+            "no devices given for the shares".into(),
+        ));
+    }
+    if threshold == 0 {
+        return Err(SignerError::Invalid("threshold must be at least 1".into()));
+    }
+    if threshold > n {
+        return Err(SignerError::Invalid(format!(
+            "threshold {threshold} needs at least {threshold} devices, got {n}"
+        )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for d in device_names {
+        if !seen.insert(d) {
+            return Err(SignerError::Invalid(format!(
+                "device {d} is listed twice: each share needs its own device"
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

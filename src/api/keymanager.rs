@@ -355,9 +355,7 @@ async fn import(State(app): State<AppState>, body: Bytes) -> Result<Response, Ap
         .transpose()
         .map_err(|e| ApiError::bad_request(format!("slashing_protection: {e}")))?;
     let slashing = require_slashing(&app)?;
-    let placement = app
-        .config
-        .keymanager_placement()
+    let placement = crate::keys::placement::keymanager_placement(&app.config)
         .map_err(|e| ApiError::internal(e.to_string()))?;
 
     // A key already loaded is answered `duplicate` on its keystore's word, without running the

@@ -9,6 +9,7 @@ mod record;
 mod store;
 
 pub mod import;
+pub mod placement;
 pub mod provision;
 pub mod threshold;
 pub use import::{generate, import_keystores, ImportOptions, ImportReport, Progress};
