@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::Signer;
 use hsm_signer::devices::Devices;
 use hsm_signer::keys::{self, KeyRecord, KeyStore};
-use hsm_signer::metrics::Metrics;
+use hsm_signer::scheduler::SchedulerMetrics as Metrics;
 use hsm_signer::scheduler::{Class, JobError, Limit, Scheduler, SchedulerConfig, SignJob, Stage};
 
 struct Fixture {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use common::{device, signing_fixtures, Server, Signer};
 use hsm_signer::bls;
 use hsm_signer::keys::{self, threshold, KeyRecord, KeyStore, PublicKeyBytes, ShareId};
-use hsm_signer::metrics::Metrics;
+use hsm_signer::scheduler::SchedulerMetrics as Metrics;
 use hsm_signer::scheduler::{Class, JobError, Scheduler, SchedulerConfig, SignJob};
 use reqwest::blocking::Client;
 use reqwest::StatusCode;
@@ -192,7 +192,7 @@ async fn a_corrupted_share_is_named_excluded_and_never_released() {
             "the released signature is the key's own"
         );
     }
-    let text = metrics.render(&[]);
+    let text = metrics.render();
     assert!(
         text.contains(&format!(
             "signer_threshold_faulty_shares_count{{device=\"{}\"}}",

@@ -345,6 +345,7 @@ impl InProcess {
     fn refused_past_window(&self) -> u64 {
         self.state
             .metrics
+            .scheduler
             .past_window
             .iter()
             .map(|n| n.load(std::sync::atomic::Ordering::Relaxed))
@@ -516,6 +517,7 @@ async fn slashable_messages_far_ahead_of_the_clock_are_refused_and_never_recorde
     let ahead_count: u64 = signer
         .state
         .metrics
+        .scheduler
         .ahead_of_clock
         .iter()
         .map(|n| n.load(std::sync::atomic::Ordering::Relaxed))

@@ -9,6 +9,7 @@ pub mod auth;
 mod error;
 mod health;
 pub mod keymanager;
+pub mod metrics;
 pub mod policy;
 mod reload;
 mod sign;
@@ -26,12 +27,12 @@ use axum::Router;
 pub use error::ApiError;
 pub use sign::wants_json;
 
+use crate::api::metrics::Metrics;
 use crate::config::Config;
 use crate::consensus::{Network, SlotClock, SystemTimeSlotClock};
 use crate::devices::Devices;
 use crate::duties::ProofCache;
 use crate::keys::KeyStore;
-use crate::metrics::Metrics;
 use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::slashing::SlashingProtection;
 
@@ -115,7 +116,7 @@ impl AppState {
                 scheduler: Scheduler::with_config(
                     devices,
                     scheduler_config.clone(),
-                    metrics.clone(),
+                    metrics.scheduler.clone(),
                 ),
             }))),
             network: Arc::new(network),
@@ -175,7 +176,7 @@ impl AppState {
         &mut self,
         url: &str,
     ) -> Result<crate::duties::Service, crate::duties::beacon::BeaconError> {
-        let cache = Arc::new(ProofCache::new(self.metrics.clone()));
+        let cache = Arc::new(ProofCache::new(self.metrics.precompute.clone()));
         let view = self.clone();
         let signer: crate::duties::SignerView = Arc::new(move || {
             let runtime = view.runtime();
@@ -188,7 +189,7 @@ impl AppState {
             url,
             (*self.network).clone(),
             cache.clone(),
-            self.metrics.clone(),
+            self.metrics.precompute.clone(),
             signer,
         )?;
         self.selection_proofs = Some(cache);

@@ -14,11 +14,11 @@ use axum::response::{IntoResponse, Response};
 
 use super::auth::ApiToken;
 use super::tls::{AllowList, ClientIdentity};
+use crate::api::metrics::{Metrics, POLICY_RULES};
 use crate::config::{Config, KeySetSpec, PolicySettings, TypesSpec};
 use crate::consensus::MessageType;
 use crate::error::{Result, SignerError};
 use crate::keys::PublicKeyBytes;
-use crate::metrics::{Metrics, POLICY_RULES};
 
 /// Largest file of public keys read for a key set (a million keys is ~100 MB of hex; this is
 /// far above any real validator set and keeps a wrong path from filling memory).

@@ -94,7 +94,7 @@ fn reload_runtime(app: &AppState) -> Result<(Runtime, Policy), String> {
         scheduler: Scheduler::with_config(
             Devices::from_open(devices),
             app.scheduler_config.clone(),
-            app.metrics.clone(),
+            app.metrics.scheduler.clone(),
         ),
     };
     Ok((runtime, policy))

@@ -167,7 +167,7 @@ async fn sign_allowed(
     let (deadline, freshness) = match &app.clock {
         Some(clock) => {
             let deadline = validity::check(kind, window, clock.as_ref()).map_err(|past| {
-                app.metrics.past_window[class as usize]
+                app.metrics.scheduler.past_window[class as usize]
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(%pubkey, reason = %past, "refused: past its validity window");
                 ApiError::bad_request(past.to_string())
@@ -181,7 +181,7 @@ async fn sign_allowed(
                 clock.as_ref(),
             )
             .map_err(|ahead| {
-                app.metrics.ahead_of_clock[class as usize]
+                app.metrics.scheduler.ahead_of_clock[class as usize]
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(%pubkey, reason = %ahead, "refused: ahead of the slot clock");
                 ApiError::bad_request(ahead.to_string())

@@ -25,10 +25,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
+use crate::api::metrics::Metrics;
 use crate::api::tls::ClientIdentity;
 use crate::config::ServerSettings;
 use crate::error::{Result, SignerError};
-use crate::metrics::Metrics;
 
 /// TLS handshakes in progress at once, from every client together (each costs a signature or
 /// a key exchange of CPU).

@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::api::metrics::Metrics;
 use crate::config::Config;
 use crate::consensus::SelectionProof;
 use crate::devices::Devices;
 use crate::duties::ProofCache;
 use crate::error::{Result, SignerError};
 use crate::keys::{seal_share, KeyRecord, PublicKeyBytes, ShareId};
-use crate::metrics::Metrics;
 use crate::scheduler::{Class, Scheduler, SchedulerConfig, SignJob};
 
 /// Settings of one run.
@@ -302,7 +302,11 @@ async fn burst(
 ) -> Round {
     let fifo = variant == Variant::Fifo;
     let metrics = Arc::new(Metrics::default());
-    let scheduler = Scheduler::with_config(devices.clone(), bench_config(fifo), metrics.clone());
+    let scheduler = Scheduler::with_config(
+        devices.clone(),
+        bench_config(fifo),
+        metrics.scheduler.clone(),
+    );
     // With `--precompute` every variant's burst follows the same lead-in, the epoch's proofs
     // signed as background work (the service does it at the mid-slot ticks of the slots
     // before; here back to back, seconds of both cores), and only the precompute variant keeps
@@ -448,7 +452,7 @@ async fn burst(
         refused,
         block: ms(&block),
         attestation: ms(&att),
-        rescued: metrics.starved_rescued_total(),
+        rescued: metrics.scheduler.starved_rescued_total(),
         hits: m.hits.load(std::sync::atomic::Ordering::Relaxed),
         misses: m.misses.load(std::sync::atomic::Ordering::Relaxed),
     }
@@ -523,7 +527,7 @@ async fn precompute_proofs(
     keys: &[Arc<KeyRecord>],
     metrics: &Arc<Metrics>,
 ) -> Arc<ProofCache> {
-    let cache = Arc::new(ProofCache::new(metrics.clone()));
+    let cache = Arc::new(ProofCache::new(metrics.precompute.clone()));
     let mut tasks = Vec::with_capacity(keys.len());
     for (i, key) in keys.iter().enumerate() {
         let (s, key, cache) = (scheduler.clone(), key.clone(), cache.clone());

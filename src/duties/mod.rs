@@ -10,6 +10,7 @@
 
 pub mod beacon;
 pub mod identity;
+mod metrics;
 mod service;
 
 use std::collections::HashMap;
@@ -19,11 +20,11 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+pub use metrics::PrecomputeMetrics;
 pub use service::{Service, SignerView};
 
 use crate::consensus::{SelectionProof, SigningRoot};
 use crate::keys::PublicKeyBytes;
-use crate::metrics::Metrics;
 
 /// Lighthouse's validator client asks for proofs of duties up to this many slots ahead; the
 /// precompute signs one slot further, so that request finds its proof ready.
@@ -69,7 +70,7 @@ pub const JOIN_PATIENCE: Duration = Duration::from_millis(200);
 pub struct ProofCache {
     entries: Mutex<HashMap<ProofKey, Entry>>,
     next_claim: AtomicU64,
-    metrics: Arc<Metrics>,
+    metrics: Arc<PrecomputeMetrics>,
 }
 
 /// The right, and the duty, to sign one proof: while it is held, others wanting the proof wait
@@ -94,7 +95,7 @@ pub enum LiveProof {
 
 impl ProofCache {
     /// An empty cache counting into `metrics`.
-    pub fn new(metrics: Arc<Metrics>) -> ProofCache {
+    pub fn new(metrics: Arc<PrecomputeMetrics>) -> ProofCache {
         ProofCache {
             entries: Mutex::default(),
             next_claim: AtomicU64::new(1),
@@ -111,10 +112,7 @@ impl ProofCache {
             .values()
             .filter(|e| matches!(e, Entry::Ready(_)))
             .count();
-        self.metrics
-            .precompute
-            .cached
-            .store(ready as u64, Ordering::Relaxed);
+        self.metrics.cached.store(ready as u64, Ordering::Relaxed);
     }
 
     /// A new pending entry for `key`, owned by the returned claim.
@@ -174,7 +172,7 @@ impl ProofCache {
         root: &SigningRoot,
         patience: Duration,
     ) -> LiveProof {
-        let m = &self.metrics.precompute;
+        let m = &self.metrics;
         let key = (*pubkey, *proof);
         if *root != proof.signing_root() {
             // Cannot happen from the request path (the proof is derived from the request);
@@ -247,9 +245,9 @@ impl ProofCache {
             _ => None,
         };
         let counter = if found.is_some() {
-            &self.metrics.precompute.hits
+            &self.metrics.hits
         } else {
-            &self.metrics.precompute.misses
+            &self.metrics.misses
         };
         counter.fetch_add(1, Ordering::Relaxed);
         found
@@ -366,7 +364,7 @@ mod tests {
 
     #[test]
     fn a_hit_needs_the_same_key_and_root() {
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(PrecomputeMetrics::default());
         let cache = ProofCache::new(metrics.clone());
         let pk = PublicKeyBytes([1; 48]);
         let p = proof(10);
@@ -392,11 +390,11 @@ mod tests {
             cache.lookup(&PublicKeyBytes([2; 48]), &p, &p.signing_root()),
             None
         );
-        assert_eq!(metrics.precompute.hits.load(Ordering::Relaxed), 1);
-        assert_eq!(metrics.precompute.misses.load(Ordering::Relaxed), 4);
+        assert_eq!(metrics.hits.load(Ordering::Relaxed), 1);
+        assert_eq!(metrics.misses.load(Ordering::Relaxed), 4);
         assert_eq!(cache.retain(|_, p| p.slot > 10), 1);
         assert!(cache.is_empty());
-        assert_eq!(metrics.precompute.cached.load(Ordering::Relaxed), 0);
+        assert_eq!(metrics.cached.load(Ordering::Relaxed), 0);
     }
 
     #[test]

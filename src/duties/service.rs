@@ -17,8 +17,8 @@ use super::beacon::{AttesterDuties, BeaconError, BeaconNode, ForkEntry, Genesis,
 use super::identity;
 use super::{Claim, ProofCache, SELECTION_PROOF_SCHEDULE_DENOM, SELECTION_PROOF_SLOT_LOOKAHEAD};
 use crate::consensus::{Network, SelectionProof, SlotClock, SystemTimeSlotClock};
+use crate::duties::PrecomputeMetrics;
 use crate::keys::{KeyRecord, PublicKeyBytes};
-use crate::metrics::Metrics;
 use crate::scheduler::{Class, JobError, Scheduler, SignJob};
 
 /// Where the service finds the current scheduler and keys (a reload swaps both).
@@ -29,7 +29,7 @@ pub struct Service {
     beacon: BeaconNode,
     network: Network,
     cache: Arc<ProofCache>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<PrecomputeMetrics>,
     signer: SignerView,
 }
 
@@ -150,7 +150,7 @@ impl Service {
         url: &str,
         network: Network,
         cache: Arc<ProofCache>,
-        metrics: Arc<Metrics>,
+        metrics: Arc<PrecomputeMetrics>,
         signer: SignerView,
     ) -> Result<Service, BeaconError> {
         let timeout = Duration::from_secs(network.seconds_per_slot.clamp(1, 12)) / 2;
@@ -196,7 +196,7 @@ impl Service {
                 continue;
             }
             last_slot = Some(slot);
-            self.metrics.precompute.precomputed_last_slot.store(
+            self.metrics.precomputed_last_slot.store(
                 std::mem::take(&mut duties.signed_this_slot),
                 Ordering::Relaxed,
             );
@@ -238,10 +238,7 @@ impl Service {
     }
 
     fn beacon_error(&self, duties: &mut Duties, e: &BeaconError) {
-        self.metrics
-            .precompute
-            .beacon_errors
-            .fetch_add(1, Ordering::Relaxed);
+        self.metrics.beacon_errors.fetch_add(1, Ordering::Relaxed);
         let text = e.to_string();
         if duties.last_error.as_deref() != Some(text.as_str()) {
             tracing::warn!(error = %text, "selection-proof precompute: beacon node unusable; live signing is not affected");
@@ -309,7 +306,6 @@ impl Service {
                                 || duties.wants(chain, pk, p)
                         });
                         self.metrics
-                            .precompute
                             .dropped_reorg
                             .fetch_add(dropped as u64, Ordering::Relaxed);
                         tracing::info!(
@@ -444,7 +440,7 @@ impl Service {
 
     fn finished(&self, chain: &Chain, duties: &mut Duties, (claim, result): Done) {
         let (pk, proof) = claim.key();
-        let m = &self.metrics.precompute;
+        let m = &self.metrics;
         match result {
             Ok(signature) => {
                 if Instant::now() > chain.needed_by(proof.slot) {

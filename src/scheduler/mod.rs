@@ -20,6 +20,7 @@
 //! times ([`ahead_limit`]), so a slow device still keeps the CPU workers fed. A freed place
 //! wakes one device thread, the one with the most urgent work, never every device's.
 
+mod metrics;
 pub mod queue;
 
 use std::collections::HashMap;
@@ -32,13 +33,13 @@ use hsm::Device;
 use tokio::sync::oneshot;
 use zeroize::Zeroizing;
 
+pub use metrics::SchedulerMetrics;
 pub use queue::{Class, Next, Queued, Urgency, CLASSES};
 
 use crate::devices::Devices;
 use crate::error::SignerError;
 use crate::keys::threshold::{self, CombineError, HashedMessage, ThresholdKey};
 use crate::keys::{envelope_aad, KeyRecord, PublicKeyBytes};
-use crate::metrics::Metrics;
 use crate::scheduler::queue::ClassQueues;
 
 /// How the scheduler behaves.
@@ -390,7 +391,7 @@ struct Inner {
     rescue_cv: Condvar,
     /// Mirrors `State::rescue_until` being set, for `notify_cpu` (which runs without the lock).
     rescuing: AtomicBool,
-    metrics: Arc<Metrics>,
+    metrics: Arc<SchedulerMetrics>,
     stats: SchedulerStats,
     /// Threshold keys with their public keys parsed and validated once.
     threshold_keys: Mutex<HashMap<PublicKeyBytes, Arc<ThresholdKey>>>,
@@ -637,7 +638,7 @@ impl Scheduler {
     pub fn with_config(
         devices: Devices,
         config: SchedulerConfig,
-        metrics: Arc<Metrics>,
+        metrics: Arc<SchedulerMetrics>,
     ) -> Scheduler {
         let dev_list: Vec<Arc<Device>> = devices.iter().cloned().collect();
         let caps: Vec<usize> = dev_list
@@ -752,7 +753,7 @@ impl Scheduler {
     }
 
     /// The metrics it records into.
-    pub fn metrics(&self) -> &Arc<Metrics> {
+    pub fn metrics(&self) -> &Arc<SchedulerMetrics> {
         &self.inner.metrics
     }
 

@@ -1,0 +1,184 @@
+//! The HTTP side's metrics (responses, refusals, connections) and `/metrics`' whole page, which
+//! renders them beside the scheduler's and the precompute's.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::duties::PrecomputeMetrics;
+use crate::metrics::{render_one, Family};
+use crate::scheduler::SchedulerMetrics;
+
+/// The signing policy's rules, as `signer_refused_by_policy_total` labels them (the policy's
+/// `Rule` indexes this list).
+pub const POLICY_RULES: [&str; 5] = ["client", "key", "type", "exit", "fee_recipient"];
+
+/// Every metric of the signer: the API's own, and the services' it renders.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// The scheduler's (shared with every scheduler a reload builds).
+    pub scheduler: Arc<SchedulerMetrics>,
+    /// The selection-proof precompute's (`crate::duties`).
+    pub precompute: Arc<PrecomputeMetrics>,
+    /// Whole signing latency per request type, from parsed request to signature.
+    pub signing: Family,
+    /// Responses per HTTP status.
+    pub responses: Mutex<BTreeMap<u16, u64>>,
+    /// Signing requests refused by slashing protection.
+    pub slashing_refusals: AtomicU64,
+    /// Requests refused by the signing policy, per rule (in the order of [`POLICY_RULES`]).
+    pub refused_by_policy: [AtomicU64; POLICY_RULES.len()],
+    /// The HTTP server's connections (`crate::api::transport`).
+    pub connections: ConnectionMetrics,
+}
+
+/// Why a connection was closed as soon as it was accepted: the `reason` label of
+/// `signer_connections_refused_total`, indexed by [`ConnectionMetrics::refused`].
+pub const CONNECTION_REFUSALS: [&str; 3] = ["max_connections", "per_ip", "tls_handshakes_per_ip"];
+/// Where a connection ran out of time: the `phase` label of `signer_connections_timed_out_total`,
+/// indexed by [`ConnectionMetrics::timed_out`].
+pub const CONNECTION_TIMEOUTS: [&str; 3] = ["tls_handshake", "header", "body"];
+
+/// Counters of the HTTP server's connections.
+#[derive(Debug, Default)]
+pub struct ConnectionMetrics {
+    /// Connections open now (TLS handshakes included).
+    pub open: AtomicU64,
+    /// Connections closed on arrival, by [`CONNECTION_REFUSALS`] reason.
+    pub refused: [AtomicU64; 3],
+    /// Connections closed for taking too long, by [`CONNECTION_TIMEOUTS`] phase.
+    pub timed_out: [AtomicU64; 3],
+    /// Requests to the open endpoints that waited for their turn (`crate::api::throttle`).
+    pub open_delayed: AtomicU64,
+    /// Requests to the open endpoints answered 429 after the longest wait.
+    pub open_refused: AtomicU64,
+}
+
+impl ConnectionMetrics {
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# TYPE signer_connections_open gauge\nsigner_connections_open {}",
+            self.open.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE signer_open_requests_paced_total counter\n\
+             signer_open_requests_paced_total{{outcome=\"delayed\"}} {}\n\
+             signer_open_requests_paced_total{{outcome=\"refused\"}} {}",
+            self.open_delayed.load(Ordering::Relaxed),
+            self.open_refused.load(Ordering::Relaxed)
+        );
+        for (name, label, labels, counts) in [
+            (
+                "signer_connections_refused_total",
+                "reason",
+                &CONNECTION_REFUSALS,
+                &self.refused,
+            ),
+            (
+                "signer_connections_timed_out_total",
+                "phase",
+                &CONNECTION_TIMEOUTS,
+                &self.timed_out,
+            ),
+        ] {
+            let _ = writeln!(out, "# TYPE {name} counter");
+            for (value, n) in labels.iter().zip(counts) {
+                let _ = writeln!(
+                    out,
+                    "{name}{{{label}=\"{value}\"}} {}",
+                    n.load(Ordering::Relaxed)
+                );
+            }
+        }
+    }
+}
+
+impl Metrics {
+    /// Count one HTTP response.
+    pub fn response(&self, status: u16) {
+        *self
+            .responses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(status)
+            .or_default() += 1;
+    }
+
+    /// Render everything, plus gauges supplied by the caller as (name, labels, value).
+    pub fn render(&self, gauges: &[(&str, String, f64)]) -> String {
+        let mut out = String::new();
+        self.scheduler.render_queue_wait(&mut out);
+        out.push_str("# TYPE signer_signing_seconds histogram\n");
+        self.signing
+            .render(&mut out, "signer_signing_seconds", "type");
+        self.scheduler.render_rest(&mut out);
+        out.push_str("# TYPE signer_http_responses_total counter\n");
+        for (status, n) in self
+            .responses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "signer_http_responses_total{{status=\"{status}\"}} {n}"
+            );
+        }
+        render_one(
+            &mut out,
+            "signer_slashing_refusals_total",
+            "counter",
+            &self.slashing_refusals,
+        );
+        crate::metrics::render_labelled(
+            &mut out,
+            "signer_refused_by_policy_total",
+            "counter",
+            "rule",
+            POLICY_RULES.iter().copied().zip(&self.refused_by_policy),
+        );
+        self.precompute.render(&mut out);
+        self.connections.render(&mut out);
+        let mut last = "";
+        for (name, labels, value) in gauges {
+            if *name != last {
+                let _ = writeln!(out, "# TYPE {name} gauge");
+                last = name;
+            }
+            let braces = if labels.is_empty() {
+                String::new()
+            } else {
+                format!("{{{labels}}}")
+            };
+            let _ = writeln!(out, "{name}{braces} {value}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_rendered() {
+        let m = Metrics::default();
+        m.scheduler.queue_wait[0].observe(Duration::from_micros(50));
+        m.scheduler.queue_wait[0].observe(Duration::from_millis(3));
+        m.scheduler.queue_wait[0].observe(Duration::from_secs(60));
+        m.scheduler.shed_expired[1].fetch_add(2, Ordering::Relaxed);
+        let text = m.render(&[("signer_sessions_in_use", "device=\"d\"".into(), 3.0)]);
+        assert!(
+            text.contains("signer_queue_wait_seconds_bucket{class=\"block\",le=\"0.0001\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("signer_queue_wait_seconds_bucket{class=\"block\",le=\"0.005\"} 2"));
+        assert!(text.contains("signer_queue_wait_seconds_bucket{class=\"block\",le=\"+Inf\"} 3"));
+        assert!(text.contains("signer_shed_expired_total{class=\"attestation\"} 2"));
+        assert!(text.contains("signer_sessions_in_use{device=\"d\"} 3"));
+    }
+}
