@@ -13,9 +13,12 @@ use hsm_signer::keys::eip2335::{KdfChoice, Keystore};
 use hsm_signer::keys::provision::{self, ShareImport};
 use hsm_signer::keys::threshold::{
     self, combine, combine_weighted, lagrange_at_zero, partial_sign, partial_sign_weighted,
-    partial_sign_with_share, verify_combined, CombineError, HashedMessage, ThresholdKey,
+    partial_sign_with_share, sign_with_opened_shares, verify_combined, CombineError, HashedMessage,
+    ThresholdKey,
 };
-use hsm_signer::keys::{seal_share, KeyRecord, KeyStore, Progress, PublicKeyBytes, ShareId};
+use hsm_signer::keys::{
+    open_share, seal_share, KeyRecord, KeyStore, Progress, PublicKeyBytes, ShareId,
+};
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 
@@ -243,6 +246,24 @@ fn every_device_subset_signs(
             .collect();
         assert_eq!(
             &key.combine_weighted_verified(&hashed, &weighted)
+                .unwrap()
+                .compress(),
+            expected
+        );
+        // The scheduler's own path: each share opened on its device, then signed, combined and
+        // verified by the one function the scheduler calls.
+        let opened: Vec<(ShareId, blst::min_pk::SecretKey)> = ids
+            .iter()
+            .map(|x| {
+                let share = record.shares.iter().find(|s| s.id == *x).unwrap();
+                let device = devices.get(&share.device).unwrap();
+                (*x, open_share(device, &record.pubkey, share).unwrap())
+            })
+            .collect();
+        let opened: Vec<(ShareId, &blst::min_pk::SecretKey)> =
+            opened.iter().map(|(x, sk)| (*x, sk)).collect();
+        assert_eq!(
+            &sign_with_opened_shares(&key, &hashed, &opened)
                 .unwrap()
                 .compress(),
             expected

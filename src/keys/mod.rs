@@ -58,15 +58,23 @@ pub fn open_share(
     bls::secret_key(&secret)
 }
 
-/// Open one share on its device and sign `signing_root` with it. The secret exists only inside
-/// this call, in buffers that are wiped on return.
+/// A whole key's signature of `signing_root` with its secret as [`open_share`] opened it. The
+/// scheduler calls these two steps apart (the opening on a device thread, the signing on a CPU
+/// worker); [`sign_with_share`] is the two together.
+pub fn sign_opened(secret: &blst::min_pk::SecretKey, signing_root: &[u8; 32]) -> Signature {
+    bls::sign(secret, signing_root)
+}
+
+/// Open one share on its device and sign `signing_root` with it: [`open_share`] then
+/// [`sign_opened`]. The secret exists only inside this call, in buffers that are wiped on
+/// return.
 pub fn sign_with_share(
     device: &Device,
     validator: &PublicKeyBytes,
     share: &ShareRecord,
     signing_root: &[u8; 32],
 ) -> Result<Signature> {
-    Ok(bls::sign(
+    Ok(sign_opened(
         &open_share(device, validator, share)?,
         signing_root,
     ))

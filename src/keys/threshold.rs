@@ -502,6 +502,9 @@ pub enum CombineError {
         /// Shares whose partials are wrong.
         faulty: Vec<ShareId>,
     },
+    /// The Lagrange coefficients of the subset could not be computed.
+    #[error("Lagrange coefficients of the shares asked: {0}")]
+    Weights(String),
 }
 
 impl From<CombineError> for SignerError {
@@ -646,6 +649,27 @@ impl ThresholdKey {
         };
         Err(CombineError::Unverified { faulty })
     }
+}
+
+/// A threshold key's signature of `hashed` from t shares as [`crate::keys::open_share`] opened
+/// them: a partial per share, weighted by its Lagrange coefficient in exactly this subset,
+/// combined and verified under the validator key. This is what the scheduler does with the
+/// shares its devices opened; no unverified signature leaves it (a wrong share is named in
+/// [`CombineError::Unverified`]).
+pub fn sign_with_opened_shares(
+    key: &ThresholdKey,
+    hashed: &HashedMessage,
+    opened: &[(ShareId, &SecretKey)],
+) -> Result<Signature, CombineError> {
+    key.check_subset(opened.iter().map(|(id, _)| *id))?;
+    let ids: Vec<ShareId> = opened.iter().map(|(id, _)| *id).collect();
+    let weights = lagrange_at_zero(&ids).map_err(|e| CombineError::Weights(e.to_string()))?;
+    let partials: Vec<(ShareId, Signature)> = opened
+        .iter()
+        .zip(&weights)
+        .map(|((id, sk), w)| (*id, partial_sign_weighted(sk, w, hashed)))
+        .collect();
+    key.combine_weighted_verified(hashed, &partials)
 }
 
 /// Open one share on its device and make its partial signature of `hashed`: plain, or weighted

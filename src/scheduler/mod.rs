@@ -28,10 +28,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use blst::min_pk::Signature;
+use blst::min_pk::{SecretKey, Signature};
 use hsm::Device;
 use tokio::sync::oneshot;
-use zeroize::Zeroizing;
 
 pub use metrics::SchedulerMetrics;
 pub use queue::{Class, Next, Queued, Urgency, CLASSES};
@@ -39,7 +38,7 @@ pub use queue::{Class, Next, Queued, Urgency, CLASSES};
 use crate::devices::Devices;
 use crate::error::SignerError;
 use crate::keys::threshold::{self, CombineError, HashedMessage, ThresholdKey};
-use crate::keys::{envelope_aad, KeyRecord, PublicKeyBytes};
+use crate::keys::{KeyRecord, PublicKeyBytes};
 use crate::scheduler::queue::ClassQueues;
 
 /// How the scheduler behaves.
@@ -247,7 +246,7 @@ struct ThresholdJob {
     /// Shares whose device failed, or whose partial was wrong.
     excluded: Vec<usize>,
     /// Opened shares not yet combined.
-    collected: Vec<(usize, Zeroizing<Vec<u8>>)>,
+    collected: Vec<(usize, SecretKey)>,
     /// Device tasks queued or in flight.
     outstanding: usize,
     /// A CPU task holds t shares right now.
@@ -304,7 +303,7 @@ struct CpuTask {
     /// When it joined the CPU queue (the rescue worker's starvation check).
     queued_at: Instant,
     /// (share index, opened secret): one for a whole key, t for a threshold key.
-    secrets: Vec<(usize, Zeroizing<Vec<u8>>)>,
+    secrets: Vec<(usize, SecretKey)>,
 }
 
 impl Queued for DevTask {
@@ -1113,7 +1112,9 @@ fn device_worker(inner: Arc<Inner>, d: usize, blocks: bool) {
         inner.metrics.queue_wait[ctx.class as usize].observe(ctx.enqueued.elapsed());
         let share = &ctx.key.shares[share_index];
         let started = Instant::now();
-        let opened = device.decrypt(&share.envelope, &envelope_aad(&ctx.key.pubkey, share.id));
+        // THE decrypt of the decrypt-then-sign (`keys`): the secret exists from here only in a
+        // key that wipes itself when dropped.
+        let opened = crate::keys::open_share(&device, &ctx.key.pubkey, share);
         let took = started.elapsed();
         inner.metrics.device_op.get(device.name()).observe(took);
         if ctx.class != Class::Block {
@@ -1159,7 +1160,7 @@ fn device_worker(inner: Arc<Inner>, d: usize, blocks: bool) {
                 // A place ahead of the CPU freed with no envelope to fill it.
                 inner.wake_a_device(&st);
                 drop(st);
-                ctx.answer(Err(JobError::from(SignerError::from(e))));
+                ctx.answer(Err(JobError::from(e)));
             }
             (Some(thr), opened) => {
                 let mut job = thr.lock().unwrap_or_else(|p| p.into_inner());
@@ -1433,7 +1434,7 @@ fn cpu_worker(inner: Arc<Inner>, rescue: bool) {
         }
         let started = Instant::now();
         let result = match task.secrets.first() {
-            Some((_, secret)) => sign_with(secret, &task.ctx.root),
+            Some((_, secret)) => Ok(crate::keys::sign_opened(secret, &task.ctx.root)),
             None => Err(JobError::Failed(SignerError::Invalid(
                 "no share opened".into(),
             ))),
@@ -1486,18 +1487,11 @@ fn still_wanted(inner: &Inner, ctx: &Ctx, stage: Stage) -> bool {
     true
 }
 
-/// A whole key's signature with its opened secret.
-fn sign_with(secret: &[u8], root: &[u8; 32]) -> Result<Signature, JobError> {
-    crate::bls::secret_key(secret)
-        .map(|sk| crate::bls::sign(&sk, root))
-        .map_err(JobError::Failed)
-}
-
 /// Sign a whole key's job with its opened secret where it stands (a device thread, for a
 /// block), unless its client went away or its deadline passed meanwhile.
-fn sign_whole(inner: &Inner, ctx: &Ctx, secret: &[u8]) {
+fn sign_whole(inner: &Inner, ctx: &Ctx, secret: &SecretKey) {
     if still_wanted(inner, ctx, Stage::Device) {
-        ctx.answer(sign_with(secret, &ctx.root));
+        ctx.answer(Ok(crate::keys::sign_opened(secret, &ctx.root)));
     }
 }
 
@@ -1508,24 +1502,17 @@ fn combine_threshold(inner: &Arc<Inner>, task: CpuTask) {
     let CpuTask { ctx, secrets, .. } = task;
     let Some(thr) = &ctx.threshold else { return };
     let key = thr.lock().unwrap_or_else(|p| p.into_inner()).key.clone();
-    let ids: Vec<_> = secrets.iter().map(|(i, _)| ctx.key.shares[*i].id).collect();
-    let outcome = (|| -> Result<Signature, JobError> {
-        let hashed = HashedMessage::new(&ctx.root);
-        let weights = threshold::lagrange_at_zero(&ids).map_err(JobError::Failed)?;
-        let mut partials = Vec::with_capacity(secrets.len());
-        for ((i, secret), w) in secrets.iter().zip(&weights) {
-            let sk = crate::bls::secret_key(secret).map_err(JobError::Failed)?;
-            partials.push((
-                ctx.key.shares[*i].id,
-                threshold::partial_sign_weighted(&sk, w, &hashed),
-            ));
-        }
-        key.combine_weighted_verified(&hashed, &partials)
-            .map_err(|e| match e {
-                CombineError::Unverified { faulty } => JobError::Faulty(faulty),
-                other => JobError::Failed(SignerError::Bls(other.to_string())),
-            })
-    })();
+    let opened: Vec<_> = secrets
+        .iter()
+        .map(|(i, secret)| (ctx.key.shares[*i].id, secret))
+        .collect();
+    // THE sign of the decrypt-then-sign (`keys`): weighted partials, combined, verified.
+    let outcome = threshold::sign_with_opened_shares(&key, &HashedMessage::new(&ctx.root), &opened)
+        .map_err(|e| match e {
+            CombineError::Unverified { faulty } => JobError::Faulty(faulty),
+            other => JobError::Failed(SignerError::Bls(other.to_string())),
+        });
+    drop(opened);
     match outcome {
         Ok(sig) => ctx.answer(Ok(sig)),
         Err(JobError::Faulty(faulty)) => {
