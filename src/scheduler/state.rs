@@ -1,0 +1,258 @@
+//! The scheduler's shared state: a job as the workers see it (`Ctx`), its visits to devices and
+//! the CPU, the queues and counters under one lock (`State`), and the wake policy (`Inner`):
+//! which one thread a freed place wakes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Instant;
+
+use blst::min_pk::{SecretKey, Signature};
+use hsm::Device;
+use tokio::sync::oneshot;
+
+use super::pace::{ahead_limit, Pace};
+use super::queue::{Class, ClassQueues, Queued, Urgency};
+use super::threshold::ThresholdJob;
+use super::{JobError, Limit, SchedulerConfig, SchedulerMetrics, SignJob};
+use crate::devices::Devices;
+use crate::keys::threshold::ThresholdKey;
+use crate::keys::{KeyRecord, PublicKeyBytes};
+
+pub(super) type Reply = oneshot::Sender<Result<Signature, JobError>>;
+
+/// A job as the workers see it.
+pub(super) struct Ctx {
+    pub(super) id: u64,
+    pub(super) class: Class,
+    pub(super) freshness: u64,
+    pub(super) deadline: Instant,
+    /// Which limit `deadline` is.
+    pub(super) limit: Limit,
+    pub(super) enqueued: Instant,
+    pub(super) key: Arc<KeyRecord>,
+    pub(super) root: [u8; 32],
+    pub(super) cancelled: AtomicBool,
+    pub(super) reply: Mutex<Option<Reply>>,
+    /// For a t-of-n key: which shares were asked and what came back.
+    pub(super) threshold: Option<Mutex<ThresholdJob>>,
+}
+
+impl Ctx {
+    pub(super) fn new(
+        id: u64,
+        job: SignJob,
+        (deadline, limit): (Instant, Limit),
+        enqueued: Instant,
+        tx: Reply,
+        threshold: Option<Mutex<ThresholdJob>>,
+    ) -> Arc<Ctx> {
+        Arc::new(Ctx {
+            id,
+            class: job.class,
+            freshness: job.freshness,
+            deadline,
+            limit,
+            enqueued,
+            key: job.key,
+            root: job.signing_root,
+            cancelled: AtomicBool::new(false),
+            reply: Mutex::new(Some(tx)),
+            threshold,
+        })
+    }
+
+    pub(super) fn answer(&self, result: Result<Signature, JobError>) {
+        if let Some(tx) = self.reply.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = tx.send(result);
+        }
+    }
+    pub(super) fn gone(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+            || self
+                .reply
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .is_none_or(|tx| tx.is_closed())
+    }
+}
+
+/// A job's visit to one device: which share it opens there.
+pub(super) struct DevTask(pub(super) Arc<Ctx>, pub(super) usize);
+
+pub(super) struct CpuTask {
+    pub(super) ctx: Arc<Ctx>,
+    /// When it joined the CPU queue (the rescue worker's starvation check).
+    pub(super) queued_at: Instant,
+    /// (share index, opened secret): one for a whole key, t for a threshold key.
+    pub(super) secrets: Vec<(usize, SecretKey)>,
+}
+
+impl Queued for DevTask {
+    fn class(&self) -> Class {
+        self.0.class
+    }
+    fn freshness(&self) -> u64 {
+        self.0.freshness
+    }
+    fn deadline(&self) -> Instant {
+        self.0.deadline
+    }
+    fn cancelled(&self) -> bool {
+        self.0.gone()
+    }
+    fn id(&self) -> u64 {
+        self.0.id
+    }
+}
+
+impl Queued for CpuTask {
+    fn class(&self) -> Class {
+        self.ctx.class
+    }
+    fn freshness(&self) -> u64 {
+        self.ctx.freshness
+    }
+    fn deadline(&self) -> Instant {
+        self.ctx.deadline
+    }
+    fn cancelled(&self) -> bool {
+        self.ctx.gone()
+    }
+    fn id(&self) -> u64 {
+        self.ctx.id
+    }
+}
+
+pub(super) struct State {
+    pub(super) dev_q: Vec<ClassQueues<DevTask>>,
+    pub(super) dev_busy: Vec<usize>,
+    pub(super) dev_busy_background: Vec<usize>,
+    pub(super) cpu_q: ClassQueues<CpuTask>,
+    pub(super) cpu_buffered: usize,
+    /// Non-block device operations in flight: envelopes being opened, counted against the
+    /// CPU buffer with those opened.
+    pub(super) opening: usize,
+    pub(super) waiting: usize,
+    pub(super) next_id: u64,
+    pub(super) shutdown: bool,
+    /// Bulk CPU workers take nothing while set (tests: "every core is busy" as a state).
+    pub(super) bulk_paused: bool,
+    /// While set and in the future, the rescue worker signs bulk work as soon as it is queued:
+    /// the bulk workers were found starved (see [`SchedulerConfig::starved_after`]).
+    pub(super) rescue_until: Option<Instant>,
+}
+
+/// Counters tests and benchmarks read.
+#[derive(Debug, Default)]
+pub struct SchedulerStats {
+    /// Most device operations ever in flight at once, per device.
+    pub peak_device_busy: Vec<AtomicUsize>,
+    /// Most background device operations ever in flight at once, per device.
+    pub peak_background_busy: Vec<AtomicUsize>,
+}
+
+pub(super) struct Inner {
+    pub(super) devices: Devices,
+    pub(super) dev_list: Vec<Arc<Device>>,
+    pub(super) dev_index: HashMap<String, usize>,
+    pub(super) caps: Vec<usize>,
+    pub(super) config: SchedulerConfig,
+    /// The most that `cpu_buffer: None` lets ahead: two per CPU worker and every session.
+    pub(super) cpu_buffer_max: usize,
+    /// Measured device operation and signature times, for the adaptive CPU buffer.
+    pub(super) pace: Pace,
+    pub(super) state: Mutex<State>,
+    pub(super) dev_cv: Vec<Condvar>,
+    /// Wakes a device's block thread (priorities on): the one thread per device that takes
+    /// blocks, at real-time priority where the host allows it.
+    pub(super) block_cv: Vec<Condvar>,
+    pub(super) cpu_cv: Condvar,
+    /// Wakes the rescue worker, which signs bulk work the bulk workers are too starved to take.
+    pub(super) rescue_cv: Condvar,
+    /// Mirrors `State::rescue_until` being set, for `notify_cpu` (which runs without the lock).
+    pub(super) rescuing: AtomicBool,
+    pub(super) metrics: Arc<SchedulerMetrics>,
+    pub(super) stats: SchedulerStats,
+    /// Threshold keys with their public keys parsed and validated once.
+    pub(super) threshold_keys: Mutex<HashMap<PublicKeyBytes, Arc<ThresholdKey>>>,
+}
+
+impl Inner {
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A task was queued for a CPU: wake a bulk worker (and the rescue worker too while it
+    /// stands in for starved bulk workers).
+    pub(super) fn notify_cpu(&self) {
+        self.cpu_cv.notify_one();
+        if self.rescuing.load(Ordering::Relaxed) {
+            self.rescue_cv.notify_one();
+        }
+    }
+
+    /// The urgency of the job a free thread of device `d` would start now, if any: a session
+    /// is free and the job at the head of its queue may start (a block always; other work while
+    /// the CPU buffer has room; background only with a second session free).
+    pub(super) fn runnable_on(&self, st: &State, d: usize) -> Option<Urgency> {
+        let free = self.caps[d].saturating_sub(st.dev_busy[d]);
+        let (class, key) = st.dev_q[d].head()?;
+        let may = free >= 1
+            && (class == Class::Block
+                || (self.cpu_room(st)
+                    && (class != Class::Background || free >= 2 || self.config.fifo)));
+        may.then_some(key)
+    }
+
+    /// Whether another envelope may be opened ahead of a CPU (blocks may always).
+    pub(super) fn cpu_room(&self, st: &State) -> bool {
+        st.cpu_buffered + st.opening < self.cpu_buffer_limit()
+    }
+
+    /// The CPU buffer's size now: as configured, or adapted to the measured pace.
+    pub(super) fn cpu_buffer_limit(&self) -> usize {
+        self.config.cpu_buffer.unwrap_or_else(|| {
+            ahead_limit(
+                self.config.cpu_workers.max(1),
+                self.pace.device_op(),
+                self.pace.sign(),
+            )
+            .min(self.cpu_buffer_max)
+        })
+    }
+
+    /// Wake one device thread: on the device whose next job is the most urgent of those that
+    /// may start now (none, if none may). Called once per free place (a CPU buffer slot, a
+    /// session); the thread woken wakes a sibling if more may start after its job
+    /// ([`device_worker`]). Waking a thread on every device woke all but one for nothing, and
+    /// each such wake-up preempted a bulk signing thread.
+    pub(super) fn wake_a_device(&self, st: &State) {
+        if let Some(cv) = self.device_to_wake(st) {
+            cv.notify_one();
+        }
+    }
+
+    /// What [`Inner::wake_a_device`] would wake, to be woken once the lock is released.
+    pub(super) fn device_to_wake(&self, st: &State) -> Option<&Condvar> {
+        (0..self.dev_list.len())
+            .filter_map(|d| self.runnable_on(st, d).map(|key| (key, d)))
+            .min()
+            .map(|(_, d)| self.device_cv(st, d))
+    }
+
+    /// Wake the thread of device `d` that would take the head of its queue.
+    pub(super) fn notify_device(&self, st: &State, d: usize) {
+        self.device_cv(st, d).notify_one();
+    }
+
+    /// Where the thread that would take the head of device `d`'s queue waits: its block thread
+    /// for a block, else one of its session threads.
+    pub(super) fn device_cv(&self, st: &State, d: usize) -> &Condvar {
+        match st.dev_q[d].head() {
+            Some((Class::Block, _)) if !self.config.fifo => &self.block_cv[d],
+            _ => &self.dev_cv[d],
+        }
+    }
+}

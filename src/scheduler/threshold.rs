@@ -1,0 +1,263 @@
+//! Threshold keys in the scheduler: fan a job out to t devices holding its shares, hedge a late
+//! one, replace a failed or faulty one, and combine what comes back
+//! (keys::crate::keys::threshold::sign_with_opened_shares) into a verified signature.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use blst::min_pk::SecretKey;
+
+use super::state::{CpuTask, Ctx, DevTask, Inner, Reply, State};
+use super::{JobError, Limit, Scheduler, SignJob};
+use crate::error::SignerError;
+use crate::keys::threshold::{CombineError, HashedMessage, ThresholdKey};
+use crate::keys::KeyRecord;
+
+/// The state of one threshold signature across its devices.
+pub(super) struct ThresholdJob {
+    pub(super) key: Arc<ThresholdKey>,
+    /// Share indices asked so far (queued, in flight or answered).
+    pub(super) asked: Vec<usize>,
+    /// Shares whose device failed, or whose partial was wrong.
+    pub(super) excluded: Vec<usize>,
+    /// Opened shares not yet combined.
+    pub(super) collected: Vec<(usize, SecretKey)>,
+    /// Device tasks queued or in flight.
+    pub(super) outstanding: usize,
+    /// A CPU task holds t shares right now.
+    pub(super) combining: bool,
+    /// Why devices failed, for the 503 message.
+    pub(super) failures: Vec<String>,
+}
+
+impl Inner {
+    pub(super) fn threshold_key(&self, record: &KeyRecord) -> Result<Arc<ThresholdKey>, JobError> {
+        let mut cache = self
+            .threshold_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(k) = cache.get(&record.pubkey) {
+            return Ok(k.clone());
+        }
+        let key = Arc::new(ThresholdKey::from_record(record).map_err(JobError::Failed)?);
+        cache.insert(record.pubkey, key.clone());
+        Ok(key)
+    }
+
+    /// The shares to ask next: not yet asked or excluded, on an open and enabled device, the
+    /// least loaded first (queued + in flight), then the lowest id.
+    pub(super) fn pick_shares(
+        &self,
+        st: &State,
+        ctx: &Ctx,
+        job: &ThresholdJob,
+        want: usize,
+    ) -> Vec<usize> {
+        let mut candidates: Vec<(usize, usize, u64)> = ctx
+            .key
+            .shares
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !job.asked.contains(i) && !job.excluded.contains(i))
+            .filter_map(|(i, share)| {
+                let d = *self.dev_index.get(&share.device)?;
+                self.dev_list[d]
+                    .is_enabled()
+                    .then(|| (i, st.dev_q[d].len() + st.dev_busy[d], share.id.get()))
+            })
+            .collect();
+        candidates.sort_by_key(|&(_, load, id)| (load, id));
+        candidates
+            .into_iter()
+            .take(want)
+            .map(|(i, _, _)| i)
+            .collect()
+    }
+
+    /// Queue a threshold job's visit to share `i`'s device.
+    pub(super) fn ask(
+        &self,
+        st: &mut State,
+        ctx: &Arc<Ctx>,
+        job: &mut ThresholdJob,
+        i: usize,
+    ) -> Option<usize> {
+        let d = *self.dev_index.get(&ctx.key.shares[i].device)?;
+        job.asked.push(i);
+        job.outstanding += 1;
+        st.waiting += 1;
+        st.dev_q[d].push(DevTask(ctx.clone(), i));
+        Some(d)
+    }
+
+    /// Ask replacements for shares that failed, or give up with a 503 when fewer than t shares
+    /// can still come back. Call with the state lock held.
+    pub(super) fn top_up(&self, st: &mut State, ctx: &Arc<Ctx>, job: &mut ThresholdJob) {
+        if job.combining {
+            return;
+        }
+        let need = job
+            .key
+            .threshold
+            .saturating_sub(job.collected.len() + job.outstanding);
+        if need == 0 {
+            return;
+        }
+        let picks = self.pick_shares(st, ctx, job, need);
+        for i in &picks {
+            if let Some(d) = self.ask(st, ctx, job, *i) {
+                self.notify_device(st, d);
+            }
+        }
+        if picks.len() < need && job.outstanding == 0 {
+            job.collected.clear();
+            ctx.answer(Err(JobError::Unavailable(format!(
+                "fewer than {} of {} devices holding shares of {} can sign: {}",
+                job.key.threshold,
+                ctx.key.shares.len(),
+                ctx.key.pubkey,
+                if job.failures.is_empty() {
+                    "devices disabled or not open".to_owned()
+                } else {
+                    job.failures.join("; ")
+                }
+            ))));
+        }
+    }
+}
+
+impl Scheduler {
+    pub(super) fn hedge(&self, ctx: &Arc<Ctx>) {
+        let Some(thr) = &ctx.threshold else { return };
+        let inner = &self.inner;
+        let mut st = inner.lock();
+        let mut job = thr.lock().unwrap_or_else(|p| p.into_inner());
+        if job.combining || ctx.gone() {
+            return;
+        }
+        if let Some(i) = inner.pick_shares(&st, ctx, &job, 1).first().copied() {
+            if let Some(d) = inner.ask(&mut st, ctx, &mut job, i) {
+                inner.metrics.hedges.fetch_add(1, Ordering::Relaxed);
+                inner.notify_device(&st, d);
+            }
+        }
+    }
+
+    pub(super) fn submit_threshold(
+        &self,
+        job: SignJob,
+        tx: Reply,
+        deadline: (Instant, Limit),
+        now: Instant,
+    ) -> Result<Arc<Ctx>, JobError> {
+        let inner = &self.inner;
+        let key = inner.threshold_key(&job.key)?;
+        let t = key.threshold;
+        let mut st = inner.lock();
+        if st.waiting + t > inner.config.queue_capacity {
+            inner.metrics.shed_overload[job.class as usize].fetch_add(1, Ordering::Relaxed);
+            return Err(JobError::Overloaded(job.class.label()));
+        }
+        let id = st.next_id;
+        st.next_id += 1;
+        let ctx = Ctx::new(
+            id,
+            job,
+            deadline,
+            now,
+            tx,
+            Some(Mutex::new(ThresholdJob {
+                key,
+                asked: Vec::new(),
+                excluded: Vec::new(),
+                collected: Vec::new(),
+                outstanding: 0,
+                combining: false,
+                failures: Vec::new(),
+            })),
+        );
+        let thr = ctx
+            .threshold
+            .as_ref()
+            .ok_or_else(|| JobError::Unavailable("internal".into()))?;
+        let mut tj = thr.lock().unwrap_or_else(|p| p.into_inner());
+        let picks = inner.pick_shares(&st, &ctx, &tj, t);
+        if picks.len() < t {
+            return Err(JobError::Unavailable(format!(
+                "fewer than {t} of {} devices holding shares of {} are available",
+                ctx.key.shares.len(),
+                ctx.key.pubkey
+            )));
+        }
+        let mut devices = Vec::new();
+        for i in picks {
+            devices.extend(inner.ask(&mut st, &ctx, &mut tj, i));
+        }
+        drop(tj);
+        for d in devices {
+            inner.notify_device(&st, d);
+        }
+        drop(st);
+        Ok(ctx)
+    }
+}
+
+/// Make t weighted partials from the opened shares, combine, verify under the validator key.
+/// A combination that does not verify names the faulty shares, excludes them and asks other
+/// devices; no unverified signature is ever answered.
+pub(super) fn combine_threshold(inner: &Arc<Inner>, task: CpuTask) {
+    let CpuTask { ctx, secrets, .. } = task;
+    let Some(thr) = &ctx.threshold else { return };
+    let key = thr.lock().unwrap_or_else(|p| p.into_inner()).key.clone();
+    let opened: Vec<_> = secrets
+        .iter()
+        .map(|(i, secret)| (ctx.key.shares[*i].id, secret))
+        .collect();
+    // THE sign of the decrypt-then-sign (`keys`): weighted partials, combined, verified.
+    let outcome = crate::keys::threshold::sign_with_opened_shares(
+        &key,
+        &HashedMessage::new(&ctx.root),
+        &opened,
+    )
+    .map_err(|e| match e {
+        CombineError::Unverified { faulty } => JobError::Faulty(faulty),
+        other => JobError::Failed(SignerError::Bls(other.to_string())),
+    });
+    drop(opened);
+    match outcome {
+        Ok(sig) => ctx.answer(Ok(sig)),
+        Err(JobError::Faulty(faulty)) => {
+            let mut st = inner.lock();
+            let mut job = thr.lock().unwrap_or_else(|p| p.into_inner());
+            job.combining = false;
+            let mut named = Vec::new();
+            for (i, secret) in secrets {
+                let share = &ctx.key.shares[i];
+                if faulty.contains(&share.id) {
+                    job.excluded.push(i);
+                    named.push(format!("share {} on device {}", share.id, share.device));
+                    inner
+                        .metrics
+                        .faulty_shares
+                        .get(&share.device)
+                        .observe(Duration::ZERO);
+                } else {
+                    job.collected.push((i, secret));
+                }
+            }
+            tracing::error!(validator = %ctx.key.pubkey, faulty = %named.join(", "), "combined signature did not verify; excluding the faulty share(s)");
+            if named.is_empty() {
+                job.collected.clear();
+                ctx.answer(Err(JobError::Failed(SignerError::Bls(format!(
+                    "combined signature for {} did not verify and no share could be blamed; nothing was released",
+                    ctx.key.pubkey
+                )))));
+                return;
+            }
+            job.failures.push(format!("faulty {}", named.join(", ")));
+            inner.top_up(&mut st, &ctx, &mut job);
+        }
+        Err(e) => ctx.answer(Err(e)),
+    }
+}

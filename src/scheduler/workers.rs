@@ -1,0 +1,348 @@
+//! The worker threads: per device, session threads and a block thread that open envelopes
+//! (keys::open_share); the CPU workers that sign them (keys::sign_opened), and the rescue
+//! worker that stands in for starved bulk workers.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use blst::min_pk::SecretKey;
+
+use super::queue::{Class, ClassQueues, Next, Queued};
+use super::state::{CpuTask, Ctx, DevTask, Inner, State};
+use super::threshold::combine_threshold;
+use super::{JobError, SignerError, Stage};
+
+pub(super) fn device_worker(inner: Arc<Inner>, d: usize, blocks: bool) {
+    let device = inner.dev_list[d].clone();
+    let cap = inner.caps[d];
+    let fifo = inner.config.fifo;
+    let cv = if blocks {
+        &inner.block_cv[d]
+    } else {
+        &inner.dev_cv[d]
+    };
+    loop {
+        let (ctx, share_index) = {
+            let mut st = inner.lock();
+            loop {
+                if st.shutdown {
+                    return;
+                }
+                // Background may run only if another session stays free.
+                let free = cap.saturating_sub(st.dev_busy[d]);
+                let allow_background = free >= 2;
+                let now = Instant::now();
+                let next = if free == 0 {
+                    Next::Idle
+                } else if blocks {
+                    pop_blocks_only(&mut st.dev_q[d], now)
+                } else if !fifo && matches!(st.dev_q[d].head(), Some((Class::Block, _))) {
+                    // A block waits: the session is its block thread's.
+                    Next::Idle
+                } else if inner.cpu_room(&st) {
+                    st.dev_q[d].pop(now, allow_background)
+                } else if fifo {
+                    pop_blocks_only(&mut st.dev_q[d], now)
+                } else {
+                    Next::Idle
+                };
+                match next {
+                    Next::Run(DevTask(ctx, share)) => {
+                        st.waiting -= 1;
+                        st.dev_busy[d] += 1;
+                        if ctx.class != Class::Block {
+                            st.opening += 1;
+                        }
+                        // More may start beside this job (here or on another device): wake a
+                        // thread for it, so a slow device's sessions fill up without waiting
+                        // for a CPU worker to take an envelope.
+                        inner.wake_a_device(&st);
+                        inner.stats.peak_device_busy[d].fetch_max(st.dev_busy[d], Ordering::SeqCst);
+                        if ctx.class == Class::Background {
+                            st.dev_busy_background[d] += 1;
+                            inner.stats.peak_background_busy[d]
+                                .fetch_max(st.dev_busy_background[d], Ordering::SeqCst);
+                        }
+                        break (ctx, share);
+                    }
+                    Next::Expired(DevTask(ctx, _)) => {
+                        st.waiting -= 1;
+                        if let Some(thr) = &ctx.threshold {
+                            thr.lock().unwrap_or_else(|p| p.into_inner()).outstanding -= 1;
+                        }
+                        inner.metrics.shed_expired[ctx.class as usize]
+                            .fetch_add(1, Ordering::Relaxed);
+                        ctx.answer(Err(JobError::expired(&ctx, Stage::Device)));
+                    }
+                    Next::Cancelled(DevTask(ctx, _)) => {
+                        st.waiting -= 1;
+                        if let Some(thr) = &ctx.threshold {
+                            thr.lock().unwrap_or_else(|p| p.into_inner()).outstanding -= 1;
+                        }
+                        inner.metrics.cancelled[ctx.class as usize].fetch_add(1, Ordering::Relaxed);
+                    }
+                    Next::Idle => {
+                        st = cv.wait(st).unwrap_or_else(|p| p.into_inner());
+                    }
+                }
+            }
+        };
+        inner.metrics.queue_wait[ctx.class as usize].observe(ctx.enqueued.elapsed());
+        let share = &ctx.key.shares[share_index];
+        let started = Instant::now();
+        // THE decrypt of the decrypt-then-sign (`keys`): the secret exists from here only in a
+        // key that wipes itself when dropped.
+        let opened = crate::keys::open_share(&device, &ctx.key.pubkey, share);
+        let took = started.elapsed();
+        inner.metrics.device_op.get(device.name()).observe(took);
+        if ctx.class != Class::Block {
+            inner.pace.observe_device_op(took);
+        }
+
+        let mut st = inner.lock();
+        st.dev_busy[d] -= 1;
+        if ctx.class == Class::Background {
+            st.dev_busy_background[d] -= 1;
+        }
+        // A block waiting for this session: its block thread takes it.
+        if !fifo && !blocks && matches!(st.dev_q[d].head(), Some((Class::Block, _))) {
+            inner.block_cv[d].notify_one();
+        }
+        if ctx.class != Class::Block {
+            st.opening -= 1;
+        }
+        match (&ctx.threshold, opened) {
+            // A block is signed by the (block) thread that opened it: handing it to a CPU
+            // worker would add a thread wake-up, which on busy cores can cost a time slice.
+            (None, Ok(secret)) if ctx.class == Class::Block && !inner.config.fifo => {
+                // This session is free while the block is signed: another thread may use it.
+                if inner.runnable_on(&st, d).is_some() {
+                    inner.notify_device(&st, d);
+                }
+                drop(st);
+                sign_whole(&inner, &ctx, &secret);
+            }
+            (None, Ok(secret)) => {
+                if ctx.class != Class::Block {
+                    st.cpu_buffered += 1;
+                }
+                st.cpu_q.push(CpuTask {
+                    secrets: vec![(share_index, secret)],
+                    ctx,
+                    queued_at: Instant::now(),
+                });
+                drop(st);
+                inner.notify_cpu();
+            }
+            (None, Err(e)) => {
+                // A place ahead of the CPU freed with no envelope to fill it.
+                inner.wake_a_device(&st);
+                drop(st);
+                ctx.answer(Err(JobError::from(e)));
+            }
+            (Some(thr), opened) => {
+                let mut job = thr.lock().unwrap_or_else(|p| p.into_inner());
+                job.outstanding -= 1;
+                // Only the t-th share becomes a CPU task; the others free a place ahead of
+                // the CPU.
+                if !(opened.is_ok()
+                    && !job.combining
+                    && job.collected.len() + 1 == job.key.threshold)
+                {
+                    inner.wake_a_device(&st);
+                }
+                match opened {
+                    Ok(secret) if !job.combining && job.collected.len() < job.key.threshold => {
+                        job.collected.push((share_index, secret));
+                        if job.collected.len() == job.key.threshold {
+                            job.combining = true;
+                            let task = CpuTask {
+                                ctx: ctx.clone(),
+                                secrets: std::mem::take(&mut job.collected),
+                                queued_at: Instant::now(),
+                            };
+                            drop(job);
+                            if ctx.class == Class::Block && !fifo {
+                                // As a whole key's block: combined where it stands.
+                                drop(st);
+                                if still_wanted(&inner, &ctx, Stage::Device) {
+                                    combine_threshold(&inner, task);
+                                }
+                                continue;
+                            }
+                            if ctx.class != Class::Block {
+                                st.cpu_buffered += 1;
+                            }
+                            st.cpu_q.push(task);
+                            inner.notify_cpu();
+                        }
+                    }
+                    // A hedged extra that came back after t others: not needed, wiped on drop.
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(device = %device.name(), validator = %ctx.key.pubkey, error = %e, "share unavailable; asking another device");
+                        job.excluded.push(share_index);
+                        job.failures.push(e.to_string());
+                        inner
+                            .metrics
+                            .share_failures
+                            .get(device.name())
+                            .observe(started.elapsed());
+                        inner.top_up(&mut st, &ctx, &mut job);
+                    }
+                }
+            }
+        }
+        // This thread looks at its queue again itself; a sibling is woken only by a place
+        // freed elsewhere (a CPU buffer slot) or by a job it may start beside this one.
+    }
+}
+
+/// Take the next job only if it is a block (expired and cancelled jobs are cleared as usual).
+/// Used by the devices' block threads (and, priorities off, while opened envelopes are backed
+/// up waiting for a CPU).
+pub(super) fn pop_blocks_only<T: Queued>(q: &mut ClassQueues<T>, now: Instant) -> Next<T> {
+    match q.pop(now, false) {
+        Next::Run(t) if t.class() != Class::Block => {
+            q.push_front(t);
+            Next::Idle
+        }
+        other => other,
+    }
+}
+
+/// One CPU worker. A bulk worker takes the highest class first (blocks never come here with
+/// priorities on: their device's block thread signs them); the rescue worker (one per
+/// scheduler, at normal priority) takes bulk work only when the bulk workers are starved.
+/// Priorities off (the FIFO baseline), every job comes here.
+pub(super) fn cpu_worker(inner: Arc<Inner>, rescue: bool) {
+    let cv = if rescue {
+        &inner.rescue_cv
+    } else {
+        &inner.cpu_cv
+    };
+    loop {
+        let (task, wake) = {
+            let mut st = inner.lock();
+            loop {
+                if st.shutdown {
+                    return;
+                }
+                let now = Instant::now();
+                let next = if rescue {
+                    rescue_starved(&inner, &mut st, now)
+                } else if st.bulk_paused {
+                    Next::Idle
+                } else {
+                    // A block signed here would run at the bulk threads' low priority.
+                    st.cpu_q.pop_except_blocks(now, true)
+                };
+                let task = match next {
+                    // Rescuing, the rescue worker is woken for bulk work until `rescue_until`;
+                    // otherwise nobody wakes it for bulk work, so it looks again in time to
+                    // find a bulk task starved (a few wake-ups a second, idle or not).
+                    Next::Idle if rescue => {
+                        let wait = st.rescue_until.map_or(inner.config.starved_after / 2, |t| {
+                            t.saturating_duration_since(now)
+                        });
+                        st = cv
+                            .wait_timeout(st, wait)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0;
+                        continue;
+                    }
+                    Next::Idle => {
+                        st = cv.wait(st).unwrap_or_else(|p| p.into_inner());
+                        continue;
+                    }
+                    Next::Run(t) | Next::Expired(t) | Next::Cancelled(t) => t,
+                };
+                // The place freed in the CPU buffer goes to a device thread, woken once the lock
+                // is released: a thread woken under it would preempt this one (a bulk worker,
+                // at the lowest OS priority) while it holds the lock, and every other thread,
+                // a block's included, would wait until the OS let this one run again.
+                let wake = if task.ctx.class != Class::Block {
+                    st.cpu_buffered -= 1;
+                    inner.device_to_wake(&st)
+                } else {
+                    None
+                };
+                // Re-classify outside the match so the counters above stay in one place.
+                if still_wanted(&inner, &task.ctx, Stage::Cpu) {
+                    break (task, wake);
+                }
+                if let Some(cv) = wake {
+                    cv.notify_one();
+                }
+            }
+        };
+        if let Some(cv) = wake {
+            cv.notify_one();
+        }
+        if task.ctx.threshold.is_some() {
+            combine_threshold(&inner, task);
+            continue;
+        }
+        let started = Instant::now();
+        let result = match task.secrets.first() {
+            Some((_, secret)) => Ok(crate::keys::sign_opened(secret, &task.ctx.root)),
+            None => Err(JobError::Failed(SignerError::Invalid(
+                "no share opened".into(),
+            ))),
+        };
+        inner.pace.observe_sign(started.elapsed());
+        drop(task.secrets);
+        task.ctx.answer(result);
+    }
+}
+
+/// For the rescue worker: the next bulk task if the bulk workers are starved. They are once a
+/// task has waited `starved_after` for them (when they run, they take work within
+/// microseconds); the rescue worker then takes every bulk task as it comes for
+/// ten times that long, and longer while it keeps finding tasks that old.
+pub(super) fn rescue_starved(inner: &Inner, st: &mut State, now: Instant) -> Next<CpuTask> {
+    if st.rescue_until.is_some_and(|t| t <= now) {
+        st.rescue_until = None;
+        inner.rescuing.store(false, Ordering::Relaxed);
+    }
+    match st.cpu_q.pop_except_blocks(now, true) {
+        Next::Run(t) => {
+            let starved = now.duration_since(t.queued_at) >= inner.config.starved_after;
+            if !starved && st.rescue_until.is_none() {
+                st.cpu_q.push_front(t);
+                return Next::Idle;
+            }
+            if starved {
+                st.rescue_until = Some(now + 10 * inner.config.starved_after);
+                inner.rescuing.store(true, Ordering::Relaxed);
+            }
+            inner.metrics.starved_rescued[t.ctx.class as usize].fetch_add(1, Ordering::Relaxed);
+            Next::Run(t)
+        }
+        other => other,
+    }
+}
+
+/// False (counted, and answered if it expired) when a job's client went away or its deadline
+/// passed while it waited (at `stage`).
+pub(super) fn still_wanted(inner: &Inner, ctx: &Ctx, stage: Stage) -> bool {
+    if ctx.gone() {
+        inner.metrics.cancelled[ctx.class as usize].fetch_add(1, Ordering::Relaxed);
+        return false;
+    }
+    if ctx.deadline <= Instant::now() {
+        inner.metrics.shed_expired[ctx.class as usize].fetch_add(1, Ordering::Relaxed);
+        ctx.answer(Err(JobError::expired(ctx, stage)));
+        return false;
+    }
+    true
+}
+
+/// Sign a whole key's job with its opened secret where it stands (a device thread, for a
+/// block), unless its client went away or its deadline passed meanwhile.
+pub(super) fn sign_whole(inner: &Inner, ctx: &Ctx, secret: &SecretKey) {
+    if still_wanted(inner, ctx, Stage::Device) {
+        ctx.answer(Ok(crate::keys::sign_opened(secret, &ctx.root)));
+    }
+}
