@@ -40,6 +40,33 @@ impl Devices {
         }
     }
 
+    /// The devices `config` names, for a reload: an open device whose configuration is
+    /// unchanged and which has not gone stale (its token moved to another slot, or it rejected
+    /// a PIN since fixed) is kept as it is; the others are opened (again). The first failure is
+    /// returned, and nothing open is closed by it.
+    pub fn reopen(config: &Config, current: &Devices) -> Result<Devices> {
+        let mut devices = Vec::new();
+        for d in &config.devices {
+            let reused = current
+                .by_name
+                .get(&d.hsm.name)
+                .filter(|open| *open.config() == d.hsm)
+                .filter(|open| match open.staleness() {
+                    None => true,
+                    Some(reason) => {
+                        tracing::warn!(device = %d.hsm.name, %reason, "opening the device again");
+                        false
+                    }
+                })
+                .cloned();
+            devices.push(match reused {
+                Some(open) => open,
+                None => Arc::new(Device::open(d.hsm.clone())?),
+            });
+        }
+        Ok(Devices::from_open(devices))
+    }
+
     /// A device by name.
     pub fn get(&self, name: &str) -> Result<&Arc<Device>> {
         self.by_name
@@ -175,4 +202,25 @@ fn create_soft_token_if_owned(d: &ResolvedDevice) -> Result<bool> {
         PinSource::Env(_) => d.hsm.pin.read(&d.hsm.name)?,
     };
     Ok(init_soft_token(&d.hsm.module, label, &so_pin, &user_pin)?)
+}
+
+/// Open every device, creating the embedded default's tokens on first use. Commands call this
+/// only after their own input has been checked, so bad input changes nothing.
+pub fn open_devices(config: &Config) -> Result<Devices> {
+    bootstrap_embedded(config)?;
+    Devices::open_all(config)
+}
+
+/// Create the embedded default's tokens (with custody keys) if they do not exist yet, and say
+/// so on stderr.
+pub fn bootstrap_embedded(config: &Config) -> Result<()> {
+    if embedded_needs_init(config) {
+        init_devices(config, None)?;
+        eprintln!(
+            "created {} SoftHSM tokens with custody keys under {} (PINs in 0600 files there)",
+            config.devices.len(),
+            config.data_dir.join("softhsm").display()
+        );
+    }
+    Ok(())
 }

@@ -5,8 +5,10 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod app;
 pub mod bench;
 pub mod bls;
+pub mod cli;
 pub mod config;
 pub mod consensus;
 pub mod devices;

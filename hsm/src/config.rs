@@ -66,7 +66,7 @@ impl std::fmt::Display for TokenSelector {
 }
 
 /// Everything needed to open one device.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceConfig {
     /// Our name for the device (key files refer to it).
     pub name: String,

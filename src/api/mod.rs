@@ -28,55 +28,29 @@ pub use error::ApiError;
 pub use sign::wants_json;
 
 use crate::api::metrics::Metrics;
+use crate::app::Signer;
 use crate::config::Config;
-use crate::consensus::{Network, SlotClock, SystemTimeSlotClock};
+use crate::consensus::Network;
 use crate::devices::Devices;
-use crate::duties::ProofCache;
 use crate::keys::KeyStore;
-use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::slashing::SlashingProtection;
 
 /// Largest request body accepted. A phase0 block with every list full is well under 1 MiB of
 /// JSON; anything larger is refused before parsing.
 pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
 
-/// What a reload swaps as one: the key set and the devices and scheduler that serve it.
-#[derive(Debug)]
-pub struct Runtime {
-    /// The keys.
-    pub keys: KeyStore,
-    /// Key files that failed to load at the last (re)load.
-    pub key_errors: Vec<String>,
-    /// Where jobs run.
-    pub scheduler: Scheduler,
-}
+pub use crate::app::Runtime;
 
-/// Shared state of the server.
+/// Shared state of the server: the signer it serves ([`Signer`], reached through `Deref`), and
+/// what only HTTP needs (the bearer token, the signing policy, probes, metrics, reload status).
 #[derive(Clone)]
 pub struct AppState {
-    runtime: Arc<RwLock<Arc<Runtime>>>,
-    /// The network (for fork-independent domains and the slot clock).
-    pub network: Arc<Network>,
-    config: Arc<Config>,
+    signer: Signer,
     reload: Arc<reload::ReloadState>,
-    key_gate: Arc<keymanager::KeyGate>,
-    /// Metrics shared by every part of the request path.
+    /// Metrics of the API, and the page that renders every service's.
     pub metrics: Arc<Metrics>,
-    /// Scheduler settings (kept for reloads).
-    pub scheduler_config: SchedulerConfig,
-    /// The slot clock, when deadlines follow slots: requests past their validity window are
-    /// refused, and the rest get the window's end as their deadline. Tests put a
-    /// `ManualSlotClock` here.
-    pub clock: Option<Arc<dyn SlotClock>>,
-    /// Slashing protection: every block and attestation is checked and recorded here first.
-    /// `None` only when the operator turned it off explicitly.
-    pub slashing: Option<SlashingProtection>,
     /// The API bearer token; without one, every guarded route answers 401.
     api_token: Option<Arc<auth::ApiToken>>,
-    /// Precomputed selection proofs, when a beacon node is configured (`crate::duties`).
-    pub selection_proofs: Option<Arc<ProofCache>>,
-    /// Refuse requests for another network (on unless turned off to replay test vectors).
-    pub network_check: bool,
     /// `/healthcheck`'s device checks, shared by every caller.
     health: Arc<health::HealthProbe>,
     /// The signing policy; a reload swaps it with the key set.
@@ -85,8 +59,21 @@ pub struct AppState {
     open_limiter: Arc<throttle::OpenLimiter>,
 }
 
+impl std::ops::Deref for AppState {
+    type Target = Signer;
+    fn deref(&self) -> &Signer {
+        &self.signer
+    }
+}
+
+impl std::ops::DerefMut for AppState {
+    fn deref_mut(&mut self) -> &mut Signer {
+        &mut self.signer
+    }
+}
+
 impl AppState {
-    /// Build the state from opened devices and a loaded key store.
+    /// Build the state from opened devices and a loaded key store ([`Signer::new`]).
     pub fn new(
         config: Config,
         network: Network,
@@ -95,41 +82,26 @@ impl AppState {
         key_errors: Vec<String>,
         slashing: Option<SlashingProtection>,
     ) -> AppState {
-        let scheduler_config = SchedulerConfig::from_settings(&config.scheduler);
-        let clock = match (
-            config.scheduler.slot_deadlines.unwrap_or(true),
-            network.genesis_time,
-        ) {
-            (true, Some(genesis_time)) => Some(Arc::new(SystemTimeSlotClock::new(
-                genesis_time,
-                network.seconds_per_slot,
-            )) as Arc<dyn SlotClock>),
-            _ => None,
-        };
-        let metrics = Arc::new(Metrics::default());
+        AppState::serving(Signer::new(
+            config, network, devices, keys, key_errors, slashing,
+        ))
+    }
+
+    /// The HTTP state around `signer`.
+    pub fn serving(signer: Signer) -> AppState {
+        let metrics = Arc::new(Metrics {
+            scheduler: signer.scheduler_metrics.clone(),
+            precompute: signer.precompute_metrics.clone(),
+            ..Metrics::default()
+        });
         // `serve_with` refuses settings that are not valid before anything is served.
-        let open_rates = throttle::OpenRates::from_settings(&config.server).unwrap_or_default();
+        let open_rates =
+            throttle::OpenRates::from_settings(&signer.config.server).unwrap_or_default();
         AppState {
-            runtime: Arc::new(RwLock::new(Arc::new(Runtime {
-                keys,
-                key_errors,
-                scheduler: Scheduler::with_config(
-                    devices,
-                    scheduler_config.clone(),
-                    metrics.scheduler.clone(),
-                ),
-            }))),
-            network: Arc::new(network),
-            config: Arc::new(config),
+            signer,
             reload: Arc::default(),
-            key_gate: Arc::default(),
             metrics,
-            scheduler_config,
-            clock,
-            slashing,
             api_token: None,
-            selection_proofs: None,
-            network_check: true,
             health: Arc::default(),
             policy: Arc::default(),
             open_limiter: Arc::new(throttle::OpenLimiter::new(open_rates)),
@@ -159,45 +131,6 @@ impl AppState {
     pub fn with_api_token(mut self, token: auth::ApiToken) -> AppState {
         self.api_token = Some(Arc::new(token));
         self
-    }
-
-    /// The current runtime (an `Arc`: a request keeps the set it started with across a reload).
-    pub fn runtime(&self) -> Arc<Runtime> {
-        self.runtime
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// Start selection-proof precompute from the beacon node at `url`: the cache the sign
-    /// handler reads, and the service (run it on the runtime; dropping it stops it and takes
-    /// its background jobs out of the queue). The service follows reloads.
-    pub fn enable_precompute(
-        &mut self,
-        url: &str,
-    ) -> Result<crate::duties::Service, crate::duties::beacon::BeaconError> {
-        let cache = Arc::new(ProofCache::new(self.metrics.precompute.clone()));
-        let view = self.clone();
-        let signer: crate::duties::SignerView = Arc::new(move || {
-            let runtime = view.runtime();
-            (
-                runtime.scheduler.clone(),
-                runtime.keys.iter().cloned().collect(),
-            )
-        });
-        let service = crate::duties::Service::new(
-            url,
-            (*self.network).clone(),
-            cache.clone(),
-            self.metrics.precompute.clone(),
-            signer,
-        )?;
-        self.selection_proofs = Some(cache);
-        Ok(service)
-    }
-
-    fn swap(&self, runtime: Runtime) {
-        *self.runtime.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(runtime);
     }
 }
 

@@ -13,10 +13,6 @@ use serde_json::json;
 
 use crate::api::policy::Policy;
 use crate::api::{AppState, Runtime};
-use crate::config::Config;
-use crate::devices::Devices;
-use crate::keys::KeyStore;
-use crate::scheduler::Scheduler;
 
 #[derive(Debug, Default)]
 pub(crate) struct ReloadState {
@@ -52,51 +48,12 @@ fn now_rfc3339() -> String {
 }
 
 /// Re-read configuration, signing policy and keys; reuse open devices whose configuration did
-/// not change.
+/// not change. The policy is built before any device is opened: a mistake in it fails the
+/// reload and changes nothing.
 fn reload_runtime(app: &AppState) -> Result<(Runtime, Policy), String> {
-    let current = app.runtime();
-    let config = Config::load(app.config.source.as_deref(), &app.config.data_dir)
-        .map_err(|e| e.to_string())?;
+    let config = app.reread_config().map_err(|e| e.to_string())?;
     let policy = Policy::build(&config, app.api_token.as_deref()).map_err(|e| e.to_string())?;
-    let mut devices = Vec::new();
-    for d in &config.devices {
-        let reused = current
-            .scheduler
-            .devices()
-            .get(&d.hsm.name)
-            .ok()
-            .filter(|open| format!("{:?}", open.config()) == format!("{:?}", d.hsm))
-            .filter(|open| match open.staleness() {
-                None => true,
-                Some(reason) => {
-                    tracing::warn!(device = %d.hsm.name, %reason, "opening the device again");
-                    false
-                }
-            })
-            .cloned();
-        let device = match reused {
-            Some(dev) => dev,
-            None => {
-                std::sync::Arc::new(hsm::Device::open(d.hsm.clone()).map_err(|e| e.to_string())?)
-            }
-        };
-        devices.push(device);
-    }
-    let (mut keys, errors) = KeyStore::load(&config.keys_dir()).map_err(|e| e.to_string())?;
-    for e in &errors {
-        // `/healthcheck` only counts them (it answers anyone); the files are named here.
-        tracing::error!(error = %e, "key file not loaded");
-    }
-    super::keymanager::exclude_deleted(app, None, &mut keys).map_err(|e| e.to_string())?;
-    let runtime = Runtime {
-        keys,
-        key_errors: errors.iter().map(|e| e.to_string()).collect(),
-        scheduler: Scheduler::with_config(
-            Devices::from_open(devices),
-            app.scheduler_config.clone(),
-            app.metrics.scheduler.clone(),
-        ),
-    };
+    let runtime = app.load_runtime(&config).map_err(|e| e.to_string())?;
     Ok((runtime, policy))
 }
 

@@ -1,0 +1,463 @@
+//! The `hsm-signer` command line: the server, devices, keys, slashing protection and
+//! benchmarks. Every failure ends in one clear line and a non-zero exit. `main.rs` only calls
+//! [`main`].
+
+mod bench;
+mod device;
+mod keys;
+mod serve;
+mod slashing;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{default_data_dir, Config};
+use crate::keys::provision::{resolve_placement, Placement};
+use crate::{Result, SignerError};
+use bench::bench_cmd;
+use device::device_cmd;
+use keys::keys_cmd;
+use serve::{parse_root_arg, serve, ServeChecks};
+use slashing::slashing_cmd;
+
+#[derive(Parser)]
+#[command(
+    name = "hsm-signer",
+    version,
+    about = "Ethereum validator remote signer with keys in PKCS#11 custody"
+)]
+struct Cli {
+    /// Data directory: key store, slashing database, embedded SoftHSM tokens.
+    #[arg(long, global = true, env = "HSM_SIGNER_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Configuration file (default: <data-dir>/hsm-signer.toml, else the embedded SoftHSM default).
+    #[arg(long, global = true, env = "HSM_SIGNER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Slashing protection in PostgreSQL (postgres://user@host/db), which several signers may
+    /// share; overrides the configuration's slashing_db (default: SQLite in the data directory).
+    /// A password on the command line is visible to every local user: prefer
+    /// --slashing-db-file or the environment.
+    #[arg(
+        long,
+        global = true,
+        env = "HSM_SIGNER_SLASHING_DB",
+        hide_env_values = true
+    )]
+    slashing_db: Option<String>,
+    /// A file holding the PostgreSQL connection string (with its password), instead of
+    /// --slashing-db.
+    #[arg(long, global = true, conflicts_with = "slashing_db")]
+    slashing_db_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the Web3Signer eth2 API (default 127.0.0.1:9000).
+    Serve {
+        /// Listen address (overrides the configuration).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Network: mainnet, sepolia, holesky, hoodi, gnosis, chiado, or a consensus-spec
+        /// config.yaml (its genesis validators root from a genesis_validators_root.txt beside
+        /// it, --genesis-validators-root, or the beacon node).
+        #[arg(long)]
+        network: Option<String>,
+        /// The genesis validators root (0x…) of a --network config.yaml that does not give it
+        /// (overrides the configuration's genesis_validators_root).
+        #[arg(long)]
+        genesis_validators_root: Option<String>,
+        /// Accept requests for any network (for replaying test vectors of many networks only;
+        /// needs --no-slashing-protection).
+        #[arg(long, requires = "no_slashing_protection")]
+        no_network_check: bool,
+        /// Do not refuse requests past their validity window (for replaying old or synthetic
+        /// messages).
+        #[arg(long)]
+        no_slot_deadlines: bool,
+        /// DANGEROUS: sign blocks and attestations without slashing protection (for replaying
+        /// test vectors only; like Web3Signer's --slashing-protection-enabled=false).
+        #[arg(long)]
+        no_slashing_protection: bool,
+        #[command(flatten)]
+        access: AccessArgs,
+        /// Beacon node (http://host:port) whose duties drive selection-proof precompute
+        /// (overrides the configuration's beacon_node_url).
+        #[arg(long, env = "HSM_SIGNER_BEACON_NODE_URL")]
+        beacon_node_url: Option<String>,
+    },
+    /// PKCS#11 devices.
+    #[command(subcommand)]
+    Device(DeviceCmd),
+    /// Validator keys.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// Slashing protection database (EIP-3076 interchange v5).
+    #[command(subcommand)]
+    Slashing(SlashingCmd),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Subcommand)]
+enum DeviceCmd {
+    /// Make devices ready: create the embedded tokens and the custody keys if missing (idempotent).
+    Init {
+        /// Only this device.
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// Configured devices and whether they open.
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Prove each device works: login, custody key attributes, an encrypt/decrypt round trip.
+    Check {
+        /// Only this device.
+        #[arg(long)]
+        device: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Import EIP-2335 keystores (files, or directories such as the deposit CLI's validator_keys/).
+    Import {
+        /// Keystore files or directories.
+        #[arg(long = "keystore", required = true, num_args = 1..)]
+        keystores: Vec<PathBuf>,
+        /// File holding the keystores' password.
+        #[arg(long)]
+        password_file: PathBuf,
+        /// Device that seals the keys (default: the configured default device).
+        #[arg(long)]
+        device: Option<String>,
+        #[command(flatten)]
+        split: SplitArgs,
+    },
+    /// Generate new random keys on a device.
+    Generate {
+        /// How many.
+        #[arg(long)]
+        count: usize,
+        /// Device that seals the keys.
+        #[arg(long)]
+        device: Option<String>,
+        #[command(flatten)]
+        split: SplitArgs,
+    },
+    /// Import threshold shares made elsewhere (one EIP-2335 keystore per share, holding the
+    /// share's pubkey, as distributed-validator tools such as Charon write them), one per device.
+    ImportShares {
+        /// One keystore file per share, in the order of --share-ids and --devices.
+        #[arg(long = "keystore", required = true, num_args = 1..)]
+        keystores: Vec<PathBuf>,
+        /// Password file: one for all keystores, or one per keystore in the same order.
+        #[arg(long = "password-file", required = true, num_args = 1..)]
+        password_files: Vec<PathBuf>,
+        /// The validator (group) public key the shares recombine to (0x…).
+        #[arg(long)]
+        group_pubkey: String,
+        /// Shares needed to sign.
+        #[arg(long)]
+        threshold: usize,
+        /// Each share's id (x-coordinate), comma-separated, e.g. 1,2,3.
+        #[arg(long)]
+        share_ids: String,
+        /// Each share's device, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        devices: Vec<String>,
+    },
+    /// List keys.
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a key from the store.
+    Delete {
+        /// The validator public key (0x…).
+        pubkey: String,
+    },
+}
+
+/// Transport security and authentication of `serve` (each overrides the configuration).
+#[derive(clap::Args)]
+struct AccessArgs {
+    /// PEM certificate chain: serve HTTPS (with --tls-key; overrides [tls] cert_file).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert (overrides [tls] key_file).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on a non-loopback address (only behind a network you trust).
+    #[arg(long)]
+    allow_insecure_http: bool,
+    /// Require the API bearer token on the signing API too (auth.require_on_signing).
+    #[arg(long)]
+    require_auth_on_signing: bool,
+    /// DANGEROUS: open the signing API on a non-loopback address without client authentication
+    /// (neither mutual TLS nor the bearer token): anyone who reaches the port can have exits and
+    /// registrations signed. Only behind a network that admits nothing but your validator clients.
+    #[arg(long)]
+    allow_unauthenticated_signing: bool,
+}
+
+impl AccessArgs {
+    fn apply(self, config: &mut Config) {
+        if let (Some(cert), Some(key)) = (self.tls_cert, self.tls_key) {
+            config.tls.cert_file = Some(cert);
+            config.tls.key_file = Some(key);
+        }
+        config.allow_insecure_http |= self.allow_insecure_http;
+        config.auth.require_on_signing |= self.require_auth_on_signing;
+        config.allow_unauthenticated_signing |= self.allow_unauthenticated_signing;
+    }
+}
+
+/// Splitting keys t-of-n across devices at provisioning.
+#[derive(clap::Args)]
+struct SplitArgs {
+    /// Split each key across these devices (comma-separated), one share per device.
+    #[arg(long, value_delimiter = ',')]
+    devices: Vec<String>,
+    /// Shares needed to sign (with --devices; default 1).
+    #[arg(long)]
+    threshold: Option<usize>,
+    /// Share ids (x-coordinates) for --devices, comma-separated (default 1..n).
+    #[arg(long)]
+    share_ids: Option<String>,
+}
+
+impl SplitArgs {
+    fn resolve(self, config: &Config, device: Option<String>) -> Result<Placement> {
+        resolve_placement(
+            config,
+            device,
+            self.devices,
+            self.threshold,
+            self.share_ids.as_deref(),
+        )
+    }
+}
+
+#[derive(Subcommand)]
+enum SlashingCmd {
+    /// Import an interchange file, atomically (all of it or nothing).
+    Import {
+        /// The EIP-3076 interchange JSON file.
+        file: PathBuf,
+    },
+    /// Export the database (or some validators) as an interchange file.
+    Export {
+        /// Where to write the JSON ("-" for standard output).
+        file: PathBuf,
+        /// Only these validators (0x…); repeatable.
+        #[arg(long = "pubkey")]
+        pubkeys: Vec<String>,
+    },
+    /// Delete records older than the newest N epochs per validator, keeping their maxima as
+    /// watermarks (protection is never lowered).
+    Prune {
+        /// Epochs of history to keep per validator.
+        #[arg(long)]
+        keep_epochs: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Durable attestation checks per second and p99 (group commit vs one transaction per
+    /// request), SQLite and optionally PostgreSQL, beside raw blst signing in the same run.
+    Slashing {
+        /// Validators.
+        #[arg(long, default_value_t = 10_000)]
+        validators: usize,
+        /// Concurrent requests.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Seconds per variant.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Also measure this PostgreSQL database (postgres://…).
+        #[arg(long)]
+        postgres: Option<String>,
+        /// Print a JSON report.
+        #[arg(long)]
+        json: bool,
+    },
+    /// 1-of-1, 2-of-3 and 3-of-5 keys through the scheduler, every signature verified.
+    Threshold {
+        /// Seconds per key shape.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Requests kept in flight.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Print a JSON report.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The seed's epoch-boundary herd at N validators: our scheduler against FIFO, on plain
+    /// SoftHSM and on SoftHSM slowed down to a network HSM.
+    Scenario {
+        /// Validators (each signs a selection proof, a registration and an attestation).
+        #[arg(long, default_value_t = 10_000)]
+        validators: usize,
+        /// Blocks proposed during the burst: one at its start, then one every
+        /// `--block-interval-ms`. Enough of them that the p99 is a percentile, not the maximum.
+        #[arg(long, default_value_t = 100)]
+        blocks: usize,
+        /// Time between two blocks of the burst, milliseconds.
+        #[arg(long, default_value_t = 30)]
+        block_interval_ms: u64,
+        /// Bursts per variant, taken in turn and pooled (percentiles over all their samples).
+        /// Even, so that with `--precompute` each of ours and ours + precompute follows FIFO's
+        /// burst equally often.
+        #[arg(long, default_value_t = 4)]
+        rounds: usize,
+        /// Simulated network HSM latency per operation, milliseconds.
+        #[arg(long, default_value_t = 2)]
+        slow_latency_ms: u64,
+        /// Simulated network HSM sessions per device.
+        #[arg(long, default_value_t = 4)]
+        slow_sessions: usize,
+        /// Print a JSON report.
+        #[arg(long)]
+        json: bool,
+        /// Also run our scheduler with selection proofs precomputed (served from the cache).
+        #[arg(long)]
+        precompute: bool,
+        /// Also draw the latency distributions to this SVG file.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+    },
+    /// Block latency over HTTP on an idle server and under a flood of `/healthcheck` (which
+    /// answers anyone): p50, p99 and their ratio, in one run.
+    HealthFlood {
+        /// Blocks signed in each phase (idle, flood, idle).
+        #[arg(long, default_value_t = 500)]
+        blocks: usize,
+        /// Clients asking `/healthcheck` without pause during the flood.
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        /// `/healthcheck` requests per second of the whole flood; 0: as fast as they come.
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        /// Loopback addresses the clients are spread over (each is paced on its own).
+        #[arg(long, default_value_t = 1)]
+        sources: usize,
+        /// Each flood request on a new connection (opened, asked, closed), not keep-alive.
+        #[arg(long)]
+        fresh_connections: bool,
+        /// Print a JSON report.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Decrypt-on-device + sign against raw blst signing.
+    Custody {
+        /// Device to use (default: the default device).
+        #[arg(long)]
+        device: Option<String>,
+        /// Signing threads (default: the number of cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Total measuring time in seconds.
+        #[arg(long, default_value_t = 6.0)]
+        seconds: f64,
+        /// Print a JSON report.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Parse the command line, run the command, and turn its outcome into the exit status.
+pub fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,hsm_signer=info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    // Absolute, so that nothing depends on the working directory (the SoftHSM configuration
+    // written under it names its token directory by this path).
+    let data_dir = cli.data_dir.unwrap_or_else(default_data_dir);
+    let data_dir = std::path::absolute(&data_dir).map_err(SignerError::io(&data_dir))?;
+    let mut config = Config::load(cli.config.as_deref(), &data_dir)?;
+    if let Some(mut db) = cli.slashing_db {
+        let on_argv = std::env::args_os()
+            .any(|a| a == "--slashing-db" || a.to_string_lossy().starts_with("--slashing-db="));
+        if on_argv && crate::slashing::connection_string_has_password(&db) {
+            eprintln!(
+                "WARNING: the --slashing-db connection string holds a password, which every \
+                 local user can read in the process list; use --slashing-db-file, \
+                 HSM_SIGNER_SLASHING_DB or slashing_db_file in the configuration"
+            );
+            tracing::warn!("a database password was given on the command line");
+        }
+        config.slashing_db = Some(secrecy::SecretString::from(db.as_str()));
+        zeroize::Zeroize::zeroize(&mut db);
+    } else if let Some(file) = &cli.slashing_db_file {
+        config.slashing_db = Some(crate::config::read_secret_file(file)?);
+    }
+    // Modules read their environment in C_Initialize: set it before any device or thread exists.
+    config.apply_module_environment()?;
+    match cli.command {
+        Command::Serve {
+            listen,
+            network,
+            genesis_validators_root,
+            no_network_check,
+            no_slot_deadlines,
+            no_slashing_protection,
+            access,
+            beacon_node_url,
+        } => {
+            let mut config = config;
+            if no_slot_deadlines {
+                config.scheduler.slot_deadlines = Some(false);
+            }
+            access.apply(&mut config);
+            if let Some(url) = beacon_node_url {
+                crate::duties::check_beacon_node_url(&url)?;
+                config.beacon_node_url = Some(url);
+            }
+            if let Some(network) = network {
+                config.network = network;
+            }
+            if let Some(root) = genesis_validators_root {
+                config.genesis_validators_root = Some(parse_root_arg(&root)?);
+            }
+            serve(
+                &config,
+                listen,
+                ServeChecks {
+                    slashing_protection: !no_slashing_protection,
+                    network_check: !no_network_check,
+                },
+            )
+        }
+        Command::Device(cmd) => device_cmd(&config, cmd),
+        Command::Keys(cmd) => keys_cmd(&config, cmd),
+        Command::Slashing(cmd) => slashing_cmd(&config, cmd),
+        Command::Bench(cmd) => bench_cmd(&config, cmd),
+    }
+}
