@@ -823,22 +823,24 @@ fn resolve_device(d: &DeviceEntry, base: &Path) -> Result<ResolvedDevice> {
 pub fn check_split(threshold: usize, device_names: &[String]) -> Result<()> {
     let n = device_names.len();
     if n == 0 {
-        return Err(SignerError::Invalid(
+        return Err(SignerError::Placement(
             "no devices given for the shares".into(),
         ));
     }
     if threshold == 0 {
-        return Err(SignerError::Invalid("threshold must be at least 1".into()));
+        return Err(SignerError::Placement(
+            "threshold must be at least 1".into(),
+        ));
     }
     if threshold > n {
-        return Err(SignerError::Invalid(format!(
+        return Err(SignerError::Placement(format!(
             "threshold {threshold} needs at least {threshold} devices, got {n}"
         )));
     }
     let mut seen = std::collections::HashSet::new();
     for d in device_names {
         if !seen.insert(d) {
-            return Err(SignerError::Invalid(format!(
+            return Err(SignerError::Placement(format!(
                 "device {d} is listed twice: each share needs its own device"
             )));
         }

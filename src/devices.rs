@@ -103,7 +103,7 @@ pub(crate) fn write_private_file(path: &Path, contents: &[u8]) -> Result<()> {
 fn random_pin() -> Result<Zeroizing<String>> {
     let mut bytes = Zeroizing::new([0u8; 16]);
     getrandom::getrandom(bytes.as_mut())
-        .map_err(|e| SignerError::Invalid(format!("no randomness for a PIN: {e}")))?;
+        .map_err(|e| SignerError::System(format!("no randomness for a PIN: {e}")))?;
     Ok(Zeroizing::new(hex::encode(bytes.as_ref())))
 }
 

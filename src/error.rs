@@ -42,6 +42,21 @@ pub enum SignerError {
     /// A bad argument.
     #[error("{0}")]
     Invalid(String),
+    /// Where keys go does not hold together: devices, threshold, share ids.
+    #[error("{0}")]
+    Placement(String),
+    /// Threshold key material does not hold together (share math, recombination).
+    #[error("{0}")]
+    Threshold(String),
+    /// The slashing protection database failed (or refused).
+    #[error("{0}")]
+    Slashing(String),
+    /// The host refused a resource: a thread, a runtime, a port, randomness.
+    #[error("{0}")]
+    System(String),
+    /// A step that cannot fail did (a closed channel, a value that does not serialise).
+    #[error("{0}")]
+    Internal(String),
     /// BLS failure (bad key bytes, …).
     #[error("BLS: {0}")]
     Bls(String),

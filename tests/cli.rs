@@ -340,7 +340,7 @@ fn import_of_100_deposit_cli_keystores_shows_progress_and_uses_every_core() {
         devices.get(&record.shares[0].device).unwrap(),
         &pk,
         &record.shares[0],
-        &root,
+        &hsm_signer::consensus::SigningRoot(root),
     )
     .unwrap();
     assert_eq!(

@@ -5,6 +5,7 @@ mod common;
 
 use common::{fixture, Signer, EIP2335_SECRET};
 use hsm_signer::bls;
+use hsm_signer::consensus::SigningRoot;
 use hsm_signer::keys::{self, sign_with_share, ImportOptions, KeyStore, Progress, PublicKeyBytes};
 use hsm_signer::SignerError;
 use secrecy::SecretString;
@@ -57,8 +58,13 @@ fn import_vector_and_sign(file: &str) {
         let device = devices.get("softhsm-1").unwrap();
         for i in 0..8u8 {
             let root = [i; 32];
-            let via_device =
-                sign_with_share(device, &record.pubkey, &record.shares[0], &root).unwrap();
+            let via_device = sign_with_share(
+                device,
+                &record.pubkey,
+                &record.shares[0],
+                &SigningRoot(root),
+            )
+            .unwrap();
             let direct = eip_secret_key().sign(&root, bls::DST, &[]);
             assert_eq!(via_device.compress(), direct.compress(), "{file}, root {i}");
         }
@@ -77,8 +83,8 @@ fn decrypt_then_sign_equals_blst_for_generated_keys() {
         // The secret never leaves the store in plaintext, so check through verification with
         // blst under the stored pubkey, and that signing is deterministic.
         let root = [0x5a; 32];
-        let a = sign_with_share(device, &pk, &record.shares[0], &root).unwrap();
-        let b = sign_with_share(device, &pk, &record.shares[0], &root).unwrap();
+        let a = sign_with_share(device, &pk, &record.shares[0], &SigningRoot(root)).unwrap();
+        let b = sign_with_share(device, &pk, &record.shares[0], &SigningRoot(root)).unwrap();
         assert_eq!(a.compress(), b.compress());
         assert!(bls::verify(&pk.0, &root, &a));
         assert!(!bls::verify(&pk.0, &[0x5b; 32], &a));
@@ -120,7 +126,7 @@ fn a_key_file_moved_to_another_device_does_not_open() {
         devices.get("softhsm-2").unwrap(),
         &record.pubkey,
         &moved,
-        &[1; 32],
+        &SigningRoot([1; 32]),
     )
     .unwrap_err();
     assert!(
@@ -136,7 +142,8 @@ fn a_key_file_edited_to_claim_another_pubkey_does_not_open() {
     let record = store.iter().next().unwrap();
     let other = PublicKeyBytes(bls::public_key_bytes(&bls::random_secret_key().unwrap()));
     let device = devices.get("softhsm-1").unwrap();
-    let err = sign_with_share(device, &other, &record.shares[0], &[1; 32]).unwrap_err();
+    let err =
+        sign_with_share(device, &other, &record.shares[0], &SigningRoot([1; 32])).unwrap_err();
     assert!(
         matches!(err, SignerError::Hsm(hsm::HsmError::Integrity { .. })),
         "{err}"
@@ -152,7 +159,8 @@ fn a_key_file_edited_to_claim_another_pubkey_does_not_open() {
     std::fs::write(dir.join(format!("{other}.json")), edited).unwrap();
     let store = KeyStore::load_strict(&dir).unwrap();
     let forged = store.get(&other).unwrap();
-    let err = sign_with_share(device, &other, &forged.shares[0], &[1; 32]).unwrap_err();
+    let err =
+        sign_with_share(device, &other, &forged.shares[0], &SigningRoot([1; 32])).unwrap_err();
     assert!(
         matches!(err, SignerError::Hsm(hsm::HsmError::Integrity { .. })),
         "{err}"
@@ -179,7 +187,7 @@ fn tampered_ciphertext_in_a_key_file_fails_authentication() {
         devices.get("softhsm-1").unwrap(),
         &record.pubkey,
         &record.shares[0],
-        &[1; 32],
+        &SigningRoot([1; 32]),
     )
     .unwrap_err();
     assert!(
@@ -343,8 +351,13 @@ fn keys_sealed_on_a_token_that_chooses_its_iv_open_and_a_faulty_token_gets_nothi
     let device = devices.get("iv-token").unwrap();
     for record in store.iter() {
         let root = [0x42; 32];
-        let signature = sign_with_share(device, &record.pubkey, &record.shares[0], &root)
-            .unwrap_or_else(|e| panic!("{}: {e}", record.pubkey));
+        let signature = sign_with_share(
+            device,
+            &record.pubkey,
+            &record.shares[0],
+            &SigningRoot(root),
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", record.pubkey));
         assert!(bls::verify(&record.pubkey.0, &root, &signature));
     }
 }

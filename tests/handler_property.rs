@@ -232,14 +232,14 @@ async fn the_signing_handler_holds_its_properties_under_thousands_of_mutated_req
     let slashing =
         SlashingProtection::open_sqlite(&db, Some(network.genesis_validators_root.unwrap()))
             .unwrap();
-    let mut state = AppState::new(
+    let mut state = AppState::serving(hsm_signer::app::Signer::new(
         config,
         network.clone(),
         devices,
         keys,
         Vec::new(),
         Some(slashing.clone()),
-    )
+    ))
     .with_policy(policy);
     let clock = ManualSlotClock::new(SlotTiming::from_secs(GENESIS, 12));
     state.clock = Some(Arc::new(clock.clone()));

@@ -793,7 +793,7 @@ async fn foreground_under_precompute(fifo: bool) -> Vec<&'static str> {
         tasks.push(tokio::spawn(async move {
             s.sign(SignJob {
                 key: k,
-                signing_root: proof.signing_root().0,
+                signing_root: proof.signing_root(),
                 class: Class::Background,
                 deadline: None,
                 freshness: 0,
@@ -824,7 +824,7 @@ async fn foreground_under_precompute(fifo: bool) -> Vec<&'static str> {
         tasks.push(tokio::spawn(async move {
             let job = SignJob {
                 key: k,
-                signing_root: [i; 32],
+                signing_root: hsm_signer::consensus::SigningRoot([i; 32]),
                 class,
                 deadline: None,
                 freshness: 0,

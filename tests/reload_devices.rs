@@ -114,14 +114,14 @@ fn a_device_whose_pin_was_rejected_is_opened_again_by_reload_once_the_pin_file_i
     let slot = device.token_summary().unwrap().slot;
     let network = Network::preset("mainnet").unwrap();
 
-    let mut state = AppState::new(
+    let mut state = AppState::serving(hsm_signer::app::Signer::new(
         config.clone(),
         network.clone(),
         devices,
         keys,
         Vec::new(),
         None,
-    )
+    ))
     .with_api_token(token);
     state.clock = None;
     state.network_check = false;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use common::{device, signing_fixtures, Server, Signer};
 use hsm_signer::bls;
+use hsm_signer::consensus::SigningRoot;
 use hsm_signer::keys::{self, threshold, KeyRecord, KeyStore, PublicKeyBytes, ShareId};
 use hsm_signer::scheduler::SchedulerMetrics as Metrics;
 use hsm_signer::scheduler::{Class, JobError, Scheduler, SchedulerConfig, SignJob};
@@ -174,7 +175,7 @@ async fn a_corrupted_share_is_named_excluded_and_never_released() {
         let sig = sched
             .sign(SignJob {
                 key: record.clone(),
-                signing_root: root,
+                signing_root: SigningRoot(root),
                 // Blocks too: a device's block thread combines them, and asks again itself.
                 class: if i % 2 == 0 {
                     Class::Attestation
@@ -212,7 +213,7 @@ async fn two_corrupted_shares_of_a_2_of_3_key_release_nothing() {
     let result = sched
         .sign(SignJob {
             key: record,
-            signing_root: [7; 32],
+            signing_root: SigningRoot([7; 32]),
             class: Class::Attestation,
             deadline: None,
             freshness: 0,
@@ -240,7 +241,7 @@ async fn every_subset_of_devices_gives_the_keys_own_signature() {
         let sig = sched
             .sign(SignJob {
                 key: record.clone(),
-                signing_root: root,
+                signing_root: SigningRoot(root),
                 class: Class::Block,
                 deadline: None,
                 freshness: 0,

@@ -272,14 +272,14 @@ impl InProcess {
         let slashing =
             SlashingProtection::open_sqlite(&signer.data_dir().join("slashing.sqlite"), Some(gvr))
                 .unwrap();
-        let mut state = AppState::new(
+        let mut state = AppState::serving(hsm_signer::app::Signer::new(
             config,
             network(slots_per_epoch),
             devices,
             keys,
             Vec::new(),
             Some(slashing.clone()),
-        )
+        ))
         .with_policy(policy);
         let clock = ManualSlotClock::new(timing());
         state.clock = Some(Arc::new(clock.clone()));

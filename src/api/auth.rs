@@ -94,13 +94,13 @@ impl ApiToken {
         std::fs::create_dir_all(dir).map_err(SignerError::io(dir))?;
         let mut raw = Zeroizing::new([0u8; 32]);
         getrandom::getrandom(&mut raw[..])
-            .map_err(|e| SignerError::Invalid(format!("no randomness for the API token: {e}")))?;
+            .map_err(|e| SignerError::System(format!("no randomness for the API token: {e}")))?;
         let token = Zeroizing::new(format!("{TOKEN_PREFIX}{}", hex::encode(&raw[..])));
         // Write a private temporary file, then link it into place: the name appears only with
         // its full content, mode 0600 from creation, and an existing file is never replaced.
         let mut nonce = [0u8; 8];
         getrandom::getrandom(&mut nonce)
-            .map_err(|e| SignerError::Invalid(format!("no randomness: {e}")))?;
+            .map_err(|e| SignerError::System(format!("no randomness: {e}")))?;
         let tmp = dir.join(format!(".api-token.{}.tmp", hex::encode(nonce)));
         let written = (|| {
             let mut f = std::fs::OpenOptions::new()

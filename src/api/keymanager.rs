@@ -483,7 +483,7 @@ async fn decrypt_in_turn(
     label: String,
 ) -> crate::error::Result<(PublicKeyBytes, blst::min_pk::SecretKey)> {
     let turn = SERVER_KDF_TURN.acquire().await.map_err(|_| {
-        crate::error::SignerError::Invalid("the key-derivation turn was closed".into())
+        crate::error::SignerError::Internal("the key-derivation turn was closed".into())
     })?;
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
@@ -501,10 +501,10 @@ async fn decrypt_in_turn(
             let _ = tx.send(result);
         })
         .map_err(|e| {
-            crate::error::SignerError::Invalid(format!("no thread for the key derivation: {e}"))
+            crate::error::SignerError::System(format!("no thread for the key derivation: {e}"))
         })?;
     rx.await.map_err(|_| {
-        crate::error::SignerError::Invalid(
+        crate::error::SignerError::Internal(
             "the key-derivation thread ended without an answer".into(),
         )
     })?

@@ -29,11 +29,6 @@ pub use sign::wants_json;
 
 use crate::api::metrics::Metrics;
 use crate::app::Signer;
-use crate::config::Config;
-use crate::consensus::Network;
-use crate::devices::Devices;
-use crate::keys::KeyStore;
-use crate::slashing::SlashingProtection;
 
 /// Largest request body accepted. A phase0 block with every list full is well under 1 MiB of
 /// JSON; anything larger is refused before parsing.
@@ -73,20 +68,6 @@ impl std::ops::DerefMut for AppState {
 }
 
 impl AppState {
-    /// Build the state from opened devices and a loaded key store ([`Signer::new`]).
-    pub fn new(
-        config: Config,
-        network: Network,
-        devices: Devices,
-        keys: KeyStore,
-        key_errors: Vec<String>,
-        slashing: Option<SlashingProtection>,
-    ) -> AppState {
-        AppState::serving(Signer::new(
-            config, network, devices, keys, key_errors, slashing,
-        ))
-    }
-
     /// The HTTP state around `signer`.
     pub fn serving(signer: Signer) -> AppState {
         let metrics = Arc::new(Metrics {

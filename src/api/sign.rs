@@ -270,7 +270,7 @@ async fn sign_allowed(
         .scheduler
         .sign(SignJob {
             key,
-            signing_root: root.0,
+            signing_root: root,
             class,
             deadline,
             freshness,

@@ -180,8 +180,7 @@ pub fn place_key(
     store.remove_stale_file(&pubkey)?;
     match placement {
         Placement::Whole(device) => {
-            let one = ShareId::new(1)
-                .ok_or_else(|| crate::error::SignerError::Invalid("share id 1".into()))?;
+            let one = ShareId::ONE;
             let share = seal_share(devices.get(device)?, &pubkey, one, sk)?;
             let mut record = KeyRecord::whole(pubkey, share, "keymanager");
             record.derivation_path = derivation_path;

@@ -243,7 +243,7 @@ impl Signer {
             tracing::error!(error = %e, "key file not loaded");
         }
         lifecycle::exclude_deleted(self, None, &mut keys)
-            .map_err(|e| SignerError::Invalid(e.to_string()))?;
+            .map_err(|e| SignerError::Slashing(e.to_string()))?;
         Ok(Runtime {
             keys,
             key_errors: errors.iter().map(|e| e.to_string()).collect(),

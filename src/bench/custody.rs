@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::bench::{message, throughput};
 use crate::bls;
+use crate::consensus::SigningRoot;
 use crate::devices::Devices;
 use crate::error::{Result, SignerError};
 use crate::keys::{seal_share, sign_with_share, PublicKeyBytes, ShareId};
@@ -39,12 +40,12 @@ pub fn run(devices: &Devices, device: &str, threads: usize, seconds: f64) -> Res
     let device = devices.get(device)?;
     let sk = bls::random_secret_key()?;
     let pubkey = PublicKeyBytes(bls::public_key_bytes(&sk));
-    let id = ShareId::new(1).ok_or_else(|| SignerError::Invalid("share id".into()))?;
+    let id = ShareId::ONE;
     let share = seal_share(device, &pubkey, id, &sk)?;
 
     // Both paths must give the same bytes before their speed means anything.
     let m = message(42);
-    let via_device = sign_with_share(device, &pubkey, &share, &m)?;
+    let via_device = sign_with_share(device, &pubkey, &share, &SigningRoot(m))?;
     if via_device.compress() != bls::sign(&sk, &m).compress() {
         return Err(SignerError::Bls(
             "custody signature differs from blst's".into(),
@@ -61,7 +62,7 @@ pub fn run(devices: &Devices, device: &str, threads: usize, seconds: f64) -> Res
             std::hint::black_box(bls::sign(&sk, &message(i)));
         });
         custody += throughput(threads, slice, |i| {
-            match sign_with_share(device, &pubkey, &share, &message(i)) {
+            match sign_with_share(device, &pubkey, &share, &SigningRoot(message(i))) {
                 Ok(sig) => {
                     std::hint::black_box(sig);
                 }

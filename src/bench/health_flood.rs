@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::api::{transport, AppState};
+use crate::app::Signer;
 use crate::bench::scenario::Latency;
 use crate::config::Config;
 use crate::consensus::Network;
@@ -157,28 +158,35 @@ async fn blocks(
 /// key directory `scratch`.
 pub fn run(config: &Config, scratch: &std::path::Path, opts: &FloodOptions) -> Result<FloodReport> {
     let server_rt =
-        crate::scheduler::runtime().map_err(|e| SignerError::Invalid(format!("runtime: {e}")))?;
+        crate::scheduler::runtime().map_err(|e| SignerError::System(format!("runtime: {e}")))?;
     let devices = Devices::open_all(config)?;
     let device = devices.get(&config.default_device)?.clone();
     let sk = crate::bls::random_secret_key()?;
     let pk = PublicKeyBytes(crate::bls::public_key_bytes(&sk));
-    let id = ShareId::new(1).ok_or_else(|| SignerError::Invalid("share id".into()))?;
+    let id = ShareId::ONE;
     let share = seal_share(&device, &pk, id, &sk)?;
     let (mut keys, _) = KeyStore::load(scratch)?;
     keys.insert(KeyRecord::whole(pk, share, "bench"))?;
     let network = Network::preset("mainnet")
         .ok_or_else(|| SignerError::Invalid("mainnet is not built in".into()))?;
-    let mut state = AppState::new(config.clone(), network, devices, keys, Vec::new(), None);
+    let mut state = AppState::serving(Signer::new(
+        config.clone(),
+        network,
+        devices,
+        keys,
+        Vec::new(),
+        None,
+    ));
     // Blocks at any slot: no validity windows, any network.
     state.clock = None;
     state.network_check = false;
     let metrics = state.metrics.clone();
     let listener = server_rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .map_err(|e| SignerError::Invalid(format!("binding a loopback port: {e}")))?;
+        .map_err(|e| SignerError::System(format!("binding a loopback port: {e}")))?;
     let addr = listener
         .local_addr()
-        .map_err(|e| SignerError::Invalid(format!("loopback port: {e}")))?;
+        .map_err(|e| SignerError::System(format!("loopback port: {e}")))?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let limits = transport::Limits::from_settings(&config.server)?;
     let app = crate::api::router(state);
@@ -199,7 +207,7 @@ pub fn run(config: &Config, scratch: &std::path::Path, opts: &FloodOptions) -> R
     let vc_rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| SignerError::Invalid(format!("client runtime: {e}")))?;
+        .map_err(|e| SignerError::System(format!("client runtime: {e}")))?;
     let flood_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -207,7 +215,7 @@ pub fn run(config: &Config, scratch: &std::path::Path, opts: &FloodOptions) -> R
             let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 5);
         })
         .build()
-        .map_err(|e| SignerError::Invalid(format!("flood runtime: {e}")))?;
+        .map_err(|e| SignerError::System(format!("flood runtime: {e}")))?;
     let sign_url = format!("http://{addr}/api/v1/eth2/sign/{pk}");
     let health_url = format!("http://{addr}/healthcheck");
     let http = reqwest::Client::new();
@@ -238,7 +246,7 @@ pub fn run(config: &Config, scratch: &std::path::Path, opts: &FloodOptions) -> R
             }
             let client = client
                 .build()
-                .map_err(|e| SignerError::Invalid(format!("flood client: {e}")))?;
+                .map_err(|e| SignerError::System(format!("flood client: {e}")))?;
             let url = health_url.clone();
             flood.push(flood_rt.spawn(async move {
                 let mut tick = every.map(|d| {

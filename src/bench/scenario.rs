@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::api::metrics::Metrics;
 use crate::config::Config;
 use crate::consensus::SelectionProof;
+use crate::consensus::SigningRoot;
 use crate::devices::Devices;
 use crate::duties::ProofCache;
 use crate::error::{Result, SignerError};
@@ -255,7 +256,7 @@ fn open_devices(config: &Config, slow: Option<(Duration, usize)>) -> Result<Devi
 /// Random keys sealed round-robin on the devices, kept in memory only.
 fn make_keys(devices: &Devices, n: usize) -> Result<Vec<Arc<KeyRecord>>> {
     let devs: Vec<_> = devices.iter().cloned().collect();
-    let id = ShareId::new(1).ok_or_else(|| SignerError::Invalid("share id".into()))?;
+    let id = ShareId::ONE;
     (0..n)
         .map(|i| {
             let sk = crate::bls::random_secret_key()?;
@@ -281,7 +282,7 @@ async fn idle_blocks(devices: &Devices, keys: &[Arc<KeyRecord>]) -> Latency {
         let _ = scheduler
             .sign(SignJob {
                 key: keys[i % keys.len()].clone(),
-                signing_root: root(i, 0xb0),
+                signing_root: SigningRoot(root(i, 0xb0)),
                 class: Class::Block,
                 deadline: None,
                 freshness: 0,
@@ -336,7 +337,7 @@ async fn burst(
                 let r = s
                     .sign(SignJob {
                         key,
-                        signing_root: root(b, 0xbb),
+                        signing_root: SigningRoot(root(b, 0xbb)),
                         class: Class::Block,
                         deadline: None,
                         freshness: 0,
@@ -378,7 +379,7 @@ async fn burst(
                                     cache.lookup(&key.pubkey, &proof, &root).is_some()
                                         || s.sign(SignJob {
                                             key,
-                                            signing_root: root.0,
+                                            signing_root: root,
                                             class,
                                             deadline: None,
                                             freshness: 0,
@@ -389,7 +390,7 @@ async fn burst(
                                 None => s
                                     .sign(SignJob {
                                         key,
-                                        signing_root: root(i, salt),
+                                        signing_root: SigningRoot(root(i, salt)),
                                         class,
                                         deadline: None,
                                         freshness: 0,
@@ -422,7 +423,7 @@ async fn burst(
                     let r = s
                         .sign(SignJob {
                             key,
-                            signing_root: bench_proof(i, 1).signing_root().0,
+                            signing_root: bench_proof(i, 1).signing_root(),
                             class: Class::Background,
                             deadline: None,
                             freshness: 0,
@@ -538,7 +539,7 @@ async fn precompute_proofs(
             if let Ok(sig) = s
                 .sign(SignJob {
                     key,
-                    signing_root: root.0,
+                    signing_root: root,
                     class: Class::Background,
                     deadline: None,
                     freshness: 0,
@@ -580,7 +581,7 @@ fn round_order(round: usize, precompute: bool) -> &'static [Variant] {
 /// Run the scenario on the configured devices (plain, then simulated network HSM).
 pub fn run(config: &Config, opts: &ScenarioOptions) -> Result<ScenarioReport> {
     let rt =
-        crate::scheduler::runtime().map_err(|e| SignerError::Invalid(format!("runtime: {e}")))?;
+        crate::scheduler::runtime().map_err(|e| SignerError::System(format!("runtime: {e}")))?;
     let plain = open_devices(config, None)?;
     eprintln!(
         "sealing {} keys on {} devices…",

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::bench::scenario::Latency;
 use crate::config::Config;
+use crate::consensus::SigningRoot;
 use crate::devices::Devices;
 use crate::error::{Result, SignerError};
 use crate::keys::{seal_share, threshold, KeyRecord, PublicKeyBytes, ShareId, KEY_FILE_VERSION};
@@ -106,7 +107,7 @@ pub fn run(config: &Config, seconds: f64, concurrency: usize) -> Result<Threshol
         Arc::default(),
     );
     let rt =
-        crate::scheduler::runtime().map_err(|e| SignerError::Invalid(format!("runtime: {e}")))?;
+        crate::scheduler::runtime().map_err(|e| SignerError::System(format!("runtime: {e}")))?;
     let mut shapes = Vec::new();
     let mut base = 0.0;
     for (t, n) in [(1usize, 1usize), (2, 3), (3, 5)] {
@@ -128,7 +129,7 @@ pub fn run(config: &Config, seconds: f64, concurrency: usize) -> Result<Threshol
                         let t0 = Instant::now();
                         let job = SignJob {
                             key: keys[i as usize % keys.len()].clone(),
-                            signing_root: root,
+                            signing_root: SigningRoot(root),
                             class: Class::Attestation,
                             deadline: None,
                             freshness: 0,

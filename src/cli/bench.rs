@@ -16,7 +16,7 @@ pub(super) fn bench_cmd(config: &Config, cmd: BenchCmd) -> Result<()> {
             json,
         } => {
             let err = |e: crate::slashing::SlashingError| {
-                SignerError::Invalid(format!("slashing bench: {e}"))
+                SignerError::Slashing(format!("slashing bench: {e}"))
             };
             let threads = std::thread::available_parallelism()
                 .map(|n| n.get())

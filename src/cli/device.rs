@@ -109,7 +109,7 @@ fn check_device(cfg: &hsm::DeviceConfig) -> Result<String> {
         )));
     }
     let mut probe = zeroize::Zeroizing::new([0u8; 32]);
-    getrandom::getrandom(probe.as_mut()).map_err(|e| SignerError::Invalid(e.to_string()))?;
+    getrandom::getrandom(probe.as_mut()).map_err(|e| SignerError::System(e.to_string()))?;
     let env = device.encrypt(probe.as_ref(), b"hsm-signer/check")?;
     if device.decrypt(&env, b"hsm-signer/check")?.as_slice() != probe.as_ref() {
         return Err(SignerError::Invalid(

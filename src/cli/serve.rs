@@ -104,7 +104,7 @@ pub(super) struct ServeChecks {
 pub(super) fn serve(config: &Config, listen: Option<String>, checks: ServeChecks) -> Result<()> {
     let protect = checks.slashing_protection;
     let runtime = crate::scheduler::runtime()
-        .map_err(|e| SignerError::Invalid(format!("starting the runtime: {e}")))?;
+        .map_err(|e| SignerError::System(format!("starting the runtime: {e}")))?;
     let network = establish_network(config, &runtime, checks.network_check)?;
     if !checks.network_check {
         eprintln!("WARNING: requests for any network are accepted (--no-network-check)");
@@ -198,5 +198,5 @@ pub(super) fn serve(config: &Config, listen: Option<String>, checks: ServeChecks
         // Cancel-safe: aborting drops its signing futures, which leave the scheduler's queue.
         task.abort();
     }
-    served.map_err(|e| SignerError::Invalid(format!("HTTP server on {addr}: {e}")))
+    served.map_err(|e| SignerError::System(format!("HTTP server on {addr}: {e}")))
 }

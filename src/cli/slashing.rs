@@ -9,7 +9,7 @@ use crate::{Result, SignerError};
 
 pub(super) fn slashing_cmd(config: &Config, cmd: SlashingCmd) -> Result<()> {
     let err = |e: crate::slashing::SlashingError| {
-        SignerError::Invalid(format!("slashing protection: {e}"))
+        SignerError::Slashing(format!("slashing protection: {e}"))
     };
     match cmd {
         SlashingCmd::Import { file } => {

@@ -401,7 +401,7 @@ impl Service {
             };
             let job = SignJob {
                 key,
-                signing_root: proof.signing_root().0,
+                signing_root: proof.signing_root(),
                 class: Class::Background,
                 deadline: Some(chain.needed_by(proof.slot)),
                 freshness: 0,

@@ -238,7 +238,7 @@ pub fn import_keystores(
         secrets,
         mut report,
     } = decrypt_keystores(paths, std::slice::from_ref(password), opts.progress)?;
-    let one = ShareId::new(1).ok_or_else(|| SignerError::Invalid("share id".into()))?;
+    let one = ShareId::ONE;
     for (pubkey, sk) in secrets {
         if store.contains(&pubkey) || report.imported.contains(&pubkey) {
             report.duplicates.push(pubkey);
@@ -305,7 +305,7 @@ pub fn generate(
     count: usize,
 ) -> Result<Vec<PublicKeyBytes>> {
     let device = devices.get(device)?;
-    let one = ShareId::new(1).ok_or_else(|| SignerError::Invalid("share id".into()))?;
+    let one = ShareId::ONE;
     let mut out = Vec::with_capacity(count);
     for _ in 0..count {
         let sk = bls::random_secret_key()?;

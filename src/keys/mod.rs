@@ -20,6 +20,7 @@ use blst::min_pk::Signature;
 use hsm::Device;
 
 use crate::bls;
+use crate::consensus::SigningRoot;
 use crate::error::{Result, SignerError};
 
 /// Seal `secret` (32 bytes) as share `id` of the validator `pubkey` under `device`'s custody key.
@@ -61,8 +62,8 @@ pub fn open_share(
 /// A whole key's signature of `signing_root` with its secret as [`open_share`] opened it. The
 /// scheduler calls these two steps apart (the opening on a device thread, the signing on a CPU
 /// worker); [`sign_with_share`] is the two together.
-pub fn sign_opened(secret: &blst::min_pk::SecretKey, signing_root: &[u8; 32]) -> Signature {
-    bls::sign(secret, signing_root)
+pub fn sign_opened(secret: &blst::min_pk::SecretKey, signing_root: &SigningRoot) -> Signature {
+    bls::sign(secret, &signing_root.0)
 }
 
 /// Open one share on its device and sign `signing_root` with it: [`open_share`] then
@@ -72,7 +73,7 @@ pub fn sign_with_share(
     device: &Device,
     validator: &PublicKeyBytes,
     share: &ShareRecord,
-    signing_root: &[u8; 32],
+    signing_root: &SigningRoot,
 ) -> Result<Signature> {
     Ok(sign_opened(
         &open_share(device, validator, share)?,

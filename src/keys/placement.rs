@@ -15,10 +15,10 @@ pub fn parse_share_ids(list: &str) -> Result<Vec<ShareId>> {
         .map(|s| {
             let s = s.trim();
             let n: u64 = s.parse().map_err(|_| {
-                SignerError::Invalid(format!("share id {s:?} is not a non-negative integer"))
+                SignerError::Placement(format!("share id {s:?} is not a non-negative integer"))
             })?;
             ShareId::new(n).ok_or_else(|| {
-                SignerError::Invalid(
+                SignerError::Placement(
                     "share id 0 is not allowed: ids are non-zero x-coordinates (x = 0 is the \
                      group key)"
                         .into(),
@@ -43,7 +43,7 @@ pub fn check_placement(
         None => threshold::default_ids(n),
     };
     if ids.len() != n {
-        return Err(SignerError::Invalid(format!(
+        return Err(SignerError::Placement(format!(
             "{} share id(s) for {n} device(s): give one id per device",
             ids.len()
         )));
@@ -51,7 +51,7 @@ pub fn check_placement(
     let mut seen = HashSet::new();
     for id in &ids {
         if !seen.insert(*id) {
-            return Err(SignerError::Invalid(format!(
+            return Err(SignerError::Placement(format!(
                 "share id {id} is listed twice"
             )));
         }
@@ -99,7 +99,7 @@ pub fn resolve_placement(
     share_ids: Option<&str>,
 ) -> Result<Placement> {
     if device.is_some() && !devices.is_empty() {
-        return Err(SignerError::Invalid(
+        return Err(SignerError::Placement(
             "--device and --devices are mutually exclusive: --device keeps a whole key on one \
              device, --devices splits it across several"
                 .into(),
@@ -107,7 +107,7 @@ pub fn resolve_placement(
     }
     if devices.is_empty() {
         if threshold.is_some_and(|t| t != 1) || share_ids.is_some() {
-            return Err(SignerError::Invalid(
+            return Err(SignerError::Placement(
                 "--threshold and --share-ids need --devices (one device per share)".into(),
             ));
         }

@@ -49,7 +49,7 @@ fn check_recombination(
         let sig = threshold::combine(&subset)?;
         if !threshold::verify_hashed(group, hashed, &sig) {
             let ids: Vec<String> = subset.iter().map(|(id, _)| id.to_string()).collect();
-            return Err(SignerError::Invalid(format!(
+            return Err(SignerError::Threshold(format!(
                 "shares {} do not recombine to the validator key {group_bytes} (wrong share, \
                  share id or group key?); nothing was stored",
                 ids.join(",")
@@ -73,7 +73,7 @@ fn place_shares(
     derivation_path: Option<String>,
 ) -> Result<()> {
     if store.contains(&group) {
-        return Err(SignerError::Invalid(format!(
+        return Err(SignerError::Threshold(format!(
             "key {group} is already in the store"
         )));
     }
@@ -82,7 +82,7 @@ fn place_shares(
         .map(|d| devices.get(d))
         .collect::<Result<Vec<_>>>()?;
     let group_pk = PublicKey::key_validate(&group.0)
-        .map_err(|e| SignerError::Invalid(format!("group public key {group}: {e:?}")))?;
+        .map_err(|e| SignerError::Threshold(format!("group public key {group}: {e:?}")))?;
     let hashed = HashedMessage::new(&random_root()?);
     let partials: Vec<(ShareId, Signature)> = shares
         .iter()
@@ -112,7 +112,7 @@ fn place_shares(
         version: KEY_FILE_VERSION,
         pubkey: group,
         threshold: u32::try_from(threshold)
-            .map_err(|_| SignerError::Invalid(format!("threshold {threshold} is too large")))?,
+            .map_err(|_| SignerError::Threshold(format!("threshold {threshold} is too large")))?,
         shares: records,
         origin: origin.to_owned(),
         derivation_path,
@@ -255,7 +255,7 @@ pub struct ShareImport {
 /// Check the counts of a share import before anything is read.
 pub fn check_share_import(import: &ShareImport) -> Result<()> {
     if import.keystores.len() != import.devices.len() {
-        return Err(SignerError::Invalid(format!(
+        return Err(SignerError::Threshold(format!(
             "{} keystore(s) for {} device(s): give one keystore per share and device",
             import.keystores.len(),
             import.devices.len()
@@ -277,7 +277,7 @@ pub fn import_shares(
         devices.get(d)?;
     }
     if store.contains(&import.group_pubkey) {
-        return Err(SignerError::Invalid(format!(
+        return Err(SignerError::Threshold(format!(
             "key {} is already in the store",
             import.group_pubkey
         )));
@@ -287,7 +287,7 @@ pub fn import_shares(
     let mut seen = HashSet::new();
     for ((pk, _), path) in secrets.iter().zip(&import.keystores) {
         if !seen.insert(*pk) {
-            return Err(SignerError::Invalid(format!(
+            return Err(SignerError::Threshold(format!(
                 "{}: share {pk} is given twice; nothing was stored",
                 path.display()
             )));

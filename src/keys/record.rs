@@ -19,6 +19,9 @@ const AAD_PREFIX: &[u8] = b"hsm-signer/v1";
 pub struct ShareId(pub NonZeroU64);
 
 impl ShareId {
+    /// Share 1: the id of a whole key's one "share".
+    pub const ONE: ShareId = ShareId(NonZeroU64::MIN);
+
     /// The id as an integer.
     pub fn get(self) -> u64 {
         self.0.get()

@@ -134,7 +134,7 @@ impl KeyStore {
             NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         let json = serde_json::to_vec_pretty(&record)
-            .map_err(|e| SignerError::Invalid(format!("serialising key file: {e}")))?;
+            .map_err(|e| SignerError::Internal(format!("serialising key file: {e}")))?;
         let written = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)

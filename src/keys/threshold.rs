@@ -239,7 +239,9 @@ fn check_distinct(ids: &[ShareId]) -> Result<()> {
     let mut seen = HashSet::with_capacity(ids.len());
     for id in ids {
         if !seen.insert(*id) {
-            return Err(SignerError::Invalid(format!("share id {id} appears twice")));
+            return Err(SignerError::Threshold(format!(
+                "share id {id} appears twice"
+            )));
         }
     }
     Ok(())
@@ -260,7 +262,7 @@ pub fn split(
     ids: &[ShareId],
 ) -> Result<Vec<(ShareId, SecretKey)>> {
     if threshold == 0 || threshold > ids.len() {
-        return Err(SignerError::Invalid(format!(
+        return Err(SignerError::Threshold(format!(
             "threshold {threshold} with {} share(s): need 1 <= threshold <= shares",
             ids.len()
         )));
@@ -287,7 +289,7 @@ pub fn split(
 
 fn lagrange(ids: &[ShareId]) -> Result<Vec<Fr>> {
     if ids.is_empty() {
-        return Err(SignerError::Invalid("no share ids to interpolate".into()));
+        return Err(SignerError::Threshold("no share ids to interpolate".into()));
     }
     check_distinct(ids)?;
     let xs: Vec<Fr> = ids.iter().map(|id| Fr::from_u64(id.get())).collect();
@@ -304,7 +306,7 @@ fn lagrange(ids: &[ShareId]) -> Result<Vec<Fr>> {
             }
             let inv = den
                 .inverse()
-                .ok_or_else(|| SignerError::Invalid("share ids coincide mod r".into()))?;
+                .ok_or_else(|| SignerError::Threshold("share ids coincide mod r".into()))?;
             Ok(num.mul(&inv))
         })
         .collect()
@@ -354,7 +356,7 @@ pub fn combine(partials: &[(ShareId, Signature)]) -> Result<Signature> {
         }
     }
     acc.map(|a| a.to_signature())
-        .ok_or_else(|| SignerError::Invalid("no partial signatures to combine".into()))
+        .ok_or_else(|| SignerError::Threshold("no partial signatures to combine".into()))
 }
 
 /// Σ σ'ᵢ over weighted partials of one subset (each made with that subset's coefficients).
@@ -362,7 +364,7 @@ pub fn combine_weighted(partials: &[Signature]) -> Result<Signature> {
     let refs: Vec<&Signature> = partials.iter().collect();
     AggregateSignature::aggregate(&refs, false)
         .map(|a| a.to_signature())
-        .map_err(|_| SignerError::Invalid("no partial signatures to combine".into()))
+        .map_err(|_| SignerError::Threshold("no partial signatures to combine".into()))
 }
 
 /// Turn a weighted partial back into the plain one (σᵢ = λᵢ⁻¹·σ'ᵢ), to check it against the
@@ -371,7 +373,7 @@ pub fn unweight(partial: &Signature, weight: &Coefficient) -> Result<Signature> 
     let inv = weight
         .0
         .inverse()
-        .ok_or_else(|| SignerError::Invalid("zero Lagrange coefficient".into()))?;
+        .ok_or_else(|| SignerError::Threshold("zero Lagrange coefficient".into()))?;
     Ok(to_signature(ffi::mult_public(
         &to_point(partial),
         &inv.to_scalar(),

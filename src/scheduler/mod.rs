@@ -43,6 +43,7 @@ pub use pace::ahead_limit;
 pub use queue::{Class, Next, Queued, Urgency, CLASSES};
 pub use state::SchedulerStats;
 
+use crate::consensus::SigningRoot;
 use crate::devices::Devices;
 use crate::error::SignerError;
 use crate::keys::KeyRecord;
@@ -50,7 +51,8 @@ use crate::keys::PublicKeyBytes;
 use crate::scheduler::queue::ClassQueues;
 use os_priority::{lower_thread_priority, raise_thread_priority};
 use pace::Pace;
-use state::{Ctx, DevTask, Inner, Reply, State};
+use state::{CpuTask, DevTask, Inner, Reply};
+use threshold::ThresholdJob;
 use workers::{cpu_worker, device_worker};
 
 /// How the scheduler behaves.
@@ -125,7 +127,7 @@ pub struct SignJob {
     /// The key.
     pub key: Arc<KeyRecord>,
     /// What to sign.
-    pub signing_root: [u8; 32],
+    pub signing_root: SigningRoot,
     /// Priority class.
     pub class: Class,
     /// When the work stops being worth doing, if ever: for a signing request the end of its
@@ -229,6 +231,46 @@ impl From<SignerError> for JobError {
             other => JobError::Failed(other),
         }
     }
+}
+
+/// A job as the workers see it.
+struct Ctx {
+    id: u64,
+    /// The validator key, and the root it signs.
+    key: Arc<KeyRecord>,
+    root: SigningRoot,
+    /// Where the job stands in the queues: its class, then its duty's slot.
+    class: Class,
+    freshness: u64,
+    /// When the job stops being worth signing, and which limit that is.
+    deadline: Instant,
+    limit: Limit,
+    enqueued: Instant,
+    /// The client went away (or the job was taken out of the queue).
+    cancelled: AtomicBool,
+    /// Where the answer goes; taken by the first answer.
+    reply: Mutex<Option<Reply>>,
+    /// For a t-of-n key: which shares were asked and what came back.
+    threshold: Option<Mutex<ThresholdJob>>,
+}
+
+struct State {
+    dev_q: Vec<ClassQueues<DevTask>>,
+    dev_busy: Vec<usize>,
+    dev_busy_background: Vec<usize>,
+    cpu_q: ClassQueues<CpuTask>,
+    cpu_buffered: usize,
+    /// Non-block device operations in flight: envelopes being opened, counted against the
+    /// CPU buffer with those opened.
+    opening: usize,
+    waiting: usize,
+    next_id: u64,
+    shutdown: bool,
+    /// Bulk CPU workers take nothing while set (tests: "every core is busy" as a state).
+    bulk_paused: bool,
+    /// While set and in the future, the rescue worker signs bulk work as soon as it is queued:
+    /// the bulk workers were found starved (see [`SchedulerConfig::starved_after`]).
+    rescue_until: Option<Instant>,
 }
 
 /// The scheduler. Cheap to clone; worker threads stop when the last clone is dropped.
@@ -489,7 +531,7 @@ impl Scheduler {
         };
         guard.armed = false;
         result.unwrap_or_else(|_| {
-            Err(JobError::Failed(SignerError::Invalid(
+            Err(JobError::Failed(SignerError::Internal(
                 "the scheduler stopped".into(),
             )))
         })

@@ -12,31 +12,14 @@ use hsm::Device;
 use tokio::sync::oneshot;
 
 use super::pace::{ahead_limit, Pace};
-use super::queue::{Class, ClassQueues, Queued, Urgency};
+use super::queue::{Class, Queued, Urgency};
 use super::threshold::ThresholdJob;
-use super::{JobError, Limit, SchedulerConfig, SchedulerMetrics, SignJob};
+use super::{Ctx, JobError, Limit, SchedulerConfig, SchedulerMetrics, SignJob, State};
 use crate::devices::Devices;
 use crate::keys::threshold::ThresholdKey;
-use crate::keys::{KeyRecord, PublicKeyBytes};
+use crate::keys::PublicKeyBytes;
 
 pub(super) type Reply = oneshot::Sender<Result<Signature, JobError>>;
-
-/// A job as the workers see it.
-pub(super) struct Ctx {
-    pub(super) id: u64,
-    pub(super) class: Class,
-    pub(super) freshness: u64,
-    pub(super) deadline: Instant,
-    /// Which limit `deadline` is.
-    pub(super) limit: Limit,
-    pub(super) enqueued: Instant,
-    pub(super) key: Arc<KeyRecord>,
-    pub(super) root: [u8; 32],
-    pub(super) cancelled: AtomicBool,
-    pub(super) reply: Mutex<Option<Reply>>,
-    /// For a t-of-n key: which shares were asked and what came back.
-    pub(super) threshold: Option<Mutex<ThresholdJob>>,
-}
 
 impl Ctx {
     pub(super) fn new(
@@ -123,25 +106,6 @@ impl Queued for CpuTask {
     fn id(&self) -> u64 {
         self.ctx.id
     }
-}
-
-pub(super) struct State {
-    pub(super) dev_q: Vec<ClassQueues<DevTask>>,
-    pub(super) dev_busy: Vec<usize>,
-    pub(super) dev_busy_background: Vec<usize>,
-    pub(super) cpu_q: ClassQueues<CpuTask>,
-    pub(super) cpu_buffered: usize,
-    /// Non-block device operations in flight: envelopes being opened, counted against the
-    /// CPU buffer with those opened.
-    pub(super) opening: usize,
-    pub(super) waiting: usize,
-    pub(super) next_id: u64,
-    pub(super) shutdown: bool,
-    /// Bulk CPU workers take nothing while set (tests: "every core is busy" as a state).
-    pub(super) bulk_paused: bool,
-    /// While set and in the future, the rescue worker signs bulk work as soon as it is queued:
-    /// the bulk workers were found starved (see [`SchedulerConfig::starved_after`]).
-    pub(super) rescue_until: Option<Instant>,
 }
 
 /// Counters tests and benchmarks read.

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use blst::min_pk::SecretKey;
 
-use super::state::{CpuTask, Ctx, DevTask, Inner, Reply, State};
+use super::state::{CpuTask, DevTask, Inner, Reply};
+use super::{Ctx, State};
 use super::{JobError, Limit, Scheduler, SignJob};
 use crate::error::SignerError;
 use crate::keys::threshold::{CombineError, HashedMessage, ThresholdKey};
@@ -217,7 +218,7 @@ pub(super) fn combine_threshold(inner: &Arc<Inner>, task: CpuTask) {
     // THE sign of the decrypt-then-sign (`keys`): weighted partials, combined, verified.
     let outcome = crate::keys::threshold::sign_with_opened_shares(
         &key,
-        &HashedMessage::new(&ctx.root),
+        &HashedMessage::new(&ctx.root.0),
         &opened,
     )
     .map_err(|e| match e {

@@ -9,8 +9,9 @@ use std::time::Instant;
 use blst::min_pk::SecretKey;
 
 use super::queue::{Class, ClassQueues, Next, Queued};
-use super::state::{CpuTask, Ctx, DevTask, Inner, State};
+use super::state::{CpuTask, DevTask, Inner};
 use super::threshold::combine_threshold;
+use super::{Ctx, State};
 use super::{JobError, SignerError, Stage};
 
 pub(super) fn device_worker(inner: Arc<Inner>, d: usize, blocks: bool) {
@@ -287,7 +288,7 @@ pub(super) fn cpu_worker(inner: Arc<Inner>, rescue: bool) {
         let started = Instant::now();
         let result = match task.secrets.first() {
             Some((_, secret)) => Ok(crate::keys::sign_opened(secret, &task.ctx.root)),
-            None => Err(JobError::Failed(SignerError::Invalid(
+            None => Err(JobError::Failed(SignerError::Internal(
                 "no share opened".into(),
             ))),
         };
