@@ -7,7 +7,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{fixture, signing_fixtures, snapshot, Server, Signer};
+use common::{fixture, snapshot, Server, Signer};
 use hsm_signer::consensus::{Network, SignRequest};
 use reqwest::blocking::Client;
 use reqwest::StatusCode;
@@ -47,18 +47,7 @@ fn deposit_keystore(i: usize) -> (String, String) {
 }
 
 fn template(kind: &str) -> Value {
-    let mut req = signing_fixtures()
-        .1
-        .into_iter()
-        .map(|(_, c)| c)
-        .find(|c| c["type"] == kind)
-        .unwrap()["request"]
-        .clone();
-    let o = req.as_object_mut().unwrap();
-    o.remove("signingRoot");
-    o.remove("signing_root");
-    req["fork_info"]["genesis_validators_root"] = json!(GVR);
-    req
+    common::fixture_request(kind, |_| true)
 }
 
 fn attestation(source: u64, target: u64) -> Value {

@@ -7,7 +7,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -263,9 +262,6 @@ async fn sync(
 
 /// Serve `chain` on a loopback port from a thread of its own; returns the base URL.
 fn start_fake_beacon_node(chain: Shared) -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
     let app = Router::new()
         .route("/eth/v1/beacon/genesis", get(genesis))
         .route("/eth/v1/config/spec", get(spec))
@@ -274,17 +270,7 @@ fn start_fake_beacon_node(chain: Shared) -> String {
         .route("/eth/v1/validator/duties/attester/{epoch}", post(attester))
         .route("/eth/v1/validator/duties/sync/{epoch}", post(sync))
         .with_state(chain);
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    format!("http://{addr}")
+    common::beacon::serve_router(app)
 }
 
 /// A signer with `n` fresh keys; returns them in generation order.

@@ -6,7 +6,7 @@ mod common;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Barrier, Mutex};
 
-use common::{signing_fixtures, Server, Signer};
+use common::{Server, Signer};
 use reqwest::blocking::Client;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -15,18 +15,7 @@ const GVR: &str = "0x4b363db94e286120d76eb905340fdd4e54bfe9f06bf33ff6cf5ad27f511
 const PK: &str = common::FIXTURE_PK;
 
 fn template(kind: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let mut req = signing_fixtures()
-        .1
-        .into_iter()
-        .map(|(_, c)| c)
-        .find(|c| c["type"] == kind && pred(&c["request"]))
-        .unwrap()["request"]
-        .clone();
-    let o = req.as_object_mut().unwrap();
-    o.remove("signingRoot");
-    o.remove("signing_root");
-    req["fork_info"]["genesis_validators_root"] = json!(GVR);
-    req
+    common::fixture_request(kind, pred)
 }
 
 fn root_hex(tag: u64) -> String {

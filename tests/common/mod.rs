@@ -465,6 +465,24 @@ pub fn http() -> reqwest::blocking::Client {
 /// with mainnet's versions and this root) accepts them.
 pub const TEST_GVR: &str = "0x4b363db94e286120d76eb905340fdd4e54bfe9f06bf33ff6cf5ad27f511bfe95";
 
+/// The request of the first signing fixture of type `kind` that `pred` accepts, with its
+/// supplied signing root removed (the signer computes it) and `fork_info` naming
+/// [`TEST_GVR`].
+pub fn fixture_request(kind: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let mut req = signing_fixtures()
+        .1
+        .into_iter()
+        .map(|(_, c)| c)
+        .find(|c| c["type"] == kind && pred(&c["request"]))
+        .unwrap()["request"]
+        .clone();
+    let o = req.as_object_mut().unwrap();
+    o.remove("signingRoot");
+    o.remove("signing_root");
+    req["fork_info"]["genesis_validators_root"] = serde_json::json!(TEST_GVR);
+    req
+}
+
 /// One request of every type in every fork's shape: the first oracle case of each type in each
 /// fork's fixture file, as (fork, type, request). BLOCK_V2 comes as a PHASE0 and an ALTAIR
 /// block and as headers from BELLATRIX on, AGGREGATE_AND_PROOF_V2 in the phase0 and the
