@@ -9,7 +9,7 @@ use crate::error::{Result, SignerError};
 /// `BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_`.
 pub const DST: &[u8] = b"BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_";
 /// Compressed G1 public key length.
-pub const PUBKEY_LEN: usize = 48;
+pub(crate) const PUBKEY_LEN: usize = 48;
 /// Compressed G2 signature length.
 pub const SIGNATURE_LEN: usize = 96;
 

@@ -75,7 +75,7 @@ pub struct Profile {
 }
 
 /// Look up a built-in profile by name.
-pub fn builtin_profile(name: &str) -> Result<Profile> {
+pub(crate) fn builtin_profile(name: &str) -> Result<Profile> {
     let text = BUILTIN_PROFILES
         .iter()
         .find(|(n, _)| *n == name)
@@ -93,7 +93,7 @@ pub fn builtin_profile(name: &str) -> Result<Profile> {
 /// One `[[device]]` entry of the configuration file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DeviceEntry {
+pub(crate) struct DeviceEntry {
     /// Our name for the device; key files refer to it.
     pub name: String,
     /// Built-in profile name (default `softhsm`).
@@ -147,7 +147,7 @@ pub struct SchedulerSettings {
 
 /// `beacon_node_url` must be a plain `http://` URL (no TLS client is built in): checked when the
 /// configuration loads, so a typo is a clear error at start, not a silent lack of precompute.
-pub fn check_beacon_node_url(url: &str) -> Result<()> {
+pub(crate) fn check_beacon_node_url(url: &str) -> Result<()> {
     let rest = url.strip_prefix("http://").ok_or_else(|| {
         SignerError::Config(format!(
             "beacon_node_url {url:?}: only http:// URLs are supported"
@@ -261,7 +261,7 @@ pub struct KeymanagerSettings {
 }
 
 /// Name of the signing policy file looked for in the data directory (`policy_file` overrides).
-pub const POLICY_FILE_NAME: &str = "signing-policy.toml";
+pub(crate) const POLICY_FILE_NAME: &str = "signing-policy.toml";
 
 /// A set of validator keys as the policy file writes it: `"all"`, or a list whose entries are
 /// public keys (`0x…`) or `file:<path>` (a file of public keys, one a line, `#` comments).
@@ -370,7 +370,7 @@ impl PolicySettings {
     }
 
     /// Whether some client is identified by a bearer token.
-    pub fn has_token_clients(&self) -> bool {
+    pub(crate) fn has_token_clients(&self) -> bool {
         self.clients.iter().any(|c| c.token_file.is_some())
     }
 
@@ -474,7 +474,7 @@ pub struct Config {
 
 /// A secret kept in a file of its own (a database URL with its password): the file's text
 /// without its trailing line break. The text read is wiped.
-pub fn read_secret_file(path: &Path) -> Result<SecretString> {
+pub(crate) fn read_secret_file(path: &Path) -> Result<SecretString> {
     let text =
         zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(SignerError::io(path))?);
     let secret = text.trim_end_matches(['\n', '\r']);
@@ -485,7 +485,7 @@ pub fn read_secret_file(path: &Path) -> Result<SecretString> {
 }
 
 /// `$XDG_DATA_HOME/hsm-signer`, else `~/.local/share/hsm-signer`.
-pub fn default_data_dir() -> PathBuf {
+pub(crate) fn default_data_dir() -> PathBuf {
     if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
         return PathBuf::from(x).join("hsm-signer");
     }
@@ -655,7 +655,7 @@ impl Config {
 
     /// The `[keymanager]` split, when it names devices or a threshold: the threshold needs
     /// devices, [`check_split`]'s rules, and every device configured.
-    pub fn check_keymanager_split(&self) -> Result<()> {
+    pub(crate) fn check_keymanager_split(&self) -> Result<()> {
         let km = &self.keymanager;
         if km.devices.is_empty() && km.threshold.is_none() {
             return Ok(());
@@ -675,7 +675,7 @@ impl Config {
 
     /// The environment the modules need (e.g. `SOFTHSM2_CONF`); two devices asking for
     /// different values of one variable is an error, since the module reads it once.
-    pub fn module_environment(&self) -> Result<BTreeMap<String, PathBuf>> {
+    pub(crate) fn module_environment(&self) -> Result<BTreeMap<String, PathBuf>> {
         let mut env = BTreeMap::new();
         for d in &self.devices {
             if let Some((var, value)) = &d.module_env {
@@ -716,7 +716,7 @@ impl Config {
     }
 
     /// Whether this is the embedded default (the signer owns the tokens).
-    pub fn is_embedded(&self) -> bool {
+    pub(crate) fn is_embedded(&self) -> bool {
         self.source.is_none()
     }
 
@@ -820,7 +820,7 @@ fn resolve_device(d: &DeviceEntry, base: &Path) -> Result<ResolvedDevice> {
 
 /// The rules of a t-of-n split that need no key material: at least one device, 1 ≤ threshold ≤
 /// devices, each device once (a share per device).
-pub fn check_split(threshold: usize, device_names: &[String]) -> Result<()> {
+pub(crate) fn check_split(threshold: usize, device_names: &[String]) -> Result<()> {
     let n = device_names.len();
     if n == 0 {
         return Err(SignerError::Placement(

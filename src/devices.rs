@@ -44,7 +44,7 @@ impl Devices {
     /// unchanged and which has not gone stale (its token moved to another slot, or it rejected
     /// a PIN since fixed) is kept as it is; the others are opened (again). The first failure is
     /// returned, and nothing open is closed by it.
-    pub fn reopen(config: &Config, current: &Devices) -> Result<Devices> {
+    pub(crate) fn reopen(config: &Config, current: &Devices) -> Result<Devices> {
         let mut devices = Vec::new();
         for d in &config.devices {
             let reused = current
@@ -158,7 +158,7 @@ pub fn init_devices(config: &Config, only: Option<&str>) -> Result<Vec<InitRepor
 }
 
 /// True when the embedded default still needs `init_devices` (first run).
-pub fn embedded_needs_init(config: &Config) -> bool {
+pub(crate) fn embedded_needs_init(config: &Config) -> bool {
     config.is_embedded()
         && config.devices.iter().any(|d| match &d.so_pin_file {
             Some(p) => !p.exists(),
@@ -206,14 +206,14 @@ fn create_soft_token_if_owned(d: &ResolvedDevice) -> Result<bool> {
 
 /// Open every device, creating the embedded default's tokens on first use. Commands call this
 /// only after their own input has been checked, so bad input changes nothing.
-pub fn open_devices(config: &Config) -> Result<Devices> {
+pub(crate) fn open_devices(config: &Config) -> Result<Devices> {
     bootstrap_embedded(config)?;
     Devices::open_all(config)
 }
 
 /// Create the embedded default's tokens (with custody keys) if they do not exist yet, and say
 /// so on stderr.
-pub fn bootstrap_embedded(config: &Config) -> Result<()> {
+pub(crate) fn bootstrap_embedded(config: &Config) -> Result<()> {
     if embedded_needs_init(config) {
         init_devices(config, None)?;
         eprintln!(

@@ -4,19 +4,30 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+// The product's surface: the signer (`app`), its HTTP API (`api`), the command line (`cli`),
+// configuration, the consensus types, keys and slashing protection. Inside each, what no test
+// or other crate needs is `pub(crate)`.
 pub mod api;
 pub mod app;
-pub mod bench;
-pub mod bls;
 pub mod cli;
 pub mod config;
 pub mod consensus;
-pub mod devices;
-pub mod duties;
 pub mod error;
 pub mod keys;
-pub mod metrics;
-pub mod scheduler;
 pub mod slashing;
+
+// Parts public only for the integration tests and benchmarks (hidden from the documentation).
+#[doc(hidden)]
+pub mod bench;
+#[doc(hidden)]
+pub mod bls;
+#[doc(hidden)]
+pub mod devices;
+#[doc(hidden)]
+pub mod duties;
+#[doc(hidden)]
+pub mod metrics;
+#[doc(hidden)]
+pub mod scheduler;
 
 pub use error::{Result, SignerError};

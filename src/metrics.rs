@@ -24,7 +24,7 @@ pub struct Histogram {
 
 impl Histogram {
     /// Record one observation.
-    pub fn observe(&self, d: Duration) {
+    pub(crate) fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
         if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
             self.buckets[i].fetch_add(1, Ordering::Relaxed);
@@ -82,7 +82,7 @@ impl Family {
 }
 
 /// Append a counter or gauge family `name` of `kind`, one line per (label value, count).
-pub fn render_labelled<'a>(
+pub(crate) fn render_labelled<'a>(
     out: &mut String,
     name: &str,
     kind: &str,
@@ -100,7 +100,7 @@ pub fn render_labelled<'a>(
 }
 
 /// Append one unlabelled counter or gauge.
-pub fn render_one(out: &mut String, name: &str, kind: &str, value: &AtomicU64) {
+pub(crate) fn render_one(out: &mut String, name: &str, kind: &str, value: &AtomicU64) {
     let _ = writeln!(
         out,
         "# TYPE {name} {kind}\n{name} {}",

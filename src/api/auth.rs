@@ -25,7 +25,7 @@ use super::{ApiError, AppState};
 use crate::error::{Result, SignerError};
 
 /// Prefix of generated tokens, so that a leaked one is recognisable in a secret scanner.
-pub const TOKEN_PREFIX: &str = "api-token-";
+pub(crate) const TOKEN_PREFIX: &str = "api-token-";
 
 /// The API bearer token. `Debug` does not show it.
 #[derive(Debug)]
@@ -141,7 +141,7 @@ impl ApiToken {
     }
 
     /// Whether `other` holds the same token (two clients must not share one).
-    pub fn same_secret_as(&self, other: &ApiToken) -> bool {
+    pub(crate) fn same_secret_as(&self, other: &ApiToken) -> bool {
         self.matches(other.token.expose_secret().as_bytes())
     }
 
@@ -159,7 +159,7 @@ impl ApiToken {
 /// Bearer <token>`, or with another token, gets 401 and never reaches the handler. Routes that
 /// do not match stay 404. This is how the admin routes (and the Keymanager API) are guarded:
 /// `let admin = auth::require_token(admin_routes, &state);`.
-pub fn require_token(router: Router<AppState>, state: &AppState) -> Router<AppState> {
+pub(crate) fn require_token(router: Router<AppState>, state: &AppState) -> Router<AppState> {
     router.route_layer(axum::middleware::from_fn_with_state(
         state.api_token.clone(),
         check_bearer,
@@ -193,7 +193,10 @@ async fn check_bearer(
 /// certificate. A missing token where `auth.require_on_signing` wants one, or a token that is
 /// no one's, gets 401; a request the policy cannot attribute to exactly one of its clients gets
 /// 403 (rule `client`). The handler finds the [`Caller`] in the request's extensions.
-pub fn identify_signing_client(router: Router<AppState>, state: &AppState) -> Router<AppState> {
+pub(crate) fn identify_signing_client(
+    router: Router<AppState>,
+    state: &AppState,
+) -> Router<AppState> {
     router.route_layer(axum::middleware::from_fn_with_state(
         state.clone(),
         identify,

@@ -45,7 +45,7 @@ pub async fn public_keys(
 }
 
 /// How long one round of device checks answers every `/healthcheck`.
-pub const HEALTH_TTL: Duration = Duration::from_secs(2);
+pub(crate) const HEALTH_TTL: Duration = Duration::from_secs(2);
 
 /// One device's last check: its name, and whether it is up.
 type DeviceHealth = (String, bool);
@@ -59,7 +59,7 @@ type DeviceHealth = (String, bool);
 /// and its own operations answer instead: up while they succeed, down when every one since the
 /// last round failed.
 #[derive(Default)]
-pub struct HealthProbe {
+pub(crate) struct HealthProbe {
     last: tokio::sync::Mutex<Option<(std::time::Instant, Vec<DeviceHealth>)>>,
     /// Each device's operation counts (attempted, failed) at the last round.
     counts: std::sync::Mutex<std::collections::HashMap<String, (u64, u64)>>,
@@ -130,7 +130,7 @@ impl HealthProbe {
     }
 
     /// Device checks made so far.
-    pub fn probes(&self) -> u64 {
+    pub(crate) fn probes(&self) -> u64 {
         self.probes.load(std::sync::atomic::Ordering::Relaxed)
     }
 

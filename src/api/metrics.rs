@@ -12,7 +12,7 @@ use crate::scheduler::SchedulerMetrics;
 
 /// The signing policy's rules, as `signer_refused_by_policy_total` labels them (the policy's
 /// `Rule` indexes this list).
-pub const POLICY_RULES: [&str; 5] = ["client", "key", "type", "exit", "fee_recipient"];
+pub(crate) const POLICY_RULES: [&str; 5] = ["client", "key", "type", "exit", "fee_recipient"];
 
 /// Every metric of the signer: the API's own, and the services' it renders.
 #[derive(Debug, Default)]
@@ -35,10 +35,11 @@ pub struct Metrics {
 
 /// Why a connection was closed as soon as it was accepted: the `reason` label of
 /// `signer_connections_refused_total`, indexed by [`ConnectionMetrics::refused`].
-pub const CONNECTION_REFUSALS: [&str; 3] = ["max_connections", "per_ip", "tls_handshakes_per_ip"];
+pub(crate) const CONNECTION_REFUSALS: [&str; 3] =
+    ["max_connections", "per_ip", "tls_handshakes_per_ip"];
 /// Where a connection ran out of time: the `phase` label of `signer_connections_timed_out_total`,
 /// indexed by [`ConnectionMetrics::timed_out`].
-pub const CONNECTION_TIMEOUTS: [&str; 3] = ["tls_handshake", "header", "body"];
+pub(crate) const CONNECTION_TIMEOUTS: [&str; 3] = ["tls_handshake", "header", "body"];
 
 /// Counters of the HTTP server's connections.
 #[derive(Debug, Default)]

@@ -24,8 +24,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 
-pub use error::ApiError;
-pub use sign::wants_json;
+pub(crate) use error::ApiError;
 
 use crate::api::metrics::Metrics;
 use crate::app::Signer;
@@ -154,7 +153,7 @@ pub async fn serve(state: AppState, addr: SocketAddr) -> std::io::Result<()> {
 /// Serve until SIGINT or SIGTERM: HTTPS when `tls` is given (see [`tls::server_config`]),
 /// else plain HTTP, within the limits of `[server]` ([`transport::Limits`]). Prints
 /// `hsm-signer listening on http(s)://ADDR` once bound.
-pub async fn serve_with(
+pub(crate) async fn serve_with(
     state: AppState,
     addr: SocketAddr,
     tls: Option<Arc<rustls::ServerConfig>>,

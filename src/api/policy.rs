@@ -217,7 +217,7 @@ pub struct ClientPolicy {
 
 impl ClientPolicy {
     /// Whether it may use `key`.
-    pub fn may_use(&self, key: &PublicKeyBytes) -> bool {
+    pub(crate) fn may_use(&self, key: &PublicKeyBytes) -> bool {
         self.keys.contains(key)
     }
 
@@ -265,7 +265,7 @@ pub enum Caller {
 
 impl Caller {
     /// Whether it may use `key` (the refusal names the client and the key).
-    pub fn check_key(&self, key: &PublicKeyBytes) -> std::result::Result<(), Refusal> {
+    pub(crate) fn check_key(&self, key: &PublicKeyBytes) -> std::result::Result<(), Refusal> {
         match self {
             Caller::Client(c) if !c.may_use(key) => Err(Refusal::new(
                 Rule::Key,
@@ -276,7 +276,7 @@ impl Caller {
     }
 
     /// Whether it may see `key` in the public key list.
-    pub fn may_use(&self, key: &PublicKeyBytes) -> bool {
+    pub(crate) fn may_use(&self, key: &PublicKeyBytes) -> bool {
         match self {
             Caller::Anyone => true,
             Caller::Client(c) => c.may_use(key),
@@ -442,13 +442,13 @@ impl Policy {
     }
 
     /// Whether some client is identified by a bearer token.
-    pub fn has_client_tokens(&self) -> bool {
+    pub(crate) fn has_client_tokens(&self) -> bool {
         self.clients.iter().any(|c| c.token.is_some())
     }
 
     /// The client whose token `presented` is. Every client's token is compared, each in
     /// constant time, so the answer's timing says nothing about which one matched.
-    pub fn token_client(&self, presented: &[u8]) -> Option<Arc<ClientPolicy>> {
+    pub(crate) fn token_client(&self, presented: &[u8]) -> Option<Arc<ClientPolicy>> {
         let mut found = None;
         for c in &self.clients {
             if c.token.as_ref().is_some_and(|t| t.matches(presented)) {
@@ -506,7 +506,7 @@ impl Policy {
 
     /// Whether `caller` may have `key` sign a message of `kind` (with `fee_recipient`, for a
     /// registration): the type rule, then the exit rule, then the fee recipient rule.
-    pub fn check_message(
+    pub(crate) fn check_message(
         &self,
         caller: &Caller,
         key: &PublicKeyBytes,
@@ -550,7 +550,7 @@ impl Policy {
     }
 
     /// How many keys the policy names that `loaded` does not hold (for a warning at start).
-    pub fn keys_not_loaded(&self, loaded: &HashSet<PublicKeyBytes>) -> usize {
+    pub(crate) fn keys_not_loaded(&self, loaded: &HashSet<PublicKeyBytes>) -> usize {
         let mut named: HashSet<&PublicKeyBytes> = self.exits.keys().collect();
         named.extend(self.fee_by_key.keys());
         for c in &self.clients {

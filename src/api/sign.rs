@@ -22,7 +22,7 @@ use crate::scheduler::{Class, JobError, SignJob};
 use crate::slashing::{Proposal, Refusal, SlashingError};
 
 /// The priority class of a request type (DESIGN §2).
-pub fn class_of(t: MessageType) -> Class {
+pub(crate) fn class_of(t: MessageType) -> Class {
     use MessageType::*;
     match t {
         BlockV2 | Block | RandaoReveal => Class::Block,
@@ -38,7 +38,7 @@ pub fn class_of(t: MessageType) -> Class {
 
 /// Whether the client wants JSON: yes when `Accept` allows `application/json` (directly or via
 /// `application/*` or `*/*`) at least as much as `text/plain`, or when there is no `Accept`.
-pub fn wants_json(headers: &HeaderMap) -> bool {
+pub(crate) fn wants_json(headers: &HeaderMap) -> bool {
     let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
         return true;
     };

@@ -32,7 +32,7 @@ use crate::config::ServerSettings;
 use crate::error::{Result, SignerError};
 
 /// The longest a request over its rate waits for its turn before it is answered 429.
-pub const MAX_WAIT: Duration = Duration::from_secs(5);
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(5);
 
 /// Clients remembered at most; past it, those whose next request would not wait are forgotten
 /// (they owe nothing). Each is an address with a connection open, so the transport's
@@ -41,7 +41,7 @@ const MAX_CLIENTS: usize = 16_384;
 
 /// A rate: requests per second, and how many may come at once after a quiet spell.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Rate {
+pub(crate) struct Rate {
     /// Requests per second, sustained.
     pub per_sec: f64,
     /// Requests at once.
@@ -61,7 +61,7 @@ impl Rate {
 
 /// The open endpoints' rates, from `[server]`.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct OpenRates {
+pub(crate) struct OpenRates {
     /// Per client address.
     pub per_client: Rate,
     /// All clients together.
@@ -90,7 +90,7 @@ impl OpenRates {
     /// The defaults, with what `[server]` sets; a rate below one in 1,000 s (zero, negative,
     /// not a number) or over a million a second is refused, as is a burst of zero. The bounds
     /// keep every interval and tolerance far inside what `Duration` and `Instant` hold.
-    pub fn from_settings(s: &ServerSettings) -> Result<OpenRates> {
+    pub(crate) fn from_settings(s: &ServerSettings) -> Result<OpenRates> {
         let d = OpenRates::default();
         let rate = |v: Option<f64>, key: &str, default: f64| match v {
             Some(r) if !(0.001..=1e6).contains(&r) => Err(SignerError::Config(format!(
@@ -133,7 +133,7 @@ impl OpenRates {
 
 /// What [`OpenLimiter::admit`] decides for one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Turn {
+pub(crate) enum Turn {
     /// Answer after this wait (zero: at once).
     After(Duration),
     /// Over the rate by more than [`MAX_WAIT`]: answer 429 after waiting that long.
@@ -148,7 +148,7 @@ struct Cells {
 
 /// The open endpoints' rate limiter (one per server, shared by every connection).
 #[derive(Debug)]
-pub struct OpenLimiter {
+pub(crate) struct OpenLimiter {
     rates: OpenRates,
     cells: Mutex<Cells>,
 }
@@ -167,13 +167,13 @@ impl OpenLimiter {
     }
 
     /// The rates in force.
-    pub fn rates(&self) -> OpenRates {
+    pub(crate) fn rates(&self) -> OpenRates {
         self.rates
     }
 
     /// Take a turn for a request from `ip` arriving `now`: its wait, or a refusal (which takes
     /// no place, so refusals do not push honest requests further back).
-    pub fn admit(&self, ip: IpAddr, now: Instant) -> Turn {
+    pub(crate) fn admit(&self, ip: IpAddr, now: Instant) -> Turn {
         let key = client_key(ip);
         let mut cells = self.cells.lock().unwrap_or_else(|p| p.into_inner());
         if cells.per_client.len() >= MAX_CLIENTS && !cells.per_client.contains_key(&key) {
@@ -199,7 +199,7 @@ impl OpenLimiter {
 
 /// The middleware on the open routes: a request waits for its turn, or gets 429 after
 /// [`MAX_WAIT`]. A request without a transport peer (in-process tests) counts as one client.
-pub async fn pace_open(State(app): State<AppState>, req: Request, next: Next) -> Response {
+pub(crate) async fn pace_open(State(app): State<AppState>, req: Request, next: Next) -> Response {
     let ip = req
         .extensions()
         .get::<Peer>()

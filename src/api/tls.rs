@@ -23,7 +23,7 @@ use crate::config::TlsSettings;
 use crate::error::{Result, SignerError};
 
 /// Parse a listen address: `IP:PORT`, `[IPv6]:PORT`, or `localhost:PORT` (127.0.0.1).
-pub fn parse_listen(listen: &str) -> Result<SocketAddr> {
+pub(crate) fn parse_listen(listen: &str) -> Result<SocketAddr> {
     let bad = || SignerError::Config(format!("listen address {listen:?} is not host:port"));
     if let Some(port) = listen.strip_prefix("localhost:") {
         let port: u16 = port.parse().map_err(|_| bad())?;
@@ -33,7 +33,7 @@ pub fn parse_listen(listen: &str) -> Result<SocketAddr> {
 }
 
 /// Refuse plain HTTP on an address other machines can reach, unless the operator said so.
-pub fn check_plain_http(addr: SocketAddr, allow_insecure_http: bool) -> Result<()> {
+pub(crate) fn check_plain_http(addr: SocketAddr, allow_insecure_http: bool) -> Result<()> {
     if allow_insecure_http || is_loopback(addr.ip()) {
         return Ok(());
     }
@@ -49,7 +49,7 @@ pub fn check_plain_http(addr: SocketAddr, allow_insecure_http: bool) -> Result<(
 /// open signing port can have a voluntary exit or a registration to their fee recipient signed,
 /// list every key, or fill slashing protection with records that block real duties. `Ok(true)`:
 /// allowed only by the operator's explicit override (the caller says so loudly).
-pub fn check_signing_access(
+pub(crate) fn check_signing_access(
     addr: SocketAddr,
     client_auth: bool,
     token_on_signing: bool,
@@ -80,7 +80,7 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 /// Build the server's TLS configuration from `[tls]`; `None` when TLS is not configured.
-pub fn server_config(tls: &TlsSettings) -> Result<Option<Arc<ServerConfig>>> {
+pub(crate) fn server_config(tls: &TlsSettings) -> Result<Option<Arc<ServerConfig>>> {
     let (cert_file, key_file) = match (&tls.cert_file, &tls.key_file) {
         (None, None) => {
             if tls.client_ca_file.is_some() || !tls.allowed_clients.is_empty() {
@@ -168,7 +168,7 @@ fn read_certs(path: &Path, key: &str) -> Result<Vec<CertificateDer<'static>>> {
 
 /// The clients let in under mutual TLS.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AllowList {
+pub(crate) struct AllowList {
     fingerprints: Vec<[u8; 32]>,
     names: Vec<String>,
 }
@@ -209,7 +209,7 @@ impl AllowList {
     }
 
     /// Whether every entry of `other` is an entry of this list (names case-insensitively).
-    pub fn contains_all(&self, other: &AllowList) -> bool {
+    pub(crate) fn contains_all(&self, other: &AllowList) -> bool {
         other
             .fingerprints
             .iter()
@@ -218,7 +218,7 @@ impl AllowList {
     }
 
     /// Whether a client with this identity is let in.
-    pub fn allows(&self, id: &ClientIdentity) -> bool {
+    pub(crate) fn allows(&self, id: &ClientIdentity) -> bool {
         self.fingerprints.contains(&id.sha256)
             || id
                 .names()

@@ -70,7 +70,7 @@ impl Default for Limits {
 
 impl Limits {
     /// The defaults, with what `[server]` sets; a zero is refused (it would refuse everyone).
-    pub fn from_settings(s: &ServerSettings) -> Result<Limits> {
+    pub(crate) fn from_settings(s: &ServerSettings) -> Result<Limits> {
         let d = Limits::default();
         let count = |v: Option<usize>, key: &str, default: usize| match v {
             Some(0) => Err(SignerError::Config(format!(
@@ -125,7 +125,7 @@ const SPARE_DESCRIPTORS: u64 = 256;
 /// Raise the soft limit on open files to what `max_connections` needs, within the hard limit
 /// (a service manager's soft limit is often 1024, fewer than the default cap allows); `Err`
 /// says what is missing when the hard limit is lower.
-pub fn raise_descriptor_limit(limits: &Limits) -> std::result::Result<(), String> {
+pub(crate) fn raise_descriptor_limit(limits: &Limits) -> std::result::Result<(), String> {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     let need = (limits.max_connections as u64).saturating_add(SPARE_DESCRIPTORS);
     let now = getrlimit(Resource::Nofile);
@@ -197,7 +197,7 @@ struct Counts {
 /// Open connections and TLS handshakes, in all and per client. Pure bookkeeping: a place is
 /// taken by [`ConnectionLimiter::admit`] and given back when its guard drops.
 #[derive(Debug)]
-pub struct ConnectionLimiter {
+pub(crate) struct ConnectionLimiter {
     limits: Limits,
     counts: Mutex<Counts>,
     metrics: Arc<Metrics>,
@@ -205,14 +205,14 @@ pub struct ConnectionLimiter {
 
 /// One open connection's place; dropping it gives the place back.
 #[derive(Debug)]
-pub struct Admitted {
+pub(crate) struct Admitted {
     limiter: Arc<ConnectionLimiter>,
     key: IpAddr,
 }
 
 /// One TLS handshake's place; dropping it gives the place back.
 #[derive(Debug)]
-pub struct Handshake {
+pub(crate) struct Handshake {
     limiter: Arc<ConnectionLimiter>,
     key: IpAddr,
 }
@@ -246,7 +246,7 @@ impl ConnectionLimiter {
     }
 
     /// Take a place for a connection from `ip`, or say which cap it would exceed.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> std::result::Result<Admitted, Refusal> {
+    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr) -> std::result::Result<Admitted, Refusal> {
         let key = client_key(ip);
         let mut c = self.counts();
         if c.open >= self.limits.max_connections {
@@ -310,7 +310,7 @@ impl Drop for Handshake {
 /// Who sent a request, in its extensions: the TCP peer, and under mutual TLS the identity of
 /// its certificate (for per-client rules).
 #[derive(Debug, Clone)]
-pub struct Peer {
+pub(crate) struct Peer {
     /// The client's address.
     pub addr: SocketAddr,
     /// Its certificate's identity, when it presented one.

@@ -67,7 +67,7 @@ impl KeyGate {
     }
 
     /// Whether `pubkey` is deleted.
-    pub fn is_deleted(&self, pubkey: &PublicKeyBytes) -> bool {
+    pub(crate) fn is_deleted(&self, pubkey: &PublicKeyBytes) -> bool {
         self.lock().deleted.contains(pubkey)
     }
 
@@ -78,7 +78,7 @@ impl KeyGate {
 
     /// Refuse exactly `keys` from now on (the deletions the database records; a reload holds
     /// the Keymanager write lock, so no DELETE is half done meanwhile).
-    pub fn replace_deleted(&self, keys: impl IntoIterator<Item = PublicKeyBytes>) {
+    pub(crate) fn replace_deleted(&self, keys: impl IntoIterator<Item = PublicKeyBytes>) {
         self.lock().deleted = keys.into_iter().collect();
     }
 
@@ -121,7 +121,7 @@ impl KeyGate {
 /// from `keys`, with a warning for each: a deliberate exclusion, not a load error (so health
 /// stays up). Returns how many were dropped. Blocks: call from a blocking thread or at
 /// start-up. `db` is read when the signer has no slashing protection of its own.
-pub fn exclude_deleted(
+pub(crate) fn exclude_deleted(
     app: &Signer,
     db: Option<&SlashingProtection>,
     keys: &mut KeyStore,
@@ -154,7 +154,7 @@ impl Signer {
     /// from the slashing database (the signer's own, else `db`: a signer running without
     /// slashing protection still honours deletions) and drop those keys from the loaded set. Call
     /// once at start-up (it blocks on the database). Returns how many loaded keys were dropped.
-    pub fn exclude_deleted_keys(
+    pub(crate) fn exclude_deleted_keys(
         &self,
         db: Option<&SlashingProtection>,
     ) -> Result<usize, SlashingError> {
@@ -169,7 +169,7 @@ impl Signer {
 }
 
 /// Seal `sk` as `placement` says and write its key file (replacing a stale, unloaded one).
-pub fn place_key(
+pub(crate) fn place_key(
     store: &mut KeyStore,
     devices: &crate::devices::Devices,
     placement: &Placement,

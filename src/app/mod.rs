@@ -17,7 +17,7 @@ use crate::keys::KeyStore;
 use crate::scheduler::{Scheduler, SchedulerConfig, SchedulerMetrics};
 use crate::slashing::SlashingProtection;
 
-pub use lifecycle::KeyGate;
+pub(crate) use lifecycle::KeyGate;
 
 /// What a reload swaps as one: the key set and the devices and scheduler that serve it.
 #[derive(Debug)]
@@ -83,7 +83,7 @@ pub struct Started {
 /// The slashing protection database: PostgreSQL when `slashing_db` is configured, else SQLite
 /// in the data directory, bound to the network's genesis validators root `gvr` when it is
 /// created (one bound to another root is refused). Where it is (for messages) comes beside it.
-pub fn open_slashing_db(
+pub(crate) fn open_slashing_db(
     config: &Config,
     gvr: Option<[u8; 32]>,
 ) -> (
@@ -211,13 +211,13 @@ impl Signer {
     }
 
     /// Put `runtime` live, in one step.
-    pub fn swap(&self, runtime: Runtime) {
+    pub(crate) fn swap(&self, runtime: Runtime) {
         *self.runtime.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(runtime);
     }
 
     /// Put `keys` live with the devices and scheduler of `current` (a Keymanager import or
     /// deletion changes the keys only).
-    pub fn swap_keys(&self, current: &Runtime, keys: KeyStore, key_errors: Vec<String>) {
+    pub(crate) fn swap_keys(&self, current: &Runtime, keys: KeyStore, key_errors: Vec<String>) {
         self.swap(Runtime {
             keys,
             key_errors,
@@ -226,7 +226,7 @@ impl Signer {
     }
 
     /// The configuration as its file says now (for a reload).
-    pub fn reread_config(&self) -> Result<Config> {
+    pub(crate) fn reread_config(&self) -> Result<Config> {
         Config::load(self.config.source.as_deref(), &self.config.data_dir)
     }
 
@@ -234,7 +234,7 @@ impl Signer {
     /// ([`Devices::reopen`]), the key store read again with deleted keys left out, and a
     /// scheduler over them (sharing this signer's metrics). Blocks (devices, files, the
     /// database): call from a blocking thread. Nothing is swapped: see [`Signer::swap`].
-    pub fn load_runtime(&self, config: &Config) -> Result<Runtime> {
+    pub(crate) fn load_runtime(&self, config: &Config) -> Result<Runtime> {
         let current = self.runtime();
         let devices = Devices::reopen(config, current.scheduler.devices())?;
         let (mut keys, errors) = KeyStore::load(&config.keys_dir())?;
@@ -258,7 +258,7 @@ impl Signer {
     /// Start selection-proof precompute from the beacon node at `url`: the cache requests
     /// read, and the service (run it on the runtime; dropping it stops it and takes its
     /// background jobs out of the queue). The service follows swaps of the live set.
-    pub fn enable_precompute(
+    pub(crate) fn enable_precompute(
         &mut self,
         url: &str,
     ) -> std::result::Result<crate::duties::Service, crate::duties::beacon::BeaconError> {

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Run `op` on `threads` threads for `duration`; return completed operations per second.
-pub fn throughput<F>(threads: usize, duration: Duration, op: F) -> f64
+pub(crate) fn throughput<F>(threads: usize, duration: Duration, op: F) -> f64
 where
     F: Fn(u64) + Sync,
 {

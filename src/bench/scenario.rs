@@ -54,7 +54,7 @@ pub struct Latency {
 
 impl Latency {
     /// Summarise samples in milliseconds (sorts them).
-    pub fn of_ms(samples: &mut [f64]) -> Latency {
+    pub(crate) fn of_ms(samples: &mut [f64]) -> Latency {
         samples.sort_by(f64::total_cmp);
         let pick = |q: f64| {
             if samples.is_empty() {
@@ -135,7 +135,7 @@ pub struct SetupReport {
 /// (`p99_per_round`), so "no worse" can only mean "not worse beyond a margin, with
 /// confidence"; 10 % of a block's p99 under the burst is 0.1 ms on SoftHSM, far inside the
 /// 2 × idle target.
-pub const NO_WORSE_MARGIN: f64 = 0.10;
+pub(crate) const NO_WORSE_MARGIN: f64 = 0.10;
 
 /// One variant's p99 against another's, in the same run, with its uncertainty.
 #[derive(Debug, Clone, Serialize)]
@@ -753,7 +753,7 @@ impl ScenarioReport {
 
     /// An SVG of the latency distributions: per setup, the CDF of block and attestation
     /// latency for ours and FIFO on a log time axis.
-    pub fn svg(&self) -> String {
+    pub(crate) fn svg(&self) -> String {
         let (w, ph, pad) = (760.0, 300.0, 60.0);
         let h = ph * self.setups.len() as f64 + 40.0;
         let mut svg = format!(

@@ -93,7 +93,7 @@ pub trait SlotClock: Send + Sync + fmt::Debug {
 
 /// The clock the signer runs on: the system's wall clock.
 #[derive(Debug, Clone, Copy)]
-pub struct SystemTimeSlotClock {
+pub(crate) struct SystemTimeSlotClock {
     timing: SlotTiming,
 }
 

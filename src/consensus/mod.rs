@@ -17,16 +17,16 @@ mod selection;
 pub mod validity;
 pub(crate) mod wire;
 
-pub use clock::{ManualSlotClock, SlotClock, SlotTiming, SystemTimeSlotClock};
+pub use clock::{ManualSlotClock, SlotTiming};
+pub(crate) use clock::{SlotClock, SystemTimeSlotClock};
 pub(crate) use network::parse_root;
-pub use network::{
-    GenesisTimeSource, Network, ScheduledFork, BUILT_IN_NAMES, FAR_FUTURE_EPOCH, FORK_NAMES,
-    GVR_FILE_NAME,
-};
+pub(crate) use network::{GenesisTimeSource, BUILT_IN_NAMES, FORK_NAMES, GVR_FILE_NAME};
+pub use network::{Network, FAR_FUTURE_EPOCH};
 pub use preset::Preset;
 pub use request::SignRequest;
 pub use selection::SelectionProof;
-pub use validity::{AheadOfClock, Duty, PastWindow, ValidityWindow};
+pub use validity::Duty;
+pub(crate) use validity::ValidityWindow;
 
 use std::fmt;
 
@@ -118,7 +118,7 @@ impl MessageType {
     }
 
     /// The type with wire name `name` (exact, case-sensitive), if any.
-    pub fn from_wire(name: &str) -> Option<MessageType> {
+    pub(crate) fn from_wire(name: &str) -> Option<MessageType> {
         MessageType::ALL.into_iter().find(|t| t.as_str() == name)
     }
 }

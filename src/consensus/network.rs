@@ -13,7 +13,7 @@ pub const FAR_FUTURE_EPOCH: u64 = u64::MAX;
 
 /// The consensus forks, in order, with the prefix of their config keys (`ALTAIR_FORK_VERSION`
 /// …). Phase0's version is `GENESIS_FORK_VERSION`.
-pub const FORK_NAMES: [&str; 8] = [
+pub(crate) const FORK_NAMES: [&str; 8] = [
     "phase0",
     "altair",
     "bellatrix",
@@ -192,14 +192,14 @@ const BUILT_IN: [BuiltIn; 6] = [
 ];
 
 /// The names of the built-in networks, for messages.
-pub const BUILT_IN_NAMES: &str = "mainnet, sepolia, holesky, hoodi, gnosis, chiado";
+pub(crate) const BUILT_IN_NAMES: &str = "mainnet, sepolia, holesky, hoodi, gnosis, chiado";
 
 /// Largest config file we read; real ones are a few KiB.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 /// The file beside a network's `config.yaml` that holds its genesis validators root (as the
 /// eth-clients network metadata directories ship it).
-pub const GVR_FILE_NAME: &str = "genesis_validators_root.txt";
+pub(crate) const GVR_FILE_NAME: &str = "genesis_validators_root.txt";
 
 fn hex_root(root: &[u8; 32]) -> String {
     format!("0x{}", hex::encode(root))
@@ -210,7 +210,7 @@ fn hex_version(v: &[u8; 4]) -> String {
 }
 
 /// `0x` + 64 hex digits, as a genesis validators root.
-pub fn parse_root(s: &str) -> Option<[u8; 32]> {
+pub(crate) fn parse_root(s: &str) -> Option<[u8; 32]> {
     let digits = s
         .trim()
         .strip_prefix("0x")
@@ -302,7 +302,7 @@ impl Network {
     /// win when the file describes it), `CONFIG_NAME`, `PRESET_BASE`, and the fork schedule
     /// (`ALTAIR_FORK_VERSION`, `ALTAIR_FORK_EPOCH`, … up to `GLOAS_`; a fork at
     /// `FAR_FUTURE_EPOCH` is not scheduled).
-    pub fn from_config_str(text: &str) -> Result<Network, ConsensusError> {
+    pub(crate) fn from_config_str(text: &str) -> Result<Network, ConsensusError> {
         let cfg = ConfigLines::parse(text)?;
         let bad = |m: String| ConsensusError::Malformed(m);
 
@@ -435,7 +435,7 @@ impl Network {
     }
 
     /// The fork in force at `epoch` (phase0 before any other).
-    pub fn fork_at(&self, epoch: u64) -> ScheduledFork {
+    pub(crate) fn fork_at(&self, epoch: u64) -> ScheduledFork {
         self.forks
             .iter()
             .rev()
@@ -449,12 +449,12 @@ impl Network {
     }
 
     /// Whether `version` is the version of one of this network's scheduled forks.
-    pub fn has_fork_version(&self, version: [u8; 4]) -> bool {
+    pub(crate) fn has_fork_version(&self, version: [u8; 4]) -> bool {
         self.forks.iter().any(|f| f.version == version)
     }
 
     /// `name (genesis validators root 0x…)`, for messages.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match &self.genesis_validators_root {
             Some(root) => format!("{} (genesis validators root {})", self.name, hex_root(root)),
             None => format!("{} (genesis validators root not known)", self.name),
@@ -464,7 +464,7 @@ impl Network {
     /// Check what a request says of its network: its genesis validators root (when this
     /// network's is known) and the fork version it signs with, `version`, which must be one of
     /// this network's. A request for another network is [`ConsensusError::OtherNetwork`].
-    pub fn check_request(
+    pub(crate) fn check_request(
         &self,
         genesis_validators_root: [u8; 32],
         version: [u8; 4],

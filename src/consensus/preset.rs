@@ -47,7 +47,7 @@ impl Preset {
     pub const ALL: [Preset; 3] = [Preset::Mainnet, Preset::Minimal, Preset::Gnosis];
 
     /// The preset named `name` as `PRESET_BASE` spells it (exact, lowercase).
-    pub fn from_name(name: &str) -> Option<Preset> {
+    pub(crate) fn from_name(name: &str) -> Option<Preset> {
         Preset::ALL.into_iter().find(|p| p.name() == name)
     }
 
@@ -71,12 +71,12 @@ impl Preset {
 
     /// One of the sizes that differ between presets.
     /// `SYNC_COMMITTEE_SIZE`.
-    pub fn sync_committee_size(self) -> u64 {
+    pub(crate) fn sync_committee_size(self) -> u64 {
         self.size(Size::SyncCommittee) as u64
     }
 
     /// `MAX_COMMITTEES_PER_SLOT`.
-    pub fn max_committees_per_slot(self) -> u64 {
+    pub(crate) fn max_committees_per_slot(self) -> u64 {
         self.size(Size::CommitteesPerSlot) as u64
     }
 

@@ -486,7 +486,7 @@ impl SignRequest {
     /// For `AGGREGATION_SLOT` and `SYNC_COMMITTEE_SELECTION_PROOF`: which proof this is, with the
     /// fork version `fork_info` gives for the slot's epoch (the precompute cache's key). `None`
     /// for every other type, or when `slots_per_epoch` is 0.
-    pub fn selection_proof(&self, slots_per_epoch: u64) -> Option<SelectionProof> {
+    pub(crate) fn selection_proof(&self, slots_per_epoch: u64) -> Option<SelectionProof> {
         let (slot, subcommittee_index) = match &self.message {
             Message::AggregationSlot { slot } => (*slot, None),
             Message::SyncSelection(s) => (s.slot, Some(s.subcommittee_index)),

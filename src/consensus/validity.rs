@@ -27,7 +27,7 @@ use super::{MessageType, SlashingData};
 /// ours still accept a message that late. The signer's clock is one more clock: every window here
 /// ends that much after its last slot does. (No allowance at the start: early requests are not
 /// refused at all.)
-pub const MAXIMUM_GOSSIP_CLOCK_DISPARITY: Duration = Duration::from_millis(500);
+pub(crate) const MAXIMUM_GOSSIP_CLOCK_DISPARITY: Duration = Duration::from_millis(500);
 
 /// What a signature is for, as the request names it: a slot, or an epoch (`RANDAO_REVEAL`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,7 +158,7 @@ impl ValidityWindow {
     /// `MAXIMUM_GOSSIP_CLOCK_DISPARITY` allowance)" (`specs/altair/p2p-interface.md`,
     /// `sync_committee_{subnet_id}` and `sync_committee_contribution_and_proof`,
     /// `is_current_slot`); the proof is verified in the contribution's check.
-    pub fn sync_committee(slot: u64) -> ValidityWindow {
+    pub(crate) fn sync_committee(slot: u64) -> ValidityWindow {
         ValidityWindow {
             duty: Duty::Slot(slot),
             ends_at: slot.checked_add(1),
@@ -252,12 +252,12 @@ pub fn check(
 /// would refuse every real block or attestation of that validator afterwards. Allowed: a block
 /// whose slot begins, and an attestation whose target epoch begins, at most one slot (plus
 /// [`MAXIMUM_GOSSIP_CLOCK_DISPARITY`]) after now.
-pub const SLASHABLE_LOOKAHEAD_SLOTS: u64 = 1;
+pub(crate) const SLASHABLE_LOOKAHEAD_SLOTS: u64 = 1;
 
 /// A slashable request further ahead of the slot clock than [`SLASHABLE_LOOKAHEAD_SLOTS`]:
 /// refused before slashing protection records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AheadOfClock {
+pub(crate) struct AheadOfClock {
     /// The request's type.
     pub kind: MessageType,
     /// What is ahead: `slot N` or `target epoch N`.
@@ -292,7 +292,7 @@ impl std::error::Error for AheadOfClock {}
 
 /// Whether a slashable request (`slashing`) is near enough to `clock`'s time to be signed and
 /// recorded. Not slashable, or a clock that cannot be read: `Ok`.
-pub fn check_not_ahead(
+pub(crate) fn check_not_ahead(
     kind: MessageType,
     slashing: SlashingData,
     slots_per_epoch: u64,

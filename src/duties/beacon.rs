@@ -22,7 +22,7 @@ const LOOKUP_BATCH: usize = 64;
 
 /// Why a beacon node request did not give a usable answer.
 #[derive(Debug, thiserror::Error)]
-pub enum BeaconError {
+pub(crate) enum BeaconError {
     /// Not reachable, timed out, or the connection broke.
     #[error("beacon node {path}: {message}")]
     Transport {
@@ -65,7 +65,7 @@ pub struct Genesis {
 
 /// What the precompute needs of `/eth/v1/config/spec`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Spec {
+pub(crate) struct Spec {
     /// Slot length.
     pub seconds_per_slot: u64,
     /// Epoch length.
@@ -80,7 +80,7 @@ pub struct Spec {
 
 /// One entry of `/eth/v1/config/fork_schedule`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ForkEntry {
+pub(crate) struct ForkEntry {
     /// The version before `epoch`.
     pub previous_version: [u8; 4],
     /// The version from `epoch` on.
@@ -91,7 +91,7 @@ pub struct ForkEntry {
 
 /// An attester duty (the fields the precompute uses).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AttesterDuty {
+pub(crate) struct AttesterDuty {
     /// The validator.
     pub pubkey: PublicKeyBytes,
     /// Its index.
@@ -102,7 +102,7 @@ pub struct AttesterDuty {
 
 /// `POST /eth/v1/validator/duties/attester/{epoch}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AttesterDuties {
+pub(crate) struct AttesterDuties {
     /// The block root the duties depend on; a change means they were re-computed.
     pub dependent_root: [u8; 32],
     /// The duties.
@@ -111,7 +111,7 @@ pub struct AttesterDuties {
 
 /// A sync committee duty.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SyncDuty {
+pub(crate) struct SyncDuty {
     /// The validator.
     pub pubkey: PublicKeyBytes,
     /// Its index.
@@ -181,7 +181,7 @@ struct SyncDutyWire {
 
 /// A beacon node at one base URL.
 #[derive(Debug, Clone)]
-pub struct BeaconNode {
+pub(crate) struct BeaconNode {
     client: reqwest::Client,
     base: String,
 }
@@ -268,20 +268,14 @@ impl BeaconNode {
         })
     }
 
-    /// `GET /eth/v1/config/spec`: slot and epoch length, sync committee geometry (mainnet
-    /// values where the node leaves them out, as pre-Altair nodes do).
-    pub async fn spec(&self) -> Result<Spec, BeaconError> {
-        Self::parse_spec(&self.spec_map().await?)
-    }
-
     /// `GET /eth/v1/config/spec` as the node gives it: every key and its value.
-    pub async fn spec_map(&self) -> Result<HashMap<String, serde_json::Value>, BeaconError> {
+    pub(crate) async fn spec_map(&self) -> Result<HashMap<String, serde_json::Value>, BeaconError> {
         let s: Data<HashMap<String, serde_json::Value>> = self.call(SPEC_PATH, None).await?;
         Ok(s.data)
     }
 
     /// The unsigned integer `key` of a spec answer, if present.
-    pub fn spec_u64(
+    pub(crate) fn spec_u64(
         spec: &HashMap<String, serde_json::Value>,
         key: &str,
     ) -> Result<Option<u64>, BeaconError> {
@@ -300,7 +294,9 @@ impl BeaconNode {
     }
 
     /// What the precompute needs of a spec answer, checked for sense.
-    pub fn parse_spec(spec: &HashMap<String, serde_json::Value>) -> Result<Spec, BeaconError> {
+    pub(crate) fn parse_spec(
+        spec: &HashMap<String, serde_json::Value>,
+    ) -> Result<Spec, BeaconError> {
         const PATH: &str = SPEC_PATH;
         let get = |key: &str| Self::spec_u64(spec, key);
         let seconds_per_slot = match (get("SECONDS_PER_SLOT")?, get("SLOT_DURATION_MS")?) {
@@ -358,7 +354,7 @@ impl BeaconNode {
     /// Indices of those of `pubkeys` the chain knows, from
     /// `GET /eth/v1/beacon/states/head/validators?id=…`. Answers for keys we did not ask about
     /// are refused as nonsense.
-    pub async fn validator_indices(
+    pub(crate) async fn validator_indices(
         &self,
         pubkeys: &[PublicKeyBytes],
     ) -> Result<HashMap<PublicKeyBytes, u64>, BeaconError> {
@@ -385,7 +381,7 @@ impl BeaconNode {
 
     /// `POST /eth/v1/validator/duties/attester/{epoch}` for `indices`. Duties outside `epoch`
     /// (by `slots_per_epoch`) are refused as nonsense.
-    pub async fn attester_duties(
+    pub(crate) async fn attester_duties(
         &self,
         epoch: u64,
         indices: &[u64],
@@ -412,7 +408,7 @@ impl BeaconNode {
     }
 
     /// `POST /eth/v1/validator/duties/sync/{epoch}` for `indices`.
-    pub async fn sync_duties(
+    pub(crate) async fn sync_duties(
         &self,
         epoch: u64,
         indices: &[u64],

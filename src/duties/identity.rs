@@ -15,7 +15,7 @@ use crate::consensus::{GenesisTimeSource, Network, FAR_FUTURE_EPOCH, FORK_NAMES}
 
 /// What a beacon node says of its chain.
 #[derive(Debug, Clone)]
-pub struct NodeChain {
+pub(crate) struct NodeChain {
     /// `/eth/v1/beacon/genesis`.
     pub genesis: Genesis,
     /// `/eth/v1/config/spec`, every key.
@@ -58,7 +58,7 @@ impl NodeChain {
 /// The node is on another network than the signer's: every point on which they disagree.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the beacon node is not on this signer's network {network}: {}", .points.join("; "))]
-pub struct NetworkDisagreement {
+pub(crate) struct NetworkDisagreement {
     /// The signer's network, by name.
     pub network: String,
     /// What disagrees, one point each.
@@ -72,7 +72,10 @@ fn hex4(v: &[u8; 4]) -> String {
 /// Compare `network` with `node`'s chain. On agreement, the network completed with what only
 /// the chain knows: its genesis validators root (when the network had none) and its real
 /// genesis time (when the network had only the config's estimate).
-pub fn reconcile(network: &Network, node: &NodeChain) -> Result<Network, NetworkDisagreement> {
+pub(crate) fn reconcile(
+    network: &Network,
+    node: &NodeChain,
+) -> Result<Network, NetworkDisagreement> {
     let mut points = Vec::new();
     let g = &node.genesis;
     let mut out = network.clone();
@@ -257,7 +260,7 @@ fn compare_spec(
 
 /// What [`confirm`] found.
 #[derive(Debug)]
-pub enum NodeCheck {
+pub(crate) enum NodeCheck {
     /// The node is on the network; here it is, completed by [`reconcile`].
     Confirmed(Network),
     /// The node gave no usable answer within the time allowed; the last error.
@@ -266,7 +269,7 @@ pub enum NodeCheck {
 
 /// Ask the node at `beacon` until it answers (every 2 s, for at most `patience`), then
 /// [`reconcile`]. A node that answers and disagrees is an error at once.
-pub async fn confirm(
+pub(crate) async fn confirm(
     beacon: &BeaconNode,
     network: &Network,
     patience: std::time::Duration,

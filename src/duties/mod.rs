@@ -20,20 +20,20 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-pub use metrics::PrecomputeMetrics;
-pub use service::{Service, SignerView};
+pub(crate) use metrics::PrecomputeMetrics;
+pub(crate) use service::{Service, SignerView};
 
 use crate::consensus::{SelectionProof, SigningRoot};
 use crate::keys::PublicKeyBytes;
 
 /// Lighthouse's validator client asks for proofs of duties up to this many slots ahead; the
 /// precompute signs one slot further, so that request finds its proof ready.
-pub const SELECTION_PROOF_SLOT_LOOKAHEAD: u64 = 8;
+pub(crate) const SELECTION_PROOF_SLOT_LOOKAHEAD: u64 = 8;
 /// Precompute runs at `1 / SELECTION_PROOF_SCHEDULE_DENOM` of every slot (mid-slot).
-pub const SELECTION_PROOF_SCHEDULE_DENOM: u32 = 2;
+pub(crate) const SELECTION_PROOF_SCHEDULE_DENOM: u32 = 2;
 
 /// The URL check is the configuration's (it runs when the configuration loads).
-pub use crate::config::check_beacon_node_url;
+pub(crate) use crate::config::check_beacon_node_url;
 
 #[derive(Debug, Clone, Copy)]
 struct CachedProof {
@@ -60,7 +60,7 @@ enum Entry {
 /// How long a live request waits for a precompute of its proof that is under way before it
 /// signs the proof itself (background work only runs in idle capacity, and a busy signer must
 /// not hold a validator client's request behind it).
-pub const JOIN_PATIENCE: Duration = Duration::from_millis(200);
+pub(crate) const JOIN_PATIENCE: Duration = Duration::from_millis(200);
 
 /// Precomputed selection proofs, keyed by validator and [`SelectionProof`] (slot, subcommittee,
 /// fork version, genesis validators root). Shared by the service, which fills it, and the sign
@@ -137,7 +137,11 @@ impl ProofCache {
 
     /// For the precompute: the claim to sign this proof, unless it is signed already or being
     /// signed.
-    pub fn claim(self: &Arc<Self>, pubkey: PublicKeyBytes, proof: SelectionProof) -> Option<Claim> {
+    pub(crate) fn claim(
+        self: &Arc<Self>,
+        pubkey: PublicKeyBytes,
+        proof: SelectionProof,
+    ) -> Option<Claim> {
         let mut entries = self.lock();
         if entries.contains_key(&(pubkey, proof)) {
             return None;
@@ -147,7 +151,7 @@ impl ProofCache {
 
     /// Record the task signing the proof of claim number `id`, so that a live request that
     /// will not wait for it can take its job out of the queue.
-    pub fn set_task(
+    pub(crate) fn set_task(
         &self,
         pubkey: PublicKeyBytes,
         proof: SelectionProof,
@@ -234,7 +238,7 @@ impl ProofCache {
 
     /// The cached signature of a proof, if it was precomputed for the same signing root; counts
     /// a hit or a miss (for callers that do not wait for precomputes under way).
-    pub fn lookup(
+    pub(crate) fn lookup(
         &self,
         pubkey: &PublicKeyBytes,
         proof: &SelectionProof,
@@ -289,7 +293,10 @@ impl ProofCache {
 
     /// Keep only the entries `keep` accepts (signed or being signed); returns how many were
     /// dropped. A dropped proof being signed is not cached when it completes.
-    pub fn retain(&self, mut keep: impl FnMut(&PublicKeyBytes, &SelectionProof) -> bool) -> usize {
+    pub(crate) fn retain(
+        &self,
+        mut keep: impl FnMut(&PublicKeyBytes, &SelectionProof) -> bool,
+    ) -> usize {
         let mut entries = self.lock();
         let before = entries.len();
         entries.retain(|(pk, proof), _| keep(pk, proof));

@@ -22,10 +22,10 @@ use crate::keys::{KeyRecord, PublicKeyBytes};
 use crate::scheduler::{Class, JobError, Scheduler, SignJob};
 
 /// Where the service finds the current scheduler and keys (a reload swaps both).
-pub type SignerView = Arc<dyn Fn() -> (Scheduler, Vec<Arc<KeyRecord>>) + Send + Sync>;
+pub(crate) type SignerView = Arc<dyn Fn() -> (Scheduler, Vec<Arc<KeyRecord>>) + Send + Sync>;
 
 /// The precompute service. Build with [`Service::new`], drive with [`Service::run`].
-pub struct Service {
+pub(crate) struct Service {
     beacon: BeaconNode,
     network: Network,
     cache: Arc<ProofCache>,

@@ -24,10 +24,10 @@ use unicode_normalization::UnicodeNormalization;
 use zeroize::{Zeroize, Zeroizing};
 
 /// The only keystore version this module reads or writes.
-pub const KEYSTORE_VERSION: u64 = 4;
+pub(crate) const KEYSTORE_VERSION: u64 = 4;
 
 /// Length in bytes of the secret a keystore protects (a BLS12-381 secret key).
-pub const SECRET_LEN: usize = 32;
+pub(crate) const SECRET_LEN: usize = 32;
 // `Eip2335Error::BadSecretLength`'s message says 32.
 const _: () = assert!(SECRET_LEN == 32);
 
@@ -68,7 +68,7 @@ const MAX_JSON_LEN: usize = 1 << 20;
 const MAX_QUOTED_CHARS: usize = 64;
 
 /// Its errors are kinds of the crate's errors (`crate::error`, a leaf), used here by name.
-pub use crate::error::Eip2335Error;
+pub(crate) use crate::error::Eip2335Error;
 
 type Result<T> = std::result::Result<T, Eip2335Error>;
 
@@ -203,13 +203,13 @@ impl KdfChoice {
 /// block mixes of 64 bytes) or one PBKDF2-HMAC-SHA256 iteration (two SHA-256 compressions),
 /// which cost about the same. The EIP-2335 defaults: scrypt 2^21, PBKDF2 2^18.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub struct KdfWork(pub u64);
+pub(crate) struct KdfWork(pub u64);
 
 /// Key derivations run by this process, for the metric `signer_keystore_kdf_runs`.
 static KDF_RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Key derivations run by this process since it started.
-pub fn kdf_runs() -> u64 {
+pub(crate) fn kdf_runs() -> u64 {
     KDF_RUNS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
@@ -288,7 +288,7 @@ impl Keystore {
     /// # Errors
     ///
     /// As for [`Keystore::from_json`], except JSON syntax errors.
-    pub fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         self.parse().map(|_| ())
     }
 
@@ -298,7 +298,7 @@ impl Keystore {
     /// # Errors
     ///
     /// As for [`Keystore::validate`].
-    pub fn kdf_work(&self) -> Result<KdfWork> {
+    pub(crate) fn kdf_work(&self) -> Result<KdfWork> {
         Ok(match self.parse()?.kdf {
             Kdf::Scrypt(params) => KdfWork(
                 (1u64 << params.log_n())

@@ -53,7 +53,7 @@ pub struct ImportReport {
 
 /// Expand directories into the keystore files they hold (`keystore*.json`, as the deposit CLI
 /// names them); files are taken as given.
-pub fn collect_keystore_paths(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+pub(crate) fn collect_keystore_paths(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for input in inputs {
         if input.is_dir() {
@@ -268,7 +268,7 @@ pub fn decrypt_each(
 
 /// Decrypt one keystore (its KDF, checksum and cipher) into the validator's public key and
 /// secret. The Keymanager API calls it in its own turn at low priority (`crate::api::keymanager`).
-pub fn decrypt_one(
+pub(crate) fn decrypt_one(
     ks: &Keystore,
     path: &Path,
     password: &SecretString,

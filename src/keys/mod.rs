@@ -12,8 +12,9 @@ pub mod import;
 pub mod placement;
 pub mod provision;
 pub mod threshold;
-pub use import::{generate, import_keystores, ImportOptions, ImportReport, Progress};
-pub use record::{envelope_aad, KeyRecord, PublicKeyBytes, ShareId, ShareRecord, KEY_FILE_VERSION};
+pub use import::{generate, import_keystores, ImportOptions, Progress};
+pub(crate) use record::{envelope_aad, ShareRecord, KEY_FILE_VERSION};
+pub use record::{KeyRecord, PublicKeyBytes, ShareId};
 pub use store::KeyStore;
 
 use blst::min_pk::Signature;
@@ -62,7 +63,10 @@ pub fn open_share(
 /// A whole key's signature of `signing_root` with its secret as [`open_share`] opened it. The
 /// scheduler calls these two steps apart (the opening on a device thread, the signing on a CPU
 /// worker); [`sign_with_share`] is the two together.
-pub fn sign_opened(secret: &blst::min_pk::SecretKey, signing_root: &SigningRoot) -> Signature {
+pub(crate) fn sign_opened(
+    secret: &blst::min_pk::SecretKey,
+    signing_root: &SigningRoot,
+) -> Signature {
     bls::sign(secret, &signing_root.0)
 }
 

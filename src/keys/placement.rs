@@ -10,7 +10,7 @@ use crate::keys::record::ShareId;
 use crate::keys::threshold;
 
 /// Parse `1,2,3` into share ids: non-zero integers (x = 0 is the group key).
-pub fn parse_share_ids(list: &str) -> Result<Vec<ShareId>> {
+pub(crate) fn parse_share_ids(list: &str) -> Result<Vec<ShareId>> {
     list.split(',')
         .map(|s| {
             let s = s.trim();
@@ -31,7 +31,7 @@ pub fn parse_share_ids(list: &str) -> Result<Vec<ShareId>> {
 /// Check a placement before anything is touched: 1 ≤ threshold ≤ devices, each device once,
 /// ids (default 1..n) one per device and distinct. Returns the ids to use. Whether the devices
 /// exist is the caller's check (against the configuration, or the open devices).
-pub fn check_placement(
+pub(crate) fn check_placement(
     threshold: usize,
     device_names: &[String],
     ids: Option<&[ShareId]>,
@@ -61,7 +61,7 @@ pub fn check_placement(
 
 /// How to split keys t-of-n: the threshold, one device per share, and the share ids.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SplitPlan {
+pub(crate) struct SplitPlan {
     /// Shares needed to sign.
     pub threshold: usize,
     /// One device per share.
@@ -82,7 +82,7 @@ impl SplitPlan {
 
 /// Where new keys go.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Placement {
+pub(crate) enum Placement {
     /// A whole key on one device.
     Whole(String),
     /// t-of-n shares, one per device.
@@ -91,7 +91,7 @@ pub enum Placement {
 
 /// Resolve the CLI's `--device` / `--devices` / `--threshold` / `--share-ids` against the
 /// configuration, before any device is opened, so bad input changes nothing.
-pub fn resolve_placement(
+pub(crate) fn resolve_placement(
     config: &Config,
     device: Option<String>,
     devices: Vec<String>,
@@ -131,7 +131,7 @@ pub fn resolve_placement(
 /// Where the Keymanager API puts imported keys: split as `[keymanager]` says, else whole on
 /// `default_device`. The configuration checked the same rules when it was loaded
 /// ([`crate::config::check_split`]).
-pub fn keymanager_placement(config: &Config) -> Result<Placement> {
+pub(crate) fn keymanager_placement(config: &Config) -> Result<Placement> {
     let km = &config.keymanager;
     if km.devices.is_empty() && km.threshold.is_none() {
         return Ok(Placement::Whole(config.default_device.clone()));

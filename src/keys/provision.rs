@@ -14,7 +14,7 @@ use crate::bls;
 use crate::devices::Devices;
 use crate::error::{Result, SignerError};
 use crate::keys::import::{decrypt_keystores, Decrypted, ImportReport, Progress};
-pub use crate::keys::placement::{
+pub(crate) use crate::keys::placement::{
     check_placement, parse_share_ids, resolve_placement, Placement, SplitPlan,
 };
 use crate::keys::record::{KeyRecord, PublicKeyBytes, ShareId, KEY_FILE_VERSION};
@@ -146,7 +146,7 @@ pub fn provision_threshold(
 
 /// [`provision_threshold`], recording the key's EIP-2334 derivation path in its key file.
 #[allow(clippy::too_many_arguments)]
-pub fn provision_threshold_with_path(
+pub(crate) fn provision_threshold_with_path(
     store: &mut KeyStore,
     devices: &Devices,
     secret: &SecretKey,
@@ -176,7 +176,7 @@ pub fn provision_threshold_with_path(
 }
 
 /// Generate `count` random keys, each split as `plan` says.
-pub fn generate_threshold(
+pub(crate) fn generate_threshold(
     store: &mut KeyStore,
     devices: &Devices,
     count: usize,
@@ -202,7 +202,7 @@ pub fn generate_threshold(
 /// Import EIP-2335 keystores of whole keys, each split as `plan` says. All keystores are
 /// decrypted first; if any fails nothing is stored. Keys already present are reported and left
 /// as they are.
-pub fn import_keystores_threshold(
+pub(crate) fn import_keystores_threshold(
     store: &mut KeyStore,
     devices: &Devices,
     paths: &[PathBuf],
@@ -253,7 +253,7 @@ pub struct ShareImport {
 }
 
 /// Check the counts of a share import before anything is read.
-pub fn check_share_import(import: &ShareImport) -> Result<()> {
+pub(crate) fn check_share_import(import: &ShareImport) -> Result<()> {
     if import.keystores.len() != import.devices.len() {
         return Err(SignerError::Threshold(format!(
             "{} keystore(s) for {} device(s): give one keystore per share and device",

@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::bls::PUBKEY_LEN;
 
 /// Version of the key file format.
-pub const KEY_FILE_VERSION: u32 = 1;
+pub(crate) const KEY_FILE_VERSION: u32 = 1;
 const AAD_PREFIX: &[u8] = b"hsm-signer/v1";
 
 /// A share's x-coordinate: explicit and non-zero (the group key sits at x = 0).
@@ -20,7 +20,7 @@ pub struct ShareId(pub NonZeroU64);
 
 impl ShareId {
     /// Share 1: the id of a whole key's one "share".
-    pub const ONE: ShareId = ShareId(NonZeroU64::MIN);
+    pub(crate) const ONE: ShareId = ShareId(NonZeroU64::MIN);
 
     /// The id as an integer.
     pub fn get(self) -> u64 {
@@ -80,7 +80,7 @@ impl<'de> Deserialize<'de> for PublicKeyBytes {
 
 /// `"hsm-signer/v1" || validator pubkey || share id (u64 big-endian)`: an envelope opens only
 /// for the validator and share it was sealed for.
-pub fn envelope_aad(validator: &PublicKeyBytes, id: ShareId) -> Vec<u8> {
+pub(crate) fn envelope_aad(validator: &PublicKeyBytes, id: ShareId) -> Vec<u8> {
     let mut aad = Vec::with_capacity(AAD_PREFIX.len() + PUBKEY_LEN + 8);
     aad.extend_from_slice(AAD_PREFIX);
     aad.extend_from_slice(&validator.0);
@@ -180,7 +180,7 @@ impl KeyRecord {
 
     /// Structural checks that need no device: version, threshold, distinct non-zero ids, one
     /// share per device, and for a whole key the share pubkey equal to the validator's.
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         if self.version != KEY_FILE_VERSION {
             return Err(format!("unsupported key file version {}", self.version));
         }

@@ -166,7 +166,7 @@ impl KeyStore {
     /// Remove the file of a key that is *not* loaded (it failed to load, or was deleted through
     /// the Keymanager API and its file restored), so that an explicit re-import can write a
     /// fresh one. Returns whether there was a file. Refuses a loaded key.
-    pub fn remove_stale_file(&self, pubkey: &PublicKeyBytes) -> Result<bool> {
+    pub(crate) fn remove_stale_file(&self, pubkey: &PublicKeyBytes) -> Result<bool> {
         if self.keys.contains_key(pubkey) {
             return Err(SignerError::Invalid(format!(
                 "key {pubkey} is loaded; delete it instead"

@@ -248,7 +248,7 @@ fn check_distinct(ids: &[ShareId]) -> Result<()> {
 }
 
 /// The default share ids 1, 2, …, n.
-pub fn default_ids(n: usize) -> Vec<ShareId> {
+pub(crate) fn default_ids(n: usize) -> Vec<ShareId> {
     (1..=n as u64).filter_map(ShareId::new).collect()
 }
 
@@ -369,7 +369,7 @@ pub fn combine_weighted(partials: &[Signature]) -> Result<Signature> {
 
 /// Turn a weighted partial back into the plain one (σᵢ = λᵢ⁻¹·σ'ᵢ), to check it against the
 /// share's public key.
-pub fn unweight(partial: &Signature, weight: &Coefficient) -> Result<Signature> {
+pub(crate) fn unweight(partial: &Signature, weight: &Coefficient) -> Result<Signature> {
     let inv = weight
         .0
         .inverse()
@@ -382,7 +382,7 @@ pub fn unweight(partial: &Signature, weight: &Coefficient) -> Result<Signature> 
 
 /// e(pk, H(m)) = e(g₁, sig), with H(m) already hashed. `pk` must be a validated key (as
 /// [`PublicKey::key_validate`] gives) and `sig` a point computed here (no subgroup check).
-pub fn verify_hashed(pk: &PublicKey, hashed: &HashedMessage, sig: &Signature) -> bool {
+pub(crate) fn verify_hashed(pk: &PublicKey, hashed: &HashedMessage, sig: &Signature) -> bool {
     let pk: &blst_p1_affine = pk.into();
     let sig: blst_p2_affine = (*sig).into();
     let lhs = blst_fp12::miller_loop(&hashed.affine, pk);
@@ -467,7 +467,11 @@ pub fn verify_batch(items: &[BatchItem<'_>]) -> Result<(), Vec<usize>> {
 }
 
 /// Verify a plain partial against its share's public key.
-pub fn verify_partial(share_pk: &PublicKey, hashed: &HashedMessage, partial: &Signature) -> bool {
+pub(crate) fn verify_partial(
+    share_pk: &PublicKey,
+    hashed: &HashedMessage,
+    partial: &Signature,
+) -> bool {
     verify_hashed(share_pk, hashed, partial)
 }
 

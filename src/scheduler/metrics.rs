@@ -44,7 +44,7 @@ impl SchedulerMetrics {
     }
 
     /// The queue-wait histograms, per class.
-    pub fn render_queue_wait(&self, out: &mut String) {
+    pub(crate) fn render_queue_wait(&self, out: &mut String) {
         out.push_str("# TYPE signer_queue_wait_seconds histogram\n");
         for c in Class::ALL {
             self.queue_wait[c as usize].render(
@@ -57,7 +57,7 @@ impl SchedulerMetrics {
 
     /// Everything but the queue wait: device operations, the per-class counters, threshold
     /// shares and hedges.
-    pub fn render_rest(&self, out: &mut String) {
+    pub(crate) fn render_rest(&self, out: &mut String) {
         out.push_str("# TYPE signer_device_operation_seconds histogram\n");
         self.device_op
             .render(out, "signer_device_operation_seconds", "device");

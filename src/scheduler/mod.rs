@@ -39,8 +39,8 @@ use tokio::sync::oneshot;
 pub use metrics::SchedulerMetrics;
 pub use os_priority::runtime;
 pub(crate) use os_priority::set_own_nice;
-pub use pace::ahead_limit;
-pub use queue::{Class, Next, Queued, Urgency, CLASSES};
+pub use queue::Class;
+pub(crate) use queue::CLASSES;
 pub use state::SchedulerStats;
 
 use crate::consensus::SigningRoot;
@@ -106,7 +106,7 @@ impl Default for SchedulerConfig {
 
 impl SchedulerConfig {
     /// The defaults, with what `[scheduler]` sets.
-    pub fn from_settings(s: &crate::config::SchedulerSettings) -> SchedulerConfig {
+    pub(crate) fn from_settings(s: &crate::config::SchedulerSettings) -> SchedulerConfig {
         let mut c = SchedulerConfig::default();
         if let Some(n) = s.cpu_workers {
             c.cpu_workers = n.max(1);
@@ -422,7 +422,7 @@ impl Scheduler {
 
     /// Forget what was cached about a key (its threshold shares' public keys), so that a key
     /// deleted and imported again with new shares is not checked against the old ones.
-    pub fn forget_key(&self, pubkey: &PublicKeyBytes) {
+    pub(crate) fn forget_key(&self, pubkey: &PublicKeyBytes) {
         self.inner
             .threshold_keys
             .lock()
@@ -641,23 +641,5 @@ impl Drop for CancelOnDrop<'_> {
         if self.armed {
             self.sched.cancel(self.id);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_cpu_buffer_covers_twice_the_signatures_made_during_one_device_operation() {
-        let us = Duration::from_micros;
-        // A fast device: two waiting per worker, and twice one more.
-        assert_eq!(ahead_limit(2, us(40), us(450)), 6);
-        // Nothing measured yet: two per worker.
-        assert_eq!(ahead_limit(2, Duration::ZERO, us(1000)), 4);
-        // A 2 ms network HSM: 2 workers sign 8.9 envelopes meanwhile, so 9 twice.
-        assert_eq!(ahead_limit(2, us(2000), us(450)), 4 + 2 * 9);
-        // A zero signature time does not divide by zero.
-        assert!(ahead_limit(1, us(10), Duration::ZERO) > 2);
     }
 }

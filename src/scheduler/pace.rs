@@ -11,7 +11,7 @@ use std::time::Duration;
 /// twice covers the variance of both times, without which the workers were found waiting for
 /// envelopes on a slow device. So a slow device keeps enough operations in flight, and a fast
 /// one keeps few secrets open and few device threads on the cores.
-pub fn ahead_limit(workers: usize, device_op: Duration, sign: Duration) -> usize {
+pub(crate) fn ahead_limit(workers: usize, device_op: Duration, sign: Duration) -> usize {
     let per_op = device_op.as_secs_f64() / sign.as_secs_f64().max(1e-6);
     2 * workers + 2 * (workers as f64 * per_op).ceil().min(1e6) as usize
 }
@@ -53,5 +53,23 @@ impl Pace {
     }
     pub(super) fn sign(&self) -> Duration {
         Duration::from_nanos(self.sign_ns.load(Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cpu_buffer_covers_twice_the_signatures_made_during_one_device_operation() {
+        let us = Duration::from_micros;
+        // A fast device: two waiting per worker, and twice one more.
+        assert_eq!(ahead_limit(2, us(40), us(450)), 6);
+        // Nothing measured yet: two per worker.
+        assert_eq!(ahead_limit(2, Duration::ZERO, us(1000)), 4);
+        // A 2 ms network HSM: 2 workers sign 8.9 envelopes meanwhile, so 9 twice.
+        assert_eq!(ahead_limit(2, us(2000), us(450)), 4 + 2 * 9);
+        // A zero signature time does not divide by zero.
+        assert!(ahead_limit(1, us(10), Duration::ZERO) > 2);
     }
 }

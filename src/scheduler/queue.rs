@@ -40,7 +40,7 @@ pub enum Class {
 }
 
 /// Number of classes.
-pub const CLASSES: usize = 5;
+pub(crate) const CLASSES: usize = 5;
 
 impl Class {
     /// All classes, highest first.
@@ -65,7 +65,7 @@ impl Class {
 }
 
 /// Something that waits in a queue.
-pub trait Queued {
+pub(crate) trait Queued {
     /// Its class.
     fn class(&self) -> Class;
     /// Within its class, a higher one runs first (the slot of its work; 0 for none).
@@ -80,7 +80,7 @@ pub trait Queued {
 
 /// What `pop` found.
 #[derive(Debug)]
-pub enum Next<T> {
+pub(crate) enum Next<T> {
     /// Run this.
     Run(T),
     /// Refuse this: its deadline passed while it waited (answer 503, do not sign).
@@ -93,7 +93,7 @@ pub enum Next<T> {
 
 /// How urgent a queue's head is, to compare the heads of several queues: lower runs first
 /// (class, then freshness, highest first, then arrival).
-pub type Urgency = (usize, Reverse<u64>, u64);
+pub(crate) type Urgency = (usize, Reverse<u64>, u64);
 
 /// One class's tasks: runs of equal freshness, the freshest run first, each in arrival order.
 /// No run is empty but a sole one: the last run is kept when the queue empties, so a queue that
@@ -195,10 +195,6 @@ impl<T: Queued> ClassQueue<T> {
             .find_map(|(i, (_, run))| run.iter().position(|t| t.id() == id).map(|p| (i, p)))?;
         self.take(i, At::Pos(pos))
     }
-
-    fn iter(&self) -> impl Iterator<Item = &T> {
-        self.runs.iter().flat_map(|(_, run)| run.iter())
-    }
 }
 
 /// Where [`ClassQueue::take`] takes from a run.
@@ -212,7 +208,7 @@ enum At {
 /// One queue per class. With `fifo` set, every class shares one queue in arrival order (the
 /// baseline the benchmark compares against: same code path, priorities off).
 #[derive(Debug)]
-pub struct ClassQueues<T> {
+pub(crate) struct ClassQueues<T> {
     q: [ClassQueue<T>; CLASSES],
     fifo: bool,
 }
@@ -249,17 +245,9 @@ impl<T: Queued> ClassQueues<T> {
     }
 
     /// True when empty.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// Queued per class (for metrics).
-    pub fn len_of(&self, class: Class) -> usize {
-        self.q
-            .iter()
-            .flat_map(ClassQueue::iter)
-            .filter(|t| t.class() == class)
-            .count()
     }
 
     /// The class of the task `pop` would look at first (it may have expired or been cancelled
@@ -278,7 +266,7 @@ impl<T: Queued> ClassQueues<T> {
     }
 
     /// Put back where `pop` took it from (a task that could not run after all).
-    pub fn push_front(&mut self, t: T) {
+    pub(crate) fn push_front(&mut self, t: T) {
         let (s, f) = (self.slot(t.class()), self.freshness_of(&t));
         self.q[s].push_front(t, f);
     }
@@ -293,7 +281,7 @@ impl<T: Queued> ClassQueues<T> {
 
     /// As [`ClassQueues::pop`], but blocks stay queued for their device's block thread (with
     /// priorities on; the FIFO baseline has one queue and no block threads).
-    pub fn pop_except_blocks(&mut self, now: Instant, allow_background: bool) -> Next<T> {
+    pub(crate) fn pop_except_blocks(&mut self, now: Instant, allow_background: bool) -> Next<T> {
         let first = if self.fifo {
             0
         } else {
@@ -331,7 +319,7 @@ impl<T: Queued> ClassQueues<T> {
     /// Make room for a task of `class`: remove the task that would run last of the lowest class
     /// strictly below `class`, if any (shed background first; within a class, the stalest work,
     /// newest arrival first).
-    pub fn evict_below(&mut self, class: Class) -> Option<T> {
+    pub(crate) fn evict_below(&mut self, class: Class) -> Option<T> {
         if self.fifo {
             return None;
         }

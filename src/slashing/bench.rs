@@ -17,7 +17,7 @@ use super::{Proposal, Pubkey, Root, SlashingError};
 
 /// One measured run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct BenchRun {
+pub(crate) struct BenchRun {
     /// "group-commit" or "transaction-per-request".
     pub mode: String,
     /// Most requests per transaction.
@@ -48,7 +48,7 @@ pub struct BenchRun {
 
 /// Group commit beside the one-transaction-per-request baseline, same workload.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct BenchReport {
+pub(crate) struct BenchReport {
     /// Our way.
     pub group_commit: BenchRun,
     /// The baseline.
@@ -72,7 +72,7 @@ fn signing_root(i: usize, epoch: u64) -> Root {
 }
 
 /// Run both modes for `seconds` each, with a fresh database in `dir` for each (removed after).
-pub fn bench_sqlite(
+pub(crate) fn bench_sqlite(
     dir: &Path,
     validators: usize,
     concurrency: usize,
@@ -91,7 +91,7 @@ pub fn bench_sqlite(
 }
 
 /// One run with at most `max_batch` requests per transaction (1: the baseline).
-pub fn bench_sqlite_mode(
+pub(crate) fn bench_sqlite_mode(
     dir: &Path,
     validators: usize,
     concurrency: usize,

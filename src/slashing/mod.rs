@@ -35,16 +35,9 @@ mod store;
 
 use std::fmt;
 
-pub use self::postgres::{
-    bench_postgres, bench_postgres_mode, connection_string_has_password, PostgresStore,
-};
-pub use bench::{bench_sqlite, bench_sqlite_mode, BenchReport, BenchRun};
-pub use interchange::{ImportSummary, MinifiedValidator};
-pub use service::{Deletion, Options, SlashingProtection, Stats};
-pub use sqlite::SqliteStore;
-pub use store::{
-    AttestationRecord, BlockRecord, Pruned, SlashingStore, StoreTxn, ValidatorId, Watermarks,
-};
+pub(crate) use self::postgres::{bench_postgres, connection_string_has_password};
+pub(crate) use bench::bench_sqlite;
+pub use service::{Options, SlashingProtection};
 
 /// A validator's 48-byte compressed BLS public key.
 pub type Pubkey = [u8; 48];

@@ -33,7 +33,7 @@ use zeroize::Zeroizing;
 
 /// libpq's `sslmode` (`allow` is not offered: it prefers plain text).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsMode {
+pub(crate) enum TlsMode {
     /// No TLS.
     Disable,
     /// TLS when the server offers it; the server is not authenticated.

@@ -111,7 +111,7 @@ const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_KEEPALIVE_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
 
 /// The PostgreSQL store. See the module doc.
-pub struct PostgresStore {
+pub(crate) struct PostgresStore {
     config: Config,
     transport: Transport,
     /// `host:port/dbname`, never the password: for messages.
@@ -316,7 +316,7 @@ fn parse_url(url: &str) -> Result<(Config, pg_tls::TlsParams), SlashingError> {
 
 /// Whether the connection string `url` carries a password (one that does not parse is taken to,
 /// to be safe).
-pub fn connection_string_has_password(url: &str) -> bool {
+pub(crate) fn connection_string_has_password(url: &str) -> bool {
     parse_url(url).map_or(true, |(config, _)| config.get_password().is_some())
 }
 
@@ -927,7 +927,7 @@ impl SlashingProtection {
     }
 
     /// [`open_postgres`](Self::open_postgres) with explicit [`Options`].
-    pub fn open_postgres_with(
+    pub(crate) fn open_postgres_with(
         url: &str,
         gvr: Option<Root>,
         options: Options,
@@ -938,7 +938,7 @@ impl SlashingProtection {
 
 /// [`bench_sqlite`](super::bench_sqlite) on PostgreSQL: both modes, each in a fresh database
 /// created on the server `url` points to (its role needs `CREATEDB`) and dropped after.
-pub fn bench_postgres(
+pub(crate) fn bench_postgres(
     url: &str,
     validators: usize,
     concurrency: usize,
@@ -957,7 +957,7 @@ pub fn bench_postgres(
 }
 
 /// One PostgreSQL run with at most `max_batch` requests per transaction (1: the baseline).
-pub fn bench_postgres_mode(
+pub(crate) fn bench_postgres_mode(
     url: &str,
     validators: usize,
     concurrency: usize,

@@ -193,7 +193,10 @@ impl SlashingProtection {
     }
 
     /// Serve `store` from a new writer thread.
-    pub fn with_store<S: SlashingStore>(store: S, options: Options) -> Result<Self, SlashingError> {
+    pub(crate) fn with_store<S: SlashingStore>(
+        store: S,
+        options: Options,
+    ) -> Result<Self, SlashingError> {
         let (sender, receiver) = mpsc::sync_channel(options.queue_capacity.max(1));
         let counters = Arc::new(Counters::default());
         let writer_counters = counters.clone();
@@ -329,7 +332,7 @@ impl SlashingProtection {
     }
 
     /// Every key marked deleted. Blocks the calling thread.
-    pub fn deleted_keys(&self) -> Result<Vec<Pubkey>, SlashingError> {
+    pub(crate) fn deleted_keys(&self) -> Result<Vec<Pubkey>, SlashingError> {
         self.call(|reply| Job::Task(Task::DeletedKeys(reply)))?
     }
 

@@ -71,7 +71,7 @@ pub(crate) const SQL_MIN_EPOCHS: &str = "SELECT
 const WRITER_AUTOCHECKPOINT_PAGES: i64 = 20_000;
 
 /// The SQLite store. See the module doc.
-pub struct SqliteStore {
+pub(crate) struct SqliteStore {
     conn: Connection,
     path: PathBuf,
     checkpointer: Option<Checkpointer>,
@@ -206,11 +206,6 @@ impl SqliteStore {
             _ => Ok(()),
         })?;
         Ok(store)
-    }
-
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     fn migrate(&mut self) -> Result<(), SlashingError> {

@@ -16,14 +16,14 @@
 use super::{Pubkey, Root, SlashingError};
 
 /// A store's id of a validator (a row id).
-pub type ValidatorId = i64;
+pub(crate) type ValidatorId = i64;
 
 /// Explicit low watermarks of one validator, on top of its lowest records. Set by pruning (the
 /// highest pruned values), by a minified import (the imported maxima), and by any import into a
 /// validator that already had history (the low watermark that held before, so that importing old
 /// records never lowers protection). They only ever rise.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Watermarks {
+pub(crate) struct Watermarks {
     /// A new block's slot must be above this.
     pub block_slot: Option<u64>,
     /// A new attestation's source epoch must be at or above this.
@@ -34,7 +34,7 @@ pub struct Watermarks {
 
 impl Watermarks {
     /// Raise each watermark to at least the corresponding value in `other`.
-    pub fn raise(&mut self, other: &Watermarks) {
+    pub(crate) fn raise(&mut self, other: &Watermarks) {
         self.block_slot = max_opt(self.block_slot, other.block_slot);
         self.attestation_source = max_opt(self.attestation_source, other.attestation_source);
         self.attestation_target = max_opt(self.attestation_target, other.attestation_target);
@@ -52,7 +52,7 @@ pub(crate) fn max_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
 
 /// A recorded block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BlockRecord {
+pub(crate) struct BlockRecord {
     /// Slot.
     pub slot: u64,
     /// Signing root; `None` when imported without one (unknown, never equal to a request's).
@@ -61,7 +61,7 @@ pub struct BlockRecord {
 
 /// A recorded attestation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AttestationRecord {
+pub(crate) struct AttestationRecord {
     /// Source epoch.
     pub source_epoch: u64,
     /// Target epoch.
@@ -72,7 +72,7 @@ pub struct AttestationRecord {
 
 /// What pruning removed from one validator.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Pruned {
+pub(crate) struct Pruned {
     /// Records deleted.
     pub records: u64,
     /// The highest pruned values, which become watermarks.
@@ -80,7 +80,7 @@ pub struct Pruned {
 }
 
 /// A slashing-protection database. Owned by one writer thread, hence `Send` but not `Sync`.
-pub trait SlashingStore: Send + 'static {
+pub(crate) trait SlashingStore: Send + 'static {
     /// Run `f` in one write transaction; commit durably iff it returns `Ok`, else roll back.
     fn transaction<R>(
         &mut self,
@@ -90,7 +90,7 @@ pub trait SlashingStore: Send + 'static {
 
 /// Operations inside one transaction. Slots and epochs are at most
 /// [`MAX_SLOT_OR_EPOCH`](super::MAX_SLOT_OR_EPOCH).
-pub trait StoreTxn {
+pub(crate) trait StoreTxn {
     /// The network this database protects, if recorded yet.
     fn genesis_validators_root(&mut self) -> Result<Option<Root>, SlashingError>;
     /// Record the network (only when none is recorded).
