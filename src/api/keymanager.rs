@@ -26,7 +26,7 @@ use zeroize::Zeroize;
 
 use crate::api::error::ApiError;
 use crate::api::AppState;
-use crate::app::lifecycle::place_key;
+use crate::app::lifecycle::{delete_keys, install_keys, Deleted, NewKey};
 use crate::keys::eip2335::{KdfWork, Keystore};
 use crate::keys::PublicKeyBytes;
 use crate::slashing::interchange;
@@ -251,67 +251,20 @@ async fn import(State(app): State<AppState>, body: Bytes) -> Result<Response, Ap
         }
     }
 
-    if !todo.is_empty() {
-        let devices = runtime.scheduler.devices().clone();
-        let mut store = runtime.keys.clone();
-        let (store, placed) = tokio::task::spawn_blocking(move || {
-            let placed: Vec<(usize, PublicKeyBytes, crate::Result<()>)> = todo
-                .into_iter()
-                .map(|(i, pk, sk, path)| {
-                    let r = place_key(&mut store, &devices, &placement, pk, &sk, path);
-                    (i, pk, r)
-                })
-                .collect();
-            (store, placed)
+    let keys = todo
+        .into_iter()
+        .map(|(index, pubkey, secret, derivation_path)| NewKey {
+            index,
+            pubkey,
+            secret,
+            derivation_path,
         })
+        .collect();
+    let refused = install_keys(&app, &runtime, &slashing, placement, keys)
         .await
-        .map_err(join_error)?;
-        let mut store = store;
-        let mut imported = Vec::new();
-        for (i, pk, r) in placed {
-            match r {
-                Ok(()) => imported.push(pk),
-                Err(e) => outcomes[i] = Outcome::Error(e.to_string()),
-            }
-        }
-        if !imported.is_empty() {
-            // The explicit re-import: clear the tombstones, durably, before the keys can sign.
-            let db = slashing.clone();
-            let keys: Vec<[u8; 48]> = imported.iter().map(|k| k.0).collect();
-            let cleared = tokio::task::spawn_blocking(move || db.clear_deleted(&keys))
-                .await
-                .map_err(join_error)?;
-            if let Err(e) = cleared {
-                let message =
-                    format!("recording the re-import failed: {e}; the key was not imported");
-                for pk in &imported {
-                    if let Err(e) = store.delete(pk) {
-                        tracing::error!(%pk, error = %e, "could not remove a half-imported key file");
-                    }
-                }
-                for o in outcomes.iter_mut() {
-                    if matches!(o, Outcome::Imported) {
-                        *o = Outcome::Error(message.clone());
-                    }
-                }
-            } else {
-                app.key_gate.clear_deleted(&imported);
-                for pk in &imported {
-                    runtime.scheduler.forget_key(pk);
-                }
-                tracing::info!(
-                    count = imported.len(),
-                    "keys imported through the Keymanager API"
-                );
-                let key_errors = runtime
-                    .key_errors
-                    .iter()
-                    .filter(|e| !imported.iter().any(|pk| e.contains(&pk.to_string())))
-                    .cloned()
-                    .collect();
-                app.swap_keys(&runtime, store, key_errors);
-            }
-        }
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    for (i, message) in refused {
+        outcomes[i] = Outcome::Error(message);
     }
     let data: Vec<Value> = outcomes.iter().map(Outcome::to_json).collect();
     Ok(Json(json!({ "data": data })).into_response())
@@ -341,102 +294,20 @@ async fn delete(State(app): State<AppState>, body: Bytes) -> Result<Response, Ap
     }
     let slashing = require_slashing(&app)?;
 
-    let _write = app.key_gate.write.lock().await;
-    let runtime = app.runtime();
-    let active: Vec<bool> = pubkeys.iter().map(|k| runtime.keys.contains(k)).collect();
-    let mut stopping: Vec<PublicKeyBytes> = pubkeys
-        .iter()
-        .zip(&active)
-        .filter(|(_, a)| **a)
-        .map(|(k, _)| *k)
-        .collect();
-    stopping.sort();
-    stopping.dedup();
     // 1. No new signature from these keys; wait for those under way.
     let drain = app
         .config
         .keymanager
         .delete_drain_timeout_secs
         .map_or(DRAIN_TIMEOUT, Duration::from_secs);
-    let busy = app.key_gate.stop(&stopping, drain).await;
-    if !busy.is_empty() {
-        // "deleted" promises that this signer signs nothing more with the key, and a signature
-        // still under way could be released after the answer: such a key is not deleted (no
-        // tombstone, no export), signs on as before, and the client may retry.
-        app.key_gate.clear_deleted(&busy);
-        for pk in &busy {
-            tracing::warn!(%pk, "Keymanager DELETE gave up on a key still signing after {drain:?}; the key stays active");
-        }
-    }
-    // 2. Durably: tombstones and the signing history, in one transaction.
-    let db = slashing.clone();
-    // A key file that is on disk but not loaded (it failed to load) counts as known too.
-    let dir = runtime.keys.dir().to_owned();
-    let marks: Vec<(PublicKeyBytes, bool)> = pubkeys
-        .iter()
-        .copied()
-        .zip(active.clone())
-        .filter(|(k, _)| !busy.contains(k))
-        .collect();
-    let deletion = tokio::task::spawn_blocking(move || {
-        let marks: Vec<([u8; 48], bool)> = marks
-            .iter()
-            .map(|(k, a)| (k.0, *a || dir.join(format!("{k}.json")).exists()))
-            .collect();
-        db.mark_deleted(&marks)
-    })
-    .await
-    .map_err(join_error)?
-    .map_err(|e| {
-        tracing::error!(error = %e, "Keymanager DELETE could not record the deletion");
-        ApiError::internal(format!(
-            "could not record the deletion: {e}; the keys are refused until restart, and \
-                 their files are kept"
-        ))
-    })?;
-    // Per requested key (a busy one: not attempted, so not known).
-    let mut answered = deletion.known.iter().copied();
-    let known: Vec<bool> = pubkeys
-        .iter()
-        .map(|k| !busy.contains(k) && answered.next().unwrap_or(false))
-        .collect();
-    // Known keys are now tombstoned: refuse them here too (not-active ones included).
-    app.key_gate.mark_deleted(
-        pubkeys
-            .iter()
-            .zip(&known)
-            .filter(|(_, known)| **known)
-            .map(|(k, _)| *k),
-    );
-    // 3. Remove the key files and the keys from the signing set.
-    let mut store = runtime.keys.clone();
-    let removals: Vec<PublicKeyBytes> = pubkeys
-        .iter()
-        .zip(&known)
-        .filter(|(_, known)| **known)
-        .map(|(k, _)| *k)
-        .collect();
-    let store = tokio::task::spawn_blocking(move || {
-        for pk in &removals {
-            let removed = if store.contains(pk) {
-                store.delete(pk).map(|_| true)
-            } else {
-                store.remove_stale_file(pk)
-            };
-            if let Err(e) = removed {
-                // The tombstone already keeps the key from signing; the file is only clutter.
-                tracing::warn!(%pk, error = %e, "deleted key's file could not be removed");
-                store.forget(pk);
-            }
-        }
-        store
-    })
-    .await
-    .map_err(join_error)?;
-    for pk in stopping.iter().filter(|k| !busy.contains(k)) {
-        runtime.scheduler.forget_key(pk);
-    }
-    app.swap_keys(&runtime, store, runtime.key_errors.clone());
+    let Deleted {
+        active,
+        known,
+        busy,
+        interchange,
+    } = delete_keys(&app, &slashing, &pubkeys, drain)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
 
     let data: Vec<Value> = pubkeys
         .iter()
@@ -463,7 +334,7 @@ async fn delete(State(app): State<AppState>, body: Bytes) -> Result<Response, Ap
     if deleted > 0 {
         tracing::info!(deleted, "keys deleted through the Keymanager API");
     }
-    Ok(Json(json!({ "data": data, "slashing_protection": deletion.interchange })).into_response())
+    Ok(Json(json!({ "data": data, "slashing_protection": interchange })).into_response())
 }
 
 /// The OS nice value of a Keymanager key derivation: below the HTTP runtime (5), so that an

@@ -7,7 +7,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::app::Signer;
+use crate::app::{Runtime, Signer};
+use crate::error::SignerError;
 use crate::keys::provision::{provision_threshold_with_path, Placement};
 use crate::keys::{seal_share, KeyRecord, KeyStore, PublicKeyBytes, ShareId};
 use crate::slashing::{SlashingError, SlashingProtection};
@@ -198,6 +199,227 @@ pub(crate) fn place_key(
         )
         .map(|_| ()),
     }
+}
+
+/// A key decrypted for import, not placed yet.
+pub(crate) struct NewKey {
+    /// Its place in the caller's request (errors are returned by it).
+    pub index: usize,
+    /// The validator key.
+    pub pubkey: PublicKeyBytes,
+    /// The secret (wiped when dropped).
+    pub secret: blst::min_pk::SecretKey,
+    /// The EIP-2334 path its keystore named, if any.
+    pub derivation_path: Option<String>,
+}
+
+/// Put imported keys live: each sealed as `placement` says and its key file written, then their
+/// tombstones cleared in the slashing database (durably, before any of them can sign), then the
+/// key set swapped with them in. `runtime` is the live set the caller checked the keys against
+/// (it holds the key-set lock, `KeyGate::write`). Returns the keys kept out, by index, with
+/// why: a key that could not be placed, or every placed key when the database could not record
+/// the re-import (their files are removed again).
+pub(crate) async fn install_keys(
+    signer: &Signer,
+    runtime: &Arc<Runtime>,
+    slashing: &SlashingProtection,
+    placement: Placement,
+    keys: Vec<NewKey>,
+) -> crate::Result<Vec<(usize, String)>> {
+    let joined = |e: tokio::task::JoinError| SignerError::Internal(format!("internal error: {e}"));
+    let mut refused = Vec::new();
+    if keys.is_empty() {
+        return Ok(refused);
+    }
+    let devices = runtime.scheduler.devices().clone();
+    let mut store = runtime.keys.clone();
+    let (mut store, placed) = tokio::task::spawn_blocking(move || {
+        let placed: Vec<(usize, PublicKeyBytes, crate::Result<()>)> = keys
+            .into_iter()
+            .map(|k| {
+                let r = place_key(
+                    &mut store,
+                    &devices,
+                    &placement,
+                    k.pubkey,
+                    &k.secret,
+                    k.derivation_path,
+                );
+                (k.index, k.pubkey, r)
+            })
+            .collect();
+        (store, placed)
+    })
+    .await
+    .map_err(joined)?;
+    let mut imported = Vec::new();
+    let mut placed_at = Vec::new();
+    for (i, pk, r) in placed {
+        match r {
+            Ok(()) => {
+                imported.push(pk);
+                placed_at.push(i);
+            }
+            Err(e) => refused.push((i, e.to_string())),
+        }
+    }
+    if imported.is_empty() {
+        return Ok(refused);
+    }
+    // The explicit re-import: clear the tombstones, durably, before the keys can sign.
+    let db = slashing.clone();
+    let cleared_keys: Vec<[u8; 48]> = imported.iter().map(|k| k.0).collect();
+    let cleared = tokio::task::spawn_blocking(move || db.clear_deleted(&cleared_keys))
+        .await
+        .map_err(joined)?;
+    if let Err(e) = cleared {
+        let message = format!("recording the re-import failed: {e}; the key was not imported");
+        for pk in &imported {
+            if let Err(e) = store.delete(pk) {
+                tracing::error!(%pk, error = %e, "could not remove a half-imported key file");
+            }
+        }
+        refused.extend(placed_at.into_iter().map(|i| (i, message.clone())));
+        return Ok(refused);
+    }
+    signer.key_gate.clear_deleted(&imported);
+    for pk in &imported {
+        runtime.scheduler.forget_key(pk);
+    }
+    tracing::info!(
+        count = imported.len(),
+        "keys imported through the Keymanager API"
+    );
+    let key_errors = runtime
+        .key_errors
+        .iter()
+        .filter(|e| !imported.iter().any(|pk| e.contains(&pk.to_string())))
+        .cloned()
+        .collect();
+    signer.swap_keys(runtime, store, key_errors);
+    Ok(refused)
+}
+
+/// What [`delete_keys`] did, per requested key (in order) where it is a list.
+pub(crate) struct Deleted {
+    /// The key was in the signing set.
+    pub(crate) active: Vec<bool>,
+    /// The key was known (active, on disk, or in the database) and is now tombstoned.
+    pub(crate) known: Vec<bool>,
+    /// Keys still signing when the drain timed out: not deleted, signing on as before.
+    pub(crate) busy: Vec<PublicKeyBytes>,
+    /// EIP-3076 interchange of the known keys, as recorded.
+    pub(crate) interchange: String,
+}
+
+/// Delete keys (the Keymanager API's DELETE): no new signature from them, and those under way
+/// waited for (at most `drain`; a key still busy then is not deleted); then, durably and in one
+/// transaction, their tombstones and signing history; then their files removed and the key set
+/// swapped without them.
+pub(crate) async fn delete_keys(
+    signer: &Signer,
+    slashing: &SlashingProtection,
+    pubkeys: &[PublicKeyBytes],
+    drain: Duration,
+) -> crate::Result<Deleted> {
+    let joined = |e: tokio::task::JoinError| SignerError::Internal(format!("internal error: {e}"));
+    let _write = signer.key_gate.write.lock().await;
+    let runtime = signer.runtime();
+    let active: Vec<bool> = pubkeys.iter().map(|k| runtime.keys.contains(k)).collect();
+    let mut stopping: Vec<PublicKeyBytes> = pubkeys
+        .iter()
+        .zip(&active)
+        .filter(|(_, a)| **a)
+        .map(|(k, _)| *k)
+        .collect();
+    stopping.sort();
+    stopping.dedup();
+    // 1. No new signature from these keys; wait for those under way.
+    let busy = signer.key_gate.stop(&stopping, drain).await;
+    if !busy.is_empty() {
+        // "deleted" promises that this signer signs nothing more with the key, and a signature
+        // still under way could be released after the answer: such a key is not deleted (no
+        // tombstone, no export), signs on as before, and the client may retry.
+        signer.key_gate.clear_deleted(&busy);
+        for pk in &busy {
+            tracing::warn!(%pk, "Keymanager DELETE gave up on a key still signing after {drain:?}; the key stays active");
+        }
+    }
+    // 2. Durably: tombstones and the signing history, in one transaction.
+    let db = slashing.clone();
+    // A key file that is on disk but not loaded (it failed to load) counts as known too.
+    let dir = runtime.keys.dir().to_owned();
+    let marks: Vec<(PublicKeyBytes, bool)> = pubkeys
+        .iter()
+        .copied()
+        .zip(active.clone())
+        .filter(|(k, _)| !busy.contains(k))
+        .collect();
+    let deletion = tokio::task::spawn_blocking(move || {
+        let marks: Vec<([u8; 48], bool)> = marks
+            .iter()
+            .map(|(k, a)| (k.0, *a || dir.join(format!("{k}.json")).exists()))
+            .collect();
+        db.mark_deleted(&marks)
+    })
+    .await
+    .map_err(joined)?
+    .map_err(|e| {
+        tracing::error!(error = %e, "Keymanager DELETE could not record the deletion");
+        SignerError::Slashing(format!(
+            "could not record the deletion: {e}; the keys are refused until restart, and \
+                 their files are kept"
+        ))
+    })?;
+    // Per requested key (a busy one: not attempted, so not known).
+    let mut answered = deletion.known.iter().copied();
+    let known: Vec<bool> = pubkeys
+        .iter()
+        .map(|k| !busy.contains(k) && answered.next().unwrap_or(false))
+        .collect();
+    // Known keys are now tombstoned: refuse them here too (not-active ones included).
+    signer.key_gate.mark_deleted(
+        pubkeys
+            .iter()
+            .zip(&known)
+            .filter(|(_, known)| **known)
+            .map(|(k, _)| *k),
+    );
+    // 3. Remove the key files and the keys from the signing set.
+    let mut store = runtime.keys.clone();
+    let removals: Vec<PublicKeyBytes> = pubkeys
+        .iter()
+        .zip(&known)
+        .filter(|(_, known)| **known)
+        .map(|(k, _)| *k)
+        .collect();
+    let store = tokio::task::spawn_blocking(move || {
+        for pk in &removals {
+            let removed = if store.contains(pk) {
+                store.delete(pk).map(|_| true)
+            } else {
+                store.remove_stale_file(pk)
+            };
+            if let Err(e) = removed {
+                // The tombstone already keeps the key from signing; the file is only clutter.
+                tracing::warn!(%pk, error = %e, "deleted key's file could not be removed");
+                store.forget(pk);
+            }
+        }
+        store
+    })
+    .await
+    .map_err(joined)?;
+    for pk in stopping.iter().filter(|k| !busy.contains(k)) {
+        runtime.scheduler.forget_key(pk);
+    }
+    signer.swap_keys(&runtime, store, runtime.key_errors.clone());
+    Ok(Deleted {
+        active,
+        known,
+        busy,
+        interchange: deletion.interchange,
+    })
 }
 
 #[cfg(test)]
