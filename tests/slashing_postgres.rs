@@ -826,3 +826,78 @@ fn the_database_url_comes_from_a_file_or_the_environment_and_a_password_on_argv_
         "{err}"
     );
 }
+
+#[test]
+fn bench_slashing_measures_sqlite_and_postgres_and_drops_its_scratch_databases() {
+    let pg = PgServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args([
+            "bench",
+            "slashing",
+            "--validators",
+            "20",
+            "--concurrency",
+            "4",
+        ])
+        .args(["--seconds", "0.3", "--postgres", pg.url(), "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for store in ["sqlite", "postgres"] {
+        for (mode, name) in [
+            ("group_commit", "group-commit"),
+            ("transaction_per_request", "transaction-per-request"),
+        ] {
+            let run = &report[store][mode];
+            assert_eq!(run["mode"], name, "{store}: {run}");
+            assert!(run["attestations"].as_u64().unwrap() > 0, "{store}: {run}");
+            assert_eq!(run["errors"], 0, "{store}: {run}");
+            assert_eq!(run["validators"], 20, "{store}: {run}");
+            let txns = run["transactions"].as_u64().unwrap();
+            assert!(txns > 0, "{store}: {run}");
+            if mode == "transaction_per_request" {
+                // One transaction per request: every attestation had its own.
+                assert_eq!(run["mean_batch"].as_f64().unwrap(), 1.0, "{store}: {run}");
+            }
+        }
+    }
+    // The scratch databases are gone, and the one the URL names is untouched.
+    let left: Vec<String> = pg
+        .admin()
+        .query(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'hsm_signer_bench%'",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(left.is_empty(), "scratch databases left: {left:?}");
+    // The SQLite scratch files are gone from the data directory.
+    let files: Vec<_> = walk(dir.path())
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("bench-slashing"))
+        .collect();
+    assert!(files.is_empty(), "{files:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -5,6 +5,7 @@ pub mod combine;
 pub mod custody;
 pub mod health_flood;
 pub mod scenario;
+pub mod slashing;
 pub mod threshold;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

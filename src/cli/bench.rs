@@ -27,12 +27,13 @@ pub(super) fn bench_cmd(config: &Config, cmd: BenchCmd) -> Result<()> {
                     std::hint::black_box(crate::bls::sign(&sk, &bench::message(i)));
                 });
             let dir = tempfile_dir(&config.data_dir)?;
-            let sqlite = crate::slashing::bench_sqlite(&dir, validators, concurrency, seconds)
-                .map_err(err)?;
+            let sqlite =
+                crate::bench::slashing::bench_sqlite(&dir, validators, concurrency, seconds)
+                    .map_err(err)?;
             let _ = std::fs::remove_dir_all(&dir);
             let pg = match &postgres {
                 Some(url) => Some(
-                    crate::slashing::bench_postgres(url, validators, concurrency, seconds)
+                    crate::bench::slashing::bench_postgres(url, validators, concurrency, seconds)
                         .map_err(err)?,
                 ),
                 None => None,

@@ -22,7 +22,6 @@
 //! A record imported without a signing root has an *unknown* root, which never equals a
 //! requested one.
 
-mod bench;
 pub(crate) mod interchange;
 #[cfg(test)]
 mod memory;
@@ -35,8 +34,7 @@ mod store;
 
 use std::fmt;
 
-pub(crate) use self::postgres::{bench_postgres, connection_string_has_password};
-pub(crate) use bench::bench_sqlite;
+pub(crate) use self::postgres::{connection_string_has_password, with_scratch_database};
 pub use service::{Options, SlashingProtection};
 
 /// A validator's 48-byte compressed BLS public key.

@@ -39,7 +39,6 @@ use postgres::types::ToSql;
 use postgres::{Client, Config, IsolationLevel, NoTls, Row, Statement};
 use zeroize::Zeroizing;
 
-use super::bench::{self, BenchReport, BenchRun};
 use super::pg_tls::{self, Transport};
 use super::service::{Options, SlashingProtection};
 use super::store::{
@@ -936,43 +935,24 @@ impl SlashingProtection {
     }
 }
 
-/// [`bench_sqlite`](super::bench_sqlite) on PostgreSQL: both modes, each in a fresh database
-/// created on the server `url` points to (its role needs `CREATEDB`) and dropped after.
-pub(crate) fn bench_postgres(
+/// A fresh database on the server `url` points to (its role needs `CREATEDB`), named after
+/// `tag` and this process, opened for `f` as slashing protection by the function it is given,
+/// and dropped once `f` returned (its service, and so its connection, is gone by then). For
+/// benchmarks.
+pub(crate) fn with_scratch_database<R>(
     url: &str,
-    validators: usize,
-    concurrency: usize,
-    seconds: f64,
-) -> Result<BenchReport, SlashingError> {
-    Ok(BenchReport {
-        group_commit: bench_postgres_mode(
-            url,
-            validators,
-            concurrency,
-            seconds,
-            Options::default().max_batch,
-        )?,
-        transaction_per_request: bench_postgres_mode(url, validators, concurrency, seconds, 1)?,
-    })
-}
-
-/// One PostgreSQL run with at most `max_batch` requests per transaction (1: the baseline).
-pub(crate) fn bench_postgres_mode(
-    url: &str,
-    validators: usize,
-    concurrency: usize,
-    seconds: f64,
-    max_batch: usize,
-) -> Result<BenchRun, SlashingError> {
-    let validators = validators.max(1);
-    let concurrency = concurrency.clamp(1, validators);
+    tag: &str,
+    f: impl FnOnce(
+        &mut dyn FnMut(Root, Options) -> Result<SlashingProtection, SlashingError>,
+    ) -> Result<R, SlashingError>,
+) -> Result<R, SlashingError> {
     let (mut config, params) = parse_url(url)?;
     let target = describe_target(&config);
     let transport = pg_tls::decide(&config, &params)
         .and_then(|mode| pg_tls::transport(&mut config, mode, params.root_cert.as_deref()))
         .map_err(|e| SlashingError::Store(format!("postgresql {target}: {e}")))?;
     let name = format!(
-        "hsm_signer_bench_{}_{max_batch}_{}",
+        "hsm_signer_{tag}_{}_{}",
         std::process::id(),
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -989,19 +969,13 @@ pub(crate) fn bench_postgres_mode(
         .db()?;
     let mut bench_config = config.clone();
     bench_config.dbname(&name);
-    let result = bench::run_with(
-        |gvr, options| {
-            SlashingProtection::with_store(
-                PostgresStore::open_config(bench_config, &params, Some(gvr))?,
-                options,
-            )
-        },
-        validators,
-        concurrency,
-        seconds,
-        max_batch,
-    );
-    // The service is gone (its connection closed) once run_with returned.
+    let result = f(&mut |gvr, options| {
+        SlashingProtection::with_store(
+            PostgresStore::open_config(bench_config.clone(), &params, Some(gvr))?,
+            options,
+        )
+    });
+    // The service is gone (its connection closed) once f returned.
     let dropped = admin.batch_execute(&format!("DROP DATABASE {name}")).db();
     let run = result?;
     dropped?;

@@ -1,6 +1,6 @@
 //! The slashing-protection benchmark behind `hsm-signer bench slashing`: durable attestations
-//! per second and latency on SQLite (PostgreSQL: `bench_postgres`, same workload), group commit
-//! against one transaction per request.
+//! per second and latency on SQLite and PostgreSQL (the same workload on a fresh database of
+//! each), group commit against one transaction per request.
 //!
 //! Workload: `validators` keys, already registered with one attestation each (imported in one
 //! transaction before timing); `concurrency` threads, each owning every `concurrency`-th
@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::service::{Options, SlashingProtection};
-use super::{Proposal, Pubkey, Root, SlashingError};
+use crate::slashing::{Options, Proposal, Pubkey, Root, SlashingError, SlashingProtection};
 
 /// One measured run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -130,6 +129,42 @@ fn run(
         seconds,
         max_batch,
     )
+}
+
+/// [`bench_sqlite`] on PostgreSQL: both modes, each in a fresh database created on the server
+/// `url` points to (its role needs `CREATEDB`) and dropped after.
+pub(crate) fn bench_postgres(
+    url: &str,
+    validators: usize,
+    concurrency: usize,
+    seconds: f64,
+) -> Result<BenchReport, SlashingError> {
+    Ok(BenchReport {
+        group_commit: bench_postgres_mode(
+            url,
+            validators,
+            concurrency,
+            seconds,
+            Options::default().max_batch,
+        )?,
+        transaction_per_request: bench_postgres_mode(url, validators, concurrency, seconds, 1)?,
+    })
+}
+
+/// One PostgreSQL run with at most `max_batch` requests per transaction (1: the baseline).
+fn bench_postgres_mode(
+    url: &str,
+    validators: usize,
+    concurrency: usize,
+    seconds: f64,
+    max_batch: usize,
+) -> Result<BenchRun, SlashingError> {
+    let validators = validators.max(1);
+    let concurrency = concurrency.clamp(1, validators);
+    let tag = format!("bench_{max_batch}");
+    crate::slashing::with_scratch_database(url, &tag, |open| {
+        run_with(open, validators, concurrency, seconds, max_batch)
+    })
 }
 
 /// The workload on the service `open` returns for a fresh, empty database of any store.
