@@ -70,6 +70,16 @@ fn signing_root(i: usize, epoch: u64) -> Root {
     r
 }
 
+/// Group commit (the default batch), then one transaction per request.
+fn both_modes(
+    mut run: impl FnMut(usize) -> Result<BenchRun, SlashingError>,
+) -> Result<BenchReport, SlashingError> {
+    Ok(BenchReport {
+        group_commit: run(Options::default().max_batch)?,
+        transaction_per_request: run(1)?,
+    })
+}
+
 /// Run both modes for `seconds` each, with a fresh database in `dir` for each (removed after).
 pub(crate) fn bench_sqlite(
     dir: &Path,
@@ -77,20 +87,11 @@ pub(crate) fn bench_sqlite(
     concurrency: usize,
     seconds: f64,
 ) -> Result<BenchReport, SlashingError> {
-    Ok(BenchReport {
-        group_commit: bench_sqlite_mode(
-            dir,
-            validators,
-            concurrency,
-            seconds,
-            Options::default().max_batch,
-        )?,
-        transaction_per_request: bench_sqlite_mode(dir, validators, concurrency, seconds, 1)?,
-    })
+    both_modes(|max_batch| bench_sqlite_mode(dir, validators, concurrency, seconds, max_batch))
 }
 
 /// One run with at most `max_batch` requests per transaction (1: the baseline).
-pub(crate) fn bench_sqlite_mode(
+fn bench_sqlite_mode(
     dir: &Path,
     validators: usize,
     concurrency: usize,
@@ -139,16 +140,7 @@ pub(crate) fn bench_postgres(
     concurrency: usize,
     seconds: f64,
 ) -> Result<BenchReport, SlashingError> {
-    Ok(BenchReport {
-        group_commit: bench_postgres_mode(
-            url,
-            validators,
-            concurrency,
-            seconds,
-            Options::default().max_batch,
-        )?,
-        transaction_per_request: bench_postgres_mode(url, validators, concurrency, seconds, 1)?,
-    })
+    both_modes(|max_batch| bench_postgres_mode(url, validators, concurrency, seconds, max_batch))
 }
 
 /// One PostgreSQL run with at most `max_batch` requests per transaction (1: the baseline).
