@@ -70,27 +70,41 @@ fn signing_root(i: usize, epoch: u64) -> Root {
     r
 }
 
-/// Group commit (the default batch), then one transaction per request.
-fn both_modes(
-    mut run: impl FnMut(usize) -> Result<BenchRun, SlashingError>,
+/// Where a run keeps its scratch database.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Store<'a> {
+    /// A fresh SQLite file in this folder for each mode (removed after).
+    Sqlite(&'a Path),
+    /// A fresh database for each mode on the server this URL points to (its role needs
+    /// `CREATEDB`), dropped after.
+    Postgres(&'a str),
+}
+
+/// Run both modes for `seconds` each on `store`: group commit, then one transaction per request.
+pub(crate) fn bench(
+    store: Store<'_>,
+    validators: usize,
+    concurrency: usize,
+    seconds: f64,
 ) -> Result<BenchReport, SlashingError> {
+    let validators = validators.max(1);
+    let concurrency = concurrency.clamp(1, validators);
+    let run = |max_batch| match store {
+        Store::Sqlite(dir) => bench_sqlite_mode(dir, validators, concurrency, seconds, max_batch),
+        Store::Postgres(url) => {
+            let tag = format!("bench_{max_batch}");
+            crate::slashing::with_scratch_database(url, &tag, |open| {
+                run_with(open, validators, concurrency, seconds, max_batch)
+            })
+        }
+    };
     Ok(BenchReport {
         group_commit: run(Options::default().max_batch)?,
         transaction_per_request: run(1)?,
     })
 }
 
-/// Run both modes for `seconds` each, with a fresh database in `dir` for each (removed after).
-pub(crate) fn bench_sqlite(
-    dir: &Path,
-    validators: usize,
-    concurrency: usize,
-    seconds: f64,
-) -> Result<BenchReport, SlashingError> {
-    both_modes(|max_batch| bench_sqlite_mode(dir, validators, concurrency, seconds, max_batch))
-}
-
-/// One run with at most `max_batch` requests per transaction (1: the baseline).
+/// One SQLite run with at most `max_batch` requests per transaction (1: the baseline).
 fn bench_sqlite_mode(
     dir: &Path,
     validators: usize,
@@ -98,8 +112,6 @@ fn bench_sqlite_mode(
     seconds: f64,
     max_batch: usize,
 ) -> Result<BenchRun, SlashingError> {
-    let validators = validators.max(1);
-    let concurrency = concurrency.clamp(1, validators);
     let path = dir.join(format!(
         "bench-slashing-{}-{max_batch}-{}.sqlite",
         std::process::id(),
@@ -130,33 +142,6 @@ fn run(
         seconds,
         max_batch,
     )
-}
-
-/// [`bench_sqlite`] on PostgreSQL: both modes, each in a fresh database created on the server
-/// `url` points to (its role needs `CREATEDB`) and dropped after.
-pub(crate) fn bench_postgres(
-    url: &str,
-    validators: usize,
-    concurrency: usize,
-    seconds: f64,
-) -> Result<BenchReport, SlashingError> {
-    both_modes(|max_batch| bench_postgres_mode(url, validators, concurrency, seconds, max_batch))
-}
-
-/// One PostgreSQL run with at most `max_batch` requests per transaction (1: the baseline).
-fn bench_postgres_mode(
-    url: &str,
-    validators: usize,
-    concurrency: usize,
-    seconds: f64,
-    max_batch: usize,
-) -> Result<BenchRun, SlashingError> {
-    let validators = validators.max(1);
-    let concurrency = concurrency.clamp(1, validators);
-    let tag = format!("bench_{max_batch}");
-    crate::slashing::with_scratch_database(url, &tag, |open| {
-        run_with(open, validators, concurrency, seconds, max_batch)
-    })
 }
 
 /// The workload on the service `open` returns for a fresh, empty database of any store.

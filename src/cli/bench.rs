@@ -2,6 +2,7 @@
 
 use super::keys::{print_report, tempfile_dir};
 use super::BenchCmd;
+use crate::bench::slashing::Store;
 use crate::config::Config;
 use crate::devices::{bootstrap_embedded, open_devices};
 use crate::{bench, Result, SignerError};
@@ -27,14 +28,23 @@ pub(super) fn bench_cmd(config: &Config, cmd: BenchCmd) -> Result<()> {
                     std::hint::black_box(crate::bls::sign(&sk, &bench::message(i)));
                 });
             let dir = tempfile_dir(&config.data_dir)?;
-            let sqlite =
-                crate::bench::slashing::bench_sqlite(&dir, validators, concurrency, seconds)
-                    .map_err(err)?;
+            let sqlite = crate::bench::slashing::bench(
+                Store::Sqlite(&dir),
+                validators,
+                concurrency,
+                seconds,
+            )
+            .map_err(err)?;
             let _ = std::fs::remove_dir_all(&dir);
             let pg = match &postgres {
                 Some(url) => Some(
-                    crate::bench::slashing::bench_postgres(url, validators, concurrency, seconds)
-                        .map_err(err)?,
+                    crate::bench::slashing::bench(
+                        Store::Postgres(url),
+                        validators,
+                        concurrency,
+                        seconds,
+                    )
+                    .map_err(err)?,
                 ),
                 None => None,
             };
