@@ -12,6 +12,7 @@ mod containers;
 mod domain;
 mod network;
 mod preset;
+pub mod progressive;
 mod request;
 mod selection;
 pub mod validity;
