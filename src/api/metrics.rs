@@ -3,11 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use crate::duties::PrecomputeMetrics;
-use crate::metrics::{render_one, Family};
+use crate::metrics::{render_labelled, render_one, Family};
 use crate::scheduler::SchedulerMetrics;
 
 /// The signing policy's rules, as `signer_refused_by_policy_total` labels them (the policy's
@@ -58,42 +58,31 @@ pub struct ConnectionMetrics {
 
 impl ConnectionMetrics {
     fn render(&self, out: &mut String) {
-        let _ = writeln!(
+        render_one(out, "signer_connections_open", "gauge", &self.open);
+        render_labelled(
             out,
-            "# TYPE signer_connections_open gauge\nsigner_connections_open {}",
-            self.open.load(Ordering::Relaxed)
+            "signer_open_requests_paced_total",
+            "counter",
+            "outcome",
+            [
+                ("delayed", &self.open_delayed),
+                ("refused", &self.open_refused),
+            ],
         );
-        let _ = writeln!(
+        render_labelled(
             out,
-            "# TYPE signer_open_requests_paced_total counter\n\
-             signer_open_requests_paced_total{{outcome=\"delayed\"}} {}\n\
-             signer_open_requests_paced_total{{outcome=\"refused\"}} {}",
-            self.open_delayed.load(Ordering::Relaxed),
-            self.open_refused.load(Ordering::Relaxed)
+            "signer_connections_refused_total",
+            "counter",
+            "reason",
+            CONNECTION_REFUSALS.iter().copied().zip(&self.refused),
         );
-        for (name, label, labels, counts) in [
-            (
-                "signer_connections_refused_total",
-                "reason",
-                &CONNECTION_REFUSALS,
-                &self.refused,
-            ),
-            (
-                "signer_connections_timed_out_total",
-                "phase",
-                &CONNECTION_TIMEOUTS,
-                &self.timed_out,
-            ),
-        ] {
-            let _ = writeln!(out, "# TYPE {name} counter");
-            for (value, n) in labels.iter().zip(counts) {
-                let _ = writeln!(
-                    out,
-                    "{name}{{{label}=\"{value}\"}} {}",
-                    n.load(Ordering::Relaxed)
-                );
-            }
-        }
+        render_labelled(
+            out,
+            "signer_connections_timed_out_total",
+            "counter",
+            "phase",
+            CONNECTION_TIMEOUTS.iter().copied().zip(&self.timed_out),
+        );
     }
 }
 
@@ -134,7 +123,7 @@ impl Metrics {
             "counter",
             &self.slashing_refusals,
         );
-        crate::metrics::render_labelled(
+        render_labelled(
             &mut out,
             "signer_refused_by_policy_total",
             "counter",
@@ -163,6 +152,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering;
     use std::time::Duration;
 
     #[test]

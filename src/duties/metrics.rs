@@ -1,7 +1,8 @@
 //! The precompute's metrics: proofs made ahead, and how live requests found the cache.
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
+
+use crate::metrics::render_one;
 
 /// Counters of the selection-proof precompute and its cache.
 #[derive(Debug, Default)]
@@ -85,11 +86,7 @@ impl PrecomputeMetrics {
                 &self.cached,
             ),
         ] {
-            let _ = writeln!(
-                out,
-                "# TYPE {name} {kind}\n{name} {}",
-                v.load(Ordering::Relaxed)
-            );
+            render_one(out, name, kind, v);
         }
     }
 }
