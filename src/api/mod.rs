@@ -6,6 +6,7 @@
 //! policy's ([`policy`]). Connections are served, timed and capped by [`transport`].
 
 pub mod auth;
+pub mod batch;
 mod error;
 mod health;
 pub mod keymanager;
@@ -30,7 +31,9 @@ use crate::api::metrics::Metrics;
 use crate::app::Signer;
 
 /// Largest request body accepted. A phase0 block with every list full is well under 1 MiB of
-/// JSON; anything larger is refused before parsing.
+/// JSON, and so is a batch of [`batch::MAX_BATCH_KEYS`] keys; anything larger is refused before
+/// parsing. A Gloas payload envelope carries its block's transactions: one over 2 MiB of JSON
+/// (a block of some 1 MB of transactions) is refused too.
 pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
 
 pub use crate::app::Runtime;
@@ -119,6 +122,7 @@ pub fn router(state: AppState) -> Router {
     // The Web3Signer signing API: open by default (validator clients generally send no token).
     let signing = Router::new()
         .route("/api/v1/eth2/sign/{identifier}", post(sign::sign))
+        .route("/api/v1/eth2/sign", post(batch::sign_batch))
         .route("/api/v1/eth2/publicKeys", get(health::public_keys));
     // Every signing request is attributed to a client of the signing policy (or refused).
     let signing = auth::identify_signing_client(signing, &state);

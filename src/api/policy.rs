@@ -73,6 +73,17 @@ impl Refusal {
         Refusal { rule, message }
     }
 
+    /// Count it and log it, as the error of one key of a batch (403 with the message).
+    pub(crate) fn counted(self, metrics: &Metrics) -> crate::api::ApiError {
+        metrics.refused_by_policy[self.rule.index()]
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(rule = self.rule.label(), reason = %self.message, "refused by the signing policy");
+        crate::api::ApiError {
+            status: StatusCode::FORBIDDEN,
+            message: format!("{} (rule {})", self.message, self.rule.label()),
+        }
+    }
+
     /// Count it, log it and answer it.
     pub fn answer(self, metrics: &Metrics) -> Response {
         metrics.refused_by_policy[self.rule.index()]

@@ -12,11 +12,11 @@ use axum::response::{IntoResponse, Response};
 
 use crate::api::error::ApiError;
 use crate::api::policy::{Caller, Policy};
-use crate::api::AppState;
+use crate::api::{AppState, Runtime};
 use crate::consensus::{
-    validity, MessageType, SignRequest, SlashingData, SlotClock, ValidityWindow,
+    validity, MessageType, SignRequest, SigningRoot, SlashingData, SlotClock, ValidityWindow,
 };
-use crate::duties::{LiveProof, JOIN_PATIENCE};
+use crate::duties::{Claim as ProofClaim, LiveProof, JOIN_PATIENCE};
 use crate::keys::PublicKeyBytes;
 use crate::scheduler::{Class, JobError, SignJob};
 use crate::slashing::{Proposal, Refusal, SlashingError};
@@ -25,14 +25,20 @@ use crate::slashing::{Proposal, Refusal, SlashingError};
 pub(crate) fn class_of(t: MessageType) -> Class {
     use MessageType::*;
     match t {
-        BlockV2 | Block | RandaoReveal => Class::Block,
-        Attestation | SyncCommitteeMessage => Class::Attestation,
+        // A payload envelope releases the block's payload: as urgent as the block.
+        BlockV2 | Block | RandaoReveal | ExecutionPayloadEnvelope => Class::Block,
+        // Due within their slot.
+        Attestation | SyncCommitteeMessage | PayloadAttestationMessage | ExecutionPayloadBid => {
+            Class::Attestation
+        }
+        // Proposer preferences are due before the proposal slot, an epoch ahead at most.
         AggregateAndProof
         | AggregateAndProofV2
         | SyncCommitteeContributionAndProof
         | AggregationSlot
-        | SyncCommitteeSelectionProof => Class::Aggregate,
-        ValidatorRegistration | VoluntaryExit | Deposit => Class::Admin,
+        | SyncCommitteeSelectionProof
+        | ProposerPreferences => Class::Aggregate,
+        ValidatorRegistration | VoluntaryExit | Deposit | BuilderRequestAuth => Class::Admin,
     }
 }
 
@@ -73,19 +79,7 @@ pub async fn sign(
 ) -> Result<Response, Response> {
     // A body that cannot be read (over the limit, cut off) is answered like every other error:
     // JSON with its status and the reason.
-    let body = body.map_err(|e| {
-        ApiError {
-            status: e.status(),
-            message: match e.status() {
-                StatusCode::PAYLOAD_TOO_LARGE => format!(
-                    "request body larger than the limit of {} bytes",
-                    crate::api::BODY_LIMIT
-                ),
-                _ => format!("cannot read the request body: {}", e.body_text()),
-            },
-        }
-        .into_response()
-    })?;
+    let body = body.map_err(|e| unreadable(e).into_response())?;
     let pubkey = PublicKeyBytes::parse(&identifier).ok_or_else(|| {
         ApiError::bad_request("identifier is not a 48-byte hex BLS public key").into_response()
     })?;
@@ -100,6 +94,20 @@ pub async fn sign(
             Refused::Api(e) => e.into_response(),
             Refused::Policy(refusal) => refusal,
         })
+}
+
+/// The answer to a body that could not be read.
+pub(crate) fn unreadable(e: BytesRejection) -> ApiError {
+    ApiError {
+        status: e.status(),
+        message: match e.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => format!(
+                "request body larger than the limit of {} bytes",
+                crate::api::BODY_LIMIT
+            ),
+            _ => format!("cannot read the request body: {}", e.body_text()),
+        },
+    }
 }
 
 /// Why [`sign_allowed`] did not sign.
@@ -134,10 +142,80 @@ async fn sign_allowed(
         .key_gate
         .enter(&pubkey)
         .ok_or_else(|| ApiError::not_found(format!("public key {pubkey} not found (deleted)")))?;
-    let request = SignRequest::from_json(&body, app.network.preset)
+    let request = parse_checked(&app, &body)?;
+    // The signing policy: the client's types, exits, fee recipients. Before the validity
+    // window, slashing protection, the proof cache and the queue: a refusal leaves no trace.
+    policy
+        .check_message(
+            &caller,
+            &pubkey,
+            request.request.message_type(),
+            request.request.fee_recipient(),
+        )
+        .map_err(|refusal| Refused::Policy(refusal.answer(&app.metrics)))?;
+    let timing = in_window(&app, &pubkey, &request)?;
+    let started = std::time::Instant::now();
+    let claim = match from_proof_cache(&app, &pubkey, &request).await {
+        Cached::Answered(signature) => {
+            observe(&app, &request, started);
+            return Ok(signature_response(&headers, signature));
+        }
+        Cached::SignIt(claim) => claim,
+    };
+    // Slashing protection: check and record durably before any signature can exist.
+    if let (Some(proposal), Some(slashing)) = (request.proposal(), &app.slashing) {
+        let gvr = request.gvr()?;
+        let decision = slashing
+            .check_and_record_async(&pubkey.0, &gvr, proposal)
+            .await;
+        slashing_verdict(&app, &pubkey, decision)?;
+    }
+    let signature = schedule(&runtime, key, &request, timing, claim).await?;
+    observe(&app, &request, started);
+    Ok(signature_response(&headers, signature))
+}
+
+/// A request parsed and checked once, whichever keys sign it: its network, its signing root
+/// (ours, and the client's when given).
+pub(crate) struct Checked {
+    pub request: SignRequest,
+    pub root: SigningRoot,
+}
+
+impl Checked {
+    /// What slashing protection records for it, if anything.
+    pub(crate) fn proposal(&self) -> Option<Proposal> {
+        match self.request.slashing_data() {
+            SlashingData::None => None,
+            SlashingData::Block { slot } => Some(Proposal::Block {
+                slot,
+                signing_root: self.root.0,
+            }),
+            SlashingData::Attestation {
+                source_epoch,
+                target_epoch,
+            } => Some(Proposal::Attestation {
+                source_epoch,
+                target_epoch,
+                signing_root: self.root.0,
+            }),
+        }
+    }
+
+    /// The genesis validators root slashing protection records it under.
+    pub(crate) fn gvr(&self) -> Result<[u8; 32], ApiError> {
+        self.request
+            .genesis_validators_root()
+            .ok_or_else(|| ApiError::bad_request("fork_info.genesis_validators_root is required"))
+    }
+}
+
+/// Parse the body, refuse another network's request (before anything else looks at it: its
+/// deadline would follow another clock, and slashing protection must never record it),
+/// recompute the signing root and refuse a supplied one that differs.
+pub(crate) fn parse_checked(app: &AppState, body: &[u8]) -> Result<Checked, ApiError> {
+    let request = SignRequest::from_json(body, app.network.preset)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    // Another network's request is refused before anything else looks at it: its deadline
-    // would follow another clock, and slashing protection must never record it.
     if app.network_check {
         request
             .check_network(&app.network)
@@ -150,130 +228,146 @@ async fn sign_allowed(
         if supplied != root {
             return Err(ApiError::bad_request(format!(
                 "signing root mismatch: supplied {supplied}, computed {root}; nothing was signed"
-            ))
-            .into());
+            )));
         }
     }
-    // The signing policy: the client's types, exits, fee recipients. Before the validity
-    // window, slashing protection, the proof cache and the queue: a refusal leaves no trace.
+    Ok(Checked { request, root })
+}
+
+/// When a request must be signed by, and where it stands among its class.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    pub class: Class,
+    pub deadline: Option<std::time::Instant>,
+    pub freshness: u64,
+}
+
+/// The validity window: a request that can no longer be of use is refused here, before it is
+/// recorded by slashing protection or takes a place in the queue (400: it never can be). A
+/// block or attestation far in the future would be recorded, and every real one refused after
+/// it: refused here too.
+pub(crate) fn in_window(
+    app: &AppState,
+    pubkey: &dyn std::fmt::Display,
+    checked: &Checked,
+) -> Result<Timing, ApiError> {
+    let request = &checked.request;
     let kind = request.message_type();
-    policy
-        .check_message(&caller, &pubkey, kind, request.fee_recipient())
-        .map_err(|refusal| Refused::Policy(refusal.answer(&app.metrics)))?;
-    // The validity window: a request that can no longer be of use is refused here, before it is
-    // recorded by slashing protection or takes a place in the queue (400: it never can be).
     let class = class_of(kind);
     let window = request.validity_window(app.network.slots_per_epoch);
-    let (deadline, freshness) = match &app.clock {
-        Some(clock) => {
-            let deadline = validity::check(kind, window, clock.as_ref()).map_err(|past| {
-                app.metrics.scheduler.past_window[class as usize]
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::warn!(%pubkey, reason = %past, "refused: past its validity window");
-                ApiError::bad_request(past.to_string())
-            })?;
-            // A block or attestation far in the future would be recorded, and every real one
-            // refused after it: refused here, before slashing protection sees it.
-            validity::check_not_ahead(
-                kind,
-                request.slashing_data(),
-                app.network.slots_per_epoch,
-                clock.as_ref(),
-            )
-            .map_err(|ahead| {
-                app.metrics.scheduler.ahead_of_clock[class as usize]
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::warn!(%pubkey, reason = %ahead, "refused: ahead of the slot clock");
-                ApiError::bad_request(ahead.to_string())
-            })?;
-            let freshness = freshness(window, clock.as_ref(), app.network.slots_per_epoch);
-            (deadline, freshness)
-        }
-        None => (None, 0),
+    let Some(clock) = &app.clock else {
+        return Ok(Timing {
+            class,
+            deadline: None,
+            freshness: 0,
+        });
     };
-    let started = std::time::Instant::now();
-    // A selection proof precomputed, or being precomputed, for this very root: no second
-    // device operation. Otherwise this request holds the proof's claim while it signs, so that
-    // the precompute does not sign it again.
-    let mut claim = None;
-    if let (Some(cache), Some(proof)) = (
+    let deadline = validity::check(kind, window, clock.as_ref()).map_err(|past| {
+        app.metrics.scheduler.past_window[class as usize]
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(%pubkey, reason = %past, "refused: past its validity window");
+        ApiError::bad_request(past.to_string())
+    })?;
+    validity::check_not_ahead(
+        kind,
+        request.slashing_data(),
+        app.network.slots_per_epoch,
+        clock.as_ref(),
+    )
+    .map_err(|ahead| {
+        app.metrics.scheduler.ahead_of_clock[class as usize]
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(%pubkey, reason = %ahead, "refused: ahead of the slot clock");
+        ApiError::bad_request(ahead.to_string())
+    })?;
+    Ok(Timing {
+        class,
+        deadline,
+        freshness: freshness(window, clock.as_ref(), app.network.slots_per_epoch),
+    })
+}
+
+/// What the selection-proof cache says of a request.
+pub(crate) enum Cached {
+    /// Precomputed (or just computed by the precompute): the signature, as 0x-hex.
+    Answered(String),
+    /// Sign it; the claim (if any) stops the precompute signing the same proof meanwhile.
+    SignIt(Option<ProofClaim>),
+}
+
+/// A selection proof precomputed, or being precomputed, for this very root: no second device
+/// operation. Otherwise the request holds the proof's claim while it signs.
+pub(crate) async fn from_proof_cache(
+    app: &AppState,
+    pubkey: &PublicKeyBytes,
+    checked: &Checked,
+) -> Cached {
+    let (Some(cache), Some(proof)) = (
         &app.selection_proofs,
-        request.selection_proof(app.network.slots_per_epoch),
-    ) {
-        match cache.live(&pubkey, &proof, &root, JOIN_PATIENCE).await {
-            LiveProof::Answered(signature) => {
-                app.metrics
-                    .signing
-                    .get(request.message_type().as_str())
-                    .observe(started.elapsed());
-                return Ok(signature_response(
-                    &headers,
-                    format!("0x{}", hex::encode(signature)),
-                ));
-            }
-            LiveProof::SignIt(c) => claim = Some(c),
-        }
-    }
-    // Slashing protection: check and record durably before any signature can exist.
-    let proposal = match request.slashing_data() {
-        SlashingData::None => None,
-        SlashingData::Block { slot } => Some(Proposal::Block {
-            slot,
-            signing_root: root.0,
-        }),
-        SlashingData::Attestation {
-            source_epoch,
-            target_epoch,
-        } => Some(Proposal::Attestation {
-            source_epoch,
-            target_epoch,
-            signing_root: root.0,
-        }),
+        checked.request.selection_proof(app.network.slots_per_epoch),
+    ) else {
+        return Cached::SignIt(None);
     };
-    if let (Some(proposal), Some(slashing)) = (proposal, &app.slashing) {
-        let gvr = request.genesis_validators_root().ok_or_else(|| {
-            ApiError::bad_request("fork_info.genesis_validators_root is required")
-        })?;
-        match slashing
-            .check_and_record_async(&pubkey.0, &gvr, proposal)
-            .await
-        {
-            Ok(()) => {}
-            // Deleted by another signer sharing the database: gone here too, for every type.
-            Err(SlashingError::Refused(reason @ Refusal::KeyDeleted { .. })) => {
-                app.key_gate.mark_deleted([pubkey]);
-                tracing::warn!(%pubkey, %reason, "refused: key deleted");
-                return Err(ApiError::not_found(format!(
-                    "public key {pubkey} not found: {reason}"
-                ))
-                .into());
-            }
-            Err(SlashingError::Refused(reason)) => {
-                app.metrics
-                    .slashing_refusals
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::warn!(%pubkey, %reason, "refused by slashing protection");
-                return Err(ApiError::slashable(format!(
-                    "refused by slashing protection: {reason}"
-                ))
-                .into());
-            }
-            Err(e) => {
-                tracing::error!(%pubkey, error = %e, "slashing protection unavailable; not signing");
-                return Err(
-                    ApiError::unavailable(format!("slashing protection unavailable: {e}")).into(),
-                );
-            }
+    match cache
+        .live(pubkey, &proof, &checked.root, JOIN_PATIENCE)
+        .await
+    {
+        LiveProof::Answered(signature) => Cached::Answered(format!("0x{}", hex::encode(signature))),
+        LiveProof::SignIt(c) => Cached::SignIt(Some(c)),
+    }
+}
+
+/// Slashing protection's decision, as the API answers it.
+pub(crate) fn slashing_verdict(
+    app: &AppState,
+    pubkey: &PublicKeyBytes,
+    decision: Result<(), SlashingError>,
+) -> Result<(), ApiError> {
+    match decision {
+        Ok(()) => Ok(()),
+        // Deleted by another signer sharing the database: gone here too, for every type.
+        Err(SlashingError::Refused(reason @ Refusal::KeyDeleted { .. })) => {
+            app.key_gate.mark_deleted([*pubkey]);
+            tracing::warn!(%pubkey, %reason, "refused: key deleted");
+            Err(ApiError::not_found(format!(
+                "public key {pubkey} not found: {reason}"
+            )))
+        }
+        Err(SlashingError::Refused(reason)) => {
+            app.metrics
+                .slashing_refusals
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(%pubkey, %reason, "refused by slashing protection");
+            Err(ApiError::slashable(format!(
+                "refused by slashing protection: {reason}"
+            )))
+        }
+        Err(e) => {
+            tracing::error!(%pubkey, error = %e, "slashing protection unavailable; not signing");
+            Err(ApiError::unavailable(format!(
+                "slashing protection unavailable: {e}"
+            )))
         }
     }
+}
+
+/// Sign on the key's device(s) through the scheduler; the signature as 0x-hex.
+pub(crate) async fn schedule(
+    runtime: &Runtime,
+    key: std::sync::Arc<crate::keys::KeyRecord>,
+    checked: &Checked,
+    timing: Timing,
+    claim: Option<ProofClaim>,
+) -> Result<String, ApiError> {
+    let pubkey = key.pubkey;
     let signature = runtime
         .scheduler
         .sign(SignJob {
             key,
-            signing_root: root,
-            class,
-            deadline,
-            freshness,
+            signing_root: checked.root,
+            class: timing.class,
+            deadline: timing.deadline,
+            freshness: timing.freshness,
         })
         .await
         .map_err(|e| match e {
@@ -289,14 +383,15 @@ async fn sign_allowed(
     if let Some(claim) = claim {
         claim.complete(compressed, true);
     }
+    Ok(format!("0x{}", hex::encode(compressed)))
+}
+
+/// Count a signature in the per-type latency histogram.
+pub(crate) fn observe(app: &AppState, checked: &Checked, started: std::time::Instant) {
     app.metrics
         .signing
-        .get(request.message_type().as_str())
+        .get(checked.request.message_type().as_str())
         .observe(started.elapsed());
-    Ok(signature_response(
-        &headers,
-        format!("0x{}", hex::encode(compressed)),
-    ))
 }
 
 /// A request's freshness for the scheduler's order within a class: the first slot of its duty,

@@ -427,6 +427,25 @@ impl AggregateAndProofWire {
         })
     }
 
+    /// Gloas: the same fields, the attestation a progressive container (sizes checked by
+    /// `gloas::Checked` against the preset).
+    pub(crate) fn into_gloas(self) -> Result<super::gloas::AggregateAndProof, String> {
+        let a = self.aggregate;
+        let committee_bits = a
+            .committee_bits
+            .ok_or("gloas attestation without committee_bits")?;
+        Ok(super::gloas::AggregateAndProof {
+            aggregator_index: self.aggregator_index,
+            aggregate: super::gloas::Attestation {
+                aggregation_bits: super::gloas::PBitlist(a.aggregation_bits),
+                data: a.data,
+                signature: a.signature,
+                committee_bits: super::gloas::PresetBitvector(committee_bits),
+            },
+            selection_proof: self.selection_proof,
+        })
+    }
+
     pub(crate) fn into_electra(self, preset: Preset) -> Result<AggregateAndProofElectra, String> {
         Ok(AggregateAndProofElectra {
             aggregator_index: self.aggregator_index,

@@ -21,6 +21,16 @@ pub(crate) const DOMAIN_AGGREGATE_AND_PROOF: DomainType = [6, 0, 0, 0];
 pub(crate) const DOMAIN_SYNC_COMMITTEE: DomainType = [7, 0, 0, 0];
 pub(crate) const DOMAIN_SYNC_COMMITTEE_SELECTION_PROOF: DomainType = [8, 0, 0, 0];
 pub(crate) const DOMAIN_CONTRIBUTION_AND_PROOF: DomainType = [9, 0, 0, 0];
+/// Gloas: `DOMAIN_BEACON_BUILDER = 0x0B000000` (bids and payload envelopes).
+pub(crate) const DOMAIN_BEACON_BUILDER: DomainType = [0x0b, 0, 0, 0];
+/// Gloas: `DOMAIN_PTC_ATTESTER = 0x0C000000` (payload attestations).
+pub(crate) const DOMAIN_PTC_ATTESTER: DomainType = [0x0c, 0, 0, 0];
+/// Gloas: `DOMAIN_PROPOSER_PREFERENCES = 0x0D000000`.
+pub(crate) const DOMAIN_PROPOSER_PREFERENCES: DomainType = [0x0d, 0, 0, 0];
+/// Remote Signing API v1.4.0, `BUILDER_REQUEST_AUTH`: `0x0B000001`, `DOMAIN_BEACON_BUILDER` in the
+/// application space (`DOMAIN_APPLICATION_MASK`), computed like the builder API's domain: the
+/// genesis fork version and a zero root.
+pub(crate) const DOMAIN_BUILDER_REQUEST_AUTH: DomainType = [0x0b, 0, 0, 1];
 /// Builder specs: `DOMAIN_APPLICATION_BUILDER = 0x00000001`.
 pub(crate) const DOMAIN_APPLICATION_BUILDER: DomainType = [0, 0, 0, 1];
 

@@ -1,5 +1,5 @@
 //! Ethereum consensus for the signer: the typed Web3Signer eth2 sign request, the SSZ containers
-//! of every fork it can carry (phase0 … fulu) sized by the network's preset (mainnet, minimal,
+//! of every fork it can carry (phase0 … gloas) sized by the network's preset (mainnet, minimal,
 //! gnosis), domains and signing roots, the network parameters those need, the slot clock, and
 //! each request's validity window (until when its signature is worth anything, from the specs).
 //! It owns *what* is signed and until when; it does not decide whether to sign (slashing
@@ -10,6 +10,7 @@
 pub mod clock;
 mod containers;
 mod domain;
+mod gloas;
 mod network;
 mod preset;
 pub mod progressive;
@@ -77,11 +78,24 @@ pub enum MessageType {
     SyncCommitteeContributionAndProof,
     /// `VALIDATOR_REGISTRATION`: a builder-API validator registration.
     ValidatorRegistration,
+    /// `EXECUTION_PAYLOAD_BID` (Gloas): a builder's bid for a slot.
+    ExecutionPayloadBid,
+    /// `EXECUTION_PAYLOAD_ENVELOPE` (Gloas): the payload a builder (or self-building proposer)
+    /// reveals for its block.
+    ExecutionPayloadEnvelope,
+    /// `PAYLOAD_ATTESTATION_MESSAGE` (Gloas): a payload-timeliness committee member's vote
+    /// (alias `PAYLOAD_ATTESTATION`).
+    PayloadAttestationMessage,
+    /// `PROPOSER_PREFERENCES` (Gloas): a proposer's fee recipient and gas limit for its slot.
+    ProposerPreferences,
+    /// `BUILDER_REQUEST_AUTH` (Gloas builder API): a request authenticated to a builder
+    /// (alias `REQUEST_AUTH`).
+    BuilderRequestAuth,
 }
 
 impl MessageType {
     /// Every message type, in the order of the API's `oneOf`.
-    pub const ALL: [MessageType; 13] = [
+    pub const ALL: [MessageType; 18] = [
         MessageType::AggregationSlot,
         MessageType::AggregateAndProof,
         MessageType::AggregateAndProofV2,
@@ -95,6 +109,21 @@ impl MessageType {
         MessageType::SyncCommitteeSelectionProof,
         MessageType::SyncCommitteeContributionAndProof,
         MessageType::ValidatorRegistration,
+        MessageType::ExecutionPayloadBid,
+        MessageType::ExecutionPayloadEnvelope,
+        MessageType::PayloadAttestationMessage,
+        MessageType::ProposerPreferences,
+        MessageType::BuilderRequestAuth,
+    ];
+
+    /// The names clients send today for a type the API names otherwise (`sigp/lighthouse#9252`),
+    /// with the type they mean.
+    pub const ALIASES: [(&'static str, MessageType); 2] = [
+        (
+            "PAYLOAD_ATTESTATION",
+            MessageType::PayloadAttestationMessage,
+        ),
+        ("REQUEST_AUTH", MessageType::BuilderRequestAuth),
     ];
 
     /// The wire name, as in the request's `type`.
@@ -115,12 +144,25 @@ impl MessageType {
                 "SYNC_COMMITTEE_CONTRIBUTION_AND_PROOF"
             }
             MessageType::ValidatorRegistration => "VALIDATOR_REGISTRATION",
+            MessageType::ExecutionPayloadBid => "EXECUTION_PAYLOAD_BID",
+            MessageType::ExecutionPayloadEnvelope => "EXECUTION_PAYLOAD_ENVELOPE",
+            MessageType::PayloadAttestationMessage => "PAYLOAD_ATTESTATION_MESSAGE",
+            MessageType::ProposerPreferences => "PROPOSER_PREFERENCES",
+            MessageType::BuilderRequestAuth => "BUILDER_REQUEST_AUTH",
         }
     }
 
-    /// The type with wire name `name` (exact, case-sensitive), if any.
+    /// The type with wire name `name` (exact, case-sensitive), or whose alias it is, if any.
     pub(crate) fn from_wire(name: &str) -> Option<MessageType> {
-        MessageType::ALL.into_iter().find(|t| t.as_str() == name)
+        MessageType::ALL
+            .into_iter()
+            .find(|t| t.as_str() == name)
+            .or_else(|| {
+                MessageType::ALIASES
+                    .into_iter()
+                    .find(|(alias, _)| *alias == name)
+                    .map(|(_, t)| t)
+            })
     }
 }
 

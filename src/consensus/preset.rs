@@ -10,6 +10,7 @@
 //! | `MAX_COMMITTEES_PER_SLOT` | 64 | 4 | 64 | electra `Attestation.committee_bits` and its `aggregation_bits` limit (× `MAX_VALIDATORS_PER_COMMITTEE`, 2048 in all three) |
 //! | `SYNC_COMMITTEE_SIZE` | 512 | 32 | 512 | altair `SyncAggregate.sync_committee_bits` |
 //! | `SYNC_COMMITTEE_SIZE / SYNC_COMMITTEE_SUBNET_COUNT` (4 in all) | 128 | 8 | 128 | `SyncCommitteeContribution.aggregation_bits` |
+//! | `PTC_SIZE` | 512 | 16 | 512 | gloas `PayloadAttestation.aggregation_bits` (gnosis has no gloas preset yet: mainnet's) |
 //! | `SLOTS_PER_EPOCH` | 32 | 8 | 16 | not a size: which epoch a slot is in |
 //!
 //! The phase0 block body's list limits (`MAX_ATTESTATIONS`, `MAX_DEPOSITS`, …), the deposit proof
@@ -94,6 +95,10 @@ impl Preset {
             Size::ValidatorsPerSlot => MAX_VALIDATORS_PER_COMMITTEE * committees_per_slot,
             Size::SyncCommittee => sync_committee_size,
             Size::SyncSubcommittee => sync_committee_size / SYNC_COMMITTEE_SUBNET_COUNT,
+            Size::Ptc => match self {
+                Preset::Mainnet | Preset::Gnosis => 512,
+                Preset::Minimal => 16,
+            },
         }
     }
 }
@@ -115,6 +120,8 @@ pub(crate) enum Size {
     SyncCommittee,
     /// `SYNC_COMMITTEE_SIZE // SYNC_COMMITTEE_SUBNET_COUNT`.
     SyncSubcommittee,
+    /// Gloas `PTC_SIZE`: a `PayloadAttestation`'s `aggregation_bits`.
+    Ptc,
 }
 
 impl Size {
@@ -125,6 +132,7 @@ impl Size {
             Size::ValidatorsPerSlot => "MAX_VALIDATORS_PER_COMMITTEE * MAX_COMMITTEES_PER_SLOT",
             Size::SyncCommittee => "SYNC_COMMITTEE_SIZE",
             Size::SyncSubcommittee => "SYNC_COMMITTEE_SIZE / SYNC_COMMITTEE_SUBNET_COUNT",
+            Size::Ptc => "PTC_SIZE",
         }
     }
 }
@@ -282,9 +290,9 @@ mod tests {
     fn sizes_are_the_presets() {
         use Size::*;
         let table = [
-            (Preset::Mainnet, [64, 131_072, 512, 128], 32),
-            (Preset::Minimal, [4, 8_192, 32, 8], 8),
-            (Preset::Gnosis, [64, 131_072, 512, 128], 16),
+            (Preset::Mainnet, [64, 131_072, 512, 128, 512], 32),
+            (Preset::Minimal, [4, 8_192, 32, 8, 16], 8),
+            (Preset::Gnosis, [64, 131_072, 512, 128, 512], 16),
         ];
         for (preset, sizes, slots) in table {
             let got = [
@@ -292,6 +300,7 @@ mod tests {
                 ValidatorsPerSlot,
                 SyncCommittee,
                 SyncSubcommittee,
+                Ptc,
             ]
             .map(|s| preset.size(s));
             assert_eq!(got, sizes, "{preset}");

@@ -83,7 +83,13 @@ pub fn composite_list_root(element_roots: &[Chunk]) -> Chunk {
 
 /// The root of a `ProgressiveBitList`.
 pub fn bitlist_root(bits: &[bool]) -> Chunk {
-    mix_in_length(&merkleize_progressive(&pack(&pack_bits(bits))), bits.len())
+    bitlist_root_packed(&pack_bits(bits), bits.len())
+}
+
+/// The root of a `ProgressiveBitList` of `len` bits, given packed (little-endian, without the
+/// SSZ length bit).
+pub fn bitlist_root_packed(packed: &[u8], len: usize) -> Chunk {
+    mix_in_length(&merkleize_progressive(&pack(packed)), len)
 }
 
 /// The root of a `ProgressiveContainer(active_fields)` whose active fields have `field_roots`

@@ -6,6 +6,7 @@
 //! preset: a bitfield of another preset's size is malformed, not hashed.
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use tree_hash::TreeHash;
 
 use super::containers::{
@@ -15,6 +16,7 @@ use super::containers::{
     SyncAggregatorSelectionData, SyncCommitteeMessage, ValidatorRegistration, VoluntaryExit,
 };
 use super::domain::{self, DomainType};
+use super::gloas::{self, Checked};
 use super::wire::{self, Bytes};
 use super::{
     clip, ConsensusError, MessageType, Network, Preset, SelectionProof, SigningRoot, SlashingData,
@@ -50,9 +52,16 @@ enum Message {
     SyncSelection(SyncAggregatorSelectionData),
     Contribution(Box<ContributionAndProof>),
     Registration(ValidatorRegistration),
+    AggregateGloas(Box<gloas::AggregateAndProof>),
+    BlockGloas(Box<gloas::BeaconBlock>),
+    Bid(Box<gloas::ExecutionPayloadBid>),
+    Envelope(Box<gloas::ExecutionPayloadEnvelope>),
+    PayloadAttestation(gloas::PayloadAttestationData),
+    Preferences(gloas::ProposerPreferences),
+    RequestAuth(gloas::BuilderRequestAuth),
 }
 
-/// The `version` of `BLOCK_V2` and `AGGREGATE_AND_PROOF_V2`.
+/// The `version` of `BLOCK_V2`, `AGGREGATE_AND_PROOF_V2` and the Gloas types' bodies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 enum ForkName {
@@ -63,6 +72,7 @@ enum ForkName {
     Deneb,
     Electra,
     Fulu,
+    Gloas,
 }
 
 /// First pass: what every request has.
@@ -94,13 +104,24 @@ struct VersionedAggregate {
     data: AggregateAndProofWire,
 }
 
+/// The block is read once its version is known: a Gloas block is another container.
 #[derive(Deserialize)]
 struct VersionedBlock {
     version: ForkName,
     #[serde(default)]
-    block: Option<BeaconBlockWire>,
+    block: Option<Box<RawValue>>,
     #[serde(default)]
     block_header: Option<BeaconBlockHeader>,
+}
+
+/// A Gloas type's body as v1.4.0 wraps it (`{version, data}`), or as some clients send it today,
+/// the container itself: told apart by `version`.
+#[derive(Deserialize)]
+struct MaybeVersioned<'a> {
+    #[serde(default)]
+    version: Option<ForkName>,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
 }
 
 /// Second-pass bodies: `fork_info` and the type's own field.
@@ -136,6 +157,115 @@ struct DepositBody {
 #[derive(Deserialize)]
 struct RegistrationBody {
     validator_registration: ValidatorRegistration,
+}
+
+/// The bodies of the Gloas types, by every key clients send them under (v1.4.0's first).
+#[derive(Deserialize)]
+struct GloasBody<'a> {
+    #[serde(default)]
+    fork_info: Option<ForkInfo>,
+    #[serde(default, borrow)]
+    execution_payload_bid: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    execution_payload_envelope: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    payload_attestation_message: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    payload_attestation_data: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    payload_attestation: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    proposer_preferences: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    builder_request_auth: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    request_auth: Option<&'a RawValue>,
+}
+
+impl<'a> GloasBody<'a> {
+    /// The one body of `kind`, under whichever of its keys it came: `(key, value)`.
+    fn pick(&self, kind: MessageType) -> Result<(&'static str, &'a RawValue), ConsensusError> {
+        let keys: &[(&'static str, Option<&'a RawValue>)] = match kind {
+            MessageType::ExecutionPayloadBid => {
+                &[("execution_payload_bid", self.execution_payload_bid)]
+            }
+            MessageType::ExecutionPayloadEnvelope => &[(
+                "execution_payload_envelope",
+                self.execution_payload_envelope,
+            )],
+            MessageType::PayloadAttestationMessage => &[
+                (
+                    "payload_attestation_message",
+                    self.payload_attestation_message,
+                ),
+                ("payload_attestation_data", self.payload_attestation_data),
+                ("payload_attestation", self.payload_attestation),
+            ],
+            MessageType::ProposerPreferences => {
+                &[("proposer_preferences", self.proposer_preferences)]
+            }
+            MessageType::BuilderRequestAuth => &[
+                ("builder_request_auth", self.builder_request_auth),
+                ("request_auth", self.request_auth),
+            ],
+            _ => &[],
+        };
+        let mut present = keys.iter().filter_map(|(k, v)| v.map(|v| (*k, v)));
+        match (present.next(), present.next()) {
+            (Some(one), None) => Ok(one),
+            (Some((a, _)), Some((b, _))) => Err(malformed(format!(
+                "{kind}: both {a} and {b} are given; send one"
+            ))),
+            (None, _) => Err(malformed(format!(
+                "{kind} needs `{}`",
+                keys.first().map_or("", |(k, _)| *k)
+            ))),
+        }
+    }
+}
+
+/// `raw` as a `T`, the error naming `what`.
+fn parse_raw<'a, T: Deserialize<'a>>(raw: &'a RawValue, what: &str) -> Result<T, ConsensusError> {
+    serde_json::from_str(raw.get()).map_err(|e| match json_error(e) {
+        ConsensusError::Malformed(m) => malformed(format!("{what}: {m}")),
+        other => other,
+    })
+}
+
+/// A Gloas type's message from its body: `{version: "GLOAS", data: T}`, or `T` itself.
+fn versioned_or_bare<'a, T: Deserialize<'a>>(
+    raw: &'a RawValue,
+    key: &str,
+) -> Result<T, ConsensusError> {
+    let probe: MaybeVersioned<'a> = parse_raw(raw, key)?;
+    match (probe.version, probe.data) {
+        (None, _) => parse_raw(raw, key),
+        (Some(ForkName::Gloas), Some(data)) => parse_raw(data, &format!("{key}.data")),
+        (Some(ForkName::Gloas), None) => Err(malformed(format!("{key}: `data` is missing"))),
+        (Some(other), _) => Err(malformed(format!(
+            "{key}: version {other:?} has no such message; it is new in GLOAS"
+        ))),
+    }
+}
+
+/// A payload attestation's signed data, whichever way it came: `PayloadAttestationData`
+/// (v1.4.0's `data`, Lighthouse's `payload_attestation_data`) or a whole
+/// `PayloadAttestationMessage` (`{validator_index, data, signature}`), whose `data` is signed.
+fn payload_attestation_data(
+    raw: &RawValue,
+    key: &str,
+) -> Result<gloas::PayloadAttestationData, ConsensusError> {
+    // Not wrapped, and carrying a `data` object: a whole message.
+    let probe: MaybeVersioned = parse_raw(raw, key)?;
+    let message_like = probe.version.is_none()
+        && probe
+            .data
+            .is_some_and(|d| d.get().trim_start().starts_with('{'));
+    if message_like {
+        let m: gloas::PayloadAttestationMessage = parse_raw(raw, key)?;
+        return Ok(m.data);
+    }
+    versioned_or_bare(raw, key)
 }
 
 fn malformed(m: impl Into<String>) -> ConsensusError {
@@ -206,6 +336,11 @@ impl SignRequest {
                 let VersionedAggregate { version, data } = b.aggregate_and_proof;
                 let what = |m: String| malformed(format!("aggregate_and_proof ({version:?}): {m}"));
                 let message = match version {
+                    ForkName::Gloas => {
+                        let a = data.into_gloas().map_err(what)?;
+                        a.check(preset).map_err(what)?;
+                        Message::AggregateGloas(Box::new(a))
+                    }
                     ForkName::Electra | ForkName::Fulu => Message::AggregateElectra(Box::new(
                         data.into_electra(preset).map_err(what)?,
                     )),
@@ -272,6 +407,11 @@ impl SignRequest {
                 let b: RegistrationBody = parse(body)?;
                 (None, Message::Registration(b.validator_registration))
             }
+            MessageType::ExecutionPayloadBid
+            | MessageType::ExecutionPayloadEnvelope
+            | MessageType::PayloadAttestationMessage
+            | MessageType::ProposerPreferences
+            | MessageType::BuilderRequestAuth => gloas_message(kind, body)?,
         };
         Ok(SignRequest {
             kind,
@@ -328,6 +468,15 @@ impl SignRequest {
             Message::SyncCommitteeMessage(m) => epoch_of(m.slot),
             Message::SyncSelection(s) => epoch_of(s.slot),
             Message::Contribution(c) => epoch_of(c.contribution.slot),
+            Message::AggregateGloas(a) => epoch_of(a.aggregate.data.slot),
+            Message::BlockGloas(b) => epoch_of(b.slot),
+            Message::Bid(b) => epoch_of(b.slot),
+            // `get_execution_payload_envelope_signature`: the epoch of `state.slot`, the block's
+            // slot, which the payload carries as `slot_number` (EIP-7843).
+            Message::Envelope(e) => epoch_of(e.payload.slot_number),
+            Message::PayloadAttestation(d) => epoch_of(d.slot),
+            Message::Preferences(p) => epoch_of(p.proposal_slot),
+            Message::RequestAuth(_) => Ok(None),
         }
     }
 
@@ -391,6 +540,14 @@ impl SignRequest {
                 );
                 return Ok(domain::signing_root(r.tree_hash_root().0, domain));
             }
+            Message::RequestAuth(a) => {
+                let domain = domain::compute_domain(
+                    domain::DOMAIN_BUILDER_REQUEST_AUTH,
+                    Bytes(network.genesis_fork_version),
+                    Bytes([0; 32]),
+                );
+                return Ok(domain::signing_root(a.tree_hash_root().0, domain));
+            }
             Message::AggregationSlot { slot } => {
                 (domain::DOMAIN_SELECTION_PROOF, slot.tree_hash_root().0)
             }
@@ -416,6 +573,14 @@ impl SignRequest {
             Message::Contribution(c) => {
                 (domain::DOMAIN_CONTRIBUTION_AND_PROOF, c.tree_hash_root().0)
             }
+            Message::AggregateGloas(a) => {
+                (domain::DOMAIN_AGGREGATE_AND_PROOF, a.tree_hash_root().0)
+            }
+            Message::BlockGloas(b) => (domain::DOMAIN_BEACON_PROPOSER, b.tree_hash_root().0),
+            Message::Bid(b) => (domain::DOMAIN_BEACON_BUILDER, b.tree_hash_root().0),
+            Message::Envelope(e) => (domain::DOMAIN_BEACON_BUILDER, e.tree_hash_root().0),
+            Message::PayloadAttestation(d) => (domain::DOMAIN_PTC_ATTESTER, d.tree_hash_root().0),
+            Message::Preferences(p) => (domain::DOMAIN_PROPOSER_PREFERENCES, p.tree_hash_root().0),
         };
         let epoch = self
             .fork_epoch(network.slots_per_epoch)?
@@ -448,6 +613,7 @@ impl SignRequest {
             Message::BlockPhase0(b) => SlashingData::Block { slot: b.slot },
             Message::BlockAltair(b) => SlashingData::Block { slot: b.slot },
             Message::BlockHeader(h) => SlashingData::Block { slot: h.slot },
+            Message::BlockGloas(b) => SlashingData::Block { slot: b.slot },
             Message::Attestation(a) => SlashingData::Attestation {
                 source_epoch: a.source.epoch,
                 target_epoch: a.target.epoch,
@@ -477,6 +643,15 @@ impl SignRequest {
             Message::SyncCommitteeMessage(m) => ValidityWindow::sync_committee(m.slot),
             Message::SyncSelection(s) => ValidityWindow::sync_committee(s.slot),
             Message::Contribution(c) => ValidityWindow::sync_committee(c.contribution.slot),
+            Message::BlockGloas(b) => ValidityWindow::block(b.slot),
+            Message::AggregateGloas(a) => ValidityWindow::aggregate(a.aggregate.data.slot, spe),
+            Message::PayloadAttestation(d) => ValidityWindow::payload_attestation(d.slot),
+            Message::Bid(b) => ValidityWindow::bid(b.slot),
+            Message::Preferences(p) => ValidityWindow::proposer_preferences(p.proposal_slot),
+            // A payload envelope: gossip takes one for any block not older than finality
+            // (`validate_execution_payload_envelope_gossip`), so no time limit here; builder
+            // auth carries no protocol deadline either.
+            Message::Envelope(_) | Message::RequestAuth(_) => return None,
             Message::VoluntaryExit(_) | Message::Deposit(_) | Message::Registration(_) => {
                 return None
             }
@@ -508,23 +683,63 @@ impl SignRequest {
     }
 }
 
-/// `BLOCK_V2`: a full block for PHASE0/ALTAIR, a header from BELLATRIX on; the other field must
-/// be absent.
+/// `BLOCK_V2`: a full block for PHASE0/ALTAIR, a header from BELLATRIX on (the API's shape), and
+/// for GLOAS either (a Gloas block body is small again: the payload travels in its envelope); the
+/// other field must be absent.
 fn block_v2(b: VersionedBlock, preset: Preset) -> Result<Message, ConsensusError> {
     let version = b.version;
     let what = |m: String| malformed(format!("beacon_block ({version:?}): {m}"));
+    let full = |raw: &RawValue| -> Result<BeaconBlockWire, ConsensusError> {
+        parse_raw(raw, &format!("beacon_block ({version:?}).block"))
+    };
     match (version, b.block, b.block_header) {
         (_, Some(_), Some(_)) => Err(what("both block and block_header given".into())),
         (ForkName::Phase0, Some(block), None) => Ok(Message::BlockPhase0(Box::new(
-            block.into_phase0().map_err(what)?,
+            full(&block)?.into_phase0().map_err(what)?,
         ))),
         (ForkName::Altair, Some(block), None) => Ok(Message::BlockAltair(Box::new(
-            block.into_altair(preset).map_err(what)?,
+            full(&block)?.into_altair(preset).map_err(what)?,
         ))),
+        (ForkName::Gloas, Some(block), None) => {
+            let block: gloas::BeaconBlock = parse_raw(&block, "beacon_block (Gloas).block")?;
+            block.check(preset).map_err(what)?;
+            Ok(Message::BlockGloas(Box::new(block)))
+        }
         (ForkName::Phase0 | ForkName::Altair, None, _) => {
             Err(what("needs the full block in `block`".into()))
         }
         (_, None, Some(header)) => Ok(Message::BlockHeader(header)),
         (_, _, None) => Err(what("needs `block_header` from BELLATRIX on".into())),
     }
+}
+
+/// The Gloas types (Remote Signing API v1.4.0), with the names and shapes clients send today.
+fn gloas_message(
+    kind: MessageType,
+    body: &[u8],
+) -> Result<(Option<ForkInfo>, Message), ConsensusError> {
+    let b: GloasBody = parse(body)?;
+    let (key, raw) = b.pick(kind)?;
+    let message = match kind {
+        MessageType::ExecutionPayloadBid => Message::Bid(Box::new(versioned_or_bare(raw, key)?)),
+        MessageType::ExecutionPayloadEnvelope => {
+            Message::Envelope(Box::new(versioned_or_bare(raw, key)?))
+        }
+        MessageType::PayloadAttestationMessage => {
+            Message::PayloadAttestation(payload_attestation_data(raw, key)?)
+        }
+        MessageType::ProposerPreferences => Message::Preferences(versioned_or_bare(raw, key)?),
+        _ => {
+            let auth: gloas::BuilderRequestAuth = versioned_or_bare(raw, key)?;
+            if auth.data.0.is_empty() {
+                return Err(malformed(format!("{key}: `data` is empty")));
+            }
+            // Its domain is the genesis fork's: no fork_info (one sent is not used).
+            return Ok((None, Message::RequestAuth(auth)));
+        }
+    };
+    let fork_info = b
+        .fork_info
+        .ok_or_else(|| malformed(format!("{kind} needs fork_info")))?;
+    Ok((Some(fork_info), message))
 }

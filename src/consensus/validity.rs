@@ -70,6 +70,12 @@ pub enum Rule {
     AggregateGossip,
     /// A sync committee message, selection proof or contribution: its own slot.
     SyncCommitteeSlot,
+    /// A payload attestation (Gloas PTC): its own slot.
+    PayloadAttestationSlot,
+    /// An execution payload bid (Gloas): until its slot ends.
+    BidSlot,
+    /// Proposer preferences (Gloas): until the proposal slot begins.
+    PreferencesBeforeSlot,
 }
 
 /// When a signature stops being worth anything.
@@ -163,6 +169,42 @@ impl ValidityWindow {
             duty: Duty::Slot(slot),
             ends_at: slot.checked_add(1),
             rule: Rule::SyncCommitteeSlot,
+        }
+    }
+
+    /// A payload attestation for `slot`: its slot. Gloas gossip takes a
+    /// `payload_attestation_message` only "for the current slot" (`specs/gloas/p2p-interface.md`,
+    /// `is_current_slot(store, data.slot, …)` in `validate_payload_attestation_message_gossip`),
+    /// and the next block aggregates what it heard then (`process_payload_attestation`: `data.slot
+    /// + 1 == state.slot`).
+    pub(crate) fn payload_attestation(slot: u64) -> ValidityWindow {
+        ValidityWindow {
+            duty: Duty::Slot(slot),
+            ends_at: slot.checked_add(1),
+            rule: Rule::PayloadAttestationSlot,
+        }
+    }
+
+    /// An execution payload bid for `slot`: until its slot ends. Gloas gossip takes a bid only
+    /// when "the bid's slot is the current slot or the next slot" (`is_current_or_next_slot` in
+    /// `validate_execution_payload_bid_gossip`), and the proposer of `slot` picks one at the
+    /// slot's start.
+    pub(crate) fn bid(slot: u64) -> ValidityWindow {
+        ValidityWindow {
+            duty: Duty::Slot(slot),
+            ends_at: slot.checked_add(1),
+            rule: Rule::BidSlot,
+        }
+    }
+
+    /// Proposer preferences for `proposal_slot`: until that slot begins. Gloas gossip ignores them
+    /// once "the proposal slot has already started" (`is_past_slot` in
+    /// `validate_proposer_preferences_gossip`): builders need them before they bid.
+    pub(crate) fn proposer_preferences(proposal_slot: u64) -> ValidityWindow {
+        ValidityWindow {
+            duty: Duty::Slot(proposal_slot),
+            ends_at: Some(proposal_slot),
+            rule: Rule::PreferencesBeforeSlot,
         }
     }
 

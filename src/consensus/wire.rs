@@ -52,9 +52,9 @@ impl<'de, const N: usize> Deserialize<'de> for Bytes<N> {
 }
 
 /// Decodes `0x`-prefixed hex of between `min` and `max` bytes.
-struct HexVisitor {
-    min: usize,
-    max: usize,
+pub(crate) struct HexVisitor {
+    pub min: usize,
+    pub max: usize,
 }
 
 impl Visitor<'_> for HexVisitor {
@@ -159,7 +159,7 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for BoundedSeq<T> {
     }
 }
 
-fn bounded_seq<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+pub(crate) fn bounded_seq<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
     max: usize,
 ) -> Result<Vec<T>, D::Error> {
@@ -243,7 +243,7 @@ impl<'de> Deserialize<'de> for RawBitlist {
 }
 
 /// The bit length an SSZ bitlist encodes, or `None` if the last byte has no length bit.
-fn bitlist_len(bytes: &[u8]) -> Option<usize> {
+pub(crate) fn bitlist_len(bytes: &[u8]) -> Option<usize> {
     let (&last, rest) = bytes.split_last()?;
     if last == 0 {
         return None;

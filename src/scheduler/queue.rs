@@ -27,13 +27,14 @@ use std::time::Instant;
 /// Priority classes of DESIGN §2, highest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Class {
-    /// `BLOCK_V2`, `BLOCK`, `RANDAO_REVEAL`.
+    /// `BLOCK_V2`, `BLOCK`, `RANDAO_REVEAL`, `EXECUTION_PAYLOAD_ENVELOPE`.
     Block = 0,
-    /// `ATTESTATION`, `SYNC_COMMITTEE_MESSAGE`.
+    /// `ATTESTATION`, `SYNC_COMMITTEE_MESSAGE`, `PAYLOAD_ATTESTATION_MESSAGE`,
+    /// `EXECUTION_PAYLOAD_BID`.
     Attestation = 1,
-    /// Aggregates, contributions, live selection proofs.
+    /// Aggregates, contributions, live selection proofs, `PROPOSER_PREFERENCES`.
     Aggregate = 2,
-    /// `VALIDATOR_REGISTRATION`, `VOLUNTARY_EXIT`, `DEPOSIT`.
+    /// `VALIDATOR_REGISTRATION`, `VOLUNTARY_EXIT`, `DEPOSIT`, `BUILDER_REQUEST_AUTH`.
     Admin = 3,
     /// Precomputed selection proofs: only idle capacity.
     Background = 4,

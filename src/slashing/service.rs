@@ -109,6 +109,8 @@ struct Check {
 
 enum Job {
     Check(Check),
+    /// Several checks that go into one transaction together (a batch request's keys).
+    Checks(Vec<Check>),
     Task(Task),
 }
 
@@ -286,6 +288,51 @@ impl SlashingProtection {
         }
     }
 
+    /// [`check_and_record_async`](Self::check_and_record_async) for several proposals at once
+    /// (a batch request's keys): decided in order, in one transaction (one commit, one fsync),
+    /// a decision each, in the order given. One refusal does not affect the others; a store
+    /// failure refuses them all.
+    pub async fn check_and_record_many_async(
+        &self,
+        items: Vec<(Pubkey, Root, Proposal)>,
+    ) -> Vec<Result<(), SlashingError>> {
+        if items.is_empty() {
+            return Vec::new();
+        }
+        let n = items.len();
+        let mut receivers = Vec::with_capacity(n);
+        let checks = items
+            .into_iter()
+            .map(|(pubkey, gvr, proposal)| {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                receivers.push(rx);
+                Check {
+                    pubkey,
+                    gvr,
+                    proposal,
+                    reply: Reply::Async(tx),
+                }
+            })
+            .collect();
+        if let Err(e) = self.submit(Job::Checks(checks)) {
+            let reason = e.to_string();
+            return (0..n)
+                .map(|_| Err(SlashingError::Store(reason.clone())))
+                .collect();
+        }
+        let all = async {
+            let mut out = Vec::with_capacity(n);
+            for rx in receivers {
+                out.push(rx.await.map_err(|_| writer_gone()).and_then(|d| d));
+            }
+            out
+        };
+        match tokio::time::timeout(self.inner.wait, all).await {
+            Ok(decisions) => decisions,
+            Err(_) => (0..n).map(|_| Err(self.no_answer())).collect(),
+        }
+    }
+
     /// Import an EIP-3076 v5 interchange, atomically: all of it or nothing. Slashable data is
     /// never merged as records; see [`ImportSummary::minified`].
     pub fn import_interchange(&self, json: &str) -> Result<ImportSummary, SlashingError> {
@@ -398,17 +445,19 @@ fn writer_loop<S: SlashingStore>(
                 Err(_) => return,
             },
         };
-        let first = match first {
-            Job::Check(check) => check,
+        let mut batch = match first {
+            Job::Check(check) => vec![check],
+            // A group is never split: all of it in this transaction, however large.
+            Job::Checks(checks) => checks,
             Job::Task(task) => {
                 run_task(&mut store, task);
                 continue;
             }
         };
-        let mut batch = vec![first];
         while batch.len() < max_batch {
             match receiver.try_recv() {
                 Ok(Job::Check(check)) => batch.push(check),
+                Ok(Job::Checks(checks)) => batch.extend(checks),
                 Ok(other) => {
                     pending = Some(other);
                     break;

@@ -1,0 +1,248 @@
+//! `POST /api/v1/eth2/sign`: one signing request for many keys (the Remote Signing API's batch
+//! draft, ethereum/remote-signing-api PR #29). The request is parsed, checked against the
+//! network, its signing root computed and its validity window checked once; then each key goes
+//! through what a single request would (the client's key and type policy, the key store, the
+//! selection-proof cache), slashing protection decides every key's attestation in one
+//! transaction, and the signatures are made by the scheduler in the request's own class, so a
+//! batch of proofs never delays a block. The answer has one result per identifier, in order: a
+//! signature, or `{code, message}` as the single request would have answered. A malformed batch
+//! (bad JSON, no identifiers, a duplicate key, a type the draft does not batch, a request that
+//! fails for every key alike) is a 400 and nothing is signed.
+
+use std::collections::HashSet;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Extension, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::api::error::ApiError;
+use crate::api::policy::Caller;
+use crate::api::sign::{self, Cached, Checked};
+use crate::api::AppState;
+use crate::consensus::MessageType;
+use crate::keys::PublicKeyBytes;
+
+/// The most keys one batch may name: more than one validator client holds for one message,
+/// and with 100-byte identifiers within the body limit ([`crate::api::BODY_LIMIT`]); it bounds
+/// the work one request can queue.
+pub const MAX_BATCH_KEYS: usize = 16_384;
+
+/// The types the draft allows in a batch: one message signed by many validators in the same
+/// slot or epoch.
+pub const BATCHABLE: [MessageType; 5] = [
+    MessageType::AggregationSlot,
+    MessageType::Attestation,
+    MessageType::RandaoReveal,
+    MessageType::SyncCommitteeMessage,
+    MessageType::SyncCommitteeSelectionProof,
+];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchRequest<'a> {
+    #[serde(deserialize_with = "bounded_identifiers")]
+    identifiers: Vec<String>,
+    #[serde(borrow)]
+    signing_request: &'a RawValue,
+}
+
+fn bounded_identifiers<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    crate::consensus::wire::bounded_seq(d, MAX_BATCH_KEYS)
+}
+
+/// One key's result.
+enum Outcome {
+    Signed(String),
+    Failed(ApiError),
+}
+
+/// The batch endpoint.
+pub async fn sign_batch(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Response> {
+    let body = body.map_err(|e| sign::unreadable(e).into_response())?;
+    let batch: BatchRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "malformed batch: {}; nothing was signed",
+            crate::consensus::clip(&e.to_string())
+        ))
+        .into_response()
+    })?;
+    let keys = identifiers(&batch.identifiers).map_err(IntoResponse::into_response)?;
+    let checked = sign::parse_checked(&app, batch.signing_request.get().as_bytes())
+        .map_err(|e| e.into_response())?;
+    let kind = checked.request.message_type();
+    if !BATCHABLE.contains(&kind) {
+        let allowed: Vec<&str> = BATCHABLE.iter().map(|t| t.as_str()).collect();
+        return Err(ApiError::bad_request(format!(
+            "{kind} cannot be batched; a batch may carry {}; nothing was signed",
+            allowed.join(", ")
+        ))
+        .into_response());
+    }
+    let timing = sign::in_window(&app, &format_args!("{} keys", keys.len()), &checked)
+        .map_err(|e| e.into_response())?;
+    let outcomes = sign_each(&app, &caller, &keys, &checked, timing).await;
+    let results: Vec<serde_json::Value> = batch
+        .identifiers
+        .iter()
+        .zip(outcomes)
+        .map(|(id, outcome)| match outcome {
+            Outcome::Signed(signature) => {
+                serde_json::json!({ "identifier": id, "signature": signature })
+            }
+            Outcome::Failed(e) => serde_json::json!({
+                "identifier": id,
+                "error": { "code": e.status.as_u16(), "message": e.message },
+            }),
+        })
+        .collect();
+    Ok((StatusCode::OK, axum::Json(results)).into_response())
+}
+
+/// The identifiers as keys: at least one, each a 48-byte hex key, no key twice (whatever the
+/// case of its hex).
+fn identifiers(ids: &[String]) -> Result<Vec<PublicKeyBytes>, ApiError> {
+    if ids.is_empty() {
+        return Err(ApiError::bad_request(
+            "malformed batch: identifiers is empty; nothing was signed",
+        ));
+    }
+    let mut seen = HashSet::with_capacity(ids.len());
+    ids.iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let key = PublicKeyBytes::parse(id).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "malformed batch: identifiers[{i}] is not a 48-byte hex BLS public key; \
+                     nothing was signed"
+                ))
+            })?;
+            if !seen.insert(key) {
+                return Err(ApiError::bad_request(format!(
+                    "malformed batch: identifiers[{i}] repeats key {key}; nothing was signed"
+                )));
+            }
+            Ok(key)
+        })
+        .collect()
+}
+
+/// Every key's outcome, in order.
+async fn sign_each(
+    app: &AppState,
+    caller: &Caller,
+    keys: &[PublicKeyBytes],
+    checked: &Checked,
+    timing: sign::Timing,
+) -> Vec<Outcome> {
+    let runtime = app.runtime();
+    let policy = app.policy();
+    let kind = checked.request.message_type();
+    let started = std::time::Instant::now();
+    // What a single request checks before its type: the client's keys, the key store, the
+    // Keymanager gate (its permit held until the key's signature is made).
+    let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(keys.len());
+    let mut admitted = Vec::new();
+    for (i, pubkey) in keys.iter().enumerate() {
+        let admitted_key = (|| {
+            caller
+                .check_key(pubkey)
+                .map_err(|r| r.counted(&app.metrics))?;
+            let key = runtime
+                .keys
+                .get(pubkey)
+                .cloned()
+                .ok_or_else(|| ApiError::not_found(format!("public key {pubkey} not found")))?;
+            let permit = app.key_gate.enter(pubkey).ok_or_else(|| {
+                ApiError::not_found(format!("public key {pubkey} not found (deleted)"))
+            })?;
+            policy
+                .check_message(caller, pubkey, kind, checked.request.fee_recipient())
+                .map_err(|r| r.counted(&app.metrics))?;
+            Ok((key, permit))
+        })();
+        match admitted_key {
+            Ok((key, permit)) => {
+                outcomes.push(None);
+                admitted.push((i, *pubkey, key, permit));
+            }
+            Err(e) => outcomes.push(Some(Outcome::Failed(e))),
+        }
+    }
+    // Precomputed selection proofs answer at once; the others hold their claim while signed.
+    let cache = futures_util::future::join_all(
+        admitted
+            .iter()
+            .map(|(_, pubkey, _, _)| sign::from_proof_cache(app, pubkey, checked)),
+    )
+    .await;
+    let mut to_sign = Vec::with_capacity(admitted.len());
+    for ((i, pubkey, key, permit), cached) in admitted.into_iter().zip(cache) {
+        match cached {
+            Cached::Answered(signature) => outcomes[i] = Some(Outcome::Signed(signature)),
+            Cached::SignIt(claim) => to_sign.push((i, pubkey, key, permit, claim)),
+        }
+    }
+    // Slashing protection: every key's record in one transaction, before any signature.
+    if let (Some(proposal), Some(slashing)) = (checked.proposal(), &app.slashing) {
+        match checked.gvr() {
+            Err(e) => {
+                for (i, ..) in to_sign.drain(..) {
+                    outcomes[i] = Some(Outcome::Failed(ApiError::bad_request(e.message.clone())));
+                }
+            }
+            Ok(gvr) => {
+                let items = to_sign
+                    .iter()
+                    .map(|(_, pubkey, ..)| (pubkey.0, gvr, proposal))
+                    .collect();
+                let decisions = slashing.check_and_record_many_async(items).await;
+                let mut allowed = Vec::with_capacity(to_sign.len());
+                for (job, decision) in to_sign.into_iter().zip(decisions) {
+                    match sign::slashing_verdict(app, &job.1, decision) {
+                        Ok(()) => allowed.push(job),
+                        Err(e) => outcomes[job.0] = Some(Outcome::Failed(e)),
+                    }
+                }
+                to_sign = allowed;
+            }
+        }
+    }
+    let signed = futures_util::future::join_all(to_sign.into_iter().map(
+        |(i, _pubkey, key, _permit, claim)| {
+            let runtime = &runtime;
+            async move {
+                let result = sign::schedule(runtime, key, checked, timing, claim).await;
+                drop(_permit);
+                (i, result)
+            }
+        },
+    ))
+    .await;
+    for (i, result) in signed {
+        outcomes[i] = Some(match result {
+            Ok(signature) => {
+                sign::observe(app, checked, started);
+                Outcome::Signed(signature)
+            }
+            Err(e) => Outcome::Failed(e),
+        });
+    }
+    outcomes
+        .into_iter()
+        .map(|o| {
+            o.unwrap_or_else(|| {
+                Outcome::Failed(ApiError::internal(
+                    "no result for this key (internal error)",
+                ))
+            })
+        })
+        .collect()
+}
