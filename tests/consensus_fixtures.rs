@@ -212,6 +212,23 @@ fn accessors_agree_with_the_request() {
                 MessageType::Deposit | MessageType::ValidatorRegistration => {
                     (SlashingData::None, None)
                 }
+                MessageType::ExecutionPayloadBid => (
+                    SlashingData::None,
+                    u(&r["execution_payload_bid"]["data"]["slot"]),
+                ),
+                MessageType::PayloadAttestationMessage => (
+                    SlashingData::None,
+                    u(&r["payload_attestation_message"]["data"]["slot"]),
+                ),
+                MessageType::ProposerPreferences => (
+                    SlashingData::None,
+                    u(&r["proposer_preferences"]["data"]["proposal_slot"]),
+                ),
+                // No protocol deadline: an envelope is taken for any unfinalized block, and
+                // builder auth is out of protocol.
+                MessageType::ExecutionPayloadEnvelope | MessageType::BuilderRequestAuth => {
+                    (SlashingData::None, None)
+                }
             };
             assert_eq!(req.slashing_data(), slashing, "{}", case["name"]);
             let duty = match req.message_type() {
@@ -294,6 +311,11 @@ fn message_key(r: &Value) -> &'static str {
         "SYNC_COMMITTEE_SELECTION_PROOF" => "sync_aggregator_selection_data",
         "SYNC_COMMITTEE_CONTRIBUTION_AND_PROOF" => "contribution_and_proof",
         "VALIDATOR_REGISTRATION" => "validator_registration",
+        "EXECUTION_PAYLOAD_BID" => "execution_payload_bid",
+        "EXECUTION_PAYLOAD_ENVELOPE" => "execution_payload_envelope",
+        "PAYLOAD_ATTESTATION_MESSAGE" => "payload_attestation_message",
+        "PROPOSER_PREFERENCES" => "proposer_preferences",
+        "BUILDER_REQUEST_AUTH" => "builder_request_auth",
         _ => "",
     }
 }

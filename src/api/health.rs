@@ -201,6 +201,20 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
             device.op_counts().0 as f64,
         ));
     }
+    // Slashing protection's writer: decisions, and the transactions (commits) they took.
+    if let Some(slashing) = &app.slashing {
+        let stats = slashing.stats();
+        gauges.push((
+            "signer_slashing_checks",
+            String::new(),
+            stats.requests as f64,
+        ));
+        gauges.push((
+            "signer_slashing_transactions",
+            String::new(),
+            stats.transactions as f64,
+        ));
+    }
     gauges.push((
         "signer_keystore_kdf_runs",
         String::new(),

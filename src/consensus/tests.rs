@@ -211,8 +211,14 @@ fn block_v2_versions_need_their_own_field() {
     let mut both = block_v2("DENEB", "block_header", header());
     both["beacon_block"]["block"] = full_block(true);
     assert_malformed(&both, "both");
+    // GLOAS: a header, or its own full block (an altair one is not one).
+    assert!(parse(&block_v2("GLOAS", "block_header", header())).is_ok());
     assert_malformed(
-        &block_v2("GLOAS", "block_header", header()),
+        &block_v2("GLOAS", "block", full_block(true)),
+        "missing field",
+    );
+    assert_malformed(
+        &block_v2("HEZE", "block_header", header()),
         "unknown variant",
     );
     assert_malformed(
