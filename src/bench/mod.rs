@@ -1,6 +1,7 @@
 //! `hsm-signer bench …`: benchmarks that answer an operator's questions, each reporting ratios
 //! measured in one run (ours against a baseline), as a table or as JSON.
 
+pub mod batch;
 pub mod combine;
 pub mod custody;
 pub mod health_flood;

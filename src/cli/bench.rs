@@ -155,6 +155,28 @@ pub(super) fn bench_cmd(config: &Config, cmd: BenchCmd) -> Result<()> {
             print_report(&report, report.table(), json);
             Ok(())
         }
+        BenchCmd::Batch {
+            keys,
+            batch_size,
+            blocks,
+            json,
+        } => {
+            bootstrap_embedded(config)?;
+            let dir = tempfile_dir(&config.data_dir)?;
+            let report = bench::batch::run(
+                config,
+                &dir,
+                &bench::batch::BatchOptions {
+                    keys,
+                    batch_size,
+                    blocks,
+                },
+            );
+            let _ = std::fs::remove_dir_all(&dir);
+            let report = report?;
+            print_report(&report, report.table(), json);
+            Ok(())
+        }
         BenchCmd::Custody {
             device,
             threads,

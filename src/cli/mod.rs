@@ -360,6 +360,23 @@ enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+    /// The batch endpoint: N AGGREGATION_SLOT signatures through one HTTP batch against N
+    /// single requests and raw blst, and block latency while the seed's herd arrives as batches,
+    /// in one run.
+    Batch {
+        /// Keys, and signatures per measurement.
+        #[arg(long, default_value_t = 10_000)]
+        keys: usize,
+        /// Keys per batch in the herd (each key's selection proof and attestation).
+        #[arg(long, default_value_t = 1_000)]
+        batch_size: usize,
+        /// Blocks signed in each block phase (idle, herd).
+        #[arg(long, default_value_t = 100)]
+        blocks: usize,
+        /// Print a JSON report.
+        #[arg(long)]
+        json: bool,
+    },
     /// Decrypt-on-device + sign against raw blst signing.
     Custody {
         /// Device to use (default: the default device).
