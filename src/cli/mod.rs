@@ -101,6 +101,17 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Print the signing root the signer computes for a sign request (read from a file, or
+    /// stdin), without signing or opening anything: to compare a client's `signingRoot` with
+    /// ours. The request's network is not checked.
+    SigningRoot {
+        /// The request body (JSON); default: stdin.
+        file: Option<std::path::PathBuf>,
+        /// Network whose preset and genesis fork version the root follows (default: the
+        /// configuration's).
+        #[arg(long)]
+        network: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -476,5 +487,33 @@ fn run(cli: Cli) -> Result<()> {
         Command::Keys(cmd) => keys_cmd(&config, cmd),
         Command::Slashing(cmd) => slashing_cmd(&config, cmd),
         Command::Bench(cmd) => bench_cmd(&config, cmd),
+        Command::SigningRoot { file, network } => {
+            let network = serve::resolve_network(network.as_deref().unwrap_or(&config.network))?;
+            let body = match &file {
+                Some(path) => std::fs::read(path).map_err(SignerError::io(path))?,
+                None => {
+                    let mut body = Vec::new();
+                    std::io::Read::read_to_end(&mut std::io::stdin(), &mut body)
+                        .map_err(|e| SignerError::System(format!("reading stdin: {e}")))?;
+                    body
+                }
+            };
+            let request = crate::consensus::SignRequest::from_json(&body, network.preset)
+                .map_err(|e| SignerError::Invalid(e.to_string()))?;
+            let root = request
+                .signing_root(&network)
+                .map_err(|e| SignerError::Invalid(e.to_string()))?;
+            let supplied = request.supplied_signing_root().map(|r| r.to_string());
+            println!(
+                "{}",
+                serde_json::json!({
+                    "type": request.message_type().as_str(),
+                    "signing_root": root.to_string(),
+                    "supplied_signing_root": supplied,
+                    "matches": supplied.as_deref().map(|s| s == root.to_string()),
+                })
+            );
+            Ok(())
+        }
     }
 }

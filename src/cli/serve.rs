@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::consensus::Network;
 use crate::{Result, SignerError};
 
-fn resolve_network(name: &str) -> Result<Network> {
+pub(super) fn resolve_network(name: &str) -> Result<Network> {
     let path = std::path::Path::new(name);
     if path.is_file() {
         return Network::from_config_file(path).map_err(|e| SignerError::Config(e.to_string()));
