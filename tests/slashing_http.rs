@@ -108,6 +108,38 @@ fn slashable_requests_get_412_with_the_reason_and_safe_ones_sign() {
     );
 }
 
+/// Gloas: `AttestationData.index` is the payload-status bit. Either value signs; two votes for
+/// one target that differ only there are a double vote.
+#[test]
+fn gloas_attestations_differing_only_in_the_payload_bit_are_a_double_vote() {
+    let s = Signer::with_fixture_key();
+    let server = Server::start(&s, &["--no-slot-deadlines"]);
+    let http = Client::new();
+    let gloas = |index: &str, target: u64| {
+        // A Gloas fork_info (the mainnet network has no Gloas epoch: the check sees the fork
+        // version its epoch uses, Fulu's before the fork's epoch).
+        let mut a = attestation(target - 1, target, 9);
+        a["fork_info"]["fork"] = json!({
+            "previous_version": "0x06000000",
+            "current_version": "0x07000000",
+            "epoch": "18446744073709551615",
+        });
+        a["attestation"]["index"] = json!(index);
+        a
+    };
+    let (status, body) = sign(&http, &server, &gloas("1", 20));
+    assert_eq!(status, StatusCode::OK, "payload bit 1 signs: {body}");
+    let (status, body) = sign(&http, &server, &gloas("0", 20));
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("double vote"),
+        "{body}"
+    );
+    // The same vote again is an identical re-sign; the other bit at the next target signs.
+    assert_eq!(sign(&http, &server, &gloas("1", 20)).0, StatusCode::OK);
+    assert_eq!(sign(&http, &server, &gloas("0", 21)).0, StatusCode::OK);
+}
+
 #[test]
 fn a_thousand_concurrent_conflicting_requests_yield_exactly_one_signature() {
     let s = Signer::with_fixture_key();
