@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::api::{transport, AppState};
+use crate::api::AppState;
 use crate::app::Signer;
 use crate::bench::scenario::Latency;
 use crate::config::Config;
@@ -254,8 +254,6 @@ async fn blocks(
 /// key directory `scratch`.
 pub fn run(config: &Config, scratch: &std::path::Path, opts: &BatchOptions) -> Result<BatchReport> {
     let n = opts.keys.max(1);
-    let server_rt =
-        crate::scheduler::runtime().map_err(|e| SignerError::System(format!("runtime: {e}")))?;
     let devices = Devices::open_all(config)?;
     let device = devices.get(&config.default_device)?.clone();
     let (mut store, _) = KeyStore::load(scratch)?;
@@ -288,26 +286,8 @@ pub fn run(config: &Config, scratch: &std::path::Path, opts: &BatchOptions) -> R
     ));
     // Any slot: no validity windows; no slashing protection (the slashing bench measures it).
     state.clock = None;
-    let metrics = state.metrics.clone();
-    let listener = server_rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .map_err(|e| SignerError::System(format!("binding a loopback port: {e}")))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| SignerError::System(format!("loopback port: {e}")))?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let limits = transport::Limits::from_settings(&config.server)?;
-    let app = crate::api::router(state);
-    let server = server_rt.spawn(transport::serve(
-        listener,
-        None,
-        app,
-        limits,
-        metrics,
-        async move {
-            let _ = stop_rx.await;
-        },
-    ));
+    let server = crate::bench::LoopbackServer::start(config, state)?;
+    let addr = server.addr;
     let threads = std::thread::available_parallelism()
         .map(|t| t.get())
         .unwrap_or(2);
@@ -432,8 +412,7 @@ pub fn run(config: &Config, scratch: &std::path::Path, opts: &BatchOptions) -> R
         }
         Ok::<_, SignerError>((raw, batch, singles_rate, idle, under_herd))
     });
-    let _ = stop_tx.send(());
-    let _ = server_rt.block_on(server);
+    server.stop();
     let (raw, batch, singles, idle, herd) = result?;
     let (idle, herd) = (Latency::of(&idle), Latency::of(&herd));
     Ok(BatchReport {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::api::{transport, AppState};
+use crate::api::AppState;
 use crate::app::Signer;
 use crate::bench::scenario::Latency;
 use crate::config::Config;
@@ -157,8 +157,6 @@ async fn blocks(
 /// Run it on the configured devices, with one key sealed on the default device in a scratch
 /// key directory `scratch`.
 pub fn run(config: &Config, scratch: &std::path::Path, opts: &FloodOptions) -> Result<FloodReport> {
-    let server_rt =
-        crate::scheduler::runtime().map_err(|e| SignerError::System(format!("runtime: {e}")))?;
     let devices = Devices::open_all(config)?;
     let device = devices.get(&config.default_device)?.clone();
     let sk = crate::bls::random_secret_key()?;
@@ -180,26 +178,8 @@ pub fn run(config: &Config, scratch: &std::path::Path, opts: &FloodOptions) -> R
     // Blocks at any slot: no validity windows, any network.
     state.clock = None;
     state.network_check = false;
-    let metrics = state.metrics.clone();
-    let listener = server_rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .map_err(|e| SignerError::System(format!("binding a loopback port: {e}")))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| SignerError::System(format!("loopback port: {e}")))?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let limits = transport::Limits::from_settings(&config.server)?;
-    let app = crate::api::router(state);
-    let server = server_rt.spawn(transport::serve(
-        listener,
-        None,
-        app,
-        limits,
-        metrics.clone(),
-        async move {
-            let _ = stop_rx.await;
-        },
-    ));
+    let server = crate::bench::LoopbackServer::start(config, state)?;
+    let addr = server.addr;
 
     // The clients, on threads of their own: the validator client signing blocks at normal
     // priority, the flood at nice 5 like the server's HTTP runtime (on one host it takes the
@@ -297,8 +277,7 @@ pub fn run(config: &Config, scratch: &std::path::Path, opts: &FloodOptions) -> R
             (delayed, refused),
         ))
     });
-    let _ = stop_tx.send(());
-    let _ = server_rt.block_on(server);
+    server.stop();
     let (idle_before, flood, idle_after, rate, failures, device_checks, (delayed, refused)) =
         result?;
     let (before, after) = (Latency::of(&idle_before), Latency::of(&idle_after));

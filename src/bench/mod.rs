@@ -12,6 +12,60 @@ pub mod threshold;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::api::{transport, AppState};
+use crate::config::Config;
+use crate::error::{Result, SignerError};
+
+/// The real server (router, connection handling, scheduler) serving `state` on a loopback port
+/// of its own runtime, for the benchmarks that measure over HTTP.
+pub(crate) struct LoopbackServer {
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    runtime: tokio::runtime::Runtime,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl LoopbackServer {
+    /// Serve `state` within the limits of `config.server`.
+    pub(crate) fn start(config: &Config, state: AppState) -> Result<LoopbackServer> {
+        let runtime = crate::scheduler::runtime()
+            .map_err(|e| SignerError::System(format!("runtime: {e}")))?;
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .map_err(|e| SignerError::System(format!("binding a loopback port: {e}")))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| SignerError::System(format!("loopback port: {e}")))?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let limits = transport::Limits::from_settings(&config.server)?;
+        let metrics = state.metrics.clone();
+        let app = crate::api::router(state);
+        let server = runtime.spawn(transport::serve(
+            listener,
+            None,
+            app,
+            limits,
+            metrics,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Ok(LoopbackServer {
+            addr,
+            runtime,
+            stop,
+            server,
+        })
+    }
+
+    /// Stop accepting, and wait for the open connections to finish.
+    pub(crate) fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.runtime.block_on(self.server);
+    }
+}
+
 /// Run `op` on `threads` threads for `duration`; return completed operations per second.
 pub(crate) fn throughput<F>(threads: usize, duration: Duration, op: F) -> f64
 where

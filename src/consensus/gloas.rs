@@ -139,38 +139,24 @@ impl<'de, T: Deserialize<'de>, const MAX: usize> Deserialize<'de> for PList<T, M
     }
 }
 
-impl<T: TreeHash, const MAX: usize> TreeHash for PList<T, MAX> {
-    fn tree_hash_type() -> TreeHashType {
-        TreeHashType::List
-    }
-
-    fn tree_hash_packed_encoding(&self) -> PackedEncoding {
-        PackedEncoding::from_slice(self.tree_hash_root().as_slice())
-    }
-
-    fn tree_hash_packing_factor() -> usize {
-        1
-    }
-
-    fn tree_hash_root(&self) -> Hash256 {
+tree_hash_by_root!([T: TreeHash, const MAX: usize] PList<T, MAX>, List, |this| {
         let root = match T::tree_hash_type() {
             TreeHashType::Basic => {
-                let packed: Vec<u8> = self
+                let packed: Vec<u8> = this
                     .0
                     .iter()
                     .flat_map(|e| e.tree_hash_packed_encoding())
                     .collect();
-                progressive::basic_list_root(&packed, self.0.len())
+                progressive::basic_list_root(&packed, this.0.len())
             }
             _ => {
                 let roots: Vec<progressive::Chunk> =
-                    self.0.iter().map(|e| e.tree_hash_root().0).collect();
+                    this.0.iter().map(|e| e.tree_hash_root().0).collect();
                 progressive::composite_list_root(&roots)
             }
         };
         Hash256::from(root)
-    }
-}
+});
 
 /// An EIP-7916 `ProgressiveByteList` (`Transaction`, `BlockAccessList`): `0x` hex of at most
 /// `MAX` bytes.
@@ -184,23 +170,9 @@ impl<'de, const MAX: usize> Deserialize<'de> for PBytes<MAX> {
     }
 }
 
-impl<const MAX: usize> TreeHash for PBytes<MAX> {
-    fn tree_hash_type() -> TreeHashType {
-        TreeHashType::List
-    }
-
-    fn tree_hash_packed_encoding(&self) -> PackedEncoding {
-        PackedEncoding::from_slice(self.tree_hash_root().as_slice())
-    }
-
-    fn tree_hash_packing_factor() -> usize {
-        1
-    }
-
-    fn tree_hash_root(&self) -> Hash256 {
-        Hash256::from(progressive::basic_list_root(&self.0, self.0.len()))
-    }
-}
+tree_hash_by_root!([const MAX: usize] PBytes<MAX>, List, |this| Hash256::from(
+    progressive::basic_list_root(&this.0, this.0.len())
+));
 
 /// An SSZ `ByteList[N]` (`extra_data`): `0x` hex of at most `N` bytes, hashed with its limit.
 #[derive(Debug, Clone)]
@@ -213,24 +185,10 @@ impl<'de, const N: usize> Deserialize<'de> for ByteList<N> {
     }
 }
 
-impl<const N: usize> TreeHash for ByteList<N> {
-    fn tree_hash_type() -> TreeHashType {
-        TreeHashType::List
-    }
-
-    fn tree_hash_packed_encoding(&self) -> PackedEncoding {
-        PackedEncoding::from_slice(self.tree_hash_root().as_slice())
-    }
-
-    fn tree_hash_packing_factor() -> usize {
-        1
-    }
-
-    fn tree_hash_root(&self) -> Hash256 {
-        let root = tree_hash::merkle_root(&self.0, N.div_ceil(32));
-        tree_hash::mix_in_length(&root, self.0.len())
-    }
-}
+tree_hash_by_root!([const N: usize] ByteList<N>, List, |this| {
+    let root = tree_hash::merkle_root(&this.0, N.div_ceil(32));
+    tree_hash::mix_in_length(&root, this.0.len())
+});
 
 /// A bitvector whose size is a preset's, as read; its root is right only once
 /// [`Checked::check`] has found it the preset's size (its bytes then fix its chunk count).
@@ -249,24 +207,11 @@ impl PresetBitvector {
     }
 }
 
-impl TreeHash for PresetBitvector {
-    fn tree_hash_type() -> TreeHashType {
-        TreeHashType::Vector
-    }
-
-    fn tree_hash_packed_encoding(&self) -> PackedEncoding {
-        PackedEncoding::from_slice(self.tree_hash_root().as_slice())
-    }
-
-    fn tree_hash_packing_factor() -> usize {
-        1
-    }
-
-    fn tree_hash_root(&self) -> Hash256 {
-        // ceil(N / 256) chunks for N bits; ceil(N / 8) bytes: the same count from the bytes.
-        tree_hash::merkle_root(&self.0 .0, self.0 .0.len().div_ceil(32))
-    }
-}
+// ceil(N / 256) chunks for N bits; ceil(N / 8) bytes: the same count from the bytes.
+tree_hash_by_root!([] PresetBitvector, Vector, |this| tree_hash::merkle_root(
+    &this.0 .0,
+    this.0 .0.len().div_ceil(32)
+));
 
 /// An EIP-7916 `ProgressiveBitlist` (Gloas `AggregationBits`), as read; its length is checked
 /// against the preset's `MAX_VALIDATORS_PER_COMMITTEE * MAX_COMMITTEES_PER_SLOT` by
@@ -280,22 +225,9 @@ impl<'de> Deserialize<'de> for PBitlist {
     }
 }
 
-impl TreeHash for PBitlist {
-    fn tree_hash_type() -> TreeHashType {
-        TreeHashType::List
-    }
-
-    fn tree_hash_packed_encoding(&self) -> PackedEncoding {
-        PackedEncoding::from_slice(self.tree_hash_root().as_slice())
-    }
-
-    fn tree_hash_packing_factor() -> usize {
-        1
-    }
-
-    fn tree_hash_root(&self) -> Hash256 {
-        let bytes = &self.0 .0;
-        let len = self.0.bit_len().unwrap_or(0);
+tree_hash_by_root!([] PBitlist, List, |this| {
+        let bytes = &this.0 .0;
+        let len = this.0.bit_len().unwrap_or(0);
         // Without the length bit: bit `len` is in byte `len / 8`, the last.
         let mut bits = bytes.clone();
         if let Some(last) = bits.get_mut(len / 8) {
@@ -303,8 +235,7 @@ impl TreeHash for PBitlist {
         }
         bits.truncate(len.div_ceil(8));
         Hash256::from(progressive::bitlist_root_packed(&bits, len))
-    }
-}
+});
 
 /// A Gloas container whose preset-sized fields are checked before it is hashed.
 pub(crate) trait Checked {
@@ -322,26 +253,12 @@ impl<T: Checked, const MAX: usize> Checked for PList<T, MAX> {
 /// merkleized progressively, with the active-fields bitvector mixed in.
 macro_rules! progressive_container {
     ($name:ident { $($field:ident),+ $(,)? }) => {
-        impl TreeHash for $name {
-            fn tree_hash_type() -> TreeHashType {
-                TreeHashType::Container
-            }
-
-            fn tree_hash_packed_encoding(&self) -> PackedEncoding {
-                PackedEncoding::from_slice(self.tree_hash_root().as_slice())
-            }
-
-            fn tree_hash_packing_factor() -> usize {
-                1
-            }
-
-            fn tree_hash_root(&self) -> Hash256 {
-                let roots = [$(self.$field.tree_hash_root().0),+];
-                let active = [true; { [$(stringify!($field)),+].len() }];
-                // Every field active, fewer than 256 of them: always a root.
-                Hash256::from(progressive::container_root(&roots, &active).unwrap_or_default())
-            }
-        }
+        tree_hash_by_root!([] $name, Container, |this| {
+            let roots = [$(this.$field.tree_hash_root().0),+];
+            let active = [true; { [$(stringify!($field)),+].len() }];
+            // Every field active, fewer than 256 of them: always a root.
+            Hash256::from(progressive::container_root(&roots, &active).unwrap_or_default())
+        });
     };
 }
 

@@ -7,6 +7,34 @@
 //! panics on input from the network: every shape error is a [`ConsensusError`], and slot
 //! arithmetic is checked.
 
+/// `TreeHash` for a type hashed as a whole (a vector, list or container; never packed into a
+/// chunk with others): `[generics] Type, Kind, |this| root`.
+macro_rules! tree_hash_by_root {
+    ([$($gen:tt)*] $ty:ty, $kind:ident, |$this:ident| $root:expr) => {
+        impl<$($gen)*> tree_hash::TreeHash for $ty {
+            fn tree_hash_type() -> tree_hash::TreeHashType {
+                tree_hash::TreeHashType::$kind
+            }
+
+            // Never packed; answer with its root rather than panic if anyone asks.
+            fn tree_hash_packed_encoding(&self) -> tree_hash::PackedEncoding {
+                tree_hash::PackedEncoding::from_slice(
+                    tree_hash::TreeHash::tree_hash_root(self).as_slice(),
+                )
+            }
+
+            fn tree_hash_packing_factor() -> usize {
+                1
+            }
+
+            fn tree_hash_root(&self) -> tree_hash::Hash256 {
+                let $this = self;
+                $root
+            }
+        }
+    };
+}
+
 pub mod clock;
 mod containers;
 mod domain;

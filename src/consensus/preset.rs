@@ -23,8 +23,6 @@
 
 use std::fmt;
 
-use tree_hash::{Hash256, PackedEncoding, TreeHash, TreeHashType};
-
 use super::wire::{RawBitlist, RawBitvector};
 
 /// A consensus-spec preset (`PRESET_BASE`).
@@ -181,24 +179,10 @@ impl Bitvector {
     }
 }
 
-impl TreeHash for Bitvector {
-    fn tree_hash_type() -> TreeHashType {
-        TreeHashType::Vector
-    }
-
-    // A bitvector is never packed; answer with its root rather than panic if anyone asks.
-    fn tree_hash_packed_encoding(&self) -> PackedEncoding {
-        PackedEncoding::from_slice(self.tree_hash_root().as_slice())
-    }
-
-    fn tree_hash_packing_factor() -> usize {
-        1
-    }
-
-    fn tree_hash_root(&self) -> Hash256 {
-        tree_hash::merkle_root(&self.bytes, chunks(self.len))
-    }
-}
+tree_hash_by_root!([] Bitvector, Vector, |this| tree_hash::merkle_root(
+    &this.bytes,
+    chunks(this.len)
+));
 
 /// An SSZ `Bitlist[N]` with `N` a preset size. Only [`Bitlist::sized`] makes one, so it has at
 /// most `N` bits.
@@ -239,29 +223,15 @@ impl Bitlist {
     }
 }
 
-impl TreeHash for Bitlist {
-    fn tree_hash_type() -> TreeHashType {
-        TreeHashType::List
-    }
-
-    // A bitlist is never packed; answer with its root rather than panic if anyone asks.
-    fn tree_hash_packed_encoding(&self) -> PackedEncoding {
-        PackedEncoding::from_slice(self.tree_hash_root().as_slice())
-    }
-
-    fn tree_hash_packing_factor() -> usize {
-        1
-    }
-
-    fn tree_hash_root(&self) -> Hash256 {
-        let root = tree_hash::merkle_root(&self.bits, chunks(self.limit));
-        tree_hash::mix_in_length(&root, self.len)
-    }
-}
+tree_hash_by_root!([] Bitlist, List, |this| {
+    let root = tree_hash::merkle_root(&this.bits, chunks(this.limit));
+    tree_hash::mix_in_length(&root, this.len)
+});
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tree_hash::TreeHash;
     use ssz::Decode;
     use ssz_types::{BitList, BitVector};
     use typenum::{U128, U131072, U32, U4, U512, U64, U8, U8192};

@@ -9,7 +9,6 @@ use std::marker::PhantomData;
 use serde::de::{self, Deserialize, Deserializer, SeqAccess, Visitor};
 use ssz::Decode;
 use ssz_types::{BitList, FixedVector, VariableList};
-use tree_hash::{Hash256, PackedEncoding, TreeHash, TreeHashType};
 use typenum::Unsigned;
 
 /// `N` bytes (an SSZ `ByteVector[N]`: a root, a version, a BLS key or signature), `0x` hex in
@@ -23,24 +22,7 @@ impl<const N: usize> Default for Bytes<N> {
     }
 }
 
-impl<const N: usize> TreeHash for Bytes<N> {
-    fn tree_hash_type() -> TreeHashType {
-        TreeHashType::Vector
-    }
-
-    // A vector is never packed; answer with its root rather than panic if anyone asks.
-    fn tree_hash_packed_encoding(&self) -> PackedEncoding {
-        PackedEncoding::from_slice(self.tree_hash_root().as_slice())
-    }
-
-    fn tree_hash_packing_factor() -> usize {
-        1
-    }
-
-    fn tree_hash_root(&self) -> Hash256 {
-        self.0.tree_hash_root()
-    }
-}
+tree_hash_by_root!([const N: usize] Bytes<N>, Vector, |this| this.0.tree_hash_root());
 
 impl<'de, const N: usize> Deserialize<'de> for Bytes<N> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
