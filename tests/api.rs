@@ -91,6 +91,29 @@ fn sign_every_case(
     kinds
 }
 
+/// Every Gloas oracle case of the five v1.4.0 types, sent in each shape clients use today
+/// (Lighthouse's and older Lodestar's type names and keys, unwrapped bodies, numbers): the same
+/// signature as the v1.4.0 form, the oracle's.
+#[test]
+fn gloas_aliases_sign_identically_to_the_spec_names() {
+    let (_s, server, pk) = serve_fixture_key();
+    let (_, cases) = signing_fixtures();
+    let mut aliased = Vec::new();
+    let mut forms = std::collections::BTreeSet::new();
+    for (fork, case) in cases.iter().filter(|(f, _)| f == "gloas") {
+        for (who, request) in common::gloas_alias_forms(&case["request"]) {
+            let mut c = case.clone();
+            c["request"] = request;
+            c["name"] = json!(format!("{} as {who}", case["name"].as_str().unwrap()));
+            forms.insert(format!("{} {who}", case["type"].as_str().unwrap()));
+            aliased.push((fork.clone(), c));
+        }
+    }
+    sign_every_case(&server, &pk, &aliased);
+    eprintln!("{} alias requests signed, forms: {forms:#?}", aliased.len());
+    assert_eq!(forms.len(), 5 + 3 + 2 + 1, "{forms:#?}");
+}
+
 #[test]
 fn every_oracle_case_signs_over_http_identically_to_the_oracle_and_to_blst() {
     let (_s, server, pk) = serve_fixture_key();
@@ -98,7 +121,7 @@ fn every_oracle_case_signs_over_http_identically_to_the_oracle_and_to_blst() {
     let kinds = sign_every_case(&server, &pk, &cases);
     assert_eq!(
         kinds.len(),
-        13,
+        hsm_signer::consensus::MessageType::ALL.len(),
         "every request type was exercised: {kinds:?}"
     );
     assert!(cases.len() >= 300);
@@ -128,7 +151,7 @@ fn every_minimal_preset_oracle_case_signs_over_http_on_a_minimal_network() {
     let kinds = sign_every_case(&server, pk, &cases);
     assert_eq!(
         kinds.len(),
-        13,
+        hsm_signer::consensus::MessageType::ALL.len(),
         "every request type was exercised: {kinds:?}"
     );
     assert!(cases.len() >= 300);
@@ -625,6 +648,17 @@ fn absurd_slots_and_epochs_never_panic_the_signer() {
             // as ahead of the slot clock (400), before slashing protection records them. The
             // rest are signed.
             match kind.as_str() {
+                // Mainnet schedules no Gloas: a Gloas fork_info is another network's (400).
+                _ if fork == "gloas" && body.get("fork_info").is_some() => {
+                    assert_eq!(status, StatusCode::BAD_REQUEST, "{kind}: {answer}");
+                    assert!(
+                        answer["message"]
+                            .as_str()
+                            .unwrap()
+                            .contains("wrong network"),
+                        "{answer}"
+                    );
+                }
                 "BLOCK" | "BLOCK_V2" | "ATTESTATION" => {
                     assert_eq!(status, StatusCode::BAD_REQUEST, "{kind}: {answer}");
                     assert!(

@@ -16,7 +16,7 @@ use hsm_signer::consensus::{
 use serde_json::{json, Map, Value};
 
 const DST: &[u8] = b"BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_";
-const FORKS: [&str; 7] = [
+const FORKS: [&str; 8] = [
     "phase0",
     "altair",
     "bellatrix",
@@ -24,6 +24,7 @@ const FORKS: [&str; 7] = [
     "deneb",
     "electra",
     "fulu",
+    "gloas",
 ];
 
 /// The presets with oracle fixtures, and their directories under `tests/fixtures/`.
@@ -399,16 +400,21 @@ fn tampering_any_signed_field_changes_the_root() {
     assert!(checked > 1000);
 }
 
-/// Whether a case carries a bitfield whose size the preset decides: an altair block's sync
-/// aggregate, an electra aggregate's bits, a sync contribution's bits.
+/// Whether a case carries a bitfield whose size the preset decides: an altair or gloas block's
+/// sync aggregate (and a gloas block's committee and PTC bits), an electra or gloas aggregate's
+/// bits, a sync contribution's bits.
 fn has_preset_sized_bits(request: &Value) -> bool {
     let version = |v: &Value| v["version"].as_str().unwrap_or("").to_owned();
     match request["type"].as_str().unwrap_or("") {
-        "BLOCK_V2" => version(&request["beacon_block"]) == "ALTAIR",
+        // Full blocks: altair's and gloas' (sync aggregate; gloas also committee and PTC bits).
+        "BLOCK_V2" => {
+            request["beacon_block"].get("block").is_some()
+                && version(&request["beacon_block"]) != "PHASE0"
+        }
         "AGGREGATE_AND_PROOF_V2" => {
             matches!(
                 version(&request["aggregate_and_proof"]).as_str(),
-                "ELECTRA" | "FULU"
+                "ELECTRA" | "FULU" | "GLOAS"
             )
         }
         "SYNC_COMMITTEE_CONTRIBUTION_AND_PROOF" => true,

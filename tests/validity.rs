@@ -50,7 +50,18 @@ fn expected_window(kind: &str, duty: u64, spe: u64) -> Option<(u64, u64)> {
         "SYNC_COMMITTEE_MESSAGE"
         | "SYNC_COMMITTEE_SELECTION_PROOF"
         | "SYNC_COMMITTEE_CONTRIBUTION_AND_PROOF" => Some((duty, duty + 1)),
-        "VOLUNTARY_EXIT" | "DEPOSIT" | "VALIDATOR_REGISTRATION" => None,
+        // Gloas: a payload attestation, the current slot only (`is_current_slot` in
+        // `validate_payload_attestation_message_gossip`); a bid, the current or next slot
+        // (`is_current_or_next_slot`): its own slot's end either way.
+        "PAYLOAD_ATTESTATION_MESSAGE" | "EXECUTION_PAYLOAD_BID" => Some((duty, duty + 1)),
+        // Until the proposal slot starts (`is_past_slot` in
+        // `validate_proposer_preferences_gossip`).
+        "PROPOSER_PREFERENCES" => Some((duty, duty)),
+        "VOLUNTARY_EXIT"
+        | "DEPOSIT"
+        | "VALIDATOR_REGISTRATION"
+        | "EXECUTION_PAYLOAD_ENVELOPE"
+        | "BUILDER_REQUEST_AUTH" => None,
         other => panic!("unknown type {other}"),
     }
 }
@@ -232,17 +243,24 @@ fn absurd_slots_and_epochs_never_panic_and_never_end() {
     }
 }
 
-/// Mainnet's fork versions and root (those of the requests the helpers make), with the test's
-/// genesis time and epoch length.
+/// Mainnet's fork versions (and Gloas's, at the fixtures' epoch) and root (those of the requests
+/// the helpers make), with the test's genesis time and epoch length.
 fn network(slots_per_epoch: u64) -> Network {
     let mut gvr = [0u8; 32];
     hex::decode_to_slice(TEST_GVR.trim_start_matches("0x"), &mut gvr).unwrap();
+    let mut mainnet = Network::preset("mainnet").unwrap();
+    // With Gloas scheduled (as the fixtures have it), so that its requests are this network's.
+    mainnet.forks.push(hsm_signer::consensus::ScheduledFork {
+        name: "gloas",
+        version: [7, 0, 0, 0],
+        epoch: 450_000,
+    });
     Network {
         name: "validity-test".into(),
         genesis_time: Some(GENESIS),
         seconds_per_slot: 12,
         slots_per_epoch,
-        ..Network::preset("mainnet").unwrap()
+        ..mainnet
     }
     .with_genesis_validators_root(gvr)
     .unwrap()

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Generate Web3Signer eth2 signing fixtures with the consensus specs' own Python package.
 
-For every fork (phase0 .. fulu) and every Web3Signer sign request type that applies to
+For every fork (phase0 .. gloas) and every Web3Signer sign request type that applies to
 that fork, this script builds random (seeded, deterministic) messages, computes the
 signing root and the BLS signature with the executable consensus spec
 (`eth-consensus-specs`, module `eth_consensus_specs`), and writes one JSON file per fork:
@@ -13,7 +13,9 @@ signing root and the BLS signature with the executable consensus spec
 The signatures are produced by the spec's own validator helpers where one exists
 (get_attestation_signature, get_block_signature, get_epoch_signature, get_slot_signature,
 get_aggregate_and_proof_signature, get_sync_committee_message,
-get_sync_committee_selection_proof, get_contribution_and_proof_signature), using a
+get_sync_committee_selection_proof, get_contribution_and_proof_signature, and for gloas
+get_execution_payload_bid_signature, get_execution_payload_envelope_signature,
+get_payload_attestation_message_signature), using a
 BeaconState whose `fork` and `genesis_validators_root` are taken from the request's
 `fork_info` -- i.e. exactly the spec's `get_domain` rule:
     fork_version = fork.previous_version if epoch < fork.epoch else fork.current_version
@@ -44,12 +46,12 @@ from importlib.metadata import version as pkg_version
 from random import Random
 
 from py_ecc.bls import G2ProofOfPossession as PyEccBLS
-from ssz.bitfields import BitList, BitVector
+from ssz.bitfields import BitList, BitVector, ProgressiveBitList
 from ssz.boolean import Boolean
 from ssz.byte_arrays import ByteList, ByteVector
-from ssz.collections import List, Vector
-from ssz.container import Container
-from ssz.uint import BaseUint, Uint64
+from ssz.collections import List, ProgressiveList, Vector
+from ssz.container import Container, ProgressiveContainer
+from ssz.uint import BaseUint, Uint8, Uint64
 
 from eth_consensus_specs.debug.random_value import RandomizationMode, get_random_ssz_object
 from eth_consensus_specs.utils import bls as spec_bls
@@ -58,7 +60,7 @@ from eth_consensus_specs.utils import bls as spec_bls
 # Constants
 # --------------------------------------------------------------------------------------
 
-FORKS = ["phase0", "altair", "bellatrix", "capella", "deneb", "electra", "fulu"]
+FORKS = ["phase0", "altair", "bellatrix", "capella", "deneb", "electra", "fulu", "gloas"]
 PRESETS = ["mainnet", "minimal"]
 
 # The preset being generated or checked, and its spec modules; set by use_preset().
@@ -74,7 +76,19 @@ MINIMAL_FORK_EPOCHS = {
     "deneb": 40,
     "electra": 50,
     "fulu": 60,
+    "gloas": 70,
 }
+
+# Forks the mainnet config does not schedule (its *_FORK_EPOCH is FAR_FUTURE_EPOCH): gloas is
+# not scheduled on mainnet; the epoch is the fixtures' choice.
+MAINNET_FIXTURE_FORK_EPOCHS = {
+    "gloas": 450000,
+}
+
+# A fork's "after fork" epochs are drawn from [its epoch, the next fork's epoch), or, for the
+# last fork, [its epoch, its epoch + 100000). Fulu's files were made when it was the last fork;
+# it keeps that open range so they stay the same bytes.
+OPEN_AFTER_RANGE = {"fulu"}
 
 
 def use_preset(preset: str) -> None:
@@ -95,8 +109,23 @@ DOMAIN_APPLICATION_BUILDER_HEX = "0x00000001"
 VERSION_NAME = {f: f.upper() for f in FORKS}
 
 # Types whose request carries no fork_info (DepositSigning / ValidatorRegistrationSigning
-# do not include the `Signing` base schema).
-NO_FORK_INFO_TYPES = {"DEPOSIT", "VALIDATOR_REGISTRATION"}
+# do not include the `Signing` base schema; nor does Remote Signing API v1.4.0's
+# BuilderRequestAuthSigning).
+NO_FORK_INFO_TYPES = {"DEPOSIT", "VALIDATOR_REGISTRATION", "BUILDER_REQUEST_AUTH"}
+
+# BUILDER_REQUEST_AUTH (Remote Signing API v1.4.0, BuilderRequestAuthGloas): the builder
+# domain type with the application mask, DomainType('0x0B000001'), GENESIS_FORK_VERSION and a
+# zero root, like VALIDATOR_REGISTRATION's builder domain.
+DOMAIN_BUILDER_REQUEST_AUTH_HEX = "0x0B000001"
+
+# Types new in gloas, each `{version: "GLOAS", data: <message>}` under its body key.
+GLOAS_TYPES = {
+    "EXECUTION_PAYLOAD_BID": "execution_payload_bid",
+    "EXECUTION_PAYLOAD_ENVELOPE": "execution_payload_envelope",
+    "PAYLOAD_ATTESTATION_MESSAGE": "payload_attestation_message",
+    "PROPOSER_PREFERENCES": "proposer_preferences",
+    "BUILDER_REQUEST_AUTH": "builder_request_auth",
+}
 
 CASES_PER_TYPE = 3
 
@@ -128,23 +157,49 @@ def types_for_fork(fork: str) -> list[str]:
         ]
     if bellatrix_plus:
         types.append("VALIDATOR_REGISTRATION")
+    if since(fork, "gloas"):
+        types += list(GLOAS_TYPES)
     return types
 
 
+def since(fork: str, first: str) -> bool:
+    return FORKS.index(fork) >= FORKS.index(first)
+
+
 def fork_version(fork: str):
-    cfg = SPECS["fulu"].config
+    cfg = SPECS[FORKS[-1]].config
     if fork == "phase0":
         return cfg.GENESIS_FORK_VERSION
     return getattr(cfg, f"{fork.upper()}_FORK_VERSION")
 
 
 def fork_epoch(fork: str) -> int:
-    cfg = SPECS["fulu"].config
+    cfg = SPECS[FORKS[-1]].config
     if fork == "phase0":
         return 0
     if PRESET == "minimal":
         return MINIMAL_FORK_EPOCHS[fork]
+    if fork in MAINNET_FIXTURE_FORK_EPOCHS:
+        return MAINNET_FIXTURE_FORK_EPOCHS[fork]
     return int(getattr(cfg, f"{fork.upper()}_FORK_EPOCH"))
+
+
+def fixture_config(spec):
+    """The spec module's config with the fixtures' fork schedule (fork_epoch), in place of the
+    FAR_FUTURE_EPOCHs of the forks the config does not schedule."""
+    return spec.config._replace(
+        **{f"{f.upper()}_FORK_EPOCH": spec.Epoch(fork_epoch(f)) for f in FORKS if f != "phase0"}
+    )
+
+
+def fixture_compute_fork_version(spec, epoch: int):
+    """The spec's compute_fork_version(epoch) under the fixtures' fork schedule."""
+    saved = spec.config
+    spec.config = fixture_config(spec)
+    try:
+        return spec.compute_fork_version(spec.Epoch(epoch))
+    finally:
+        spec.config = saved
 
 
 def seed(fork: str, rtype: str) -> str:
@@ -169,18 +224,26 @@ def hx(b) -> str:
 # --------------------------------------------------------------------------------------
 
 
+def is_progressive_bytes(typ) -> bool:
+    """EIP-7916 ProgressiveByteList, which eth-ssz spells ProgressiveList[Byte] (gloas'
+    Transaction and BlockAccessList): bytes, so 0x hex like a ByteList."""
+    return isinstance(typ, type) and issubclass(typ, ProgressiveList) and typ.ELEMENT_TYPE is Uint8
+
+
 def to_json(v):
-    if isinstance(v, (BitList, BitVector)):
+    # Bitlists, progressive bitlists and bitvectors: 0x hex of their SSZ serialization (a
+    # bitlist's and a progressive bitlist's are the same bytes, delimiter bit included).
+    if isinstance(v, (BitList, ProgressiveBitList, BitVector)):
         return "0x" + v.encode_bytes().hex()
-    if isinstance(v, (ByteVector, ByteList)):
+    if isinstance(v, (ByteVector, ByteList)) or is_progressive_bytes(type(v)):
         return "0x" + v.encode_bytes().hex()
     if isinstance(v, Boolean):
         return bool(v)
-    if isinstance(v, BaseUint):
+    if isinstance(v, BaseUint):  # uint8 .. uint256
         return str(int(v))
-    if isinstance(v, (List, Vector)):
+    if isinstance(v, (List, ProgressiveList, Vector)):
         return [to_json(e) for e in v]
-    if isinstance(v, Container):
+    if isinstance(v, (Container, ProgressiveContainer)):
         return {name: to_json(getattr(v, name)) for name in type(v).model_fields}
     raise TypeError(f"cannot encode {type(v)}")
 
@@ -201,7 +264,9 @@ def _hex_bytes(j, path) -> bytes:
 
 def from_json(typ, j, path="$"):
     """Strictly parse Beacon-API JSON `j` into SSZ type `typ`."""
-    if issubclass(typ, (BitList, BitVector)):
+    if issubclass(typ, (BitList, ProgressiveBitList, BitVector)):
+        return typ.decode_bytes(_hex_bytes(j, path))
+    if is_progressive_bytes(typ):
         return typ.decode_bytes(_hex_bytes(j, path))
     if issubclass(typ, ByteVector):
         b = _hex_bytes(j, path)
@@ -221,11 +286,11 @@ def from_json(typ, j, path="$"):
         if n >= 1 << (8 * typ.get_byte_length()):
             raise FixtureError(f"{path}: {n} out of range for {typ.__name__}")
         return typ(n)
-    if issubclass(typ, (List, Vector)):
+    if issubclass(typ, (List, ProgressiveList, Vector)):
         if not isinstance(j, list):
             raise FixtureError(f"{path}: expected array")
         return typ(data=[from_json(typ.ELEMENT_TYPE, e, f"{path}[{i}]") for i, e in enumerate(j)])
-    if issubclass(typ, Container):
+    if issubclass(typ, (Container, ProgressiveContainer)):
         if not isinstance(j, dict):
             raise FixtureError(f"{path}: expected object")
         fields = typ.model_fields
@@ -277,8 +342,10 @@ class Ctx:
         self.E = fork_epoch(fork)
         self.prev_fork = FORKS[i - 1] if i > 0 else None
         self.prev_E = fork_epoch(self.prev_fork) if self.prev_fork else None
-        self.next_E = fork_epoch(FORKS[i + 1]) if i + 1 < len(FORKS) else self.E + 100_000
+        last = i + 1 == len(FORKS) or fork in OPEN_AFTER_RANGE
+        self.next_E = self.E + 100_000 if last else fork_epoch(FORKS[i + 1])
         self.spe = int(self.spec.SLOTS_PER_EPOCH)
+        self.count = 0  # cases built so far, for builders that cycle through variants
 
     # ---- fork info -------------------------------------------------------------------
     def fork_info(self, fork_override: str | None = None):
@@ -349,7 +416,11 @@ def _attestation_data(ctx: Ctx, slot: int, target_epoch: int):
     ad = rand_obj(rng, spec.AttestationData)
     ad.slot = spec.Slot(slot)
     last_committee = int(spec.MAX_COMMITTEES_PER_SLOT) - 1
-    ad.index = spec.CommitteeIndex(0 if FORKS.index(ctx.fork) >= FORKS.index("electra") else rng.randint(0, last_committee))
+    if since(ctx.fork, "gloas"):
+        # Gloas: `index` is the payload-status bit (0: payload not present, 1: present).
+        ad.index = spec.CommitteeIndex(rng.randint(0, 1))
+    else:
+        ad.index = spec.CommitteeIndex(0 if FORKS.index(ctx.fork) >= FORKS.index("electra") else rng.randint(0, last_committee))
     ad.target.epoch = spec.Epoch(target_epoch)
     ad.source.epoch = spec.Epoch(max(0, target_epoch - rng.randint(1, 2)))
     return fresh(ad)
@@ -425,6 +496,18 @@ def _random_block(ctx: Ctx, slot: int, full_bits=False):
     spec, rng = ctx.spec, ctx.rng
     block = rand_obj(rng, spec.BeaconBlock, max_list=3, max_bytes=48)
     block.slot = spec.Slot(slot)
+    if since(ctx.fork, "gloas"):
+        # Progressive lists have no type limit; keep each within what block processing accepts
+        # (`process_operations`: MAX_ATTESTER_SLASHINGS_ELECTRA = 1 is the only one max_list
+        # exceeds), as a valid block is.
+        body = block.body
+        limit = int(spec.MAX_ATTESTER_SLASHINGS_ELECTRA)
+        body.attester_slashings = type(body.attester_slashings)(
+            data=list(body.attester_slashings)[:limit]
+        )
+        body.parent_execution_requests = within_processing_limits(
+            spec, body.parent_execution_requests
+        )
     # Realistic aggregation bitlists for the contained attestations.
     for att in block.body.attestations:
         att.aggregation_bits = rand_bits(rng, type(att.aggregation_bits), rng.randint(1, 200))
@@ -432,6 +515,14 @@ def _random_block(ctx: Ctx, slot: int, full_bits=False):
         # The whole sync committee signed: SYNC_COMMITTEE_SIZE bits set.
         sa = block.body.sync_aggregate
         sa.sync_committee_bits = type(sa.sync_committee_bits)(data=[True] * int(spec.SYNC_COMMITTEE_SIZE))
+        if since(ctx.fork, "gloas"):
+            # And every payload attestation with the whole PTC: PTC_SIZE bits set.
+            pas = block.body.payload_attestations
+            if len(pas) == 0:
+                pas = type(pas)(data=[rand_obj(rng, spec.PayloadAttestation)])
+            for pa in pas:
+                pa.aggregation_bits = spec.PayloadTimelinessCommitteeBits(data=[True] * int(spec.PTC_SIZE))
+            block.body.payload_attestations = pas
     return fresh(block)
 
 
@@ -450,11 +541,13 @@ def build_block(ctx, fork_obj, gvr, slot, epoch):
     return {"block": to_json(block)}, block, domain, sig
 
 
-def build_block_v2(ctx, fork_obj, gvr, slot, epoch, full_bits=False):
+def build_block_v2(ctx, fork_obj, gvr, slot, epoch, full_bits=False, full_block=False):
     spec = ctx.spec
     block, domain, sig = _block_common(ctx, fork_obj, gvr, slot, full_bits)
     version = VERSION_NAME[ctx.fork]
-    if ctx.fork in ("phase0", "altair"):
+    if ctx.fork in ("phase0", "altair") or full_block:
+        # The whole block: PHASE0 and ALTAIR always; GLOAS too (its body is small again, the
+        # execution payload travels in the envelope), besides the header cases.
         return {"beacon_block": {"version": version, "block": to_json(block)}}, block, domain, sig
     header = spec.BeaconBlockHeader(
         slot=block.slot,
@@ -609,6 +702,179 @@ def build_validator_registration(ctx: Ctx, i: int, own_pubkey: bytes):
     return {"validator_registration": to_json(reg)}, reg, domain, sig
 
 
+# ---- gloas ---------------------------------------------------------------------------
+
+
+def gloas_payload(ctx: Ctx, rtype: str, obj):
+    return {GLOAS_TYPES[rtype]: {"version": VERSION_NAME[ctx.fork], "data": to_json(obj)}}
+
+
+def rand_bytes(rng: Random, n: int) -> bytes:
+    return bytes(rng.getrandbits(8) for _ in range(n))
+
+
+def build_execution_payload_bid(ctx, fork_obj, gvr, slot, epoch):
+    spec, rng = ctx.spec, ctx.rng
+    bid = rand_obj(rng, spec.ExecutionPayloadBid, max_list=3)
+    bid.slot = spec.Slot(slot)
+    bid = fresh(bid)
+    st = ctx.state(fork_obj, gvr)
+    sig = spec.get_execution_payload_bid_signature(st, bid, SECRET_KEY)
+    domain = spec.get_domain(st, spec.DOMAIN_BEACON_BUILDER, spec.compute_epoch_at_slot(bid.slot))
+    return gloas_payload(ctx, "EXECUTION_PAYLOAD_BID", bid), bid, domain, sig
+
+
+def within_processing_limits(spec, requests):
+    """`requests` (gloas ExecutionRequests) with each list cut to what payload processing
+    accepts (the preset's MAX_*_REQUESTS_PER_PAYLOAD): progressive lists have no type limit,
+    and a valid payload stays within these. Cutting draws nothing from the RNG."""
+    limits = {
+        "deposits": spec.MAX_DEPOSIT_REQUESTS_PER_PAYLOAD,
+        "withdrawals": spec.MAX_WITHDRAWAL_REQUESTS_PER_PAYLOAD,
+        "consolidations": spec.MAX_CONSOLIDATION_REQUESTS_PER_PAYLOAD,
+        "builder_deposits": spec.MAX_BUILDER_DEPOSIT_REQUESTS_PER_PAYLOAD,
+        "builder_exits": spec.MAX_BUILDER_EXIT_REQUESTS_PER_PAYLOAD,
+    }
+    for field, limit in limits.items():
+        lst = getattr(requests, field)
+        setattr(requests, field, type(lst)(data=list(lst)[: int(limit)]))
+    return requests
+
+
+def _random_execution_payload_envelope(ctx: Ctx, slot: int):
+    spec, rng = ctx.spec, ctx.rng
+    env = rand_obj(rng, spec.ExecutionPayloadEnvelope)
+    p = env.payload
+    p.slot_number = Uint64(slot)
+    p.transactions = spec.Transactions(data=[
+        spec.Transaction(data=list(rand_bytes(rng, rng.randint(0, 200)))) for _ in range(rng.randint(2, 4))
+    ])
+    p.withdrawals = spec.Withdrawals(data=[rand_obj(rng, spec.Withdrawal) for _ in range(rng.randint(1, 4))])
+    p.block_access_list = spec.BlockAccessList(data=list(rand_bytes(rng, rng.randint(1, 200))))
+    p.extra_data = spec.ExtraData(data=list(rand_bytes(rng, rng.randint(0, 32))))
+    p.base_fee_per_gas = spec.Uint256(rng.getrandbits(256))
+    env.payload = p
+
+    def some(list_type):
+        return list_type(data=[rand_obj(rng, list_type.ELEMENT_TYPE) for _ in range(rng.randint(1, 3))])
+
+    env.execution_requests = spec.ExecutionRequests(
+        deposits=some(spec.DepositRequests),
+        withdrawals=some(spec.WithdrawalRequests),
+        consolidations=some(spec.ConsolidationRequests),
+        builder_deposits=some(spec.BuilderDepositRequests),
+        builder_exits=some(spec.BuilderExitRequests),
+    )
+    env.execution_requests = within_processing_limits(spec, env.execution_requests)
+    return fresh(env)
+
+
+def build_execution_payload_envelope(ctx, fork_obj, gvr, slot, epoch):
+    spec = ctx.spec
+    env = _random_execution_payload_envelope(ctx, slot)
+    # get_execution_payload_envelope_signature takes the epoch from state.slot: the state is
+    # at the payload's slot.
+    st = ctx.state(fork_obj, gvr, slot=int(env.payload.slot_number))
+    sig = spec.get_execution_payload_envelope_signature(st, env, SECRET_KEY)
+    domain = spec.get_domain(
+        st, spec.DOMAIN_BEACON_BUILDER, spec.compute_epoch_at_slot(spec.Slot(int(env.payload.slot_number)))
+    )
+    return gloas_payload(ctx, "EXECUTION_PAYLOAD_ENVELOPE", env), env, domain, sig
+
+
+# (payload_present, blob_data_available), one after the other, so every combination appears.
+PAYLOAD_ATTESTATION_FLAGS = [(True, True), (False, False), (True, False), (False, True)]
+
+
+def build_payload_attestation_message(ctx, fork_obj, gvr, slot, epoch):
+    spec, rng = ctx.spec, ctx.rng
+    present, available = PAYLOAD_ATTESTATION_FLAGS[ctx.count % len(PAYLOAD_ATTESTATION_FLAGS)]
+    ctx.count += 1
+    data = spec.PayloadAttestationData(
+        beacon_block_root=spec.Root(rand_root(rng)),
+        slot=spec.Slot(slot),
+        payload_present=Boolean(present),
+        blob_data_available=Boolean(available),
+    )
+    msg = spec.PayloadAttestationMessage(
+        validator_index=spec.ValidatorIndex(rng.randint(0, 2_000_000)),
+        data=data,
+        signature=spec.BLSSignature(),
+    )
+    st = ctx.state(fork_obj, gvr)
+    sig = spec.get_payload_attestation_message_signature(st, msg, SECRET_KEY)
+    domain = spec.get_domain(st, spec.DOMAIN_PTC_ATTESTER, spec.compute_epoch_at_slot(data.slot))
+    return gloas_payload(ctx, "PAYLOAD_ATTESTATION_MESSAGE", data), data, domain, sig
+
+
+def build_proposer_preferences(ctx, fork_obj, gvr, slot, epoch):
+    spec, rng = ctx.spec, ctx.rng
+    prefs = spec.ProposerPreferences(
+        dependent_root=spec.Root(rand_root(rng)),
+        proposal_slot=spec.Slot(slot),
+        validator_index=spec.ValidatorIndex(rng.randint(0, 2_000_000)),
+        fee_recipient=spec.ExecutionAddress(rand_bytes(rng, 20)),
+        target_gas_limit=Uint64(rng.choice([30_000_000, 36_000_000, 60_000_000, rng.randint(0, 2**64 - 1)])),
+    )
+    st = ctx.state(fork_obj, gvr)
+    proposal_epoch = spec.compute_epoch_at_slot(prefs.proposal_slot)
+    domain = spec.get_domain(st, spec.DOMAIN_PROPOSER_PREFERENCES, proposal_epoch)
+    # The spec's get_signed_proposer_preferences takes the version from the config's fork
+    # schedule, compute_fork_version(proposal_epoch). Under the fixtures' schedule it names the
+    # same version as fork_info whenever the epoch is at or after fork_info's previous fork.
+    if int(proposal_epoch) >= fork_epoch(ctx.prev_fork):
+        by_schedule = spec.compute_domain(
+            spec.DOMAIN_PROPOSER_PREFERENCES, fixture_compute_fork_version(spec, int(proposal_epoch)), gvr
+        )
+        if by_schedule != domain:
+            raise FixtureError("proposer preferences: fork_info domain != compute_fork_version domain")
+    else:
+        raise FixtureError("proposer preferences: epoch before the previous fork")
+    sig = spec_bls.Sign(SECRET_KEY, spec.compute_signing_root(prefs, domain))
+    return gloas_payload(ctx, "PROPOSER_PREFERENCES", prefs), prefs, domain, sig
+
+
+_BUILDER_REQUEST_AUTH = None
+
+
+def builder_request_auth_type():
+    """Remote Signing API v1.4.0 BuilderRequestAuthGloas; not in the spec package."""
+    global _BUILDER_REQUEST_AUTH
+    if _BUILDER_REQUEST_AUTH is None:
+        class BuilderRequestAuthData(ByteList):
+            LIMIT = 4096
+
+        class BuilderRequestAuth(Container):
+            data: BuilderRequestAuthData
+            slot: Uint64
+
+        _BUILDER_REQUEST_AUTH = BuilderRequestAuth
+    return _BUILDER_REQUEST_AUTH
+
+
+def builder_request_auth_domain(spec, genesis_fork_version):
+    dt = spec.DomainType(DOMAIN_BUILDER_REQUEST_AUTH_HEX)
+    return spec.compute_domain(dt, genesis_fork_version, spec.Root())
+
+
+def build_builder_request_auth(ctx: Ctx, i: int):
+    spec, rng = ctx.spec, ctx.rng
+    BRA = builder_request_auth_type()
+    _, slot = ctx.pick("after")
+    data_type = BRA.model_fields["data"].annotation
+    auth = BRA(data=data_type(data=list(rand_bytes(rng, rng.randint(1, 200)))), slot=Uint64(slot))
+    auth = fresh(auth)
+    dt = spec.DomainType(DOMAIN_BUILDER_REQUEST_AUTH_HEX)
+    # DOMAIN_BEACON_BUILDER with the application mask.
+    if bytes(dt) != bytes(a | b for a, b in zip(bytes(spec.DOMAIN_BEACON_BUILDER), bytes(spec.DOMAIN_APPLICATION_MASK))):
+        raise FixtureError("builder request auth domain type")
+    domain = builder_request_auth_domain(spec, spec.config.GENESIS_FORK_VERSION)
+    if domain != spec.compute_domain(dt):
+        raise FixtureError("builder request auth domain mismatch against spec default")
+    sig = spec_bls.Sign(SECRET_KEY, spec.compute_signing_root(auth, domain))
+    return gloas_payload(ctx, "BUILDER_REQUEST_AUTH", auth), auth, domain, sig
+
+
 SLOT_BUILDERS = {
     "AGGREGATION_SLOT": build_aggregation_slot,
     "AGGREGATE_AND_PROOF": build_aggregate_and_proof,
@@ -621,6 +887,10 @@ SLOT_BUILDERS = {
     "SYNC_COMMITTEE_MESSAGE": build_sync_committee_message,
     "SYNC_COMMITTEE_SELECTION_PROOF": build_sync_committee_selection_proof,
     "SYNC_COMMITTEE_CONTRIBUTION_AND_PROOF": build_contribution_and_proof,
+    "EXECUTION_PAYLOAD_BID": build_execution_payload_bid,
+    "EXECUTION_PAYLOAD_ENVELOPE": build_execution_payload_envelope,
+    "PAYLOAD_ATTESTATION_MESSAGE": build_payload_attestation_message,
+    "PROPOSER_PREFERENCES": build_proposer_preferences,
 }
 
 
@@ -666,6 +936,11 @@ def gen_cases_for_type(fork: str, rtype: str, own_pubkey: bytes) -> list[dict]:
     if rtype == "VALIDATOR_REGISTRATION":
         for i in range(CASES_PER_TYPE):
             p, o, d, s = build_validator_registration(ctx, i, own_pubkey)
+            cases.append(make_case(ctx, f"{lname}_random_{i}", p, o, d, s))
+        return cases
+    if rtype == "BUILDER_REQUEST_AUTH":
+        for i in range(CASES_PER_TYPE):
+            p, o, d, s = build_builder_request_auth(ctx, i)
             cases.append(make_case(ctx, f"{lname}_random_{i}", p, o, d, s))
         return cases
 
@@ -734,19 +1009,32 @@ def gen_cases_for_type(fork: str, rtype: str, own_pubkey: bytes) -> list[dict]:
         cases.append(make_case(ctx, f"{lname}_eip7044_capella_fork_info", p, o, d, s,
                                fork_info_json(fork_obj, gvr)))
 
+    if rtype == "BLOCK_V2" and since(fork, "gloas"):
+        # Besides the header cases: the whole block, {version, block}.
+        for i, mode in enumerate(ctx.modes()):
+            epoch, slot = ctx.pick(mode)
+            fork_obj, gvr = ctx.fork_info()
+            p, o, d, s = build_block_v2(ctx, fork_obj, gvr, slot, epoch, full_block=True)
+            tag = {"after": "_after_fork", "before": "_before_fork", "at_fork": "_at_fork_epoch"}[mode]
+            cases.append(make_case(ctx, f"{lname}_full_block_random_{i}{tag}", p, o, d, s,
+                                   fork_info_json(fork_obj, gvr)))
+
     # ---- bitfields at the preset's sizes, every bit set ---------------------------------
     # The sizes that differ between presets (SYNC_COMMITTEE_SIZE, the sync subcommittee,
     # MAX_COMMITTEES_PER_SLOT): a bitfield that fills them, so a wrong size or depth shows.
     # Appended last, so the cases above keep their random values.
+    # Gloas: a whole BLOCK_V2 block with the whole sync committee and every payload
+    # attestation with every PTC_SIZE bit (512 / 16).
     full = (
-        (rtype == "BLOCK_V2" and fork == "altair")
+        (rtype == "BLOCK_V2" and fork in ("altair", "gloas"))
         or (rtype == "AGGREGATE_AND_PROOF_V2" and FORKS.index(fork) >= FORKS.index("electra"))
         or rtype == "SYNC_COMMITTEE_CONTRIBUTION_AND_PROOF"
     )
     if full:
         epoch, slot = ctx.pick("after")
         fork_obj, gvr = ctx.fork_info()
-        p, o, d, s = builder(ctx, fork_obj, gvr, slot, epoch, full_bits=True)
+        kw = {"full_block": True} if rtype == "BLOCK_V2" and since(fork, "gloas") else {}
+        p, o, d, s = builder(ctx, fork_obj, gvr, slot, epoch, full_bits=True, **kw)
         cases.append(make_case(ctx, f"{lname}_{PRESET}_sizes_every_bit_set", p, o, d, s,
                                fork_info_json(fork_obj, gvr)))
     return cases
@@ -803,7 +1091,7 @@ def write_network_config(out_dir: str) -> None:
         if n != 1:
             raise FixtureError(f"{src}: {key} found {n} times")
         text = new
-    cfg = SPECS["fulu"].config
+    cfg = SPECS[FORKS[-1]].config
     for fork in FORKS:
         key = "GENESIS_FORK_VERSION" if fork == "phase0" else f"{fork.upper()}_FORK_VERSION"
         if not re.search(rf"^{key}: {hx(getattr(cfg, key))}$", text, flags=re.M):
@@ -815,6 +1103,10 @@ def write_network_config(out_dir: str) -> None:
 # --------------------------------------------------------------------------------------
 # Self-check: OpenAPI schema validation + independent signer emulation + py_ecc verify
 # --------------------------------------------------------------------------------------
+
+
+class UnknownToSchema(Exception):
+    """The request's type, or a `version` in it, is not in the OpenAPI schema (gloas)."""
 
 
 class SchemaChecker:
@@ -849,12 +1141,16 @@ class SchemaChecker:
         return props, req
 
     def check_request(self, req):
+        if req["type"] not in self.type_map:
+            raise UnknownToSchema("type")
         self.check({"$ref": "#/components/schemas/" + self.type_map[req["type"]]}, req, "$")
 
     def check(self, node, value, path):
         node = self.resolve(node)
         if "oneOf" in node:
             disc = node["discriminator"]["propertyName"]
+            if value.get(disc) not in node["discriminator"]["mapping"]:
+                raise UnknownToSchema(f"{path}.{disc} {value.get(disc)!r}")
             target = node["discriminator"]["mapping"][value[disc]].split("/")[-1]
             return self.check(self.schemas[target], value, path)
         if "allOf" in node or "properties" in node or node.get("type") == "object":
@@ -917,6 +1213,27 @@ def signer_emulation(fork_doc, req):
         domain = spec.compute_domain(spec.DomainType(DOMAIN_APPLICATION_BUILDER_HEX), gfv, spec.Root())
         return domain, spec.compute_signing_root(msg, domain), msg
 
+    def gloas_versioned(key):
+        """`{version, data}` of a type new in gloas: the version's spec module and the data."""
+        v = req[key]
+        if not isinstance(v, dict) or set(v) != {"version", "data"}:
+            raise FixtureError(f"{t}: {key} keys")
+        f = v["version"].lower() if isinstance(v["version"], str) else None
+        if f not in SPECS or not since(f, "gloas") or v["version"] != VERSION_NAME[f]:
+            raise FixtureError(f"{t}: version {v['version']!r} has no such message")
+        return SPECS[f], v["data"]
+
+    if t == "BUILDER_REQUEST_AUTH":
+        if keys != {"type", "builder_request_auth"}:
+            raise FixtureError(f"BUILDER_REQUEST_AUTH keys {keys}")
+        _, data = gloas_versioned("builder_request_auth")
+        msg = from_json(builder_request_auth_type(), data, "$.builder_request_auth.data")
+        if len(msg.data) == 0:
+            raise FixtureError("BUILDER_REQUEST_AUTH: empty data")
+        gfv = spec.Version(_hex_bytes(fork_doc["genesis_fork_version"], "genesis_fork_version"))
+        domain = builder_request_auth_domain(spec, gfv)
+        return domain, spec.compute_signing_root(msg, domain), msg
+
     fi = req["fork_info"]
     if set(fi) != {"fork", "genesis_validators_root"} or set(fi["fork"]) != {
         "previous_version", "current_version", "epoch"
@@ -968,8 +1285,8 @@ def signer_emulation(fork_doc, req):
         b = req["beacon_block"]
         s = by_version(b["version"])
         if set(b) == {"version", "block"}:
-            if b["version"] not in ("PHASE0", "ALTAIR"):
-                raise FixtureError("full block only expected for PHASE0/ALTAIR")
+            if b["version"] not in ("PHASE0", "ALTAIR", "GLOAS"):
+                raise FixtureError("full block only expected for PHASE0/ALTAIR/GLOAS")
             msg = from_json(s.BeaconBlock, b["block"], "$.beacon_block.block")
         elif set(b) == {"version", "block_header"}:
             msg = from_json(s.BeaconBlockHeader, b["block_header"], "$.beacon_block.block_header")
@@ -1004,6 +1321,27 @@ def signer_emulation(fork_doc, req):
         need("contribution_and_proof")
         msg = from_json(spec.ContributionAndProof, req["contribution_and_proof"], "$.contribution_and_proof")
         dt, epoch = spec.DOMAIN_CONTRIBUTION_AND_PROOF, int(msg.contribution.slot) // spe
+    elif t == "EXECUTION_PAYLOAD_BID":
+        need("execution_payload_bid")
+        s, data = gloas_versioned("execution_payload_bid")
+        msg = from_json(s.ExecutionPayloadBid, data, "$.execution_payload_bid.data")
+        dt, epoch = s.DOMAIN_BEACON_BUILDER, int(msg.slot) // spe
+    elif t == "EXECUTION_PAYLOAD_ENVELOPE":
+        need("execution_payload_envelope")
+        s, data = gloas_versioned("execution_payload_envelope")
+        msg = from_json(s.ExecutionPayloadEnvelope, data, "$.execution_payload_envelope.data")
+        # get_execution_payload_envelope_signature: the epoch of state.slot, the payload's slot.
+        dt, epoch = s.DOMAIN_BEACON_BUILDER, int(msg.payload.slot_number) // spe
+    elif t == "PAYLOAD_ATTESTATION_MESSAGE":
+        need("payload_attestation_message")
+        s, data = gloas_versioned("payload_attestation_message")
+        msg = from_json(s.PayloadAttestationData, data, "$.payload_attestation_message.data")
+        dt, epoch = s.DOMAIN_PTC_ATTESTER, int(msg.slot) // spe
+    elif t == "PROPOSER_PREFERENCES":
+        need("proposer_preferences")
+        s, data = gloas_versioned("proposer_preferences")
+        msg = from_json(s.ProposerPreferences, data, "$.proposer_preferences.data")
+        dt, epoch = s.DOMAIN_PROPOSER_PREFERENCES, int(msg.proposal_slot) // spe
     else:
         raise FixtureError(f"unknown type {t}")
 
@@ -1019,6 +1357,7 @@ def self_check(paths: list[str], spec_dir: str | None) -> dict:
     else:
         print(f"WARNING: Web3Signer OpenAPI spec not found at {spec_dir}; schema check skipped")
     summary = {}
+    schema_skipped: dict[str, int] = {}
     for path in paths:
         with open(path, encoding="ascii") as fh:
             doc = json.load(fh)
@@ -1042,8 +1381,17 @@ def self_check(paths: list[str], spec_dir: str | None) -> dict:
             if req["type"] != case["type"] or case["type"] not in expected_types:
                 raise FixtureError(f"{where}: type mismatch / unexpected type for fork")
             if checker:
-                checker.check_request(req)
+                try:
+                    checker.check_request(req)
+                except UnknownToSchema as e:
+                    # The Web3Signer schema has no gloas types, nor a GLOAS version of the others.
+                    what = f"{req['type']}: {e} unknown"
+                    schema_skipped[what] = schema_skipped.get(what, 0) + 1
             domain, root, msg = signer_emulation(doc, req)
+            if since(fork, "gloas") and case["type"] in ("ATTESTATION", "AGGREGATE_AND_PROOF_V2"):
+                ad = msg if case["type"] == "ATTESTATION" else msg.aggregate.data
+                if int(ad.index) not in (0, 1):
+                    raise FixtureError(f"{where}: gloas AttestationData.index {int(ad.index)} is not 0 or 1")
             if hx(domain) != case["domain"]:
                 raise FixtureError(f"{where}: domain {hx(domain)} != {case['domain']}")
             if hx(root) != case["signing_root"]:
@@ -1062,6 +1410,11 @@ def self_check(paths: list[str], spec_dir: str | None) -> dict:
                 raise FixtureError(f"{path}: only {n} cases for {t}")
         summary[fork] = counts
         print(f"  OK {os.path.basename(path)}: {len(doc['cases'])} cases, {os.path.getsize(path)} bytes", flush=True)
+    if checker:
+        n = sum(schema_skipped.values())
+        print(f"  schema validation skipped for {n} requests the Web3Signer schema does not know:")
+        for what, k in sorted(schema_skipped.items()):
+            print(f"    {k:3d} {what}")
     return summary
 
 
@@ -1101,6 +1454,7 @@ def _roundtrip(req, msg, where):
         "SYNC_COMMITTEE_SELECTION_PROOF": lambda: req["sync_aggregator_selection_data"],
         "SYNC_COMMITTEE_CONTRIBUTION_AND_PROOF": lambda: req["contribution_and_proof"],
         "VALIDATOR_REGISTRATION": lambda: req["validator_registration"],
+        **{gt: (lambda k=key: req[k]["data"]) for gt, key in GLOAS_TYPES.items()},
     }.get(t)
     if body is not None and to_json(msg) != body():
         raise FixtureError(f"{where}: JSON is not the canonical encoding of the message")

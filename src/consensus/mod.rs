@@ -51,7 +51,7 @@ pub use clock::{ManualSlotClock, SlotTiming};
 pub(crate) use clock::{SlotClock, SystemTimeSlotClock};
 pub(crate) use network::parse_root;
 pub(crate) use network::{GenesisTimeSource, BUILT_IN_NAMES, FORK_NAMES, GVR_FILE_NAME};
-pub use network::{Network, FAR_FUTURE_EPOCH};
+pub use network::{Network, ScheduledFork, FAR_FUTURE_EPOCH};
 pub use preset::Preset;
 pub use request::SignRequest;
 pub use selection::SelectionProof;

@@ -231,9 +231,9 @@ tree_hash_by_root!([] Bitlist, List, |this| {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tree_hash::TreeHash;
     use ssz::Decode;
     use ssz_types::{BitList, BitVector};
+    use tree_hash::TreeHash;
     use typenum::{U128, U131072, U32, U4, U512, U64, U8, U8192};
 
     fn raw_vector(hex: &str) -> RawBitvector {

@@ -433,6 +433,7 @@ fn signing_fixtures_in(dir: &str) -> (String, Vec<(String, serde_json::Value)>) 
         "deneb",
         "electra",
         "fulu",
+        "gloas",
     ] {
         let text = std::fs::read_to_string(fixture(&format!("{dir}/{fork}.json"))).unwrap();
         let file: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -550,6 +551,22 @@ pub fn request_at(
         "SYNC_COMMITTEE_CONTRIBUTION_AND_PROOF" => {
             r["contribution_and_proof"]["contribution"]["slot"] = json!(duty.to_string())
         }
+        "EXECUTION_PAYLOAD_BID" => {
+            r["execution_payload_bid"]["data"]["slot"] = json!(duty.to_string())
+        }
+        "EXECUTION_PAYLOAD_ENVELOPE" => {
+            r["execution_payload_envelope"]["data"]["payload"]["slot_number"] =
+                json!(duty.to_string())
+        }
+        "PAYLOAD_ATTESTATION_MESSAGE" => {
+            r["payload_attestation_message"]["data"]["slot"] = json!(duty.to_string())
+        }
+        "PROPOSER_PREFERENCES" => {
+            r["proposer_preferences"]["data"]["proposal_slot"] = json!(duty.to_string())
+        }
+        "BUILDER_REQUEST_AUTH" => {
+            r["builder_request_auth"]["data"]["slot"] = json!(duty.to_string())
+        }
         _ => {}
     }
     r
@@ -602,4 +619,79 @@ pub fn reload_and_wait(base: &str, token: &str) -> serde_json::Value {
         std::thread::sleep(std::time::Duration::from_millis(25));
     }
     panic!("reload did not finish");
+}
+
+/// The shapes clients send a Gloas request in today besides v1.4.0's (README, "Gloas"): for a
+/// v1.4.0 request of the five Gloas types, each alias form as (who sends it, request). Every
+/// form carries the same message, so it must sign identically.
+pub fn gloas_alias_forms(request: &serde_json::Value) -> Vec<(&'static str, serde_json::Value)> {
+    use serde_json::json;
+    let kind = request["type"].as_str().unwrap_or_default();
+    let key = match kind {
+        "EXECUTION_PAYLOAD_BID" => "execution_payload_bid",
+        "EXECUTION_PAYLOAD_ENVELOPE" => "execution_payload_envelope",
+        "PAYLOAD_ATTESTATION_MESSAGE" => "payload_attestation_message",
+        "PROPOSER_PREFERENCES" => "proposer_preferences",
+        "BUILDER_REQUEST_AUTH" => "builder_request_auth",
+        _ => return Vec::new(),
+    };
+    let data = request[key]["data"].clone();
+    // `base` with the body under `new_key` as `body`, and `type` set to `new_type`.
+    let with = |new_type: &str, new_key: &str, body: serde_json::Value| {
+        let mut r = request.clone();
+        let o = r.as_object_mut().unwrap();
+        o.remove(key);
+        o.insert("type".into(), json!(new_type));
+        o.insert(new_key.into(), body);
+        r
+    };
+    let mut forms = vec![("any client, unwrapped", with(kind, key, data.clone()))];
+    match kind {
+        "PAYLOAD_ATTESTATION_MESSAGE" => {
+            forms.push((
+                "Lighthouse (PAYLOAD_ATTESTATION, payload_attestation_data)",
+                with(
+                    "PAYLOAD_ATTESTATION",
+                    "payload_attestation_data",
+                    data.clone(),
+                ),
+            ));
+            forms.push((
+                "Lodestar before #10071 (PAYLOAD_ATTESTATION, payload_attestation)",
+                with("PAYLOAD_ATTESTATION", "payload_attestation", data.clone()),
+            ));
+            let message = json!({
+                "validator_index": "17",
+                "data": data,
+                "signature": format!("0x{}", "c0".repeat(96)),
+            });
+            forms.push((
+                "a whole PayloadAttestationMessage",
+                with(kind, key, message),
+            ));
+        }
+        "BUILDER_REQUEST_AUTH" => {
+            forms.push((
+                "Lighthouse (REQUEST_AUTH, request_auth)",
+                with("REQUEST_AUTH", "request_auth", data.clone()),
+            ));
+            let mut with_fork_info = with("REQUEST_AUTH", "request_auth", data);
+            with_fork_info["fork_info"] = json!({
+                "fork": {"previous_version": "0x06000000", "current_version": "0x07000000", "epoch": "1"},
+                "genesis_validators_root": TEST_GVR,
+            });
+            forms.push(("with a fork_info, which it does not use", with_fork_info));
+        }
+        "PROPOSER_PREFERENCES" => {
+            // Lighthouse writes these two as JSON numbers.
+            let mut numbers = data.clone();
+            for f in ["validator_index", "target_gas_limit", "proposal_slot"] {
+                let n: u64 = numbers[f].as_str().unwrap().parse().unwrap();
+                numbers[f] = json!(n);
+            }
+            forms.push(("Lighthouse (numbers, unwrapped)", with(kind, key, numbers)));
+        }
+        _ => {}
+    }
+    forms
 }
