@@ -215,19 +215,20 @@ async fn sign_each(
             }
         }
     }
-    let signed = futures_util::future::join_all(to_sign.into_iter().map(
-        |(i, _pubkey, key, _permit, claim)| {
-            let runtime = &runtime;
-            async move {
-                let result = sign::schedule(runtime, key, checked, timing, claim).await;
-                drop(_permit);
-                (i, result)
-            }
-        },
-    ))
-    .await;
-    for (i, result) in signed {
-        outcomes[i] = Some(match result {
+    // The jobs go to the scheduler together: queued under one lock, each device woken once,
+    // each in the request's class. Each key's Keymanager permit is held until its batch is
+    // signed; if this request goes away, the jobs not yet signed are withdrawn.
+    let (mut permits, mut claims, mut indices, mut jobs) = (vec![], vec![], vec![], vec![]);
+    for (i, pubkey, key, permit, claim) in to_sign {
+        jobs.push(sign::job(key, checked, timing));
+        indices.push((i, pubkey));
+        permits.push(permit);
+        claims.push(claim);
+    }
+    let results = runtime.scheduler.sign_many(jobs).await;
+    drop(permits);
+    for (((i, pubkey), result), claim) in indices.into_iter().zip(results).zip(claims) {
+        outcomes[i] = Some(match sign::answer(&pubkey, result, claim) {
             Ok(signature) => {
                 sign::observe(app, checked, started);
                 Outcome::Signed(signature)

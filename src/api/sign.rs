@@ -177,6 +177,7 @@ async fn sign_allowed(
 
 /// A request parsed and checked once, whichever keys sign it: its network, its signing root
 /// (ours, and the client's when given).
+#[derive(Clone)]
 pub(crate) struct Checked {
     pub request: SignRequest,
     pub root: SigningRoot,
@@ -360,25 +361,41 @@ pub(crate) async fn schedule(
     claim: Option<ProofClaim>,
 ) -> Result<String, ApiError> {
     let pubkey = key.pubkey;
-    let signature = runtime
-        .scheduler
-        .sign(SignJob {
-            key,
-            signing_root: checked.root,
-            class: timing.class,
-            deadline: timing.deadline,
-            freshness: timing.freshness,
-        })
-        .await
-        .map_err(|e| match e {
-            JobError::Unavailable(_) | JobError::Overloaded(_) | JobError::Expired { .. } => {
-                ApiError::unavailable(e.to_string())
-            }
-            JobError::Failed(_) | JobError::Faulty(_) => {
-                tracing::error!(%pubkey, error = %e, "signing failed");
-                ApiError::internal(e.to_string())
-            }
-        })?;
+    let result = runtime.scheduler.sign(job(key, checked, timing)).await;
+    answer(&pubkey, result, claim)
+}
+
+/// The scheduler's job for `key` signing `checked` with `timing`.
+pub(crate) fn job(
+    key: std::sync::Arc<crate::keys::KeyRecord>,
+    checked: &Checked,
+    timing: Timing,
+) -> SignJob {
+    SignJob {
+        key,
+        signing_root: checked.root,
+        class: timing.class,
+        deadline: timing.deadline,
+        freshness: timing.freshness,
+    }
+}
+
+/// A job's outcome as the API answers it: the signature as 0x-hex (completing the selection
+/// proof's claim, if it held one), or the error's status and reason.
+pub(crate) fn answer(
+    pubkey: &PublicKeyBytes,
+    result: Result<blst::min_pk::Signature, JobError>,
+    claim: Option<ProofClaim>,
+) -> Result<String, ApiError> {
+    let signature = result.map_err(|e| match e {
+        JobError::Unavailable(_) | JobError::Overloaded(_) | JobError::Expired { .. } => {
+            ApiError::unavailable(e.to_string())
+        }
+        JobError::Failed(_) | JobError::Faulty(_) => {
+            tracing::error!(%pubkey, error = %e, "signing failed");
+            ApiError::internal(e.to_string())
+        }
+    })?;
     let compressed = signature.compress();
     if let Some(claim) = claim {
         claim.complete(compressed, true);

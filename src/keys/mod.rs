@@ -70,6 +70,15 @@ pub(crate) fn sign_opened(
     bls::sign(secret, &signing_root.0)
 }
 
+/// [`sign_opened`] with the signing root already hashed to G2 (`hashed`, from the same root):
+/// the same signature bytes, without hashing again — for the many keys that sign one message.
+pub(crate) fn sign_opened_hashed(
+    secret: &blst::min_pk::SecretKey,
+    hashed: &threshold::HashedMessage,
+) -> Signature {
+    threshold::partial_sign(secret, hashed)
+}
+
 /// Open one share on its device and sign `signing_root` with it: [`open_share`] then
 /// [`sign_opened`]. The secret exists only inside this call, in buffers that are wiped on
 /// return.

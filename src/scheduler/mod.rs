@@ -365,6 +365,7 @@ impl Scheduler {
             config,
             metrics,
             threshold_keys: Mutex::default(),
+            hashed: Default::default(),
         });
         let mut handles = Vec::new();
         for (d, cap) in caps.iter().enumerate() {
@@ -538,8 +539,30 @@ impl Scheduler {
     }
 
     fn submit(&self, job: SignJob, tx: Reply) -> Result<Arc<Ctx>, JobError> {
-        let inner = &self.inner;
         let now = Instant::now();
+        let deadline = self.deadline_of(&job, now)?;
+        if job.key.threshold != 1 || job.key.shares.len() != 1 {
+            return self.submit_threshold(job, tx, deadline, now);
+        }
+        let device = self.device_of(&job)?;
+        let inner = &self.inner;
+        let mut st = inner.lock();
+        let ctx = self.enqueue(&mut st, job, tx, deadline, now, device)?;
+        // Wake a thread only if it may start this job now: while every session is busy or
+        // opened envelopes wait for a CPU, it would wake only to find it may not (the thread
+        // that frees the place wakes one). Without this, each request of a herd woke a thread
+        // for nothing.
+        if inner.runnable_on(&st, device).is_some() {
+            inner.notify_device(&st, device);
+        }
+        drop(st);
+        Ok(ctx)
+    }
+
+    /// The job's deadline (its own or its class's queue time, the earlier); `Err` when it has
+    /// already passed.
+    fn deadline_of(&self, job: &SignJob, now: Instant) -> Result<(Instant, Limit), JobError> {
+        let inner = &self.inner;
         let max_wait = inner.config.max_queue_time[job.class as usize];
         let max = now + max_wait;
         let deadline = match job.deadline {
@@ -555,9 +578,12 @@ impl Scheduler {
                 waited: Duration::ZERO,
             });
         }
-        if job.key.threshold != 1 || job.key.shares.len() != 1 {
-            return self.submit_threshold(job, tx, deadline, now);
-        }
+        Ok(deadline)
+    }
+
+    /// The index of a whole key's device, if it is available.
+    fn device_of(&self, job: &SignJob) -> Result<usize, JobError> {
+        let inner = &self.inner;
         let device_name = &job.key.shares[0].device;
         let device = *inner.dev_index.get(device_name).ok_or_else(|| {
             JobError::Unavailable(format!(
@@ -569,7 +595,21 @@ impl Scheduler {
                 "device {device_name} is disabled"
             )));
         }
-        let mut st = inner.lock();
+        Ok(device)
+    }
+
+    /// Queue a whole key's job on `device`, under the lock; a full queue sheds the lowest class
+    /// below this one, or refuses this one.
+    fn enqueue(
+        &self,
+        st: &mut State,
+        job: SignJob,
+        tx: Reply,
+        deadline: (Instant, Limit),
+        now: Instant,
+        device: usize,
+    ) -> Result<Arc<Ctx>, JobError> {
+        let inner = &self.inner;
         if st.waiting >= inner.config.queue_capacity {
             // Shed the lowest class below this one, on any device; else refuse this one.
             let evicted = (0..st.dev_q.len()).find_map(|d| st.dev_q[d].evict_below(job.class));
@@ -591,15 +631,78 @@ impl Scheduler {
         st.waiting += 1;
         let ctx = Ctx::new(id, job, deadline, now, tx, None);
         st.dev_q[device].push(DevTask(ctx.clone(), 0));
-        // Wake a thread only if it may start this job now: while every session is busy or
-        // opened envelopes wait for a CPU, it would wake only to find it may not (the thread
-        // that frees the place wakes one). Without this, each request of a herd woke a thread
-        // for nothing.
-        if inner.runnable_on(&st, device).is_some() {
-            inner.notify_device(&st, device);
-        }
-        drop(st);
         Ok(ctx)
+    }
+
+    /// Sign many jobs (one message for many keys: a batch request), each answered as
+    /// [`Scheduler::sign`] would answer it, in order. The whole keys' jobs are queued under one
+    /// lock, and each device with work it may start is woken once, so a batch of thousands
+    /// costs the queue what a few requests do; threshold keys go through [`Scheduler::sign`].
+    /// Dropping the future withdraws every job not yet answered.
+    pub async fn sign_many(&self, jobs: Vec<SignJob>) -> Vec<Result<Signature, JobError>> {
+        let now = Instant::now();
+        let mut results: Vec<Option<Result<Signature, JobError>>> =
+            std::iter::repeat_with(|| None).take(jobs.len()).collect();
+        let mut waiting = Vec::with_capacity(jobs.len());
+        let mut threshold = Vec::new();
+        {
+            let inner = &self.inner;
+            let mut st = inner.lock();
+            let mut woken = vec![false; inner.dev_list.len()];
+            for (i, job) in jobs.into_iter().enumerate() {
+                if job.key.threshold != 1 || job.key.shares.len() != 1 {
+                    threshold.push((i, job));
+                    continue;
+                }
+                let queued = self.deadline_of(&job, now).and_then(|deadline| {
+                    let device = self.device_of(&job)?;
+                    let (tx, rx) = oneshot::channel();
+                    let ctx = self.enqueue(&mut st, job, tx, deadline, now, device)?;
+                    Ok((ctx.id, rx, device))
+                });
+                match queued {
+                    Ok((id, rx, device)) => {
+                        woken[device] = true;
+                        waiting.push((i, id, rx));
+                    }
+                    Err(e) => results[i] = Some(Err(e)),
+                }
+            }
+            for (device, _) in woken.iter().enumerate().filter(|(_, w)| **w) {
+                if inner.runnable_on(&st, device).is_some() {
+                    inner.notify_device(&st, device);
+                }
+            }
+        }
+        let mut guard = CancelAllOnDrop {
+            sched: self,
+            ids: waiting.iter().map(|(_, id, _)| Some(*id)).collect(),
+        };
+        for (n, (i, _, rx)) in waiting.into_iter().enumerate() {
+            let answer = rx.await.unwrap_or_else(|_| {
+                Err(JobError::Failed(SignerError::Internal(
+                    "the scheduler stopped".into(),
+                )))
+            });
+            guard.ids[n] = None;
+            results[i] = Some(answer);
+        }
+        let answered =
+            futures_util::future::join_all(threshold.iter().map(|(_, job)| self.sign(job.clone())))
+                .await;
+        for ((i, _), answer) in threshold.into_iter().zip(answered) {
+            results[i] = Some(answer);
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(JobError::Failed(SignerError::Internal(
+                        "a job of the batch was not answered".into(),
+                    )))
+                })
+            })
+            .collect()
     }
 
     fn cancel(&self, id: u64) {
@@ -640,6 +743,20 @@ impl Drop for CancelOnDrop<'_> {
     fn drop(&mut self) {
         if self.armed {
             self.sched.cancel(self.id);
+        }
+    }
+}
+
+/// [`Scheduler::sign_many`]'s jobs not yet answered (`Some`), withdrawn if it is dropped.
+struct CancelAllOnDrop<'a> {
+    sched: &'a Scheduler,
+    ids: Vec<Option<u64>>,
+}
+
+impl Drop for CancelAllOnDrop<'_> {
+    fn drop(&mut self) {
+        for id in self.ids.iter().flatten() {
+            self.sched.cancel(*id);
         }
     }
 }

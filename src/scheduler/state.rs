@@ -15,8 +15,9 @@ use super::pace::{ahead_limit, Pace};
 use super::queue::{Class, Queued, Urgency};
 use super::threshold::ThresholdJob;
 use super::{Ctx, JobError, Limit, SchedulerConfig, SchedulerMetrics, SignJob, State};
+use crate::consensus::SigningRoot;
 use crate::devices::Devices;
-use crate::keys::threshold::ThresholdKey;
+use crate::keys::threshold::{HashedMessage, ThresholdKey};
 use crate::keys::PublicKeyBytes;
 
 pub(super) type Reply = oneshot::Sender<Result<Signature, JobError>>;
@@ -141,6 +142,45 @@ pub(super) struct Inner {
     pub(super) stats: SchedulerStats,
     /// Threshold keys with their public keys parsed and validated once.
     pub(super) threshold_keys: Mutex<HashMap<PublicKeyBytes, Arc<ThresholdKey>>>,
+    /// Signing roots hashed to G2, for the many keys that sign one message (a batch, a herd).
+    pub(super) hashed: HashedRoots,
+}
+
+/// The most recent signing roots hashed to G2 (`HashedMessage`). Many keys sign one message at
+/// once — a batch of selection proofs, a committee's attestation, the whole set's RANDAO reveal
+/// — and `hash_to_curve` is some 40 % of a signature: it is done once per root, and each key
+/// multiplies the point by its secret (blst's constant-time signing multiplication, the same
+/// bytes as blst's `sign`). Bounded: the oldest root goes when a new one comes past the cap.
+#[derive(Default)]
+pub(super) struct HashedRoots {
+    recent: Mutex<std::collections::VecDeque<(SigningRoot, Arc<HashedMessage>)>>,
+}
+
+/// Roots kept: more than the distinct messages of one slot's duties.
+const HASHED_ROOTS_KEPT: usize = 256;
+
+impl HashedRoots {
+    /// `root` hashed to G2, from the cache or computed (outside the lock) and kept.
+    pub(super) fn get(&self, root: &SigningRoot) -> Arc<HashedMessage> {
+        let found = self
+            .recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .rev()
+            .find(|(r, _)| r == root)
+            .map(|(_, h)| h.clone());
+        if let Some(hashed) = found {
+            return hashed;
+        }
+        let hashed = Arc::new(HashedMessage::new(&root.0));
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if recent.len() == HASHED_ROOTS_KEPT {
+            recent.pop_front();
+        }
+        recent.push_back((*root, hashed.clone()));
+        hashed
+    }
 }
 
 impl Inner {

@@ -12,7 +12,7 @@ use super::state::{CpuTask, DevTask, Inner, Reply};
 use super::{Ctx, State};
 use super::{JobError, Limit, Scheduler, SignJob};
 use crate::error::SignerError;
-use crate::keys::threshold::{CombineError, HashedMessage, ThresholdKey};
+use crate::keys::threshold::{CombineError, ThresholdKey};
 use crate::keys::KeyRecord;
 
 /// The state of one threshold signature across its devices.
@@ -218,7 +218,7 @@ pub(super) fn combine_threshold(inner: &Arc<Inner>, task: CpuTask) {
     // THE sign of the decrypt-then-sign (`keys`): weighted partials, combined, verified.
     let outcome = crate::keys::threshold::sign_with_opened_shares(
         &key,
-        &HashedMessage::new(&ctx.root.0),
+        &inner.hashed.get(&ctx.root),
         &opened,
     )
     .map_err(|e| match e {

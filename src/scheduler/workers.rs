@@ -287,7 +287,10 @@ pub(super) fn cpu_worker(inner: Arc<Inner>, rescue: bool) {
         }
         let started = Instant::now();
         let result = match task.secrets.first() {
-            Some((_, secret)) => Ok(crate::keys::sign_opened(secret, &task.ctx.root)),
+            Some((_, secret)) => Ok(crate::keys::sign_opened_hashed(
+                secret,
+                &inner.hashed.get(&task.ctx.root),
+            )),
             None => Err(JobError::Failed(SignerError::Internal(
                 "no share opened".into(),
             ))),
@@ -344,6 +347,9 @@ pub(super) fn still_wanted(inner: &Inner, ctx: &Ctx, stage: Stage) -> bool {
 /// block), unless its client went away or its deadline passed meanwhile.
 pub(super) fn sign_whole(inner: &Inner, ctx: &Ctx, secret: &SecretKey) {
     if still_wanted(inner, ctx, Stage::Device) {
-        ctx.answer(Ok(crate::keys::sign_opened(secret, &ctx.root)));
+        ctx.answer(Ok(crate::keys::sign_opened_hashed(
+            secret,
+            &inner.hashed.get(&ctx.root),
+        )));
     }
 }
