@@ -260,3 +260,27 @@ impl Inner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashed_roots_are_kept_once_each_and_bounded() {
+        let cache = HashedRoots::default();
+        let root = |i: u32| {
+            let mut r = [0u8; 32];
+            r[..4].copy_from_slice(&i.to_le_bytes());
+            SigningRoot(r)
+        };
+        let first = cache.get(&root(0));
+        assert!(Arc::ptr_eq(&first, &cache.get(&root(0))), "hashed once");
+        assert_eq!(*first, HashedMessage::new(&root(0).0));
+        for i in 1..=HASHED_ROOTS_KEPT as u32 {
+            cache.get(&root(i));
+        }
+        let recent = cache.recent.lock().unwrap();
+        assert_eq!(recent.len(), HASHED_ROOTS_KEPT);
+        assert!(recent.iter().all(|(r, _)| *r != root(0)), "the oldest went");
+    }
+}
