@@ -177,7 +177,6 @@ async fn sign_allowed(
 
 /// A request parsed and checked once, whichever keys sign it: its network, its signing root
 /// (ours, and the client's when given).
-#[derive(Clone)]
 pub(crate) struct Checked {
     pub request: SignRequest,
     pub root: SigningRoot,

@@ -274,7 +274,8 @@ pub(crate) struct PayloadAttestationData {
     pub blob_data_available: bool,
 }
 
-/// `PayloadAttestationMessage`: the data with its validator (only the data is signed).
+/// `PayloadAttestationMessage`: the data with its validator (only the data is signed; the other
+/// two fields are read so that the message's shape is checked, and not used).
 #[derive(Debug, Clone, Deserialize)]
 pub(crate) struct PayloadAttestationMessage {
     #[serde(deserialize_with = "wire::u64")]
