@@ -280,3 +280,45 @@ fn malformed_batches_are_400_and_sign_or_record_nothing() {
         assert_eq!(status, StatusCode::OK, "{body}");
     }
 }
+
+#[test]
+fn a_batch_of_randao_reveals_runs_below_blocks_and_one_key_keeps_the_block_class() {
+    let (s, keys) = signer_with_keys(3);
+    let server = Server::start(&s, &["--no-slot-deadlines"]);
+    let http = Client::new();
+    let request = common::fixture_request("RANDAO_REVEAL", |_| true);
+    let count = |class: &str| {
+        server.metric(&format!(
+            "signer_queue_wait_seconds_count{{class=\"{class}\"}}"
+        ))
+    };
+    let (block, attestation) = (count("block"), count("attestation"));
+    let (status, results) = batch(
+        &http,
+        &server,
+        &json!({"identifiers": keys, "signing_request": request}),
+    );
+    assert_eq!(status, StatusCode::OK, "{results}");
+    assert!(results
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r.get("signature").is_some()));
+    assert_eq!(
+        count("block"),
+        block,
+        "no reveal of the batch took the block class"
+    );
+    assert_eq!(count("attestation"), attestation + 3.0);
+    let (status, results) = batch(
+        &http,
+        &server,
+        &json!({"identifiers": [keys[0]], "signing_request": request}),
+    );
+    assert_eq!(status, StatusCode::OK, "{results}");
+    assert_eq!(
+        count("block"),
+        block + 1.0,
+        "one key's reveal is a proposer's"
+    );
+}

@@ -25,6 +25,7 @@ use crate::api::sign::{self, Cached, Checked};
 use crate::api::AppState;
 use crate::consensus::MessageType;
 use crate::keys::PublicKeyBytes;
+use crate::scheduler::Class;
 
 /// The most keys one batch may name: more than one validator client holds for one message,
 /// and with 100-byte identifiers within the body limit ([`crate::api::BODY_LIMIT`]); it bounds
@@ -86,8 +87,14 @@ pub async fn sign_batch(
         ))
         .into_response());
     }
-    let timing = sign::in_window(&app, &format_args!("{} keys", keys.len()), &checked)
+    let mut timing = sign::in_window(&app, &format_args!("{} keys", keys.len()), &checked)
         .map_err(|e| e.into_response())?;
+    // A RANDAO reveal is block-class work: the proposer needs it for its block now. Many keys'
+    // reveals at once cannot all be for imminent proposals (one proposer a slot), so a batch of
+    // them runs in the attestation class, below every block; one key's keeps the block class.
+    if kind == MessageType::RandaoReveal && keys.len() > 1 {
+        timing.class = Class::Attestation;
+    }
     let outcomes = sign_each(&app, &caller, &keys, &checked, timing).await;
     let results: Vec<serde_json::Value> = batch
         .identifiers
