@@ -137,14 +137,6 @@ fn attestation(slot: u64) -> String {
     )
 }
 
-fn block(slot: u64) -> String {
-    format!(
-        r#"{{"type":"BLOCK_V2","fork_info":{},"beacon_block":{{"version":"FULU","block_header":{{"slot":"{slot}","proposer_index":"7","parent_root":"0x{p}","state_root":"0x{p}","body_root":"0x{p}"}}}}}}"#,
-        fork_info(),
-        p = "55".repeat(32),
-    )
-}
-
 fn batch_body(keys: &[String], request: &str) -> String {
     let ids: Vec<String> = keys.iter().map(|k| format!("\"{k}\"")).collect();
     format!(
@@ -202,6 +194,26 @@ fn verify(pk: &PublicKeyBytes, root: &[u8; 32], signature: &str) -> bool {
     })
 }
 
+/// Signatures per second of `sign` applied once to each key, on `threads` threads.
+fn each_key_per_sec<S>(
+    secrets: &[blst::min_pk::SecretKey],
+    threads: usize,
+    sign: impl Fn(&blst::min_pk::SecretKey) -> S + Sync,
+) -> f64 {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(sk) = secrets.get(i) else { break };
+                std::hint::black_box(sign(sk));
+            });
+        }
+    });
+    secrets.len() as f64 / t.elapsed().as_secs_f64()
+}
+
 /// One batch; its signatures, in order (an error names the first key that was not signed).
 async fn post_batch(
     http: &reqwest::Client,
@@ -231,34 +243,6 @@ async fn post_batch(
                 .ok_or_else(|| bench_error("a key of the batch", r.to_string()))
         })
         .collect()
-}
-
-/// Blocks from `first_slot` on, one after another, until `n` are signed or `until` says stop
-/// (after at least one); their latencies.
-async fn blocks(
-    http: &reqwest::Client,
-    url: &str,
-    first_slot: u64,
-    n: usize,
-) -> Result<Vec<Duration>> {
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n as u64 {
-        let t = Instant::now();
-        let resp = http
-            .post(url)
-            .header("content-type", "application/json")
-            .body(block(first_slot + i))
-            .send()
-            .await
-            .map_err(|e| bench_error("a block", e))?;
-        let status = resp.status();
-        let _ = resp.bytes().await;
-        if !status.is_success() {
-            return Err(bench_error("a block was answered", status));
-        }
-        out.push(t.elapsed());
-    }
-    Ok(out)
 }
 
 /// Run it on the configured devices, with the keys sealed on the default device in a scratch
@@ -326,37 +310,13 @@ pub fn run(config: &Config, scratch: &std::path::Path, opts: &BatchOptions) -> R
         let root = root_of(&http, &base, &keys[0], &request).await?;
         // Raw blst: the same signatures on every core; measured before and after the batch,
         // the faster of the two kept (the ratio is then the least flattering).
-        let raw_blst = || {
-            let next = std::sync::atomic::AtomicUsize::new(0);
-            let t = Instant::now();
-            std::thread::scope(|s| {
-                for _ in 0..threads {
-                    s.spawn(|| loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(sk) = secrets.get(i) else { break };
-                        std::hint::black_box(crate::bls::sign(sk, &root));
-                    });
-                }
-            });
-            n as f64 / t.elapsed().as_secs_f64()
-        };
+        let raw_blst = || each_key_per_sec(&secrets, threads, |sk| crate::bls::sign(sk, &root));
         let raw_before = raw_blst();
         // The ceiling of one message signed by many keys: H(m) once, a multiplication each.
-        let hashed_once = {
-            let hashed = crate::keys::threshold::HashedMessage::new(&root);
-            let next = std::sync::atomic::AtomicUsize::new(0);
-            let t = Instant::now();
-            std::thread::scope(|s| {
-                for _ in 0..threads {
-                    s.spawn(|| loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(sk) = secrets.get(i) else { break };
-                        std::hint::black_box(crate::keys::threshold::partial_sign(sk, &hashed));
-                    });
-                }
-            });
-            n as f64 / t.elapsed().as_secs_f64()
-        };
+        let hashed = crate::keys::threshold::HashedMessage::new(&root);
+        let hashed_once = each_key_per_sec(&secrets, threads, |sk| {
+            crate::keys::threshold::partial_sign(sk, &hashed)
+        });
         // Warm the server up (connections, threads, sessions).
         post_batch(&http, &base, &keys[..n.min(64)], &request).await?;
         // One batch.
@@ -413,8 +373,8 @@ pub fn run(config: &Config, scratch: &std::path::Path, opts: &BatchOptions) -> R
         }
         // Blocks, idle and under the herd as batches.
         let block_url = format!("{base}/api/v1/eth2/sign/{block_pk}");
-        blocks(&http, &block_url, 1, 20).await?;
-        let idle = blocks(&http, &block_url, 100, opts.blocks).await?;
+        crate::bench::sign_blocks(&http, &block_url, 1, 20).await?;
+        let idle = crate::bench::sign_blocks(&http, &block_url, 100, opts.blocks).await?;
         let herd_client = reqwest::Client::new();
         let size = opts.batch_size.max(1);
         let herd = async {
@@ -440,7 +400,7 @@ pub fn run(config: &Config, scratch: &std::path::Path, opts: &BatchOptions) -> R
             async {
                 // Let the herd's batches arrive first, as at an epoch boundary.
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                blocks(&http, &block_url, 1_000, opts.blocks).await
+                crate::bench::sign_blocks(&http, &block_url, 1_000, opts.blocks).await
             },
             herd
         );

@@ -115,45 +115,6 @@ impl FloodReport {
     }
 }
 
-/// A BLOCK_V2 (a Capella header) at `slot`, as a validator client sends it.
-fn block_body(slot: u64) -> String {
-    format!(
-        r#"{{"type":"BLOCK_V2","fork_info":{{"fork":{{"previous_version":"0x02000000","current_version":"0x03000000","epoch":"194048"}},"genesis_validators_root":"0x4b363db94e286120d76eb905340fdd4e54bfe9f06bf33ff6cf5ad27f511bfe95"}},"beacon_block":{{"version":"CAPELLA","block_header":{{"slot":"{slot}","proposer_index":"7","parent_root":"0x{p}","state_root":"0x{s}","body_root":"0x{b}"}}}}}}"#,
-        p = "11".repeat(32),
-        s = "22".repeat(32),
-        b = "33".repeat(32),
-    )
-}
-
-/// Sign `n` blocks from `first_slot` on, one after another; their latencies.
-async fn blocks(
-    http: &reqwest::Client,
-    url: &str,
-    first_slot: u64,
-    n: usize,
-) -> Result<Vec<Duration>> {
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n as u64 {
-        let t = Instant::now();
-        let resp = http
-            .post(url)
-            .header("content-type", "application/json")
-            .body(block_body(first_slot + i))
-            .send()
-            .await
-            .map_err(|e| SignerError::Invalid(format!("health-flood bench: a block: {e}")))?;
-        let status = resp.status();
-        let _ = resp.bytes().await;
-        if !status.is_success() {
-            return Err(SignerError::Invalid(format!(
-                "health-flood bench: a block was answered {status}"
-            )));
-        }
-        out.push(t.elapsed());
-    }
-    Ok(out)
-}
-
 /// Run it on the configured devices, with one key sealed on the default device in a scratch
 /// key directory `scratch`.
 pub fn run(config: &Config, scratch: &std::path::Path, opts: &FloodOptions) -> Result<FloodReport> {
@@ -201,8 +162,8 @@ pub fn run(config: &Config, scratch: &std::path::Path, opts: &FloodOptions) -> R
     let http = reqwest::Client::new();
     let result = vc_rt.block_on(async {
         // Warm up, then idle.
-        blocks(&http, &sign_url, 1, 20).await?;
-        let idle_before = blocks(&http, &sign_url, 100, opts.blocks).await?;
+        crate::bench::sign_blocks(&http, &sign_url, 1, 20).await?;
+        let idle_before = crate::bench::sign_blocks(&http, &sign_url, 100, opts.blocks).await?;
         let stop = Arc::new(AtomicBool::new(false));
         let (answered, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let checks_before = metric(addr, "signer_health_device_checks").await;
@@ -254,7 +215,7 @@ pub fn run(config: &Config, scratch: &std::path::Path, opts: &FloodOptions) -> R
         tokio::time::sleep(Duration::from_millis(500)).await;
         let t = Instant::now();
         let from = answered.load(Ordering::Relaxed);
-        let under_flood = blocks(&http, &sign_url, 100_000, opts.blocks).await;
+        let under_flood = crate::bench::sign_blocks(&http, &sign_url, 100_000, opts.blocks).await;
         let rate = (answered.load(Ordering::Relaxed) - from) as f64 / t.elapsed().as_secs_f64();
         stop.store(true, Ordering::Relaxed);
         for f in flood {
@@ -266,7 +227,7 @@ pub fn run(config: &Config, scratch: &std::path::Path, opts: &FloodOptions) -> R
             .saturating_sub(checks_before);
         let delayed = paced("delayed").await.saturating_sub(delayed_before);
         let refused = paced("refused").await.saturating_sub(refused_before);
-        let idle_after = blocks(&http, &sign_url, 200_000, opts.blocks).await?;
+        let idle_after = crate::bench::sign_blocks(&http, &sign_url, 200_000, opts.blocks).await?;
         Ok::<_, SignerError>((
             idle_before,
             under_flood,

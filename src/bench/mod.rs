@@ -101,3 +101,42 @@ pub fn message(i: u64) -> [u8; 32] {
     m[8..16].copy_from_slice(&i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_le_bytes());
     m
 }
+
+/// A BLOCK_V2 (a Capella header) at `slot`, as a validator client sends it.
+pub(crate) fn block_body(slot: u64) -> String {
+    format!(
+        r#"{{"type":"BLOCK_V2","fork_info":{{"fork":{{"previous_version":"0x02000000","current_version":"0x03000000","epoch":"194048"}},"genesis_validators_root":"0x4b363db94e286120d76eb905340fdd4e54bfe9f06bf33ff6cf5ad27f511bfe95"}},"beacon_block":{{"version":"CAPELLA","block_header":{{"slot":"{slot}","proposer_index":"7","parent_root":"0x{p}","state_root":"0x{s}","body_root":"0x{b}"}}}}}}"#,
+        p = "11".repeat(32),
+        s = "22".repeat(32),
+        b = "33".repeat(32),
+    )
+}
+
+/// Sign `n` blocks from `first_slot` on, one after another; their latencies.
+pub(crate) async fn sign_blocks(
+    http: &reqwest::Client,
+    url: &str,
+    first_slot: u64,
+    n: usize,
+) -> Result<Vec<Duration>> {
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n as u64 {
+        let t = Instant::now();
+        let resp = http
+            .post(url)
+            .header("content-type", "application/json")
+            .body(block_body(first_slot + i))
+            .send()
+            .await
+            .map_err(|e| SignerError::Invalid(format!("bench: a block: {e}")))?;
+        let status = resp.status();
+        let _ = resp.bytes().await;
+        if !status.is_success() {
+            return Err(SignerError::Invalid(format!(
+                "bench: a block was answered {status}"
+            )));
+        }
+        out.push(t.elapsed());
+    }
+    Ok(out)
+}
