@@ -635,9 +635,9 @@ impl Scheduler {
     }
 
     /// Sign many jobs (one message for many keys: a batch request), each answered as
-    /// [`Scheduler::sign`] would answer it, in order. The whole keys' jobs are queued under one
-    /// lock, and each device with work it may start is woken once, so a batch of thousands
-    /// costs the queue what a few requests do; threshold keys go through [`Scheduler::sign`].
+    /// [`Scheduler::sign`] would answer it, in order. The whole keys' jobs are queued
+    /// [`SUBMIT_CHUNK`] per lock, and each device with work it may start is woken once per
+    /// chunk, so a batch of thousands costs the queue what a few requests do; threshold keys go through [`Scheduler::sign`].
     /// Dropping the future withdraws every job not yet answered.
     pub async fn sign_many(&self, jobs: Vec<SignJob>) -> Vec<Result<Signature, JobError>> {
         let now = Instant::now();
@@ -645,11 +645,14 @@ impl Scheduler {
             std::iter::repeat_with(|| None).take(jobs.len()).collect();
         let mut waiting = Vec::with_capacity(jobs.len());
         let mut threshold = Vec::new();
-        {
-            let inner = &self.inner;
+        // Queued a chunk per lock: the lock is held for a few hundred pushes at a time, never
+        // for a whole batch, so a block thread never waits long to take its block.
+        let inner = &self.inner;
+        let mut jobs = jobs.into_iter().enumerate().peekable();
+        while jobs.peek().is_some() {
             let mut st = inner.lock();
             let mut woken = vec![false; inner.dev_list.len()];
-            for (i, job) in jobs.into_iter().enumerate() {
+            for (i, job) in jobs.by_ref().take(SUBMIT_CHUNK) {
                 if job.key.threshold != 1 || job.key.shares.len() != 1 {
                     threshold.push((i, job));
                     continue;
@@ -746,6 +749,9 @@ impl Drop for CancelOnDrop<'_> {
         }
     }
 }
+
+/// Jobs [`Scheduler::sign_many`] queues per holding of the scheduler's lock.
+const SUBMIT_CHUNK: usize = 256;
 
 /// [`Scheduler::sign_many`]'s jobs not yet answered (`Some`), withdrawn if it is dropped.
 struct CancelAllOnDrop<'a> {
