@@ -150,6 +150,8 @@ fn corrupted_key(
         shares: records,
         origin: "test".into(),
         derivation_path: None,
+        remote: Vec::new(),
+        distributed: None,
     };
     (record, sk)
 }

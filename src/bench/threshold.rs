@@ -65,6 +65,8 @@ fn make_key(devices: &[Arc<hsm::Device>], t: usize, n: usize) -> Result<Arc<KeyR
         shares: records,
         origin: "bench".into(),
         derivation_path: None,
+        remote: Vec::new(),
+        distributed: None,
     }))
 }
 

@@ -116,6 +116,8 @@ fn place_shares(
         shares: records,
         origin: origin.to_owned(),
         derivation_path,
+        remote: Vec::new(),
+        distributed: None,
     };
     store.insert(record)
 }

@@ -163,6 +163,89 @@ pub struct KeyRecord {
     /// The EIP-2334 derivation path, when the imported keystore said it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub derivation_path: Option<String>,
+    /// On a coordinator: shares held by remote participants (beside `shares` on local devices).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remote: Vec<RemoteShare>,
+    /// On a participant: the distributed account whose one share this host holds. Such a key
+    /// signs only partials, on the distributed endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distributed: Option<Distributed>,
+}
+
+/// A share held by a remote participant (coordinator side): the participant is one of the
+/// configured `[[participants]]`, by name; its URL and TLS identity live there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteShare {
+    /// x-coordinate.
+    pub id: ShareId,
+    /// Name of the configured participant that holds it.
+    pub participant: String,
+    /// The share's public key, which its partials must verify under.
+    pub pubkey: PublicKeyBytes,
+}
+
+/// A participant's view of its distributed account (the profile's `DistributedAccount` less
+/// this host's own share, which is the record's single share).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Distributed {
+    /// Valid partials needed to recover a signature.
+    pub signing_threshold: u32,
+    /// Every participant of the account, this one included.
+    pub participants: Vec<ParticipantRef>,
+}
+
+/// One participant of a distributed account: its share id and HTTPS origin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParticipantRef {
+    /// Its share's x-coordinate.
+    pub id: ShareId,
+    /// Its HTTPS origin (`https://host:port`, no path).
+    pub endpoint: String,
+}
+
+impl Distributed {
+    /// The profile's rules: 1 <= t <= n, distinct ids, distinct HTTPS origins.
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        let n = self.participants.len();
+        let t = self.signing_threshold as usize;
+        if t == 0 || t > n {
+            return Err(format!("signing threshold {t} with {n} participant(s)"));
+        }
+        let mut ids = std::collections::HashSet::new();
+        let mut endpoints = std::collections::HashSet::new();
+        for p in &self.participants {
+            if !ids.insert(p.id) {
+                return Err(format!("participant id {} appears twice", p.id));
+            }
+            check_origin(&p.endpoint)?;
+            if !endpoints.insert(p.endpoint.to_ascii_lowercase()) {
+                return Err(format!("participant endpoint {} appears twice", p.endpoint));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An HTTPS origin: `https://` then a host (and port), without path, query or fragment.
+pub(crate) fn check_origin(endpoint: &str) -> Result<(), String> {
+    let shown: String = endpoint.chars().take(80).collect();
+    let rest = endpoint
+        .strip_prefix("https://")
+        .ok_or_else(|| format!("participant endpoint {shown:?} is not an https:// origin"))?;
+    if rest.is_empty()
+        || rest
+            .chars()
+            .any(|c| matches!(c, '/' | '?' | '#' | '@') || c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "participant endpoint {shown:?} must be an origin: https://host[:port], no path, \
+             query, fragment or user"
+        ));
+    }
+    Ok(())
 }
 
 impl KeyRecord {
@@ -175,34 +258,73 @@ impl KeyRecord {
             shares: vec![share],
             origin: origin.to_owned(),
             derivation_path: None,
+            remote: Vec::new(),
+            distributed: None,
         }
     }
 
+    /// Every share with where it is held, local first: the order the scheduler indexes them.
+    pub fn share_count(&self) -> usize {
+        self.shares.len() + self.remote.len()
+    }
+
     /// Structural checks that need no device: version, threshold, distinct non-zero ids, one
-    /// share per device, and for a whole key the share pubkey equal to the validator's.
+    /// share per device or participant, and for a whole key the share pubkey equal to the
+    /// validator's. A participant's record holds exactly its own share, signs alone (t = 1 on
+    /// this host) and names itself among the account's participants.
     pub(crate) fn validate(&self) -> Result<(), String> {
         if self.version != KEY_FILE_VERSION {
             return Err(format!("unsupported key file version {}", self.version));
         }
         let t = self.threshold as usize;
-        if t == 0 || t > self.shares.len() {
-            return Err(format!("threshold {t} with {} share(s)", self.shares.len()));
+        let n = self.share_count();
+        if t == 0 || t > n {
+            return Err(format!("threshold {t} with {n} share(s)"));
         }
         let mut ids = std::collections::HashSet::new();
-        let mut devices = std::collections::HashSet::new();
-        for s in &self.shares {
-            if !ids.insert(s.id) {
-                return Err(format!("share id {} appears twice", s.id));
+        let mut holders = std::collections::HashSet::new();
+        let held = self
+            .shares
+            .iter()
+            .map(|s| (s.id, &s.device))
+            .chain(self.remote.iter().map(|r| (r.id, &r.participant)));
+        for (id, holder) in held {
+            if !ids.insert(id) {
+                return Err(format!("share id {id} appears twice"));
             }
-            if !devices.insert(&s.device) {
-                return Err(format!("two shares on device {}", s.device));
+            if !holders.insert(holder) {
+                return Err(format!("two shares on device or participant {holder}"));
             }
         }
+        if let Some(account) = &self.distributed {
+            account.validate()?;
+            let [own] = self.shares.as_slice() else {
+                return Err("a participant's record holds exactly one local share".into());
+            };
+            if t != 1 || !self.remote.is_empty() {
+                return Err("a participant's record has threshold 1 and no remote shares".into());
+            }
+            if !account.participants.iter().any(|p| p.id == own.id) {
+                return Err(format!(
+                    "share {} is not among the account's participants",
+                    own.id
+                ));
+            }
+            return Ok(());
+        }
         // With t = 1 every share is the whole key.
-        if t == 1 && self.shares.iter().any(|s| s.pubkey != self.pubkey) {
+        if t == 1
+            && (self.shares.iter().any(|s| s.pubkey != self.pubkey)
+                || self.remote.iter().any(|s| s.pubkey != self.pubkey))
+        {
             return Err("a 1-of-n share's pubkey differs from the validator pubkey".into());
         }
         Ok(())
+    }
+
+    /// This participant's own share, when the record is a participant's.
+    pub fn own_share(&self) -> Option<&ShareRecord> {
+        self.distributed.as_ref().and(self.shares.first())
     }
 
     /// File name in the key store.
