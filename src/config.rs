@@ -213,6 +213,58 @@ impl TlsSettings {
     }
 }
 
+/// `[[participant]]`: a remote participant (another hsm-signer holding shares of distributed
+/// keys, `crate::participants`), reached over mutual TLS 1.3. Key records name it by `name`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParticipantSettings {
+    /// Name used in key records, metrics and commands; unique among devices and participants.
+    pub name: String,
+    /// Its HTTPS origin, `https://host:port` (no path).
+    pub url: String,
+    /// PEM bundle of the CAs its server certificate must chain to (only these).
+    pub ca_file: PathBuf,
+    /// Our client certificate (PEM chain, leaf first), which its allow-list names.
+    pub cert_file: PathBuf,
+    /// Our client certificate's private key (PEM).
+    pub key_file: PathBuf,
+    /// Requests in flight to it at once: its "sessions". Default 16.
+    pub max_in_flight: Option<usize>,
+    /// Longest wait for one partial signature, connection included. Default 2000 ms.
+    pub timeout_ms: Option<u64>,
+    /// Longest wait for a TCP connection and TLS handshake. Default 500 ms.
+    pub connect_timeout_ms: Option<u64>,
+}
+
+impl ParticipantSettings {
+    fn resolve(mut self, base: &Path) -> ParticipantSettings {
+        for p in [&mut self.ca_file, &mut self.cert_file, &mut self.key_file] {
+            *p = base.join(&*p);
+        }
+        self
+    }
+}
+
+/// An HTTPS origin, as the distributed-signing profile writes participant endpoints:
+/// `https://` then a host (and port), without path, query, fragment or user.
+pub(crate) fn check_https_origin(endpoint: &str) -> std::result::Result<(), String> {
+    let shown: String = endpoint.chars().take(80).collect();
+    let rest = endpoint
+        .strip_prefix("https://")
+        .ok_or_else(|| format!("participant endpoint {shown:?} is not an https:// origin"))?;
+    if rest.is_empty()
+        || rest
+            .chars()
+            .any(|c| matches!(c, '/' | '?' | '#' | '@') || c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "participant endpoint {shown:?} must be an origin: https://host[:port], no path, \
+             query, fragment or user"
+        ));
+    }
+    Ok(())
+}
+
 /// `[server]` settings: how long a client may take and how many connections it may hold (see
 /// `crate::api::transport`). Every limit has a default; set one only to change it.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -410,6 +462,8 @@ struct FileConfig {
     default_device: Option<String>,
     #[serde(default)]
     device: Vec<DeviceEntry>,
+    #[serde(default)]
+    participant: Vec<ParticipantSettings>,
 }
 
 /// A resolved device: the `hsm` crate's config plus what the signer needs around it.
@@ -470,6 +524,8 @@ pub struct Config {
     pub policy: PolicySettings,
     /// HTTP server limits.
     pub server: ServerSettings,
+    /// Remote participants holding shares of this signer's distributed keys.
+    pub participants: Vec<ParticipantSettings>,
 }
 
 /// A secret kept in a file of its own (a database URL with its password): the file's text
@@ -579,6 +635,11 @@ impl Config {
                 data_dir,
             )?,
             server: file.server,
+            participants: file
+                .participant
+                .into_iter()
+                .map(|p| p.resolve(base))
+                .collect(),
         };
         config.validate()?;
         Ok(config)
@@ -627,6 +688,7 @@ impl Config {
             keymanager: KeymanagerSettings::default(),
             policy: PolicySettings::load(None, data_dir)?,
             server: ServerSettings::default(),
+            participants: Vec::new(),
         })
     }
 
@@ -645,6 +707,24 @@ impl Config {
                 "default_device {:?} is not a configured device",
                 self.default_device
             )));
+        }
+        for p in &self.participants {
+            if !names.insert(&p.name) {
+                return Err(SignerError::Config(format!(
+                    "participant {:?}: the name is already a device's or another participant's",
+                    p.name
+                )));
+            }
+            check_https_origin(&p.url)
+                .map_err(|e| SignerError::Config(format!("participant {:?}: {e}", p.name)))?;
+            if p.max_in_flight == Some(0) || p.timeout_ms == Some(0) || p.connect_timeout_ms == Some(0)
+            {
+                return Err(SignerError::Config(format!(
+                    "participant {:?}: max_in_flight, timeout_ms and connect_timeout_ms must be \
+                     positive",
+                    p.name
+                )));
+            }
         }
         self.check_keymanager_split()?;
         if let Some(url) = &self.beacon_node_url {

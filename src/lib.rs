@@ -28,6 +28,8 @@ pub mod duties;
 #[doc(hidden)]
 pub mod metrics;
 #[doc(hidden)]
+pub mod participants;
+#[doc(hidden)]
 pub mod scheduler;
 
 pub use error::{Result, SignerError};

@@ -783,6 +783,7 @@ async fn foreground_under_precompute(fifo: bool) -> Vec<&'static str> {
                 class: Class::Background,
                 deadline: None,
                 freshness: 0,
+                request: None,
             })
             .await
             .unwrap();
@@ -814,6 +815,7 @@ async fn foreground_under_precompute(fifo: bool) -> Vec<&'static str> {
                 class,
                 deadline: None,
                 freshness: 0,
+                request: None,
             };
             let signing = s.sign(job);
             tokio::pin!(signing);

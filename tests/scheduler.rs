@@ -61,7 +61,8 @@ fn job(key: &Arc<KeyRecord>, class: Class, i: u8) -> SignJob {
         class,
         deadline: None,
         freshness: 0,
-    }
+    },
+    request: None,
 }
 
 /// Sign `[fill; 32]` with `key` in the background; the task panics unless the signature
@@ -166,7 +167,8 @@ async fn slots_in_signing_order(fifo: bool) -> Vec<u64> {
         tasks.push(tokio::spawn(async move {
             let job = SignJob {
                 freshness: slot,
-                ..job(&k, Class::Attestation, i)
+                ..job(&k, Class::Attestation, i),
+                request: None,
             };
             s.sign(job).await.unwrap();
             o.lock().unwrap().push(slot);
@@ -348,7 +350,8 @@ async fn forty_attestations(f: &Fixture, deadline: Instant) -> usize {
         let job = SignJob {
             deadline: Some(deadline),
             freshness: 0,
-            ..job(&k, Class::Attestation, i)
+            ..job(&k, Class::Attestation, i),
+            request: None,
         };
         tasks.push(tokio::spawn(async move { s.sign(job).await }));
     }
@@ -559,7 +562,8 @@ async fn an_expired_job_is_refused_and_never_reaches_the_device() {
     // A deadline already past: refused at once.
     let past = SignJob {
         deadline: Some(Instant::now()),
-        ..job(&k, Class::Attestation, 1)
+        ..job(&k, Class::Attestation, 1),
+        request: None,
     };
     assert!(matches!(
         f.scheduler.sign(past).await,
@@ -579,7 +583,8 @@ async fn an_expired_job_is_refused_and_never_reaches_the_device() {
     let deadline = Instant::now() + Duration::from_millis(5);
     let short = SignJob {
         deadline: Some(deadline),
-        ..job(&k, Class::Attestation, 3)
+        ..job(&k, Class::Attestation, 3),
+        request: None,
     };
     let s = f.scheduler.clone();
     let short = tokio::spawn(async move { s.sign(short).await });

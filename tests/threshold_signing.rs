@@ -186,6 +186,7 @@ async fn a_corrupted_share_is_named_excluded_and_never_released() {
                 },
                 deadline: None,
                 freshness: 0,
+                request: None,
             })
             .await
             .unwrap();
@@ -219,6 +220,7 @@ async fn two_corrupted_shares_of_a_2_of_3_key_release_nothing() {
             class: Class::Attestation,
             deadline: None,
             freshness: 0,
+            request: None,
         })
         .await;
     match result {
@@ -247,6 +249,7 @@ async fn every_subset_of_devices_gives_the_keys_own_signature() {
                 class: Class::Block,
                 deadline: None,
                 freshness: 0,
+                request: None,
             })
             .await
             .unwrap();

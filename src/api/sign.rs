@@ -180,6 +180,8 @@ async fn sign_allowed(
 pub(crate) struct Checked {
     pub request: SignRequest,
     pub root: SigningRoot,
+    /// The request as the client sent it: what a key's remote participants are sent.
+    pub body: std::sync::Arc<str>,
 }
 
 impl Checked {
@@ -231,7 +233,13 @@ pub(crate) fn parse_checked(app: &AppState, body: &[u8]) -> Result<Checked, ApiE
             )));
         }
     }
-    Ok(Checked { request, root })
+    // It parsed as JSON, so it is UTF-8.
+    let body = std::sync::Arc::from(String::from_utf8_lossy(body));
+    Ok(Checked {
+        request,
+        root,
+        body,
+    })
 }
 
 /// When a request must be signed by, and where it stands among its class.
@@ -371,11 +379,12 @@ pub(crate) fn job(
     timing: Timing,
 ) -> SignJob {
     SignJob {
-        key,
         signing_root: checked.root,
         class: timing.class,
         deadline: timing.deadline,
         freshness: timing.freshness,
+        request: (!key.remote.is_empty()).then(|| checked.body.clone()),
+        key,
     }
 }
 

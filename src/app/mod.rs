@@ -11,6 +11,7 @@ use std::sync::{Arc, RwLock};
 use crate::config::Config;
 use crate::consensus::{Network, SlotClock, SystemTimeSlotClock};
 use crate::devices::Devices;
+use crate::participants::Participants;
 use crate::duties::{PrecomputeMetrics, ProofCache};
 use crate::error::{Result, SignerError};
 use crate::keys::KeyStore;
@@ -114,6 +115,7 @@ impl Signer {
     pub fn start(config: &Config, network: Network, slashing_protection: bool) -> Result<Started> {
         let gvr = network.genesis_validators_root;
         let devices = crate::devices::open_devices(config)?;
+        let participants = Participants::open(&config.participants)?;
         let (keys, errors) = KeyStore::load(&config.keys_dir())?;
         for e in &errors {
             tracing::error!(error = %e, "key file not loaded");
@@ -131,7 +133,7 @@ impl Signer {
         let signer = Signer::new(
             config.clone(),
             network,
-            devices,
+            (devices, participants),
             keys,
             errors.iter().map(|e| e.to_string()).collect(),
             slashing,
@@ -156,13 +158,13 @@ impl Signer {
         })
     }
 
-    /// Wire a signer from opened devices and a loaded key store: the scheduler over the
-    /// devices, the slot clock (unless `[scheduler] slot_deadlines = false` or the network has
+    /// Wire a signer from opened devices and participants and a loaded key store: the scheduler
+    /// over them, the slot clock (unless `[scheduler] slot_deadlines = false` or the network has
     /// no genesis time), and the metrics each part keeps.
     pub fn new(
         config: Config,
         network: Network,
-        devices: Devices,
+        (devices, participants): (Devices, Participants),
         keys: KeyStore,
         key_errors: Vec<String>,
         slashing: Option<SlashingProtection>,
@@ -183,8 +185,9 @@ impl Signer {
             runtime: Arc::new(RwLock::new(Arc::new(Runtime {
                 keys,
                 key_errors,
-                scheduler: Scheduler::with_config(
+                scheduler: Scheduler::with_participants(
                     devices,
+                    participants,
                     scheduler_config.clone(),
                     scheduler_metrics.clone(),
                 ),
@@ -237,6 +240,8 @@ impl Signer {
     pub(crate) fn load_runtime(&self, config: &Config) -> Result<Runtime> {
         let current = self.runtime();
         let devices = Devices::reopen(config, current.scheduler.devices())?;
+        let participants =
+            Participants::reopen(&config.participants, current.scheduler.participants())?;
         let (mut keys, errors) = KeyStore::load(&config.keys_dir())?;
         for e in &errors {
             // `/healthcheck` only counts them (it answers anyone); the files are named here.
@@ -247,8 +252,9 @@ impl Signer {
         Ok(Runtime {
             keys,
             key_errors: errors.iter().map(|e| e.to_string()).collect(),
-            scheduler: Scheduler::with_config(
+            scheduler: Scheduler::with_participants(
                 devices,
+                participants,
                 self.scheduler_config.clone(),
                 self.scheduler_metrics.clone(),
             ),

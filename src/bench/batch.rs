@@ -274,7 +274,7 @@ pub fn run(config: &Config, scratch: &std::path::Path, opts: &BatchOptions) -> R
     let mut state = AppState::serving(Signer::new(
         config.clone(),
         network,
-        devices,
+        (devices, Default::default()),
         store,
         Vec::new(),
         None,

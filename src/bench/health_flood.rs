@@ -131,7 +131,7 @@ pub fn run(config: &Config, scratch: &std::path::Path, opts: &FloodOptions) -> R
     let mut state = AppState::serving(Signer::new(
         config.clone(),
         network,
-        devices,
+        (devices, Default::default()),
         keys,
         Vec::new(),
         None,

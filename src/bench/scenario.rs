@@ -286,6 +286,7 @@ async fn idle_blocks(devices: &Devices, keys: &[Arc<KeyRecord>]) -> Latency {
                 class: Class::Block,
                 deadline: None,
                 freshness: 0,
+                request: None,
             })
             .await;
         samples.push(t.elapsed());
@@ -341,6 +342,7 @@ async fn burst(
                         class: Class::Block,
                         deadline: None,
                         freshness: 0,
+                        request: None,
                     })
                     .await;
                 (t.elapsed(), r.is_ok())
@@ -383,6 +385,7 @@ async fn burst(
                                             class,
                                             deadline: None,
                                             freshness: 0,
+                                            request: None,
                                         })
                                         .await
                                         .is_ok()
@@ -394,6 +397,7 @@ async fn burst(
                                         class,
                                         deadline: None,
                                         freshness: 0,
+                                        request: None,
                                     })
                                     .await
                                     .is_ok(),
@@ -427,6 +431,7 @@ async fn burst(
                             class: Class::Background,
                             deadline: None,
                             freshness: 0,
+                            request: None,
                         })
                         .await;
                     (t.elapsed(), r.is_ok())
@@ -543,6 +548,7 @@ async fn precompute_proofs(
                     class: Class::Background,
                     deadline: None,
                     freshness: 0,
+                    request: None,
                 })
                 .await
             {

@@ -135,6 +135,7 @@ pub fn run(config: &Config, seconds: f64, concurrency: usize) -> Result<Threshol
                             class: Class::Attestation,
                             deadline: None,
                             freshness: 0,
+                            request: None,
                         };
                         if s.sign(job).await.is_ok() {
                             lat.push(t0.elapsed());

@@ -393,7 +393,9 @@ impl Service {
         let keys: HashMap<PublicKeyBytes, Arc<KeyRecord>> =
             keys.into_iter().map(|k| (k.pubkey, k)).collect();
         for (pk, proof) in wanted {
-            let Some(key) = keys.get(&pk).cloned() else {
+            // A key with shares on remote participants is signed on request only: they need
+            // the validator client's request, which a precomputed proof has not got.
+            let Some(key) = keys.get(&pk).filter(|k| k.remote.is_empty()).cloned() else {
                 continue;
             };
             let Some(claim) = self.cache.claim(pk, proof) else {
@@ -405,6 +407,7 @@ impl Service {
                 class: Class::Background,
                 deadline: Some(chain.needed_by(proof.slot)),
                 freshness: 0,
+                request: None,
             };
             let scheduler = scheduler.clone();
             let id = claim.id();

@@ -220,7 +220,7 @@ impl Distributed {
             if !ids.insert(p.id) {
                 return Err(format!("participant id {} appears twice", p.id));
             }
-            check_origin(&p.endpoint)?;
+            crate::config::check_https_origin(&p.endpoint)?;
             if !endpoints.insert(p.endpoint.to_ascii_lowercase()) {
                 return Err(format!("participant endpoint {} appears twice", p.endpoint));
             }
@@ -229,24 +229,6 @@ impl Distributed {
     }
 }
 
-/// An HTTPS origin: `https://` then a host (and port), without path, query or fragment.
-pub(crate) fn check_origin(endpoint: &str) -> Result<(), String> {
-    let shown: String = endpoint.chars().take(80).collect();
-    let rest = endpoint
-        .strip_prefix("https://")
-        .ok_or_else(|| format!("participant endpoint {shown:?} is not an https:// origin"))?;
-    if rest.is_empty()
-        || rest
-            .chars()
-            .any(|c| matches!(c, '/' | '?' | '#' | '@') || c.is_whitespace() || c.is_control())
-    {
-        return Err(format!(
-            "participant endpoint {shown:?} must be an origin: https://host[:port], no path, \
-             query, fragment or user"
-        ));
-    }
-    Ok(())
-}
 
 impl KeyRecord {
     /// A whole key held by one device.
@@ -261,6 +243,11 @@ impl KeyRecord {
             remote: Vec::new(),
             distributed: None,
         }
+    }
+
+    /// One share on a local device signs alone: a whole key, or a participant's own share.
+    pub fn is_one_local_share(&self) -> bool {
+        self.threshold == 1 && self.shares.len() == 1 && self.remote.is_empty()
     }
 
     /// Every share with where it is held, local first: the order the scheduler indexes them.

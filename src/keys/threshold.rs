@@ -519,12 +519,12 @@ impl From<CombineError> for SignerError {
     }
 }
 
-/// One share as a signer needs it at signing time: id, device, parsed public key.
+/// One share as a signer needs it at signing time: id, holder, parsed public key.
 #[derive(Debug, Clone)]
 pub struct ShareKey {
     /// x-coordinate.
     pub id: ShareId,
-    /// Device holding the envelope.
+    /// Device holding the envelope, or the remote participant holding the share.
     pub device: String,
     /// The share's public key, validated.
     pub pubkey: PublicKey,
@@ -540,7 +540,8 @@ pub struct ThresholdKey {
     pub pubkey: PublicKey,
     /// Shares needed.
     pub threshold: usize,
-    /// All shares.
+    /// All shares: those on local devices, then those on remote participants (the order of
+    /// [`KeyRecord::share_count`]).
     pub shares: Vec<ShareKey>,
 }
 
@@ -552,14 +553,18 @@ fn parse_pubkey(pk: &PublicKeyBytes) -> Result<PublicKey> {
 impl ThresholdKey {
     /// Parse and validate the public keys of a key record.
     pub fn from_record(record: &KeyRecord) -> Result<ThresholdKey> {
-        let shares = record
-            .shares
+        let local = record.shares.iter().map(|s| (s.id, &s.device, &s.pubkey));
+        let remote = record
+            .remote
             .iter()
-            .map(|s| {
+            .map(|r| (r.id, &r.participant, &r.pubkey));
+        let shares = local
+            .chain(remote)
+            .map(|(id, holder, pubkey)| {
                 Ok(ShareKey {
-                    id: s.id,
-                    device: s.device.clone(),
-                    pubkey: parse_pubkey(&s.pubkey)?,
+                    id,
+                    device: holder.clone(),
+                    pubkey: parse_pubkey(pubkey)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -627,6 +632,42 @@ impl ThresholdKey {
         })
     }
 
+    /// Combine plain partials, then verify every partial under its share's key and the result
+    /// under the validator key in one batch (one pairing product for a single message); on
+    /// failure, name the shares whose partials are wrong. For partials that come from other
+    /// hosts: each is checked, not just their sum. No unverified signature leaves here.
+    pub fn combine_each_verified(
+        &self,
+        hashed: &HashedMessage,
+        partials: &[(ShareId, Signature)],
+    ) -> Result<Signature, CombineError> {
+        self.check_subset(partials.iter().map(|(id, _)| *id))?;
+        let sig = combine(partials).map_err(|_| CombineError::Unverified { faulty: vec![] })?;
+        let mut items = Vec::with_capacity(partials.len() + 1);
+        for (id, partial) in partials {
+            let share = self.share(*id).ok_or(CombineError::BadShare(*id))?;
+            items.push(BatchItem {
+                pubkey: &share.pubkey,
+                hashed,
+                signature: partial,
+            });
+        }
+        items.push(BatchItem {
+            pubkey: &self.pubkey,
+            hashed,
+            signature: &sig,
+        });
+        match verify_batch(&items) {
+            Ok(()) => Ok(sig),
+            Err(bad) => Err(CombineError::Unverified {
+                faulty: bad
+                    .into_iter()
+                    .filter_map(|i| partials.get(i).map(|(id, _)| *id))
+                    .collect(),
+            }),
+        }
+    }
+
     /// Combine weighted partials, each made with [`lagrange_at_zero`] of exactly the ids given
     /// here, and verify; on failure unweight each partial and name the wrong ones.
     pub fn combine_weighted_verified(
@@ -686,6 +727,23 @@ pub fn sign_with_opened_shares(
         .collect();
     // The subset was checked above: combine and verify without checking it again.
     key.combine_weighted_checked(hashed, &partials)
+}
+
+/// The sign of a key with shares on remote participants: the local shares' plain partials
+/// beside the participants' partials, combined, and every partial and the result verified
+/// ([`ThresholdKey::combine_each_verified`]).
+pub fn sign_with_remote_partials(
+    key: &ThresholdKey,
+    hashed: &HashedMessage,
+    opened: &[(ShareId, &SecretKey)],
+    remote: &[(ShareId, Signature)],
+) -> Result<Signature, CombineError> {
+    let partials: Vec<(ShareId, Signature)> = opened
+        .iter()
+        .map(|(id, sk)| (*id, partial_sign(sk, hashed)))
+        .chain(remote.iter().cloned())
+        .collect();
+    key.combine_each_verified(hashed, &partials)
 }
 
 /// Open one share on its device and make its partial signature of `hashed`: plain, or weighted

@@ -48,10 +48,11 @@ use crate::devices::Devices;
 use crate::error::SignerError;
 use crate::keys::KeyRecord;
 use crate::keys::PublicKeyBytes;
+use crate::participants::Participants;
 use crate::scheduler::queue::ClassQueues;
 use os_priority::{lower_thread_priority, raise_thread_priority};
 use pace::Pace;
-use state::{CpuTask, DevTask, Inner, Reply};
+use state::{CpuTask, DevTask, Inner, Reply, Station};
 use threshold::ThresholdJob;
 use workers::{cpu_worker, device_worker};
 
@@ -137,6 +138,10 @@ pub struct SignJob {
     /// Within its class, work of a higher freshness runs first: the slot of its duty, capped at
     /// the current slot; 0 for work with no slot, which runs in arrival order ([`queue`]).
     pub freshness: u64,
+    /// The signing request as the client sent it (JSON), for a key with shares on remote
+    /// participants: it is forwarded to them as it is, and each computes the root itself. A
+    /// job without it cannot use a participant.
+    pub request: Option<Arc<str>>,
 }
 
 /// Which limit a job ran into.
@@ -239,6 +244,8 @@ struct Ctx {
     /// The validator key, and the root it signs.
     key: Arc<KeyRecord>,
     root: SigningRoot,
+    /// The request to forward to participants (see [`SignJob::request`]).
+    request: Option<Arc<str>>,
     /// Where the job stands in the queues: its class, then its duty's slot.
     class: Class,
     freshness: u64,
@@ -323,21 +330,50 @@ impl Scheduler {
         config: SchedulerConfig,
         metrics: Arc<SchedulerMetrics>,
     ) -> Scheduler {
-        let dev_list: Vec<Arc<Device>> = devices.iter().cloned().collect();
-        let caps: Vec<usize> = dev_list
+        Self::with_participants(devices, Participants::default(), config, metrics)
+    }
+
+    /// A scheduler over devices and remote participants (each scheduled as a device, its
+    /// `max_in_flight` its session cap).
+    pub fn with_participants(
+        devices: Devices,
+        participants: Participants,
+        config: SchedulerConfig,
+        metrics: Arc<SchedulerMetrics>,
+    ) -> Scheduler {
+        let stations: Vec<Station> = devices
             .iter()
-            .map(|d| d.config().max_sessions.max(1))
+            .map(|d| Station::Device(d.clone()))
+            .chain(
+                participants
+                    .iter()
+                    .map(|p| Station::Participant(p.clone())),
+            )
             .collect();
-        let n = dev_list.len();
+        let caps: Vec<usize> = stations
+            .iter()
+            .map(|s| match s {
+                Station::Device(d) => d.config().max_sessions.max(1),
+                Station::Participant(p) => p.max_in_flight().max(1),
+            })
+            .collect();
+        let n = stations.len();
+        let local_sessions: usize = stations
+            .iter()
+            .zip(&caps)
+            .filter(|(s, _)| !s.is_remote())
+            .map(|(_, c)| c)
+            .sum();
         let inner = Arc::new(Inner {
-            cpu_buffer_max: 2 * config.cpu_workers.max(1) + caps.iter().sum::<usize>(),
+            cpu_buffer_max: 2 * config.cpu_workers.max(1) + local_sessions,
             pace: Pace::default(),
-            dev_index: dev_list
+            dev_index: stations
                 .iter()
                 .enumerate()
                 .map(|(i, d)| (d.name().to_owned(), i))
                 .collect(),
             devices,
+            participants,
             caps: caps.clone(),
             state: Mutex::new(State {
                 dev_q: (0..n).map(|_| ClassQueues::new(config.fifo)).collect(),
@@ -361,7 +397,7 @@ impl Scheduler {
                 peak_device_busy: (0..n).map(|_| AtomicUsize::new(0)).collect(),
                 peak_background_busy: (0..n).map(|_| AtomicUsize::new(0)).collect(),
             },
-            dev_list,
+            stations,
             config,
             metrics,
             threshold_keys: Mutex::default(),
@@ -436,6 +472,11 @@ impl Scheduler {
         &self.inner.devices
     }
 
+    /// The remote participants it schedules on.
+    pub fn participants(&self) -> &Participants {
+        &self.inner.participants
+    }
+
     /// The metrics it records into.
     pub fn metrics(&self) -> &Arc<SchedulerMetrics> {
         &self.inner.metrics
@@ -469,9 +510,10 @@ impl Scheduler {
     pub fn sessions_in_use(&self) -> Vec<(String, usize, usize)> {
         let st = self.inner.lock();
         self.inner
-            .dev_list
+            .stations
             .iter()
             .enumerate()
+            .filter(|(_, s)| !s.is_remote())
             .map(|(i, d)| (d.name().to_owned(), st.dev_busy[i], self.inner.caps[i]))
             .collect()
     }
@@ -484,7 +526,10 @@ impl Scheduler {
     /// Blocks while `probe` runs: call from a blocking thread.
     pub fn probe_device<T>(&self, name: &str, probe: impl FnOnce(&Device) -> T) -> Option<T> {
         let inner = &self.inner;
-        let d = inner.dev_list.iter().position(|dev| dev.name() == name)?;
+        let d = inner
+            .stations
+            .iter()
+            .position(|s| matches!(s, Station::Device(dev) if dev.name() == name))?;
         {
             let mut st = inner.lock();
             if st.shutdown || inner.caps[d].saturating_sub(st.dev_busy[d]) < 2 {
@@ -506,7 +551,10 @@ impl Scheduler {
             }
         }
         let _place = Place(inner, d);
-        Some(probe(&inner.dev_list[d]))
+        let Station::Device(device) = &inner.stations[d] else {
+            return None;
+        };
+        Some(probe(device))
     }
 
     /// Sign `job`. Resolves when the signature is made or the job is refused; dropping the
@@ -541,7 +589,7 @@ impl Scheduler {
     fn submit(&self, job: SignJob, tx: Reply) -> Result<Arc<Ctx>, JobError> {
         let now = Instant::now();
         let deadline = self.deadline_of(&job, now)?;
-        if job.key.threshold != 1 || job.key.shares.len() != 1 {
+        if !job.key.is_one_local_share() {
             return self.submit_threshold(job, tx, deadline, now);
         }
         let device = self.device_of(&job)?;
@@ -590,7 +638,7 @@ impl Scheduler {
                 "device {device_name} is not available to this signer"
             ))
         })?;
-        if !inner.dev_list[device].is_enabled() {
+        if inner.stations[device].is_remote() || !inner.stations[device].is_enabled() {
             return Err(JobError::Unavailable(format!(
                 "device {device_name} is disabled"
             )));
@@ -651,9 +699,9 @@ impl Scheduler {
         let mut jobs = jobs.into_iter().enumerate().peekable();
         while jobs.peek().is_some() {
             let mut st = inner.lock();
-            let mut woken = vec![false; inner.dev_list.len()];
+            let mut woken = vec![false; inner.stations.len()];
             for (i, job) in jobs.by_ref().take(SUBMIT_CHUNK) {
-                if job.key.threshold != 1 || job.key.shares.len() != 1 {
+                if !job.key.is_one_local_share() {
                     threshold.push((i, job));
                     continue;
                 }

@@ -19,8 +19,43 @@ use crate::consensus::SigningRoot;
 use crate::devices::Devices;
 use crate::keys::threshold::{HashedMessage, ThresholdKey};
 use crate::keys::PublicKeyBytes;
+use crate::participants::Participant;
 
 pub(super) type Reply = oneshot::Sender<Result<Signature, JobError>>;
+
+/// Where a share is held: a device (a PKCS#11 token) or a remote participant. The scheduler
+/// treats both alike — a queue, a session cap, threads — and differs only in the operation:
+/// a device opens an envelope, a participant answers with its partial signature.
+pub(super) enum Station {
+    Device(Arc<Device>),
+    Participant(Arc<Participant>),
+}
+
+impl Station {
+    pub(super) fn name(&self) -> &str {
+        match self {
+            Station::Device(d) => d.name(),
+            Station::Participant(p) => p.name(),
+        }
+    }
+    /// It may be asked: a device enabled, a participant in service and up.
+    pub(super) fn is_enabled(&self) -> bool {
+        match self {
+            Station::Device(d) => d.is_enabled(),
+            Station::Participant(p) => p.is_available(),
+        }
+    }
+    pub(super) fn is_remote(&self) -> bool {
+        matches!(self, Station::Participant(_))
+    }
+}
+
+/// What a station's operation gave for one share: an opened secret (a device) or a partial
+/// signature (a participant; a valid G2 point, verified with the combination).
+pub(super) enum Opened {
+    Secret(SecretKey),
+    Partial(Signature),
+}
 
 impl Ctx {
     pub(super) fn new(
@@ -40,6 +75,7 @@ impl Ctx {
             enqueued,
             key: job.key,
             root: job.signing_root,
+            request: job.request,
             cancelled: AtomicBool::new(false),
             reply: Mutex::new(Some(tx)),
             threshold,
@@ -69,8 +105,9 @@ pub(super) struct CpuTask {
     pub(super) ctx: Arc<Ctx>,
     /// When it joined the CPU queue (the rescue worker's starvation check).
     pub(super) queued_at: Instant,
-    /// (share index, opened secret): one for a whole key, t for a threshold key.
-    pub(super) secrets: Vec<(usize, SecretKey)>,
+    /// (share index, what its station gave): one secret for a whole key, t for a threshold
+    /// key.
+    pub(super) secrets: Vec<(usize, Opened)>,
 }
 
 impl Queued for DevTask {
@@ -120,7 +157,9 @@ pub struct SchedulerStats {
 
 pub(super) struct Inner {
     pub(super) devices: Devices,
-    pub(super) dev_list: Vec<Arc<Device>>,
+    pub(super) participants: crate::participants::Participants,
+    /// Devices, then participants: index `d` everywhere below.
+    pub(super) stations: Vec<Station>,
     pub(super) dev_index: HashMap<String, usize>,
     pub(super) caps: Vec<usize>,
     pub(super) config: SchedulerConfig,
@@ -203,9 +242,12 @@ impl Inner {
     pub(super) fn runnable_on(&self, st: &State, d: usize) -> Option<Urgency> {
         let free = self.caps[d].saturating_sub(st.dev_busy[d]);
         let (class, key) = st.dev_q[d].head()?;
+        // A participant's answer is a partial, not an opened secret: it takes no place in the
+        // CPU buffer (which bounds secrets open in memory); its session cap bounds it.
+        let cpu_room = self.stations[d].is_remote() || self.cpu_room(st);
         let may = free >= 1
             && (class == Class::Block
-                || (self.cpu_room(st)
+                || (cpu_room
                     && (class != Class::Background || free >= 2 || self.config.fifo)));
         may.then_some(key)
     }
@@ -240,7 +282,7 @@ impl Inner {
 
     /// What [`Inner::wake_a_device`] would wake, to be woken once the lock is released.
     pub(super) fn device_to_wake(&self, st: &State) -> Option<&Condvar> {
-        (0..self.dev_list.len())
+        (0..self.stations.len())
             .filter_map(|d| self.runnable_on(st, d).map(|key| (key, d)))
             .min()
             .map(|(_, d)| self.device_cv(st, d))

@@ -6,9 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use blst::min_pk::SecretKey;
-
-use super::state::{CpuTask, DevTask, Inner, Reply};
+use super::state::{CpuTask, DevTask, Inner, Opened, Reply};
 use super::{Ctx, State};
 use super::{JobError, Limit, Scheduler, SignJob};
 use crate::error::SignerError;
@@ -22,8 +20,8 @@ pub(super) struct ThresholdJob {
     pub(super) asked: Vec<usize>,
     /// Shares whose device failed, or whose partial was wrong.
     pub(super) excluded: Vec<usize>,
-    /// Opened shares not yet combined.
-    pub(super) collected: Vec<(usize, SecretKey)>,
+    /// What came back for shares not yet combined: opened secrets, participants' partials.
+    pub(super) collected: Vec<(usize, Opened)>,
     /// Device tasks queued or in flight.
     pub(super) outstanding: usize,
     /// A CPU task holds t shares right now.
@@ -46,8 +44,9 @@ impl Inner {
         Ok(key)
     }
 
-    /// The shares to ask next: not yet asked or excluded, on an open and enabled device, the
-    /// least loaded first (queued + in flight), then the lowest id.
+    /// The shares to ask next: not yet asked or excluded, on an open and enabled device or an
+    /// available participant (only with the request to forward to it), the least loaded first
+    /// (queued + in flight), then the lowest id.
     pub(super) fn pick_shares(
         &self,
         st: &State,
@@ -55,7 +54,7 @@ impl Inner {
         job: &ThresholdJob,
         want: usize,
     ) -> Vec<usize> {
-        let mut candidates: Vec<(usize, usize, u64)> = ctx
+        let mut candidates: Vec<(usize, usize, u64)> = job
             .key
             .shares
             .iter()
@@ -63,8 +62,8 @@ impl Inner {
             .filter(|(i, _)| !job.asked.contains(i) && !job.excluded.contains(i))
             .filter_map(|(i, share)| {
                 let d = *self.dev_index.get(&share.device)?;
-                self.dev_list[d]
-                    .is_enabled()
+                let station = &self.stations[d];
+                (station.is_enabled() && (!station.is_remote() || ctx.request.is_some()))
                     .then(|| (i, st.dev_q[d].len() + st.dev_busy[d], share.id.get()))
             })
             .collect();
@@ -84,7 +83,7 @@ impl Inner {
         job: &mut ThresholdJob,
         i: usize,
     ) -> Option<usize> {
-        let d = *self.dev_index.get(&ctx.key.shares[i].device)?;
+        let d = *self.dev_index.get(&job.key.shares.get(i)?.device)?;
         job.asked.push(i);
         job.outstanding += 1;
         st.waiting += 1;
@@ -114,12 +113,13 @@ impl Inner {
         if picks.len() < need && job.outstanding == 0 {
             job.collected.clear();
             ctx.answer(Err(JobError::Unavailable(format!(
-                "fewer than {} of {} devices holding shares of {} can sign: {}",
+                "fewer than {} of the {} devices and participants holding shares of {} can \
+                 sign: {}",
                 job.key.threshold,
-                ctx.key.shares.len(),
+                job.key.shares.len(),
                 ctx.key.pubkey,
                 if job.failures.is_empty() {
-                    "devices disabled or not open".to_owned()
+                    "devices disabled or not open, participants down or out of service".to_owned()
                 } else {
                     job.failures.join("; ")
                 }
@@ -185,10 +185,20 @@ impl Scheduler {
         let mut tj = thr.lock().unwrap_or_else(|p| p.into_inner());
         let picks = inner.pick_shares(&st, &ctx, &tj, t);
         if picks.len() < t {
+            let down: Vec<String> = tj
+                .key
+                .shares
+                .iter()
+                .filter_map(|s| inner.dev_index.get(&s.device).map(|d| &inner.stations[*d]))
+                .filter(|s| !s.is_enabled())
+                .map(|s| s.name().to_owned())
+                .collect();
             return Err(JobError::Unavailable(format!(
-                "fewer than {t} of {} devices holding shares of {} are available",
-                ctx.key.shares.len(),
-                ctx.key.pubkey
+                "fewer than {t} of the {} devices and participants holding shares of {} are \
+                 available (unavailable: {})",
+                tj.key.shares.len(),
+                ctx.key.pubkey,
+                if down.is_empty() { "none".to_owned() } else { down.join(", ") }
             )));
         }
         let mut devices = Vec::new();
@@ -204,23 +214,30 @@ impl Scheduler {
     }
 }
 
-/// Make t weighted partials from the opened shares, combine, verify under the validator key.
-/// A combination that does not verify names the faulty shares, excludes them and asks other
-/// devices; no unverified signature is ever answered.
+/// Make the signature from what t stations gave: t opened secrets become weighted partials
+/// (the local path); with participants' partials among them, every partial and the sum are
+/// verified. A combination that does not verify names the faulty shares, excludes them and
+/// asks other stations; no unverified signature is ever answered.
 pub(super) fn combine_threshold(inner: &Arc<Inner>, task: CpuTask) {
     let CpuTask { ctx, secrets, .. } = task;
     let Some(thr) = &ctx.threshold else { return };
     let key = thr.lock().unwrap_or_else(|p| p.into_inner()).key.clone();
-    let opened: Vec<_> = secrets
-        .iter()
-        .map(|(i, secret)| (ctx.key.shares[*i].id, secret))
-        .collect();
-    // THE sign of the decrypt-then-sign (`keys`): weighted partials, combined, verified.
-    let outcome = crate::keys::threshold::sign_with_opened_shares(
-        &key,
-        &inner.hashed.get(&ctx.root),
-        &opened,
-    )
+    let hashed = inner.hashed.get(&ctx.root);
+    let mut opened = Vec::new();
+    let mut remote = Vec::new();
+    for (i, got) in &secrets {
+        let id = key.shares[*i].id;
+        match got {
+            Opened::Secret(secret) => opened.push((id, secret)),
+            Opened::Partial(sig) => remote.push((id, *sig)),
+        }
+    }
+    // THE sign of the decrypt-then-sign (`keys`): partials, combined, verified.
+    let outcome = if remote.is_empty() {
+        crate::keys::threshold::sign_with_opened_shares(&key, &hashed, &opened)
+    } else {
+        crate::keys::threshold::sign_with_remote_partials(&key, &hashed, &opened, &remote)
+    }
     .map_err(|e| match e {
         CombineError::Unverified { faulty } => JobError::Faulty(faulty),
         other => JobError::Failed(SignerError::Bls(other.to_string())),
@@ -233,21 +250,29 @@ pub(super) fn combine_threshold(inner: &Arc<Inner>, task: CpuTask) {
             let mut job = thr.lock().unwrap_or_else(|p| p.into_inner());
             job.combining = false;
             let mut named = Vec::new();
-            for (i, secret) in secrets {
-                let share = &ctx.key.shares[i];
+            for (i, got) in secrets {
+                let share = &key.shares[i];
                 if faulty.contains(&share.id) {
                     job.excluded.push(i);
-                    named.push(format!("share {} on device {}", share.id, share.device));
+                    let station = inner.dev_index.get(&share.device).map(|d| &inner.stations[*d]);
+                    let what = match station {
+                        Some(super::state::Station::Participant(p)) => {
+                            p.metrics.faulty.fetch_add(1, Ordering::Relaxed);
+                            "participant"
+                        }
+                        _ => "device",
+                    };
+                    named.push(format!("share {} on {what} {}", share.id, share.device));
                     inner
                         .metrics
                         .faulty_shares
                         .get(&share.device)
                         .observe(Duration::ZERO);
                 } else {
-                    job.collected.push((i, secret));
+                    job.collected.push((i, got));
                 }
             }
-            tracing::error!(validator = %ctx.key.pubkey, faulty = %named.join(", "), "combined signature did not verify; excluding the faulty share(s)");
+            tracing::error!(validator = %ctx.key.pubkey, faulty = %named.join(", "), "a partial signature did not verify; excluding the faulty share(s)");
             if named.is_empty() {
                 job.collected.clear();
                 ctx.answer(Err(JobError::Failed(SignerError::Bls(format!(
@@ -256,7 +281,8 @@ pub(super) fn combine_threshold(inner: &Arc<Inner>, task: CpuTask) {
                 )))));
                 return;
             }
-            job.failures.push(format!("faulty {}", named.join(", ")));
+            job.failures
+                .push(format!("wrong partial signature from {}", named.join(", ")));
             inner.top_up(&mut st, &ctx, &mut job);
         }
         Err(e) => ctx.answer(Err(e)),

@@ -9,13 +9,14 @@ use std::time::Instant;
 use blst::min_pk::SecretKey;
 
 use super::queue::{Class, ClassQueues, Next, Queued};
-use super::state::{CpuTask, DevTask, Inner};
+use super::state::{CpuTask, DevTask, Inner, Opened, Station};
 use super::threshold::combine_threshold;
 use super::{Ctx, State};
 use super::{JobError, SignerError, Stage};
 
 pub(super) fn device_worker(inner: Arc<Inner>, d: usize, blocks: bool) {
-    let device = inner.dev_list[d].clone();
+    let station = &inner.stations[d];
+    let remote = station.is_remote();
     let cap = inner.caps[d];
     let fifo = inner.config.fifo;
     let cv = if blocks {
@@ -41,7 +42,7 @@ pub(super) fn device_worker(inner: Arc<Inner>, d: usize, blocks: bool) {
                 } else if !fifo && matches!(st.dev_q[d].head(), Some((Class::Block, _))) {
                     // A block waits: the session is its block thread's.
                     Next::Idle
-                } else if inner.cpu_room(&st) {
+                } else if remote || inner.cpu_room(&st) {
                     st.dev_q[d].pop(now, allow_background)
                 } else if fifo {
                     pop_blocks_only(&mut st.dev_q[d], now)
@@ -52,7 +53,7 @@ pub(super) fn device_worker(inner: Arc<Inner>, d: usize, blocks: bool) {
                     Next::Run(DevTask(ctx, share)) => {
                         st.waiting -= 1;
                         st.dev_busy[d] += 1;
-                        if ctx.class != Class::Block {
+                        if ctx.class != Class::Block && !remote {
                             st.opening += 1;
                         }
                         // More may start beside this job (here or on another device): wake a
@@ -90,14 +91,11 @@ pub(super) fn device_worker(inner: Arc<Inner>, d: usize, blocks: bool) {
             }
         };
         inner.metrics.queue_wait[ctx.class as usize].observe(ctx.enqueued.elapsed());
-        let share = &ctx.key.shares[share_index];
         let started = Instant::now();
-        // THE decrypt of the decrypt-then-sign (`keys`): the secret exists from here only in a
-        // key that wipes itself when dropped.
-        let opened = crate::keys::open_share(&device, &ctx.key.pubkey, share);
+        let opened = operate(station, &ctx, share_index);
         let took = started.elapsed();
-        inner.metrics.device_op.get(device.name()).observe(took);
-        if ctx.class != Class::Block {
+        inner.metrics.device_op.get(station.name()).observe(took);
+        if ctx.class != Class::Block && !remote {
             inner.pace.observe_device_op(took);
         }
 
@@ -110,13 +108,13 @@ pub(super) fn device_worker(inner: Arc<Inner>, d: usize, blocks: bool) {
         if !fifo && !blocks && matches!(st.dev_q[d].head(), Some((Class::Block, _))) {
             inner.block_cv[d].notify_one();
         }
-        if ctx.class != Class::Block {
+        if ctx.class != Class::Block && !remote {
             st.opening -= 1;
         }
         match (&ctx.threshold, opened) {
             // A block is signed by the (block) thread that opened it: handing it to a CPU
             // worker would add a thread wake-up, which on busy cores can cost a time slice.
-            (None, Ok(secret)) if ctx.class == Class::Block && !inner.config.fifo => {
+            (None, Ok(Opened::Secret(secret))) if ctx.class == Class::Block && !inner.config.fifo => {
                 // This session is free while the block is signed: another thread may use it.
                 if inner.runnable_on(&st, d).is_some() {
                     inner.notify_device(&st, d);
@@ -140,7 +138,7 @@ pub(super) fn device_worker(inner: Arc<Inner>, d: usize, blocks: bool) {
                 // A place ahead of the CPU freed with no envelope to fill it.
                 inner.wake_a_device(&st);
                 drop(st);
-                ctx.answer(Err(JobError::from(e)));
+                ctx.answer(Err(e));
             }
             (Some(thr), opened) => {
                 let mut job = thr.lock().unwrap_or_else(|p| p.into_inner());
@@ -182,14 +180,14 @@ pub(super) fn device_worker(inner: Arc<Inner>, d: usize, blocks: bool) {
                     // A hedged extra that came back after t others: not needed, wiped on drop.
                     Ok(_) => {}
                     Err(e) => {
-                        tracing::warn!(device = %device.name(), validator = %ctx.key.pubkey, error = %e, "share unavailable; asking another device");
+                        tracing::warn!(holder = %station.name(), validator = %ctx.key.pubkey, error = %e, "share unavailable; asking another device or participant");
                         job.excluded.push(share_index);
                         job.failures.push(e.to_string());
                         inner
                             .metrics
                             .share_failures
-                            .get(device.name())
-                            .observe(started.elapsed());
+                            .get(station.name())
+                            .observe(took);
                         inner.top_up(&mut st, &ctx, &mut job);
                     }
                 }
@@ -197,6 +195,40 @@ pub(super) fn device_worker(inner: Arc<Inner>, d: usize, blocks: bool) {
         }
         // This thread looks at its queue again itself; a sibling is woken only by a place
         // freed elsewhere (a CPU buffer slot) or by a job it may start beside this one.
+    }
+}
+
+/// A station's operation for one share: a device opens the envelope (THE decrypt of the
+/// decrypt-then-sign, `keys`: the secret exists from here only in a key that wipes itself when
+/// dropped); a participant is asked for its partial, the request forwarded as the client sent
+/// it, waiting no longer than the job's deadline.
+fn operate(station: &Station, ctx: &super::Ctx, i: usize) -> Result<Opened, JobError> {
+    match station {
+        Station::Device(device) => {
+            let share = ctx.key.shares.get(i).ok_or_else(|| {
+                JobError::Failed(SignerError::Internal(format!("no local share {i}")))
+            })?;
+            crate::keys::open_share(device, &ctx.key.pubkey, share)
+                .map(Opened::Secret)
+                .map_err(JobError::from)
+        }
+        Station::Participant(p) => {
+            let share = i
+                .checked_sub(ctx.key.shares.len())
+                .and_then(|r| ctx.key.remote.get(r))
+                .ok_or_else(|| {
+                    JobError::Failed(SignerError::Internal(format!("no remote share {i}")))
+                })?;
+            let request = ctx.request.as_deref().ok_or_else(|| {
+                JobError::Unavailable(format!(
+                    "participant {} needs the signing request, which this job lacks",
+                    p.name()
+                ))
+            })?;
+            p.partial(&ctx.key.pubkey, request, share.id, &ctx.root, ctx.deadline)
+                .map(Opened::Partial)
+                .map_err(|e| JobError::Unavailable(e.to_string()))
+        }
     }
 }
 
@@ -287,11 +319,11 @@ pub(super) fn cpu_worker(inner: Arc<Inner>, rescue: bool) {
         }
         let started = Instant::now();
         let result = match task.secrets.first() {
-            Some((_, secret)) => Ok(crate::keys::sign_opened_hashed(
+            Some((_, Opened::Secret(secret))) => Ok(crate::keys::sign_opened_hashed(
                 secret,
                 &inner.hashed.get(&task.ctx.root),
             )),
-            None => Err(JobError::Failed(SignerError::Internal(
+            _ => Err(JobError::Failed(SignerError::Internal(
                 "no share opened".into(),
             ))),
         };

@@ -1,0 +1,64 @@
+//! Each participant's metrics: how long its partials take, and how often it fails, refuses or
+//! answers wrongly; whether it is up.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::metrics::Family;
+
+use super::Participant;
+
+/// One participant's metrics (each family holds the one participant's label).
+#[derive(Debug, Default)]
+pub struct ParticipantMetrics {
+    /// Partial signatures received, by latency.
+    pub requests: Family,
+    /// Requests with no answer (unreachable, timed out), by time to failure.
+    pub failures: Family,
+    /// Requests it refused (an error status), by latency.
+    pub refusals: Family,
+    /// Answers that were not its partial for the request (malformed, wrong id or root).
+    pub bad_answers: Family,
+    /// Partials that did not verify under its share's key (counted by the scheduler).
+    pub faulty: AtomicU64,
+    /// 1 while up, 0 while down.
+    pub up: AtomicU64,
+}
+
+pub(super) fn render(list: &[Arc<Participant>], out: &mut String) {
+    if list.is_empty() {
+        return;
+    }
+    let families: [(&str, fn(&ParticipantMetrics) -> &Family); 4] = [
+        ("signer_participant_request_seconds", |m| &m.requests),
+        ("signer_participant_failure_seconds", |m| &m.failures),
+        ("signer_participant_refusal_seconds", |m| &m.refusals),
+        ("signer_participant_bad_answer_seconds", |m| &m.bad_answers),
+    ];
+    for (name, family) in families {
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        for p in list {
+            family(&p.metrics).render(out, name, "participant");
+        }
+    }
+    let _ = writeln!(out, "# TYPE signer_participant_faulty_partials_total counter");
+    for p in list {
+        let _ = writeln!(
+            out,
+            "signer_participant_faulty_partials_total{{participant=\"{}\"}} {}",
+            p.name,
+            p.metrics.faulty.load(Ordering::Relaxed)
+        );
+    }
+    let _ = writeln!(out, "# TYPE signer_participant_up gauge");
+    for p in list {
+        let up = p.metrics.up.load(Ordering::Relaxed) == 1 && p.is_enabled();
+        let _ = writeln!(
+            out,
+            "signer_participant_up{{participant=\"{}\"}} {}",
+            p.name,
+            u8::from(up)
+        );
+    }
+}
