@@ -717,7 +717,9 @@ impl Config {
             }
             check_https_origin(&p.url)
                 .map_err(|e| SignerError::Config(format!("participant {:?}: {e}", p.name)))?;
-            if p.max_in_flight == Some(0) || p.timeout_ms == Some(0) || p.connect_timeout_ms == Some(0)
+            if p.max_in_flight == Some(0)
+                || p.timeout_ms == Some(0)
+                || p.connect_timeout_ms == Some(0)
             {
                 return Err(SignerError::Config(format!(
                     "participant {:?}: max_in_flight, timeout_ms and connect_timeout_ms must be \

@@ -235,7 +235,7 @@ async fn the_signing_handler_holds_its_properties_under_thousands_of_mutated_req
     let mut state = AppState::serving(hsm_signer::app::Signer::new(
         config,
         network.clone(),
-        devices,
+        (devices, Default::default()),
         keys,
         Vec::new(),
         Some(slashing.clone()),

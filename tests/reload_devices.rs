@@ -117,7 +117,7 @@ fn a_device_whose_pin_was_rejected_is_opened_again_by_reload_once_the_pin_file_i
     let mut state = AppState::serving(hsm_signer::app::Signer::new(
         config.clone(),
         network.clone(),
-        devices,
+        (devices, Default::default()),
         keys,
         Vec::new(),
         None,

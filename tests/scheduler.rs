@@ -61,8 +61,8 @@ fn job(key: &Arc<KeyRecord>, class: Class, i: u8) -> SignJob {
         class,
         deadline: None,
         freshness: 0,
-    },
-    request: None,
+        request: None,
+    }
 }
 
 /// Sign `[fill; 32]` with `key` in the background; the task panics unless the signature
@@ -167,8 +167,7 @@ async fn slots_in_signing_order(fifo: bool) -> Vec<u64> {
         tasks.push(tokio::spawn(async move {
             let job = SignJob {
                 freshness: slot,
-                ..job(&k, Class::Attestation, i),
-                request: None,
+                ..job(&k, Class::Attestation, i)
             };
             s.sign(job).await.unwrap();
             o.lock().unwrap().push(slot);
@@ -350,8 +349,7 @@ async fn forty_attestations(f: &Fixture, deadline: Instant) -> usize {
         let job = SignJob {
             deadline: Some(deadline),
             freshness: 0,
-            ..job(&k, Class::Attestation, i),
-            request: None,
+            ..job(&k, Class::Attestation, i)
         };
         tasks.push(tokio::spawn(async move { s.sign(job).await }));
     }
@@ -562,8 +560,7 @@ async fn an_expired_job_is_refused_and_never_reaches_the_device() {
     // A deadline already past: refused at once.
     let past = SignJob {
         deadline: Some(Instant::now()),
-        ..job(&k, Class::Attestation, 1),
-        request: None,
+        ..job(&k, Class::Attestation, 1)
     };
     assert!(matches!(
         f.scheduler.sign(past).await,
@@ -583,8 +580,7 @@ async fn an_expired_job_is_refused_and_never_reaches_the_device() {
     let deadline = Instant::now() + Duration::from_millis(5);
     let short = SignJob {
         deadline: Some(deadline),
-        ..job(&k, Class::Attestation, 3),
-        request: None,
+        ..job(&k, Class::Attestation, 3)
     };
     let s = f.scheduler.clone();
     let short = tokio::spawn(async move { s.sign(short).await });

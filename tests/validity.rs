@@ -293,7 +293,7 @@ impl InProcess {
         let mut state = AppState::serving(hsm_signer::app::Signer::new(
             config,
             network(slots_per_epoch),
-            devices,
+            (devices, Default::default()),
             keys,
             Vec::new(),
             Some(slashing.clone()),

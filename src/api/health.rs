@@ -156,6 +156,20 @@ pub async fn healthcheck(State(app): State<AppState>) -> Response {
             "max_sessions": stats.max_sessions,
         }));
     }
+    // Participants: each one's state; what matters for signing is whether every key still
+    // has t shares it can reach, which alone makes the whole answer DOWN (one participant of
+    // a 2-of-3 down is a degraded signer, not a stopped one: its check says so).
+    let (participant_checks, below) = participant_health(&runtime);
+    if !participant_checks.is_empty() {
+        checks.extend(participant_checks);
+        all_up &= below.is_empty();
+        checks.push(json!({
+            "id": "distributed-keys",
+            "status": if below.is_empty() { "UP" } else { "DOWN" },
+            "keys_below_threshold": below.len(),
+            "first_below_threshold": below.iter().take(5).map(|k| k.to_string()).collect::<Vec<_>>(),
+        }));
+    }
     // Key file errors name their files: counted here, each one in the log at start and reload.
     let keys_up = runtime.key_errors.is_empty();
     all_up &= keys_up;
@@ -176,6 +190,60 @@ pub async fn healthcheck(State(app): State<AppState>) -> Response {
         axum::Json(json!({ "status": status, "checks": checks, "outcome": status })),
     )
         .into_response()
+}
+
+/// Each participant's check, and the keys with shares on participants that can no longer reach
+/// t of their shares (enabled local devices and available participants).
+fn participant_health(
+    runtime: &crate::app::Runtime,
+) -> (Vec<serde_json::Value>, Vec<crate::keys::PublicKeyBytes>) {
+    let scheduler = &runtime.scheduler;
+    let participants = scheduler.participants();
+    if participants.is_empty() {
+        return (Vec::new(), Vec::new());
+    }
+    let in_flight = scheduler.participants_in_flight();
+    let checks = participants
+        .iter()
+        .map(|p| {
+            let status = match (p.is_enabled(), p.down_reason()) {
+                (false, _) => "DISABLED",
+                (true, Some(_)) => "DOWN",
+                (true, None) => "UP",
+            };
+            json!({
+                "id": format!("participant:{}", p.name()),
+                "status": status,
+                "in_flight": in_flight.get(p.name()).copied().unwrap_or(0),
+                "max_in_flight": p.max_in_flight(),
+            })
+        })
+        .collect();
+    let devices = scheduler.devices();
+    let below = runtime
+        .keys
+        .iter()
+        .filter(|k| !k.remote.is_empty())
+        .filter(|k| {
+            let local = k
+                .shares
+                .iter()
+                .filter(|s| devices.get(&s.device).is_ok_and(|d| d.is_enabled()))
+                .count();
+            let remote = k
+                .remote
+                .iter()
+                .filter(|r| {
+                    participants
+                        .get(&r.participant)
+                        .is_some_and(|p| p.is_available())
+                })
+                .count();
+            local + remote < k.threshold as usize
+        })
+        .map(|k| k.pubkey)
+        .collect();
+    (checks, below)
 }
 
 /// `GET /metrics`: Prometheus text format.
@@ -244,13 +312,22 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
         String::new(),
         runtime.keys.len() as f64,
     ));
+    for (name, busy) in runtime.scheduler.participants_in_flight() {
+        gauges.push((
+            "signer_participant_in_flight",
+            format!("participant=\"{name}\""),
+            busy as f64,
+        ));
+    }
+    let mut page = app.metrics.render(&gauges);
+    runtime.scheduler.participants().render_metrics(&mut page);
     (
         StatusCode::OK,
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
-        app.metrics.render(&gauges),
+        page,
     )
         .into_response()
 }
@@ -279,4 +356,29 @@ pub async fn set_device(
     device.set_enabled(body.enabled);
     tracing::warn!(device = %name, enabled = body.enabled, "device switched by operator");
     Ok(axum::Json(json!({ "device": name, "enabled": body.enabled })).into_response())
+}
+
+/// `POST /admin/participants/{name}` with `{"enabled": false}` takes a remote participant out
+/// of service (threshold keys sign with the others while t remain), `{"enabled": true}` puts it
+/// back. For maintenance of a participant host, or to exclude one that misbehaves.
+pub async fn set_participant(
+    State(app): State<AppState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, crate::api::ApiError> {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        enabled: bool,
+    }
+    let body: Body = serde_json::from_slice(&body).map_err(|e| {
+        crate::api::ApiError::bad_request(format!("expected {{\"enabled\": bool}}: {e}"))
+    })?;
+    let runtime = app.runtime();
+    let participant =
+        runtime.scheduler.participants().get(&name).ok_or_else(|| {
+            crate::api::ApiError::not_found(format!("no participant named {name:?}"))
+        })?;
+    participant.set_enabled(body.enabled);
+    tracing::warn!(participant = %name, enabled = body.enabled, "participant switched by operator");
+    Ok(axum::Json(json!({ "participant": name, "enabled": body.enabled })).into_response())
 }

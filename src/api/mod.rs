@@ -130,6 +130,7 @@ pub fn router(state: AppState) -> Router {
     let admin = Router::new()
         .route("/reload", post(reload::start).get(reload::status))
         .route("/admin/devices/{name}", post(health::set_device))
+        .route("/admin/participants/{name}", post(health::set_participant))
         .merge(keymanager::routes());
     let admin = auth::require_token(admin, &state);
     // Probes and metrics stay open, at a bounded rate.

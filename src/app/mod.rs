@@ -11,10 +11,10 @@ use std::sync::{Arc, RwLock};
 use crate::config::Config;
 use crate::consensus::{Network, SlotClock, SystemTimeSlotClock};
 use crate::devices::Devices;
-use crate::participants::Participants;
 use crate::duties::{PrecomputeMetrics, ProofCache};
 use crate::error::{Result, SignerError};
 use crate::keys::KeyStore;
+use crate::participants::Participants;
 use crate::scheduler::{Scheduler, SchedulerConfig, SchedulerMetrics};
 use crate::slashing::SlashingProtection;
 

@@ -5,6 +5,7 @@
 mod bench;
 mod device;
 mod keys;
+mod participant;
 mod serve;
 mod slashing;
 
@@ -19,6 +20,7 @@ use crate::{Result, SignerError};
 use bench::bench_cmd;
 use device::device_cmd;
 use keys::keys_cmd;
+use participant::participant_cmd;
 use serve::{parse_root_arg, serve, ServeChecks};
 use slashing::slashing_cmd;
 
@@ -95,6 +97,9 @@ enum Command {
     /// Validator keys.
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// Remote participants of a coordinator (distributed keys): check them, make key records.
+    #[command(subcommand)]
+    Participant(ParticipantCmd),
     /// Slashing protection database (EIP-3076 interchange v5).
     #[command(subcommand)]
     Slashing(SlashingCmd),
@@ -133,6 +138,21 @@ enum DeviceCmd {
         /// Only this device.
         #[arg(long)]
         device: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ParticipantCmd {
+    /// Reach every configured participant over mutual TLS and list its accounts.
+    Check,
+    /// Read the participants' accounts and make the coordinator's key records (one JSON line
+    /// each; with --write, into the key store). Views that disagree, do not bind to the
+    /// participant that answered, or whose share keys do not interpolate to the key are left
+    /// out with a warning.
+    Records {
+        /// Store the records (keys already present with the same record are left alone).
+        #[arg(long)]
+        write: bool,
     },
 }
 
@@ -485,6 +505,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Device(cmd) => device_cmd(&config, cmd),
         Command::Keys(cmd) => keys_cmd(&config, cmd),
+        Command::Participant(cmd) => participant_cmd(&config, cmd),
         Command::Slashing(cmd) => slashing_cmd(&config, cmd),
         Command::Bench(cmd) => bench_cmd(&config, cmd),
         Command::SigningRoot { file, network } => {

@@ -229,7 +229,6 @@ impl Distributed {
     }
 }
 
-
 impl KeyRecord {
     /// A whole key held by one device.
     pub fn whole(pubkey: PublicKeyBytes, share: ShareRecord, origin: &str) -> KeyRecord {

@@ -26,11 +26,14 @@ pub struct ParticipantMetrics {
     pub up: AtomicU64,
 }
 
+/// Which of a participant's histogram families to render.
+type Pick = fn(&ParticipantMetrics) -> &Family;
+
 pub(super) fn render(list: &[Arc<Participant>], out: &mut String) {
     if list.is_empty() {
         return;
     }
-    let families: [(&str, fn(&ParticipantMetrics) -> &Family); 4] = [
+    let families: [(&str, Pick); 4] = [
         ("signer_participant_request_seconds", |m| &m.requests),
         ("signer_participant_failure_seconds", |m| &m.failures),
         ("signer_participant_refusal_seconds", |m| &m.refusals),
@@ -42,7 +45,10 @@ pub(super) fn render(list: &[Arc<Participant>], out: &mut String) {
             family(&p.metrics).render(out, name, "participant");
         }
     }
-    let _ = writeln!(out, "# TYPE signer_participant_faulty_partials_total counter");
+    let _ = writeln!(
+        out,
+        "# TYPE signer_participant_faulty_partials_total counter"
+    );
     for p in list {
         let _ = writeln!(
             out,

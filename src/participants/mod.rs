@@ -7,6 +7,7 @@
 //! `max_in_flight` is its session cap, and a request for a partial is its device operation.
 
 mod client;
+mod discovery;
 mod metrics;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +18,7 @@ use blst::min_pk::Signature;
 use serde::Deserialize;
 
 pub use client::AccountView;
+pub use discovery::{discover, Discovery};
 pub use metrics::ParticipantMetrics;
 
 use crate::config::ParticipantSettings;
@@ -251,9 +253,16 @@ impl Participant {
     pub fn accounts(&self) -> Result<Vec<AccountView>> {
         let (status, body) = self
             .client
-            .get("/api/v1/eth2/distributed/accounts", client::ACCOUNTS_LIMIT, Duration::from_secs(30))
+            .get(
+                "/api/v1/eth2/distributed/accounts",
+                client::ACCOUNTS_LIMIT,
+                Duration::from_secs(30),
+            )
             .map_err(|reason| {
-                SignerError::Config(format!("participant {} is unreachable: {reason}", self.name))
+                SignerError::Config(format!(
+                    "participant {} is unreachable: {reason}",
+                    self.name
+                ))
             })?;
         if status != 200 {
             return Err(SignerError::Config(format!(
@@ -314,7 +323,9 @@ pub struct Participants {
 
 impl std::fmt::Debug for Participants {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.list.iter().map(|p| &p.name)).finish()
+        f.debug_list()
+            .entries(self.list.iter().map(|p| &p.name))
+            .finish()
     }
 }
 
@@ -372,7 +383,10 @@ impl Participants {
 
     /// The participants `settings` describe, for a reload: the current ones, health and
     /// connections as they are, when their settings are unchanged; else opened anew.
-    pub fn reopen(settings: &[ParticipantSettings], current: &Participants) -> Result<Participants> {
+    pub fn reopen(
+        settings: &[ParticipantSettings],
+        current: &Participants,
+    ) -> Result<Participants> {
         let same = settings.len() == current.list.len()
             && settings
                 .iter()

@@ -344,11 +344,7 @@ impl Scheduler {
         let stations: Vec<Station> = devices
             .iter()
             .map(|d| Station::Device(d.clone()))
-            .chain(
-                participants
-                    .iter()
-                    .map(|p| Station::Participant(p.clone())),
-            )
+            .chain(participants.iter().map(|p| Station::Participant(p.clone())))
             .collect();
         let caps: Vec<usize> = stations
             .iter()
@@ -515,6 +511,18 @@ impl Scheduler {
             .enumerate()
             .filter(|(_, s)| !s.is_remote())
             .map(|(i, d)| (d.name().to_owned(), st.dev_busy[i], self.inner.caps[i]))
+            .collect()
+    }
+
+    /// Partials in flight (or being asked) per participant.
+    pub fn participants_in_flight(&self) -> std::collections::BTreeMap<String, usize> {
+        let st = self.inner.lock();
+        self.inner
+            .stations
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.is_remote())
+            .map(|(i, s)| (s.name().to_owned(), st.dev_busy[i]))
             .collect()
     }
 

@@ -247,8 +247,7 @@ impl Inner {
         let cpu_room = self.stations[d].is_remote() || self.cpu_room(st);
         let may = free >= 1
             && (class == Class::Block
-                || (cpu_room
-                    && (class != Class::Background || free >= 2 || self.config.fifo)));
+                || (cpu_room && (class != Class::Background || free >= 2 || self.config.fifo)));
         may.then_some(key)
     }
 

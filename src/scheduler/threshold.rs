@@ -198,7 +198,11 @@ impl Scheduler {
                  available (unavailable: {})",
                 tj.key.shares.len(),
                 ctx.key.pubkey,
-                if down.is_empty() { "none".to_owned() } else { down.join(", ") }
+                if down.is_empty() {
+                    "none".to_owned()
+                } else {
+                    down.join(", ")
+                }
             )));
         }
         let mut devices = Vec::new();
@@ -254,7 +258,10 @@ pub(super) fn combine_threshold(inner: &Arc<Inner>, task: CpuTask) {
                 let share = &key.shares[i];
                 if faulty.contains(&share.id) {
                     job.excluded.push(i);
-                    let station = inner.dev_index.get(&share.device).map(|d| &inner.stations[*d]);
+                    let station = inner
+                        .dev_index
+                        .get(&share.device)
+                        .map(|d| &inner.stations[*d]);
                     let what = match station {
                         Some(super::state::Station::Participant(p)) => {
                             p.metrics.faulty.fetch_add(1, Ordering::Relaxed);

@@ -114,7 +114,9 @@ pub(super) fn device_worker(inner: Arc<Inner>, d: usize, blocks: bool) {
         match (&ctx.threshold, opened) {
             // A block is signed by the (block) thread that opened it: handing it to a CPU
             // worker would add a thread wake-up, which on busy cores can cost a time slice.
-            (None, Ok(Opened::Secret(secret))) if ctx.class == Class::Block && !inner.config.fifo => {
+            (None, Ok(Opened::Secret(secret)))
+                if ctx.class == Class::Block && !inner.config.fifo =>
+            {
                 // This session is free while the block is signed: another thread may use it.
                 if inner.runnable_on(&st, d).is_some() {
                     inner.notify_device(&st, d);
