@@ -6,7 +6,8 @@
 //!   map to 18 schemas, and each alias to its type's;
 //! - the documented paths and their methods are exactly the routes the router registers: the
 //!   list below, which is itself checked against every `.route("…", …)` call in the non-test
-//!   code under `src/api/` (`mod.rs`, `keymanager.rs`), axum placeholders converted;
+//!   code under `src/api/` (`mod.rs`, `keymanager.rs`, `distributed.rs`), axum placeholders
+//!   converted;
 //! - every `$ref` to a component names one that is defined;
 //! - a cheap YAML sanity check: no tab characters, every line's indentation even.
 
@@ -16,10 +17,14 @@ use std::path::{Path, PathBuf};
 use hsm_signer::consensus::MessageType;
 
 /// The routes the router serves, as OpenAPI paths, with their methods (sorted).
-const ROUTES: [(&str, &[&str]); 9] = [
+const ROUTES: [(&str, &[&str]); 13] = [
     ("/api/v1/eth2/sign/{identifier}", &["post"]),
     ("/api/v1/eth2/sign", &["post"]),
     ("/api/v1/eth2/publicKeys", &["get"]),
+    ("/api/v1/eth2/distributed/accounts", &["get"]),
+    ("/api/v1/eth2/distributed/accounts/{identifier}", &["get"]),
+    ("/api/v1/eth2/distributed/sign/{identifier}", &["post"]),
+    ("/api/v1/eth2/distributed/sign", &["post"]),
     ("/upcheck", &["get"]),
     ("/healthcheck", &["get"]),
     ("/metrics", &["get"]),

@@ -1,7 +1,8 @@
 //! The API bearer token: one random token per signer, kept in a 0600 file, checked in constant
 //! time by a middleware on the admin routes (and, when configured, on the signing API); and the
 //! signing API's identification of its caller (a client token or certificate of the signing
-//! policy, `super::policy`). Owns the token files and the checks; which routes are behind them is
+//! policy, `super::policy`), and the distributed endpoints' (mutual TLS 1.3 and the certificate
+//! only). Owns the token files and the checks; which routes are behind them is
 //! `super::router`'s choice.
 
 use std::io::Write;
@@ -241,6 +242,51 @@ async fn identify(State(app): State<AppState>, mut req: Request, next: Next) -> 
             next.run(req).await
         }
         Err(refusal) => refusal.answer(&app.metrics),
+    }
+}
+
+/// Admit to every route of `router` (the distributed endpoints) only a request that came over
+/// TLS 1.3 with a client certificate mutual TLS verified and `tls.allowed_clients` lists, and
+/// identify its caller for the signing policy by that certificate alone: plain HTTP, even on
+/// loopback, another TLS version, or a bearer token of any kind opens nothing here (403 naming
+/// what is missing). The handler finds the [`Caller`] in the request's extensions.
+///
+/// [`Caller`]: super::policy::Caller
+pub(crate) fn identify_coordinator(router: Router<AppState>, state: &AppState) -> Router<AppState> {
+    router.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        coordinator,
+    ))
+}
+
+async fn coordinator(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
+    let peer = req.extensions().get::<Peer>();
+    let (version, cert) = (
+        peer.and_then(|p| p.tls),
+        peer.and_then(|p| p.client.clone()),
+    );
+    if let Err(why) =
+        super::tls::check_mutual_tls13(version, cert.as_deref(), &app.mutual_tls_clients)
+    {
+        app.metrics.distributed.no_access();
+        tracing::warn!(path = %req.uri().path(), reason = %why, "request refused");
+        return ApiError {
+            status: StatusCode::FORBIDDEN,
+            message: format!(
+                "distributed endpoints need mutual TLS 1.3 from a client on the allow-list: {why}"
+            ),
+        }
+        .into_response();
+    }
+    match app.policy().caller(&Presented::Nothing, cert.as_deref()) {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(refusal) => {
+            app.metrics.distributed.no_access();
+            refusal.answer(&app.metrics)
+        }
     }
 }
 

@@ -1,13 +1,15 @@
 //! `POST /api/v1/eth2/sign`: one signing request for many keys (the Remote Signing API's batch
-//! draft, ethereum/remote-signing-api PR #29). The request is parsed, checked against the
-//! network, its signing root computed and its validity window checked once; then each key goes
-//! through what a single request would (the client's key and type policy, the key store, the
-//! selection-proof cache), slashing protection decides every key's attestation in one
-//! transaction, and the signatures are made by the scheduler in the request's own class, so a
-//! batch of proofs never delays a block. The answer has one result per identifier, in order: a
-//! signature, or `{code, message}` as the single request would have answered. A malformed batch
-//! (bad JSON, no identifiers, a duplicate key, a type the draft does not batch, a request that
-//! fails for every key alike) is a 400 and nothing is signed.
+//! draft, ethereum/remote-signing-api PR #29), and the batch pipeline its distributed form
+//! (`POST /api/v1/eth2/distributed/sign`, `super::distributed`) shares. The request is parsed,
+//! checked against the network, its signing root computed and its validity window checked once;
+//! then each key goes through what a single request would (the client's key and type policy,
+//! the key store and what the endpoint serves, the selection-proof cache), slashing protection
+//! decides every key's attestation in one transaction, and the signatures are made by the
+//! scheduler in the request's own class, so a batch of proofs never delays a block. The answer
+//! has one result per identifier, in order: a signature, or `{code, message}` as the single
+//! request would have answered. A malformed batch (bad JSON, no identifiers, a duplicate key, a
+//! type the draft does not batch, a request that fails for every key alike) is refused whole
+//! (400, or the status every key would have got) and nothing is signed.
 
 use std::collections::HashSet;
 
@@ -21,11 +23,12 @@ use serde_json::value::RawValue;
 
 use crate::api::error::ApiError;
 use crate::api::policy::Caller;
-use crate::api::sign::{self, Cached, Checked};
+use crate::api::sign::{self, Cached, Checked, Served};
 use crate::api::AppState;
-use crate::consensus::MessageType;
+use crate::consensus::{MessageType, RequestKind};
 use crate::keys::PublicKeyBytes;
 use crate::scheduler::Class;
+use crate::slashing::{Proposal, SlashingProtection};
 
 /// The most keys one batch may name: more than one validator client holds for one message,
 /// and with 100-byte identifiers within the body limit ([`crate::api::BODY_LIMIT`]); it bounds
@@ -56,61 +59,86 @@ fn bounded_identifiers<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Str
 }
 
 /// One key's result.
-enum Outcome {
-    Signed(String),
+pub(crate) enum Outcome {
+    Signed(sign::Signed),
     Failed(ApiError),
 }
 
-/// The batch endpoint.
+/// The batch endpoint: complete signatures.
 pub async fn sign_batch(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Response> {
     let body = body.map_err(|e| sign::unreadable(e).into_response())?;
-    let batch: BatchRequest = serde_json::from_slice(&body).map_err(|e| {
+    let results = run(&app, &caller, Served::Complete, &body)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    let results: Vec<serde_json::Value> = results
+        .into_iter()
+        .map(|(id, outcome)| match outcome {
+            Outcome::Signed(signed) => {
+                serde_json::json!({ "identifier": id, "signature": signed.signature })
+            }
+            Outcome::Failed(e) => failure(&id, &e),
+        })
+        .collect();
+    Ok((StatusCode::OK, axum::Json(results)).into_response())
+}
+
+/// One key's failure as a batch answers it: `{identifier, error: {code, message}}`, the code
+/// the single request would have answered.
+pub(crate) fn failure(identifier: &str, e: &ApiError) -> serde_json::Value {
+    serde_json::json!({
+        "identifier": identifier,
+        "error": { "code": e.status.as_u16(), "message": e.message },
+    })
+}
+
+/// Whether a batch may carry `kind`: the draft's batchable types, and `GENERIC` (which only the
+/// distributed endpoints accept).
+fn batchable(kind: RequestKind) -> bool {
+    match kind {
+        RequestKind::Typed(t) => BATCHABLE.contains(&t),
+        RequestKind::Generic => true,
+    }
+}
+
+/// One batch on an endpoint that serves `served`: each identifier (as sent) with its outcome,
+/// in order; `Err` when the batch itself is refused, and then nothing was signed.
+pub(crate) async fn run(
+    app: &AppState,
+    caller: &Caller,
+    served: Served,
+    body: &[u8],
+) -> Result<Vec<(String, Outcome)>, ApiError> {
+    let batch: BatchRequest = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request(format!(
             "malformed batch: {}; nothing was signed",
             crate::consensus::clip(&e.to_string())
         ))
-        .into_response()
     })?;
-    let keys = identifiers(&batch.identifiers).map_err(IntoResponse::into_response)?;
-    let checked = sign::parse_checked(&app, batch.signing_request.get().as_bytes())
-        .map_err(|e| e.into_response())?;
-    let kind = checked.request.message_type();
-    if !BATCHABLE.contains(&kind) {
+    let keys = identifiers(&batch.identifiers)?;
+    let checked = sign::parse_checked(app, batch.signing_request.get().as_bytes(), served)?;
+    let kind = checked.kind();
+    if !batchable(kind) {
         let allowed: Vec<&str> = BATCHABLE.iter().map(|t| t.as_str()).collect();
         return Err(ApiError::bad_request(format!(
-            "{kind} cannot be batched; a batch may carry {}; nothing was signed",
+            "{kind} cannot be batched; a batch may carry {} (and GENERIC on the distributed \
+             endpoints); nothing was signed",
             allowed.join(", ")
-        ))
-        .into_response());
+        )));
     }
-    let mut timing = sign::in_window(&app, &format_args!("{} keys", keys.len()), &checked)
-        .map_err(|e| e.into_response())?;
+    let mut timing = sign::in_window(app, &format_args!("{} keys", keys.len()), &checked)?;
     // A RANDAO reveal is block-class work: the proposer needs it for its block now. Many keys'
     // reveals at once cannot all be for imminent proposals (one proposer a slot), so a batch of
     // them runs in the attestation class, below every block; one key's keeps the block class.
-    if kind == MessageType::RandaoReveal && keys.len() > 1 {
+    if kind == RequestKind::Typed(MessageType::RandaoReveal) && keys.len() > 1 {
         timing.class = Class::Attestation;
     }
-    let outcomes = sign_each(&app, &caller, &keys, &checked, timing).await;
-    let results: Vec<serde_json::Value> = batch
-        .identifiers
-        .iter()
-        .zip(outcomes)
-        .map(|(id, outcome)| match outcome {
-            Outcome::Signed(signature) => {
-                serde_json::json!({ "identifier": id, "signature": signature })
-            }
-            Outcome::Failed(e) => serde_json::json!({
-                "identifier": id,
-                "error": { "code": e.status.as_u16(), "message": e.message },
-            }),
-        })
-        .collect();
-    Ok((StatusCode::OK, axum::Json(results)).into_response())
+    let protection = sign::protection(app, served, &checked)?;
+    let outcomes = sign_each(app, caller, served, &keys, &checked, timing, protection).await;
+    Ok(batch.identifiers.into_iter().zip(outcomes).collect())
 }
 
 /// The identifiers as keys: at least one, each a 48-byte hex key, no key twice (whatever the
@@ -141,20 +169,24 @@ fn identifiers(ids: &[String]) -> Result<Vec<PublicKeyBytes>, ApiError> {
         .collect()
 }
 
-/// Every key's outcome, in order.
+/// Every key's outcome, in order; `protection` is where slashing protection records the
+/// request, if it must ([`sign::protection`]).
 async fn sign_each(
     app: &AppState,
     caller: &Caller,
+    served: Served,
     keys: &[PublicKeyBytes],
     checked: &Checked,
     timing: sign::Timing,
+    protection: Option<(&SlashingProtection, Proposal)>,
 ) -> Vec<Outcome> {
     let runtime = app.runtime();
     let policy = app.policy();
-    let kind = checked.request.message_type();
+    let kind = checked.kind();
     let started = std::time::Instant::now();
-    // What a single request checks before its type: the client's keys, the key store, the
-    // Keymanager gate (its permit held until the key's signature is made).
+    // What a single request checks before its type: the client's keys, the key store and what
+    // this endpoint serves, the Keymanager gate (its permit held until the key's signature is
+    // made).
     let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(keys.len());
     let mut admitted = Vec::new();
     for (i, pubkey) in keys.iter().enumerate() {
@@ -162,16 +194,9 @@ async fn sign_each(
             caller
                 .check_key(pubkey)
                 .map_err(|r| r.counted(&app.metrics))?;
-            let key = runtime
-                .keys
-                .get(pubkey)
-                .cloned()
-                .ok_or_else(|| ApiError::not_found(format!("public key {pubkey} not found")))?;
-            let permit = app.key_gate.enter(pubkey).ok_or_else(|| {
-                ApiError::not_found(format!("public key {pubkey} not found (deleted)"))
-            })?;
+            let (key, permit) = sign::admit(app, &runtime, served, pubkey)?;
             policy
-                .check_message(caller, pubkey, kind, checked.request.fee_recipient())
+                .check_message(caller, pubkey, kind, checked.fee_recipient())
                 .map_err(|r| r.counted(&app.metrics))?;
             Ok((key, permit))
         })();
@@ -193,12 +218,14 @@ async fn sign_each(
     let mut to_sign = Vec::with_capacity(admitted.len());
     for ((i, pubkey, key, permit), cached) in admitted.into_iter().zip(cache) {
         match cached {
-            Cached::Answered(signature) => outcomes[i] = Some(Outcome::Signed(signature)),
+            Cached::Answered(signature) => {
+                outcomes[i] = Some(Outcome::Signed(sign::Signed::new(key, checked, signature)))
+            }
             Cached::SignIt(claim) => to_sign.push((i, pubkey, key, permit, claim)),
         }
     }
     // Slashing protection: every key's record in one transaction, before any signature.
-    if let (Some(proposal), Some(slashing)) = (checked.proposal(), &app.slashing) {
+    if let Some((slashing, proposal)) = protection {
         match checked.gvr() {
             Err(e) => {
                 for (i, ..) in to_sign.drain(..) {
@@ -227,18 +254,18 @@ async fn sign_each(
     // signed; if this request goes away, the jobs not yet signed are withdrawn.
     let (mut permits, mut claims, mut indices, mut jobs) = (vec![], vec![], vec![], vec![]);
     for (i, pubkey, key, permit, claim) in to_sign {
-        jobs.push(sign::job(key, checked, timing));
-        indices.push((i, pubkey));
+        jobs.push(sign::job(key.clone(), checked, timing));
+        indices.push((i, pubkey, key));
         permits.push(permit);
         claims.push(claim);
     }
     let results = runtime.scheduler.sign_many(jobs).await;
     drop(permits);
-    for (((i, pubkey), result), claim) in indices.into_iter().zip(results).zip(claims) {
+    for (((i, pubkey, key), result), claim) in indices.into_iter().zip(results).zip(claims) {
         outcomes[i] = Some(match sign::answer(&pubkey, result, claim) {
             Ok(signature) => {
                 sign::observe(app, checked, started);
-                Outcome::Signed(signature)
+                Outcome::Signed(sign::Signed::new(key, checked, signature))
             }
             Err(e) => Outcome::Failed(e),
         });

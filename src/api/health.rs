@@ -10,6 +10,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::api::sign::Served;
 use crate::api::AppState;
 
 /// How long one device may take to answer a health check.
@@ -38,7 +39,9 @@ pub async fn public_keys(
     let keys: Vec<String> = runtime
         .keys
         .iter()
-        .filter(|k| caller.may_use(&k.pubkey))
+        // A distributed share is no validator key of this signer: a client that listed it
+        // would ask for signatures this endpoint never makes.
+        .filter(|k| caller.may_use(&k.pubkey) && Served::Complete.serves(k))
         .map(|k| k.pubkey.to_string())
         .collect();
     axum::Json(keys).into_response()

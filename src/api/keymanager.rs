@@ -25,6 +25,7 @@ use serde_json::{json, Value};
 use zeroize::Zeroize;
 
 use crate::api::error::ApiError;
+use crate::api::sign::Served;
 use crate::api::AppState;
 use crate::app::lifecycle::{delete_keys, install_keys, Deleted, NewKey};
 use crate::keys::eip2335::{KdfWork, Keystore};
@@ -60,7 +61,10 @@ async fn list(State(app): State<AppState>) -> Json<Value> {
     let data: Vec<Value> = runtime
         .keys
         .iter()
-        .filter(|r| !app.key_gate.is_deleted(&r.pubkey))
+        // A distributed share is not a validating key of this signer: a tool copying this list
+        // into a validator client would point it at signatures never made. DELETE still removes
+        // one (with its slashing history).
+        .filter(|r| !app.key_gate.is_deleted(&r.pubkey) && Served::Complete.serves(r))
         .map(|r| {
             let mut entry = json!({ "validating_pubkey": r.pubkey.to_string(), "readonly": false });
             if let Some(path) = r.derivation_path.as_deref().filter(|p| !p.is_empty()) {

@@ -31,6 +31,83 @@ pub struct Metrics {
     pub refused_by_policy: [AtomicU64; POLICY_RULES.len()],
     /// The HTTP server's connections (`crate::api::transport`).
     pub connections: ConnectionMetrics,
+    /// The distributed endpoints' (this signer as a participant: `crate::api::distributed`).
+    pub distributed: DistributedMetrics,
+}
+
+/// Why a distributed endpoint did not release a partial signature: the `reason` label of
+/// `signer_distributed_refused_total`, indexed by [`DistributedMetrics::refused`]. `access`:
+/// not mutual TLS 1.3 from an allowed client; the others by the answer's status (`forbidden`
+/// is the signing policy or a `GENERIC` in a defined domain, `slashing` is 412).
+pub(crate) const DISTRIBUTED_REFUSALS: [&str; 7] = [
+    "access",
+    "bad_request",
+    "forbidden",
+    "not_found",
+    "slashing",
+    "unavailable",
+    "error",
+];
+
+/// Counters of the distributed endpoints.
+#[derive(Debug, Default)]
+pub struct DistributedMetrics {
+    /// Partial signatures released, per request type.
+    pub partials: Mutex<BTreeMap<&'static str, u64>>,
+    /// Requests (or batch items) refused, by [`DISTRIBUTED_REFUSALS`] reason.
+    pub refused: [AtomicU64; DISTRIBUTED_REFUSALS.len()],
+}
+
+impl DistributedMetrics {
+    /// Count one partial signature of `kind`.
+    pub(crate) fn released(&self, kind: &'static str) {
+        *self
+            .partials
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(kind)
+            .or_default() += 1;
+    }
+
+    /// Count one refusal answered with `status` (`access` is counted apart: [`Self::no_access`]).
+    pub(crate) fn refused_with(&self, status: u16) {
+        let reason = match status {
+            400 | 413 => 1,
+            401 | 403 => 2,
+            404 => 3,
+            412 => 4,
+            503 => 5,
+            _ => 6,
+        };
+        self.refused[reason].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Count one request refused for its transport (not mutual TLS 1.3 from an allowed client).
+    pub(crate) fn no_access(&self) {
+        self.refused[0].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String) {
+        out.push_str("# TYPE signer_distributed_partials_total counter\n");
+        for (kind, n) in self
+            .partials
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "signer_distributed_partials_total{{type=\"{kind}\"}} {n}"
+            );
+        }
+        render_labelled(
+            out,
+            "signer_distributed_refused_total",
+            "counter",
+            "reason",
+            DISTRIBUTED_REFUSALS.iter().copied().zip(&self.refused),
+        );
+    }
 }
 
 /// Why a connection was closed as soon as it was accepted: the `reason` label of
@@ -132,6 +209,7 @@ impl Metrics {
         );
         self.precompute.render(&mut out);
         self.connections.render(&mut out);
+        self.distributed.render(&mut out);
         let mut last = "";
         for (name, labels, value) in gauges {
             if *name != last {

@@ -1,12 +1,15 @@
 //! The HTTP surface: the Web3Signer eth2 signing API (`/api/v1/eth2/…`), `/upcheck`,
-//! `/healthcheck` and `/reload`. Handlers parse and answer; consensus rules, slashing
-//! protection, scheduling and custody live in their own modules. Access control: the admin
-//! routes sit behind the bearer token ([`auth`]), the transport is HTTPS with optional mutual
-//! TLS ([`tls`]), plain HTTP is served on loopback only, and who may sign what is the signing
-//! policy's ([`policy`]). Connections are served, timed and capped by [`transport`].
+//! `/healthcheck` and `/reload`, and the participant side of distributed signing
+//! (`/api/v1/eth2/distributed/…`, [`distributed`]). Handlers parse and answer; consensus rules,
+//! slashing protection, scheduling and custody live in their own modules. Access control: the
+//! admin routes sit behind the bearer token ([`auth`]), the transport is HTTPS with optional
+//! mutual TLS ([`tls`]), plain HTTP is served on loopback only, the distributed endpoints only
+//! to mutual TLS 1.3 clients on the allow-list, and who may sign what is the signing policy's
+//! ([`policy`]). Connections are served, timed and capped by [`transport`].
 
 pub mod auth;
 pub mod batch;
+mod distributed;
 mod error;
 mod health;
 pub mod keymanager;
@@ -54,6 +57,8 @@ pub struct AppState {
     policy: Arc<RwLock<Arc<policy::Policy>>>,
     /// The request rate of the endpoints that answer anyone.
     open_limiter: Arc<throttle::OpenLimiter>,
+    /// `tls.allowed_clients`, asked again on the routes that need mutual TLS.
+    mutual_tls_clients: Arc<tls::AllowList>,
 }
 
 impl std::ops::Deref for AppState {
@@ -80,6 +85,9 @@ impl AppState {
         // `serve_with` refuses settings that are not valid before anything is served.
         let open_rates =
             throttle::OpenRates::from_settings(&signer.config.server).unwrap_or_default();
+        // A list that does not parse lets no one in (and `serve_with` refuses it anyway).
+        let mutual_tls_clients =
+            tls::AllowList::parse(&signer.config.tls.allowed_clients).unwrap_or_default();
         AppState {
             signer,
             reload: Arc::default(),
@@ -88,6 +96,7 @@ impl AppState {
             health: Arc::default(),
             policy: Arc::default(),
             open_limiter: Arc::new(throttle::OpenLimiter::new(open_rates)),
+            mutual_tls_clients: Arc::new(mutual_tls_clients),
         }
     }
 
@@ -126,6 +135,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/eth2/publicKeys", get(health::public_keys));
     // Every signing request is attributed to a client of the signing policy (or refused).
     let signing = auth::identify_signing_client(signing, &state);
+    // The participant side of distributed signing: mutual TLS 1.3 clients on the allow-list
+    // only, named by their certificate (a bearer token opens nothing here).
+    let distributed = auth::identify_coordinator(distributed::routes(), &state);
     // Admin routes and the Keymanager API (`/eth/v1/keystores`): always behind the bearer token.
     let admin = Router::new()
         .route("/reload", post(reload::start).get(reload::status))
@@ -144,6 +156,7 @@ pub fn router(state: AppState) -> Router {
         ));
     Router::new()
         .merge(signing)
+        .merge(distributed)
         .merge(admin)
         .merge(open)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -171,6 +184,7 @@ pub(crate) async fn serve_with(
         eprintln!("WARNING: {e}");
         tracing::warn!("{e}");
     }
+    distributed::startup_warnings(&state, tls.is_some());
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let metrics = state.metrics.clone();

@@ -1,5 +1,5 @@
 //! The signing policy: which client (a mutual-TLS certificate or a named bearer token) may ask
-//! for which keys and message types, which keys may sign a `VOLUNTARY_EXIT` (none unless the
+//! for which keys and message types (`GENERIC` among them, on the distributed endpoints), which keys may sign a `VOLUNTARY_EXIT` (none unless the
 //! policy says so: an exit cannot be undone), and which fee recipients a
 //! `VALIDATOR_REGISTRATION` may name. Built from `crate::config::PolicySettings`; the signing
 //! handler consults it before slashing protection, the proof cache or the queue, so a refused
@@ -16,7 +16,7 @@ use super::auth::ApiToken;
 use super::tls::{AllowList, ClientIdentity};
 use crate::api::metrics::{Metrics, POLICY_RULES};
 use crate::config::{Config, KeySetSpec, PolicySettings, TypesSpec};
-use crate::consensus::MessageType;
+use crate::consensus::{MessageType, RequestKind};
 use crate::error::{Result, SignerError};
 use crate::keys::PublicKeyBytes;
 
@@ -222,7 +222,7 @@ pub struct ClientPolicy {
     tls: AllowList,
     token: Option<ApiToken>,
     keys: KeySet,
-    /// Bit `i`: `MessageType::ALL[i]` allowed.
+    /// Bit `i`: `MessageType::ALL[i]` allowed; bit `MessageType::ALL.len()`: `GENERIC`.
     types: u32,
 }
 
@@ -232,28 +232,38 @@ impl ClientPolicy {
         self.keys.contains(key)
     }
 
-    fn may_request(&self, kind: MessageType) -> bool {
+    fn may_request(&self, kind: RequestKind) -> bool {
         self.types & type_bit(kind) != 0
     }
 }
 
-fn type_bit(kind: MessageType) -> u32 {
+fn type_bit(kind: RequestKind) -> u32 {
+    let index = match kind {
+        RequestKind::Typed(t) => MessageType::ALL.iter().position(|x| *x == t),
+        RequestKind::Generic => Some(MessageType::ALL.len()),
+    };
+    index.map_or(0, |i| 1 << i)
+}
+
+/// Every kind a client may be allowed: the message types, and `GENERIC` (which only the
+/// distributed endpoints accept).
+fn all_kinds() -> impl Iterator<Item = RequestKind> {
     MessageType::ALL
-        .iter()
-        .position(|t| *t == kind)
-        .map_or(0, |i| 1 << i)
+        .into_iter()
+        .map(RequestKind::Typed)
+        .chain([RequestKind::Generic])
 }
 
 fn types(spec: &TypesSpec, what: &str) -> Result<u32> {
     match spec {
-        TypesSpec::Word(w) if w == "all" => Ok(MessageType::ALL.into_iter().map(type_bit).sum()),
+        TypesSpec::Word(w) if w == "all" => Ok(all_kinds().map(type_bit).sum()),
         TypesSpec::Word(w) => Err(SignerError::Config(format!(
             "{what}: {:?} is neither \"all\" nor a list of message types",
             short(w)
         ))),
         TypesSpec::List(names) => names.iter().try_fold(0, |acc, n| {
-            let kind = MessageType::from_wire(n).ok_or_else(|| {
-                let known: Vec<_> = MessageType::ALL.iter().map(|t| t.as_str()).collect();
+            let kind = RequestKind::from_wire(n).ok_or_else(|| {
+                let known: Vec<_> = all_kinds().map(RequestKind::as_str).collect();
                 SignerError::Config(format!(
                     "{what}: unknown message type {:?}; known: {}",
                     short(n),
@@ -521,7 +531,7 @@ impl Policy {
         &self,
         caller: &Caller,
         key: &PublicKeyBytes,
-        kind: MessageType,
+        kind: RequestKind,
         fee_recipient: Option<[u8; 20]>,
     ) -> std::result::Result<(), Refusal> {
         if let Caller::Client(c) = caller {
@@ -532,7 +542,7 @@ impl Policy {
                 ));
             }
         }
-        if kind == MessageType::VoluntaryExit && !self.exits.contains(key) {
+        if kind == RequestKind::Typed(MessageType::VoluntaryExit) && !self.exits.contains(key) {
             return Err(Refusal::new(
                 Rule::Exit,
                 format!(
@@ -632,13 +642,18 @@ mod tests {
         .unwrap();
         assert_eq!(
             bits,
-            type_bit(MessageType::BlockV2) | type_bit(MessageType::Attestation)
+            type_bit(MessageType::BlockV2.into()) | type_bit(MessageType::Attestation.into())
         );
         assert!(types(&TypesSpec::List(vec!["block_v2".into()]), "t").is_err());
         assert!(types(&TypesSpec::Word("some".into()), "t").is_err());
+        // "all" is every message type and GENERIC.
         assert_eq!(
             types(&TypesSpec::default(), "t").unwrap().count_ones() as usize,
-            MessageType::ALL.len()
+            MessageType::ALL.len() + 1
+        );
+        assert_eq!(
+            types(&TypesSpec::List(vec!["GENERIC".into()]), "t").unwrap(),
+            type_bit(RequestKind::Generic)
         );
     }
 
@@ -732,11 +747,11 @@ mod tests {
     fn default_policy_refuses_exits_only() {
         let p = Policy::default();
         let key = PublicKeyBytes([1; 48]);
-        for kind in MessageType::ALL {
+        for kind in all_kinds() {
             let r = p.check_message(&Caller::Anyone, &key, kind, Some([9; 20]));
             assert_eq!(
                 r.as_ref().err().map(|r| r.rule),
-                (kind == MessageType::VoluntaryExit).then_some(Rule::Exit),
+                (kind == RequestKind::Typed(MessageType::VoluntaryExit)).then_some(Rule::Exit),
                 "{kind}"
             );
         }

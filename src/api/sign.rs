@@ -1,8 +1,13 @@
-//! `POST /api/v1/eth2/sign/{identifier}`: refuse a key the client may not use, parse, refuse
-//! another network's request, recompute the signing root, refuse a supplied root that differs,
-//! refuse what the signing policy does not allow, refuse a request past its validity window,
-//! check and record it in slashing protection, sign on the key's device (or answer from the
-//! selection-proof cache), answer as JSON or text by `Accept`.
+//! `POST /api/v1/eth2/sign/{identifier}`, and the signing pipeline every signing endpoint
+//! shares (this one, the batch in `super::batch`, a participant's partial signatures in
+//! `super::distributed`): refuse a key the client may not use or this endpoint does not serve,
+//! parse, refuse another network's request, recompute the signing root, refuse a supplied root
+//! that differs, refuse what the signing policy does not allow, refuse a request past its
+//! validity window, check and record it in slashing protection, sign on the key's device (or
+//! answer from the selection-proof cache). The endpoints differ only in which key records they
+//! serve ([`Served`]) and how they answer; this one answers JSON or text by `Accept`.
+
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -11,15 +16,17 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::api::error::ApiError;
-use crate::api::policy::{Caller, Policy};
+use crate::api::policy::Caller;
 use crate::api::{AppState, Runtime};
+use crate::app::lifecycle::SignPermit;
 use crate::consensus::{
-    validity, MessageType, SignRequest, SigningRoot, SlashingData, SlotClock, ValidityWindow,
+    validity, GenericRequest, MessageType, Request, RequestKind, SigningRoot, SlashingData,
+    SlotClock, ValidityWindow,
 };
 use crate::duties::{Claim as ProofClaim, LiveProof, JOIN_PATIENCE};
-use crate::keys::PublicKeyBytes;
+use crate::keys::{KeyRecord, PublicKeyBytes};
 use crate::scheduler::{Class, JobError, SignJob};
-use crate::slashing::{Proposal, Refusal, SlashingError};
+use crate::slashing::{Proposal, Refusal, SlashingError, SlashingProtection};
 
 /// The priority class of a request type (DESIGN §2).
 pub(crate) fn class_of(t: MessageType) -> Class {
@@ -69,7 +76,7 @@ pub(crate) fn wants_json(headers: &HeaderMap) -> bool {
     json_q > 0.0 && json_q >= text_q
 }
 
-/// The signing endpoint.
+/// The signing endpoint: a complete signature.
 pub async fn sign(
     State(app): State<AppState>,
     Path(identifier): Path<String>,
@@ -80,20 +87,10 @@ pub async fn sign(
     // A body that cannot be read (over the limit, cut off) is answered like every other error:
     // JSON with its status and the reason.
     let body = body.map_err(|e| unreadable(e).into_response())?;
-    let pubkey = PublicKeyBytes::parse(&identifier).ok_or_else(|| {
-        ApiError::bad_request("identifier is not a 48-byte hex BLS public key").into_response()
-    })?;
-    // A key the client may not use is refused before anything says whether it is loaded.
-    let policy = app.policy();
-    caller
-        .check_key(&pubkey)
-        .map_err(|refusal| refusal.answer(&app.metrics))?;
-    sign_allowed(app, policy, caller, pubkey, headers, body)
+    let signed = sign_one(&app, &caller, Served::Complete, &identifier, &body)
         .await
-        .map_err(|e| match e {
-            Refused::Api(e) => e.into_response(),
-            Refused::Policy(refusal) => refusal,
-        })
+        .map_err(IntoResponse::into_response)?;
+    Ok(signature_response(&headers, signed.signature))
 }
 
 /// The answer to a body that could not be read.
@@ -110,8 +107,9 @@ pub(crate) fn unreadable(e: BytesRejection) -> ApiError {
     }
 }
 
-/// Why [`sign_allowed`] did not sign.
-enum Refused {
+/// Why [`sign_one`] did not sign: an error, or the signing policy's refusal (answered with its
+/// rule, and already counted).
+pub(crate) enum Refused {
     Api(ApiError),
     Policy(Response),
 }
@@ -122,72 +120,160 @@ impl From<ApiError> for Refused {
     }
 }
 
-/// The signing endpoint, for a key the caller may use.
-async fn sign_allowed(
-    app: AppState,
-    policy: std::sync::Arc<Policy>,
-    caller: Caller,
-    pubkey: PublicKeyBytes,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, Refused> {
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        match self {
+            Refused::Api(e) => e.into_response(),
+            Refused::Policy(refusal) => refusal,
+        }
+    }
+}
+
+/// A signature made: by which record, of what, and the signature as 0x-hex.
+pub(crate) struct Signed {
+    pub key: Arc<KeyRecord>,
+    pub kind: RequestKind,
+    pub root: SigningRoot,
+    pub signature: String,
+}
+
+impl Signed {
+    pub(crate) fn new(key: Arc<KeyRecord>, checked: &Checked, signature: String) -> Signed {
+        Signed {
+            key,
+            kind: checked.kind(),
+            root: checked.root,
+            signature,
+        }
+    }
+}
+
+/// One key's signature of one request on an endpoint that serves `served`, through every stage
+/// of the module doc, in order.
+pub(crate) async fn sign_one(
+    app: &AppState,
+    caller: &Caller,
+    served: Served,
+    identifier: &str,
+    body: &[u8],
+) -> Result<Signed, Refused> {
+    let pubkey = PublicKeyBytes::parse(identifier)
+        .ok_or_else(|| ApiError::bad_request("identifier is not a 48-byte hex BLS public key"))?;
+    // A key the client may not use is refused before anything says whether it is loaded.
+    let policy = app.policy();
+    caller
+        .check_key(&pubkey)
+        .map_err(|refusal| Refused::Policy(refusal.answer(&app.metrics)))?;
     let runtime = app.runtime();
-    let key = runtime
-        .keys
-        .get(&pubkey)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found(format!("public key {pubkey} not found")))?;
-    // A key deleted through the Keymanager API signs nothing more; DELETE waits for this permit.
-    let _permit = app
-        .key_gate
-        .enter(&pubkey)
-        .ok_or_else(|| ApiError::not_found(format!("public key {pubkey} not found (deleted)")))?;
-    let request = parse_checked(&app, &body)?;
+    let (key, _permit) = admit(app, &runtime, served, &pubkey)?;
+    let checked = parse_checked(app, body, served)?;
     // The signing policy: the client's types, exits, fee recipients. Before the validity
     // window, slashing protection, the proof cache and the queue: a refusal leaves no trace.
     policy
-        .check_message(
-            &caller,
-            &pubkey,
-            request.request.message_type(),
-            request.request.fee_recipient(),
-        )
+        .check_message(caller, &pubkey, checked.kind(), checked.fee_recipient())
         .map_err(|refusal| Refused::Policy(refusal.answer(&app.metrics)))?;
-    let timing = in_window(&app, &pubkey, &request)?;
+    let timing = in_window(app, &pubkey, &checked)?;
     let started = std::time::Instant::now();
-    let claim = match from_proof_cache(&app, &pubkey, &request).await {
+    let claim = match from_proof_cache(app, &pubkey, &checked).await {
         Cached::Answered(signature) => {
-            observe(&app, &request, started);
-            return Ok(signature_response(&headers, signature));
+            observe(app, &checked, started);
+            return Ok(Signed::new(key, &checked, signature));
         }
         Cached::SignIt(claim) => claim,
     };
     // Slashing protection: check and record durably before any signature can exist.
-    if let (Some(proposal), Some(slashing)) = (request.proposal(), &app.slashing) {
-        let gvr = request.gvr()?;
+    if let Some((slashing, proposal)) = protection(app, served, &checked)? {
+        let gvr = checked.gvr()?;
         let decision = slashing
             .check_and_record_async(&pubkey.0, &gvr, proposal)
             .await;
-        slashing_verdict(&app, &pubkey, decision)?;
+        slashing_verdict(app, &pubkey, decision)?;
     }
-    let signature = schedule(&runtime, key, &request, timing, claim).await?;
-    observe(&app, &request, started);
-    Ok(signature_response(&headers, signature))
+    let signature = schedule(&runtime, key.clone(), &checked, timing, claim).await?;
+    observe(app, &checked, started);
+    Ok(Signed::new(key, &checked, signature))
+}
+
+/// Which key records an endpoint serves. A participant's record (`KeyRecord::distributed`)
+/// holds one share of a distributed account: its signature is a partial, not a validator
+/// signature, so only the distributed endpoints serve it, and they serve nothing else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Served {
+    /// Complete validator signatures: whole keys and threshold keys.
+    Complete,
+    /// This participant's partial signatures: participant records only.
+    Partial,
+}
+
+impl Served {
+    /// Whether this endpoint serves `record`.
+    pub(crate) fn serves(self, record: &KeyRecord) -> bool {
+        match self {
+            Served::Complete => record.distributed.is_none(),
+            Served::Partial => record.distributed.is_some(),
+        }
+    }
+}
+
+/// The key `pubkey` for one request on an endpoint that serves `served`: loaded, served here,
+/// and not being deleted (404 each, the first saying where such a key is served). The permit
+/// holds off a Keymanager DELETE until the signature is made.
+pub(crate) fn admit<'a>(
+    app: &'a AppState,
+    runtime: &Runtime,
+    served: Served,
+    pubkey: &PublicKeyBytes,
+) -> Result<(Arc<KeyRecord>, SignPermit<'a>), ApiError> {
+    let key = runtime
+        .keys
+        .get(pubkey)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("public key {pubkey} not found")))?;
+    if !served.serves(&key) {
+        return Err(ApiError::not_found(match served {
+            Served::Complete => format!(
+                "public key {pubkey} is a distributed share on this signer, served on \
+                 /api/v1/eth2/distributed/sign: its signature is a partial, not a validator \
+                 signature"
+            ),
+            Served::Partial => format!(
+                "public key {pubkey} is not a distributed account of this participant (a \
+                 validator key is served on /api/v1/eth2/sign)"
+            ),
+        }));
+    }
+    // A key deleted through the Keymanager API signs nothing more; DELETE waits for this permit.
+    let permit = app
+        .key_gate
+        .enter(pubkey)
+        .ok_or_else(|| ApiError::not_found(format!("public key {pubkey} not found (deleted)")))?;
+    Ok((key, permit))
 }
 
 /// A request parsed and checked once, whichever keys sign it: its network, its signing root
 /// (ours, and the client's when given).
 pub(crate) struct Checked {
-    pub request: SignRequest,
+    pub request: Request,
     pub root: SigningRoot,
     /// The request as the client sent it: what a key's remote participants are sent.
-    pub body: std::sync::Arc<str>,
+    pub body: Arc<str>,
 }
 
 impl Checked {
-    /// What slashing protection records for it, if anything.
+    /// Its type.
+    pub(crate) fn kind(&self) -> RequestKind {
+        self.request.kind()
+    }
+
+    /// A `VALIDATOR_REGISTRATION`'s fee recipient, for the signing policy.
+    pub(crate) fn fee_recipient(&self) -> Option<[u8; 20]> {
+        self.request.typed().and_then(|r| r.fee_recipient())
+    }
+
+    /// What slashing protection records for it, if anything (a `GENERIC` request is never
+    /// in a slashable domain: [`check_generic`]).
     pub(crate) fn proposal(&self) -> Option<Proposal> {
-        match self.request.slashing_data() {
+        match self.request.typed()?.slashing_data() {
             SlashingData::None => None,
             SlashingData::Block { slot } => Some(Proposal::Block {
                 slot,
@@ -207,17 +293,27 @@ impl Checked {
     /// The genesis validators root slashing protection records it under.
     pub(crate) fn gvr(&self) -> Result<[u8; 32], ApiError> {
         self.request
-            .genesis_validators_root()
+            .typed()
+            .and_then(|r| r.genesis_validators_root())
             .ok_or_else(|| ApiError::bad_request("fork_info.genesis_validators_root is required"))
     }
 }
 
 /// Parse the body, refuse another network's request (before anything else looks at it: its
 /// deadline would follow another clock, and slashing protection must never record it),
-/// recompute the signing root and refuse a supplied one that differs.
-pub(crate) fn parse_checked(app: &AppState, body: &[u8]) -> Result<Checked, ApiError> {
-    let request = SignRequest::from_json(body, app.network.preset)
+/// recompute the signing root and refuse a supplied one that differs. `GENERIC` is accepted
+/// on the distributed endpoints only ([`check_generic`]).
+pub(crate) fn parse_checked(
+    app: &AppState,
+    body: &[u8],
+    served: Served,
+) -> Result<Checked, ApiError> {
+    let request = Request::from_json(body, app.network.preset)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let request = match request {
+        Request::Typed(request) => request,
+        Request::Generic(generic) => return check_generic(generic, served, body),
+    };
     if app.network_check {
         request
             .check_network(&app.network)
@@ -226,19 +322,67 @@ pub(crate) fn parse_checked(app: &AppState, body: &[u8]) -> Result<Checked, ApiE
     let root = request
         .signing_root(&app.network)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    if let Some(supplied) = request.supplied_signing_root() {
-        if supplied != root {
-            return Err(ApiError::bad_request(format!(
-                "signing root mismatch: supplied {supplied}, computed {root}; nothing was signed"
-            )));
-        }
-    }
-    // It parsed as JSON, so it is UTF-8.
-    let body = std::sync::Arc::from(String::from_utf8_lossy(body));
+    check_supplied(request.supplied_signing_root(), root)?;
     Ok(Checked {
-        request,
+        request: Request::Typed(request),
         root,
-        body,
+        body: forwardable(body),
+    })
+}
+
+/// The request as a key's remote participants are sent it: as the client sent it (it parsed
+/// as JSON, so it is UTF-8).
+fn forwardable(body: &[u8]) -> Arc<str> {
+    Arc::from(String::from_utf8_lossy(body))
+}
+
+/// Refuse a supplied signing root that differs from ours.
+fn check_supplied(supplied: Option<SigningRoot>, root: SigningRoot) -> Result<(), ApiError> {
+    match supplied {
+        Some(supplied) if supplied != root => Err(ApiError::bad_request(format!(
+            "signing root mismatch: supplied {supplied}, computed {root}; nothing was signed"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// `GENERIC` (the distributed-signing profile's opaque object root and domain): a partial
+/// signature only, and never in a domain a typed request covers. The profile requires a
+/// participant with slashing protection to refuse the proposer and attester domains, so that
+/// every participant judges a block or a vote from its structured data; we refuse every domain
+/// type the specs define (randao, exits, deposits, selection proofs, aggregates, sync committee,
+/// BLS-to-execution changes, builder and PTC domains, builder registrations and request auth)
+/// for the same reason: each has a typed request this participant's own policy, validity window
+/// and slashing protection can evaluate, and a bare root would bypass them. The profile's own
+/// test vector (an all-zero domain: the proposer's type) is therefore refused here.
+fn check_generic(
+    generic: GenericRequest,
+    served: Served,
+    body: &[u8],
+) -> Result<Checked, ApiError> {
+    if served == Served::Complete {
+        return Err(ApiError::bad_request(
+            "GENERIC is accepted only on the distributed endpoints \
+             (/api/v1/eth2/distributed/sign), for a partial signature; nothing was signed",
+        ));
+    }
+    if let Some(name) = generic.defined_domain() {
+        return Err(ApiError {
+            status: StatusCode::FORBIDDEN,
+            message: format!(
+                "GENERIC refused: domain 0x{} is of type {name}, which a typed request \
+                 covers; send that request so this participant can apply its own policy and \
+                 slashing protection; nothing was signed",
+                hex::encode(generic.domain())
+            ),
+        });
+    }
+    let root = generic.signing_root();
+    check_supplied(generic.supplied_signing_root(), root)?;
+    Ok(Checked {
+        request: Request::Generic(generic),
+        root,
+        body: forwardable(body),
     })
 }
 
@@ -253,13 +397,20 @@ pub(crate) struct Timing {
 /// The validity window: a request that can no longer be of use is refused here, before it is
 /// recorded by slashing protection or takes a place in the queue (400: it never can be). A
 /// block or attestation far in the future would be recorded, and every real one refused after
-/// it: refused here too.
+/// it: refused here too. A `GENERIC` request names no duty: no window, and the class of
+/// registrations and exits.
 pub(crate) fn in_window(
     app: &AppState,
     pubkey: &dyn std::fmt::Display,
     checked: &Checked,
 ) -> Result<Timing, ApiError> {
-    let request = &checked.request;
+    let Some(request) = checked.request.typed() else {
+        return Ok(Timing {
+            class: Class::Admin,
+            deadline: None,
+            freshness: 0,
+        });
+    };
     let kind = request.message_type();
     let class = class_of(kind);
     let window = request.validity_window(app.network.slots_per_epoch);
@@ -312,7 +463,10 @@ pub(crate) async fn from_proof_cache(
 ) -> Cached {
     let (Some(cache), Some(proof)) = (
         &app.selection_proofs,
-        checked.request.selection_proof(app.network.slots_per_epoch),
+        checked
+            .request
+            .typed()
+            .and_then(|r| r.selection_proof(app.network.slots_per_epoch)),
     ) else {
         return Cached::SignIt(None);
     };
@@ -322,6 +476,29 @@ pub(crate) async fn from_proof_cache(
     {
         LiveProof::Answered(signature) => Cached::Answered(format!("0x{}", hex::encode(signature))),
         LiveProof::SignIt(c) => Cached::SignIt(Some(c)),
+    }
+}
+
+/// Where a request that slashing protection must record (a block, an attestation) is recorded:
+/// `None` when it records nothing, or protection is off on an endpoint of complete signatures
+/// (the operator's explicit choice). A participant never releases a block or attestation share
+/// unprotected (the distributed-signing profile requires it): with protection off, 503.
+pub(crate) fn protection<'a>(
+    app: &'a AppState,
+    served: Served,
+    checked: &Checked,
+) -> Result<Option<(&'a SlashingProtection, Proposal)>, ApiError> {
+    let Some(proposal) = checked.proposal() else {
+        return Ok(None);
+    };
+    match (&app.slashing, served) {
+        (Some(slashing), _) => Ok(Some((slashing, proposal))),
+        (None, Served::Complete) => Ok(None),
+        (None, Served::Partial) => Err(ApiError::unavailable(format!(
+            "slashing protection is off on this participant (--no-slashing-protection): it \
+             releases no {} share unprotected; nothing was signed",
+            checked.kind()
+        ))),
     }
 }
 
@@ -362,7 +539,7 @@ pub(crate) fn slashing_verdict(
 /// Sign on the key's device(s) through the scheduler; the signature as 0x-hex.
 pub(crate) async fn schedule(
     runtime: &Runtime,
-    key: std::sync::Arc<crate::keys::KeyRecord>,
+    key: Arc<KeyRecord>,
     checked: &Checked,
     timing: Timing,
     claim: Option<ProofClaim>,
@@ -373,11 +550,7 @@ pub(crate) async fn schedule(
 }
 
 /// The scheduler's job for `key` signing `checked` with `timing`.
-pub(crate) fn job(
-    key: std::sync::Arc<crate::keys::KeyRecord>,
-    checked: &Checked,
-    timing: Timing,
-) -> SignJob {
+pub(crate) fn job(key: Arc<KeyRecord>, checked: &Checked, timing: Timing) -> SignJob {
     SignJob {
         signing_root: checked.root,
         class: timing.class,
@@ -415,7 +588,7 @@ pub(crate) fn answer(
 pub(crate) fn observe(app: &AppState, checked: &Checked, started: std::time::Instant) {
     app.metrics
         .signing
-        .get(checked.request.message_type().as_str())
+        .get(checked.kind().as_str())
         .observe(started.elapsed());
 }
 

@@ -71,6 +71,36 @@ pub(crate) fn check_signing_access(
     )))
 }
 
+/// Whether a request came over TLS 1.3 (`version`) from a client whose certificate mutual TLS
+/// verified (`client`) and `allowed` lists; `Err` says what is missing. The allow-list was
+/// already enforced in the handshake; it is asked again so that a route needing it never rests
+/// on the server's TLS configuration alone.
+pub(crate) fn check_mutual_tls13(
+    version: Option<rustls::ProtocolVersion>,
+    client: Option<&ClientIdentity>,
+    allowed: &AllowList,
+) -> std::result::Result<(), String> {
+    match version {
+        None => return Err("this request came over plain HTTP".into()),
+        Some(rustls::ProtocolVersion::TLSv1_3) => {}
+        Some(other) => return Err(format!("this connection negotiated {other:?}")),
+    }
+    let Some(id) = client else {
+        return Err(
+            "no client certificate was verified (mutual TLS needs [tls] \
+                    client_ca_file and allowed_clients)"
+                .into(),
+        );
+    };
+    if !allowed.allows(id) {
+        return Err(format!(
+            "client certificate sha256:{} is not in tls.allowed_clients",
+            hex::encode(id.sha256)
+        ));
+    }
+    Ok(())
+}
+
 fn is_loopback(ip: IpAddr) -> bool {
     ip.to_canonical().is_loopback()
 }
@@ -409,6 +439,31 @@ mod tests {
         let other = ClientIdentity::of(&cert("vc-1", &["vc-1.internal"]));
         assert!(!list(&[fp.as_str()]).allows(&other));
         assert!(list(&["vc-1"]).allows(&other));
+    }
+
+    #[test]
+    fn mutual_tls13_needs_tls13_a_verified_certificate_and_the_allow_list() {
+        use rustls::ProtocolVersion::{TLSv1_2, TLSv1_3};
+        let id = ClientIdentity::of(&cert("coordinator", &[]));
+        let allowed = list(&["coordinator"]);
+        assert_eq!(
+            check_mutual_tls13(Some(TLSv1_3), Some(&id), &allowed),
+            Ok(())
+        );
+        for (version, client, list, why) in [
+            (None, Some(&id), &allowed, "plain HTTP"),
+            (Some(TLSv1_2), Some(&id), &allowed, "TLSv1_2"),
+            (Some(TLSv1_3), None, &allowed, "no client certificate"),
+            (
+                Some(TLSv1_3),
+                Some(&id),
+                &AllowList::default(),
+                "not in tls.allowed_clients",
+            ),
+        ] {
+            let e = check_mutual_tls13(version, client, list).unwrap_err();
+            assert!(e.contains(why), "{e}");
+        }
     }
 
     #[test]

@@ -307,13 +307,16 @@ impl Drop for Handshake {
     }
 }
 
-/// Who sent a request, in its extensions: the TCP peer, and under mutual TLS the identity of
-/// its certificate (for per-client rules).
+/// Who sent a request, in its extensions: the TCP peer, the TLS version of its connection,
+/// and under mutual TLS the identity of its certificate (for per-client rules).
 #[derive(Debug, Clone)]
 pub(crate) struct Peer {
     /// The client's address.
     pub addr: SocketAddr,
-    /// Its certificate's identity, when it presented one.
+    /// The connection's TLS version; `None` for plain HTTP.
+    pub tls: Option<rustls::ProtocolVersion>,
+    /// Its certificate's identity, when it presented one (mutual TLS verified it in the
+    /// handshake).
     pub client: Option<Arc<ClientIdentity>>,
 }
 
@@ -363,7 +366,11 @@ pub async fn serve(
         );
         let (tls, limiter, handshakes) = (tls.clone(), limiter.clone(), handshakes.clone());
         tokio::spawn(async move {
-            let peer = Peer { addr, client: None };
+            let peer = Peer {
+                addr,
+                tls: None,
+                client: None,
+            };
             let Some(acceptor) = tls else {
                 serve_connection(stream, peer, app, &limits, &metrics, stopped).await;
                 drop(admitted);
@@ -381,13 +388,16 @@ pub async fn serve(
             drop(place);
             match done {
                 Ok(Ok(tls)) => {
-                    let client = tls
-                        .get_ref()
-                        .1
+                    let session = tls.get_ref().1;
+                    let client = session
                         .peer_certificates()
                         .and_then(|chain| chain.first())
                         .map(|cert| Arc::new(ClientIdentity::of(cert)));
-                    let peer = Peer { addr, client };
+                    let peer = Peer {
+                        addr,
+                        tls: session.protocol_version(),
+                        client,
+                    };
                     serve_connection(tls, peer, app, &limits, &metrics, stopped).await;
                 }
                 Ok(Err(e)) => tracing::warn!(peer = %addr, error = %e, "TLS handshake failed"),

@@ -21,6 +21,9 @@ pub(crate) const DOMAIN_AGGREGATE_AND_PROOF: DomainType = [6, 0, 0, 0];
 pub(crate) const DOMAIN_SYNC_COMMITTEE: DomainType = [7, 0, 0, 0];
 pub(crate) const DOMAIN_SYNC_COMMITTEE_SELECTION_PROOF: DomainType = [8, 0, 0, 0];
 pub(crate) const DOMAIN_CONTRIBUTION_AND_PROOF: DomainType = [9, 0, 0, 0];
+/// Capella: `DOMAIN_BLS_TO_EXECUTION_CHANGE = 0x0A000000` (signed with withdrawal keys; no
+/// request of this API signs in it).
+pub(crate) const DOMAIN_BLS_TO_EXECUTION_CHANGE: DomainType = [0x0a, 0, 0, 0];
 /// Gloas: `DOMAIN_BEACON_BUILDER = 0x0B000000` (bids and payload envelopes).
 pub(crate) const DOMAIN_BEACON_BUILDER: DomainType = [0x0b, 0, 0, 0];
 /// Gloas: `DOMAIN_PTC_ATTESTER = 0x0C000000` (payload attestations).
@@ -33,6 +36,41 @@ pub(crate) const DOMAIN_PROPOSER_PREFERENCES: DomainType = [0x0d, 0, 0, 0];
 pub(crate) const DOMAIN_BUILDER_REQUEST_AUTH: DomainType = [0x0b, 0, 0, 1];
 /// Builder specs: `DOMAIN_APPLICATION_BUILDER = 0x00000001`.
 pub(crate) const DOMAIN_APPLICATION_BUILDER: DomainType = [0, 0, 0, 1];
+
+/// Every domain type the consensus specs (phase0 to gloas), the builder specs or a typed
+/// request of this API define, with its name.
+const DEFINED: [(DomainType, &str); 16] = [
+    (DOMAIN_BEACON_PROPOSER, "DOMAIN_BEACON_PROPOSER"),
+    (DOMAIN_BEACON_ATTESTER, "DOMAIN_BEACON_ATTESTER"),
+    (DOMAIN_RANDAO, "DOMAIN_RANDAO"),
+    (DOMAIN_DEPOSIT, "DOMAIN_DEPOSIT"),
+    (DOMAIN_VOLUNTARY_EXIT, "DOMAIN_VOLUNTARY_EXIT"),
+    (DOMAIN_SELECTION_PROOF, "DOMAIN_SELECTION_PROOF"),
+    (DOMAIN_AGGREGATE_AND_PROOF, "DOMAIN_AGGREGATE_AND_PROOF"),
+    (DOMAIN_SYNC_COMMITTEE, "DOMAIN_SYNC_COMMITTEE"),
+    (
+        DOMAIN_SYNC_COMMITTEE_SELECTION_PROOF,
+        "DOMAIN_SYNC_COMMITTEE_SELECTION_PROOF",
+    ),
+    (
+        DOMAIN_CONTRIBUTION_AND_PROOF,
+        "DOMAIN_CONTRIBUTION_AND_PROOF",
+    ),
+    (
+        DOMAIN_BLS_TO_EXECUTION_CHANGE,
+        "DOMAIN_BLS_TO_EXECUTION_CHANGE",
+    ),
+    (DOMAIN_BEACON_BUILDER, "DOMAIN_BEACON_BUILDER"),
+    (DOMAIN_PTC_ATTESTER, "DOMAIN_PTC_ATTESTER"),
+    (DOMAIN_PROPOSER_PREFERENCES, "DOMAIN_PROPOSER_PREFERENCES"),
+    (DOMAIN_APPLICATION_BUILDER, "DOMAIN_APPLICATION_BUILDER"),
+    (DOMAIN_BUILDER_REQUEST_AUTH, "DOMAIN_BUILDER_REQUEST_AUTH"),
+];
+
+/// The name of `kind` when it is a defined domain type ([`DEFINED`]).
+pub(crate) fn defined_name(kind: DomainType) -> Option<&'static str> {
+    DEFINED.iter().find(|(d, _)| *d == kind).map(|(_, n)| *n)
+}
 
 #[derive(TreeHash)]
 struct ForkData {
@@ -122,10 +160,20 @@ mod tests {
             (DOMAIN_SYNC_COMMITTEE, "07000000"),
             (DOMAIN_SYNC_COMMITTEE_SELECTION_PROOF, "08000000"),
             (DOMAIN_CONTRIBUTION_AND_PROOF, "09000000"),
+            (DOMAIN_BLS_TO_EXECUTION_CHANGE, "0a000000"),
+            (DOMAIN_BEACON_BUILDER, "0b000000"),
+            (DOMAIN_PTC_ATTESTER, "0c000000"),
+            (DOMAIN_PROPOSER_PREFERENCES, "0d000000"),
             (DOMAIN_APPLICATION_BUILDER, "00000001"),
+            (DOMAIN_BUILDER_REQUEST_AUTH, "0b000001"),
         ];
         for (d, hex) in all {
             assert_eq!(hex::encode(d), hex);
+        }
+        // The list GENERIC is refused on has each of them, once.
+        assert_eq!(DEFINED.len(), all.len());
+        for (d, _) in all {
+            assert_eq!(DEFINED.iter().filter(|(x, _)| *x == d).count(), 1);
         }
     }
 

@@ -38,6 +38,7 @@ macro_rules! tree_hash_by_root {
 pub mod clock;
 mod containers;
 mod domain;
+mod generic;
 mod gloas;
 mod network;
 mod preset;
@@ -49,11 +50,12 @@ pub(crate) mod wire;
 
 pub use clock::{ManualSlotClock, SlotTiming};
 pub(crate) use clock::{SlotClock, SystemTimeSlotClock};
+pub use generic::GenericRequest;
 pub(crate) use network::parse_root;
 pub(crate) use network::{GenesisTimeSource, BUILT_IN_NAMES, FORK_NAMES, GVR_FILE_NAME};
 pub use network::{Network, ScheduledFork, FAR_FUTURE_EPOCH};
 pub use preset::Preset;
-pub use request::SignRequest;
+pub use request::{Request, SignRequest};
 pub use selection::SelectionProof;
 pub use validity::Duty;
 pub(crate) use validity::ValidityWindow;
@@ -195,6 +197,47 @@ impl MessageType {
 }
 
 impl fmt::Display for MessageType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a request asks to sign, as the signing policy and the metrics name it: one of the API's
+/// message types, or the distributed-signing profile's `GENERIC` (which only the distributed
+/// endpoints accept).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RequestKind {
+    /// A typed request.
+    Typed(MessageType),
+    /// `GENERIC`: an object root and a domain.
+    Generic,
+}
+
+impl RequestKind {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestKind::Typed(t) => t.as_str(),
+            RequestKind::Generic => "GENERIC",
+        }
+    }
+
+    /// The kind with wire name (or alias) `name`, if any.
+    pub(crate) fn from_wire(name: &str) -> Option<RequestKind> {
+        if name == RequestKind::Generic.as_str() {
+            return Some(RequestKind::Generic);
+        }
+        MessageType::from_wire(name).map(RequestKind::Typed)
+    }
+}
+
+impl From<MessageType> for RequestKind {
+    fn from(t: MessageType) -> RequestKind {
+        RequestKind::Typed(t)
+    }
+}
+
+impl fmt::Display for RequestKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }

@@ -16,12 +16,53 @@ use super::containers::{
     SyncAggregatorSelectionData, SyncCommitteeMessage, ValidatorRegistration, VoluntaryExit,
 };
 use super::domain::{self, DomainType};
+use super::generic::GenericRequest;
 use super::gloas::{self, Checked};
 use super::wire::{self, Bytes};
 use super::{
-    clip, ConsensusError, MessageType, Network, Preset, SelectionProof, SigningRoot, SlashingData,
-    ValidityWindow,
+    clip, ConsensusError, MessageType, Network, Preset, RequestKind, SelectionProof, SigningRoot,
+    SlashingData, ValidityWindow,
 };
+
+/// A request of the distributed endpoints: one of the API's typed requests, or the
+/// distributed-signing profile's `GENERIC` (an object root and a domain, already computed).
+/// Only the distributed endpoints parse this; the others parse a [`SignRequest`], for which
+/// `GENERIC` is an unknown type.
+#[derive(Debug, Clone)]
+pub enum Request {
+    /// A typed request: the signer computes the root from the message itself.
+    Typed(SignRequest),
+    /// `GENERIC`.
+    Generic(GenericRequest),
+}
+
+impl Request {
+    /// Parse a body of any type [`SignRequest::from_json`] parses, or `GENERIC`.
+    pub fn from_json(body: &[u8], preset: Preset) -> Result<Request, ConsensusError> {
+        let envelope: Envelope = parse(body)?;
+        if envelope.kind == RequestKind::Generic.as_str() {
+            let supplied = envelope.supplied_root()?;
+            return GenericRequest::from_json(body, supplied).map(Request::Generic);
+        }
+        SignRequest::from_envelope(envelope, body, preset).map(Request::Typed)
+    }
+
+    /// Its type.
+    pub fn kind(&self) -> RequestKind {
+        match self {
+            Request::Typed(r) => RequestKind::Typed(r.message_type()),
+            Request::Generic(_) => RequestKind::Generic,
+        }
+    }
+
+    /// The typed request, unless it is `GENERIC`.
+    pub fn typed(&self) -> Option<&SignRequest> {
+        match self {
+            Request::Typed(r) => Some(r),
+            Request::Generic(_) => None,
+        }
+    }
+}
 
 /// A parsed Web3Signer eth2 sign request.
 #[derive(Debug, Clone)]
@@ -84,6 +125,18 @@ struct Envelope {
     signing_root: Option<Root>,
     #[serde(default, rename = "signingRoot")]
     signing_root_camel: Option<Root>,
+}
+
+impl Envelope {
+    /// The root the client supplied, under either name (both given must agree).
+    fn supplied_root(&self) -> Result<Option<SigningRoot>, ConsensusError> {
+        match (self.signing_root, self.signing_root_camel) {
+            (Some(a), Some(b)) if a != b => Err(malformed(
+                "signing_root and signingRoot are both given and differ",
+            )),
+            (a, b) => Ok(a.or(b).map(|r| SigningRoot(r.0))),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -268,7 +321,7 @@ fn payload_attestation_data(
     versioned_or_bare(raw, key)
 }
 
-fn malformed(m: impl Into<String>) -> ConsensusError {
+pub(super) fn malformed(m: impl Into<String>) -> ConsensusError {
     ConsensusError::Malformed(m.into())
 }
 
@@ -291,7 +344,7 @@ fn json_error(e: serde_json::Error) -> ConsensusError {
     }
 }
 
-fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ConsensusError> {
+pub(super) fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ConsensusError> {
     serde_json::from_slice(body).map_err(json_error)
 }
 
@@ -302,14 +355,16 @@ impl SignRequest {
     /// size), and an unknown `type` is [`ConsensusError::UnknownType`].
     pub fn from_json(body: &[u8], preset: Preset) -> Result<SignRequest, ConsensusError> {
         let envelope: Envelope = parse(body)?;
-        let supplied_root = match (envelope.signing_root, envelope.signing_root_camel) {
-            (Some(a), Some(b)) if a != b => {
-                return Err(malformed(
-                    "signing_root and signingRoot are both given and differ",
-                ))
-            }
-            (a, b) => a.or(b).map(|r| SigningRoot(r.0)),
-        };
+        SignRequest::from_envelope(envelope, body, preset)
+    }
+
+    /// The second pass of [`SignRequest::from_json`], its first pass (`envelope`) done.
+    fn from_envelope(
+        envelope: Envelope,
+        body: &[u8],
+        preset: Preset,
+    ) -> Result<SignRequest, ConsensusError> {
+        let supplied_root = envelope.supplied_root()?;
         let kind = MessageType::from_wire(&envelope.kind)
             .ok_or_else(|| ConsensusError::UnknownType(clip(&envelope.kind)))?;
 

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod beacon;
+pub mod distributed;
 pub mod pg;
 pub mod tls;
 

@@ -111,6 +111,18 @@ pub fn write_identity(dir: &Path, name: &str, identity: &Identity) -> (PathBuf, 
 /// A blocking HTTPS client (OpenSSL through native-tls: another TLS stack than the server's
 /// rustls) that trusts only `ca_pem` and presents `client` if given.
 pub fn https_client(ca_pem: &str, client: Option<&Identity>) -> Client {
+    https_builder(ca_pem, client).build().unwrap()
+}
+
+/// [`https_client`] that speaks TLS 1.2 at most.
+pub fn https_client_tls12(ca_pem: &str, client: Option<&Identity>) -> Client {
+    https_builder(ca_pem, client)
+        .tls_version_max(reqwest::tls::Version::TLS_1_2)
+        .build()
+        .unwrap()
+}
+
+fn https_builder(ca_pem: &str, client: Option<&Identity>) -> reqwest::blocking::ClientBuilder {
     let mut builder = Client::builder()
         .tls_backend_native()
         .tls_certs_only([reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap()])
@@ -121,7 +133,7 @@ pub fn https_client(ca_pem: &str, client: Option<&Identity>) -> Client {
                 .unwrap(),
         );
     }
-    builder.build().unwrap()
+    builder
 }
 
 /// The error and every cause below it, one per line (to show what refused a connection).
