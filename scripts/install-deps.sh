@@ -20,8 +20,13 @@ command -v cc >/dev/null 2>&1 || need+=(build-essential)
 # The HTTPS tests' client speaks OpenSSL (native-tls), a second TLS stack beside the server's rustls.
 [ -f /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
-# `ss` (iproute2): the PostgreSQL test checks that the signer's session has TCP keepalives on.
-command -v ss >/dev/null 2>&1 || need+=(iproute2)
+# iproute2: `ss`, with which the PostgreSQL test checks that the signer's session has TCP
+# keepalives on; `ip` and `bridge`, with which the multi-host tests (tests/common/netns.rs, run
+# as root) make network namespaces on a bridge and partition them. (A user's PATH may lack sbin.)
+for tool in ss ip bridge; do
+  command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || [ -x "/sbin/$tool" ] ||
+    { need+=(iproute2); break; }
+done
 # Debian's package also starts a cluster service of its own on install: harmless, the tests run
 # their own server (as the postgres user, on a free loopback port) and never touch it.
 pg_present=false

@@ -4,6 +4,7 @@
 
 pub mod beacon;
 pub mod distributed;
+pub mod netns;
 pub mod pg;
 pub mod tls;
 
@@ -172,7 +173,16 @@ impl Signer {
     }
 
     pub fn cmd(&self) -> Command {
-        let mut c = Command::new(BIN);
+        self.cmd_from(Command::new(BIN))
+    }
+
+    /// [`Signer::cmd`] run inside `host`'s network namespace.
+    pub fn cmd_on(&self, host: &netns::Host) -> Command {
+        self.cmd_from(host.command(BIN))
+    }
+
+    /// `c` (which runs the binary) with this data directory and none of the caller's settings.
+    fn cmd_from(&self, mut c: Command) -> Command {
         c.arg("--data-dir").arg(self.data_dir());
         c.env_remove("HSM_SIGNER_CONFIG").env_remove("RUST_LOG");
         c
@@ -290,12 +300,26 @@ impl Server {
         log: &Path,
         env: &[(&str, &str)],
     ) -> Server {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        Server::spawn(signer, listen, extra, file.into(), env)
+        Server::spawn(signer, listen, extra, append_to(log).into(), env)
+    }
+
+    /// `hsm-signer serve` inside `host`'s network namespace, listening on the host's address
+    /// (a port the OS picks), its log appended to `log`. Off loopback the server insists on
+    /// TLS with client authentication: configure it (`[tls]`) or pass it in `extra`.
+    pub fn start_on_host(
+        signer: &Signer,
+        host: &netns::Host,
+        extra: &[&str],
+        log: &Path,
+    ) -> Server {
+        Server::spawn_with(
+            signer.cmd_on(host),
+            signer,
+            &format!("{}:0", host.ip()),
+            extra,
+            append_to(log).into(),
+            &[],
+        )
     }
 
     fn spawn(
@@ -305,9 +329,21 @@ impl Server {
         stderr: std::process::Stdio,
         env: &[(&str, &str)],
     ) -> Server {
+        Server::spawn_with(signer.cmd(), signer, listen, extra, stderr, env)
+    }
+
+    /// Start `cmd` (the binary with `signer`'s data directory) as `serve` and read the address
+    /// it announces.
+    fn spawn_with(
+        mut cmd: Command,
+        signer: &Signer,
+        listen: &str,
+        extra: &[&str],
+        stderr: std::process::Stdio,
+        env: &[(&str, &str)],
+    ) -> Server {
         use std::io::BufRead;
-        let mut child = signer
-            .cmd()
+        let mut child = cmd
             .envs(env.iter().copied())
             .args(["serve", "--listen", listen])
             .args(extra)
@@ -372,6 +408,15 @@ impl Server {
             .trim()
             .to_owned()
     }
+}
+
+/// `log` opened for appending (created if missing): a server's standard error.
+fn append_to(log: &Path) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap_or_else(|e| panic!("{}: {e}", log.display()))
 }
 
 impl Drop for Server {

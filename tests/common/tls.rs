@@ -1,7 +1,9 @@
 //! Test PKI and HTTPS clients: a CA minted per test (rcgen), a server certificate for
-//! 127.0.0.1/localhost, client certificates, and a reqwest client that trusts the CA and
-//! presents an optional client certificate.
+//! 127.0.0.1/localhost or for the addresses of a host on a test network (`netns`), client
+//! certificates, files of them for the binary's configuration, and a reqwest client that trusts
+//! the CA and presents an optional client certificate.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -82,6 +84,23 @@ impl Ca {
         self.issue("hsm-signer", names, ExtendedKeyUsagePurpose::ServerAuth)
     }
 
+    /// A server certificate whose only names are the IP-address SANs `ips`: a participant
+    /// reached by address, as on a test network. (rcgen makes an IP SAN of a name that parses
+    /// as an address; typed addresses make sure none becomes a DNS name.)
+    pub fn server_at(&self, ips: &[IpAddr]) -> Identity {
+        let names: Vec<String> = ips.iter().map(IpAddr::to_string).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        self.server_named(&names)
+    }
+
+    /// Write this CA's certificate as `<dir>/<name>.pem` (a `client_ca_file`, or the CA a
+    /// client trusts); return its path.
+    pub fn write_cert(&self, dir: &Path, name: &str) -> PathBuf {
+        let path = dir.join(format!("{name}.pem"));
+        std::fs::write(&path, self.cert_pem()).unwrap();
+        path
+    }
+
     /// A client certificate with subject CN `cn` and the DNS name `cn.clients.test`.
     pub fn client(&self, cn: &str) -> Identity {
         self.issue(
@@ -111,22 +130,32 @@ pub fn write_identity(dir: &Path, name: &str, identity: &Identity) -> (PathBuf, 
 /// A blocking HTTPS client (OpenSSL through native-tls: another TLS stack than the server's
 /// rustls) that trusts only `ca_pem` and presents `client` if given.
 pub fn https_client(ca_pem: &str, client: Option<&Identity>) -> Client {
-    https_builder(ca_pem, client).build().unwrap()
+    https_client_timeout(ca_pem, client, Duration::from_secs(30))
+}
+
+/// [`https_client`] whose requests (connect included) give up after `timeout`: what a test
+/// of a partitioned peer waits for.
+pub fn https_client_timeout(ca_pem: &str, client: Option<&Identity>, timeout: Duration) -> Client {
+    https_builder(ca_pem, client, timeout).build().unwrap()
 }
 
 /// [`https_client`] that speaks TLS 1.2 at most.
 pub fn https_client_tls12(ca_pem: &str, client: Option<&Identity>) -> Client {
-    https_builder(ca_pem, client)
+    https_builder(ca_pem, client, Duration::from_secs(30))
         .tls_version_max(reqwest::tls::Version::TLS_1_2)
         .build()
         .unwrap()
 }
 
-fn https_builder(ca_pem: &str, client: Option<&Identity>) -> reqwest::blocking::ClientBuilder {
+fn https_builder(
+    ca_pem: &str,
+    client: Option<&Identity>,
+    timeout: Duration,
+) -> reqwest::blocking::ClientBuilder {
     let mut builder = Client::builder()
         .tls_backend_native()
         .tls_certs_only([reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap()])
-        .timeout(Duration::from_secs(30));
+        .timeout(timeout);
     if let Some(id) = client {
         builder = builder.identity(
             reqwest::Identity::from_pkcs8_pem(id.cert_pem.as_bytes(), id.key_pem.as_bytes())
