@@ -312,10 +312,22 @@ impl Server {
         extra: &[&str],
         log: &Path,
     ) -> Server {
+        Server::start_on_host_at(signer, host, 0, extra, log)
+    }
+
+    /// [`Server::start_on_host`] on a given port (a participant's endpoint is known before it
+    /// starts: its account names it).
+    pub fn start_on_host_at(
+        signer: &Signer,
+        host: &netns::Host,
+        port: u16,
+        extra: &[&str],
+        log: &Path,
+    ) -> Server {
         Server::spawn_with(
             signer.cmd_on(host),
             signer,
-            &format!("{}:0", host.ip()),
+            &format!("{}:{port}", host.ip()),
             extra,
             append_to(log).into(),
             &[],

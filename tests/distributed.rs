@@ -1,0 +1,351 @@
+//! Threshold signing across hosts, end to end: participants and a coordinator, each the real
+//! binary in its own network namespace (`common::netns`) with its own tokens and SQLite, talking
+//! mutual TLS 1.3. Every signature the coordinator answers is checked by blst under the
+//! validator key, and against the original (unsplit) key's own signature.
+
+mod common;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use blst::min_pk::SecretKey;
+use common::distributed::{insert_participant_share, Account};
+use common::netns::{Host, Lan};
+use common::tls::{https_client_timeout, write_identity, Ca, Identity};
+use common::{Server, Signer};
+use hsm_signer::consensus::{Network, SignRequest};
+use hsm_signer::keys::threshold::split;
+use hsm_signer::keys::ShareId;
+use reqwest::blocking::Client;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+/// Every participant listens on this port of its own host.
+const PORT: u16 = 9000;
+
+/// One participant host: its signer (data directory), server and log.
+struct Participant {
+    name: String,
+    signer: Signer,
+    server: Option<Server>,
+    log: PathBuf,
+    host: usize,
+}
+
+/// A distributed key: its secret (to check signatures against), public key and threshold.
+struct Key {
+    secret: SecretKey,
+    composite: String,
+    threshold: usize,
+}
+
+/// Participants and a coordinator on a LAN of namespaces.
+struct Cluster {
+    lan: Lan,
+    participants: Vec<Participant>,
+    coordinator: Signer,
+    server: Server,
+    coordinator_log: PathBuf,
+    keys: Vec<Key>,
+    /// The coordinator's client identity and the participants' CA: what a compromised
+    /// coordinator host holds, to talk to the participants directly.
+    identity: Identity,
+    ca_pem: String,
+    http: Client,
+}
+
+fn random_secret() -> SecretKey {
+    let mut ikm = [0u8; 32];
+    getrandom::getrandom(&mut ikm).unwrap();
+    SecretKey::key_gen(&ikm, &[]).unwrap()
+}
+
+fn pubkey_hex(sk: &SecretKey) -> String {
+    format!("0x{}", hex::encode(sk.sk_to_pk().to_bytes()))
+}
+
+fn endpoint(host: &Host) -> String {
+    format!("https://{}:{PORT}", host.ip())
+}
+
+impl Cluster {
+    /// `n` participants (hosts 0..n) and a coordinator (host n); one key per threshold in
+    /// `thresholds`, split t-of-n with share ids 1..=n, share i on participant i. With
+    /// `wrong_share`, that participant holds a random secret in place of its share (a
+    /// corrupted participant), and the coordinator's record is written by hand with the true
+    /// share keys (discovery would refuse the account).
+    fn start(n: usize, thresholds: &[usize], wrong_share: Option<usize>) -> Cluster {
+        let lan = Lan::new(n + 1);
+        let server_ca = Ca::new("participants CA");
+        let client_ca = Ca::new("coordinators CA");
+        let identity = client_ca.client("coordinator");
+        let ids: Vec<ShareId> = (1..=n as u64).map(|i| ShareId::new(i).unwrap()).collect();
+        let members: Vec<(u64, String)> = (0..n)
+            .map(|i| (i as u64 + 1, endpoint(lan.host(i))))
+            .collect();
+        let members_ref: Vec<(u64, &str)> = members.iter().map(|(i, e)| (*i, e.as_str())).collect();
+        let mut participants: Vec<Participant> = (0..n)
+            .map(|i| Participant {
+                name: format!("p{}", i + 1),
+                signer: Signer::new(),
+                server: None,
+                log: PathBuf::new(),
+                host: i,
+            })
+            .collect();
+        let mut keys = Vec::new();
+        let mut true_shares: Vec<Vec<String>> = Vec::new();
+        for &t in thresholds {
+            let secret = random_secret();
+            let composite = pubkey_hex(&secret);
+            let shares = split(&secret, t, &ids).unwrap();
+            let account = Account {
+                composite: &composite,
+                threshold: t as u32,
+                participants: &members_ref,
+            };
+            let mut pks = Vec::new();
+            for (p, (id, share)) in participants.iter().zip(&shares) {
+                pks.push(pubkey_hex(share));
+                let held = match wrong_share {
+                    Some(w) if w == p.host => random_secret(),
+                    _ => share.clone(),
+                };
+                insert_participant_share(&p.signer, &common::device(1), &account, id.get(), &held.to_bytes());
+            }
+            true_shares.push(pks);
+            keys.push(Key {
+                secret,
+                composite,
+                threshold: t,
+            });
+        }
+        for p in &mut participants {
+            let host = lan.host(p.host);
+            let dir = p.signer.data_dir().join("tls");
+            std::fs::create_dir_all(&dir).unwrap();
+            let (cert, key) =
+                write_identity(&dir, "server", &server_ca.server_at(&[IpAddr::V4(host.ip())]));
+            let clients = client_ca.write_cert(&dir, "clients-ca");
+            p.signer.add_config(&format!(
+                "[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\nclient_ca_file = {clients:?}\n\
+                 allowed_clients = [\"coordinator\"]\n"
+            ));
+            p.log = p.signer.data_dir().join("participant.log");
+            p.server = Some(Server::start_on_host_at(
+                &p.signer,
+                host,
+                PORT,
+                &["--no-slot-deadlines"],
+                &p.log,
+            ));
+        }
+
+        // The coordinator: its own tokens and SQLite, and the participants as [[participant]].
+        let coordinator = Signer::new();
+        coordinator.ok(&["device", "init"]);
+        let dir = coordinator.data_dir().join("tls");
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca_file = server_ca.write_cert(&dir, "participants-ca");
+        let (cert, key) = write_identity(&dir, "coordinator", &identity);
+        let mut tables = String::new();
+        for p in &participants {
+            tables.push_str(&format!(
+                "[[participant]]\nname = \"{}\"\nurl = \"{}\"\nca_file = {ca_file:?}\n\
+                 cert_file = {cert:?}\nkey_file = {key:?}\ntimeout_ms = 1500\n\n",
+                p.name,
+                endpoint(lan.host(p.host))
+            ));
+        }
+        coordinator.add_config(&tables);
+        let coordinator_host = lan.host(n);
+        if wrong_share.is_none() {
+            let out = coordinator
+                .cmd_on(coordinator_host)
+                .args(["participant", "records", "--write"])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(report["added"], keys.len(), "{report}");
+            assert_eq!(report["problems"], 0, "{report}");
+        } else {
+            // Discovery refuses an account whose share keys do not interpolate to its key.
+            let out = coordinator
+                .cmd_on(coordinator_host)
+                .args(["participant", "records"])
+                .output()
+                .unwrap();
+            let warnings = String::from_utf8_lossy(&out.stderr);
+            assert!(warnings.contains("do not interpolate"), "{warnings}");
+            assert!(out.stdout.is_empty());
+            for (k, pks) in keys.iter().zip(&true_shares) {
+                let remote: Vec<Value> = participants
+                    .iter()
+                    .zip(pks)
+                    .enumerate()
+                    .map(|(i, (p, pk))| json!({"id": i + 1, "participant": p.name, "pubkey": pk}))
+                    .collect();
+                let record = json!({
+                    "version": 1, "pubkey": k.composite, "threshold": k.threshold,
+                    "shares": [], "origin": "test", "remote": remote,
+                });
+                let keys_dir = coordinator.data_dir().join("keys");
+                std::fs::create_dir_all(&keys_dir).unwrap();
+                std::fs::write(
+                    keys_dir.join(format!("{}.json", k.composite)),
+                    serde_json::to_string_pretty(&record).unwrap(),
+                )
+                .unwrap();
+            }
+        }
+        let coordinator_log = coordinator.data_dir().join("coordinator.log");
+        let server = Server::start_on_host(
+            &coordinator,
+            coordinator_host,
+            &[
+                "--no-slot-deadlines",
+                "--allow-insecure-http",
+                "--allow-unauthenticated-signing",
+            ],
+            &coordinator_log,
+        );
+        let http = Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap();
+        Cluster {
+            lan,
+            participants,
+            coordinator,
+            server,
+            coordinator_log,
+            keys,
+            identity,
+            ca_pem: server_ca.cert_pem(),
+            http,
+        }
+    }
+
+    /// Sign `body` with key `k` through the coordinator: the status, and on 200 the signature
+    /// checked to be the original key's own signature of the request's root.
+    fn sign(&self, k: usize, body: &Value) -> (StatusCode, String) {
+        let key = &self.keys[k];
+        let resp = self
+            .http
+            .post(self.server.url(&format!("/api/v1/eth2/sign/{}", key.composite)))
+            .header("accept", "application/json")
+            .json(body)
+            .send()
+            .unwrap();
+        let status = resp.status();
+        let v: Value = resp.json().unwrap_or(Value::Null);
+        if status == StatusCode::OK {
+            let sig = v["signature"].as_str().unwrap().to_owned();
+            let root = root_of(body);
+            let expected = format!("0x{}", hex::encode(hsm_signer::bls::sign(&key.secret, &root).compress()));
+            assert_eq!(sig, expected, "the combined signature is the original key's");
+            return (status, sig);
+        }
+        (status, v["message"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// Put participant `name` out of service on the coordinator, or back.
+    fn set_participant(&self, name: &str, enabled: bool) {
+        let resp = self
+            .http
+            .post(self.server.url(&format!("/admin/participants/{name}")))
+            .bearer_auth(self.server.token())
+            .json(&json!({ "enabled": enabled }))
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{}", resp.text().unwrap());
+    }
+
+    fn coordinator_log(&self) -> String {
+        std::fs::read_to_string(&self.coordinator_log).unwrap_or_default()
+    }
+
+    fn healthcheck(&self) -> Value {
+        self.http
+            .get(self.server.url("/healthcheck"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    }
+}
+
+fn root_of(body: &Value) -> [u8; 32] {
+    let mainnet = Network::preset("mainnet").unwrap();
+    SignRequest::from_json(body.to_string().as_bytes(), mainnet.preset)
+        .unwrap()
+        .signing_root(&mainnet)
+        .unwrap()
+        .0
+}
+
+fn tag_root(tag: u64) -> String {
+    let mut r = [0u8; 32];
+    r[..8].copy_from_slice(&tag.to_be_bytes());
+    r[31] = 0x5a;
+    format!("0x{}", hex::encode(r))
+}
+
+fn randao(epoch: u64) -> Value {
+    let mut r = common::fixture_request("RANDAO_REVEAL", |_| true);
+    r["randao_reveal"]["epoch"] = json!(epoch.to_string());
+    r
+}
+
+fn attestation(source: u64, target: u64, tag: u64) -> Value {
+    let mut a = common::fixture_request("ATTESTATION", |_| true);
+    a["attestation"]["slot"] = json!((target * 32).to_string());
+    a["attestation"]["source"]["epoch"] = json!(source.to_string());
+    a["attestation"]["target"]["epoch"] = json!(target.to_string());
+    a["attestation"]["beacon_block_root"] = json!(tag_root(tag));
+    a
+}
+
+fn block(slot: u64, tag: u64) -> Value {
+    let mut b = common::fixture_request("BLOCK_V2", |r| r["beacon_block"]["version"] == "DENEB");
+    b["beacon_block"]["block_header"]["slot"] = json!(slot.to_string());
+    b["beacon_block"]["block_header"]["body_root"] = json!(tag_root(tag));
+    b
+}
+
+/// Every `t`-subset of `0..n`.
+fn subsets(n: usize, t: usize) -> Vec<Vec<usize>> {
+    (0u32..1 << n)
+        .filter(|m| m.count_ones() as usize == t)
+        .map(|m| (0..n).filter(|i| m & (1 << i) != 0).collect())
+        .collect()
+}
+
+#[test]
+fn every_t_subset_of_participants_gives_the_original_keys_signature() {
+    for (n, t) in [(3usize, 2usize), (5, 3)] {
+        let c = Cluster::start(n, &[t], None);
+        for (round, subset) in subsets(n, t).into_iter().enumerate() {
+            for (i, p) in c.participants.iter().enumerate() {
+                c.set_participant(&p.name, subset.contains(&i));
+            }
+            let (status, msg) = c.sign(0, &randao(round as u64 + 1));
+            assert_eq!(status, StatusCode::OK, "subset {subset:?} of {n}: {msg}");
+            // And a slashable message, which every participant asked records first.
+            let (status, msg) = c.sign(0, &attestation(round as u64, round as u64 + 1, 7));
+            assert_eq!(status, StatusCode::OK, "subset {subset:?} of {n}: {msg}");
+        }
+        // One fewer than t in service: refused, with the reason, and nothing signed.
+        for (i, p) in c.participants.iter().enumerate() {
+            c.set_participant(&p.name, i < t - 1);
+        }
+        let (status, msg) = c.sign(0, &randao(99));
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{msg}");
+        assert!(msg.contains(&format!("fewer than {t}")), "{msg}");
+        let health = c.healthcheck();
+        assert_eq!(health["status"], "DOWN", "{health}");
+        drop(c);
+    }
+}
