@@ -150,6 +150,15 @@ mod ffi {
         out
     }
 
+    /// `s · p` in G1 for a public scalar (a Lagrange coefficient applied to a share's public
+    /// key).
+    pub(super) fn mult_public_g1(p: &blst_p1, s: &blst_scalar) -> blst_p1 {
+        let mut out = blst_p1::default();
+        // SAFETY: reads one blst_p1 and exactly 255 bits (32 bytes) of `s.b`, writes one blst_p1.
+        unsafe { blst::blst_p1_mult(&mut out, p, s.b.as_ptr(), 255) };
+        out
+    }
+
     /// `r · p` in G2 for a public 64-bit batch-verification weight.
     pub(super) fn mult_u64_g2(p: &blst_p2, r: u64) -> blst_p2 {
         let le = r.to_le_bytes();
@@ -274,6 +283,11 @@ pub fn split(
     for _ in 1..threshold {
         coefficients.push(fr_of(&bls::random_secret_key()?));
     }
+    evaluate(&coefficients, ids)
+}
+
+/// The shares f(idᵢ) of the polynomial with `coefficients` (a₀ first).
+fn evaluate(coefficients: &[Fr], ids: &[ShareId]) -> Result<Vec<(ShareId, SecretKey)>> {
     ids.iter()
         .map(|&id| {
             let x = Fr::from_u64(id.get());
@@ -285,6 +299,74 @@ pub fn split(
             Ok((id, secret_of(&y)?))
         })
         .collect()
+}
+
+/// Up to this many t-subsets (C(10, 5)), a split's proof checks every one of them; beyond, the
+/// n − t + 1 subsets of [`proof_subsets`] that prove the same.
+const EVERY_SUBSET_UP_TO: usize = 252;
+
+/// C(n, k), or `None` beyond `cap`.
+fn binomial_up_to(n: usize, k: usize, cap: usize) -> Option<usize> {
+    let k = k.min(n.checked_sub(k)?);
+    let mut c: usize = 1;
+    for i in 0..k {
+        // c·(n − i)/(i + 1) stays an integer: it is C(n, i + 1)·(i + 1)!/(i + 1)! in steps.
+        c = c.checked_mul(n - i)? / (i + 1);
+        if c > cap {
+            return None;
+        }
+    }
+    Some(c)
+}
+
+/// The t-subsets of n shares (as indices, ascending) that prove a split: every one when there
+/// are at most [`EVERY_SUBSET_UP_TO`]; else the first t, and for each later share k the first
+/// t − 1 with k. Those suffice: if the first t recombine to the key, and so do the first t − 1
+/// with k, the two polynomials agree at t points (x = 0 and t − 1 ids), so they are one and k is
+/// on it; then every t-subset recombines. Empty unless 1 ≤ t ≤ n.
+pub(crate) fn proof_subsets(n: usize, t: usize) -> Vec<Vec<usize>> {
+    if t == 0 || t > n {
+        return Vec::new();
+    }
+    if binomial_up_to(n, t, EVERY_SUBSET_UP_TO).is_none() {
+        let first: Vec<usize> = (0..t).collect();
+        let mut out = vec![first];
+        out.extend((t..n).map(|k| (0..t - 1).chain([k]).collect()));
+        return out;
+    }
+    // Every combination in lexicographic order.
+    let mut out = Vec::new();
+    let mut c: Vec<usize> = (0..t).collect();
+    loop {
+        out.push(c.clone());
+        // The rightmost index that can still move right.
+        let Some(i) = (0..t).rev().find(|&i| c[i] < n - t + i) else {
+            return out;
+        };
+        c[i] += 1;
+        for j in i + 1..t {
+            c[j] = c[j - 1] + 1;
+        }
+    }
+}
+
+/// The public key at x = 0 of the polynomial through the share public keys `shares`: Σ λᵢ·PKᵢ
+/// in G1. From any t share public keys of a t-of-n split this is the validator key, so a set of
+/// public keys can be checked against its composite key without any secret.
+pub fn interpolate_public_key(shares: &[(ShareId, PublicKey)]) -> Result<PublicKey> {
+    let ids: Vec<ShareId> = shares.iter().map(|(id, _)| *id).collect();
+    let lambdas = lagrange(&ids)?;
+    let mut acc: Option<AggregatePublicKey> = None;
+    for ((_, pk), lambda) in shares.iter().zip(&lambdas) {
+        let point = blst_p1::from(AggregatePublicKey::from_public_key(pk));
+        let term = AggregatePublicKey::from(ffi::mult_public_g1(&point, &lambda.to_scalar()));
+        match &mut acc {
+            None => acc = Some(term),
+            Some(a) => a.add_aggregate(&term),
+        }
+    }
+    acc.map(|a| a.to_public_key())
+        .ok_or_else(|| SignerError::Threshold("no share public keys to interpolate".into()))
 }
 
 fn lagrange(ids: &[ShareId]) -> Result<Vec<Fr>> {
@@ -756,6 +838,126 @@ mod tests {
         // And f(0) = 2·s₁ − s₂ is the secret.
         let zero = f[0].add(&f[0]).sub(&f[1]);
         assert_eq!(secret_of(&zero).unwrap().to_bytes(), sk.to_bytes());
+    }
+
+    fn unhex(s: &str) -> Vec<u8> {
+        hex::decode(s.trim_start_matches("0x")).unwrap()
+    }
+
+    fn pick<T: Copy>(all: &[T], indices: &[usize]) -> Vec<T> {
+        indices.iter().map(|&i| all[i]).collect()
+    }
+
+    /// The distributed signing profile's 2-of-3 vector (ethereum/remote-signing-api PR #29; see
+    /// the README beside it), byte for byte: f(x) = 1 + 2x evaluated by `split`'s own polynomial
+    /// code gives the shares 3, 5, 7, their public keys and partial signatures; every 2-subset
+    /// recombines, from signatures and from public keys, to the composite values.
+    #[test]
+    fn distributed_profile_2_of_3_vector_byte_for_byte() {
+        let v: serde_json::Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/distributed/threshold-signing.json"
+        ))
+        .unwrap();
+        assert_eq!(v["threshold"], "2");
+        let coefficients: Vec<Fr> = v["polynomial_coefficients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| Fr::from_u64(c.as_str().unwrap().parse().unwrap()))
+            .collect();
+        let participants = v["participants"].as_array().unwrap();
+        let xs: Vec<ShareId> = participants
+            .iter()
+            .map(|p| ShareId::new(p["id"].as_str().unwrap().parse().unwrap()).unwrap())
+            .collect();
+        let shares = evaluate(&coefficients, &xs).unwrap();
+
+        let root: [u8; 32] = unhex(v["signing_root"].as_str().unwrap())
+            .try_into()
+            .unwrap();
+        let hashed = HashedMessage::new(&root);
+        let composite = PublicKeyBytes::parse(v["composite_public_key"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            secret_of(&coefficients[0]).unwrap().sk_to_pk().compress(),
+            composite.0,
+            "f(0)·G1"
+        );
+        let mut partials = Vec::new();
+        let mut public = Vec::new();
+        for ((x, sk), p) in shares.iter().zip(participants) {
+            assert_eq!(
+                sk.to_bytes().to_vec(),
+                unhex(p["secret_key"].as_str().unwrap()),
+                "f({x})"
+            );
+            let pk = sk.sk_to_pk();
+            assert_eq!(
+                pk.compress().to_vec(),
+                unhex(p["public_key"].as_str().unwrap()),
+                "share {x}"
+            );
+            let partial = partial_sign(sk, &hashed);
+            assert_eq!(
+                partial.compress().to_vec(),
+                unhex(p["signature"].as_str().unwrap()),
+                "share {x}'s partial signature"
+            );
+            partials.push((*x, partial));
+            public.push((*x, pk));
+        }
+        let recovered = unhex(v["recovered_signature"].as_str().unwrap());
+        let subsets = proof_subsets(3, 2);
+        assert_eq!(subsets, [vec![0, 1], vec![0, 2], vec![1, 2]]);
+        for subset in subsets {
+            let sig = combine(&pick(&partials, &subset)).unwrap();
+            assert_eq!(sig.compress().to_vec(), recovered, "subset {subset:?}");
+            assert!(verify_combined(&composite, &root, &sig));
+            let pk = interpolate_public_key(&pick(&public, &subset)).unwrap();
+            assert_eq!(pk.compress(), composite.0, "subset {subset:?}");
+        }
+    }
+
+    #[test]
+    fn proof_subsets_are_every_subset_when_few_else_a_chain() {
+        assert_eq!(proof_subsets(5, 3).len(), 10);
+        assert_eq!(proof_subsets(10, 5).len(), 252);
+        assert_eq!(proof_subsets(4, 4), [vec![0, 1, 2, 3]]);
+        assert_eq!(proof_subsets(3, 1), [vec![0], vec![1], vec![2]]);
+        // C(11, 5) = 462 > 252: the first five, then the first four with each later share.
+        let chain = proof_subsets(11, 5);
+        assert_eq!(chain.len(), 7);
+        assert_eq!(chain[0], [0, 1, 2, 3, 4]);
+        assert_eq!(chain[6], [0, 1, 2, 3, 10]);
+        assert!(proof_subsets(3, 0).is_empty() && proof_subsets(3, 4).is_empty());
+        let every = proof_subsets(7, 3);
+        let distinct: HashSet<Vec<usize>> = every.iter().cloned().collect();
+        assert_eq!((every.len(), distinct.len()), (35, 35));
+        assert!(every
+            .iter()
+            .all(|c| c.windows(2).all(|w| w[0] < w[1]) && c[2] < 7));
+    }
+
+    #[test]
+    fn interpolated_public_keys_find_a_share_off_the_polynomial() {
+        let sk = bls::random_secret_key().unwrap();
+        let set = ids(&[3, 8, 20, 21]);
+        let mut public: Vec<(ShareId, PublicKey)> = split(&sk, 3, &set)
+            .unwrap()
+            .iter()
+            .map(|(id, s)| (*id, s.sk_to_pk()))
+            .collect();
+        for subset in proof_subsets(4, 3) {
+            assert_eq!(
+                interpolate_public_key(&pick(&public, &subset)).unwrap(),
+                sk.sk_to_pk()
+            );
+        }
+        public[1].1 = bls::random_secret_key().unwrap().sk_to_pk();
+        let good = interpolate_public_key(&[public[0], public[2], public[3]]).unwrap();
+        let bad = interpolate_public_key(&[public[0], public[1], public[2]]).unwrap();
+        assert_eq!(good, sk.sk_to_pk());
+        assert_ne!(bad, sk.sk_to_pk());
+        assert!(interpolate_public_key(&[]).is_err());
     }
 
     #[test]
