@@ -8,12 +8,13 @@ pub mod eip2335;
 mod record;
 mod store;
 
+pub mod distribution;
 pub mod import;
 pub mod placement;
 pub mod provision;
 pub mod threshold;
 pub use import::{generate, import_keystores, ImportOptions, Progress};
-pub(crate) use record::{check_origin, envelope_aad, ShareRecord, KEY_FILE_VERSION};
+pub(crate) use record::{envelope_aad, ShareRecord, KEY_FILE_VERSION};
 pub use record::{Distributed, KeyRecord, ParticipantRef, PublicKeyBytes, RemoteShare, ShareId};
 pub use store::KeyStore;
 
