@@ -60,6 +60,9 @@ pub enum SignerError {
     /// BLS failure (bad key bytes, …).
     #[error("BLS: {0}")]
     Bls(String),
+    /// Dealing a key out to participants, or a participant taking its share in.
+    #[error(transparent)]
+    Distribution(#[from] DistributionError),
 }
 
 impl SignerError {
@@ -107,4 +110,43 @@ pub enum Eip2335Error {
     /// The operating system's random number generator failed (encrypt only).
     #[error("system random number generator failed: {0}")]
     Randomness(String),
+}
+
+/// Errors of distributing a key to participants (`keys split`) and of a participant importing its
+/// share (`keys import-shares --manifest`). No variant carries a secret or a password.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DistributionError {
+    /// The split asked for does not hold together (threshold, share ids, participants).
+    #[error("split: {0}")]
+    BadSplit(String),
+    /// The output directory exists: a split writes only into a directory it creates.
+    #[error("{0}: already exists; a split writes only into a new directory")]
+    OutputExists(PathBuf),
+    /// The shares made did not prove out (a bug or a hardware fault); nothing was written.
+    #[error("split: {0}; nothing was written")]
+    Unproven(String),
+    /// The manifest is not the profile's JSON, or breaks its rules.
+    #[error("manifest {path}: {reason}")]
+    Manifest {
+        /// The manifest file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The keystore's share is none of the manifest's participants.
+    #[error(
+        "keystore {keystore}: its public key {pubkey} is not the public_key of any participant \
+         in manifest {manifest}"
+    )]
+    NotAParticipant {
+        /// The share keystore.
+        keystore: PathBuf,
+        /// The share's public key (from its secret).
+        pubkey: String,
+        /// The manifest.
+        manifest: PathBuf,
+    },
+    /// The composite key is in the key store already.
+    #[error("composite key {0} is already in the key store; nothing was changed")]
+    AlreadyStored(String),
 }

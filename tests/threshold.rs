@@ -6,7 +6,7 @@
 mod common;
 
 use blst::min_pk::{SecretKey, Signature};
-use common::{assert_one_error_line, fixture, snapshot, Signer, EIP2335_SECRET};
+use common::{assert_one_error_line, fixture, snapshot, subsets, Signer, EIP2335_SECRET};
 use hsm_signer::bls;
 use hsm_signer::devices::Devices;
 use hsm_signer::keys::eip2335::{KdfChoice, Keystore};
@@ -28,24 +28,6 @@ fn id(i: u64) -> ShareId {
 
 fn unhex(s: &str) -> Vec<u8> {
     hex::decode(s.trim_start_matches("0x")).unwrap()
-}
-
-/// All k-element subsets of `items`, in lexicographic order.
-fn subsets<T: Clone>(items: &[T], k: usize) -> Vec<Vec<T>> {
-    if k == 0 {
-        return vec![vec![]];
-    }
-    if items.len() < k {
-        return vec![];
-    }
-    let mut out = Vec::new();
-    for (i, first) in items.iter().enumerate() {
-        for mut rest in subsets(&items[i + 1..], k - 1) {
-            rest.insert(0, first.clone());
-            out.push(rest);
-        }
-    }
-    out
 }
 
 #[test]

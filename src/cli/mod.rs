@@ -183,28 +183,64 @@ enum KeysCmd {
         #[command(flatten)]
         split: SplitArgs,
     },
-    /// Import threshold shares made elsewhere (one EIP-2335 keystore per share, holding the
-    /// share's pubkey, as distributed-validator tools such as Charon write them), one per device.
+    /// Import threshold shares made elsewhere: all of them onto this host's devices (local
+    /// mode), or this host's one share of a distributed account (participant mode, --manifest).
+    ///
+    /// Local mode (--group-pubkey, --threshold, --share-ids, --devices): one EIP-2335 keystore
+    /// per share, holding the share's pubkey as distributed-validator tools such as Charon write
+    /// them, each sealed on its own device; the shares must recombine to the group key.
+    ///
+    /// Participant mode (--manifest): one --keystore and its --password-file from `keys split`.
+    /// The share is found among the manifest's participants by its public key, the manifest is
+    /// checked (1 <= threshold <= n, distinct non-zero ids, distinct https:// origins, share
+    /// public keys that recombine to the composite key), and the share is sealed on --device.
+    /// The key record holds the composite key, this one share and the account (threshold and
+    /// participants), for the distributed signing endpoints.
     ImportShares {
-        /// One keystore file per share, in the order of --share-ids and --devices.
+        /// One keystore file per share (local mode: in the order of --share-ids and --devices;
+        /// participant mode: exactly one, this participant's).
         #[arg(long = "keystore", required = true, num_args = 1..)]
         keystores: Vec<PathBuf>,
         /// Password file: one for all keystores, or one per keystore in the same order.
         #[arg(long = "password-file", required = true, num_args = 1..)]
         password_files: Vec<PathBuf>,
-        /// The validator (group) public key the shares recombine to (0x…).
+        /// Participant mode: the split's manifest.json.
         #[arg(long)]
-        group_pubkey: String,
-        /// Shares needed to sign.
+        manifest: Option<PathBuf>,
+        /// Participant mode: device that seals the share (default: the configured default).
         #[arg(long)]
-        threshold: usize,
-        /// Each share's id (x-coordinate), comma-separated, e.g. 1,2,3.
+        device: Option<String>,
+        /// Local mode: the validator (group) public key the shares recombine to (0x…).
         #[arg(long)]
-        share_ids: String,
-        /// Each share's device, comma-separated.
-        #[arg(long, value_delimiter = ',', required = true)]
+        group_pubkey: Option<String>,
+        /// Local mode: shares needed to sign.
+        #[arg(long)]
+        threshold: Option<usize>,
+        /// Local mode: each share's id (x-coordinate), comma-separated, e.g. 1,2,3.
+        #[arg(long)]
+        share_ids: Option<String>,
+        /// Local mode: each share's device, comma-separated.
+        #[arg(long, value_delimiter = ',')]
         devices: Vec<String>,
     },
+    /// Split one validator key t-of-n for participants on other hosts (the distributed signing
+    /// profile): one EIP-2335 keystore per share, each under its own fresh random password, and
+    /// a manifest of the composite key, the threshold and every participant.
+    ///
+    /// Writes into --out, a new directory (0700): share-<id>.json and share-<id>.password (0600)
+    /// for each share, then manifest.json. Give participant <id> its keystore, its password file
+    /// and the manifest (the password over another channel if you can) and run `keys
+    /// import-shares --manifest` there; then delete the directory: whoever holds t keystores and
+    /// their passwords holds the key. Nothing is written until the split is proven: every
+    /// share's public key comes from its secret, partial signatures of every t-subset (up to 252
+    /// subsets) recombine to a signature under the composite key, and each keystore decrypts to
+    /// its share. Passwords are 256 random bits each, so the keystores use PBKDF2 (EIP-2335's
+    /// 262144 iterations): a costlier KDF would add nothing.
+    ///
+    /// A dealer split trusts the machine that splits: the whole secret and every share are in
+    /// its memory while it runs, so run it where you would keep the key itself (offline if you
+    /// can). A dealer-free distributed key generation (DKG) is a later step.
+    Split(SplitKeyArgs),
     /// List keys.
     List {
         /// Machine-readable output.
@@ -216,6 +252,33 @@ enum KeysCmd {
         /// The validator public key (0x…).
         pubkey: String,
     },
+}
+
+/// The arguments of `keys split`.
+#[derive(clap::Args)]
+struct SplitKeyArgs {
+    /// The validator's EIP-2335 keystore.
+    #[arg(long)]
+    keystore: PathBuf,
+    /// File holding the keystore's password.
+    #[arg(long)]
+    password_file: PathBuf,
+    /// Shares needed to sign (t).
+    #[arg(long)]
+    threshold: usize,
+    /// Shares to make (n; default: one per --participants endpoint, which it must equal).
+    #[arg(long)]
+    shares: Option<usize>,
+    /// Share ids (x-coordinates), comma-separated, one per participant in the same order
+    /// (default 1..n).
+    #[arg(long)]
+    share_ids: Option<String>,
+    /// Each participant's HTTPS origin (https://host:port), comma-separated, in share order.
+    #[arg(long, value_delimiter = ',', required = true)]
+    participants: Vec<String>,
+    /// The directory to write; it must not exist.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 /// Transport security and authentication of `serve` (each overrides the configuration).

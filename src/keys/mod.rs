@@ -8,6 +8,7 @@ pub mod eip2335;
 mod record;
 mod store;
 
+pub mod distribution;
 pub mod import;
 pub mod placement;
 pub mod provision;

@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 
 use blst::min_pk::{PublicKey, SecretKey, Signature};
+use hsm::Device;
 use secrecy::SecretString;
 
 use crate::bls;
@@ -17,35 +18,37 @@ use crate::keys::import::{decrypt_keystores, Decrypted, ImportReport, Progress};
 pub(crate) use crate::keys::placement::{
     check_placement, parse_share_ids, resolve_placement, Placement, SplitPlan,
 };
-use crate::keys::record::{KeyRecord, PublicKeyBytes, ShareId, KEY_FILE_VERSION};
+use crate::keys::record::{KeyRecord, PublicKeyBytes, ShareId, ShareRecord, KEY_FILE_VERSION};
 use crate::keys::threshold::{self, HashedMessage};
 use crate::keys::{seal_share, KeyStore};
 
-fn random_root() -> Result<[u8; 32]> {
+/// A random message for proving shares (nothing else is ever signed with it).
+pub(crate) fn random_root() -> Result<[u8; 32]> {
     let mut root = [0u8; 32];
     getrandom::getrandom(&mut root).map_err(|e| SignerError::Bls(format!("no randomness: {e}")))?;
     Ok(root)
 }
 
-/// Prove that `shares` lie on one polynomial of degree < t through the validator key: the first
-/// t recombine to it, and for every later share k so do the first t − 1 with k. Since k's
-/// Lagrange coefficient in that subset is non-zero, this holds only if share k is on the same
-/// polynomial; so every t-subset recombines, which n − t + 1 checks prove rather than sample.
-fn check_recombination(
+/// Prove that `partials` (one per share, of the message `hashed`) come from shares of one
+/// polynomial of degree < t through the validator key: the t-subsets of
+/// [`threshold::proof_subsets`] (every one when there are few) each recombine to a signature
+/// that verifies under `group`, which proves that every t-subset does.
+pub(crate) fn check_recombination(
     group: &PublicKey,
     group_bytes: &PublicKeyBytes,
     threshold: usize,
     hashed: &HashedMessage,
     partials: &[(ShareId, Signature)],
 ) -> Result<()> {
-    let t = threshold;
-    let mut subsets: Vec<Vec<(ShareId, Signature)>> = vec![partials[..t].to_vec()];
-    for k in &partials[t..] {
-        let mut s = partials[..t - 1].to_vec();
-        s.push(*k);
-        subsets.push(s);
+    let subsets = threshold::proof_subsets(partials.len(), threshold);
+    if subsets.is_empty() {
+        return Err(SignerError::Threshold(format!(
+            "threshold {threshold} with {} share(s)",
+            partials.len()
+        )));
     }
     for subset in subsets {
+        let subset: Vec<(ShareId, Signature)> = subset.iter().map(|&i| partials[i]).collect();
         let sig = threshold::combine(&subset)?;
         if !threshold::verify_hashed(group, hashed, &sig) {
             let ids: Vec<String> = subset.iter().map(|(id, _)| id.to_string()).collect();
@@ -57,6 +60,31 @@ fn check_recombination(
         }
     }
     Ok(())
+}
+
+/// Seal share `id` of `group` on `device`, and prove the envelope: its recorded public key is
+/// the share's, and opened by its own device it signs `hashed` exactly as the share does.
+pub(crate) fn seal_proven(
+    device: &Device,
+    group: &PublicKeyBytes,
+    id: ShareId,
+    sk: &SecretKey,
+    hashed: &HashedMessage,
+) -> Result<ShareRecord> {
+    let record = seal_share(device, group, id, sk)?;
+    if record.pubkey.0 != bls::public_key_bytes(sk) {
+        return Err(SignerError::Bls(format!(
+            "share {id}: recorded public key differs from the share's"
+        )));
+    }
+    let reopened = threshold::partial_sign_with_share(device, group, &record, hashed, None)?;
+    if reopened.compress() != threshold::partial_sign(sk, hashed).compress() {
+        return Err(SignerError::Bls(format!(
+            "share {id}: the envelope sealed on {} does not open to the share",
+            device.name()
+        )));
+    }
+    Ok(record)
 }
 
 /// Seal shares on their devices and write the key file, after proving the shares recombine to
@@ -90,24 +118,11 @@ fn place_shares(
         .collect();
     check_recombination(&group_pk, &group, threshold, &hashed, &partials)?;
 
-    let mut records = Vec::with_capacity(shares.len());
-    for (((id, sk), device), (_, partial)) in shares.iter().zip(&targets).zip(&partials) {
-        let record = seal_share(device, &group, *id, sk)?;
-        if record.pubkey.0 != bls::public_key_bytes(sk) {
-            return Err(SignerError::Bls(format!(
-                "share {id}: recorded public key differs from the share's"
-            )));
-        }
-        // The envelope, opened by its own device, must give back exactly this share.
-        let reopened = threshold::partial_sign_with_share(device, &group, &record, &hashed, None)?;
-        if reopened.compress() != partial.compress() {
-            return Err(SignerError::Bls(format!(
-                "share {id}: the envelope sealed on {} does not open to the share",
-                device.name()
-            )));
-        }
-        records.push(record);
-    }
+    let records = shares
+        .iter()
+        .zip(&targets)
+        .map(|((id, sk), device)| seal_proven(device, &group, *id, sk, &hashed))
+        .collect::<Result<Vec<_>>>()?;
     let record = KeyRecord {
         version: KEY_FILE_VERSION,
         pubkey: group,

@@ -20,6 +20,14 @@ use hsm_signer::devices::{init_devices, Devices};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_hsm-signer");
 
+/// The binary [`Signer`] runs: `$HSM_SIGNER_TEST_BIN` when set, else [`BIN`]. Worktrees that
+/// share one target directory share `target/debug/hsm-signer`, which is whichever of them linked
+/// last; the variable can name this build's own copy (`target/debug/deps/hsm_signer-<hash>`, the
+/// `executable` of the bin in `cargo test --no-run --message-format=json`).
+pub fn bin() -> std::ffi::OsString {
+    std::env::var_os("HSM_SIGNER_TEST_BIN").unwrap_or_else(|| BIN.into())
+}
+
 pub fn fixture(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -173,12 +181,12 @@ impl Signer {
     }
 
     pub fn cmd(&self) -> Command {
-        self.cmd_from(Command::new(BIN))
+        self.cmd_from(Command::new(bin()))
     }
 
     /// [`Signer::cmd`] run inside `host`'s network namespace.
     pub fn cmd_on(&self, host: &netns::Host) -> Command {
-        self.cmd_from(host.command(BIN))
+        self.cmd_from(host.command(bin()))
     }
 
     /// `c` (which runs the binary) with this data directory and none of the caller's settings.
@@ -245,6 +253,24 @@ pub fn snapshot(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
         }
     }
     out.sort();
+    out
+}
+
+/// All k-element subsets of `items`, in lexicographic order.
+pub fn subsets<T: Clone>(items: &[T], k: usize) -> Vec<Vec<T>> {
+    if k == 0 {
+        return vec![vec![]];
+    }
+    if items.len() < k {
+        return vec![];
+    }
+    let mut out = Vec::new();
+    for (i, first) in items.iter().enumerate() {
+        for mut rest in subsets(&items[i + 1..], k - 1) {
+            rest.insert(0, first.clone());
+            out.push(rest);
+        }
+    }
     out
 }
 
