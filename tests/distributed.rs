@@ -10,13 +10,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use blst::min_pk::SecretKey;
-use common::distributed::{insert_participant_share, Account};
+use common::distributed::{import_share, random_keystore, split_for};
 use common::netns::{Host, Lan};
 use common::tls::{https_client_timeout, write_identity, Ca, Identity};
 use common::{Server, Signer};
 use hsm_signer::consensus::{Network, SignRequest};
-use hsm_signer::keys::threshold::split;
-use hsm_signer::keys::ShareId;
 use reqwest::blocking::Client;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -55,12 +53,6 @@ struct Cluster {
     http: Client,
 }
 
-fn random_secret() -> SecretKey {
-    let mut ikm = [0u8; 32];
-    getrandom::getrandom(&mut ikm).unwrap();
-    SecretKey::key_gen(&ikm, &[]).unwrap()
-}
-
 fn pubkey_hex(sk: &SecretKey) -> String {
     format!("0x{}", hex::encode(sk.sk_to_pk().to_bytes()))
 }
@@ -80,11 +72,9 @@ impl Cluster {
         let server_ca = Ca::new("participants CA");
         let client_ca = Ca::new("coordinators CA");
         let identity = client_ca.client("coordinator");
-        let ids: Vec<ShareId> = (1..=n as u64).map(|i| ShareId::new(i).unwrap()).collect();
         let members: Vec<(u64, String)> = (0..n)
             .map(|i| (i as u64 + 1, endpoint(lan.host(i))))
             .collect();
-        let members_ref: Vec<(u64, &str)> = members.iter().map(|(i, e)| (*i, e.as_str())).collect();
         let mut participants: Vec<Participant> = (0..n)
             .map(|i| Participant {
                 name: format!("p{}", i + 1),
@@ -94,30 +84,38 @@ impl Cluster {
                 host: i,
             })
             .collect();
+        let endpoints: Vec<String> = members.iter().map(|(_, e)| e.clone()).collect();
+        let work = tempfile::tempdir().unwrap();
         let mut keys = Vec::new();
         let mut true_shares: Vec<Vec<String>> = Vec::new();
-        for &t in thresholds {
-            let secret = random_secret();
-            let composite = pubkey_hex(&secret);
-            let shares = split(&secret, t, &ids).unwrap();
-            let account = Account {
-                composite: &composite,
-                threshold: t as u32,
-                participants: &members_ref,
-            };
-            let mut pks = Vec::new();
-            for (p, (id, share)) in participants.iter().zip(&shares) {
-                pks.push(pubkey_hex(share));
-                let held = match wrong_share {
-                    Some(w) if w == p.host => random_secret(),
-                    _ => share.clone(),
-                };
-                insert_participant_share(&p.signer, &common::device(1), &account, id.get(), &held.to_bytes());
+        for (k, &t) in thresholds.iter().enumerate() {
+            let (secret, keystore, password) = random_keystore(work.path());
+            let out = work.path().join(format!("split-{k}"));
+            split_for(&participants[0].signer, (&keystore, &password), t, &endpoints, &out);
+            let manifest: Value =
+                serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap())
+                    .unwrap();
+            true_shares.push(
+                manifest["participants"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p["public_key"].as_str().unwrap().to_owned())
+                    .collect(),
+            );
+            // A corrupted participant: its share is of another split of the same key (another
+            // polynomial through it), so its partials do not verify under the true share key.
+            let other = work.path().join(format!("other-split-{k}"));
+            if wrong_share.is_some() {
+                split_for(&participants[0].signer, (&keystore, &password), t, &endpoints, &other);
             }
-            true_shares.push(pks);
+            for (i, p) in participants.iter().enumerate() {
+                let from = if wrong_share == Some(i) { &other } else { &out };
+                import_share(&p.signer, from, i as u64 + 1);
+            }
             keys.push(Key {
+                composite: pubkey_hex(&secret),
                 secret,
-                composite,
                 threshold: t,
             });
         }

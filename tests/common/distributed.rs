@@ -91,3 +91,62 @@ pub fn insert_participant_share(
     store.insert(record).unwrap();
     share_pubkey
 }
+
+/// A keystore of a fresh random key and its password file, in `dir` (PBKDF2 at a test's cost).
+pub fn random_keystore(dir: &std::path::Path) -> (blst::min_pk::SecretKey, std::path::PathBuf, std::path::PathBuf) {
+    use hsm_signer::keys::eip2335::{KdfChoice, Keystore};
+    let sk = hsm_signer::bls::random_secret_key().unwrap();
+    let ks = Keystore::encrypt(
+        &sk.to_bytes(),
+        &secrecy::SecretString::from("validator password".to_owned()),
+        KdfChoice::Pbkdf2 { c: 1024 },
+        Some(hex::encode(sk.sk_to_pk().compress())),
+        "m/12381/3600/0/0/0",
+    )
+    .unwrap();
+    let name = hex::encode(&sk.sk_to_pk().compress()[..6]);
+    let keystore = dir.join(format!("keystore-{name}.json"));
+    std::fs::write(&keystore, ks.to_json()).unwrap();
+    let password = dir.join(format!("password-{name}.txt"));
+    std::fs::write(&password, "validator password\n").unwrap();
+    (sk, keystore, password)
+}
+
+/// `keys split` of `keystore` t-of-n for the participants at `endpoints` (share i+1 for
+/// endpoint i), run by `splitter`, into `out`.
+pub fn split_for(
+    splitter: &Signer,
+    (keystore, password): (&std::path::Path, &std::path::Path),
+    t: usize,
+    endpoints: &[String],
+    out: &std::path::Path,
+) {
+    splitter.ok(&[
+        "keys",
+        "split",
+        "--keystore",
+        keystore.to_str().unwrap(),
+        "--password-file",
+        password.to_str().unwrap(),
+        "--threshold",
+        &t.to_string(),
+        "--participants",
+        &endpoints.join(","),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+}
+
+/// `keys import-shares --manifest` of share `id` of the split in `split_dir`, on `signer`.
+pub fn import_share(signer: &Signer, split_dir: &std::path::Path, id: u64) {
+    signer.ok(&[
+        "keys",
+        "import-shares",
+        "--manifest",
+        split_dir.join("manifest.json").to_str().unwrap(),
+        "--keystore",
+        split_dir.join(format!("share-{id}.json")).to_str().unwrap(),
+        "--password-file",
+        split_dir.join(format!("share-{id}.password")).to_str().unwrap(),
+    ]);
+}
