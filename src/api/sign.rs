@@ -370,10 +370,10 @@ fn check_generic(
         return Err(ApiError {
             status: StatusCode::FORBIDDEN,
             message: format!(
-                "GENERIC refused: domain 0x{} is of type {name}, which a typed request \
+                "GENERIC refused: its domain type 0x{} is {name}, which a typed request \
                  covers; send that request so this participant can apply its own policy and \
                  slashing protection; nothing was signed",
-                hex::encode(generic.domain())
+                hex::encode(generic.domain_type())
             ),
         });
     }

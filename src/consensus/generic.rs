@@ -65,17 +65,16 @@ impl GenericRequest {
         self.supplied_root
     }
 
-    /// The domain as sent.
-    pub fn domain(&self) -> [u8; 32] {
-        self.domain
+    /// The domain type: the domain's first 4 bytes.
+    pub fn domain_type(&self) -> [u8; 4] {
+        let [a, b, c, d, ..] = self.domain;
+        [a, b, c, d]
     }
 
-    /// The name of the domain type (the domain's first 4 bytes) when the consensus specs, the
-    /// builder specs or a typed request of this API define it; `None` for any other.
+    /// The name of the domain type when the consensus specs, the builder specs or a typed
+    /// request of this API define it; `None` for any other.
     pub fn defined_domain(&self) -> Option<&'static str> {
-        let mut kind = [0u8; 4];
-        kind.copy_from_slice(&self.domain[..4]);
-        domain::defined_name(kind)
+        domain::defined_name(self.domain_type())
     }
 }
 
