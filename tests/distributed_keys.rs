@@ -577,6 +577,17 @@ fn participant_import_refuses_bad_input_in_one_line_and_changes_nothing() {
     let import = |m: &Path, k: &Path, p: &Path| -> Vec<String> {
         import_args(m, k, p).iter().map(|a| a.to_string()).collect()
     };
+    // A keystore and its password, and neither mode's arguments.
+    let no_mode: Vec<String> = [
+        "keys",
+        "import-shares",
+        "--keystore",
+        s(&ks(1)),
+        "--password-file",
+        s(&pw(1)),
+    ]
+    .map(String::from)
+    .to_vec();
     let cases: Vec<(Vec<String>, &str)> = vec![
         (import(&manifest, &ks(1), &pw(2)), "checksum mismatch"),
         (
@@ -645,31 +656,11 @@ fn participant_import_refuses_bad_input_in_one_line_and_changes_nothing() {
             "participant mode (--manifest) imports one share",
         ),
         (
-            [
-                "keys",
-                "import-shares",
-                "--keystore",
-                s(&ks(1)),
-                "--password-file",
-                s(&pw(1)),
-            ]
-            .map(String::from)
-            .to_vec(),
+            no_mode.clone(),
             "missing: --group-pubkey, --threshold, --share-ids, --devices",
         ),
         (
-            [
-                "keys",
-                "import-shares",
-                "--keystore",
-                s(&ks(1)),
-                "--password-file",
-                s(&pw(1)),
-            ]
-            .map(String::from)
-            .into_iter()
-            .chain(["--device".into(), device(1)])
-            .collect(),
+            [no_mode.clone(), vec!["--device".into(), device(1)]].concat(),
             "--device is for participant mode",
         ),
     ];
