@@ -1,8 +1,9 @@
 //! Key distribution for the distributed signing profile, through the real binary: `keys split`
 //! of an EIP-2335 keystore into per-share keystores and a manifest (every t-subset of the shares
 //! signs exactly as the original key, by blst), and `keys import-shares --manifest` on three
-//! participants, one share each (their sealed shares sign partials that recombine to the
-//! original key's signature). Bad input is refused in one line and changes nothing.
+//! participants, one share each (each record right; a share as its token opens it signs the
+//! partial that recombines with the others' to the original key's signature). Bad input is
+//! refused in one line and changes nothing.
 
 mod common;
 
@@ -425,7 +426,7 @@ fn import_args<'a>(manifest: &'a Path, keystore: &'a Path, password: &'a Path) -
 }
 
 #[test]
-fn three_participants_import_one_share_each_and_their_partials_recombine() {
+fn three_participants_import_one_share_each_and_a_sealed_share_recombines() {
     let work = tempfile::tempdir().unwrap();
     let (secret, out) = split_2_of_3(work.path(), "split");
     let (manifest_json, shares) = read_split(&out);

@@ -202,7 +202,7 @@ fn split_cmd(args: SplitKeyArgs) -> Result<()> {
         .as_deref()
         .map(provision::parse_share_ids)
         .transpose()?;
-    let spec = SplitSpec::new(args.threshold, args.shares, ids, args.participants.clone())?;
+    let spec = SplitSpec::new(args.threshold, args.shares, ids, args.participants)?;
     // Before the key derivation; `Dealt::write` creates the directory exclusively all the same.
     if args.out.symlink_metadata().is_ok() {
         return Err(DistributionError::OutputExists(args.out).into());
@@ -217,11 +217,13 @@ fn split_cmd(args: SplitKeyArgs) -> Result<()> {
         spec.shares(),
         args.out.display()
     );
-    for (id, endpoint) in dealt.ids().into_iter().zip(&args.participants) {
+    for p in &dealt.manifest().account().participants {
         println!(
-            "  {endpoint}: {} {} (share {id})",
-            distribution::share_keystore_name(id),
-            distribution::share_password_name(id)
+            "  {}: {} {} (share {})",
+            p.endpoint,
+            distribution::share_keystore_name(p.id),
+            distribution::share_password_name(p.id),
+            p.id
         );
     }
     println!("  every participant: {}", distribution::MANIFEST_FILE);

@@ -227,7 +227,6 @@ impl Manifest {
 /// A value exists only once it holds together (the profile's rules on threshold, ids, origins).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SplitSpec {
-    threshold: usize,
     account: Distributed,
 }
 
@@ -268,12 +267,12 @@ impl SplitSpec {
                 .collect(),
         };
         account.validate().map_err(DistributionError::BadSplit)?;
-        Ok(SplitSpec { threshold, account })
+        Ok(SplitSpec { account })
     }
 
     /// Shares needed to sign.
     pub fn threshold(&self) -> usize {
-        self.threshold
+        self.account.signing_threshold as usize
     }
 
     /// Shares made.
@@ -324,7 +323,7 @@ pub fn deal(secret: &SecretKey, spec: &SplitSpec) -> Result<Dealt> {
     let unproven = |e: String| SignerError::from(DistributionError::Unproven(e));
     let composite = PublicKeyBytes(bls::public_key_bytes(secret));
     let ids: Vec<ShareId> = spec.account.participants.iter().map(|p| p.id).collect();
-    let shares = threshold::split(secret, spec.threshold, &ids)?;
+    let shares = threshold::split(secret, spec.threshold(), &ids)?;
 
     let hashed = HashedMessage::new(&random_root()?);
     let partials: Vec<(ShareId, Signature)> = shares
@@ -334,7 +333,7 @@ pub fn deal(secret: &SecretKey, spec: &SplitSpec) -> Result<Dealt> {
     check_recombination(
         &secret.sk_to_pk(),
         &composite,
-        spec.threshold,
+        spec.threshold(),
         &hashed,
         &partials,
     )
@@ -342,7 +341,7 @@ pub fn deal(secret: &SecretKey, spec: &SplitSpec) -> Result<Dealt> {
 
     let manifest = Manifest::check(
         composite,
-        spec.threshold as u64,
+        spec.threshold() as u64,
         shares
             .iter()
             .zip(&spec.account.participants)
@@ -377,7 +376,7 @@ pub fn deal(secret: &SecretKey, spec: &SplitSpec) -> Result<Dealt> {
         .map_err(as_keystore)?;
         keystore.description = Some(format!(
             "hsm-signer share {id} of the {}-of-{n} composite key {composite}",
-            spec.threshold
+            spec.threshold()
         ));
         let reopened = Keystore::from_json(&keystore.to_json())
             .and_then(|k| k.decrypt(&password))
@@ -419,11 +418,6 @@ impl Dealt {
     /// The manifest.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
-    }
-
-    /// The share ids, in the order of the participants.
-    pub fn ids(&self) -> Vec<ShareId> {
-        self.shares.iter().map(|s| s.id).collect()
     }
 
     /// Write the split into `dir`, which must not exist: created 0700, then for each share
