@@ -1,8 +1,9 @@
 //! Key distribution for the distributed signing profile, through the real binary: `keys split`
 //! of an EIP-2335 keystore into per-share keystores and a manifest (every t-subset of the shares
 //! signs exactly as the original key, by blst), and `keys import-shares --manifest` on three
-//! participants, one share each (their sealed shares sign partials that recombine to the
-//! original key's signature). Bad input is refused in one line and changes nothing.
+//! participants, one share each (each record right; a share as its token opens it signs the
+//! partial that recombines with the others' to the original key's signature). Bad input is
+//! refused in one line and changes nothing.
 
 mod common;
 
@@ -425,7 +426,7 @@ fn import_args<'a>(manifest: &'a Path, keystore: &'a Path, password: &'a Path) -
 }
 
 #[test]
-fn three_participants_import_one_share_each_and_their_partials_recombine() {
+fn three_participants_import_one_share_each_and_a_sealed_share_recombines() {
     let work = tempfile::tempdir().unwrap();
     let (secret, out) = split_2_of_3(work.path(), "split");
     let (manifest_json, shares) = read_split(&out);
@@ -577,6 +578,17 @@ fn participant_import_refuses_bad_input_in_one_line_and_changes_nothing() {
     let import = |m: &Path, k: &Path, p: &Path| -> Vec<String> {
         import_args(m, k, p).iter().map(|a| a.to_string()).collect()
     };
+    // A keystore and its password, and neither mode's arguments.
+    let no_mode: Vec<String> = [
+        "keys",
+        "import-shares",
+        "--keystore",
+        s(&ks(1)),
+        "--password-file",
+        s(&pw(1)),
+    ]
+    .map(String::from)
+    .to_vec();
     let cases: Vec<(Vec<String>, &str)> = vec![
         (import(&manifest, &ks(1), &pw(2)), "checksum mismatch"),
         (
@@ -645,31 +657,11 @@ fn participant_import_refuses_bad_input_in_one_line_and_changes_nothing() {
             "participant mode (--manifest) imports one share",
         ),
         (
-            [
-                "keys",
-                "import-shares",
-                "--keystore",
-                s(&ks(1)),
-                "--password-file",
-                s(&pw(1)),
-            ]
-            .map(String::from)
-            .to_vec(),
+            no_mode.clone(),
             "missing: --group-pubkey, --threshold, --share-ids, --devices",
         ),
         (
-            [
-                "keys",
-                "import-shares",
-                "--keystore",
-                s(&ks(1)),
-                "--password-file",
-                s(&pw(1)),
-            ]
-            .map(String::from)
-            .into_iter()
-            .chain(["--device".into(), device(1)])
-            .collect(),
+            [no_mode.clone(), vec!["--device".into(), device(1)]].concat(),
             "--device is for participant mode",
         ),
     ];

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use secrecy::SecretString;
 use serde_json::json;
 
-use super::{KeysCmd, SplitKeyArgs};
+use super::KeysCmd;
 use crate::config::Config;
 use crate::devices::open_devices;
 use crate::error::DistributionError;
@@ -108,55 +108,11 @@ pub(super) fn keys_cmd(config: &Config, cmd: KeysCmd) -> Result<()> {
             }
             Ok(())
         }
-        KeysCmd::ImportShares {
-            keystores,
-            password_files,
-            manifest,
-            device,
-            group_pubkey,
-            threshold,
-            share_ids,
-            devices,
-        } => match share_import_mode(
-            keystores,
-            password_files,
-            manifest,
-            device,
-            group_pubkey,
-            threshold,
-            share_ids,
-            devices,
-        )? {
-            ShareImportMode::Local {
-                keystores,
-                password_files,
-                group_pubkey,
-                threshold,
-                share_ids,
-                devices,
-            } => import_local_shares(
-                config,
-                &mut store,
-                keystores,
-                password_files,
-                &group_pubkey,
-                threshold,
-                &share_ids,
-                devices,
-            ),
-            ShareImportMode::Participant {
-                manifest,
-                keystore,
-                password_file,
-                device,
-            } => import_participant_share(
-                config,
-                &mut store,
-                &manifest,
-                &keystore,
-                &password_file,
-                device,
-            ),
+        KeysCmd::ImportShares(args) => match args.mode()? {
+            ShareImportMode::Local(local) => import_local_shares(config, &mut store, local),
+            ShareImportMode::Participant(participant) => {
+                import_participant_share(config, &mut store, participant)
+            }
         },
         KeysCmd::List { json } => {
             if json {
@@ -213,13 +169,40 @@ pub(super) fn keys_cmd(config: &Config, cmd: KeysCmd) -> Result<()> {
     }
 }
 
+/// The arguments of `keys split`.
+#[derive(clap::Args)]
+pub(super) struct SplitKeyArgs {
+    /// The validator's EIP-2335 keystore.
+    #[arg(long)]
+    keystore: PathBuf,
+    /// File holding the keystore's password.
+    #[arg(long)]
+    password_file: PathBuf,
+    /// Shares needed to sign (t).
+    #[arg(long)]
+    threshold: usize,
+    /// Shares to make (n; default: one per --participants endpoint, which it must equal).
+    #[arg(long)]
+    shares: Option<usize>,
+    /// Share ids (x-coordinates), comma-separated, one per participant in the same order
+    /// (default 1..n).
+    #[arg(long)]
+    share_ids: Option<String>,
+    /// Each participant's HTTPS origin (https://host:port), comma-separated, in share order.
+    #[arg(long, value_delimiter = ',', required = true)]
+    participants: Vec<String>,
+    /// The directory to write; it must not exist.
+    #[arg(long)]
+    out: PathBuf,
+}
+
 fn split_cmd(args: SplitKeyArgs) -> Result<()> {
     let ids = args
         .share_ids
         .as_deref()
         .map(provision::parse_share_ids)
         .transpose()?;
-    let spec = SplitSpec::new(args.threshold, args.shares, ids, args.participants.clone())?;
+    let spec = SplitSpec::new(args.threshold, args.shares, ids, args.participants)?;
     // Before the key derivation; `Dealt::write` creates the directory exclusively all the same.
     if args.out.symlink_metadata().is_ok() {
         return Err(DistributionError::OutputExists(args.out).into());
@@ -234,11 +217,13 @@ fn split_cmd(args: SplitKeyArgs) -> Result<()> {
         spec.shares(),
         args.out.display()
     );
-    for (id, endpoint) in dealt.ids().into_iter().zip(&args.participants) {
+    for p in &dealt.manifest().account().participants {
         println!(
-            "  {endpoint}: {} {} (share {id})",
-            distribution::share_keystore_name(id),
-            distribution::share_password_name(id)
+            "  {}: {} {} (share {})",
+            p.endpoint,
+            distribution::share_keystore_name(p.id),
+            distribution::share_password_name(p.id),
+            p.id
         );
     }
     println!("  every participant: {}", distribution::MANIFEST_FILE);
@@ -250,141 +235,163 @@ fn split_cmd(args: SplitKeyArgs) -> Result<()> {
     Ok(())
 }
 
+/// The arguments of `keys import-shares`: local mode's or participant mode's
+/// ([`ImportSharesArgs::mode`] says which).
+#[derive(clap::Args)]
+pub(super) struct ImportSharesArgs {
+    /// One keystore file per share (local mode: in the order of --share-ids and --devices;
+    /// participant mode: exactly one, this participant's).
+    #[arg(long = "keystore", required = true, num_args = 1..)]
+    keystores: Vec<PathBuf>,
+    /// Password file: one for all keystores, or one per keystore in the same order.
+    #[arg(long = "password-file", required = true, num_args = 1..)]
+    password_files: Vec<PathBuf>,
+    /// Participant mode: the split's manifest.json.
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+    /// Participant mode: device that seals the share (default: the configured default).
+    #[arg(long)]
+    device: Option<String>,
+    /// Local mode: the validator (group) public key the shares recombine to (0x…).
+    #[arg(long)]
+    group_pubkey: Option<String>,
+    /// Local mode: shares needed to sign.
+    #[arg(long)]
+    threshold: Option<usize>,
+    /// Local mode: each share's id (x-coordinate), comma-separated, e.g. 1,2,3.
+    #[arg(long)]
+    share_ids: Option<String>,
+    /// Local mode: each share's device, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    devices: Vec<String>,
+}
+
 /// The two modes of `keys import-shares`, resolved from its arguments.
 enum ShareImportMode {
     /// Every share onto this host's devices.
-    Local {
-        keystores: Vec<PathBuf>,
-        password_files: Vec<PathBuf>,
-        group_pubkey: String,
-        threshold: usize,
-        share_ids: String,
-        devices: Vec<String>,
-    },
+    Local(LocalShares),
     /// This participant's one share of a distributed account.
-    Participant {
-        manifest: PathBuf,
-        keystore: PathBuf,
-        password_file: PathBuf,
-        device: Option<String>,
-    },
+    Participant(ParticipantShare),
 }
 
-/// Which mode the arguments ask for; mixing the two, or a mode's argument missing, is refused
-/// in one line that says what each mode takes.
-#[allow(clippy::too_many_arguments)]
-fn share_import_mode(
+struct LocalShares {
     keystores: Vec<PathBuf>,
     password_files: Vec<PathBuf>,
-    manifest: Option<PathBuf>,
-    device: Option<String>,
-    group_pubkey: Option<String>,
-    threshold: Option<usize>,
-    share_ids: Option<String>,
-    devices: Vec<String>,
-) -> Result<ShareImportMode> {
-    let local: Vec<&str> = [
-        ("--group-pubkey", group_pubkey.is_some()),
-        ("--threshold", threshold.is_some()),
-        ("--share-ids", share_ids.is_some()),
-        ("--devices", !devices.is_empty()),
-    ]
-    .into_iter()
-    .filter_map(|(flag, given)| given.then_some(flag))
-    .collect();
-    if let Some(manifest) = manifest {
-        if !local.is_empty() {
-            return Err(SignerError::Invalid(format!(
-                "--manifest (participant mode: this host's one share) cannot be combined with \
-                 {} (local mode: every share on this host's devices)",
-                local.join(", ")
-            )));
-        }
-        let ([keystore], [password_file]) = (keystores.as_slice(), password_files.as_slice())
-        else {
-            return Err(SignerError::Invalid(format!(
-                "participant mode (--manifest) imports one share: give one --keystore and one \
-                 --password-file, not {} and {}",
-                keystores.len(),
-                password_files.len()
-            )));
-        };
-        return Ok(ShareImportMode::Participant {
-            keystore: keystore.clone(),
-            password_file: password_file.clone(),
-            manifest,
-            device,
-        });
-    }
-    if device.is_some() {
-        return Err(SignerError::Invalid(
-            "--device is for participant mode (with --manifest); local mode places each share \
-             with --devices"
-                .into(),
-        ));
-    }
-    match (group_pubkey, threshold, share_ids, devices) {
-        (Some(group_pubkey), Some(threshold), Some(share_ids), devices) if !devices.is_empty() => {
-            Ok(ShareImportMode::Local {
-                keystores,
-                password_files,
-                group_pubkey,
-                threshold,
-                share_ids,
-                devices,
-            })
-        }
-        _ => {
-            let missing: Vec<&str> = ["--group-pubkey", "--threshold", "--share-ids", "--devices"]
-                .into_iter()
-                .filter(|f| !local.contains(f))
-                .collect();
-            Err(SignerError::Invalid(format!(
-                "import-shares needs --manifest (participant mode: this host's one share) or \
-                 local mode's --group-pubkey, --threshold, --share-ids and --devices (missing: \
-                 {})",
-                missing.join(", ")
-            )))
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn import_local_shares(
-    config: &Config,
-    store: &mut KeyStore,
-    keystores: Vec<PathBuf>,
-    password_files: Vec<PathBuf>,
-    group_pubkey: &str,
+    group_pubkey: String,
     threshold: usize,
-    share_ids: &str,
+    share_ids: String,
     devices: Vec<String>,
-) -> Result<()> {
-    let group_pubkey = PublicKeyBytes::parse(group_pubkey).ok_or_else(|| {
+}
+
+struct ParticipantShare {
+    manifest: PathBuf,
+    keystore: PathBuf,
+    password_file: PathBuf,
+    device: Option<String>,
+}
+
+impl ImportSharesArgs {
+    /// Which mode the arguments ask for; mixing the two, or a mode's argument missing, is
+    /// refused in one line that says what each mode takes.
+    fn mode(self) -> Result<ShareImportMode> {
+        let local: Vec<&str> = [
+            ("--group-pubkey", self.group_pubkey.is_some()),
+            ("--threshold", self.threshold.is_some()),
+            ("--share-ids", self.share_ids.is_some()),
+            ("--devices", !self.devices.is_empty()),
+        ]
+        .into_iter()
+        .filter_map(|(flag, given)| given.then_some(flag))
+        .collect();
+        if let Some(manifest) = self.manifest {
+            if !local.is_empty() {
+                return Err(SignerError::Invalid(format!(
+                    "--manifest (participant mode: this host's one share) cannot be combined \
+                     with {} (local mode: every share on this host's devices)",
+                    local.join(", ")
+                )));
+            }
+            let ([keystore], [password_file]) =
+                (self.keystores.as_slice(), self.password_files.as_slice())
+            else {
+                return Err(SignerError::Invalid(format!(
+                    "participant mode (--manifest) imports one share: give one --keystore and \
+                     one --password-file, not {} and {}",
+                    self.keystores.len(),
+                    self.password_files.len()
+                )));
+            };
+            return Ok(ShareImportMode::Participant(ParticipantShare {
+                keystore: keystore.clone(),
+                password_file: password_file.clone(),
+                manifest,
+                device: self.device,
+            }));
+        }
+        if self.device.is_some() {
+            return Err(SignerError::Invalid(
+                "--device is for participant mode (with --manifest); local mode places each \
+                 share with --devices"
+                    .into(),
+            ));
+        }
+        match (self.group_pubkey, self.threshold, self.share_ids) {
+            (Some(group_pubkey), Some(threshold), Some(share_ids)) if !self.devices.is_empty() => {
+                Ok(ShareImportMode::Local(LocalShares {
+                    keystores: self.keystores,
+                    password_files: self.password_files,
+                    group_pubkey,
+                    threshold,
+                    share_ids,
+                    devices: self.devices,
+                }))
+            }
+            _ => {
+                let missing: Vec<&str> =
+                    ["--group-pubkey", "--threshold", "--share-ids", "--devices"]
+                        .into_iter()
+                        .filter(|f| !local.contains(f))
+                        .collect();
+                Err(SignerError::Invalid(format!(
+                    "import-shares needs --manifest (participant mode: this host's one share) or \
+                     local mode's --group-pubkey, --threshold, --share-ids and --devices \
+                     (missing: {})",
+                    missing.join(", ")
+                )))
+            }
+        }
+    }
+}
+
+fn import_local_shares(config: &Config, store: &mut KeyStore, args: LocalShares) -> Result<()> {
+    let group_pubkey = PublicKeyBytes::parse(&args.group_pubkey).ok_or_else(|| {
         SignerError::Invalid(format!(
-            "--group-pubkey {group_pubkey:?} is not a 48-byte hex public key"
+            "--group-pubkey {:?} is not a 48-byte hex public key",
+            args.group_pubkey
         ))
     })?;
     let mut import = provision::ShareImport {
-        keystores,
+        keystores: args.keystores,
         passwords: Vec::new(),
         group_pubkey,
-        threshold,
-        ids: provision::parse_share_ids(share_ids)?,
-        devices,
+        threshold: args.threshold,
+        ids: provision::parse_share_ids(&args.share_ids)?,
+        devices: args.devices,
     };
     provision::check_share_import(&import)?;
     for d in &import.devices {
         config.device(d)?;
     }
-    import.passwords = password_files
+    import.passwords = args
+        .password_files
         .iter()
         .map(|f| read_password(f))
         .collect::<Result<_>>()?;
     let open = open_devices(config)?;
     let pk = provision::import_shares(store, &open, &import, Progress::Quiet)?;
     println!(
-        "imported {pk} as {threshold}-of-{} shares on {}",
+        "imported {pk} as {}-of-{} shares on {}",
+        import.threshold,
         import.devices.len(),
         import.devices.join(",")
     );
@@ -396,20 +403,17 @@ fn import_local_shares(
 fn import_participant_share(
     config: &Config,
     store: &mut KeyStore,
-    manifest_path: &std::path::Path,
-    keystore: &std::path::Path,
-    password_file: &std::path::Path,
-    device: Option<String>,
+    args: ParticipantShare,
 ) -> Result<()> {
-    let manifest = Manifest::load(manifest_path)?;
+    let manifest = Manifest::load(&args.manifest)?;
     let composite = manifest.composite_public_key();
     if store.contains(&composite) {
         return Err(DistributionError::AlreadyStored(composite.to_string()).into());
     }
-    let device = device.unwrap_or_else(|| config.default_device.clone());
+    let device = args.device.unwrap_or_else(|| config.default_device.clone());
     config.device(&device)?;
-    let password = read_password(password_file)?;
-    let share = OwnShare::open(&manifest, manifest_path, keystore, &password)?;
+    let password = read_password(&args.password_file)?;
+    let share = OwnShare::open(&manifest, &args.manifest, &args.keystore, &password)?;
     let (id, endpoint) = (share.id(), share.endpoint().to_owned());
     let (t, n) = (
         share.account().signing_threshold,

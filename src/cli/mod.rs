@@ -196,33 +196,7 @@ enum KeysCmd {
     /// public keys that recombine to the composite key), and the share is sealed on --device.
     /// The key record holds the composite key, this one share and the account (threshold and
     /// participants), for the distributed signing endpoints.
-    ImportShares {
-        /// One keystore file per share (local mode: in the order of --share-ids and --devices;
-        /// participant mode: exactly one, this participant's).
-        #[arg(long = "keystore", required = true, num_args = 1..)]
-        keystores: Vec<PathBuf>,
-        /// Password file: one for all keystores, or one per keystore in the same order.
-        #[arg(long = "password-file", required = true, num_args = 1..)]
-        password_files: Vec<PathBuf>,
-        /// Participant mode: the split's manifest.json.
-        #[arg(long)]
-        manifest: Option<PathBuf>,
-        /// Participant mode: device that seals the share (default: the configured default).
-        #[arg(long)]
-        device: Option<String>,
-        /// Local mode: the validator (group) public key the shares recombine to (0x…).
-        #[arg(long)]
-        group_pubkey: Option<String>,
-        /// Local mode: shares needed to sign.
-        #[arg(long)]
-        threshold: Option<usize>,
-        /// Local mode: each share's id (x-coordinate), comma-separated, e.g. 1,2,3.
-        #[arg(long)]
-        share_ids: Option<String>,
-        /// Local mode: each share's device, comma-separated.
-        #[arg(long, value_delimiter = ',')]
-        devices: Vec<String>,
-    },
+    ImportShares(keys::ImportSharesArgs),
     /// Split one validator key t-of-n for participants on other hosts (the distributed signing
     /// profile): one EIP-2335 keystore per share, each under its own fresh random password, and
     /// a manifest of the composite key, the threshold and every participant.
@@ -240,7 +214,7 @@ enum KeysCmd {
     /// A dealer split trusts the machine that splits: the whole secret and every share are in
     /// its memory while it runs, so run it where you would keep the key itself (offline if you
     /// can). A dealer-free distributed key generation (DKG) is a later step.
-    Split(SplitKeyArgs),
+    Split(keys::SplitKeyArgs),
     /// List keys.
     List {
         /// Machine-readable output.
@@ -252,33 +226,6 @@ enum KeysCmd {
         /// The validator public key (0x…).
         pubkey: String,
     },
-}
-
-/// The arguments of `keys split`.
-#[derive(clap::Args)]
-struct SplitKeyArgs {
-    /// The validator's EIP-2335 keystore.
-    #[arg(long)]
-    keystore: PathBuf,
-    /// File holding the keystore's password.
-    #[arg(long)]
-    password_file: PathBuf,
-    /// Shares needed to sign (t).
-    #[arg(long)]
-    threshold: usize,
-    /// Shares to make (n; default: one per --participants endpoint, which it must equal).
-    #[arg(long)]
-    shares: Option<usize>,
-    /// Share ids (x-coordinates), comma-separated, one per participant in the same order
-    /// (default 1..n).
-    #[arg(long)]
-    share_ids: Option<String>,
-    /// Each participant's HTTPS origin (https://host:port), comma-separated, in share order.
-    #[arg(long, value_delimiter = ',', required = true)]
-    participants: Vec<String>,
-    /// The directory to write; it must not exist.
-    #[arg(long)]
-    out: PathBuf,
 }
 
 /// Transport security and authentication of `serve` (each overrides the configuration).

@@ -99,14 +99,8 @@ impl Manifest {
         participants: Vec<(u64, String, PublicKeyBytes)>,
     ) -> Result<Manifest, String> {
         let n = participants.len();
-        if threshold == 0 || threshold > n as u64 {
-            return Err(format!(
-                "signing threshold {threshold} with {n} participant(s): need 1 <= \
-                 signing_threshold <= participants"
-            ));
-        }
         let signing_threshold = u32::try_from(threshold)
-            .map_err(|_| format!("signing threshold {threshold} is too large"))?;
+            .map_err(|_| format!("signing threshold {threshold} with {n} participant(s)"))?;
         let mut refs = Vec::with_capacity(n);
         let mut public_keys = Vec::with_capacity(n);
         for (id, endpoint, pk) in participants {
@@ -124,25 +118,17 @@ impl Manifest {
         account.validate()?;
 
         let composite_pk = valid_point(&composite, "composite_public_key")?;
-        let mut points = Vec::with_capacity(n);
+        let mut points: Vec<(ShareId, PublicKey)> = Vec::with_capacity(n);
         for (p, pk) in account.participants.iter().zip(&public_keys) {
-            if let Some(q) = points.iter().position(|(_, known)| known == pk) {
+            let point = valid_point(pk, &format!("participant {}'s public_key", p.id))?;
+            if let Some((other, _)) = points.iter().find(|(_, known)| *known == point) {
                 return Err(format!(
-                    "participants {} and {} have the same public_key",
-                    account.participants[q].id, p.id
+                    "participants {other} and {} have the same public_key",
+                    p.id
                 ));
             }
-            points.push((p.id, *pk));
+            points.push((p.id, point));
         }
-        let points = points
-            .iter()
-            .map(|(id, pk)| {
-                Ok((
-                    *id,
-                    valid_point(pk, &format!("participant {id}'s public_key"))?,
-                ))
-            })
-            .collect::<Result<Vec<(ShareId, PublicKey)>, String>>()?;
         for subset in threshold::proof_subsets(n, signing_threshold as usize) {
             let picked: Vec<(ShareId, PublicKey)> = subset.iter().map(|&i| points[i]).collect();
             let ok = threshold::interpolate_public_key(&picked)
@@ -241,7 +227,6 @@ impl Manifest {
 /// A value exists only once it holds together (the profile's rules on threshold, ids, origins).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SplitSpec {
-    threshold: usize,
     account: Distributed,
 }
 
@@ -282,12 +267,12 @@ impl SplitSpec {
                 .collect(),
         };
         account.validate().map_err(DistributionError::BadSplit)?;
-        Ok(SplitSpec { threshold, account })
+        Ok(SplitSpec { account })
     }
 
     /// Shares needed to sign.
     pub fn threshold(&self) -> usize {
-        self.threshold
+        self.account.signing_threshold as usize
     }
 
     /// Shares made.
@@ -338,7 +323,7 @@ pub fn deal(secret: &SecretKey, spec: &SplitSpec) -> Result<Dealt> {
     let unproven = |e: String| SignerError::from(DistributionError::Unproven(e));
     let composite = PublicKeyBytes(bls::public_key_bytes(secret));
     let ids: Vec<ShareId> = spec.account.participants.iter().map(|p| p.id).collect();
-    let shares = threshold::split(secret, spec.threshold, &ids)?;
+    let shares = threshold::split(secret, spec.threshold(), &ids)?;
 
     let hashed = HashedMessage::new(&random_root()?);
     let partials: Vec<(ShareId, Signature)> = shares
@@ -348,7 +333,7 @@ pub fn deal(secret: &SecretKey, spec: &SplitSpec) -> Result<Dealt> {
     check_recombination(
         &secret.sk_to_pk(),
         &composite,
-        spec.threshold,
+        spec.threshold(),
         &hashed,
         &partials,
     )
@@ -356,7 +341,7 @@ pub fn deal(secret: &SecretKey, spec: &SplitSpec) -> Result<Dealt> {
 
     let manifest = Manifest::check(
         composite,
-        spec.threshold as u64,
+        spec.threshold() as u64,
         shares
             .iter()
             .zip(&spec.account.participants)
@@ -391,7 +376,7 @@ pub fn deal(secret: &SecretKey, spec: &SplitSpec) -> Result<Dealt> {
         .map_err(as_keystore)?;
         keystore.description = Some(format!(
             "hsm-signer share {id} of the {}-of-{n} composite key {composite}",
-            spec.threshold
+            spec.threshold()
         ));
         let reopened = Keystore::from_json(&keystore.to_json())
             .and_then(|k| k.decrypt(&password))
@@ -433,11 +418,6 @@ impl Dealt {
     /// The manifest.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
-    }
-
-    /// The share ids, in the order of the participants.
-    pub fn ids(&self) -> Vec<ShareId> {
-        self.shares.iter().map(|s| s.id).collect()
     }
 
     /// Write the split into `dir`, which must not exist: created 0700, then for each share
@@ -586,5 +566,97 @@ impl OwnShare {
             remote: Vec::new(),
             distributed: Some(self.account),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A manifest's participants before the checks: (id, endpoint, public key).
+    type Listed = Vec<(u64, String, PublicKeyBytes)>;
+
+    /// The (id, endpoint, public key) of every share of a fresh t-of-n split, with its composite.
+    fn participants(t: usize, n: u64) -> (PublicKeyBytes, Listed) {
+        let sk = bls::random_secret_key().unwrap();
+        let ids: Vec<ShareId> = (1..=n).filter_map(|i| ShareId::new(i * 7)).collect();
+        let shares = threshold::split(&sk, t, &ids).unwrap();
+        let list = shares
+            .iter()
+            .map(|(id, s)| {
+                (
+                    id.get(),
+                    format!("https://p{id}.example:9000"),
+                    PublicKeyBytes(bls::public_key_bytes(s)),
+                )
+            })
+            .collect();
+        (PublicKeyBytes(bls::public_key_bytes(&sk)), list)
+    }
+
+    #[test]
+    fn a_manifest_survives_its_own_json_and_finds_each_participant() {
+        let (composite, list) = participants(3, 5);
+        let m = Manifest::check(composite, 3, list.clone()).unwrap();
+        let text = m.to_json();
+        assert!(text.contains("\"signing_threshold\": \"3\"") && text.contains("\"id\": \"35\""));
+        assert_eq!(Manifest::parse(&text).unwrap(), m);
+        for (id, endpoint, pk) in &list {
+            let p = m.participant_with_key(pk).unwrap();
+            assert_eq!((p.id.get(), &p.endpoint), (*id, endpoint));
+            assert_eq!(m.public_key(p.id), Some(*pk));
+        }
+        assert!(m.participant_with_key(&composite).is_none());
+    }
+
+    #[test]
+    fn past_252_subsets_the_chain_still_finds_any_share_off_the_polynomial() {
+        // C(11, 5) = 462: the check runs the n - t + 1 subsets that prove every one.
+        let (composite, list) = participants(5, 11);
+        assert!(Manifest::check(composite, 5, list.clone()).is_ok());
+        let stranger = PublicKeyBytes(bls::public_key_bytes(&bls::random_secret_key().unwrap()));
+        for i in [0, 4, 5, 10] {
+            let mut bad = list.clone();
+            bad[i].2 = stranger;
+            let err = Manifest::check(composite, 5, bad).unwrap_err();
+            assert!(err.contains("do not recombine"), "{i}: {err}");
+        }
+    }
+
+    #[test]
+    fn malformed_manifests_are_refused_with_the_reason() {
+        let (composite, list) = participants(2, 3);
+        let with = |edit: &dyn Fn(&mut Listed)| {
+            let mut l = list.clone();
+            edit(&mut l);
+            l
+        };
+        let mut infinity = [0u8; 48];
+        infinity[0] = 0xc0;
+        let cases: Vec<(u64, Listed, &str)> = vec![
+            (0, list.clone(), "signing threshold 0 with 3"),
+            (u64::MAX, list.clone(), "with 3 participant(s)"),
+            (2, vec![], "signing threshold 2 with 0"),
+            (
+                2,
+                with(&|l| l[1].2 = l[0].2),
+                "participants 7 and 14 have the same",
+            ),
+            (
+                2,
+                with(&|l| l[2].2 = PublicKeyBytes(infinity)),
+                "participant 21's public_key",
+            ),
+            (2, with(&|l| l[2].0 = 7), "participant id 7 appears twice"),
+        ];
+        for (t, l, expect) in cases {
+            let err = Manifest::check(composite, t, l).unwrap_err();
+            assert!(err.contains(expect), "{err:?} lacks {expect:?}");
+        }
+        let err = Manifest::check(PublicKeyBytes(infinity), 2, list).unwrap_err();
+        assert!(err.contains("composite_public_key"), "{err}");
+        assert!(Manifest::parse("[]")
+            .unwrap_err()
+            .starts_with("not a split manifest"));
     }
 }
