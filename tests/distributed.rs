@@ -91,7 +91,13 @@ impl Cluster {
         for (k, &t) in thresholds.iter().enumerate() {
             let (secret, keystore, password) = random_keystore(work.path());
             let out = work.path().join(format!("split-{k}"));
-            split_for(&participants[0].signer, (&keystore, &password), t, &endpoints, &out);
+            split_for(
+                &participants[0].signer,
+                (&keystore, &password),
+                t,
+                &endpoints,
+                &out,
+            );
             let manifest: Value =
                 serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap())
                     .unwrap();
@@ -107,7 +113,13 @@ impl Cluster {
             // polynomial through it), so its partials do not verify under the true share key.
             let other = work.path().join(format!("other-split-{k}"));
             if wrong_share.is_some() {
-                split_for(&participants[0].signer, (&keystore, &password), t, &endpoints, &other);
+                split_for(
+                    &participants[0].signer,
+                    (&keystore, &password),
+                    t,
+                    &endpoints,
+                    &other,
+                );
             }
             for (i, p) in participants.iter().enumerate() {
                 let from = if wrong_share == Some(i) { &other } else { &out };
@@ -123,8 +135,11 @@ impl Cluster {
             let host = lan.host(p.host);
             let dir = p.signer.data_dir().join("tls");
             std::fs::create_dir_all(&dir).unwrap();
-            let (cert, key) =
-                write_identity(&dir, "server", &server_ca.server_at(&[IpAddr::V4(host.ip())]));
+            let (cert, key) = write_identity(
+                &dir,
+                "server",
+                &server_ca.server_at(&[IpAddr::V4(host.ip())]),
+            );
             let clients = client_ca.write_cert(&dir, "clients-ca");
             p.signer.add_config(&format!(
                 "[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\nclient_ca_file = {clients:?}\n\
@@ -164,7 +179,11 @@ impl Cluster {
                 .args(["participant", "records", "--write"])
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             let report: Value = serde_json::from_slice(&out.stdout).unwrap();
             assert_eq!(report["added"], keys.len(), "{report}");
             assert_eq!(report["problems"], 0, "{report}");
@@ -232,7 +251,10 @@ impl Cluster {
         let key = &self.keys[k];
         let resp = self
             .http
-            .post(self.server.url(&format!("/api/v1/eth2/sign/{}", key.composite)))
+            .post(
+                self.server
+                    .url(&format!("/api/v1/eth2/sign/{}", key.composite)),
+            )
             .header("accept", "application/json")
             .json(body)
             .send()
@@ -242,8 +264,14 @@ impl Cluster {
         if status == StatusCode::OK {
             let sig = v["signature"].as_str().unwrap().to_owned();
             let root = root_of(body);
-            let expected = format!("0x{}", hex::encode(hsm_signer::bls::sign(&key.secret, &root).compress()));
-            assert_eq!(sig, expected, "the combined signature is the original key's");
+            let expected = format!(
+                "0x{}",
+                hex::encode(hsm_signer::bls::sign(&key.secret, &root).compress())
+            );
+            assert_eq!(
+                sig, expected,
+                "the combined signature is the original key's"
+            );
             return (status, sig);
         }
         (status, v["message"].as_str().unwrap_or_default().to_owned())
@@ -346,4 +374,249 @@ fn every_t_subset_of_participants_gives_the_original_keys_signature() {
         assert_eq!(health["status"], "DOWN", "{health}");
         drop(c);
     }
+}
+
+impl Cluster {
+    /// A client of the participants with the coordinator's certificate: what whoever holds the
+    /// coordinator host can do.
+    fn participant_client(&self) -> Client {
+        https_client_timeout(&self.ca_pem, Some(&self.identity), Duration::from_secs(10))
+    }
+
+    /// Ask participant `i` directly for its partial of `body` for key `k`.
+    fn partial(&self, http: &Client, i: usize, k: usize, body: &Value) -> (StatusCode, Value) {
+        let host = self.lan.host(self.participants[i].host);
+        let resp = http
+            .post(format!(
+                "{}/api/v1/eth2/distributed/sign/{}",
+                endpoint(host),
+                self.keys[k].composite
+            ))
+            .json(body)
+            .send()
+            .unwrap();
+        (resp.status(), resp.json().unwrap_or(Value::Null))
+    }
+
+    /// How many partials of `kind` participant `i` has released.
+    fn released(&self, http: &Client, i: usize, kind: &str) -> f64 {
+        let server = self.participants[i].server.as_ref().unwrap();
+        server.metric_with(
+            http,
+            &format!("signer_distributed_partials_total{{type=\"{kind}\"}}"),
+        )
+    }
+
+    fn check(&self, name: &str) -> Value {
+        let health = self.healthcheck();
+        health["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no check {name} in {health}"))
+    }
+}
+
+/// Attestations and blocks, one after the other, each answered 200 with the original key's
+/// signature; the duties numbered on from `next`.
+fn stream(c: &Cluster, next: &mut u64, n: usize) {
+    for _ in 0..n {
+        *next += 1;
+        let (status, msg) = c.sign(0, &attestation(*next - 1, *next, *next));
+        assert_eq!(status, StatusCode::OK, "attestation {next}: {msg}");
+        let (status, msg) = c.sign(0, &block(*next * 32, *next));
+        assert_eq!(status, StatusCode::OK, "block {next}: {msg}");
+    }
+}
+
+#[test]
+fn a_stream_survives_a_killed_and_a_partitioned_participant_and_recovers_without_restart() {
+    let mut c = Cluster::start(3, &[2], None);
+    let mut next = 10;
+    stream(&c, &mut next, 5);
+
+    // Participant 1 killed mid-stream: nothing fails while two remain.
+    let mut p1 = c.participants[0].server.take().unwrap();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        p1.child.kill().unwrap();
+        p1.child.wait().unwrap();
+    });
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(1500) {
+        stream(&c, &mut next, 1);
+    }
+    killer.join().unwrap();
+    stream(&c, &mut next, 5);
+    assert_eq!(c.check("participant:p1")["status"], "DOWN");
+    assert_eq!(c.check("distributed-keys")["status"], "UP");
+
+    // Then participant 2 cut off: one of three is left, fewer than t. Every request is refused
+    // with 503 (none is answered with anything but the key's own signature), the reason named.
+    let p2 = c.lan.host(c.participants[1].host);
+    p2.partition();
+    for _ in 0..4 {
+        next += 1;
+        let (status, msg) = c.sign(0, &attestation(next - 1, next, next));
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{msg}");
+        assert!(msg.contains("fewer than 2"), "{msg}");
+    }
+    let keys = c.check("distributed-keys");
+    assert_eq!(keys["status"], "DOWN", "{keys}");
+    assert_eq!(keys["keys_below_threshold"], 1, "{keys}");
+    assert_eq!(c.healthcheck()["status"], "DOWN");
+
+    // Healed: participant 2's probes find it, and signing resumes without any restart.
+    p2.heal();
+    let healed = Instant::now();
+    loop {
+        next += 1;
+        let (status, msg) = c.sign(0, &attestation(next - 1, next, next));
+        if status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            healed.elapsed() < Duration::from_secs(10),
+            "not back after heal: {msg}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stream(&c, &mut next, 5);
+    // Participant 1 started again (same data, same port): all three up.
+    let p = &mut c.participants[0];
+    p.server = Some(Server::start_on_host_at(
+        &p.signer,
+        c.lan.host(p.host),
+        PORT,
+        &["--no-slot-deadlines"],
+        &p.log,
+    ));
+    let back = Instant::now();
+    while c.check("participant:p1")["status"] != "UP" {
+        assert!(
+            back.elapsed() < Duration::from_secs(10),
+            "participant 1 not seen up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(c.healthcheck()["status"], "UP");
+    stream(&c, &mut next, 3);
+}
+
+#[test]
+fn a_compromised_coordinator_gets_no_slashable_signature() {
+    let c = Cluster::start(3, &[2], None);
+    let http = c.participant_client();
+    // Honest duties through the coordinator first.
+    let vote = attestation(4, 5, 1);
+    let proposal = block(200, 1);
+    assert_eq!(c.sign(0, &vote).0, StatusCode::OK);
+    assert_eq!(c.sign(0, &proposal).0, StatusCode::OK);
+    let signed_vote: Vec<usize> = (0..3)
+        .filter(|&i| c.released(&http, i, "ATTESTATION") > 0.0)
+        .collect();
+    let signed_block: Vec<usize> = (0..3)
+        .filter(|&i| c.released(&http, i, "BLOCK_V2") > 0.0)
+        .collect();
+    assert!(signed_vote.len() >= 2 && signed_block.len() >= 2);
+
+    // Whoever holds the coordinator host asks the participants straight for a double vote, a
+    // surround vote and a double proposal: each participant that signed the first refuses
+    // (412), so fewer than t partials exist for any of them.
+    let cases = [
+        ("double vote", attestation(4, 5, 2), &signed_vote),
+        ("surround vote", attestation(3, 6, 3), &signed_vote),
+        ("double proposal", block(200, 2), &signed_block),
+    ];
+    for (what, body, signed_first) in cases {
+        let mut partials = 0;
+        for i in 0..3 {
+            let (status, answer) = c.partial(&http, i, 0, &body);
+            if signed_first.contains(&i) {
+                assert_eq!(
+                    status,
+                    StatusCode::PRECONDITION_FAILED,
+                    "{what} at p{}: {answer}",
+                    i + 1
+                );
+            }
+            if status == StatusCode::OK {
+                partials += 1;
+            }
+        }
+        assert!(partials < 2, "{what}: {partials} partials released");
+    }
+
+    // Partials of one message offered for another (a replay) do not verify: the combination
+    // names both shares and releases nothing.
+    let record: hsm_signer::keys::KeyRecord = serde_json::from_str(
+        &std::fs::read_to_string(
+            c.coordinator
+                .data_dir()
+                .join("keys")
+                .join(format!("{}.json", c.keys[0].composite)),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let key = hsm_signer::keys::threshold::ThresholdKey::from_record(&record).unwrap();
+    let mut partials = Vec::new();
+    for &i in &signed_vote[..2] {
+        let (status, answer) = c.partial(&http, i, 0, &vote);
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "the same vote again is not slashable: {answer}"
+        );
+        let sig = hex::decode(
+            answer["signature"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("0x"),
+        )
+        .unwrap();
+        partials.push((
+            hsm_signer::keys::ShareId::new(i as u64 + 1).unwrap(),
+            blst::min_pk::Signature::from_bytes(&sig).unwrap(),
+        ));
+    }
+    use hsm_signer::keys::threshold::{CombineError, HashedMessage};
+    let other = root_of(&randao(77));
+    match key.combine_each_verified(&HashedMessage::new(&other), &partials) {
+        Err(CombineError::Unverified { faulty }) => assert_eq!(faulty.len(), 2, "{faulty:?}"),
+        other => panic!("a replayed partial was accepted: {other:?}"),
+    }
+    let own = key
+        .combine_each_verified(&HashedMessage::new(&root_of(&vote)), &partials)
+        .unwrap();
+    assert_eq!(
+        own,
+        hsm_signer::bls::sign(&c.keys[0].secret, &root_of(&vote))
+    );
+}
+
+#[test]
+fn a_participant_with_a_wrong_share_is_named_and_excluded_and_the_signature_still_verifies() {
+    // Participant 1 (share 1, asked first) holds a share of another split of the same key.
+    let c = Cluster::start(3, &[2], Some(0));
+    for n in 0..3u64 {
+        let (status, msg) = c.sign(0, &attestation(n, n + 1, n));
+        assert_eq!(status, StatusCode::OK, "{msg}");
+    }
+    let faulty = c
+        .server
+        .metric("signer_participant_faulty_partials_total{participant=\"p1\"}");
+    assert!(faulty >= 1.0, "p1's wrong partials counted: {faulty}");
+    assert_eq!(
+        c.server
+            .metric("signer_participant_faulty_partials_total{participant=\"p2\"}"),
+        0.0
+    );
+    let log = c.coordinator_log();
+    assert!(
+        log.contains("share 1 on participant p1"),
+        "the faulty participant is named: {log}"
+    );
 }

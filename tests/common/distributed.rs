@@ -93,7 +93,13 @@ pub fn insert_participant_share(
 }
 
 /// A keystore of a fresh random key and its password file, in `dir` (PBKDF2 at a test's cost).
-pub fn random_keystore(dir: &std::path::Path) -> (blst::min_pk::SecretKey, std::path::PathBuf, std::path::PathBuf) {
+pub fn random_keystore(
+    dir: &std::path::Path,
+) -> (
+    blst::min_pk::SecretKey,
+    std::path::PathBuf,
+    std::path::PathBuf,
+) {
     use hsm_signer::keys::eip2335::{KdfChoice, Keystore};
     let sk = hsm_signer::bls::random_secret_key().unwrap();
     let ks = Keystore::encrypt(
@@ -147,6 +153,9 @@ pub fn import_share(signer: &Signer, split_dir: &std::path::Path, id: u64) {
         "--keystore",
         split_dir.join(format!("share-{id}.json")).to_str().unwrap(),
         "--password-file",
-        split_dir.join(format!("share-{id}.password")).to_str().unwrap(),
+        split_dir
+            .join(format!("share-{id}.password"))
+            .to_str()
+            .unwrap(),
     ]);
 }
