@@ -913,7 +913,7 @@ mod tests {
     #[test]
     fn distributed_profile_2_of_3_vector_byte_for_byte() {
         let v: serde_json::Value = serde_json::from_str(include_str!(
-            "../../tests/fixtures/distributed/threshold-signing.json"
+            "../../tests/fixtures/threshold/threshold-2of3.json"
         ))
         .unwrap();
         assert_eq!(v["threshold"], "2");

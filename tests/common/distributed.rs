@@ -1,8 +1,9 @@
 //! Distributed signing in tests: the profile's 2-of-3 vector (`tests/fixtures/threshold/
 //! threshold-2of3.json`, the same bytes as remote-signing-api PR #29's
 //! `distributed/test-vectors/threshold-signing.json`), and participant records made the way an
-//! operator's import will make them. Until `keys import-shares --manifest` lands,
-//! [`insert_participant_share`] builds the record with the library; swap its body for the CLI then.
+//! operator's import makes them: [`split_for`] and [`import_share`] run `keys split` and `keys
+//! import-shares --manifest`; [`insert_participant_share`] builds a record of a chosen secret (the
+//! vector's) with the library, in a test process that opens one signer's tokens only.
 
 use hsm_signer::keys::{
     seal_share, Distributed, KeyRecord, KeyStore, ParticipantRef, PublicKeyBytes, ShareId,
