@@ -112,7 +112,7 @@ fn a_2_of_3_key_survives_one_token_going_away_and_recovers_without_restart() {
         reply["message"]
             .as_str()
             .unwrap()
-            .contains("fewer than 2 of 3 devices"),
+            .contains("fewer than 2 of the 3 devices"),
         "{reply}"
     );
     // One token back: signing recovers without a restart.
@@ -224,7 +224,7 @@ async fn two_corrupted_shares_of_a_2_of_3_key_release_nothing() {
         })
         .await;
     match result {
-        Err(JobError::Unavailable(msg)) => assert!(msg.contains("faulty share"), "{msg}"),
+        Err(JobError::Unavailable(msg)) => assert!(msg.contains("wrong partial signature from share"), "{msg}"),
         other => panic!("expected a refusal naming the faulty shares, got {other:?}"),
     }
 }
