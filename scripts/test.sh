@@ -19,6 +19,6 @@ if [ $# -eq 0 ]; then
   HSM_SIGNER_TEST_PKCS11=kryoptic HSM_SIGNER_KRYOPTIC_MODULE="$module" \
     cargo nextest run --workspace --no-fail-fast -E \
     'binary_id(hsm::softhsm) | binary_id(hsm-signer::threshold_signing)
-     | binary_id(hsm-signer::reload_devices)
+     | binary_id(hsm-signer::reload_devices) | binary_id(hsm-signer::distributed)
      | (binary_id(hsm-signer::api) & test(=every_oracle_case_signs_over_http_identically_to_the_oracle_and_to_blst))'
 fi
