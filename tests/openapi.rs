@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use hsm_signer::consensus::MessageType;
 
 /// The routes the router serves, as OpenAPI paths, with their methods (sorted).
-const ROUTES: [(&str, &[&str]); 13] = [
+const ROUTES: [(&str, &[&str]); 14] = [
     ("/api/v1/eth2/sign/{identifier}", &["post"]),
     ("/api/v1/eth2/sign", &["post"]),
     ("/api/v1/eth2/publicKeys", &["get"]),
@@ -30,6 +30,7 @@ const ROUTES: [(&str, &[&str]); 13] = [
     ("/metrics", &["get"]),
     ("/reload", &["get", "post"]),
     ("/admin/devices/{name}", &["post"]),
+    ("/admin/participants/{name}", &["post"]),
     ("/eth/v1/keystores", &["delete", "get", "post"]),
 ];
 

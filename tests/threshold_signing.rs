@@ -224,7 +224,9 @@ async fn two_corrupted_shares_of_a_2_of_3_key_release_nothing() {
         })
         .await;
     match result {
-        Err(JobError::Unavailable(msg)) => assert!(msg.contains("wrong partial signature from share"), "{msg}"),
+        Err(JobError::Unavailable(msg)) => {
+            assert!(msg.contains("wrong partial signature from share"), "{msg}")
+        }
         other => panic!("expected a refusal naming the faulty shares, got {other:?}"),
     }
 }

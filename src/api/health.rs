@@ -343,22 +343,16 @@ pub async fn set_device(
     axum::extract::Path(name): axum::extract::Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, crate::api::ApiError> {
-    #[derive(serde::Deserialize)]
-    struct Body {
-        enabled: bool,
-    }
-    let body: Body = serde_json::from_slice(&body).map_err(|e| {
-        crate::api::ApiError::bad_request(format!("expected {{\"enabled\": bool}}: {e}"))
-    })?;
+    let enabled = switch(&body)?;
     let runtime = app.runtime();
     let device = runtime
         .scheduler
         .devices()
         .get(&name)
         .map_err(|_| crate::api::ApiError::not_found(format!("no device named {name:?}")))?;
-    device.set_enabled(body.enabled);
-    tracing::warn!(device = %name, enabled = body.enabled, "device switched by operator");
-    Ok(axum::Json(json!({ "device": name, "enabled": body.enabled })).into_response())
+    device.set_enabled(enabled);
+    tracing::warn!(device = %name, enabled = enabled, "device switched by operator");
+    Ok(axum::Json(json!({ "device": name, "enabled": enabled })).into_response())
 }
 
 /// `POST /admin/participants/{name}` with `{"enabled": false}` takes a remote participant out
@@ -369,19 +363,26 @@ pub async fn set_participant(
     axum::extract::Path(name): axum::extract::Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, crate::api::ApiError> {
-    #[derive(serde::Deserialize)]
-    struct Body {
-        enabled: bool,
-    }
-    let body: Body = serde_json::from_slice(&body).map_err(|e| {
-        crate::api::ApiError::bad_request(format!("expected {{\"enabled\": bool}}: {e}"))
-    })?;
+    let enabled = switch(&body)?;
     let runtime = app.runtime();
     let participant =
         runtime.scheduler.participants().get(&name).ok_or_else(|| {
             crate::api::ApiError::not_found(format!("no participant named {name:?}"))
         })?;
-    participant.set_enabled(body.enabled);
-    tracing::warn!(participant = %name, enabled = body.enabled, "participant switched by operator");
-    Ok(axum::Json(json!({ "participant": name, "enabled": body.enabled })).into_response())
+    participant.set_enabled(enabled);
+    tracing::warn!(participant = %name, enabled = enabled, "participant switched by operator");
+    Ok(axum::Json(json!({ "participant": name, "enabled": enabled })).into_response())
+}
+
+/// The body of the `/admin/…/{name}` switches: `{"enabled": bool}`.
+fn switch(body: &[u8]) -> Result<bool, crate::api::ApiError> {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        enabled: bool,
+    }
+    serde_json::from_slice::<Body>(body)
+        .map(|b| b.enabled)
+        .map_err(|e| {
+            crate::api::ApiError::bad_request(format!("expected {{\"enabled\": bool}}: {e}"))
+        })
 }

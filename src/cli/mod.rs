@@ -444,6 +444,9 @@ pub fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // The process's rustls provider: ring (reqwest's clients need one; ours configure TLS
+    // with ring explicitly, and nothing here uses aws-lc-rs).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -189,6 +189,9 @@ pub(crate) struct BeaconNode {
 impl BeaconNode {
     /// A client of the node at `base` (`http://host:port`), each request bounded by `timeout`.
     pub fn new(base: &str, timeout: Duration) -> Result<BeaconNode, BeaconError> {
+        // reqwest builds a TLS configuration even for plain HTTP, from the process's default
+        // rustls provider (ours is ring; `cli::main` installs it too). Installed already: fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
