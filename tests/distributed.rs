@@ -437,6 +437,37 @@ fn a_stream_survives_a_killed_and_a_partitioned_participant_and_recovers_without
     let mut next = 10;
     stream(&c, &mut next, 5);
 
+    // Participant 2 cut off while three are up: it is asked (shares 1 and 2 first) and does
+    // not answer; the late share is hedged with participant 3 and nothing fails. Then healed.
+    let p2 = c.lan.host(c.participants[1].host);
+    p2.partition();
+    let hedges = c.server.metric("signer_threshold_hedges_total");
+    stream(&c, &mut next, 5);
+    assert!(
+        c.server.metric("signer_threshold_hedges_total") > hedges,
+        "a late share was hedged"
+    );
+    // Its unanswered request times out (1.5 s), or a probe does: marked down.
+    let cut = Instant::now();
+    while c.check("participant:p2")["status"] != "DOWN" {
+        assert!(
+            cut.elapsed() < Duration::from_secs(5),
+            "participant 2 not seen down"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(c.check("distributed-keys")["status"], "UP");
+    stream(&c, &mut next, 3);
+    p2.heal();
+    let healed = Instant::now();
+    while c.check("participant:p2")["status"] != "UP" {
+        assert!(
+            healed.elapsed() < Duration::from_secs(10),
+            "participant 2 not seen up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
     // Participant 1 killed mid-stream: nothing fails while two remain.
     let mut p1 = c.participants[0].server.take().unwrap();
     let killer = std::thread::spawn(move || {
