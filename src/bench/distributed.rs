@@ -78,6 +78,8 @@ pub struct ShapeReport {
     pub ratio_to_1_of_1: f64,
     /// Latency of the throughput requests.
     pub latency: Latency,
+    /// Where the CPU went during the throughput measurement (`None`: no `/proc`).
+    pub cpu: Option<CpuSpent>,
     /// Block latency on the idle setup (before or after the herds: the lower p50).
     pub idle_block: Latency,
     /// Block latency while a herd runs, pooled over the rounds.
@@ -93,6 +95,9 @@ pub struct ShapeReport {
     /// Why the first failed request failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_failure: Option<String>,
+    /// Threshold jobs of this shape that asked a third holder because one was late (the
+    /// scheduler's hedge, after `hedge_delay`), over the whole measurement.
+    pub hedges: u64,
     /// Signatures checked with blst against the validator key, and how many did not verify.
     pub verified: usize,
     /// Signatures that did not verify.
@@ -135,14 +140,14 @@ pub struct DistributedReport {
     pub max_in_flight: usize,
     /// Cores of the host (coordinator and participants share them).
     pub cores: usize,
+    /// The host's one-minute load average when the run started (others' work included).
+    pub load_average_at_start: Option<f64>,
     /// Seconds spent making the PKI, the keys and starting the participants.
     pub setup_seconds: f64,
     /// Per shape: 1-of-1, local 2-of-3, distributed 2-of-3.
     pub shapes: Vec<ShapeReport>,
     /// The issue's targets.
     pub targets: Vec<Target>,
-    /// Threshold jobs that asked a third holder because one was late (the scheduler's hedge).
-    pub hedges: u64,
 }
 
 /// Participants of the distributed key, and their share ids.
@@ -787,6 +792,97 @@ fn registration(pubkey: &PublicKeyBytes, timestamp: u64) -> String {
     )
 }
 
+/// CPU time read from `/proc`: where the cores went during a measurement.
+#[derive(Debug, Clone, Copy)]
+struct CpuMark {
+    at: Instant,
+    /// This process (the coordinator), seconds.
+    coordinator: f64,
+    /// The participant processes together, seconds.
+    participants: f64,
+    /// Every process of the host, and all time of all cores, seconds.
+    host_busy: f64,
+    host_total: f64,
+}
+
+/// Seconds of CPU `/proc/<pid>/stat` gives for a process (user + system, all its threads).
+fn process_cpu(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces), from the state (field 3) on:
+    // utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / rustix::param::clock_ticks_per_second() as f64)
+}
+
+/// Busy and total seconds of every core, from the first line of `/proc/stat`.
+fn host_cpu() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal …: idle and iowait are not busy.
+    let total: u64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3)? + ticks.get(4)?;
+    let hz = rustix::param::clock_ticks_per_second() as f64;
+    Some(((total - idle) as f64 / hz, total as f64 / hz))
+}
+
+impl CpuMark {
+    /// Now; `None` where `/proc` does not tell (the figures are then left out).
+    fn now(participants: &[u32]) -> Option<CpuMark> {
+        let (host_busy, host_total) = host_cpu()?;
+        Some(CpuMark {
+            at: Instant::now(),
+            coordinator: process_cpu("self")?,
+            participants: participants
+                .iter()
+                .map(|pid| process_cpu(&pid.to_string()))
+                .sum::<Option<f64>>()?,
+            host_busy,
+            host_total,
+        })
+    }
+
+    /// Where the CPU went from `self` to `later`, for `signatures` signatures.
+    fn spent(&self, later: &CpuMark, signatures: usize) -> CpuSpent {
+        let per_signature = |s: f64| s * 1e3 / signatures.max(1) as f64;
+        let coordinator = later.coordinator - self.coordinator;
+        let participants = later.participants - self.participants;
+        let wall = later.at.duration_since(self.at).as_secs_f64().max(1e-9);
+        let total = (later.host_total - self.host_total).max(1e-9);
+        let busy = later.host_busy - self.host_busy;
+        // Cores of the host, as /proc/stat counts them (its total advances `cores` seconds a
+        // second).
+        let cores = total / wall;
+        CpuSpent {
+            coordinator_ms_per_signature: per_signature(coordinator),
+            participants_ms_per_signature: per_signature(participants),
+            host_busy: busy / total,
+            others_cores: ((busy - coordinator - participants) / total * cores).max(0.0),
+        }
+    }
+}
+
+/// Where the CPU went during a throughput measurement.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CpuSpent {
+    /// CPU of the coordinator (this process: the bench's clients, the scheduler, the local
+    /// devices' signing, combining and verifying), milliseconds per signature.
+    pub coordinator_ms_per_signature: f64,
+    /// CPU of the three participant processes together, milliseconds per signature.
+    pub participants_ms_per_signature: f64,
+    /// Share of the host's cores busy (with anything).
+    pub host_busy: f64,
+    /// Cores taken by processes other than the bench and its participants (the host is shared).
+    pub others_cores: f64,
+}
+
 /// A signature the bench got, checked after the measurements.
 struct Got {
     key: usize,
@@ -1059,7 +1155,9 @@ fn batch_verifies(pubkeys: &[PublicKey], chunk: &[Got]) -> bool {
 
 /// Everything measured of one shape, before verification.
 struct Measured {
+    hedges: u64,
     rate: f64,
+    cpu: Option<CpuSpent>,
     throughput: Outcomes,
     idle: Latency,
     herd_blocks: Outcomes,
@@ -1072,13 +1170,18 @@ async fn measure(
     shape: &Shape,
     requests: &Arc<Requests>,
     opts: &DistributedOptions,
+    participants: &[u32],
 ) -> Result<Measured> {
     let mut other = Outcomes::default();
     // Warm up: connections to the participants, sessions, the runtime's threads.
     let (_, warm) = throughput(scheduler, shape, requests, 0.5, opts.concurrency).await?;
     other.absorb(warm);
+    let before = CpuMark::now(participants);
     let (rate, tput) =
         throughput(scheduler, shape, requests, opts.seconds, opts.concurrency).await?;
+    let cpu = before
+        .zip(CpuMark::now(participants))
+        .map(|(before, after)| before.spent(&after, tput.got.len()));
     let (idle_before, before) = idle_blocks(scheduler, shape, requests, opts.blocks).await?;
     other.absorb(before);
     let (mut herd, mut herd_blocks) = (Outcomes::default(), Outcomes::default());
@@ -1098,7 +1201,9 @@ async fn measure(
     herd.latencies.clear();
     other.absorb(herd);
     Ok(Measured {
+        hedges: 0,
         rate,
+        cpu,
         throughput: tput,
         idle: if idle_after.p50_ms < idle_before.p50_ms {
             idle_after
@@ -1119,6 +1224,9 @@ pub fn run(
     opts: &DistributedOptions,
 ) -> Result<DistributedReport> {
     let started = Instant::now();
+    let load_average_at_start = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next()?.parse().ok());
     let n = opts.keys.max(1);
     let devices = devices_for(config, 3)?;
     let names: Vec<String> = (1..=PARTICIPANTS)
@@ -1147,6 +1255,7 @@ pub fn run(
         processes.start(name, dir, *port)?;
     }
     processes.wait_listening()?;
+    let pids: Vec<u32> = processes.0.iter().map(|p| p.child.id()).collect();
     let settings: Vec<ParticipantSettings> = names
         .iter()
         .zip(&endpoints)
@@ -1189,7 +1298,10 @@ pub fn run(
             "{}: throughput, idle blocks, {} herds, idle blocks…",
             shape.name, opts.rounds
         );
-        measured.push(rt.block_on(measure(&scheduler, shape, &requests, opts))?);
+        let hedges = metrics.hedges.load(Ordering::Relaxed);
+        let mut m = rt.block_on(measure(&scheduler, shape, &requests, opts, &pids))?;
+        m.hedges = metrics.hedges.load(Ordering::Relaxed) - hedges;
+        measured.push(m);
     }
     // The measurements are over: free the cores for the check.
     drop(scheduler);
@@ -1210,11 +1322,13 @@ pub fn run(
             signatures_per_sec: m.rate,
             ratio_to_1_of_1: m.rate / base.max(1e-9),
             latency: Latency::of(&m.throughput.latencies),
+            cpu: m.cpu,
             herd_block_p50_over_idle: herd_block.p50_ms / m.idle.p50_ms.max(1e-9),
             idle_block: m.idle,
             herd_block,
             herd_blocks: m.herd_blocks.latencies.len(),
             herd_signatures_per_sec: m.herd_rate,
+            hedges: m.hedges,
             failed: sets.iter().map(|o| o.failed).sum(),
             first_failure: sets.iter().find_map(|o| o.first_failure.clone()),
             verified,
@@ -1251,10 +1365,10 @@ pub fn run(
         cores: std::thread::available_parallelism()
             .map(|c| c.get())
             .unwrap_or(1),
+        load_average_at_start,
         setup_seconds,
         shapes: reports,
         targets,
-        hedges: metrics.hedges.load(Ordering::Relaxed),
     })
 }
 
@@ -1314,6 +1428,23 @@ impl DistributedReport {
                 s.unverified
             );
         }
+        out += "CPU per signature during the throughput measurement (from /proc):\n";
+        for s in &self.shapes {
+            if let Some(c) = &s.cpu {
+                out += &format!(
+                    "{:<19} coordinator {:>5.2} ms + participants {:>5.2} ms = {:>5.2} ms; host \
+                     {:>3.0}% busy, {:.2} cores of it other processes'; {} hedged partials in \
+                     the whole measurement\n",
+                    s.shape,
+                    c.coordinator_ms_per_signature,
+                    c.participants_ms_per_signature,
+                    c.coordinator_ms_per_signature + c.participants_ms_per_signature,
+                    c.host_busy * 100.0,
+                    c.others_cores,
+                    s.hedges
+                );
+            }
+        }
         for t in &self.targets {
             out += &format!(
                 "{} = {:.3} (target {}): {}\n",
@@ -1328,8 +1459,11 @@ impl DistributedReport {
         let failed: usize = self.shapes.iter().map(|s| s.failed).sum();
         out += &format!(
             "{verified} signatures checked with blst against their validator keys: {unverified} \
-             did not verify; {failed} requests got no signature; {} hedged partials; setup {:.1} s\n",
-            self.hedges, self.setup_seconds
+             did not verify; {failed} requests got no signature; setup {:.1} s; load average at \
+             start {}\n",
+            self.setup_seconds,
+            self.load_average_at_start
+                .map_or("unknown".to_owned(), |l| format!("{l:.2}"))
         );
         for s in self.shapes.iter().filter(|s| s.first_failure.is_some()) {
             out += &format!(
