@@ -112,22 +112,22 @@ impl BatchReport {
     }
 }
 
-const GVR: &str = "0x4b363db94e286120d76eb905340fdd4e54bfe9f06bf33ff6cf5ad27f511bfe95";
+pub(crate) const GVR: &str = "0x4b363db94e286120d76eb905340fdd4e54bfe9f06bf33ff6cf5ad27f511bfe95";
 
-fn fork_info() -> String {
+pub(crate) fn fork_info() -> String {
     format!(
         r#"{{"fork":{{"previous_version":"0x05000000","current_version":"0x06000000","epoch":"411392"}},"genesis_validators_root":"{GVR}"}}"#
     )
 }
 
-fn aggregation_slot(slot: u64) -> String {
+pub(crate) fn aggregation_slot(slot: u64) -> String {
     format!(
         r#"{{"type":"AGGREGATION_SLOT","fork_info":{},"aggregation_slot":{{"slot":"{slot}"}}}}"#,
         fork_info()
     )
 }
 
-fn attestation(slot: u64) -> String {
+pub(crate) fn attestation(slot: u64) -> String {
     let epoch = slot / 32;
     format!(
         r#"{{"type":"ATTESTATION","fork_info":{},"attestation":{{"slot":"{slot}","index":"0","beacon_block_root":"0x{r}","source":{{"epoch":"{s}","root":"0x{r}"}},"target":{{"epoch":"{epoch}","root":"0x{r}"}}}}}}"#,

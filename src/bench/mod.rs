@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod combine;
 pub mod custody;
+pub mod distributed;
 pub mod health_flood;
 pub mod scenario;
 pub mod slashing;

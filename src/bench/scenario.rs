@@ -230,7 +230,7 @@ pub struct ScenarioReport {
     pub setups: Vec<SetupReport>,
 }
 
-fn bench_config(fifo: bool) -> SchedulerConfig {
+pub(crate) fn bench_config(fifo: bool) -> SchedulerConfig {
     SchedulerConfig {
         fifo,
         // Every job must run in both variants so that throughput compares like with like.

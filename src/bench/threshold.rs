@@ -44,7 +44,7 @@ pub struct ThresholdReport {
 }
 
 /// A t-of-n key with its shares sealed on the first n devices (in memory only).
-fn make_key(devices: &[Arc<hsm::Device>], t: usize, n: usize) -> Result<Arc<KeyRecord>> {
+pub(crate) fn make_key(devices: &[Arc<hsm::Device>], t: usize, n: usize) -> Result<Arc<KeyRecord>> {
     let sk = crate::bls::random_secret_key()?;
     let pk = PublicKeyBytes(crate::bls::public_key_bytes(&sk));
     let ids: Vec<ShareId> = (1..=n as u64).filter_map(ShareId::new).collect();
@@ -72,7 +72,7 @@ fn make_key(devices: &[Arc<hsm::Device>], t: usize, n: usize) -> Result<Arc<KeyR
 
 /// Open the configured devices, adding SoftHSM tokens to the embedded default until there are
 /// at least `want` (tokens `hsm-signer-4`, … with their own PIN files, kept for later runs).
-fn devices_for(config: &Config, want: usize) -> Result<Vec<Arc<hsm::Device>>> {
+pub(crate) fn devices_for(config: &Config, want: usize) -> Result<Vec<Arc<hsm::Device>>> {
     let mut out: Vec<Arc<hsm::Device>> = Devices::open_all(config)?.iter().cloned().collect();
     if config.is_embedded() {
         let template = config.devices[0].clone();

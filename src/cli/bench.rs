@@ -177,6 +177,48 @@ pub(super) fn bench_cmd(config: &Config, cmd: BenchCmd) -> Result<()> {
             print_report(&report, report.table(), json);
             Ok(())
         }
+        BenchCmd::Distributed {
+            keys,
+            seconds,
+            concurrency,
+            blocks,
+            block_interval_ms,
+            rounds,
+            max_in_flight,
+            json,
+        } => {
+            if max_in_flight == Some(0) {
+                return Err(SignerError::Config(
+                    "--max-in-flight must be positive".into(),
+                ));
+            }
+            bootstrap_embedded(config)?;
+            let dir = tempfile_dir(&config.data_dir)?;
+            let report = bench::distributed::run(
+                config,
+                &dir,
+                &bench::distributed::DistributedOptions {
+                    keys,
+                    seconds,
+                    concurrency,
+                    blocks,
+                    block_interval: std::time::Duration::from_millis(block_interval_ms),
+                    rounds,
+                    max_in_flight,
+                },
+            );
+            let _ = std::fs::remove_dir_all(&dir);
+            let report = report?;
+            print_report(&report, report.table(), json);
+            Ok(())
+        }
+        BenchCmd::SealParticipantShares => {
+            bootstrap_embedded(config)?;
+            let sealed =
+                bench::distributed::seal_participant_shares(config, std::io::stdin().lock())?;
+            println!("{sealed} participant share(s) sealed");
+            Ok(())
+        }
         BenchCmd::Custody {
             device,
             threads,

@@ -418,6 +418,43 @@ enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Threshold signing across hosts: a 2-of-3 key held by three participant processes
+    /// (`serve`, mutual TLS 1.3 on loopback, each with its own tokens and slashing protection)
+    /// against local 2-of-3 and 1-of-1 keys, in one run: throughput, idle block latency and
+    /// block latency under the seed's herd, every signature verified.
+    Distributed {
+        /// Keys per shape (each signs a proof, a registration and an attestation per herd).
+        #[arg(long, default_value_t = 64)]
+        keys: usize,
+        /// Seconds of the throughput measurement, per shape.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Requests kept in flight during the throughput measurement.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Blocks signed one after another on the idle setup, per shape (before and after the
+        /// herds).
+        #[arg(long, default_value_t = 100)]
+        blocks: usize,
+        /// Time between two blocks while a herd runs, milliseconds.
+        #[arg(long, default_value_t = 30)]
+        block_interval_ms: u64,
+        /// Herds per shape (their blocks pooled).
+        #[arg(long, default_value_t = 4)]
+        rounds: usize,
+        /// Partials each participant may have in flight from the coordinator (default: the
+        /// `[[participant]]` default).
+        #[arg(long)]
+        max_in_flight: Option<usize>,
+        /// Print a JSON report.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Internal to `bench distributed`, run by it on each participant's data directory: seal
+    /// the shares read from standard input (JSON lines) on the default device as participant
+    /// records.
+    #[command(hide = true)]
+    SealParticipantShares,
     /// Decrypt-on-device + sign against raw blst signing.
     Custody {
         /// Device to use (default: the default device).
