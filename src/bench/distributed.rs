@@ -645,13 +645,12 @@ impl Shape {
     }
 }
 
+/// The coordinator's records of the distributed keys, and each participant's shares to seal.
+type DistributedKeys = (Vec<Arc<KeyRecord>>, Vec<Vec<ParticipantShare>>);
+
 /// Distributed 2-of-3 keys: the coordinator's records (every share remote) and each
 /// participant's shares to seal.
-fn distributed_keys(
-    n: usize,
-    names: &[String],
-    endpoints: &[String],
-) -> Result<(Vec<Arc<KeyRecord>>, Vec<Vec<ParticipantShare>>)> {
+fn distributed_keys(n: usize, names: &[String], endpoints: &[String]) -> Result<DistributedKeys> {
     let ids: Vec<ShareId> = (1..=PARTICIPANTS as u64).filter_map(ShareId::new).collect();
     let account: Vec<ParticipantRef> = ids
         .iter()
