@@ -436,7 +436,8 @@ enum BenchCmd {
         /// herds).
         #[arg(long, default_value_t = 100)]
         blocks: usize,
-        /// Time between two blocks while a herd runs, milliseconds.
+        /// Shortest time between the starts of two blocks while a herd runs, milliseconds (a
+        /// block never starts before the one before it is signed).
         #[arg(long, default_value_t = 30)]
         block_interval_ms: u64,
         /// Herds per shape (their blocks pooled).
