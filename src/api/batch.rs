@@ -176,7 +176,7 @@ async fn sign_each(
     caller: &Caller,
     served: Served,
     keys: &[PublicKeyBytes],
-    checked: &Checked,
+    checked: &Checked<'_>,
     timing: sign::Timing,
     protection: Option<(&SlashingProtection, Proposal)>,
 ) -> Vec<Outcome> {

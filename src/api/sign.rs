@@ -138,7 +138,7 @@ pub(crate) struct Signed {
 }
 
 impl Signed {
-    pub(crate) fn new(key: Arc<KeyRecord>, checked: &Checked, signature: String) -> Signed {
+    pub(crate) fn new(key: Arc<KeyRecord>, checked: &Checked<'_>, signature: String) -> Signed {
         Signed {
             key,
             kind: checked.kind(),
@@ -252,14 +252,33 @@ pub(crate) fn admit<'a>(
 
 /// A request parsed and checked once, whichever keys sign it: its network, its signing root
 /// (ours, and the client's when given).
-pub(crate) struct Checked {
+pub(crate) struct Checked<'a> {
     pub request: Request,
     pub root: SigningRoot,
     /// The request as the client sent it: what a key's remote participants are sent.
-    pub body: Arc<str>,
+    body: &'a [u8],
+    /// [`Checked::forwarded`], made on first use: only keys with remote shares need it.
+    forwarded: std::sync::OnceLock<Arc<str>>,
 }
 
-impl Checked {
+impl<'a> Checked<'a> {
+    fn new(request: Request, root: SigningRoot, body: &'a [u8]) -> Checked<'a> {
+        Checked {
+            request,
+            root,
+            body,
+            forwarded: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The request as a key's remote participants are sent it, as the client sent it (it
+    /// parsed as JSON, so it is UTF-8); copied once however many keys forward it.
+    pub(crate) fn forwarded(&self) -> Arc<str> {
+        self.forwarded
+            .get_or_init(|| Arc::from(String::from_utf8_lossy(self.body)))
+            .clone()
+    }
+
     /// Its type.
     pub(crate) fn kind(&self) -> RequestKind {
         self.request.kind()
@@ -303,11 +322,11 @@ impl Checked {
 /// deadline would follow another clock, and slashing protection must never record it),
 /// recompute the signing root and refuse a supplied one that differs. `GENERIC` is accepted
 /// on the distributed endpoints only ([`check_generic`]).
-pub(crate) fn parse_checked(
+pub(crate) fn parse_checked<'a>(
     app: &AppState,
-    body: &[u8],
+    body: &'a [u8],
     served: Served,
-) -> Result<Checked, ApiError> {
+) -> Result<Checked<'a>, ApiError> {
     let request = Request::from_json(body, app.network.preset)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let request = match request {
@@ -323,17 +342,7 @@ pub(crate) fn parse_checked(
         .signing_root(&app.network)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     check_supplied(request.supplied_signing_root(), root)?;
-    Ok(Checked {
-        request: Request::Typed(request),
-        root,
-        body: forwardable(body),
-    })
-}
-
-/// The request as a key's remote participants are sent it: as the client sent it (it parsed
-/// as JSON, so it is UTF-8).
-fn forwardable(body: &[u8]) -> Arc<str> {
-    Arc::from(String::from_utf8_lossy(body))
+    Ok(Checked::new(Request::Typed(request), root, body))
 }
 
 /// Refuse a supplied signing root that differs from ours.
@@ -359,7 +368,7 @@ fn check_generic(
     generic: GenericRequest,
     served: Served,
     body: &[u8],
-) -> Result<Checked, ApiError> {
+) -> Result<Checked<'_>, ApiError> {
     if served == Served::Complete {
         return Err(ApiError::bad_request(
             "GENERIC is accepted only on the distributed endpoints \
@@ -379,11 +388,7 @@ fn check_generic(
     }
     let root = generic.signing_root();
     check_supplied(generic.supplied_signing_root(), root)?;
-    Ok(Checked {
-        request: Request::Generic(generic),
-        root,
-        body: forwardable(body),
-    })
+    Ok(Checked::new(Request::Generic(generic), root, body))
 }
 
 /// When a request must be signed by, and where it stands among its class.
@@ -402,7 +407,7 @@ pub(crate) struct Timing {
 pub(crate) fn in_window(
     app: &AppState,
     pubkey: &dyn std::fmt::Display,
-    checked: &Checked,
+    checked: &Checked<'_>,
 ) -> Result<Timing, ApiError> {
     let Some(request) = checked.request.typed() else {
         return Ok(Timing {
@@ -459,7 +464,7 @@ pub(crate) enum Cached {
 pub(crate) async fn from_proof_cache(
     app: &AppState,
     pubkey: &PublicKeyBytes,
-    checked: &Checked,
+    checked: &Checked<'_>,
 ) -> Cached {
     let (Some(cache), Some(proof)) = (
         &app.selection_proofs,
@@ -486,7 +491,7 @@ pub(crate) async fn from_proof_cache(
 pub(crate) fn protection<'a>(
     app: &'a AppState,
     served: Served,
-    checked: &Checked,
+    checked: &Checked<'_>,
 ) -> Result<Option<(&'a SlashingProtection, Proposal)>, ApiError> {
     let Some(proposal) = checked.proposal() else {
         return Ok(None);
@@ -540,7 +545,7 @@ pub(crate) fn slashing_verdict(
 pub(crate) async fn schedule(
     runtime: &Runtime,
     key: Arc<KeyRecord>,
-    checked: &Checked,
+    checked: &Checked<'_>,
     timing: Timing,
     claim: Option<ProofClaim>,
 ) -> Result<String, ApiError> {
@@ -550,13 +555,13 @@ pub(crate) async fn schedule(
 }
 
 /// The scheduler's job for `key` signing `checked` with `timing`.
-pub(crate) fn job(key: Arc<KeyRecord>, checked: &Checked, timing: Timing) -> SignJob {
+pub(crate) fn job(key: Arc<KeyRecord>, checked: &Checked<'_>, timing: Timing) -> SignJob {
     SignJob {
         signing_root: checked.root,
         class: timing.class,
         deadline: timing.deadline,
         freshness: timing.freshness,
-        request: (!key.remote.is_empty()).then(|| checked.body.clone()),
+        request: (!key.remote.is_empty()).then(|| checked.forwarded()),
         key,
     }
 }
@@ -585,7 +590,7 @@ pub(crate) fn answer(
 }
 
 /// Count a signature in the per-type latency histogram.
-pub(crate) fn observe(app: &AppState, checked: &Checked, started: std::time::Instant) {
+pub(crate) fn observe(app: &AppState, checked: &Checked<'_>, started: std::time::Instant) {
     app.metrics
         .signing
         .get(checked.kind().as_str())
