@@ -209,10 +209,10 @@ fn participant_health(
     let checks = participants
         .iter()
         .map(|p| {
-            let status = match (p.is_enabled(), p.down_reason()) {
+            let status = match (p.is_enabled(), p.is_down()) {
                 (false, _) => "DISABLED",
-                (true, Some(_)) => "DOWN",
-                (true, None) => "UP",
+                (true, true) => "DOWN",
+                (true, false) => "UP",
             };
             json!({
                 "id": format!("participant:{}", p.name()),

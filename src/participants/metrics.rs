@@ -22,8 +22,6 @@ pub struct ParticipantMetrics {
     pub bad_answers: Family,
     /// Partials that did not verify under its share's key (counted by the scheduler).
     pub faulty: AtomicU64,
-    /// 1 while up, 0 while down.
-    pub up: AtomicU64,
 }
 
 /// Which of a participant's histogram families to render.
@@ -59,7 +57,7 @@ pub(super) fn render(list: &[Arc<Participant>], out: &mut String) {
     }
     let _ = writeln!(out, "# TYPE signer_participant_up gauge");
     for p in list {
-        let up = p.metrics.up.load(Ordering::Relaxed) == 1 && p.is_enabled();
+        let up = p.is_available();
         let _ = writeln!(
             out,
             "signer_participant_up{{participant=\"{}\"}} {}",

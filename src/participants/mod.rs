@@ -11,7 +11,7 @@ mod discovery;
 mod metrics;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use blst::min_pk::Signature;
@@ -76,13 +76,6 @@ pub enum ParticipantError {
     },
 }
 
-/// Up, or down since a failure (until a probe or a request succeeds).
-#[derive(Debug, Clone)]
-enum Health {
-    Up,
-    Down { since: Instant, reason: String },
-}
-
 /// One remote participant.
 pub struct Participant {
     settings: ParticipantSettings,
@@ -93,7 +86,8 @@ pub struct Participant {
     client: client::Client,
     /// The operator's switch (`participant disable`).
     enabled: AtomicBool,
-    health: Mutex<Health>,
+    /// Up, or down since a request or a probe got no answer (until one does).
+    up: AtomicBool,
     /// Its metrics.
     pub metrics: ParticipantMetrics,
 }
@@ -138,38 +132,23 @@ impl Participant {
     }
     /// In service and not down: the scheduler may ask it.
     pub fn is_available(&self) -> bool {
-        self.is_enabled() && self.down_reason().is_none()
+        self.is_enabled() && !self.is_down()
     }
-    /// Why it is down, if it is.
-    pub fn down_reason(&self) -> Option<String> {
-        match &*self.health.lock().unwrap_or_else(|p| p.into_inner()) {
-            Health::Up => None,
-            Health::Down { since, reason } => Some(format!(
-                "{reason} ({:.1} s ago)",
-                since.elapsed().as_secs_f64()
-            )),
-        }
+    /// A request or a probe got no answer, and none has since.
+    pub fn is_down(&self) -> bool {
+        !self.up.load(Ordering::Relaxed)
     }
 
     fn mark_down(&self, reason: &str) {
-        let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
-        if matches!(*h, Health::Up) {
+        if self.up.swap(false, Ordering::Relaxed) {
             tracing::warn!(participant = %self.name, %reason, "participant down");
-            self.metrics.up.store(0, Ordering::Relaxed);
-            *h = Health::Down {
-                since: Instant::now(),
-                reason: reason.to_owned(),
-            };
         }
     }
 
     fn mark_up(&self) {
-        let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
-        if let Health::Down { since, .. } = &*h {
-            tracing::info!(participant = %self.name, down_for_s = since.elapsed().as_secs_f64(), "participant up again");
+        if !self.up.swap(true, Ordering::Relaxed) {
+            tracing::info!(participant = %self.name, "participant up again");
         }
-        self.metrics.up.store(1, Ordering::Relaxed);
-        *h = Health::Up;
     }
 
     /// Ask for the partial signature of share `share` of `composite`, for `request` (the
@@ -353,10 +332,9 @@ impl Participants {
                 timeout,
                 client,
                 enabled: AtomicBool::new(true),
-                health: Mutex::new(Health::Up),
+                up: AtomicBool::new(true),
                 metrics: ParticipantMetrics::default(),
             });
-            p.metrics.up.store(1, Ordering::Relaxed);
             list.push(p);
         }
         for p in &list {
@@ -365,11 +343,7 @@ impl Participants {
                 loop {
                     let Some(p) = weak.upgrade() else { return };
                     p.probe().await;
-                    let next = if p.down_reason().is_some() {
-                        PROBE_DOWN
-                    } else {
-                        PROBE_UP
-                    };
+                    let next = if p.is_down() { PROBE_DOWN } else { PROBE_UP };
                     drop(p);
                     tokio::time::sleep(next).await;
                 }
