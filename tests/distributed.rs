@@ -10,11 +10,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use blst::min_pk::SecretKey;
-use common::distributed::{import_share, random_keystore, split_for};
+use common::distributed::{attestation, block, import_share, random_keystore, split_for};
 use common::netns::{Host, Lan};
 use common::tls::{https_client_timeout, write_identity, Ca, Identity};
-use common::{Server, Signer};
-use hsm_signer::consensus::{Network, SignRequest};
+use common::{mainnet_root, Server, Signer};
 use reqwest::blocking::Client;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -263,7 +262,7 @@ impl Cluster {
         let v: Value = resp.json().unwrap_or(Value::Null);
         if status == StatusCode::OK {
             let sig = v["signature"].as_str().unwrap().to_owned();
-            let root = root_of(body);
+            let root = mainnet_root(body);
             let expected = format!(
                 "0x{}",
                 hex::encode(hsm_signer::bls::sign(&key.secret, &root).compress())
@@ -303,57 +302,18 @@ impl Cluster {
     }
 }
 
-fn root_of(body: &Value) -> [u8; 32] {
-    let mainnet = Network::preset("mainnet").unwrap();
-    SignRequest::from_json(body.to_string().as_bytes(), mainnet.preset)
-        .unwrap()
-        .signing_root(&mainnet)
-        .unwrap()
-        .0
-}
-
-fn tag_root(tag: u64) -> String {
-    let mut r = [0u8; 32];
-    r[..8].copy_from_slice(&tag.to_be_bytes());
-    r[31] = 0x5a;
-    format!("0x{}", hex::encode(r))
-}
-
 fn randao(epoch: u64) -> Value {
     let mut r = common::fixture_request("RANDAO_REVEAL", |_| true);
     r["randao_reveal"]["epoch"] = json!(epoch.to_string());
     r
 }
 
-fn attestation(source: u64, target: u64, tag: u64) -> Value {
-    let mut a = common::fixture_request("ATTESTATION", |_| true);
-    a["attestation"]["slot"] = json!((target * 32).to_string());
-    a["attestation"]["source"]["epoch"] = json!(source.to_string());
-    a["attestation"]["target"]["epoch"] = json!(target.to_string());
-    a["attestation"]["beacon_block_root"] = json!(tag_root(tag));
-    a
-}
-
-fn block(slot: u64, tag: u64) -> Value {
-    let mut b = common::fixture_request("BLOCK_V2", |r| r["beacon_block"]["version"] == "DENEB");
-    b["beacon_block"]["block_header"]["slot"] = json!(slot.to_string());
-    b["beacon_block"]["block_header"]["body_root"] = json!(tag_root(tag));
-    b
-}
-
-/// Every `t`-subset of `0..n`.
-fn subsets(n: usize, t: usize) -> Vec<Vec<usize>> {
-    (0u32..1 << n)
-        .filter(|m| m.count_ones() as usize == t)
-        .map(|m| (0..n).filter(|i| m & (1 << i) != 0).collect())
-        .collect()
-}
-
 #[test]
 fn every_t_subset_of_participants_gives_the_original_keys_signature() {
     for (n, t) in [(3usize, 2usize), (5, 3)] {
         let c = Cluster::start(n, &[t], None);
-        for (round, subset) in subsets(n, t).into_iter().enumerate() {
+        let all: Vec<usize> = (0..n).collect();
+        for (round, subset) in common::subsets(&all, t).into_iter().enumerate() {
             for (i, p) in c.participants.iter().enumerate() {
                 c.set_participant(&p.name, subset.contains(&i));
             }
@@ -614,17 +574,17 @@ fn a_compromised_coordinator_gets_no_slashable_signature() {
         ));
     }
     use hsm_signer::keys::threshold::{CombineError, HashedMessage};
-    let other = root_of(&randao(77));
+    let other = mainnet_root(&randao(77));
     match key.combine_each_verified(&HashedMessage::new(&other), &partials) {
         Err(CombineError::Unverified { faulty }) => assert_eq!(faulty.len(), 2, "{faulty:?}"),
         other => panic!("a replayed partial was accepted: {other:?}"),
     }
     let own = key
-        .combine_each_verified(&HashedMessage::new(&root_of(&vote)), &partials)
+        .combine_each_verified(&HashedMessage::new(&mainnet_root(&vote)), &partials)
         .unwrap();
     assert_eq!(
         own,
-        hsm_signer::bls::sign(&c.keys[0].secret, &root_of(&vote))
+        hsm_signer::bls::sign(&c.keys[0].secret, &mainnet_root(&vote))
     );
 }
 

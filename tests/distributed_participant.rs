@@ -6,7 +6,9 @@
 
 mod common;
 
-use common::distributed::{insert_participant_share, profile_vector, Account};
+use common::distributed::{
+    attestation, block, insert_participant_share, profile_vector, root_hex, Account,
+};
 use common::tls::{error_chain, https_client, https_client_tls12, write_identity, Ca, Identity};
 use common::{Server, Signer, FIXTURE_PK};
 use reqwest::blocking::Client;
@@ -142,26 +144,6 @@ fn verifies(public_key: &str, root: &str, signature: &str) -> bool {
 
 fn message(v: &Value) -> &str {
     v["message"].as_str().unwrap_or_default()
-}
-
-fn root_hex(tag: u64) -> String {
-    format!("0x{tag:064x}")
-}
-
-fn attestation(source: u64, target: u64, tag: u64) -> Value {
-    let mut a = common::fixture_request("ATTESTATION", |_| true);
-    a["attestation"]["slot"] = json!((target * 32).to_string());
-    a["attestation"]["source"]["epoch"] = json!(source.to_string());
-    a["attestation"]["target"]["epoch"] = json!(target.to_string());
-    a["attestation"]["beacon_block_root"] = json!(root_hex(tag));
-    a
-}
-
-fn block(slot: u64, tag: u64) -> Value {
-    let mut b = common::fixture_request("BLOCK_V2", |r| r["beacon_block"]["version"] == "DENEB");
-    b["beacon_block"]["block_header"]["slot"] = json!(slot.to_string());
-    b["beacon_block"]["block_header"]["body_root"] = json!(root_hex(tag));
-    b
 }
 
 /// `GENERIC` in the profile's form: an object root of 0x11 bytes and a domain of `domain_type`

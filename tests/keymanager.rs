@@ -7,8 +7,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{fixture, snapshot, Server, Signer};
-use hsm_signer::consensus::{Network, SignRequest};
+use common::{fixture, mainnet_root, snapshot, Server, Signer};
 use reqwest::blocking::Client;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -57,15 +56,6 @@ fn attestation(source: u64, target: u64) -> Value {
     a
 }
 
-fn root_of(body: &Value) -> [u8; 32] {
-    let mainnet = Network::preset("mainnet").unwrap();
-    SignRequest::from_json(body.to_string().as_bytes(), mainnet.preset)
-        .unwrap()
-        .signing_root(&mainnet)
-        .unwrap()
-        .0
-}
-
 fn hex_root(root: &[u8; 32]) -> String {
     format!("0x{}", hex::encode(root))
 }
@@ -93,7 +83,14 @@ fn sign(http: &Client, server: &Server, pk: &str, body: &Value) -> StatusCode {
         )
         .unwrap();
         assert_eq!(
-            sig.verify(true, &root_of(body), hsm_signer::bls::DST, &[], &key, true),
+            sig.verify(
+                true,
+                &mainnet_root(body),
+                hsm_signer::bls::DST,
+                &[],
+                &key,
+                true
+            ),
             blst::BLST_ERROR::BLST_SUCCESS,
             "signature of {pk} does not verify"
         );
@@ -303,7 +300,11 @@ fn import_sign_delete_restore_and_reimport_through_the_keymanager_api() {
         vec![("100".into(), Some(block_root.clone()))],
         vec![
             ("10".into(), "20".into(), Some(imported_root.clone())),
-            ("20".into(), "21".into(), Some(hex_root(&root_of(&vote)))),
+            (
+                "20".into(),
+                "21".into(),
+                Some(hex_root(&mainnet_root(&vote))),
+            ),
         ],
     );
     assert_eq!(history_of(&returned, &pk_a), Some(expected.clone()));
@@ -680,7 +681,7 @@ fn with_postgresql_a_deleted_key_stays_deleted_across_restarts_until_reimported(
         history_of(reply["slashing_protection"].as_str().unwrap(), &pk),
         Some((
             vec![],
-            vec![("1".into(), "2".into(), Some(hex_root(&root_of(&vote))))]
+            vec![("1".into(), "2".into(), Some(hex_root(&mainnet_root(&vote))))]
         ))
     );
 

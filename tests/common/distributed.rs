@@ -160,3 +160,27 @@ pub fn import_share(signer: &Signer, split_dir: &std::path::Path, id: u64) {
             .unwrap(),
     ]);
 }
+
+/// A 32-byte root of `tag` (0x-hex), to tell messages apart.
+pub fn root_hex(tag: u64) -> String {
+    format!("0x{tag:064x}")
+}
+
+/// A mainnet attestation from `source` to `target` (its slot the target's first), voting for
+/// block `tag`.
+pub fn attestation(source: u64, target: u64, tag: u64) -> serde_json::Value {
+    let mut a = super::fixture_request("ATTESTATION", |_| true);
+    a["attestation"]["slot"] = serde_json::json!((target * 32).to_string());
+    a["attestation"]["source"]["epoch"] = serde_json::json!(source.to_string());
+    a["attestation"]["target"]["epoch"] = serde_json::json!(target.to_string());
+    a["attestation"]["beacon_block_root"] = serde_json::json!(root_hex(tag));
+    a
+}
+
+/// A mainnet Deneb `BLOCK_V2` header at `slot` whose body is `tag`.
+pub fn block(slot: u64, tag: u64) -> serde_json::Value {
+    let mut b = super::fixture_request("BLOCK_V2", |r| r["beacon_block"]["version"] == "DENEB");
+    b["beacon_block"]["block_header"]["slot"] = serde_json::json!(slot.to_string());
+    b["beacon_block"]["block_header"]["body_root"] = serde_json::json!(root_hex(tag));
+    b
+}

@@ -779,3 +779,14 @@ pub fn gloas_alias_forms(request: &serde_json::Value) -> Vec<(&'static str, serd
     }
     forms
 }
+
+/// The signing root of a mainnet request, as the signer's own code computes it (held to the
+/// consensus specs by the oracle fixtures): what a test checks a signature over.
+pub fn mainnet_root(body: &serde_json::Value) -> [u8; 32] {
+    let mainnet = hsm_signer::consensus::Network::preset("mainnet").unwrap();
+    hsm_signer::consensus::SignRequest::from_json(body.to_string().as_bytes(), mainnet.preset)
+        .unwrap()
+        .signing_root(&mainnet)
+        .unwrap()
+        .0
+}
