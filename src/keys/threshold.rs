@@ -38,7 +38,7 @@ use crate::keys::record::{KeyRecord, PublicKeyBytes, ShareId, ShareRecord};
 /// the `out`/`ret` pointer, so no call can alias, dangle or overflow.
 #[allow(unsafe_code)]
 mod ffi {
-    use blst::{blst_fr, blst_p1, blst_p2, blst_scalar};
+    use blst::{blst_fr, blst_p1, blst_p1_affine, blst_p2, blst_p2_affine, blst_scalar};
     use zeroize::Zeroize;
 
     /// An element of the scalar field Fr (mod r), in blst's Montgomery form; wiped on drop
@@ -159,21 +159,89 @@ mod ffi {
         out
     }
 
-    /// `r · p` in G2 for a public 64-bit batch-verification weight.
-    pub(super) fn mult_u64_g2(p: &blst_p2, r: u64) -> blst_p2 {
-        let le = r.to_le_bytes();
-        let mut out = blst_p2::default();
-        // SAFETY: reads one blst_p2 and exactly 64 bits (the 8 bytes of `le`), writes one blst_p2.
-        unsafe { blst::blst_p2_mult(&mut out, p, le.as_ptr(), 64) };
+    /// `c · p` in G2 for a small public integer `c` (a scaled Lagrange coefficient): as many
+    /// doublings as `|c|` has bits, negated when `c` is negative.
+    pub(super) fn mult_small_g2(p: &blst_p2, c: i64) -> blst_p2 {
+        let m = c.unsigned_abs();
+        let mut out = if m == 1 {
+            *p
+        } else {
+            let le = m.to_le_bytes();
+            let bits = (64 - m.leading_zeros()) as usize;
+            let mut out = blst_p2::default();
+            // SAFETY: reads one blst_p2 and `bits` (at most 64) bits of the 8 bytes of `le`,
+            // writes one blst_p2.
+            unsafe { blst::blst_p2_mult(&mut out, p, le.as_ptr(), bits) };
+            out
+        };
+        // SAFETY: negates the one blst_p2 it is given, in place.
+        unsafe { blst::blst_p2_cneg(&mut out, c < 0) };
         out
     }
 
-    /// `r · p` in G1 for a public 64-bit batch-verification weight.
-    pub(super) fn mult_u64_g1(p: &blst_p1, r: u64) -> blst_p1 {
-        let le = r.to_le_bytes();
+    /// `a + b` in G2 (either may be the point at infinity, or both equal).
+    pub(super) fn add_g2(a: &blst_p2, b: &blst_p2) -> blst_p2 {
+        let mut out = blst_p2::default();
+        // SAFETY: reads two blst_p2, writes one.
+        unsafe { blst::blst_p2_add_or_double(&mut out, a, b) };
+        out
+    }
+
+    /// Σ rᵢ·pᵢ in G1 for public 64-bit weights (little-endian bytes), `points` and `weights`
+    /// of one length, at least one: blst's multi-scalar multiplication (a table of small
+    /// multiples for a few points, Pippenger's buckets for many).
+    pub(super) fn msm_u64_g1(points: &[&blst_p1_affine], weights: &[[u8; 8]]) -> blst_p1 {
+        let n = points.len().min(weights.len());
+        let pts: Vec<*const blst_p1_affine> = points[..n].iter().map(|p| *p as *const _).collect();
+        let scs: Vec<*const u8> = weights[..n].iter().map(|w| w.as_ptr()).collect();
         let mut out = blst_p1::default();
-        // SAFETY: reads one blst_p1 and exactly 64 bits (the 8 bytes of `le`), writes one blst_p1.
-        unsafe { blst::blst_p1_mult(&mut out, p, le.as_ptr(), 64) };
+        if n == 0 {
+            return out;
+        }
+        // SAFETY: asks the scratch size for `n` points, which has no other effect.
+        let bytes = unsafe { blst::blst_p1s_mult_pippenger_scratch_sizeof(n) };
+        let mut scratch =
+            vec![0 as blst::limb_t; bytes.div_ceil(std::mem::size_of::<blst::limb_t>())];
+        // SAFETY: `pts` and `scs` hold `n` pointers each, to live affine points and to 8-byte
+        // weights of which 64 bits are read; `scratch` has the size blst asked for; writes one
+        // blst_p1.
+        unsafe {
+            blst::blst_p1s_mult_pippenger(
+                &mut out,
+                pts.as_ptr(),
+                n,
+                scs.as_ptr(),
+                64,
+                scratch.as_mut_ptr(),
+            )
+        };
+        out
+    }
+
+    /// Σ rᵢ·pᵢ in G2 for public 64-bit weights: [`msm_u64_g1`] in G2.
+    pub(super) fn msm_u64_g2(points: &[blst_p2_affine], weights: &[[u8; 8]]) -> blst_p2 {
+        let n = points.len().min(weights.len());
+        let pts: Vec<*const blst_p2_affine> = points[..n].iter().map(|p| p as *const _).collect();
+        let scs: Vec<*const u8> = weights[..n].iter().map(|w| w.as_ptr()).collect();
+        let mut out = blst_p2::default();
+        if n == 0 {
+            return out;
+        }
+        // SAFETY: asks the scratch size for `n` points, which has no other effect.
+        let bytes = unsafe { blst::blst_p2s_mult_pippenger_scratch_sizeof(n) };
+        let mut scratch =
+            vec![0 as blst::limb_t; bytes.div_ceil(std::mem::size_of::<blst::limb_t>())];
+        // SAFETY: as in `msm_u64_g1`, with G2 points.
+        unsafe {
+            blst::blst_p2s_mult_pippenger(
+                &mut out,
+                pts.as_ptr(),
+                n,
+                scs.as_ptr(),
+                64,
+                scratch.as_mut_ptr(),
+            )
+        };
         out
     }
 }
@@ -424,10 +492,79 @@ pub fn partial_sign_weighted(
     to_signature(ffi::mult_secret(&hashed.point, &scalar))
 }
 
+fn gcd(mut a: i128, mut b: i128) -> i128 {
+    (a, b) = (a.abs(), b.abs());
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// The Lagrange coefficients at 0 of small `ids` as integers: `(c, l)` with λᵢ = cᵢ / l, each
+/// |cᵢ| < 2⁶³ and `l` the least common denominator (for ids 1, 2: c = (2, −1), l = 1; for 1, 3:
+/// c = (3, −1), l = 2). `None` when the integers would not fit (large ids or many shares).
+fn small_lagrange(ids: &[ShareId]) -> Option<(Vec<i64>, u64)> {
+    let mut fractions = Vec::with_capacity(ids.len());
+    for (i, xi) in ids.iter().enumerate() {
+        let xi = i128::from(xi.get());
+        let (mut num, mut den) = (1i128, 1i128);
+        for (j, xj) in ids.iter().enumerate() {
+            if i != j {
+                let xj = i128::from(xj.get());
+                num = num.checked_mul(xj)?;
+                den = den.checked_mul(xj - xi)?;
+            }
+        }
+        let g = gcd(num, den);
+        if den == 0 || g == 0 {
+            return None;
+        }
+        let (num, den) = if den < 0 {
+            (-num / g, -den / g)
+        } else {
+            (num / g, den / g)
+        };
+        fractions.push((num, den));
+    }
+    let l = fractions
+        .iter()
+        .try_fold(1i128, |l, &(_, den)| (l / gcd(l, den)).checked_mul(den))?;
+    let c = fractions
+        .iter()
+        .map(|&(num, den)| i64::try_from(num.checked_mul(l / den)?).ok())
+        .collect::<Option<Vec<i64>>>()?;
+    Some((c, u64::try_from(l).ok()?))
+}
+
+/// Σ λᵢ·σᵢ as l⁻¹·Σ cᵢ·σᵢ with the small integers of [`small_lagrange`]: a few doublings and
+/// additions per partial and at most one 255-bit multiplication (by l⁻¹, none when l = 1),
+/// where the general form makes t of them.
+fn combine_small(partials: &[(ShareId, Signature)], c: &[i64], l: u64) -> Option<Signature> {
+    let mut acc = blst_p2::default();
+    for ((_, sig), &ci) in partials.iter().zip(c) {
+        acc = ffi::add_g2(&acc, &ffi::mult_small_g2(&to_point(sig), ci));
+    }
+    if l != 1 {
+        acc = ffi::mult_public(&acc, &Fr::from_u64(l).inverse()?.to_scalar());
+    }
+    Some(to_signature(acc))
+}
+
 /// Σ λᵢ·σᵢ over plain partials, with λᵢ the Lagrange coefficients at 0 of their ids. With at
 /// least `threshold` correct partials this is the validator's signature; verify it before use.
 pub fn combine(partials: &[(ShareId, Signature)]) -> Result<Signature> {
     let ids: Vec<ShareId> = partials.iter().map(|(id, _)| *id).collect();
+    if ids.is_empty() {
+        return Err(SignerError::Threshold(
+            "no partial signatures to combine".into(),
+        ));
+    }
+    check_distinct(&ids)?;
+    if let Some((c, l)) = small_lagrange(&ids) {
+        if let Some(sig) = combine_small(partials, &c, l) {
+            return Ok(sig);
+        }
+    }
     let lambdas = lagrange(&ids)?;
     let mut acc: Option<AggregateSignature> = None;
     for ((_, sig), lambda) in partials.iter().zip(&lambdas) {
@@ -496,32 +633,43 @@ fn random_weights(n: usize) -> Option<Vec<u64>> {
 }
 
 fn batch_holds(items: &[BatchItem<'_>], weights: &[u64]) -> bool {
-    // Π e(rᵢ·pkᵢ, H(mᵢ)) = e(g₁, Σ rᵢ·σᵢ), with the rᵢ·pkᵢ of one message summed first, so a
-    // batch of one signing root costs two Miller loops whatever its size.
-    let mut groups: Vec<(blst_p2_affine, AggregatePublicKey)> = Vec::new();
-    let mut sigma: Option<AggregateSignature> = None;
-    for (item, &r) in items.iter().zip(weights) {
-        let pk = blst_p1::from(AggregatePublicKey::from_public_key(item.pubkey));
-        let term = AggregatePublicKey::from(ffi::mult_u64_g1(&pk, r));
+    // Π e(Σ rᵢ·pkᵢ, H(m)) over the distinct messages m (the sum over m's items) = e(g₁, Σ rᵢ·σᵢ):
+    // one Miller loop per distinct message plus one, one final exponentiation, and the weights
+    // applied by two multi-scalar multiplications (one per message in G1, one in G2).
+    if items.is_empty() {
+        return true;
+    }
+    let le: Vec<[u8; 8]> = weights.iter().map(|w| w.to_le_bytes()).collect();
+    let mut groups: Vec<(blst_p2_affine, Vec<usize>)> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
         match groups.iter_mut().find(|(h, _)| *h == item.hashed.affine) {
-            Some((_, acc)) => acc.add_aggregate(&term),
-            None => groups.push((item.hashed.affine, term)),
-        }
-        let s = AggregateSignature::from(ffi::mult_u64_g2(&to_point(item.signature), r));
-        match &mut sigma {
-            None => sigma = Some(s),
-            Some(acc) => acc.add_aggregate(&s),
+            Some((_, members)) => members.push(i),
+            None => groups.push((item.hashed.affine, vec![i])),
         }
     }
-    let Some(sigma) = sigma else { return true };
-    let (hs, pks): (Vec<blst_p2_affine>, Vec<blst_p1_affine>) = groups
-        .into_iter()
-        .map(|(h, pk)| (h, blst_p1_affine::from(pk.to_public_key())))
-        .unzip();
+    let mut hs = Vec::with_capacity(groups.len());
+    let mut pks = Vec::with_capacity(groups.len());
+    for (h, members) in &groups {
+        let points: Vec<&blst_p1_affine> =
+            members.iter().map(|&i| items[i].pubkey.into()).collect();
+        let w: Vec<[u8; 8]> = members.iter().filter_map(|&i| le.get(i).copied()).collect();
+        let sum = AggregatePublicKey::from(ffi::msm_u64_g1(&points, &w)).to_public_key();
+        hs.push(*h);
+        pks.push(blst_p1_affine::from(sum));
+    }
+    let sigs: Vec<blst_p2_affine> = items.iter().map(|it| (*it.signature).into()).collect();
+    let sigma = AggregateSignature::from(ffi::msm_u64_g2(&sigs, &le)).to_signature();
     let lhs = blst_fp12::miller_loop_n(&hs, &pks);
     let mut rhs = blst_fp12::default();
-    Pairing::aggregated(&mut rhs, &blst_p2_affine::from(sigma.to_signature()));
+    Pairing::aggregated(&mut rhs, &blst_p2_affine::from(sigma));
     blst_fp12::finalverify(&lhs, &rhs)
+}
+
+/// True when every item verifies (random 64-bit weights, one batch: a false accept has
+/// probability 2⁻⁶³); false when one does not, or no randomness is available. Says nothing of
+/// which: [`verify_batch`] does.
+pub fn batch_verifies(items: &[BatchItem<'_>]) -> bool {
+    random_weights(items.len()).is_some_and(|weights| batch_holds(items, &weights))
 }
 
 /// Verify many signatures at once (random 64-bit weights; a false accept has probability
@@ -828,6 +976,62 @@ pub fn sign_with_remote_partials(
     key.combine_each_verified(hashed, &partials)
 }
 
+/// One threshold signature of a batch ([`combine_many_verified`]): its key, its hashed
+/// message and the plain partials to combine.
+#[derive(Debug, Clone, Copy)]
+pub struct Combination<'a> {
+    /// The threshold key.
+    pub key: &'a ThresholdKey,
+    /// The message, hashed.
+    pub hashed: &'a HashedMessage,
+    /// Plain partials (share id, σᵢ), at least t.
+    pub partials: &'a [(ShareId, Signature)],
+}
+
+/// Combine many threshold signatures and verify every partial under its share's key and every
+/// result under its validator key in one batch ([`batch_verifies`]): one Miller loop per
+/// distinct message and one final exponentiation for them all, against a pairing product per
+/// signature. Each partial is checked against its own message and key only: an item is a
+/// (key, message, signature) triple, so nothing is mixed across messages, keys or positions.
+/// When the batch fails, each signature is combined and verified alone
+/// ([`ThresholdKey::combine_each_verified`]), which names the faulty shares; the answers are in
+/// the order of `jobs`, and no unverified signature is among them.
+pub fn combine_many_verified(jobs: &[Combination<'_>]) -> Vec<Result<Signature, CombineError>> {
+    let combined: Vec<Result<Signature, CombineError>> = jobs
+        .iter()
+        .map(|job| {
+            job.key
+                .check_subset(job.partials.iter().map(|(id, _)| *id))?;
+            combine(job.partials).map_err(|_| CombineError::Unverified { faulty: vec![] })
+        })
+        .collect();
+    let mut items = Vec::new();
+    for (job, sig) in jobs.iter().zip(&combined) {
+        let Ok(sig) = sig else { continue };
+        for (id, partial) in job.partials {
+            if let Some(share) = job.key.share(*id) {
+                items.push(BatchItem {
+                    pubkey: &share.pubkey,
+                    hashed: job.hashed,
+                    signature: partial,
+                });
+            }
+        }
+        items.push(BatchItem {
+            pubkey: &job.key.pubkey,
+            hashed: job.hashed,
+            signature: sig,
+        });
+    }
+    if batch_verifies(&items) {
+        return combined;
+    }
+    jobs.iter()
+        .zip(combined)
+        .map(|(job, c)| c.and_then(|_| job.key.combine_each_verified(job.hashed, job.partials)))
+        .collect()
+}
+
 /// Open one share on its device and make its partial signature of `hashed`: plain, or weighted
 /// by `weight` (the share's Lagrange coefficient in the subset being asked). The share's secret
 /// exists only inside this call, in buffers wiped on return.
@@ -1117,5 +1321,144 @@ mod tests {
         assert_eq!(check(&bad), Err(vec![2]));
         bad.swap(0, 1);
         assert_eq!(check(&bad), Err(vec![0, 1, 2]));
+    }
+
+    #[test]
+    fn small_integer_lagrange_is_the_field_lagrange_and_falls_back_when_too_large() {
+        let (c, l) = small_lagrange(&ids(&[1, 3])).unwrap();
+        assert_eq!((c, l), (vec![3, -1], 2));
+        let (c, l) = small_lagrange(&ids(&[1, 2])).unwrap();
+        assert_eq!((c, l), (vec![2, -1], 1));
+        for set in [
+            &[1u64, 2, 3][..],
+            &[2, 5, 11],
+            &[3, 7, 11, 200],
+            &[5],
+            &[1, 2, 3, 4, 5],
+        ] {
+            let (c, l) = small_lagrange(&ids(set)).unwrap();
+            let inv = Fr::from_u64(l).inverse().unwrap();
+            let field = lagrange(&ids(set)).unwrap();
+            for (ci, fi) in c.iter().zip(&field) {
+                let mag = Fr::from_u64(ci.unsigned_abs());
+                let ci = if *ci < 0 {
+                    Fr::from_u64(0).sub(&mag)
+                } else {
+                    mag
+                };
+                assert_eq!(
+                    Coefficient(ci.mul(&inv)).to_be_bytes(),
+                    Coefficient(fi.clone()).to_be_bytes(),
+                    "ids {set:?}"
+                );
+            }
+        }
+        // Products past i128 or coefficients past i64: the field path.
+        assert_eq!(small_lagrange(&ids(&[u64::MAX, 1, 2])), None);
+        // Every 2-subset of 3 and 3-subset of 5, and ids too large for the small path, combine to
+        // the whole key's signature.
+        let sk = bls::random_secret_key().unwrap();
+        let root = [4u8; 32];
+        let hashed = HashedMessage::new(&root);
+        let expected = bls::sign(&sk, &root).compress();
+        for (t, set) in [
+            (2, vec![1, 2, 3]),
+            (3, vec![1, 2, 3, 4, 5]),
+            (2, vec![u64::MAX - 1, 7, u64::MAX]),
+        ] {
+            let shares = split(&sk, t, &ids(&set)).unwrap();
+            for subset in proof_subsets(set.len(), t) {
+                let plain: Vec<(ShareId, Signature)> = subset
+                    .iter()
+                    .map(|&i| (shares[i].0, partial_sign(&shares[i].1, &hashed)))
+                    .collect();
+                assert_eq!(
+                    combine(&plain).unwrap().compress(),
+                    expected,
+                    "{subset:?} of {set:?}"
+                );
+            }
+        }
+        assert!(combine(&[]).is_err());
+    }
+
+    #[test]
+    fn many_combinations_verify_together_and_a_wrong_partial_is_named_in_its_own() {
+        let roots: Vec<[u8; 32]> = (0..5u8).map(|i| [i + 10; 32]).collect();
+        let hashes: Vec<HashedMessage> = roots.iter().map(HashedMessage::new).collect();
+        let mut keys = Vec::new();
+        let mut secrets = Vec::new();
+        for _ in 0..3 {
+            let sk = bls::random_secret_key().unwrap();
+            let set = ids(&[1, 2, 3]);
+            let shares = split(&sk, 2, &set).unwrap();
+            let record_shares: Vec<(ShareId, PublicKey)> =
+                shares.iter().map(|(id, s)| (*id, s.sk_to_pk())).collect();
+            keys.push(ThresholdKey {
+                pubkey_bytes: PublicKeyBytes(sk.sk_to_pk().compress()),
+                pubkey: sk.sk_to_pk(),
+                threshold: 2,
+                shares: record_shares
+                    .iter()
+                    .map(|(id, pk)| ShareKey {
+                        id: *id,
+                        device: format!("p{id}"),
+                        pubkey: *pk,
+                    })
+                    .collect(),
+            });
+            secrets.push((sk, shares));
+        }
+        // Job j: key j % 3, root j, shares (j, j+1) mod 3 — every pair, and two jobs of a key.
+        let partials: Vec<Vec<(ShareId, Signature)>> = (0..5)
+            .map(|j| {
+                let (_, shares) = &secrets[j % 3];
+                [j % 3, (j + 1) % 3]
+                    .iter()
+                    .map(|&i| (shares[i].0, partial_sign(&shares[i].1, &hashes[j])))
+                    .collect()
+            })
+            .collect();
+        let jobs =
+            |partials: &[Vec<(ShareId, Signature)>]| -> Vec<Result<Signature, CombineError>> {
+                let jobs: Vec<Combination<'_>> = (0..5)
+                    .map(|j| Combination {
+                        key: &keys[j % 3],
+                        hashed: &hashes[j],
+                        partials: &partials[j],
+                    })
+                    .collect();
+                combine_many_verified(&jobs)
+            };
+        for (j, got) in jobs(&partials).into_iter().enumerate() {
+            let expected = bls::sign(&secrets[j % 3].0, &roots[j]).compress();
+            assert_eq!(got.unwrap().compress(), expected, "job {j}");
+        }
+        // Job 3's second partial signs job 4's root (a replayed partial): only job 3 fails, and
+        // names that share.
+        let mut bad = partials.clone();
+        let (_, shares) = &secrets[0];
+        let replayed_id = bad[3][1].0;
+        let replayed = shares.iter().find(|(id, _)| *id == replayed_id).unwrap();
+        bad[3][1].1 = partial_sign(&replayed.1, &hashes[4]);
+        let got = jobs(&bad);
+        for (j, got) in got.iter().enumerate() {
+            if j == 3 {
+                assert_eq!(
+                    got.as_ref().unwrap_err(),
+                    &CombineError::Unverified {
+                        faulty: vec![replayed_id]
+                    }
+                );
+            } else {
+                assert!(got.is_ok(), "job {j}");
+            }
+        }
+        // One partial only: too few, whatever the others.
+        bad[1].truncate(1);
+        assert!(matches!(
+            jobs(&bad)[1],
+            Err(CombineError::TooFew { have: 1, need: 2 })
+        ));
     }
 }

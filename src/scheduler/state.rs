@@ -240,8 +240,11 @@ impl Inner {
     /// is free and the job at the head of its queue may start (a block always; other work while
     /// the CPU buffer has room; background only with a second session free).
     pub(super) fn runnable_on(&self, st: &State, d: usize) -> Option<Urgency> {
-        let free = self.caps[d].saturating_sub(st.dev_busy[d]);
         let (class, key) = st.dev_q[d].head()?;
+        // A participant's block thread has a place beyond the cap (`device_worker`).
+        let spare =
+            usize::from(class == Class::Block && self.stations[d].is_remote() && !self.config.fifo);
+        let free = (self.caps[d] + spare).saturating_sub(st.dev_busy[d]);
         // A participant's answer is a partial, not an opened secret: it takes no place in the
         // CPU buffer (which bounds secrets open in memory); its session cap bounds it.
         let cpu_room = self.stations[d].is_remote() || self.cpu_room(st);

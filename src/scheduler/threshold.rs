@@ -4,14 +4,19 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+
+use blst::min_pk::Signature;
 use std::time::{Duration, Instant};
 
 use super::state::{CpuTask, DevTask, Inner, Opened, Reply};
 use super::{Ctx, State};
 use super::{JobError, Limit, Scheduler, SignJob};
 use crate::error::SignerError;
-use crate::keys::threshold::{CombineError, ThresholdKey};
+use crate::keys::threshold::{
+    combine_many_verified, partial_sign, Combination, CombineError, HashedMessage, ThresholdKey,
+};
 use crate::keys::KeyRecord;
+use crate::keys::ShareId;
 
 /// The state of one threshold signature across its devices.
 pub(super) struct ThresholdJob {
@@ -223,17 +228,20 @@ impl Scheduler {
 /// verified. A combination that does not verify names the faulty shares, excludes them and
 /// asks other stations; no unverified signature is ever answered.
 pub(super) fn combine_threshold(inner: &Arc<Inner>, task: CpuTask) {
-    let CpuTask { ctx, secrets, .. } = task;
-    let Some(thr) = &ctx.threshold else { return };
+    let Some(thr) = &task.ctx.threshold else {
+        return;
+    };
     let key = thr.lock().unwrap_or_else(|p| p.into_inner()).key.clone();
-    let hashed = inner.hashed.get(&ctx.root);
+    let hashed = inner.hashed.get(&task.ctx.root);
     let mut opened = Vec::new();
     let mut remote = Vec::new();
-    for (i, got) in &secrets {
-        let id = key.shares[*i].id;
+    for (i, got) in &task.secrets {
+        let Some(share) = key.shares.get(*i) else {
+            continue;
+        };
         match got {
-            Opened::Secret(secret) => opened.push((id, secret)),
-            Opened::Partial(sig) => remote.push((id, *sig)),
+            Opened::Secret(secret) => opened.push((share.id, secret)),
+            Opened::Partial(sig) => remote.push((share.id, *sig)),
         }
     }
     // THE sign of the decrypt-then-sign (`keys`): partials, combined, verified.
@@ -241,12 +249,87 @@ pub(super) fn combine_threshold(inner: &Arc<Inner>, task: CpuTask) {
         crate::keys::threshold::sign_with_opened_shares(&key, &hashed, &opened)
     } else {
         crate::keys::threshold::sign_with_remote_partials(&key, &hashed, &opened, &remote)
+    };
+    drop(opened);
+    finish_combination(inner, task, &key, outcome);
+}
+
+/// True for a CPU task that holds a participant's partial (combined by
+/// [`combine_remote_batch`], with others like it).
+pub(super) fn holds_remote_partials(task: &CpuTask) -> bool {
+    task.ctx.threshold.is_some()
+        && task
+            .secrets
+            .iter()
+            .any(|(_, got)| matches!(got, Opened::Partial(_)))
+}
+
+/// [`combine_threshold`] for many tasks that hold participants' partials, verified together
+/// ([`combine_many_verified`]: one Miller loop per signature and one final exponentiation for
+/// the batch, where each alone costs two and one). A batch that does not verify is verified
+/// again signature by signature, so a faulty partial is named, and only its signature waits
+/// for another station.
+pub(super) fn combine_remote_batch(inner: &Arc<Inner>, tasks: Vec<CpuTask>) {
+    struct Prepared {
+        key: Arc<ThresholdKey>,
+        hashed: Arc<HashedMessage>,
+        partials: Vec<(ShareId, Signature)>,
     }
-    .map_err(|e| match e {
+    let prepare = |task: &CpuTask| {
+        let thr = task.ctx.threshold.as_ref()?;
+        let key = thr.lock().unwrap_or_else(|p| p.into_inner()).key.clone();
+        let hashed = inner.hashed.get(&task.ctx.root);
+        let partials = task
+            .secrets
+            .iter()
+            .filter_map(|(i, got)| {
+                let id = key.shares.get(*i)?.id;
+                Some(match got {
+                    Opened::Secret(secret) => (id, partial_sign(secret, &hashed)),
+                    Opened::Partial(sig) => (id, *sig),
+                })
+            })
+            .collect();
+        Some(Prepared {
+            key,
+            hashed,
+            partials,
+        })
+    };
+    let prepared: Vec<Option<Prepared>> = tasks.iter().map(prepare).collect();
+    let jobs: Vec<Combination<'_>> = prepared
+        .iter()
+        .flatten()
+        .map(|p| Combination {
+            key: &p.key,
+            hashed: &p.hashed,
+            partials: &p.partials,
+        })
+        .collect();
+    let mut outcomes = combine_many_verified(&jobs).into_iter();
+    for (task, p) in tasks.into_iter().zip(&prepared) {
+        let Some(p) = p else { continue };
+        let Some(outcome) = outcomes.next() else {
+            break;
+        };
+        finish_combination(inner, task, &p.key, outcome);
+    }
+}
+
+/// Answer a combination's outcome: the signature, or the faulty shares excluded and others
+/// asked in their place, or the failure.
+fn finish_combination(
+    inner: &Arc<Inner>,
+    task: CpuTask,
+    key: &ThresholdKey,
+    outcome: Result<Signature, CombineError>,
+) {
+    let CpuTask { ctx, secrets, .. } = task;
+    let Some(thr) = &ctx.threshold else { return };
+    let outcome = outcome.map_err(|e| match e {
         CombineError::Unverified { faulty } => JobError::Faulty(faulty),
         other => JobError::Failed(SignerError::Bls(other.to_string())),
     });
-    drop(opened);
     match outcome {
         Ok(sig) => ctx.answer(Ok(sig)),
         Err(JobError::Faulty(faulty)) => {
@@ -255,7 +338,9 @@ pub(super) fn combine_threshold(inner: &Arc<Inner>, task: CpuTask) {
             job.combining = false;
             let mut named = Vec::new();
             for (i, got) in secrets {
-                let share = &key.shares[i];
+                let Some(share) = key.shares.get(i) else {
+                    continue;
+                };
                 if faulty.contains(&share.id) {
                     job.excluded.push(i);
                     let station = inner

@@ -10,14 +10,17 @@ use blst::min_pk::SecretKey;
 
 use super::queue::{Class, ClassQueues, Next, Queued};
 use super::state::{CpuTask, DevTask, Inner, Opened, Station};
-use super::threshold::combine_threshold;
+use super::threshold::{combine_remote_batch, combine_threshold, holds_remote_partials};
 use super::{Ctx, State};
 use super::{JobError, SignerError, Stage};
 
 pub(super) fn device_worker(inner: Arc<Inner>, d: usize, blocks: bool) {
     let station = &inner.stations[d];
     let remote = station.is_remote();
-    let cap = inner.caps[d];
+    // A participant's block thread has a place of its own beyond the cap: a block is sent at
+    // once, not after one of the bulk partials in flight to that participant comes back (its
+    // cap bounds our load on it, and the participant's own scheduler puts the block first).
+    let cap = inner.caps[d] + usize::from(blocks && remote);
     let fifo = inner.config.fifo;
     let cv = if blocks {
         &inner.block_cv[d]
@@ -315,6 +318,11 @@ pub(super) fn cpu_worker(inner: Arc<Inner>, rescue: bool) {
         if let Some(cv) = wake {
             cv.notify_one();
         }
+        if holds_remote_partials(&task) {
+            let batch = take_alike(&inner, task);
+            combine_remote_batch(&inner, batch);
+            continue;
+        }
         if task.ctx.threshold.is_some() {
             combine_threshold(&inner, task);
             continue;
@@ -333,6 +341,47 @@ pub(super) fn cpu_worker(inner: Arc<Inner>, rescue: bool) {
         drop(task.secrets);
         task.ctx.answer(result);
     }
+}
+
+/// Combinations of participants' partials verified in one batch, at most: enough that the
+/// final exponentiation and the batch's bookkeeping are a small share of each, few enough
+/// that the first of them waits a few milliseconds at most.
+const COMBINE_BATCH: usize = 16;
+
+/// `first` and the tasks of its class behind it in the CPU queue that also hold participants'
+/// partials, up to [`COMBINE_BATCH`], to verify together. They are queued only while the CPU
+/// is behind, so an idle signer combines each alone, as it comes.
+fn take_alike(inner: &Inner, first: CpuTask) -> Vec<CpuTask> {
+    let class = first.ctx.class;
+    let mut batch = vec![first];
+    if class == Class::Block {
+        return batch;
+    }
+    let mut wakes = Vec::new();
+    let mut st = inner.lock();
+    let now = Instant::now();
+    while batch.len() < COMBINE_BATCH {
+        let task = match st.cpu_q.pop_except_blocks(now, true) {
+            Next::Idle => break,
+            Next::Run(t) if t.ctx.class != class || !holds_remote_partials(&t) => {
+                st.cpu_q.push_front(t);
+                break;
+            }
+            Next::Run(t) | Next::Expired(t) | Next::Cancelled(t) => t,
+        };
+        if task.ctx.class != Class::Block {
+            st.cpu_buffered -= 1;
+            wakes.extend(inner.device_to_wake(&st));
+        }
+        if still_wanted(inner, &task.ctx, Stage::Cpu) {
+            batch.push(task);
+        }
+    }
+    drop(st);
+    for cv in wakes {
+        cv.notify_one();
+    }
+    batch
 }
 
 /// For the rescue worker: the next bulk task if the bulk workers are starved. They are once a
