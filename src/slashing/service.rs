@@ -3,7 +3,7 @@
 //! One writer thread owns the store. Callers queue requests on a bounded channel; the writer
 //! takes everything queued (up to [`Options::max_batch`]; no timer: batches grow only with
 //! load), applies it in arrival order in one transaction, commits (one fsync), then answers every
-//! caller. Two conflicting requests for one validator in one batch: the first wins, the second
+//! caller; blocks queued among the rest go first, in a transaction of their own. Two conflicting requests for one validator in one batch: the first wins, the second
 //! is refused. If the transaction fails, every caller in it gets [`SlashingError::Store`] and
 //! must not sign. No state is kept outside the database, so nothing can diverge from it.
 
@@ -445,28 +445,64 @@ fn writer_loop<S: SlashingStore>(
                 Err(_) => return,
             },
         };
-        let mut batch = match first {
-            Job::Check(check) => vec![check],
-            // A group is never split: all of it in this transaction, however large.
-            Job::Checks(checks) => checks,
-            Job::Task(task) => {
+        let (blocks, batch) = match gather(first, &receiver, max_batch, &mut pending) {
+            Ok(checks) => checks,
+            Err(task) => {
                 run_task(&mut store, task);
                 continue;
             }
         };
-        while batch.len() < max_batch {
-            match receiver.try_recv() {
-                Ok(Job::Check(check)) => batch.push(check),
-                Ok(Job::Checks(checks)) => batch.extend(checks),
-                Ok(other) => {
-                    pending = Some(other);
-                    break;
-                }
-                Err(_) => break,
-            }
+        if !blocks.is_empty() {
+            deliver(run_batch(&mut store, blocks, counters));
         }
-        deliver(run_batch(&mut store, batch, counters));
+        if !batch.is_empty() {
+            deliver(run_batch(&mut store, batch, counters));
+        }
     }
+}
+
+/// The checks the writer applies next: `first` and what is queued behind it, up to `max_batch`
+/// (a task found behind it waits in `pending` for the next round); `Err` when `first` is a
+/// task. Blocks queued on their own come out apart, to go first in a transaction of their own:
+/// a proposal then waits for the fsync in progress and one more, not for a herd's attestations
+/// to be applied with it. A block and an attestation never decide each other, and blocks keep
+/// their order among themselves, as the rest does.
+fn gather(
+    first: Job,
+    receiver: &Receiver<Job>,
+    max_batch: usize,
+    pending: &mut Option<Job>,
+) -> Result<(Vec<Check>, Vec<Check>), Task> {
+    let (mut blocks, mut batch) = (Vec::new(), Vec::new());
+    if let Some(task) = sort_job(first, &mut blocks, &mut batch) {
+        return Err(task);
+    }
+    while blocks.len() + batch.len() < max_batch {
+        match receiver.try_recv() {
+            Ok(Job::Task(task)) => {
+                *pending = Some(Job::Task(task));
+                break;
+            }
+            Ok(job) => {
+                let _ = sort_job(job, &mut blocks, &mut batch);
+            }
+            Err(_) => break,
+        }
+    }
+    Ok((blocks, batch))
+}
+
+/// Put a queued job's checks in `blocks` (a block check queued on its own) or `batch`
+/// (anything else; a group is never split: all of it in one transaction, however large); a
+/// task is given back.
+fn sort_job(job: Job, blocks: &mut Vec<Check>, batch: &mut Vec<Check>) -> Option<Task> {
+    match job {
+        Job::Check(check) if matches!(check.proposal, Proposal::Block { .. }) => blocks.push(check),
+        Job::Check(check) => batch.push(check),
+        Job::Checks(checks) => batch.extend(checks),
+        Job::Task(task) => return Some(task),
+    }
+    None
 }
 
 /// Run `f`, turning a panic (a bug) into a store error so that the writer lives on and the
@@ -633,4 +669,88 @@ pub(crate) fn apply_checks<S: SlashingStore>(
         }
         Ok(verdicts)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(key: u8, proposal: Proposal) -> Job {
+        let (reply, _) = mpsc::sync_channel(1);
+        Job::Check(Check {
+            pubkey: [key; 48],
+            gvr: [0; 32],
+            proposal,
+            reply: Reply::Blocking(reply),
+        })
+    }
+
+    fn block(key: u8, slot: u64) -> Job {
+        check(
+            key,
+            Proposal::Block {
+                slot,
+                signing_root: [1; 32],
+            },
+        )
+    }
+
+    fn vote(key: u8, target: u64) -> Job {
+        check(
+            key,
+            Proposal::Attestation {
+                source_epoch: 0,
+                target_epoch: target,
+                signing_root: [2; 32],
+            },
+        )
+    }
+
+    fn keys(checks: &[Check]) -> Vec<u8> {
+        checks.iter().map(|c| c.pubkey[0]).collect()
+    }
+
+    #[test]
+    fn blocks_queued_among_attestations_come_out_first_and_in_order_and_tasks_wait() {
+        let (tx, rx) = mpsc::sync_channel(64);
+        for job in [
+            vote(2, 1),
+            block(7, 10),
+            vote(3, 1),
+            block(8, 10),
+            vote(4, 1),
+        ] {
+            tx.send(job).unwrap();
+        }
+        let (r, _) = mpsc::sync_channel(1);
+        tx.send(Job::Task(Task::DeletedKeys(Reply::Blocking(r))))
+            .unwrap();
+        tx.send(vote(5, 1)).unwrap();
+        let mut pending = None;
+        let Ok((blocks, batch)) = gather(vote(1, 1), &rx, 512, &mut pending) else {
+            panic!("the first job is a check");
+        };
+        assert_eq!(keys(&blocks), [7, 8]);
+        assert_eq!(keys(&batch), [1, 2, 3, 4]);
+        // The task stops the gathering; what is behind it waits for the next round.
+        assert!(matches!(pending, Some(Job::Task(Task::DeletedKeys(_)))));
+        assert!(matches!(rx.try_recv(), Ok(Job::Check(c)) if c.pubkey[0] == 5));
+        // The cap counts every check, blocks included.
+        for job in [block(9, 11), vote(6, 1), vote(7, 1)] {
+            tx.send(job).unwrap();
+        }
+        let Ok((blocks, batch)) = gather(vote(5, 2), &rx, 3, &mut pending) else {
+            panic!("the first job is a check");
+        };
+        assert_eq!((keys(&blocks), keys(&batch)), (vec![9], vec![5, 6]));
+        assert!(gather(vote(1, 1), &rx, 512, &mut None).is_ok());
+        let (r, _) = mpsc::sync_channel(1);
+        assert!(gather(
+            Job::Task(Task::DeletedKeys(Reply::Blocking(r))),
+            &rx,
+            512,
+            &mut None
+        )
+        .is_err());
+    }
 }
