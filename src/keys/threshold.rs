@@ -159,6 +159,23 @@ mod ffi {
         out
     }
 
+    /// The Miller loop of the pairs (`qs`ᵢ, `ps`ᵢ), multiplied together, on the calling thread
+    /// (the safe `blst_fp12::miller_loop_n` hands its pairs to blst's thread pool, whose threads
+    /// take the OS priority of the thread that started the pool: a block's verification then
+    /// waited for a bulk thread's turn). `qs` and `ps` of one length, at least one.
+    pub(super) fn miller_loop_n(qs: &[blst_p2_affine], ps: &[blst_p1_affine]) -> blst::blst_fp12 {
+        let n = qs.len().min(ps.len());
+        let q: Vec<*const blst_p2_affine> = qs[..n].iter().map(|p| p as *const _).collect();
+        let p: Vec<*const blst_p1_affine> = ps[..n].iter().map(|p| p as *const _).collect();
+        let mut out = blst::blst_fp12::default();
+        if n == 0 {
+            return out;
+        }
+        // SAFETY: `q` and `p` hold `n` pointers each, to live affine points; writes one fp12.
+        unsafe { blst::blst_miller_loop_n(&mut out, q.as_ptr(), p.as_ptr(), n) };
+        out
+    }
+
     /// `c · p` in G2 for a small public integer `c` (a scaled Lagrange coefficient): as many
     /// doublings as `|c|` has bits, negated when `c` is negative.
     pub(super) fn mult_small_g2(p: &blst_p2, c: i64) -> blst_p2 {
@@ -659,7 +676,7 @@ fn batch_holds(items: &[BatchItem<'_>], weights: &[u64]) -> bool {
     }
     let sigs: Vec<blst_p2_affine> = items.iter().map(|it| (*it.signature).into()).collect();
     let sigma = AggregateSignature::from(ffi::msm_u64_g2(&sigs, &le)).to_signature();
-    let lhs = blst_fp12::miller_loop_n(&hs, &pks);
+    let lhs = ffi::miller_loop_n(&hs, &pks);
     let mut rhs = blst_fp12::default();
     Pairing::aggregated(&mut rhs, &blst_p2_affine::from(sigma));
     blst_fp12::finalverify(&lhs, &rhs)
