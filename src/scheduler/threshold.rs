@@ -142,7 +142,19 @@ impl Scheduler {
         if job.combining || ctx.gone() {
             return;
         }
-        if let Some(i) = inner.pick_shares(&st, ctx, &job, 1).first().copied() {
+        let Some(i) = inner.pick_shares(&st, ctx, &job, 1).first().copied() else {
+            return;
+        };
+        // Only a station that can start it now: when every station is busy the job is late
+        // because the signer is, and an extra partial would only add to the load (at 64 jobs
+        // in flight, hundreds a run were asked and thrown away).
+        let idle_now = job
+            .key
+            .shares
+            .get(i)
+            .and_then(|s| inner.dev_index.get(&s.device))
+            .is_some_and(|&d| st.dev_q[d].len() + st.dev_busy[d] < inner.caps[d]);
+        if idle_now {
             if let Some(d) = inner.ask(&mut st, ctx, &mut job, i) {
                 inner.metrics.hedges.fetch_add(1, Ordering::Relaxed);
                 inner.notify_device(&st, d);
