@@ -14,7 +14,10 @@
 //! combination names its faulty share. The combined signature is verified with the already
 //! hashed point ([`verify_hashed`]), or — the larger win, since verification is over half the
 //! cost — with others in a batch ([`verify_batch`]: one Miller loop per distinct signing root and
-//! one final exponentiation for the whole batch).
+//! one final exponentiation for the whole batch, the random weights applied by multi-scalar
+//! multiplication). A coordinator verifies participants' partials and the signatures combined
+//! from them many signatures at a time ([`combine_many_verified`]), and combines with small
+//! integer coefficients where the ids allow (at most one 255-bit multiplication, not t).
 //!
 //! Field and curve arithmetic come from `blst` itself, the library that already signs for us,
 //! rather than a second curve crate: its constant-time scalar multiplication (the same routine

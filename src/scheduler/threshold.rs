@@ -4,9 +4,9 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use blst::min_pk::Signature;
-use std::time::{Duration, Instant};
 
 use super::state::{CpuTask, DevTask, Inner, Opened, Reply};
 use super::{Ctx, State};
