@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// Bucket upper bounds in seconds.
@@ -63,19 +63,23 @@ impl Histogram {
 /// Histograms keyed by a label value, created on first use.
 #[derive(Debug, Default)]
 pub struct Family {
-    by: Mutex<BTreeMap<String, Arc<Histogram>>>,
+    by: RwLock<BTreeMap<String, Arc<Histogram>>>,
 }
 
 impl Family {
-    /// The histogram for `label`.
+    /// The histogram for `label`. It is read on every device operation by many threads at
+    /// once: a label seen before costs a shared lock and no allocation.
     pub fn get(&self, label: &str) -> Arc<Histogram> {
-        let mut by = self.by.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = self.by.read().unwrap_or_else(|p| p.into_inner()).get(label) {
+            return h.clone();
+        }
+        let mut by = self.by.write().unwrap_or_else(|p| p.into_inner());
         by.entry(label.to_owned()).or_default().clone()
     }
 
     /// Append every histogram of the family as `name`, labelled `key="<label>"`.
     pub fn render(&self, out: &mut String, name: &str, key: &str) {
-        for (label, h) in self.by.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        for (label, h) in self.by.read().unwrap_or_else(|p| p.into_inner()).iter() {
             h.render(out, name, &format!("{key}=\"{label}\""));
         }
     }
