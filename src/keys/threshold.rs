@@ -207,63 +207,62 @@ mod ffi {
         out
     }
 
-    /// Σ rᵢ·pᵢ in G1 for public 64-bit weights (little-endian bytes), `points` and `weights`
-    /// of one length, at least one: blst's multi-scalar multiplication (a table of small
-    /// multiples for a few points, Pippenger's buckets for many).
-    pub(super) fn msm_u64_g1(points: &[&blst_p1_affine], weights: &[[u8; 8]]) -> blst_p1 {
-        let n = points.len().min(weights.len());
-        let pts: Vec<*const blst_p1_affine> = points[..n].iter().map(|p| *p as *const _).collect();
-        let scs: Vec<*const u8> = weights[..n].iter().map(|w| w.as_ptr()).collect();
-        let mut out = blst_p1::default();
-        if n == 0 {
-            return out;
-        }
-        // SAFETY: asks the scratch size for `n` points, which has no other effect.
-        let bytes = unsafe { blst::blst_p1s_mult_pippenger_scratch_sizeof(n) };
-        let mut scratch =
-            vec![0 as blst::limb_t; bytes.div_ceil(std::mem::size_of::<blst::limb_t>())];
-        // SAFETY: `pts` and `scs` hold `n` pointers each, to live affine points and to 8-byte
-        // weights of which 64 bits are read; `scratch` has the size blst asked for; writes one
-        // blst_p1.
-        unsafe {
-            blst::blst_p1s_mult_pippenger(
-                &mut out,
-                pts.as_ptr(),
-                n,
-                scs.as_ptr(),
-                64,
-                scratch.as_mut_ptr(),
-            )
+    /// `fn $name(points, weights)`: Σ rᵢ·pᵢ for public 64-bit weights (little-endian bytes),
+    /// one per point (extra ones of either are ignored; none gives the point at infinity):
+    /// blst's multi-scalar multiplication (a table of small multiples for a few points,
+    /// Pippenger's buckets for many).
+    macro_rules! msm_u64 {
+        ($name:ident, $point:ty, $affine:ty, $sizeof:path, $mult:path) => {
+            pub(super) fn $name<'a>(
+                points: impl IntoIterator<Item = &'a $affine>,
+                weights: &[[u8; 8]],
+            ) -> $point {
+                let pts: Vec<*const $affine> = points
+                    .into_iter()
+                    .take(weights.len())
+                    .map(|p| p as *const $affine)
+                    .collect();
+                let n = pts.len();
+                let scs: Vec<*const u8> = weights[..n].iter().map(|w| w.as_ptr()).collect();
+                let mut out = <$point>::default();
+                if n == 0 {
+                    return out;
+                }
+                // SAFETY: asks the scratch size for `n` points, which has no other effect.
+                let bytes = unsafe { $sizeof(n) };
+                let mut scratch =
+                    vec![0 as blst::limb_t; bytes.div_ceil(std::mem::size_of::<blst::limb_t>())];
+                // SAFETY: `pts` and `scs` hold `n` pointers each, to live affine points and to
+                // 8-byte weights of which 64 bits are read; `scratch` has the size blst asked
+                // for; writes one point.
+                unsafe {
+                    $mult(
+                        &mut out,
+                        pts.as_ptr(),
+                        n,
+                        scs.as_ptr(),
+                        64,
+                        scratch.as_mut_ptr(),
+                    )
+                };
+                out
+            }
         };
-        out
     }
-
-    /// Σ rᵢ·pᵢ in G2 for public 64-bit weights: [`msm_u64_g1`] in G2.
-    pub(super) fn msm_u64_g2(points: &[blst_p2_affine], weights: &[[u8; 8]]) -> blst_p2 {
-        let n = points.len().min(weights.len());
-        let pts: Vec<*const blst_p2_affine> = points[..n].iter().map(|p| p as *const _).collect();
-        let scs: Vec<*const u8> = weights[..n].iter().map(|w| w.as_ptr()).collect();
-        let mut out = blst_p2::default();
-        if n == 0 {
-            return out;
-        }
-        // SAFETY: asks the scratch size for `n` points, which has no other effect.
-        let bytes = unsafe { blst::blst_p2s_mult_pippenger_scratch_sizeof(n) };
-        let mut scratch =
-            vec![0 as blst::limb_t; bytes.div_ceil(std::mem::size_of::<blst::limb_t>())];
-        // SAFETY: as in `msm_u64_g1`, with G2 points.
-        unsafe {
-            blst::blst_p2s_mult_pippenger(
-                &mut out,
-                pts.as_ptr(),
-                n,
-                scs.as_ptr(),
-                64,
-                scratch.as_mut_ptr(),
-            )
-        };
-        out
-    }
+    msm_u64!(
+        msm_u64_g1,
+        blst_p1,
+        blst_p1_affine,
+        blst::blst_p1s_mult_pippenger_scratch_sizeof,
+        blst::blst_p1s_mult_pippenger
+    );
+    msm_u64!(
+        msm_u64_g2,
+        blst_p2,
+        blst_p2_affine,
+        blst::blst_p2s_mult_pippenger_scratch_sizeof,
+        blst::blst_p2s_mult_pippenger
+    );
 }
 
 use ffi::Fr;
@@ -522,8 +521,12 @@ fn gcd(mut a: i128, mut b: i128) -> i128 {
 
 /// The Lagrange coefficients at 0 of small `ids` as integers: `(c, l)` with λᵢ = cᵢ / l, each
 /// |cᵢ| < 2⁶³ and `l` the least common denominator (for ids 1, 2: c = (2, −1), l = 1; for 1, 3:
-/// c = (3, −1), l = 2). `None` when the integers would not fit (large ids or many shares).
+/// c = (3, −1), l = 2). `None` when the integers would not fit (large ids or many shares), and
+/// for no ids or an id twice.
 fn small_lagrange(ids: &[ShareId]) -> Option<(Vec<i64>, u64)> {
+    if ids.is_empty() {
+        return None;
+    }
     let mut fractions = Vec::with_capacity(ids.len());
     for (i, xi) in ids.iter().enumerate() {
         let xi = i128::from(xi.get());
@@ -574,12 +577,7 @@ fn combine_small(partials: &[(ShareId, Signature)], c: &[i64], l: u64) -> Option
 /// least `threshold` correct partials this is the validator's signature; verify it before use.
 pub fn combine(partials: &[(ShareId, Signature)]) -> Result<Signature> {
     let ids: Vec<ShareId> = partials.iter().map(|(id, _)| *id).collect();
-    if ids.is_empty() {
-        return Err(SignerError::Threshold(
-            "no partial signatures to combine".into(),
-        ));
-    }
-    check_distinct(&ids)?;
+    // No ids, or one twice: the field path below refuses them.
     if let Some((c, l)) = small_lagrange(&ids) {
         if let Some(sig) = combine_small(partials, &c, l) {
             return Ok(sig);
@@ -670,10 +668,11 @@ fn batch_holds(items: &[BatchItem<'_>], weights: &[u64]) -> bool {
     let mut hs = Vec::with_capacity(groups.len());
     let mut pks = Vec::with_capacity(groups.len());
     for (h, members) in &groups {
-        let points: Vec<&blst_p1_affine> =
-            members.iter().map(|&i| items[i].pubkey.into()).collect();
+        let points = members
+            .iter()
+            .map(|&i| <&blst_p1_affine>::from(items[i].pubkey));
         let w: Vec<[u8; 8]> = members.iter().filter_map(|&i| le.get(i).copied()).collect();
-        let sum = AggregatePublicKey::from(ffi::msm_u64_g1(&points, &w)).to_public_key();
+        let sum = AggregatePublicKey::from(ffi::msm_u64_g1(points, &w)).to_public_key();
         hs.push(*h);
         pks.push(blst_p1_affine::from(sum));
     }
@@ -849,6 +848,13 @@ impl ThresholdKey {
         Ok(())
     }
 
+    /// Σ λᵢ·σᵢ of plain partials from distinct shares of this key, at least t of them; not
+    /// verified.
+    fn combined(&self, partials: &[(ShareId, Signature)]) -> Result<Signature, CombineError> {
+        self.check_subset(partials.iter().map(|(id, _)| *id))?;
+        combine(partials).map_err(|_| CombineError::Unverified { faulty: vec![] })
+    }
+
     /// The ids of `partials` (plain) that do not verify against their share public keys.
     pub fn faulty_partials(
         &self,
@@ -872,8 +878,7 @@ impl ThresholdKey {
         hashed: &HashedMessage,
         partials: &[(ShareId, Signature)],
     ) -> Result<Signature, CombineError> {
-        self.check_subset(partials.iter().map(|(id, _)| *id))?;
-        let sig = combine(partials).map_err(|_| CombineError::Unverified { faulty: vec![] })?;
+        let sig = self.combined(partials)?;
         if verify_hashed(&self.pubkey, hashed, &sig) {
             return Ok(sig);
         }
@@ -891,8 +896,7 @@ impl ThresholdKey {
         hashed: &HashedMessage,
         partials: &[(ShareId, Signature)],
     ) -> Result<Signature, CombineError> {
-        self.check_subset(partials.iter().map(|(id, _)| *id))?;
-        let sig = combine(partials).map_err(|_| CombineError::Unverified { faulty: vec![] })?;
+        let sig = self.combined(partials)?;
         let mut items = Vec::with_capacity(partials.len() + 1);
         for (id, partial) in partials {
             let share = self.share(*id).ok_or(CombineError::BadShare(*id))?;
@@ -1019,11 +1023,7 @@ pub struct Combination<'a> {
 pub fn combine_many_verified(jobs: &[Combination<'_>]) -> Vec<Result<Signature, CombineError>> {
     let combined: Vec<Result<Signature, CombineError>> = jobs
         .iter()
-        .map(|job| {
-            job.key
-                .check_subset(job.partials.iter().map(|(id, _)| *id))?;
-            combine(job.partials).map_err(|_| CombineError::Unverified { faulty: vec![] })
-        })
+        .map(|job| job.key.combined(job.partials))
         .collect();
     let mut items = Vec::new();
     for (job, sig) in jobs.iter().zip(&combined) {

@@ -241,10 +241,9 @@ impl Inner {
     /// the CPU buffer has room; background only with a second session free).
     pub(super) fn runnable_on(&self, st: &State, d: usize) -> Option<Urgency> {
         let (class, key) = st.dev_q[d].head()?;
-        // A participant's block thread has a place beyond the cap (`device_worker`).
-        let spare =
-            usize::from(class == Class::Block && self.stations[d].is_remote() && !self.config.fifo);
-        let free = (self.caps[d] + spare).saturating_sub(st.dev_busy[d]);
+        let free = self
+            .cap(d, class == Class::Block)
+            .saturating_sub(st.dev_busy[d]);
         // A participant's answer is a partial, not an opened secret: it takes no place in the
         // CPU buffer (which bounds secrets open in memory); its session cap bounds it.
         let cpu_room = self.stations[d].is_remote() || self.cpu_room(st);
@@ -252,6 +251,21 @@ impl Inner {
             && (class == Class::Block
                 || (cpu_room && (class != Class::Background || free >= 2 || self.config.fifo)));
         may.then_some(key)
+    }
+
+    /// Operations station `d` may have running at once, for its session threads or (`block`) its
+    /// block thread. A participant's block thread has a place of its own beyond the cap: a block
+    /// is sent at once, not after one of the bulk partials in flight comes back (the cap bounds
+    /// our load on the participant, whose own scheduler puts the block first). A device's
+    /// sessions are the token's: its cap holds for blocks too.
+    pub(super) fn cap(&self, d: usize, block: bool) -> usize {
+        let spare = block && !self.config.fifo && self.stations[d].is_remote();
+        self.caps[d] + usize::from(spare)
+    }
+
+    /// Operations queued or running on station `d`.
+    pub(super) fn load(st: &State, d: usize) -> usize {
+        st.dev_q[d].len() + st.dev_busy[d]
     }
 
     /// Whether another envelope may be opened ahead of a CPU (blocks may always).

@@ -69,7 +69,7 @@ impl Inner {
                 let d = *self.dev_index.get(&share.device)?;
                 let station = &self.stations[d];
                 (station.is_enabled() && (!station.is_remote() || ctx.request.is_some()))
-                    .then(|| (i, st.dev_q[d].len() + st.dev_busy[d], share.id.get()))
+                    .then(|| (i, Inner::load(st, d), share.id.get()))
             })
             .collect();
         candidates.sort_by_key(|&(_, load, id)| (load, id));
@@ -153,7 +153,7 @@ impl Scheduler {
             .shares
             .get(i)
             .and_then(|s| inner.dev_index.get(&s.device))
-            .is_some_and(|&d| st.dev_q[d].len() + st.dev_busy[d] < inner.caps[d]);
+            .is_some_and(|&d| Inner::load(&st, d) < inner.caps[d]);
         if idle_now {
             if let Some(d) = inner.ask(&mut st, ctx, &mut job, i) {
                 inner.metrics.hedges.fetch_add(1, Ordering::Relaxed);

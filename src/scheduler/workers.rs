@@ -17,10 +17,7 @@ use super::{JobError, SignerError, Stage};
 pub(super) fn device_worker(inner: Arc<Inner>, d: usize, blocks: bool) {
     let station = &inner.stations[d];
     let remote = station.is_remote();
-    // A participant's block thread has a place of its own beyond the cap: a block is sent at
-    // once, not after one of the bulk partials in flight to that participant comes back (its
-    // cap bounds our load on it, and the participant's own scheduler puts the block first).
-    let cap = inner.caps[d] + usize::from(blocks && remote);
+    let cap = inner.cap(d, blocks);
     let fifo = inner.config.fifo;
     let cv = if blocks {
         &inner.block_cv[d]
