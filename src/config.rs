@@ -295,6 +295,10 @@ pub struct ServerSettings {
     pub open_requests_per_sec: Option<f64>,
     /// Of those, how many may come at once (default 400).
     pub open_requests_burst: Option<u32>,
+    /// Count the CPU time of each stage of the request path (parse, root, device, sign,
+    /// response) in `/metrics` (`signer_stage_cpu_seconds_total`): two clock reads per stage;
+    /// for benchmarks and profiling (default false).
+    pub stage_cpu: Option<bool>,
 }
 
 /// `[keymanager]` settings: where keys imported through the Keymanager API

@@ -210,6 +210,7 @@ impl Metrics {
         self.precompute.render(&mut out);
         self.connections.render(&mut out);
         self.distributed.render(&mut out);
+        crate::metrics::render_stage_cpu(&mut out);
         let mut last = "";
         for (name, labels, value) in gauges {
             if *name != last {

@@ -25,6 +25,7 @@ use crate::consensus::{
 };
 use crate::duties::{Claim as ProofClaim, LiveProof, JOIN_PATIENCE};
 use crate::keys::{KeyRecord, PublicKeyBytes};
+use crate::metrics::{in_stage, Stage};
 use crate::scheduler::{Class, JobError, SignJob};
 use crate::slashing::{Proposal, Refusal, SlashingError, SlashingProtection};
 
@@ -327,19 +328,21 @@ pub(crate) fn parse_checked<'a>(
     body: &'a [u8],
     served: Served,
 ) -> Result<Checked<'a>, ApiError> {
-    let request = Request::from_json(body, app.network.preset)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let request = in_stage(Stage::Parse, 1, || {
+        let request = Request::from_json(body, app.network.preset)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        if let (Request::Typed(typed), true) = (&request, app.network_check) {
+            typed
+                .check_network(&app.network)
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        }
+        Ok::<_, ApiError>(request)
+    })?;
     let request = match request {
         Request::Typed(request) => request,
         Request::Generic(generic) => return check_generic(generic, served, body),
     };
-    if app.network_check {
-        request
-            .check_network(&app.network)
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    }
-    let root = request
-        .signing_root(&app.network)
+    let root = in_stage(Stage::Root, 1, || request.signing_root(&app.network))
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     check_supplied(request.supplied_signing_root(), root)?;
     Ok(Checked::new(Request::Typed(request), root, body))
@@ -609,6 +612,10 @@ fn freshness(window: Option<ValidityWindow>, clock: &dyn SlotClock, slots_per_ep
 
 /// The answer: `{"signature": …}` or the bare hex, by `Accept`.
 fn signature_response(headers: &HeaderMap, hex: String) -> Response {
+    in_stage(Stage::Response, 1, || signature_body(headers, hex))
+}
+
+fn signature_body(headers: &HeaderMap, hex: String) -> Response {
     if wants_json(headers) {
         (
             StatusCode::OK,

@@ -20,19 +20,22 @@
 //! SoftHSM configuration of the bench's own data directory, so the bench cannot open another
 //! data directory's tokens itself.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use blst::min_pk::{PublicKey, Signature};
-use serde::{Deserialize, Serialize};
-use zeroize::{Zeroize, Zeroizing};
+use serde::Serialize;
+use zeroize::Zeroizing;
 
 use crate::bench::batch::{aggregation_slot, attestation};
+use crate::bench::child::{
+    embedded_devices, free_ports, host_cpu, process_cpu, seal_in_children, DeviceToml, SealLine,
+    Servers,
+};
 use crate::bench::scenario::{bench_config, Latency};
 use crate::bench::threshold::{devices_for, make_key};
 use crate::config::{Config, ParticipantSettings};
@@ -40,8 +43,8 @@ use crate::consensus::{Network, SignRequest};
 use crate::devices::Devices;
 use crate::error::{Result, SignerError};
 use crate::keys::{
-    seal_share, threshold, Distributed, KeyRecord, KeyStore, ParticipantRef, PublicKeyBytes,
-    RemoteShare, ShareId, KEY_FILE_VERSION,
+    threshold, Distributed, KeyRecord, ParticipantRef, PublicKeyBytes, RemoteShare, ShareId,
+    KEY_FILE_VERSION,
 };
 use crate::participants::Participants;
 use crate::scheduler::{Class, JobError, Scheduler, SchedulerMetrics, SignJob};
@@ -156,8 +159,6 @@ const PARTICIPANTS: usize = 3;
 const THRESHOLD: usize = 2;
 /// The coordinator's client certificate name, on the participants' `tls.allowed_clients`.
 const COORDINATOR: &str = "coordinator";
-/// How long a participant may take from its start to listening.
-const STARTUP_PATIENCE: Duration = Duration::from_secs(60);
 /// Blocks signed before each idle measurement and not counted (connections, sessions, caches).
 const WARM_UP_BLOCKS: usize = 5;
 /// Blocks of one herd at most, should a herd never end.
@@ -173,76 +174,6 @@ const AGGREGATION_SLOT_BASE: u64 = 13_200_000;
 const BLOCK_SLOT_BASE: u64 = 6_300_000;
 /// Epoch of the first herd (Fulu, below the throughput slots).
 const HERD_EPOCH_BASE: u64 = 411_500;
-
-/// One distributed key's share for one participant, as the bench hands it to the child that
-/// seals it (one JSON line on its standard input). The secret is wiped when this is dropped.
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ParticipantShare {
-    /// The validator (composite) key.
-    composite: PublicKeyBytes,
-    /// The share's id.
-    id: ShareId,
-    /// The share's public key (the participant checks the secret against it).
-    share_pubkey: PublicKeyBytes,
-    /// The share's secret, hex.
-    secret: String,
-    /// The account: its threshold and every participant.
-    signing_threshold: u32,
-    participants: Vec<ParticipantRef>,
-}
-
-impl Drop for ParticipantShare {
-    fn drop(&mut self) {
-        self.secret.zeroize();
-    }
-}
-
-/// `bench seal-participant-shares`, in the child the bench starts on a participant's data
-/// directory: seal each share read from `input` (JSON lines of [`ParticipantShare`]) on the
-/// default device and store it as a participant record, as an operator's import would. Returns
-/// how many were stored.
-pub fn seal_participant_shares(config: &Config, input: impl BufRead) -> Result<usize> {
-    let devices = Devices::open_all(config)?;
-    let device = devices.get(&config.default_device)?;
-    let mut store = KeyStore::load_strict(&config.keys_dir())?;
-    let mut sealed = 0;
-    for line in input.lines() {
-        let line = Zeroizing::new(
-            line.map_err(|e| SignerError::System(format!("reading the shares: {e}")))?,
-        );
-        if line.trim().is_empty() {
-            continue;
-        }
-        // The parser's message may quote the line, which holds a secret: only its kind.
-        let share: ParticipantShare = serde_json::from_str(&line).map_err(|e| {
-            SignerError::Invalid(format!("a share line is malformed ({:?})", e.classify()))
-        })?;
-        let mut bytes = Zeroizing::new([0u8; 32]);
-        hex::decode_to_slice(&share.secret, bytes.as_mut()).map_err(|_| {
-            SignerError::Invalid(format!(
-                "share {} of {}: the secret is not 32 bytes of hex",
-                share.id, share.composite
-            ))
-        })?;
-        let sk = crate::bls::secret_key(bytes.as_ref())?;
-        let record = seal_share(device, &share.composite, share.id, &sk)?;
-        if record.pubkey != share.share_pubkey {
-            return Err(SignerError::Invalid(format!(
-                "share {} of {}: the secret's public key is {}, the line says {}",
-                share.id, share.composite, record.pubkey, share.share_pubkey
-            )));
-        }
-        let mut key = KeyRecord::whole(share.composite, record, "bench distributed");
-        key.distributed = Some(Distributed {
-            signing_threshold: share.signing_threshold,
-            participants: share.participants.clone(),
-        });
-        store.insert(key)?;
-        sealed += 1;
-    }
-    Ok(sealed)
-}
 
 /// The throwaway PKI: the participants' server certificates (IP SAN 127.0.0.1) under one CA,
 /// the coordinator's client certificate under another.
@@ -345,96 +276,6 @@ impl Pki {
     }
 }
 
-/// `n` loopback ports free at the time of asking (held together, so they differ).
-fn free_ports(n: usize) -> Result<Vec<u16>> {
-    let listeners = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<Vec<_>>>()
-        .map_err(|e| SignerError::System(format!("finding free loopback ports: {e}")))?;
-    listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect::<std::io::Result<Vec<_>>>()
-        .map_err(|e| SignerError::System(format!("finding free loopback ports: {e}")))
-}
-
-/// The binary, run on a participant's data directory and none of the caller's settings.
-fn participant_command(dir: &Path) -> Result<Command> {
-    let exe = std::env::current_exe()
-        .map_err(|e| SignerError::System(format!("the path of this program: {e}")))?;
-    let mut cmd = Command::new(exe);
-    cmd.arg("--data-dir").arg(dir);
-    for (var, _) in std::env::vars_os() {
-        if var.to_string_lossy().starts_with("HSM_SIGNER_") {
-            cmd.env_remove(&var);
-        }
-    }
-    // Its own module configuration (set from its data directory), and the default log level.
-    cmd.env_remove("SOFTHSM2_CONF").env_remove("RUST_LOG");
-    Ok(cmd)
-}
-
-/// Seal each participant's shares on its own (embedded default) tokens, in child processes,
-/// one per participant, all at once.
-fn seal_on_participants(dirs: &[PathBuf], shares: Vec<Vec<ParticipantShare>>) -> Result<()> {
-    let mut children = Vec::new();
-    for (dir, shares) in dirs.iter().zip(shares) {
-        let mut child = participant_command(dir)?
-            .args(["bench", "seal-participant-shares"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| SignerError::System(format!("starting the share sealer: {e}")))?;
-        let written = child
-            .stdin
-            .take()
-            .ok_or_else(|| SignerError::Internal("the sealer has no standard input".into()))
-            .and_then(|mut stdin| {
-                for share in &shares {
-                    let line = Zeroizing::new(
-                        serde_json::to_string(share)
-                            .map_err(|e| SignerError::Internal(format!("a share line: {e}")))?,
-                    );
-                    stdin
-                        .write_all(line.as_bytes())
-                        .and_then(|()| stdin.write_all(b"\n"))
-                        .map_err(|e| {
-                            SignerError::System(format!(
-                                "handing the shares to the sealer on {}: {e}",
-                                dir.display()
-                            ))
-                        })?;
-                }
-                Ok(())
-            });
-        children.push((dir, shares.len(), child, written));
-    }
-    for (dir, expected, child, written) in children {
-        let out = child
-            .wait_with_output()
-            .map_err(|e| SignerError::System(format!("waiting for the share sealer: {e}")))?;
-        if !out.status.success() {
-            return Err(SignerError::System(format!(
-                "sealing the shares on {} failed ({}): {}",
-                dir.display(),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        written?;
-        let said = String::from_utf8_lossy(&out.stdout);
-        if !said.starts_with(&format!("{expected} ")) {
-            return Err(SignerError::System(format!(
-                "the share sealer on {} sealed other than {expected} shares: {}",
-                dir.display(),
-                said.trim()
-            )));
-        }
-    }
-    Ok(())
-}
-
 /// A participant's configuration file: the embedded default's devices, written out (a
 /// configuration file replaces the embedded default), and mutual TLS for the coordinator.
 #[derive(Serialize)]
@@ -445,59 +286,11 @@ struct ParticipantToml {
 }
 
 #[derive(Serialize)]
-struct DeviceToml {
-    name: String,
-    profile: &'static str,
-    token_label: String,
-    pin_file: PathBuf,
-    module_config: PathBuf,
-    so_pin_file: PathBuf,
-}
-
-#[derive(Serialize)]
 struct TlsToml {
     cert_file: PathBuf,
     key_file: PathBuf,
     client_ca_file: PathBuf,
     allowed_clients: Vec<String>,
-}
-
-/// The `[[device]]` entries that make the same devices as [`Config::embedded`] on `dir`.
-fn embedded_devices(dir: &Path) -> Result<Vec<DeviceToml>> {
-    let embedded = Config::embedded(dir)?;
-    embedded
-        .devices
-        .iter()
-        .map(|d| {
-            let missing = |what: &str| {
-                SignerError::Internal(format!(
-                    "the embedded default's device {} has no {what}",
-                    d.hsm.name
-                ))
-            };
-            let hsm::TokenSelector::Label(label) = &d.hsm.token else {
-                return Err(missing("token label"));
-            };
-            let hsm::PinSource::File(pin) = &d.hsm.pin else {
-                return Err(missing("PIN file"));
-            };
-            Ok(DeviceToml {
-                name: d.hsm.name.clone(),
-                profile: "softhsm",
-                token_label: label.clone(),
-                pin_file: pin.clone(),
-                module_config: d
-                    .module_env
-                    .as_ref()
-                    .map(|(_, path)| path.clone())
-                    .ok_or_else(|| missing("module configuration"))?,
-                so_pin_file: d
-                    .so_pin_file
-                    .clone()
-                    .ok_or_else(|| missing("SO PIN file"))?,
-            })
-        })
-        .collect()
 }
 
 fn write_participant_config(dir: &Path, cert: &(PathBuf, PathBuf), pki: &Pki) -> Result<()> {
@@ -518,107 +311,6 @@ fn write_participant_config(dir: &Path, cert: &(PathBuf, PathBuf), pki: &Pki) ->
     .map_err(|e| SignerError::Internal(format!("a participant's configuration: {e}")))?;
     let path = dir.join(crate::config::CONFIG_FILE_NAME);
     std::fs::write(&path, text).map_err(SignerError::io(&path))
-}
-
-/// A running participant.
-struct Running {
-    name: String,
-    child: Child,
-    log: PathBuf,
-    /// Its announced origin, once it listens.
-    announced: std::sync::mpsc::Receiver<String>,
-}
-
-/// The participant processes: killed and reaped when dropped, however the run ends.
-#[derive(Default)]
-struct ParticipantProcesses(Vec<Running>);
-
-impl Drop for ParticipantProcesses {
-    fn drop(&mut self) {
-        for p in &mut self.0 {
-            let _ = p.child.kill();
-            let _ = p.child.wait();
-        }
-    }
-}
-
-/// The last lines of a participant's log, for an error that says why it did not start.
-fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(5)..].join(" | ")
-}
-
-impl ParticipantProcesses {
-    /// Start `hsm-signer serve` on `dir`, listening on `port`, its log in `<dir>/serve.log`.
-    /// Messages are synthetic (their slots are not now): no validity windows.
-    fn start(&mut self, name: &str, dir: &Path, port: u16) -> Result<()> {
-        let log = dir.join("serve.log");
-        let log_file = std::fs::File::create(&log).map_err(SignerError::io(&log))?;
-        let mut child = participant_command(dir)?
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--no-slot-deadlines")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log_file)
-            .spawn()
-            .map_err(|e| SignerError::System(format!("starting participant {name}: {e}")))?;
-        let stdout = child.stdout.take();
-        let (tx, announced) = std::sync::mpsc::channel();
-        self.0.push(Running {
-            name: name.to_owned(),
-            child,
-            log,
-            announced,
-        });
-        let stdout = stdout.ok_or_else(|| {
-            SignerError::Internal(format!("participant {name} has no standard output"))
-        })?;
-        // Read every line until it exits, so that it never blocks on a full pipe.
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(origin) = line.strip_prefix("hsm-signer listening on ") {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(origin.trim().to_owned());
-                    }
-                }
-            }
-        });
-        Ok(())
-    }
-
-    /// Wait until every participant listens on HTTPS.
-    fn wait_listening(&mut self) -> Result<()> {
-        let until = Instant::now() + STARTUP_PATIENCE;
-        for p in &mut self.0 {
-            let wait = until.saturating_duration_since(Instant::now());
-            match p.announced.recv_timeout(wait) {
-                Ok(origin) if origin.starts_with("https://") => {}
-                Ok(origin) => {
-                    return Err(SignerError::Config(format!(
-                        "participant {} listens on {origin}, not HTTPS: its [tls] was not \
-                         applied",
-                        p.name
-                    )))
-                }
-                Err(_) => {
-                    let status = match p.child.try_wait() {
-                        Ok(Some(status)) => format!("exited ({status})"),
-                        _ => format!("not listening after {} s", STARTUP_PATIENCE.as_secs()),
-                    };
-                    return Err(SignerError::System(format!(
-                        "participant {} did not start: {status}; its log ({}) ends: {}",
-                        p.name,
-                        p.log.display(),
-                        log_tail(&p.log)
-                    )));
-                }
-            }
-        }
-        Ok(())
-    }
 }
 
 /// The keys of one shape, with their validator keys parsed for the final check.
@@ -651,7 +343,7 @@ struct DistributedKeys {
     /// The coordinator's records (every share remote).
     records: Vec<Arc<KeyRecord>>,
     /// Per participant, its shares to seal.
-    shares: Vec<Vec<ParticipantShare>>,
+    shares: Vec<Vec<SealLine>>,
 }
 
 fn distributed_keys(n: usize, names: &[String], endpoints: &[String]) -> Result<DistributedKeys> {
@@ -665,7 +357,7 @@ fn distributed_keys(n: usize, names: &[String], endpoints: &[String]) -> Result<
         })
         .collect();
     let mut records = Vec::with_capacity(n);
-    let mut shares: Vec<Vec<ParticipantShare>> = (0..PARTICIPANTS).map(|_| Vec::new()).collect();
+    let mut shares: Vec<Vec<SealLine>> = (0..PARTICIPANTS).map(|_| Vec::new()).collect();
     for _ in 0..n {
         let sk = crate::bls::random_secret_key()?;
         let composite = PublicKeyBytes(crate::bls::public_key_bytes(&sk));
@@ -681,13 +373,15 @@ fn distributed_keys(n: usize, names: &[String], endpoints: &[String]) -> Result<
                 pubkey: share_pubkey,
             });
             let secret = Zeroizing::new(share.to_bytes());
-            shares[j].push(ParticipantShare {
+            shares[j].push(SealLine {
                 composite,
                 id,
                 share_pubkey,
                 secret: hex::encode(secret.as_ref()),
-                signing_threshold: THRESHOLD as u32,
-                participants: account.clone(),
+                account: Some(Distributed {
+                    signing_threshold: THRESHOLD as u32,
+                    participants: account.clone(),
+                }),
             });
         }
         let record = KeyRecord {
@@ -806,34 +500,6 @@ struct CpuMark {
     /// Every process of the host, and all time of all cores, seconds.
     host_busy: f64,
     host_total: f64,
-}
-
-/// Seconds of CPU `/proc/<pid>/stat` gives for a process (user + system, all its threads).
-fn process_cpu(pid: &str) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces), from the state (field 3) on:
-    // utime and stime are fields 14 and 15.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / rustix::param::clock_ticks_per_second() as f64)
-}
-
-/// Busy and total seconds of every core, from the first line of `/proc/stat`.
-fn host_cpu() -> Option<(f64, f64)> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let ticks: Vec<u64> = stat
-        .lines()
-        .next()?
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|t| t.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal …: idle and iowait are not busy.
-    let total: u64 = ticks.iter().take(8).sum();
-    let idle = ticks.get(3)? + ticks.get(4)?;
-    let hz = rustix::param::clock_ticks_per_second() as f64;
-    Some(((total - idle) as f64 / hz, total as f64 / hz))
 }
 
 impl CpuMark {
@@ -1254,14 +920,14 @@ pub fn run(
     } = distributed_keys(n, &names, &endpoints)?;
     let dirs: Vec<PathBuf> = names.iter().map(|name| scratch.join(name)).collect();
     eprintln!("sealing the shares on the participants' own tokens…");
-    seal_on_participants(&dirs, shares)?;
-    let mut processes = ParticipantProcesses::default();
+    seal_in_children(&dirs, shares)?;
+    let mut processes = Servers::default();
     for ((name, dir), (port, cert)) in names.iter().zip(&dirs).zip(ports.iter().zip(&pki.servers)) {
         write_participant_config(dir, cert, &pki)?;
-        processes.start(name, dir, *port)?;
+        processes.start(name, dir, &[], *port)?;
     }
-    processes.wait_listening()?;
-    let pids: Vec<u32> = processes.0.iter().map(|p| p.child.id()).collect();
+    processes.wait_listening("https")?;
+    let pids = processes.pids();
     let settings: Vec<ParticipantSettings> = names
         .iter()
         .zip(&endpoints)

@@ -2,10 +2,12 @@
 //! measured in one run (ours against a baseline), as a table or as JSON.
 
 pub mod batch;
+pub mod child;
 pub mod combine;
 pub mod custody;
 pub mod distributed;
 pub mod health_flood;
+pub mod http;
 pub mod scenario;
 pub mod slashing;
 pub mod threshold;

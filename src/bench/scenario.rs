@@ -760,69 +760,106 @@ impl ScenarioReport {
     /// An SVG of the latency distributions: per setup, the CDF of block and attestation
     /// latency for ours and FIFO on a log time axis.
     pub(crate) fn svg(&self) -> String {
-        let (w, ph, pad) = (760.0, 300.0, 60.0);
-        let h = ph * self.setups.len() as f64 + 40.0;
-        let mut svg = format!(
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
-        );
-        let (lo, hi) = (0.1f64.log10(), 100_000f64.log10());
+        let mut svg = svg_open(PANEL_HEIGHT * self.setups.len() as f64 + 40.0);
         for (k, s) in self.setups.iter().enumerate() {
-            let top = 30.0 + k as f64 * ph;
-            let (x0, x1, y0, y1) = (pad, w - 20.0, top + ph - 50.0, top + 20.0);
-            svg += &format!("<text x=\"{pad}\" y=\"{}\" font-weight=\"bold\">{}: latency distribution under the burst</text>\n", top + 10.0, s.devices);
-            svg += &format!("<line x1=\"{x0}\" y1=\"{y0}\" x2=\"{x1}\" y2=\"{y0}\" stroke=\"black\"/><line x1=\"{x0}\" y1=\"{y0}\" x2=\"{x0}\" y2=\"{y1}\" stroke=\"black\"/>\n");
-            for (f, label) in [(0.0, "0"), (0.5, "0.5"), (1.0, "1")] {
-                let y = y0 - f * (y0 - y1);
-                svg += &format!("<line x1=\"{x0}\" y1=\"{y}\" x2=\"{x1}\" y2=\"{y}\" stroke=\"#eee\"/><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{label}</text>\n", x0 - 5.0, y + 4.0);
-            }
-            svg += &format!("<text x=\"{}\" y=\"{}\" transform=\"rotate(-90 {} {})\" text-anchor=\"middle\">fraction done</text>\n", x0 - 35.0, (y0 + y1) / 2.0, x0 - 35.0, (y0 + y1) / 2.0);
-            svg += &format!(
-                "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">latency (ms, log scale)</text>\n",
-                (x0 + x1) / 2.0,
-                y0 + 32.0
-            );
-            for e in -1..=5 {
-                let x = x0 + (e as f64 - lo) / (hi - lo) * (x1 - x0);
-                let label = if e < 0 {
-                    "0.1".to_owned()
-                } else {
-                    format!("{}", 10u64.pow(e as u32))
-                };
-                svg += &format!("<line x1=\"{x}\" y1=\"{y0}\" x2=\"{x}\" y2=\"{}\" stroke=\"#ddd\"/><text x=\"{x}\" y=\"{}\" text-anchor=\"middle\">{label}</text>\n", y1, y0 + 15.0);
-            }
             // The target: a block under the burst within twice the idle block latency.
             let target = 2.0 * s.idle_block.p50_ms;
-            let tx = x0 + (target.log10().clamp(lo, hi) - lo) / (hi - lo) * (x1 - x0);
-            svg += &format!("<line x1=\"{tx:.1}\" y1=\"{y0}\" x2=\"{tx:.1}\" y2=\"{y1}\" stroke=\"#2ca02c\" stroke-dasharray=\"2,3\"/><text x=\"{:.1}\" y=\"{}\" fill=\"#2ca02c\">2 x idle block ({target:.2} ms)</text>\n", tx + 4.0, y1 + 12.0);
-            let series = [
-                (&s.ours.samples.0, "#d62728", "block, ours", "0"),
-                (&s.fifo.samples.0, "#d62728", "block, FIFO", "6,4"),
-                (&s.ours.samples.1, "#1f77b4", "attestation, ours", "0"),
-                (&s.fifo.samples.1, "#1f77b4", "attestation, FIFO", "6,4"),
-            ];
-            for (j, (samples, color, name, dash)) in series.iter().enumerate() {
-                let mut v: Vec<f64> = samples.iter().map(|x| x.max(0.1)).collect();
-                v.sort_by(|a, b| a.total_cmp(b));
-                let n = v.len().max(1) as f64;
-                let step = (v.len() / 400).max(1);
-                let mut pts = String::new();
-                for (i, x) in v
-                    .iter()
-                    .enumerate()
-                    .step_by(step)
-                    .chain(v.iter().enumerate().next_back())
-                {
-                    let px = x0 + (x.log10().clamp(lo, hi) - lo) / (hi - lo) * (x1 - x0);
-                    let py = y0 - (i + 1) as f64 / n * (y0 - y1);
-                    pts += &format!("{px:.1},{py:.1} ");
-                }
-                svg += &format!("<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" stroke-dasharray=\"{dash}\" points=\"{pts}\"/>\n");
-                let (lx, ly) = (x1 - 170.0, y0 - 75.0 + 15.0 * j as f64);
-                svg += &format!("<line x1=\"{lx}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\" stroke=\"{color}\" stroke-width=\"2\" stroke-dasharray=\"{dash}\"/><text x=\"{}\" y=\"{}\">{name}</text>\n", lx + 30.0, lx + 35.0, ly + 4.0);
-            }
+            cdf_panel(
+                &mut svg,
+                30.0 + k as f64 * PANEL_HEIGHT,
+                &format!("{}: latency distribution under the burst", s.devices),
+                Some((target, &format!("2 x idle block ({target:.2} ms)"))),
+                &[
+                    (&s.ours.samples.0, "#d62728", "block, ours", "0"),
+                    (&s.fifo.samples.0, "#d62728", "block, FIFO", "6,4"),
+                    (&s.ours.samples.1, "#1f77b4", "attestation, ours", "0"),
+                    (&s.fifo.samples.1, "#1f77b4", "attestation, FIFO", "6,4"),
+                ],
+            );
         }
         svg + "</svg>\n"
     }
+}
+
+const SVG_WIDTH: f64 = 760.0;
+const PANEL_HEIGHT: f64 = 300.0;
+
+fn svg_open(h: f64) -> String {
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{SVG_WIDTH}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+    )
+}
+
+/// One series of a CDF panel: samples (ms), colour, name, dash pattern.
+pub(crate) type Series<'a> = (&'a [f64], &'a str, &'a str, &'a str);
+
+/// One panel at `top`: the CDF of each series on a log time axis (0.1 ms to 100 s), with a
+/// target line where given.
+fn cdf_panel(
+    svg: &mut String,
+    top: f64,
+    title: &str,
+    target: Option<(f64, &str)>,
+    series: &[Series<'_>],
+) {
+    let (w, ph, pad) = (SVG_WIDTH, PANEL_HEIGHT, 60.0);
+    let (lo, hi) = (0.1f64.log10(), 100_000f64.log10());
+    let (x0, x1, y0, y1) = (pad, w - 20.0, top + ph - 50.0, top + 20.0);
+    *svg += &format!(
+        "<text x=\"{pad}\" y=\"{}\" font-weight=\"bold\">{title}</text>\n",
+        top + 10.0
+    );
+    *svg += &format!("<line x1=\"{x0}\" y1=\"{y0}\" x2=\"{x1}\" y2=\"{y0}\" stroke=\"black\"/><line x1=\"{x0}\" y1=\"{y0}\" x2=\"{x0}\" y2=\"{y1}\" stroke=\"black\"/>\n");
+    for (f, label) in [(0.0, "0"), (0.5, "0.5"), (1.0, "1")] {
+        let y = y0 - f * (y0 - y1);
+        *svg += &format!("<line x1=\"{x0}\" y1=\"{y}\" x2=\"{x1}\" y2=\"{y}\" stroke=\"#eee\"/><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{label}</text>\n", x0 - 5.0, y + 4.0);
+    }
+    *svg += &format!("<text x=\"{}\" y=\"{}\" transform=\"rotate(-90 {} {})\" text-anchor=\"middle\">fraction done</text>\n", x0 - 35.0, (y0 + y1) / 2.0, x0 - 35.0, (y0 + y1) / 2.0);
+    *svg += &format!(
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">latency (ms, log scale)</text>\n",
+        (x0 + x1) / 2.0,
+        y0 + 32.0
+    );
+    for e in -1..=5 {
+        let x = x0 + (e as f64 - lo) / (hi - lo) * (x1 - x0);
+        let label = if e < 0 {
+            "0.1".to_owned()
+        } else {
+            format!("{}", 10u64.pow(e as u32))
+        };
+        *svg += &format!("<line x1=\"{x}\" y1=\"{y0}\" x2=\"{x}\" y2=\"{}\" stroke=\"#ddd\"/><text x=\"{x}\" y=\"{}\" text-anchor=\"middle\">{label}</text>\n", y1, y0 + 15.0);
+    }
+    if let Some((target, label)) = target {
+        let tx = x0 + (target.log10().clamp(lo, hi) - lo) / (hi - lo) * (x1 - x0);
+        *svg += &format!("<line x1=\"{tx:.1}\" y1=\"{y0}\" x2=\"{tx:.1}\" y2=\"{y1}\" stroke=\"#2ca02c\" stroke-dasharray=\"2,3\"/><text x=\"{:.1}\" y=\"{}\" fill=\"#2ca02c\">{label}</text>\n", tx + 4.0, y1 + 12.0);
+    }
+    for (j, (samples, color, name, dash)) in series.iter().enumerate() {
+        let mut v: Vec<f64> = samples.iter().map(|x| x.max(0.1)).collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        let n = v.len().max(1) as f64;
+        let step = (v.len() / 400).max(1);
+        let mut pts = String::new();
+        for (i, x) in v
+            .iter()
+            .enumerate()
+            .step_by(step)
+            .chain(v.iter().enumerate().next_back())
+        {
+            let px = x0 + (x.log10().clamp(lo, hi) - lo) / (hi - lo) * (x1 - x0);
+            let py = y0 - (i + 1) as f64 / n * (y0 - y1);
+            pts += &format!("{px:.1},{py:.1} ");
+        }
+        *svg += &format!("<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" stroke-dasharray=\"{dash}\" points=\"{pts}\"/>\n");
+        let (lx, ly) = (x1 - 230.0, y0 - 75.0 + 15.0 * j as f64);
+        *svg += &format!("<line x1=\"{lx}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\" stroke=\"{color}\" stroke-width=\"2\" stroke-dasharray=\"{dash}\"/><text x=\"{}\" y=\"{}\">{name}</text>\n", lx + 30.0, lx + 35.0, ly + 4.0);
+    }
+}
+
+/// A one-panel SVG of latency CDFs.
+pub(crate) fn cdf_svg(title: &str, target: Option<(f64, &str)>, series: &[Series<'_>]) -> String {
+    let mut svg = svg_open(PANEL_HEIGHT + 40.0);
+    cdf_panel(&mut svg, 30.0, title, target, series);
+    svg + "</svg>\n"
 }
 
 #[cfg(test)]

@@ -212,11 +212,43 @@ pub(super) fn bench_cmd(config: &Config, cmd: BenchCmd) -> Result<()> {
             print_report(&report, report.table(), json);
             Ok(())
         }
-        BenchCmd::SealParticipantShares => {
+        BenchCmd::Http {
+            keys,
+            seconds,
+            connections,
+            postgres,
+            plot,
+            json,
+        } => {
+            if keys == 0 || connections == 0 || !(seconds > 0.0 && seconds <= 3600.0) {
+                return Err(SignerError::Config(
+                    "--keys and --connections must be positive, --seconds in (0, 3600]".into(),
+                ));
+            }
             bootstrap_embedded(config)?;
-            let sealed =
-                bench::distributed::seal_participant_shares(config, std::io::stdin().lock())?;
-            println!("{sealed} participant share(s) sealed");
+            let dir = tempfile_dir(&config.data_dir)?;
+            let report = bench::http::run(
+                config,
+                &dir,
+                &bench::http::HttpOptions {
+                    keys,
+                    seconds,
+                    connections,
+                    postgres: postgres.map(secrecy::SecretString::from),
+                },
+            );
+            let _ = std::fs::remove_dir_all(&dir);
+            let report = report?;
+            if let Some(path) = plot {
+                std::fs::write(&path, report.svg()).map_err(SignerError::io(&path))?;
+            }
+            print_report(&report, report.table(), json);
+            Ok(())
+        }
+        BenchCmd::SealKeys => {
+            bootstrap_embedded(config)?;
+            let sealed = bench::child::seal_keys(config, std::io::stdin().lock())?;
+            println!("{sealed} key(s) sealed");
             Ok(())
         }
         BenchCmd::Custody {

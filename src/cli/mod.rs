@@ -451,11 +451,36 @@ enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Internal to `bench distributed`, run by it on each participant's data directory: seal
-    /// the shares read from standard input (JSON lines) on the default device as participant
-    /// records.
+    /// The signer over the wire: the real server in a process of its own (N keys on SoftHSM,
+    /// SQLite slashing protection, PostgreSQL with --postgres) driven by a load generator over
+    /// HTTP/1.1 keep-alive connections, against raw blst and the custody path in the same run:
+    /// AGGREGATION_SLOT and durable ATTESTATION per second, p50/p99, CPU per request by
+    /// thread and stage, start-up time; every signature verified.
+    Http {
+        /// Keys on the server.
+        #[arg(long, default_value_t = 1_000)]
+        keys: usize,
+        /// Seconds each workload is measured (after one of warm-up).
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Connections, each with one request in flight.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// PostgreSQL connection string: durable ATTESTATION on PostgreSQL too.
+        #[arg(long)]
+        postgres: Option<String>,
+        /// Write the latency distributions as an SVG here.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        /// Print a JSON report.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Internal to `bench distributed` and `bench http`, run by them on a server's data
+    /// directory: seal the keys or participant shares read from standard input (JSON lines) on
+    /// the default device.
     #[command(hide = true)]
-    SealParticipantShares,
+    SealKeys,
     /// Decrypt-on-device + sign against raw blst signing.
     Custody {
         /// Device to use (default: the default device).

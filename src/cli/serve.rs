@@ -154,6 +154,9 @@ pub(super) fn serve(config: &Config, listen: Option<String>, checks: ServeChecks
             "WARNING: slashing protection is OFF: blocks and attestations are signed unchecked"
         );
     }
+    if config.server.stage_cpu == Some(true) {
+        crate::metrics::enable_stage_cpu();
+    }
     let (network_name, preset) = (network.name.clone(), network.preset);
     let started = Signer::start(config, network, protect)?;
     let mut signer = started.signer;

@@ -10,6 +10,7 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .global_queue_interval(4)
+        .thread_name("http")
         .on_thread_start(|| set_own_nice(RUNTIME_NICE))
         .build()
 }

@@ -13,6 +13,7 @@ use super::state::{CpuTask, DevTask, Inner, Opened, Station};
 use super::threshold::{combine_remote_batch, combine_threshold, holds_remote_partials};
 use super::{Ctx, State};
 use super::{JobError, SignerError, Stage};
+use crate::metrics::{in_stage, Stage as MetricStage};
 
 pub(super) fn device_worker(inner: Arc<Inner>, d: usize, blocks: bool) {
     let station = &inner.stations[d];
@@ -210,9 +211,11 @@ fn operate(station: &Station, ctx: &super::Ctx, i: usize) -> Result<Opened, JobE
             let share = ctx.key.shares.get(i).ok_or_else(|| {
                 JobError::Failed(SignerError::Internal(format!("no local share {i}")))
             })?;
-            crate::keys::open_share(device, &ctx.key.pubkey, share)
-                .map(Opened::Secret)
-                .map_err(JobError::from)
+            in_stage(MetricStage::Device, 1, || {
+                crate::keys::open_share(device, &ctx.key.pubkey, share)
+            })
+            .map(Opened::Secret)
+            .map_err(JobError::from)
         }
         Station::Participant(p) => {
             let share = i
@@ -326,10 +329,9 @@ pub(super) fn cpu_worker(inner: Arc<Inner>, rescue: bool) {
         }
         let started = Instant::now();
         let result = match task.secrets.first() {
-            Some((_, Opened::Secret(secret))) => Ok(crate::keys::sign_opened_hashed(
-                secret,
-                &inner.hashed.get(&task.ctx.root),
-            )),
+            Some((_, Opened::Secret(secret))) => Ok(in_stage(MetricStage::Sign, 1, || {
+                crate::keys::sign_opened_hashed(secret, &inner.hashed.get(&task.ctx.root))
+            })),
             _ => Err(JobError::Failed(SignerError::Internal(
                 "no share opened".into(),
             ))),
@@ -427,9 +429,8 @@ pub(super) fn still_wanted(inner: &Inner, ctx: &Ctx, stage: Stage) -> bool {
 /// block), unless its client went away or its deadline passed meanwhile.
 pub(super) fn sign_whole(inner: &Inner, ctx: &Ctx, secret: &SecretKey) {
     if still_wanted(inner, ctx, Stage::Device) {
-        ctx.answer(Ok(crate::keys::sign_opened_hashed(
-            secret,
-            &inner.hashed.get(&ctx.root),
-        )));
+        ctx.answer(Ok(in_stage(MetricStage::Sign, 1, || {
+            crate::keys::sign_opened_hashed(secret, &inner.hashed.get(&ctx.root))
+        })));
     }
 }
