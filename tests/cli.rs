@@ -484,3 +484,96 @@ fn bench_distributed_signs_through_three_participant_processes_and_leaves_nothin
         .collect();
     assert!(running.is_empty(), "{running:?}");
 }
+
+#[test]
+fn bench_http_drives_a_server_process_on_sqlite_and_postgresql_and_verifies_every_signature() {
+    let s = Signer::new();
+    let pg = common::pg::PgServer::start();
+    let url = pg.create_database("bench_http");
+    let out = s.ok(&[
+        "bench",
+        "http",
+        "--keys",
+        "40",
+        "--seconds",
+        "0.5",
+        "--connections",
+        "8",
+        "--postgres",
+        &url,
+        "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let workloads = report["workloads"].as_array().unwrap();
+    let shape: Vec<(&str, bool, &str)> = workloads
+        .iter()
+        .map(|w| {
+            (
+                w["kind"].as_str().unwrap(),
+                w["shared_messages"].as_bool().unwrap(),
+                w["store"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            ("AGGREGATION_SLOT", true, "none"),
+            ("AGGREGATION_SLOT", false, "none"),
+            ("ATTESTATION", true, "sqlite"),
+            ("ATTESTATION", true, "postgresql"),
+        ]
+    );
+    for w in workloads {
+        // Every request signed (an attestation recorded first), every signature verified by
+        // blst under its key.
+        assert_eq!(w["failed"], 0, "{w}");
+        assert_eq!(w["unverified"], 0, "{w}");
+        assert!(w["verified"].as_u64().unwrap() > 0, "{w}");
+        assert!(w["per_sec"].as_f64().unwrap() > 0.0, "{w}");
+        // The server counted its stages, and its threads were found by role.
+        let cpu = &w["cpu"];
+        let stages: Vec<&str> = cpu["stages_us"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s[0].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            stages,
+            ["parse", "root", "device", "sign", "response"],
+            "{w}"
+        );
+        assert!(cpu["http_threads_us"].as_f64().unwrap() > 0.0, "{w}");
+        assert!(cpu["signing_threads_us"].as_f64().unwrap() > 0.0, "{w}");
+        let slashing = cpu["slashing_threads_us"].as_f64().unwrap();
+        if w["store"] == "none" {
+            assert_eq!(slashing, 0.0, "{w}");
+        } else {
+            assert!(slashing > 0.0, "{w}");
+        }
+    }
+    // The verdicts follow the figures (which depend on the machine: reported, not asserted).
+    for t in report["targets"].as_array().unwrap() {
+        let (measured, bound) = (
+            t["measured"].as_f64().unwrap(),
+            t["target"].as_str().unwrap(),
+        );
+        let want = match bound.split_once(' ') {
+            Some((">=", v)) => measured >= v.parse::<f64>().unwrap(),
+            Some(("<", v)) => measured < v.parse::<f64>().unwrap(),
+            _ => panic!("{t}"),
+        };
+        assert_eq!(t["pass"], want, "{t}");
+    }
+    let startups = report["startups"].as_array().unwrap();
+    assert_eq!(startups.len(), 2, "{report}");
+    assert!(startups.iter().all(|s| s["keys"] == 40), "{report}");
+    // Nothing left behind: no scratch directory, no server process.
+    let left: Vec<_> = std::fs::read_dir(s.data_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("bench-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -797,15 +797,24 @@ pub fn run(config: &Config, scratch: &Path, opts: &HttpOptions) -> Result<HttpRe
     // Raw blst and the custody path, first, on a quiet host.
     let custody = {
         let devices = Devices::open_all(config)?;
-        crate::bench::custody::run(&devices, &config.default_device, cores, 6.0)?
+        crate::bench::custody::run(
+            &devices,
+            &config.default_device,
+            cores,
+            opts.seconds.clamp(0.6, 6.0),
+        )?
     };
     let raw = custody.raw_blst_signs_per_sec;
     let hashed_once = {
         let sk = crate::bls::random_secret_key()?;
         let hashed = HashedMessage::new(&crate::bench::message(7));
-        crate::bench::throughput(cores, Duration::from_secs(3), |_| {
-            std::hint::black_box(crate::keys::threshold::partial_sign(&sk, &hashed));
-        })
+        crate::bench::throughput(
+            cores,
+            Duration::from_secs_f64(opts.seconds.clamp(0.3, 3.0)),
+            |_| {
+                std::hint::black_box(crate::keys::threshold::partial_sign(&sk, &hashed));
+            },
+        )
     };
 
     let dir: PathBuf = scratch.join("server");
