@@ -29,7 +29,7 @@ mod threshold;
 mod workers;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use blst::min_pk::Signature;
@@ -52,7 +52,7 @@ use crate::participants::Participants;
 use crate::scheduler::queue::ClassQueues;
 use os_priority::{lower_thread_priority, raise_thread_priority};
 use pace::Pace;
-use state::{CpuTask, DevTask, Inner, Reply, Station};
+use state::{CpuTask, DevTask, Inner, Reply, Signal, Station};
 use threshold::ThresholdJob;
 use workers::{cpu_worker, device_worker};
 
@@ -384,10 +384,10 @@ impl Scheduler {
                 bulk_paused: false,
                 rescue_until: None,
             }),
-            dev_cv: (0..n).map(|_| Condvar::new()).collect(),
-            block_cv: (0..n).map(|_| Condvar::new()).collect(),
-            cpu_cv: Condvar::new(),
-            rescue_cv: Condvar::new(),
+            dev_cv: (0..n).map(|_| Signal::default()).collect(),
+            block_cv: (0..n).map(|_| Signal::default()).collect(),
+            cpu_cv: Signal::default(),
+            rescue_cv: Signal::default(),
             rescuing: AtomicBool::new(false),
             stats: SchedulerStats {
                 peak_device_busy: (0..n).map(|_| AtomicUsize::new(0)).collect(),

@@ -168,13 +168,13 @@ pub(super) struct Inner {
     /// Measured device operation and signature times, for the adaptive CPU buffer.
     pub(super) pace: Pace,
     pub(super) state: Mutex<State>,
-    pub(super) dev_cv: Vec<Condvar>,
+    pub(super) dev_cv: Vec<Signal>,
     /// Wakes a device's block thread (priorities on): the one thread per device that takes
     /// blocks, at real-time priority where the host allows it.
-    pub(super) block_cv: Vec<Condvar>,
-    pub(super) cpu_cv: Condvar,
+    pub(super) block_cv: Vec<Signal>,
+    pub(super) cpu_cv: Signal,
     /// Wakes the rescue worker, which signs bulk work the bulk workers are too starved to take.
-    pub(super) rescue_cv: Condvar,
+    pub(super) rescue_cv: Signal,
     /// Mirrors `State::rescue_until` being set, for `notify_cpu` (which runs without the lock).
     pub(super) rescuing: AtomicBool,
     pub(super) metrics: Arc<SchedulerMetrics>,
@@ -183,6 +183,58 @@ pub(super) struct Inner {
     pub(super) threshold_keys: Mutex<HashMap<PublicKeyBytes, Arc<ThresholdKey>>>,
     /// Signing roots hashed to G2, for the many keys that sign one message (a batch, a herd).
     pub(super) hashed: HashedRoots,
+}
+
+/// A condition variable that enters the kernel only when a thread waits on it. std's
+/// `Condvar::notify_one` always makes a futex system call, and the scheduler notifies once or
+/// twice per job, mostly with no thread waiting: under load that was several system calls a
+/// request. A waiter counts itself while it holds the state lock, before it sleeps (which
+/// releases the lock); a notifier changed the state under that lock before it reads the count.
+/// So a waiter that may have missed the change is always counted and woken: the same guarantee
+/// as the condition variable's own (a notify before the wait is lost either way).
+#[derive(Debug, Default)]
+pub(super) struct Signal {
+    cv: Condvar,
+    waiting: AtomicUsize,
+}
+
+impl Signal {
+    /// Sleep until notified (or spuriously), releasing `guard` meanwhile.
+    pub(super) fn wait<'a, T>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let guard = self.cv.wait(guard).unwrap_or_else(|p| p.into_inner());
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        guard
+    }
+
+    /// [`Signal::wait`], for at most `timeout`.
+    pub(super) fn wait_timeout<'a, T>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        timeout: std::time::Duration,
+    ) -> MutexGuard<'a, T> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let (guard, _) = self
+            .cv
+            .wait_timeout(guard, timeout)
+            .unwrap_or_else(|p| p.into_inner());
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        guard
+    }
+
+    /// Wake one waiting thread, if any.
+    pub(super) fn notify_one(&self) {
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.cv.notify_one();
+        }
+    }
+
+    /// Wake every waiting thread.
+    pub(super) fn notify_all(&self) {
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.cv.notify_all();
+        }
+    }
 }
 
 /// The most recent signing roots hashed to G2 (`HashedMessage`). Many keys sign one message at
@@ -297,7 +349,7 @@ impl Inner {
     }
 
     /// What [`Inner::wake_a_device`] would wake, to be woken once the lock is released.
-    pub(super) fn device_to_wake(&self, st: &State) -> Option<&Condvar> {
+    pub(super) fn device_to_wake(&self, st: &State) -> Option<&Signal> {
         (0..self.stations.len())
             .filter_map(|d| self.runnable_on(st, d).map(|key| (key, d)))
             .min()
@@ -311,7 +363,7 @@ impl Inner {
 
     /// Where the thread that would take the head of device `d`'s queue waits: its block thread
     /// for a block, else one of its session threads.
-    pub(super) fn device_cv(&self, st: &State, d: usize) -> &Condvar {
+    pub(super) fn device_cv(&self, st: &State, d: usize) -> &Signal {
         match st.dev_q[d].head() {
             Some((Class::Block, _)) if !self.config.fifo => &self.block_cv[d],
             _ => &self.dev_cv[d],
@@ -322,6 +374,39 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_signal_wakes_a_thread_waiting_for_a_change_made_under_the_lock() {
+        let state = Arc::new((Mutex::new(0u32), Signal::default()));
+        let mut waiters = Vec::new();
+        for _ in 0..3 {
+            let state = state.clone();
+            waiters.push(std::thread::spawn(move || {
+                let (lock, signal) = &*state;
+                let mut n = lock.lock().unwrap();
+                while *n == 0 {
+                    n = signal.wait(n);
+                }
+                *n -= 1;
+            }));
+        }
+        // Each change is made under the lock, then signalled: whether a waiter slept before
+        // it or looked after it, each one takes exactly one.
+        for _ in 0..3 {
+            *state.0.lock().unwrap() += 1;
+            state.1.notify_one();
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        for w in waiters {
+            w.join().unwrap();
+        }
+        assert_eq!(*state.0.lock().unwrap(), 0);
+        assert_eq!(
+            state.1.waiting.load(Ordering::SeqCst),
+            0,
+            "no waiter left counted"
+        );
+    }
 
     #[test]
     fn hashed_roots_are_kept_once_each_and_bounded() {

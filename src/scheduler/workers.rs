@@ -86,7 +86,7 @@ pub(super) fn device_worker(inner: Arc<Inner>, d: usize, blocks: bool) {
                         inner.metrics.cancelled[ctx.class as usize].fetch_add(1, Ordering::Relaxed);
                     }
                     Next::Idle => {
-                        st = cv.wait(st).unwrap_or_else(|p| p.into_inner());
+                        st = cv.wait(st);
                     }
                 }
             }
@@ -284,14 +284,11 @@ pub(super) fn cpu_worker(inner: Arc<Inner>, rescue: bool) {
                         let wait = st.rescue_until.map_or(inner.config.starved_after / 2, |t| {
                             t.saturating_duration_since(now)
                         });
-                        st = cv
-                            .wait_timeout(st, wait)
-                            .unwrap_or_else(|p| p.into_inner())
-                            .0;
+                        st = cv.wait_timeout(st, wait);
                         continue;
                     }
                     Next::Idle => {
-                        st = cv.wait(st).unwrap_or_else(|p| p.into_inner());
+                        st = cv.wait(st);
                         continue;
                     }
                     Next::Run(t) | Next::Expired(t) | Next::Cancelled(t) => t,
