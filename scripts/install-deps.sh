@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what hsm-signer needs to build, run and test on Debian/Ubuntu: SoftHSM2 (the default
 # device), OpenSC's pkcs11-tool (handy for inspecting tokens), PostgreSQL (the tests start their
-# own throwaway servers with its binaries), and cargo-nextest.
+# own throwaway servers with its binaries), systemd-analyze and promtool (the operator's kit is
+# checked with them), and cargo-nextest.
 # Idempotent; uses sudo when not root.
 set -euo pipefail
 
@@ -27,6 +28,10 @@ for tool in ss ip bridge; do
   command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || [ -x "/sbin/$tool" ] ||
     { need+=(iproute2); break; }
 done
+# The operator's kit is checked by the tools that consume it (tests/packaging.rs): systemd's
+# `systemd-analyze verify` for the unit, Prometheus's `promtool check rules` for the alerts.
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 # Debian's package also starts a cluster service of its own on install: harmless, the tests run
 # their own server (as the postgres user, on a free loopback port) and never touch it.
 pg_present=false

@@ -237,7 +237,9 @@ async fn sign_each(
                     .iter()
                     .map(|(_, pubkey, ..)| (pubkey.0, gvr, proposal))
                     .collect();
+                let asked = std::time::Instant::now();
                 let decisions = slashing.check_and_record_many_async(items).await;
+                app.metrics.slashing_check.observe(asked.elapsed());
                 let mut allowed = Vec::with_capacity(to_sign.len());
                 for (job, decision) in to_sign.into_iter().zip(decisions) {
                     match sign::slashing_verdict(app, &job.1, decision) {

@@ -228,31 +228,63 @@ fn participant_health(
         .iter()
         .filter(|k| !k.remote.is_empty())
         .filter(|k| {
-            let local = k
-                .shares
-                .iter()
-                .filter(|s| devices.get(&s.device).is_ok_and(|d| d.is_enabled()))
-                .count();
-            let remote = k
-                .remote
-                .iter()
-                .filter(|r| {
-                    participants
-                        .get(&r.participant)
-                        .is_some_and(|p| p.is_available())
-                })
-                .count();
-            local + remote < k.threshold as usize
+            reachable_shares(k, scheduler, |name| {
+                devices.get(name).is_ok_and(|d| d.is_enabled())
+            }) < k.threshold as usize
         })
         .map(|k| k.pubkey)
         .collect();
     (checks, below)
 }
 
+/// A key's shares that can sign now: on local devices `device_ok` accepts, or on available
+/// participants.
+fn reachable_shares(
+    key: &crate::keys::KeyRecord,
+    scheduler: &crate::scheduler::Scheduler,
+    device_ok: impl Fn(&str) -> bool,
+) -> usize {
+    let participants = scheduler.participants();
+    let local = key.shares.iter().filter(|s| device_ok(&s.device)).count();
+    let remote = key
+        .remote
+        .iter()
+        .filter(|r| {
+            participants
+                .get(&r.participant)
+                .is_some_and(|p| p.is_available())
+        })
+        .count();
+    local + remote
+}
+
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(app): State<AppState>) -> Response {
     let runtime = app.runtime();
     let mut gauges = Vec::new();
+    // Device health from the last round of checks (made at most every `HEALTH_TTL`, shared
+    // with `/healthcheck`), and the threshold keys that can no longer reach t shares on
+    // devices that are up and participants that are available.
+    let health = app.health.devices(&runtime.scheduler).await;
+    let up = |name: &str| health.iter().any(|(n, up)| n == name && *up);
+    for (device, is_up) in &health {
+        gauges.push((
+            "signer_device_up",
+            format!("device=\"{device}\""),
+            f64::from(u8::from(*is_up)),
+        ));
+    }
+    let below = runtime
+        .keys
+        .iter()
+        .filter(|k| k.threshold > 1)
+        .filter(|k| reachable_shares(k, &runtime.scheduler, up) < k.threshold as usize)
+        .count();
+    gauges.push((
+        "signer_threshold_keys_below_threshold",
+        String::new(),
+        below as f64,
+    ));
     for (device, busy, cap) in runtime.scheduler.sessions_in_use() {
         gauges.push((
             "signer_device_sessions_in_use",
@@ -284,6 +316,11 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
             "signer_slashing_transactions",
             String::new(),
             stats.transactions as f64,
+        ));
+        gauges.push((
+            "signer_slashing_failed_transactions",
+            String::new(),
+            stats.failed_transactions as f64,
         ));
     }
     gauges.push((

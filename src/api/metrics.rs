@@ -27,6 +27,9 @@ pub struct Metrics {
     pub responses: Mutex<BTreeMap<u16, u64>>,
     /// Signing requests refused by slashing protection.
     pub slashing_refusals: AtomicU64,
+    /// Slashing protection's decisions as a request waits for them (queue, check, record,
+    /// commit), blocks and attestations together.
+    pub slashing_check: crate::metrics::Histogram,
     /// Requests refused by the signing policy, per rule (in the order of [`POLICY_RULES`]).
     pub refused_by_policy: [AtomicU64; POLICY_RULES.len()],
     /// The HTTP server's connections (`crate::api::transport`).
@@ -194,6 +197,9 @@ impl Metrics {
                 "signer_http_responses_total{{status=\"{status}\"}} {n}"
             );
         }
+        out.push_str("# TYPE signer_slashing_check_seconds histogram\n");
+        self.slashing_check
+            .render(&mut out, "signer_slashing_check_seconds", "");
         render_one(
             &mut out,
             "signer_slashing_refusals_total",

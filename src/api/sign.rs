@@ -185,9 +185,11 @@ pub(crate) async fn sign_one(
     // Slashing protection: check and record durably before any signature can exist.
     if let Some((slashing, proposal)) = protection(app, served, &checked)? {
         let gvr = checked.gvr()?;
+        let asked = std::time::Instant::now();
         let decision = slashing
             .check_and_record_async(&pubkey.0, &gvr, proposal)
             .await;
+        app.metrics.slashing_check.observe(asked.elapsed());
         slashing_verdict(app, &pubkey, decision)?;
     }
     let signature = schedule(&runtime, key.clone(), &checked, timing, claim).await?;

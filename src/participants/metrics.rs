@@ -27,10 +27,9 @@ pub struct ParticipantMetrics {
 /// Which of a participant's histogram families to render.
 type Pick = fn(&ParticipantMetrics) -> &Family;
 
+/// Every family is declared even with no participant configured, so that dashboards and alert
+/// rules name metrics that exist on every signer.
 pub(super) fn render(list: &[Arc<Participant>], out: &mut String) {
-    if list.is_empty() {
-        return;
-    }
     let families: [(&str, Pick); 4] = [
         ("signer_participant_request_seconds", |m| &m.requests),
         ("signer_participant_failure_seconds", |m| &m.failures),
