@@ -4,6 +4,7 @@
 
 mod bench;
 mod device;
+mod import;
 mod keys;
 mod participant;
 mod serve;
@@ -19,6 +20,7 @@ use crate::keys::provision::{resolve_placement, Placement};
 use crate::{Result, SignerError};
 use bench::bench_cmd;
 use device::device_cmd;
+use import::import_cmd;
 use keys::keys_cmd;
 use participant::participant_cmd;
 use serve::{parse_root_arg, serve, ServeChecks};
@@ -103,6 +105,9 @@ enum Command {
     /// Slashing protection database (EIP-3076 interchange v5).
     #[command(subcommand)]
     Slashing(SlashingCmd),
+    /// Move keys and their slashing history here from another signer.
+    #[command(subcommand)]
+    Import(ImportCmd),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -286,6 +291,31 @@ impl SplitArgs {
             self.share_ids.as_deref(),
         )
     }
+}
+
+#[derive(Subcommand)]
+enum ImportCmd {
+    /// Migrate from Web3Signer: its key configuration directory (YAML files of type
+    /// file-keystore and file-raw) and its slashing protection interchange export. History is
+    /// imported first, then the keys are sealed on a device. Refused until --source-stopped
+    /// confirms that Web3Signer (and every validator client that used it) has stopped for
+    /// good and the interchange was exported after that: the interchange's newest entries are
+    /// shown to check it. Nothing is written unless every key decrypts and the interchange is
+    /// for this signer's network.
+    Web3signer {
+        /// Web3Signer's key configuration directory (its --key-store-path).
+        #[arg(long)]
+        key_config_path: PathBuf,
+        /// Web3Signer's slashing protection export (`web3signer eth2 export`), EIP-3076 v5.
+        #[arg(long)]
+        interchange: PathBuf,
+        /// Confirm that the source has stopped signing and the interchange was exported after.
+        #[arg(long)]
+        source_stopped: bool,
+        /// Device to seal the keys on (default: the default device).
+        #[arg(long)]
+        device: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -583,6 +613,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Keys(cmd) => keys_cmd(&config, cmd),
         Command::Participant(cmd) => participant_cmd(&config, cmd),
         Command::Slashing(cmd) => slashing_cmd(&config, cmd),
+        Command::Import(cmd) => import_cmd(&config, cmd),
         Command::Bench(cmd) => bench_cmd(&config, cmd),
         Command::SigningRoot { file, network } => {
             let network = serve::resolve_network(network.as_deref().unwrap_or(&config.network))?;

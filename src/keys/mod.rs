@@ -13,6 +13,7 @@ pub mod import;
 pub mod placement;
 pub mod provision;
 pub mod threshold;
+pub mod web3signer;
 pub use import::{generate, import_keystores, ImportOptions, Progress};
 pub(crate) use record::{envelope_aad, ShareRecord, KEY_FILE_VERSION};
 pub use record::{Distributed, KeyRecord, ParticipantRef, PublicKeyBytes, RemoteShare, ShareId};
