@@ -31,6 +31,8 @@ done
 # The operator's kit is checked by the tools that consume it (tests/packaging.rs): systemd's
 # `systemd-analyze verify` for the unit, Prometheus's `promtool check rules` for the alerts.
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# The runbooks' commands (tests/runbooks.rs) talk to the signer with curl.
+command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 # Debian's package also starts a cluster service of its own on install: harmless, the tests run
 # their own server (as the postgres user, on a free loopback port) and never touch it.

@@ -166,6 +166,42 @@ pub(crate) fn embedded_needs_init(config: &Config) -> bool {
         })
 }
 
+/// The embedded default's module configuration names its token directory by absolute path: a
+/// data directory restored or moved elsewhere would still open the old location's tokens (or
+/// none). Point it at this data directory's own tokens again, before any module starts. True
+/// when it was rewritten.
+pub(crate) fn relocate_embedded(config: &Config) -> Result<bool> {
+    if !config.is_embedded() {
+        return Ok(false);
+    }
+    let soft = config.data_dir.join("softhsm");
+    let conf = soft.join("softhsm2.conf");
+    let Ok(text) = std::fs::read_to_string(&conf) else {
+        return Ok(false);
+    };
+    let line = format!("directories.tokendir = {}", soft.join("tokens").display());
+    if text.lines().any(|l| l.trim() == line) {
+        return Ok(false);
+    }
+    let rewritten: String = text
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("directories.tokendir") {
+                line.clone()
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    // A new file renamed over the old one: never a half-written configuration.
+    let next = soft.join("softhsm2.conf.new");
+    let _ = std::fs::remove_file(&next);
+    write_private_file(&next, format!("{rewritten}\n").as_bytes())?;
+    std::fs::rename(&next, &conf).map_err(SignerError::io(&conf))?;
+    Ok(true)
+}
+
 fn write_softhsm_conf(config: &Config) -> Result<()> {
     let soft = config.data_dir.join("softhsm");
     let tokens = soft.join("tokens");

@@ -572,6 +572,13 @@ fn run(cli: Cli) -> Result<()> {
     } else if let Some(file) = &cli.slashing_db_file {
         config.slashing_db = Some(crate::config::read_secret_file(file)?);
     }
+    if crate::devices::relocate_embedded(&config)? {
+        eprintln!(
+            "the data directory {} was moved or restored: its SoftHSM configuration now names \
+             the tokens under it",
+            config.data_dir.display()
+        );
+    }
     // Modules read their environment in C_Initialize: set it before any device or thread exists.
     config.apply_module_environment()?;
     match cli.command {
