@@ -2,7 +2,8 @@
 //! reference the SQLite queries are compared against.
 
 use super::store::{
-    AttestationRecord, BlockRecord, Pruned, SlashingStore, StoreTxn, ValidatorId, Watermarks,
+    AttestationRecord, BlockRecord, Footprint, Pruned, SlashingStore, StoreTxn, ValidatorId,
+    Watermarks,
 };
 use super::{Pubkey, Root, SlashingError};
 
@@ -38,6 +39,15 @@ impl SlashingStore for MemoryStore {
         })?;
         self.state = work;
         Ok(r)
+    }
+
+    fn footprint(&mut self) -> Result<Footprint, SlashingError> {
+        Ok(Footprint {
+            validators: self.state.validators.len() as u64,
+            blocks: self.state.blocks.len() as u64,
+            attestations: self.state.attestations.len() as u64,
+            bytes: 0,
+        })
     }
 }
 

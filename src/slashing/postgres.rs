@@ -42,7 +42,8 @@ use zeroize::Zeroizing;
 use super::pg_tls::{self, Transport};
 use super::service::{Options, SlashingProtection};
 use super::store::{
-    AttestationRecord, BlockRecord, Pruned, SlashingStore, StoreTxn, ValidatorId, Watermarks,
+    AttestationRecord, BlockRecord, Footprint, Pruned, SlashingStore, StoreTxn, ValidatorId,
+    Watermarks,
 };
 use super::{hex_root, Pubkey, Refusal, Root, SlashingError};
 
@@ -467,6 +468,29 @@ impl SlashingStore for PostgresStore {
             "postgresql {}: the connection was lost and could not be re-established",
             self.target
         )))
+    }
+
+    fn footprint(&mut self) -> Result<Footprint, SlashingError> {
+        let conn = self.connection()?;
+        let row = conn
+            .client
+            .query_one(
+                "SELECT (SELECT COUNT(*) FROM hsm_signer.validators),
+                        (SELECT COUNT(*) FROM hsm_signer.signed_blocks),
+                        (SELECT COUNT(*) FROM hsm_signer.signed_attestations),
+                        (SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0)::BIGINT
+                         FROM pg_catalog.pg_class c
+                         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                         WHERE n.nspname = 'hsm_signer' AND c.relkind = 'r')",
+                &[],
+            )
+            .db()?;
+        Ok(Footprint {
+            validators: uint(col(&row, 0)?)?,
+            blocks: uint(col(&row, 1)?)?,
+            attestations: uint(col(&row, 2)?)?,
+            bytes: uint(col(&row, 3)?)?,
+        })
     }
 }
 
@@ -926,7 +950,7 @@ impl SlashingProtection {
     }
 
     /// [`open_postgres`](Self::open_postgres) with explicit [`Options`].
-    pub(crate) fn open_postgres_with(
+    pub fn open_postgres_with(
         url: &str,
         gvr: Option<Root>,
         options: Options,

@@ -16,9 +16,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use super::interchange::{self, ImportSummary};
+use super::prune::{self, ChunkDone, PruneReport, Pruner, Pruning};
 use super::rules::{self, Allowed, Verdict};
 use super::sqlite::SqliteStore;
-use super::store::SlashingStore;
+use super::store::{Footprint, SlashingStore, ValidatorId};
 use super::{Proposal, Pubkey, Refusal, Root, SlashingError};
 
 /// Tuning of the writer.
@@ -34,6 +35,8 @@ pub struct Options {
     /// server) then costs each request this much, not a hang; a check whose caller gave up is
     /// skipped by the writer if it has not started on it yet.
     pub wait: std::time::Duration,
+    /// Background pruning (`None`: records are kept until pruned by hand).
+    pub pruning: Option<Pruning>,
 }
 
 impl Default for Options {
@@ -42,6 +45,7 @@ impl Default for Options {
             max_batch: 512,
             queue_capacity: 16_384,
             wait: std::time::Duration::from_secs(6),
+            pruning: None,
         }
     }
 }
@@ -61,19 +65,31 @@ pub struct Stats {
     pub repeats: u64,
     /// The largest batch so far.
     pub largest_batch: u64,
+    /// Records deleted by pruning (background passes and `prune`).
+    pub pruned_records: u64,
+    /// Pruning passes completed.
+    pub prune_passes: u64,
+    /// Background pruning passes that failed (each is retried at the next interval).
+    pub prune_failures: u64,
+    /// Wall time of the last completed pass.
+    pub last_prune_duration: std::time::Duration,
 }
 
 #[derive(Default)]
-struct Counters {
+pub(super) struct Counters {
     requests: AtomicU64,
     transactions: AtomicU64,
     failed_transactions: AtomicU64,
     refused: AtomicU64,
     repeats: AtomicU64,
     largest_batch: AtomicU64,
+    pub(super) pruned_records: AtomicU64,
+    pub(super) prune_passes: AtomicU64,
+    pub(super) prune_failures: AtomicU64,
+    pub(super) last_prune_micros: AtomicU64,
 }
 
-enum Reply<T> {
+pub(super) enum Reply<T> {
     Blocking(SyncSender<T>),
     Async(tokio::sync::oneshot::Sender<T>),
 }
@@ -100,14 +116,14 @@ impl<T> Reply<T> {
     }
 }
 
-struct Check {
+pub(super) struct Check {
     pubkey: Pubkey,
     gvr: Root,
     proposal: Proposal,
     reply: Reply<Result<(), SlashingError>>,
 }
 
-enum Job {
+pub(super) enum Job {
     Check(Check),
     /// Several checks that go into one transaction together (a batch request's keys).
     Checks(Vec<Check>),
@@ -115,13 +131,23 @@ enum Job {
 }
 
 /// Work that runs in a transaction of its own.
-enum Task {
+pub(super) enum Task {
     Import(
         interchange::Interchange,
         Reply<Result<ImportSummary, SlashingError>>,
     ),
     Export(Option<Vec<Pubkey>>, Reply<Result<String, SlashingError>>),
-    Prune(u64, Reply<Result<u64, SlashingError>>),
+    /// Every registered validator's id, for a pruning pass.
+    ValidatorIds(Reply<Result<Vec<ValidatorId>, SlashingError>>),
+    /// One chunk of a pruning pass (see [`prune`](super::prune)).
+    PruneChunk {
+        ids: Vec<ValidatorId>,
+        keep_epochs: u64,
+        budget: std::time::Duration,
+        reply: Reply<Result<ChunkDone, SlashingError>>,
+    },
+    /// Row counts and bytes on disk (benchmarks).
+    Footprint(Reply<Result<Footprint, SlashingError>>),
     Delete(Vec<(Pubkey, bool)>, Reply<Result<Deletion, SlashingError>>),
     Restore(Vec<Pubkey>, Reply<Result<(), SlashingError>>),
     DeletedKeys(Reply<Result<Vec<Pubkey>, SlashingError>>),
@@ -153,11 +179,14 @@ struct Inner {
     wait: std::time::Duration,
     writer: Option<JoinHandle<()>>,
     counters: Arc<Counters>,
+    pruner: Option<Pruner>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // Closing the channel ends the writer's loop once the queue is drained.
+        // The pruner holds a sender too: it goes first, then closing the channel ends the
+        // writer's loop once the queue is drained.
+        self.pruner.take();
         self.sender.take();
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
@@ -207,30 +236,34 @@ impl SlashingProtection {
             .name("slashing-writer".into())
             .spawn(move || writer_loop(store, receiver, max_batch, &writer_counters))
             .map_err(|e| SlashingError::Store(format!("cannot start the writer thread: {e}")))?;
+        let pruner = match options.pruning {
+            Some(pruning) => {
+                check_pruning(&pruning)?;
+                Some(Pruner::start(sender.clone(), counters.clone(), pruning)?)
+            }
+            None => None,
+        };
         Ok(SlashingProtection {
             inner: Arc::new(Inner {
                 sender: Some(sender),
                 wait: options.wait,
                 writer: Some(writer),
                 counters,
+                pruner,
             }),
         })
     }
 
     fn submit(&self, job: Job) -> Result<(), SlashingError> {
-        let sender = self.inner.sender.as_ref().ok_or_else(writer_gone)?;
-        sender.try_send(job).map_err(|e| match e {
-            TrySendError::Full(_) => {
-                SlashingError::Store("too many signing requests queued; retry shortly".into())
-            }
-            TrySendError::Disconnected(_) => writer_gone(),
-        })
+        send(self.sender()?, job)
     }
 
     fn call<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T, SlashingError> {
-        let (tx, rx) = mpsc::sync_channel(1);
-        self.submit(job(Reply::Blocking(tx)))?;
-        rx.recv().map_err(|_| writer_gone())
+        call(self.sender()?, job)
+    }
+
+    fn sender(&self) -> Result<&SyncSender<Job>, SlashingError> {
+        self.inner.sender.as_ref().ok_or_else(writer_gone)
     }
 
     /// Check `proposal` for `pubkey` on the network `gvr` and, if safe, record it durably
@@ -349,10 +382,28 @@ impl SlashingProtection {
 
     /// Delete records older than `keep_epochs` before each validator's newest, keeping its
     /// newest block and attestation; the highest deleted values become low watermarks, so
-    /// protection never drops. Returns the number of records deleted. One transaction: run it
-    /// when idle (at start, say), since signing waits for it.
+    /// protection never drops. Returns the number of records deleted. Runs as the background
+    /// pass does, in short transactions, so signing goes on meanwhile. Blocks the calling thread.
     pub fn prune(&self, keep_epochs: u64) -> Result<u64, SlashingError> {
-        self.call(|reply| Job::Task(Task::Prune(keep_epochs, reply)))?
+        Ok(self.prune_pass(keep_epochs)?.records)
+    }
+
+    /// One pruning pass, as the background pruner runs it (see [`prune`](Self::prune)), with
+    /// what it did. Blocks the calling thread.
+    pub fn prune_pass(&self, keep_epochs: u64) -> Result<PruneReport, SlashingError> {
+        prune::pass(
+            self.sender()?,
+            &self.inner.counters,
+            keep_epochs,
+            prune::DEFAULT_CHUNK_BUDGET,
+            &|| false,
+        )
+    }
+
+    /// Rows and bytes the database holds now (counts every row: for benchmarks and tests, not
+    /// for a metric). Blocks the calling thread.
+    pub fn footprint(&self) -> Result<Footprint, SlashingError> {
+        self.call(|reply| Job::Task(Task::Footprint(reply)))?
     }
 
     /// Import an already parsed interchange (see [`import_interchange`](Self::import_interchange)).
@@ -393,8 +444,44 @@ impl SlashingProtection {
             refused: c.refused.load(Ordering::Relaxed),
             repeats: c.repeats.load(Ordering::Relaxed),
             largest_batch: c.largest_batch.load(Ordering::Relaxed),
+            pruned_records: c.pruned_records.load(Ordering::Relaxed),
+            prune_passes: c.prune_passes.load(Ordering::Relaxed),
+            prune_failures: c.prune_failures.load(Ordering::Relaxed),
+            last_prune_duration: std::time::Duration::from_micros(
+                c.last_prune_micros.load(Ordering::Relaxed),
+            ),
         }
     }
+}
+
+/// Send `job` to the writer behind `sender` and wait for its answer.
+pub(super) fn call<T>(
+    sender: &SyncSender<Job>,
+    job: impl FnOnce(Reply<T>) -> Job,
+) -> Result<T, SlashingError> {
+    let (tx, rx) = mpsc::sync_channel(1);
+    send(sender, job(Reply::Blocking(tx)))?;
+    rx.recv().map_err(|_| writer_gone())
+}
+
+/// Queue `job` without waiting: a full queue is an error at once (HTTP 503).
+fn send(sender: &SyncSender<Job>, job: Job) -> Result<(), SlashingError> {
+    sender.try_send(job).map_err(|e| match e {
+        TrySendError::Full(_) => {
+            SlashingError::Store("too many signing requests queued; retry shortly".into())
+        }
+        TrySendError::Disconnected(_) => writer_gone(),
+    })
+}
+
+fn check_pruning(p: &Pruning) -> Result<(), SlashingError> {
+    if p.keep_epochs < prune::MIN_KEEP_EPOCHS || p.interval.is_zero() {
+        return Err(SlashingError::Store(format!(
+            "pruning must keep at least {} epochs, at a non-zero interval",
+            prune::MIN_KEEP_EPOCHS
+        )));
+    }
+    Ok(())
 }
 
 type Answers = Vec<(Reply<Result<(), SlashingError>>, Result<(), SlashingError>)>;
@@ -524,15 +611,18 @@ fn run_task<S: SlashingStore>(store: &mut S, task: Task) {
         Task::Export(pubkeys, reply) => reply.send(guarded(|| {
             store.transaction(|tx| interchange::export(tx, pubkeys.as_deref()))
         })),
-        Task::Prune(keep_epochs, reply) => reply.send(guarded(|| {
-            store.transaction(|tx| {
-                let mut pruned = 0;
-                for (v, _) in tx.validators()? {
-                    pruned += rules::prune_validator(tx, v, keep_epochs)?;
-                }
-                Ok(pruned)
-            })
+        Task::ValidatorIds(reply) => reply.send(guarded(|| {
+            store.transaction(|tx| Ok(tx.validators()?.into_iter().map(|(v, _)| v).collect()))
         })),
+        Task::PruneChunk {
+            ids,
+            keep_epochs,
+            budget,
+            reply,
+        } => reply.send(guarded(|| {
+            store.transaction(|tx| prune::prune_chunk(tx, &ids, keep_epochs, budget))
+        })),
+        Task::Footprint(reply) => reply.send(guarded(|| store.footprint())),
         Task::Delete(keys, reply) => reply.send(guarded(|| {
             store.transaction(|tx| {
                 let mut known = Vec::with_capacity(keys.len());

@@ -8,7 +8,8 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::store::{
-    AttestationRecord, BlockRecord, Pruned, SlashingStore, StoreTxn, ValidatorId, Watermarks,
+    AttestationRecord, BlockRecord, Footprint, Pruned, SlashingStore, StoreTxn, ValidatorId,
+    Watermarks,
 };
 use super::{hex_root, Pubkey, Refusal, Root, SlashingError};
 
@@ -272,6 +273,34 @@ impl SlashingStore for SqliteStore {
                 Err(e)
             }
         }
+    }
+
+    fn footprint(&mut self) -> Result<Footprint, SlashingError> {
+        let count = |table: &str| -> Result<u64, SlashingError> {
+            let n: i64 = self
+                .conn
+                .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+                .db()?;
+            uint(n)
+        };
+        let (validators, blocks, attestations) = (
+            count("validators")?,
+            count("signed_blocks")?,
+            count("signed_attestations")?,
+        );
+        let mut bytes = 0;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = self.path.clone().into_os_string();
+            p.push(suffix);
+            // The WAL and shared-memory files exist only while the database is open.
+            bytes += std::fs::metadata(&p).map_or(0, |m| m.len());
+        }
+        Ok(Footprint {
+            validators,
+            blocks,
+            attestations,
+            bytes,
+        })
     }
 }
 

@@ -79,6 +79,20 @@ pub(crate) struct Pruned {
     pub maxima: Watermarks,
 }
 
+/// What a database holds: rows per table and bytes on disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Footprint {
+    /// Registered validators.
+    pub validators: u64,
+    /// Recorded blocks.
+    pub blocks: u64,
+    /// Recorded attestations.
+    pub attestations: u64,
+    /// Bytes on disk: SQLite's file with its WAL and shared-memory file; PostgreSQL's tables
+    /// with their indexes and TOAST (`pg_total_relation_size`).
+    pub bytes: u64,
+}
+
 /// A slashing-protection database. Owned by one writer thread, hence `Send` but not `Sync`.
 pub(crate) trait SlashingStore: Send + 'static {
     /// Run `f` in one write transaction; commit durably iff it returns `Ok`, else roll back.
@@ -86,6 +100,9 @@ pub(crate) trait SlashingStore: Send + 'static {
         &mut self,
         f: impl FnOnce(&mut dyn StoreTxn) -> Result<R, SlashingError>,
     ) -> Result<R, SlashingError>;
+
+    /// Count the rows (all of them: slow on a large database) and measure the bytes on disk.
+    fn footprint(&mut self) -> Result<Footprint, SlashingError>;
 }
 
 /// Operations inside one transaction. Slots and epochs are at most
