@@ -8,6 +8,7 @@ pub mod distributed;
 pub mod health_flood;
 pub mod scenario;
 pub mod slashing;
+pub mod slashing_longrun;
 pub mod threshold;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

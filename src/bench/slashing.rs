@@ -56,14 +56,16 @@ pub(crate) struct BenchReport {
 
 const GVR: Root = [0x42; 32];
 
-fn pubkey(i: usize) -> Pubkey {
+/// The `i`-th benchmark validator's key.
+pub(crate) fn pubkey(i: usize) -> Pubkey {
     let mut pk = [0u8; 48];
     pk[0] = 0xb0;
     pk[40..].copy_from_slice(&(i as u64).to_be_bytes());
     pk
 }
 
-fn signing_root(i: usize, epoch: u64) -> Root {
+/// A signing root unique to validator `i` and `epoch`.
+pub(crate) fn signing_root(i: usize, epoch: u64) -> Root {
     let mut r = [0u8; 32];
     r[..8].copy_from_slice(&(i as u64).to_be_bytes());
     r[8..16].copy_from_slice(&epoch.to_be_bytes());

@@ -88,6 +88,42 @@ pub(super) fn bench_cmd(config: &Config, cmd: BenchCmd) -> Result<()> {
             }
             Ok(())
         }
+        BenchCmd::SlashingLongrun {
+            validators,
+            days,
+            keep_epochs,
+            prune_interval_minutes,
+            measure_epochs,
+            concurrency,
+            batch,
+            postgres,
+            json,
+        } => {
+            if keep_epochs < crate::slashing::MIN_KEEP_EPOCHS || prune_interval_minutes == 0 {
+                return Err(SignerError::Config(format!(
+                    "--keep-epochs must be at least {} and --prune-interval-minutes positive",
+                    crate::slashing::MIN_KEEP_EPOCHS
+                )));
+            }
+            let options = bench::slashing_longrun::LongrunOptions {
+                validators,
+                days,
+                keep_epochs,
+                prune_interval: std::time::Duration::from_secs(
+                    prune_interval_minutes.saturating_mul(60),
+                ),
+                measure_epochs,
+                concurrency,
+                batch,
+            };
+            let dir = tempfile_dir(&config.data_dir)?;
+            let report = bench::slashing_longrun::run(&dir, postgres.as_deref(), &options);
+            let _ = std::fs::remove_dir_all(&dir);
+            let report =
+                report.map_err(|e| SignerError::Slashing(format!("slashing long run: {e}")))?;
+            print_report(&report, report.table(), json);
+            Ok(())
+        }
         BenchCmd::Threshold {
             seconds,
             concurrency,

@@ -70,6 +70,9 @@ pub(crate) const SQL_MIN_EPOCHS: &str = "SELECT
 /// Pages kept in the WAL before the writer checkpoints by itself: a safety net, since the
 /// background checkpointer normally keeps the WAL far smaller.
 const WRITER_AUTOCHECKPOINT_PAGES: i64 = 20_000;
+/// Bytes the WAL file keeps once it starts over: a burst (a large pruning pass) that grew it is
+/// given back to the disk, while the usual cycle reuses the file's blocks without growing it.
+const WAL_SIZE_LIMIT: i64 = 16 * 1024 * 1024;
 
 /// The SQLite store. See the module doc.
 pub(crate) struct SqliteStore {
@@ -187,6 +190,8 @@ impl SqliteStore {
         )
         .map_err(at)?;
         conn.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)
+            .map_err(at)?;
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
             .map_err(at)?;
         conn.set_prepared_statement_cache_capacity(64);
         let mut store = SqliteStore {
