@@ -43,6 +43,9 @@ pub(crate) struct BenchRun {
     pub transactions: u64,
     /// Requests per transaction.
     pub mean_batch: f64,
+    /// Statements sent to the database server per transaction, each a round trip
+    /// (PostgreSQL; 0 for SQLite).
+    pub round_trips_per_transaction: f64,
 }
 
 /// Group commit beside the one-transaction-per-request baseline, same workload.
@@ -251,5 +254,7 @@ pub(crate) fn run_with(
         max_ms: latencies.last().map_or(0.0, |&m| f64::from(m) / 1000.0),
         transactions,
         mean_batch: (after.requests - before.requests) as f64 / transactions.max(1) as f64,
+        round_trips_per_transaction: (after.round_trips - before.round_trips) as f64
+            / transactions.max(1) as f64,
     })
 }

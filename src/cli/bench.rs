@@ -64,8 +64,15 @@ pub(super) fn bench_cmd(config: &Config, cmd: BenchCmd) -> Result<()> {
             } else {
                 println!("slashing protection: {validators} validators, {concurrency} concurrent attestations; raw blst {raw:.0} signs/s on {threads} threads");
                 println!(
-                    "{:<12} {:<24} {:>10} {:>8} {:>8} {:>10} {:>12}",
-                    "store", "mode", "att/s", "p50 ms", "p99 ms", "÷ raw blst", "per fsync"
+                    "{:<12} {:<24} {:>10} {:>8} {:>8} {:>10} {:>12} {:>14}",
+                    "store",
+                    "mode",
+                    "att/s",
+                    "p50 ms",
+                    "p99 ms",
+                    "÷ raw blst",
+                    "per fsync",
+                    "trips per txn"
                 );
                 let mut rows = vec![("sqlite", &sqlite)];
                 if let Some(pg) = &pg {
@@ -74,14 +81,15 @@ pub(super) fn bench_cmd(config: &Config, cmd: BenchCmd) -> Result<()> {
                 for (store, r) in rows {
                     for run in [&r.group_commit, &r.transaction_per_request] {
                         println!(
-                            "{:<12} {:<24} {:>10.0} {:>8.2} {:>8.2} {:>10.2} {:>12.1}",
+                            "{:<12} {:<24} {:>10.0} {:>8.2} {:>8.2} {:>10.2} {:>12.1} {:>14.1}",
                             store,
                             run.mode,
                             run.attestations_per_second,
                             run.p50_ms,
                             run.p99_ms,
                             run.attestations_per_second / raw,
-                            run.mean_batch
+                            run.mean_batch,
+                            run.round_trips_per_transaction
                         );
                     }
                 }

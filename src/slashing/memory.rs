@@ -158,8 +158,14 @@ impl StoreTxn for Txn<'_> {
             self.atts(v).map(|a| a.target_epoch).min(),
         ))
     }
-    fn max_attestation_target(&mut self, v: ValidatorId) -> Result<Option<u64>, SlashingError> {
-        Ok(self.atts(v).map(|a| a.target_epoch).max())
+    fn max_attestation_epochs(
+        &mut self,
+        v: ValidatorId,
+    ) -> Result<(Option<u64>, Option<u64>), SlashingError> {
+        Ok((
+            self.atts(v).map(|a| a.source_epoch).max(),
+            self.atts(v).map(|a| a.target_epoch).max(),
+        ))
     }
     fn attestation_surrounded_by(
         &mut self,

@@ -19,7 +19,7 @@ use super::interchange::{self, ImportSummary};
 use super::prune::{self, ChunkDone, PruneReport, Pruner, Pruning};
 use super::rules::{self, Allowed, Verdict};
 use super::sqlite::SqliteStore;
-use super::store::{Footprint, SlashingStore, ValidatorId};
+use super::store::{Footprint, SlashingStore, ValidatorId, ValidatorState};
 use super::{Proposal, Pubkey, Refusal, Root, SlashingError};
 
 /// Tuning of the writer.
@@ -73,6 +73,8 @@ pub struct Stats {
     pub prune_failures: u64,
     /// Wall time of the last completed pass.
     pub last_prune_duration: std::time::Duration,
+    /// Statements sent to the database server, each a round trip (PostgreSQL; 0 for SQLite).
+    pub round_trips: u64,
 }
 
 #[derive(Default)]
@@ -87,6 +89,7 @@ pub(super) struct Counters {
     pub(super) prune_passes: AtomicU64,
     pub(super) prune_failures: AtomicU64,
     pub(super) last_prune_micros: AtomicU64,
+    round_trips: AtomicU64,
 }
 
 pub(super) enum Reply<T> {
@@ -450,6 +453,7 @@ impl SlashingProtection {
             last_prune_duration: std::time::Duration::from_micros(
                 c.last_prune_micros.load(Ordering::Relaxed),
             ),
+            round_trips: c.round_trips.load(Ordering::Relaxed),
         }
     }
 }
@@ -532,19 +536,20 @@ fn writer_loop<S: SlashingStore>(
                 Err(_) => return,
             },
         };
-        let (blocks, batch) = match gather(first, &receiver, max_batch, &mut pending) {
-            Ok(checks) => checks,
-            Err(task) => {
-                run_task(&mut store, task);
-                continue;
+        match gather(first, &receiver, max_batch, &mut pending) {
+            Ok((blocks, batch)) => {
+                if !blocks.is_empty() {
+                    deliver(run_batch(&mut store, blocks, counters));
+                }
+                if !batch.is_empty() {
+                    deliver(run_batch(&mut store, batch, counters));
+                }
             }
-        };
-        if !blocks.is_empty() {
-            deliver(run_batch(&mut store, blocks, counters));
+            Err(task) => run_task(&mut store, task),
         }
-        if !batch.is_empty() {
-            deliver(run_batch(&mut store, batch, counters));
-        }
+        counters
+            .round_trips
+            .store(store.round_trips(), Ordering::Relaxed);
     }
 }
 
@@ -715,24 +720,25 @@ pub(crate) fn apply_checks<S: SlashingStore>(
 ) -> Result<Vec<Verdict>, SlashingError> {
     store.transaction(|tx| {
         // Lock every validator of the batch first, in pubkey order: a store shared by several
-        // processes (PostgreSQL row locks) can then never deadlock on two batches.
-        let mut keys: Vec<&Pubkey> = items.iter().map(|(pk, _, _)| pk).collect();
+        // processes (PostgreSQL row locks) can then never deadlock on two batches. Each one's
+        // deletion mark is read under its lock, which a Keymanager DELETE takes too: a deletion
+        // committed by any instance before now is seen, so no instance records (and signs)
+        // after it.
+        let mut keys: Vec<Pubkey> = items.iter().map(|(pk, _, _)| *pk).collect();
         keys.sort();
         keys.dedup();
-        let mut ids = HashMap::with_capacity(keys.len());
-        let mut deleted = Vec::new();
-        for pk in keys {
-            ids.insert(*pk, tx.lock_validator(pk)?);
-            // Under the row lock, which a Keymanager DELETE takes too: a deletion committed by
-            // any instance before now is seen, so no instance records (and signs) after it.
-            if tx.is_deleted(pk)? {
-                deleted.push(*pk);
-            }
+        let states = tx.lock_validators(&keys)?;
+        if states.len() != keys.len() {
+            return Err(SlashingError::Store("validator lock lost".into()));
         }
+        let mut locked: HashMap<Pubkey, ValidatorState> = keys.into_iter().zip(states).collect();
         let mut network = tx.genesis_validators_root()?;
         let mut verdicts = Vec::with_capacity(items.len());
         for (pk, gvr, proposal) in items {
-            if deleted.contains(pk) {
+            let v = locked
+                .get_mut(pk)
+                .ok_or_else(|| SlashingError::Store("validator lock lost".into()))?;
+            if v.deleted {
                 verdicts.push(Err(Refusal::KeyDeleted { pubkey: *pk }));
                 continue;
             }
@@ -751,10 +757,6 @@ pub(crate) fn apply_checks<S: SlashingStore>(
                 }));
                 continue;
             }
-            let v = ids
-                .get(pk)
-                .copied()
-                .ok_or_else(|| SlashingError::Store("validator lock lost".into()))?;
             verdicts.push(rules::check_and_record(tx, v, proposal)?);
         }
         Ok(verdicts)

@@ -9,7 +9,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::store::{
     AttestationRecord, BlockRecord, Footprint, Pruned, SlashingStore, StoreTxn, ValidatorId,
-    Watermarks,
+    ValidatorState, Watermarks,
 };
 use super::{hex_root, Pubkey, Refusal, Root, SlashingError};
 
@@ -66,6 +66,20 @@ pub(crate) const SQL_SURROUNDING: &str = "SELECT source_epoch, target_epoch, sig
 pub(crate) const SQL_MIN_EPOCHS: &str = "SELECT
     (SELECT MIN(source_epoch) FROM signed_attestations WHERE validator_id = ?1),
     (SELECT MIN(target_epoch) FROM signed_attestations WHERE validator_id = ?1)";
+pub(crate) const SQL_MAX_EPOCHS: &str = "SELECT
+    (SELECT MAX(source_epoch) FROM signed_attestations WHERE validator_id = ?1),
+    (SELECT MAX(target_epoch) FROM signed_attestations WHERE validator_id = ?1)";
+/// A locked validator's state in one statement: each minimum and maximum is one index seek.
+pub(crate) const SQL_STATE: &str = "SELECT
+    v.wm_block_slot, v.wm_attestation_source, v.wm_attestation_target,
+    EXISTS (SELECT 1 FROM deleted_keys d WHERE d.pubkey = v.pubkey),
+    (SELECT MIN(slot) FROM signed_blocks WHERE validator_id = v.id),
+    (SELECT MAX(slot) FROM signed_blocks WHERE validator_id = v.id),
+    (SELECT MIN(source_epoch) FROM signed_attestations WHERE validator_id = v.id),
+    (SELECT MIN(target_epoch) FROM signed_attestations WHERE validator_id = v.id),
+    (SELECT MAX(source_epoch) FROM signed_attestations WHERE validator_id = v.id),
+    (SELECT MAX(target_epoch) FROM signed_attestations WHERE validator_id = v.id)
+    FROM validators v WHERE v.id = ?1";
 
 /// Pages kept in the WAL before the writer checkpoints by itself: a safety net, since the
 /// background checkpointer normally keeps the WAL far smaller.
@@ -380,6 +394,30 @@ impl StoreTxn for SqliteTxn<'_> {
             .db()
     }
 
+    fn lock_validators(
+        &mut self,
+        pubkeys: &[Pubkey],
+    ) -> Result<Vec<ValidatorState>, SlashingError> {
+        let mut out = Vec::with_capacity(pubkeys.len());
+        for pk in pubkeys {
+            let id = self.lock_validator(pk)?;
+            let row: [Option<i64>; 10] = self
+                .conn
+                .prepare_cached(SQL_STATE)
+                .db()?
+                .query_row([id], |r| {
+                    let mut row = [None; 10];
+                    for (i, c) in row.iter_mut().enumerate() {
+                        *c = r.get(i)?;
+                    }
+                    Ok(row)
+                })
+                .db()?;
+            out.push(ValidatorState::from_columns(id, &row)?);
+        }
+        Ok(out)
+    }
+
     fn find_validator(&mut self, pubkey: &Pubkey) -> Result<Option<ValidatorId>, SlashingError> {
         self.conn
             .prepare_cached("SELECT id FROM validators WHERE pubkey = ?1")
@@ -563,16 +601,17 @@ impl StoreTxn for SqliteTxn<'_> {
         Ok((opt_uint(s)?, opt_uint(t)?))
     }
 
-    fn max_attestation_target(&mut self, v: ValidatorId) -> Result<Option<u64>, SlashingError> {
-        let max: Option<i64> = self
+    fn max_attestation_epochs(
+        &mut self,
+        v: ValidatorId,
+    ) -> Result<(Option<u64>, Option<u64>), SlashingError> {
+        let (s, t): (Option<i64>, Option<i64>) = self
             .conn
-            .prepare_cached(
-                "SELECT MAX(target_epoch) FROM signed_attestations WHERE validator_id = ?1",
-            )
+            .prepare_cached(SQL_MAX_EPOCHS)
             .db()?
-            .query_row([v], |r| r.get(0))
+            .query_row([v], |r| Ok((r.get(0)?, r.get(1)?)))
             .db()?;
-        opt_uint(max)
+        Ok((opt_uint(s)?, opt_uint(t)?))
     }
 
     fn attestation_surrounded_by(
@@ -783,8 +822,13 @@ mod tests {
             p.contains("SEARCH") && p.contains("PRIMARY KEY (validator_id=? AND target_epoch>?)"),
             "{p}"
         );
-        let p = plan(&store.conn, SQL_MIN_EPOCHS);
-        assert!(!p.contains("SCAN signed_attestations"), "{p}");
+        for sql in [SQL_MIN_EPOCHS, SQL_MAX_EPOCHS, SQL_STATE] {
+            let p = plan(&store.conn, sql);
+            assert!(
+                !p.contains("SCAN signed_attestations") && !p.contains("SCAN signed_blocks"),
+                "{p}"
+            );
+        }
     }
 
     #[test]
