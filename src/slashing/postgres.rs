@@ -5,10 +5,21 @@
 //! the SQL and the locking; the rules, group commit, import and export are its siblings'.
 //!
 //! Locking. Every batch transaction locks each validator it touches before reading that
-//! validator's records: `SELECT … FOR UPDATE` on its `validators` row (inserted first with
-//! `ON CONFLICT DO NOTHING` if new), in ascending pubkey order (the callers sort), so two
-//! processes never hold locks the other waits for. A second process wanting the same validator
-//! waits until the first one's transaction has committed, and then reads what it committed.
+//! validator's records: `SELECT … FOR UPDATE` on its `validators` row, in ascending pubkey order
+//! (the callers sort), so two processes never hold locks the other waits for. A second process
+//! wanting the same validator waits until the first one's transaction has committed, and then
+//! reads what it committed.
+//!
+//! Round trips. A batch costs five statements however large it is: BEGIN; one statement that
+//! locks all its validators (`pubkey = ANY($1) ORDER BY pubkey FOR UPDATE`); one that reads what
+//! the rules need of each (watermarks, deletion mark, lowest and highest records) — a statement
+//! of its own, since a statement reads from the snapshot taken when it starts, before any lock
+//! wait; one `UNNEST` insert of the records it decided (inserts are held back until the next
+//! read or the commit); COMMIT. A request that is not above everything its validator recorded
+//! costs the lookups the rules need for it. A batch with a key this process has not seen
+//! committed yet registers and locks its keys one by one (`ON CONFLICT DO NOTHING`), in the same
+//! order. The network's root and the validators' ids are remembered once committed (neither
+//! ever changes); a key whose row is gone fails its batch and makes the next one register anew.
 //!
 //! Why READ COMMITTED with row locks, not SERIALIZABLE: under READ COMMITTED every statement
 //! sees everything committed before it began, so once the lock is ours the reads that follow see
@@ -678,6 +689,26 @@ struct PgTxn<'a, 'c> {
 type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
 
 impl PgTxn<'_, '_> {
+    /// Lock `pubkey`'s row, inserting it first if it is new.
+    fn lock_one(&mut self, pubkey: &Pubkey) -> Result<ValidatorId, SlashingError> {
+        let pk: &[u8] = &pubkey[..];
+        let (lock, insert) = (&self.st.lock_validator, &self.st.insert_validator);
+        if let Some(row) = self.opt(lock, &[&pk])? {
+            return col(&row, 0);
+        }
+        // New: our inserted row is ours until commit. If another process inserted it first, the
+        // insert waited for that commit and did nothing; then the row is there to lock.
+        if let Some(row) = self.opt(insert, &[&pk])? {
+            return col(&row, 0);
+        }
+        match self.opt(lock, &[&pk])? {
+            Some(row) => col(&row, 0),
+            None => Err(SlashingError::Store(
+                "a validator row vanished while being locked".into(),
+            )),
+        }
+    }
+
     /// Insert the records held back, so that what follows sees them.
     fn flush(&mut self) -> Result<(), SlashingError> {
         if !self.blocks.is_empty() {
@@ -807,22 +838,10 @@ impl StoreTxn for PgTxn<'_, '_> {
     }
 
     fn lock_validator(&mut self, pubkey: &Pubkey) -> Result<ValidatorId, SlashingError> {
-        let pk: &[u8] = &pubkey[..];
-        let (lock, insert) = (&self.st.lock_validator, &self.st.insert_validator);
-        if let Some(row) = self.opt(lock, &[&pk])? {
-            return col(&row, 0);
-        }
-        // New: our inserted row is ours until commit. If another process inserted it first, the
-        // insert waited for that commit and did nothing; then the row is there to lock.
-        if let Some(row) = self.opt(insert, &[&pk])? {
-            return col(&row, 0);
-        }
-        match self.opt(lock, &[&pk])? {
-            Some(row) => col(&row, 0),
-            None => Err(SlashingError::Store(
-                "a validator row vanished while being locked".into(),
-            )),
-        }
+        let id = self.lock_one(pubkey)?;
+        // Remembered once committed (an import's keys too): their next batch locks in bulk.
+        self.learned.push((*pubkey, id));
+        Ok(id)
     }
 
     fn lock_validators(

@@ -545,11 +545,8 @@ fn writer_loop<S: SlashingStore>(
                     deliver(run_batch(&mut store, batch, counters));
                 }
             }
-            Err(task) => run_task(&mut store, task),
+            Err(task) => run_task(&mut store, task, counters),
         }
-        counters
-            .round_trips
-            .store(store.round_trips(), Ordering::Relaxed);
     }
 }
 
@@ -608,59 +605,94 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, SlashingError>) -> Result<T, Slashin
     })
 }
 
-fn run_task<S: SlashingStore>(store: &mut S, task: Task) {
+/// Answer a task, its round trips counted first (so that whoever it answers reads them).
+fn answer<T, S: SlashingStore>(reply: Reply<T>, value: T, counters: &Counters, store: &S) {
+    counters
+        .round_trips
+        .store(store.round_trips(), Ordering::Relaxed);
+    reply.send(value);
+}
+
+fn run_task<S: SlashingStore>(store: &mut S, task: Task, counters: &Counters) {
     match task {
-        Task::Import(ic, reply) => reply.send(guarded(|| {
-            store.transaction(|tx| interchange::import(tx, &ic))
-        })),
-        Task::Export(pubkeys, reply) => reply.send(guarded(|| {
-            store.transaction(|tx| interchange::export(tx, pubkeys.as_deref()))
-        })),
-        Task::ValidatorIds(reply) => reply.send(guarded(|| {
-            store.transaction(|tx| Ok(tx.validators()?.into_iter().map(|(v, _)| v).collect()))
-        })),
+        Task::Import(ic, reply) => answer(
+            reply,
+            guarded(|| store.transaction(|tx| interchange::import(tx, &ic))),
+            counters,
+            store,
+        ),
+        Task::Export(pubkeys, reply) => answer(
+            reply,
+            guarded(|| store.transaction(|tx| interchange::export(tx, pubkeys.as_deref()))),
+            counters,
+            store,
+        ),
+        Task::ValidatorIds(reply) => answer(
+            reply,
+            guarded(|| {
+                store.transaction(|tx| Ok(tx.validators()?.into_iter().map(|(v, _)| v).collect()))
+            }),
+            counters,
+            store,
+        ),
         Task::PruneChunk {
             ids,
             keep_epochs,
             budget,
             reply,
-        } => reply.send(guarded(|| {
-            store.transaction(|tx| prune::prune_chunk(tx, &ids, keep_epochs, budget))
-        })),
-        Task::Footprint(reply) => reply.send(guarded(|| store.footprint())),
-        Task::Delete(keys, reply) => reply.send(guarded(|| {
-            store.transaction(|tx| {
-                let mut known = Vec::with_capacity(keys.len());
-                let mut marked: Vec<Pubkey> = Vec::new();
-                for (pk, active) in &keys {
-                    let is_known = *active || tx.find_validator(pk)?.is_some();
-                    if is_known && !marked.contains(pk) {
-                        marked.push(*pk);
+        } => answer(
+            reply,
+            guarded(|| store.transaction(|tx| prune::prune_chunk(tx, &ids, keep_epochs, budget))),
+            counters,
+            store,
+        ),
+        Task::Footprint(reply) => answer(reply, guarded(|| store.footprint()), counters, store),
+        Task::Delete(keys, reply) => answer(
+            reply,
+            guarded(|| {
+                store.transaction(|tx| {
+                    let mut known = Vec::with_capacity(keys.len());
+                    let mut marked: Vec<Pubkey> = Vec::new();
+                    for (pk, active) in &keys {
+                        let is_known = *active || tx.find_validator(pk)?.is_some();
+                        if is_known && !marked.contains(pk) {
+                            marked.push(*pk);
+                        }
+                        known.push(is_known);
                     }
-                    known.push(is_known);
-                }
-                // Lock in pubkey order, like every batch, so concurrent writers cannot deadlock.
-                let mut sorted = marked.clone();
-                sorted.sort();
-                for pk in &sorted {
-                    tx.lock_validator(pk)?;
-                    tx.set_deleted(pk, true)?;
-                }
-                let interchange = interchange::export_keys(tx, &marked)?;
-                Ok(Deletion { known, interchange })
-            })
-        })),
-        Task::Restore(keys, reply) => reply.send(guarded(|| {
-            store.transaction(|tx| {
-                for pk in &keys {
-                    tx.set_deleted(pk, false)?;
-                }
-                Ok(())
-            })
-        })),
-        Task::DeletedKeys(reply) => {
-            reply.send(guarded(|| store.transaction(|tx| tx.deleted_keys())))
-        }
+                    // Lock in pubkey order, like every batch, so concurrent writers cannot deadlock.
+                    let mut sorted = marked.clone();
+                    sorted.sort();
+                    for pk in &sorted {
+                        tx.lock_validator(pk)?;
+                        tx.set_deleted(pk, true)?;
+                    }
+                    let interchange = interchange::export_keys(tx, &marked)?;
+                    Ok(Deletion { known, interchange })
+                })
+            }),
+            counters,
+            store,
+        ),
+        Task::Restore(keys, reply) => answer(
+            reply,
+            guarded(|| {
+                store.transaction(|tx| {
+                    for pk in &keys {
+                        tx.set_deleted(pk, false)?;
+                    }
+                    Ok(())
+                })
+            }),
+            counters,
+            store,
+        ),
+        Task::DeletedKeys(reply) => answer(
+            reply,
+            guarded(|| store.transaction(|tx| tx.deleted_keys())),
+            counters,
+            store,
+        ),
     }
 }
 
@@ -678,7 +710,12 @@ fn run_batch<S: SlashingStore>(store: &mut S, batch: Vec<Check>, counters: &Coun
     let n = batch.len() as u64;
     counters.requests.fetch_add(n, Ordering::Relaxed);
     counters.largest_batch.fetch_max(n, Ordering::Relaxed);
-    match guarded(|| apply_checks(store, &items)) {
+    let applied = guarded(|| apply_checks(store, &items));
+    // Counted before the answers leave, so that a caller reads the trips its batch took.
+    counters
+        .round_trips
+        .store(store.round_trips(), Ordering::Relaxed);
+    match applied {
         Ok(verdicts) => {
             counters.transactions.fetch_add(1, Ordering::Relaxed);
             batch
