@@ -25,6 +25,16 @@
 //! max_tls_handshakes_per_ip = 32
 //! ```
 //!
+//! Pruning of the slashing-protection database while `serve` runs (defaults shown; see the
+//! README, "Pruning", for why):
+//!
+//! ```toml
+//! [slashing]
+//! prune = true
+//! keep_epochs = 1024               # per validator, before its newest record; at least 2
+//! prune_interval_minutes = 60      # the first pass runs at start
+//! ```
+//!
 //! Who may sign what is the signing policy, a file of its own (`policy_file`, default
 //! `<data-dir>/signing-policy.toml`; see `crate::api::policy` and the README).
 
@@ -301,6 +311,22 @@ pub struct ServerSettings {
     pub stage_cpu: Option<bool>,
 }
 
+/// `[slashing]` settings: pruning of the slashing-protection database while `serve` runs (see
+/// `crate::slashing::Pruning`, whose defaults apply to what is left unset). Pruning deletes a
+/// validator's records older than `keep_epochs` before its newest ones and raises its low
+/// watermarks to what it deleted, so protection never drops.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlashingSettings {
+    /// Prune in the background (default true).
+    pub prune: Option<bool>,
+    /// Epochs of history kept per validator before its newest record (default 1024, about
+    /// 4.5 days on mainnet; at least 2). Its newest block and attestation are always kept.
+    pub keep_epochs: Option<u64>,
+    /// Minutes between two pruning passes (default 60); the first runs at start.
+    pub prune_interval_minutes: Option<u64>,
+}
+
 /// `[keymanager]` settings: where keys imported through the Keymanager API
 /// (`POST /eth/v1/keystores`) are placed.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -454,6 +480,8 @@ struct FileConfig {
     allow_unauthenticated_signing: bool,
     #[serde(default)]
     keymanager: KeymanagerSettings,
+    #[serde(default)]
+    slashing: SlashingSettings,
     policy_file: Option<PathBuf>,
     #[serde(default)]
     server: ServerSettings,
@@ -505,6 +533,8 @@ pub struct Config {
     /// SQLite in the data directory. Secret: it may carry a password, so it never shows in
     /// `Debug` output.
     pub slashing_db: Option<SecretString>,
+    /// Slashing-protection pruning.
+    pub slashing: SlashingSettings,
     /// A beacon node (standard Beacon API, `http://host:port`) to learn duties from, so that
     /// selection proofs are signed ahead of time. `None`: no precompute.
     pub beacon_node_url: Option<String>,
@@ -623,6 +653,7 @@ impl Config {
             genesis_validators_root,
             scheduler: file.scheduler,
             slashing_db,
+            slashing: file.slashing,
             beacon_node_url: file.beacon_node_url,
             devices,
             default_device,
@@ -682,6 +713,7 @@ impl Config {
             genesis_validators_root: None,
             scheduler: SchedulerSettings::default(),
             slashing_db: None,
+            slashing: SlashingSettings::default(),
             beacon_node_url: None,
             default_device: devices[0].hsm.name.clone(),
             devices,
@@ -1048,6 +1080,33 @@ pin_env = "P"
         let device = "[[device]]\nname='a'\ntoken_label='x'\npin_env='P'\n";
         std::fs::write(&path, format!("{top}\n{device}")).unwrap();
         Config::load(Some(&path), dir.path())
+    }
+
+    #[test]
+    fn slashing_settings_reach_the_pruning_with_defaults_for_what_is_unset() {
+        use crate::slashing::Pruning;
+        let c = load_with_one_device("").unwrap();
+        assert_eq!(crate::app::pruning(&c.slashing), Some(Pruning::default()));
+        let c = load_with_one_device(
+            "[slashing]
+keep_epochs = 64
+prune_interval_minutes = 5",
+        )
+        .unwrap();
+        let p = crate::app::pruning(&c.slashing).unwrap();
+        assert_eq!((p.keep_epochs, p.interval), (64, Duration::from_secs(300)));
+        let c = load_with_one_device(
+            "[slashing]
+prune = false",
+        )
+        .unwrap();
+        assert_eq!(crate::app::pruning(&c.slashing), None);
+        let err = load_with_one_device(
+            "[slashing]
+keep_epoch = 64",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
     }
 
     #[test]

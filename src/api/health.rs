@@ -322,6 +322,27 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
             String::new(),
             stats.failed_transactions as f64,
         ));
+        // Pruning: what it removed, how long its last pass took, how often it failed.
+        gauges.push((
+            "signer_slashing_pruned_records",
+            String::new(),
+            stats.pruned_records as f64,
+        ));
+        gauges.push((
+            "signer_slashing_prune_passes",
+            String::new(),
+            stats.prune_passes as f64,
+        ));
+        gauges.push((
+            "signer_slashing_prune_failures",
+            String::new(),
+            stats.prune_failures as f64,
+        ));
+        gauges.push((
+            "signer_slashing_last_prune_seconds",
+            String::new(),
+            stats.last_prune_duration.as_secs_f64(),
+        ));
     }
     gauges.push((
         "signer_keystore_kdf_runs",

@@ -8,7 +8,7 @@ pub mod lifecycle;
 
 use std::sync::{Arc, RwLock};
 
-use crate::config::Config;
+use crate::config::{Config, SlashingSettings};
 use crate::consensus::{Network, SlotClock, SystemTimeSlotClock};
 use crate::devices::Devices;
 use crate::duties::{PrecomputeMetrics, ProofCache};
@@ -16,7 +16,7 @@ use crate::error::{Result, SignerError};
 use crate::keys::KeyStore;
 use crate::participants::Participants;
 use crate::scheduler::{Scheduler, SchedulerConfig, SchedulerMetrics};
-use crate::slashing::SlashingProtection;
+use crate::slashing::{Options as SlashingOptions, Pruning, SlashingProtection};
 
 pub(crate) use lifecycle::KeyGate;
 
@@ -83,27 +83,52 @@ pub struct Started {
 
 /// The slashing protection database: PostgreSQL when `slashing_db` is configured, else SQLite
 /// in the data directory, bound to the network's genesis validators root `gvr` when it is
-/// created (one bound to another root is refused). Where it is (for messages) comes beside it.
+/// created (one bound to another root is refused), pruning in the background when `background`
+/// is given. Where it is (for messages) comes beside it.
 pub(crate) fn open_slashing_db(
     config: &Config,
     gvr: Option<[u8; 32]>,
+    background: Option<Pruning>,
 ) -> (
     String,
     std::result::Result<SlashingProtection, crate::slashing::SlashingError>,
 ) {
+    let options = SlashingOptions {
+        pruning: background,
+        ..SlashingOptions::default()
+    };
     match &config.slashing_db {
         Some(url) => (
             "in PostgreSQL".into(),
-            SlashingProtection::open_postgres(secrecy::ExposeSecret::expose_secret(url), gvr),
+            SlashingProtection::open_postgres_with(
+                secrecy::ExposeSecret::expose_secret(url),
+                gvr,
+                options,
+            ),
         ),
         None => {
             let db = config.data_dir.join("slashing-protection.sqlite");
             (
                 db.display().to_string(),
-                SlashingProtection::open_sqlite(&db, gvr),
+                SlashingProtection::open_sqlite_with(&db, gvr, options),
             )
         }
     }
+}
+
+/// The background pruning `[slashing]` asks for: on unless `prune = false`, with the
+/// slashing module's defaults for what is unset.
+pub(crate) fn pruning(settings: &SlashingSettings) -> Option<Pruning> {
+    let defaults = Pruning::default();
+    settings.prune.unwrap_or(true).then(|| Pruning {
+        keep_epochs: settings.keep_epochs.unwrap_or(defaults.keep_epochs),
+        interval: settings
+            .prune_interval_minutes
+            .map_or(defaults.interval, |m| {
+                std::time::Duration::from_secs(m.saturating_mul(60))
+            }),
+        chunk_budget: defaults.chunk_budget,
+    })
 }
 
 impl Signer {
@@ -121,7 +146,7 @@ impl Signer {
             tracing::error!(error = %e, "key file not loaded");
         }
         let slashing = if slashing_protection {
-            let (db, opened) = open_slashing_db(config, gvr);
+            let (db, opened) = open_slashing_db(config, gvr, pruning(&config.slashing));
             Some(opened.map_err(|e| {
                 SignerError::Config(format!("slashing protection database {db}: {e}"))
             })?)
@@ -143,7 +168,7 @@ impl Signer {
                 if config.slashing_db.is_some()
                     || config.data_dir.join("slashing-protection.sqlite").exists() =>
             {
-                Some(open_slashing_db(config, gvr).1)
+                Some(open_slashing_db(config, gvr, None).1)
             }
             _ => None,
         };

@@ -10,6 +10,7 @@ pub mod health_flood;
 pub mod http;
 pub mod scenario;
 pub mod slashing;
+pub mod slashing_longrun;
 pub mod threshold;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -43,6 +43,9 @@ pub(crate) struct BenchRun {
     pub transactions: u64,
     /// Requests per transaction.
     pub mean_batch: f64,
+    /// Statements sent to the database server per transaction, each a round trip
+    /// (PostgreSQL; 0 for SQLite).
+    pub round_trips_per_transaction: f64,
 }
 
 /// Group commit beside the one-transaction-per-request baseline, same workload.
@@ -56,14 +59,16 @@ pub(crate) struct BenchReport {
 
 const GVR: Root = [0x42; 32];
 
-fn pubkey(i: usize) -> Pubkey {
+/// The `i`-th benchmark validator's key.
+pub(crate) fn pubkey(i: usize) -> Pubkey {
     let mut pk = [0u8; 48];
     pk[0] = 0xb0;
     pk[40..].copy_from_slice(&(i as u64).to_be_bytes());
     pk
 }
 
-fn signing_root(i: usize, epoch: u64) -> Root {
+/// A signing root unique to validator `i` and `epoch`.
+pub(crate) fn signing_root(i: usize, epoch: u64) -> Root {
     let mut r = [0u8; 32];
     r[..8].copy_from_slice(&(i as u64).to_be_bytes());
     r[8..16].copy_from_slice(&epoch.to_be_bytes());
@@ -249,5 +254,7 @@ pub(crate) fn run_with(
         max_ms: latencies.last().map_or(0.0, |&m| f64::from(m) / 1000.0),
         transactions,
         mean_batch: (after.requests - before.requests) as f64 / transactions.max(1) as f64,
+        round_trips_per_transaction: (after.round_trips - before.round_trips) as f64
+            / transactions.max(1) as f64,
     })
 }

@@ -64,8 +64,15 @@ pub(super) fn bench_cmd(config: &Config, cmd: BenchCmd) -> Result<()> {
             } else {
                 println!("slashing protection: {validators} validators, {concurrency} concurrent attestations; raw blst {raw:.0} signs/s on {threads} threads");
                 println!(
-                    "{:<12} {:<24} {:>10} {:>8} {:>8} {:>10} {:>12}",
-                    "store", "mode", "att/s", "p50 ms", "p99 ms", "÷ raw blst", "per fsync"
+                    "{:<12} {:<24} {:>10} {:>8} {:>8} {:>10} {:>12} {:>14}",
+                    "store",
+                    "mode",
+                    "att/s",
+                    "p50 ms",
+                    "p99 ms",
+                    "÷ raw blst",
+                    "per fsync",
+                    "trips per txn"
                 );
                 let mut rows = vec![("sqlite", &sqlite)];
                 if let Some(pg) = &pg {
@@ -74,18 +81,55 @@ pub(super) fn bench_cmd(config: &Config, cmd: BenchCmd) -> Result<()> {
                 for (store, r) in rows {
                     for run in [&r.group_commit, &r.transaction_per_request] {
                         println!(
-                            "{:<12} {:<24} {:>10.0} {:>8.2} {:>8.2} {:>10.2} {:>12.1}",
+                            "{:<12} {:<24} {:>10.0} {:>8.2} {:>8.2} {:>10.2} {:>12.1} {:>14.1}",
                             store,
                             run.mode,
                             run.attestations_per_second,
                             run.p50_ms,
                             run.p99_ms,
                             run.attestations_per_second / raw,
-                            run.mean_batch
+                            run.mean_batch,
+                            run.round_trips_per_transaction
                         );
                     }
                 }
             }
+            Ok(())
+        }
+        BenchCmd::SlashingLongrun {
+            validators,
+            days,
+            keep_epochs,
+            prune_interval_minutes,
+            measure_epochs,
+            concurrency,
+            batch,
+            postgres,
+            json,
+        } => {
+            if keep_epochs < crate::slashing::MIN_KEEP_EPOCHS || prune_interval_minutes == 0 {
+                return Err(SignerError::Config(format!(
+                    "--keep-epochs must be at least {} and --prune-interval-minutes positive",
+                    crate::slashing::MIN_KEEP_EPOCHS
+                )));
+            }
+            let options = bench::slashing_longrun::LongrunOptions {
+                validators,
+                days,
+                keep_epochs,
+                prune_interval: std::time::Duration::from_secs(
+                    prune_interval_minutes.saturating_mul(60),
+                ),
+                measure_epochs,
+                concurrency,
+                batch,
+            };
+            let dir = tempfile_dir(&config.data_dir)?;
+            let report = bench::slashing_longrun::run(&dir, postgres.as_deref(), &options);
+            let _ = std::fs::remove_dir_all(&dir);
+            let report =
+                report.map_err(|e| SignerError::Slashing(format!("slashing long run: {e}")))?;
+            print_report(&report, report.table(), json);
             Ok(())
         }
         BenchCmd::Threshold {

@@ -145,7 +145,7 @@ fn web3signer(
 
     // 3. History first: a key stored before it could sign without it.
     std::fs::create_dir_all(&config.data_dir).map_err(SignerError::io(&config.data_dir))?;
-    let (where_db, db) = open_slashing_db(config, network.genesis_validators_root);
+    let (where_db, db) = open_slashing_db(config, network.genesis_validators_root, None);
     let db =
         db.map_err(|e| SignerError::Slashing(format!("slashing protection {where_db}: {e}")))?;
     let summary = db.import_parsed(parsed).map_err(|e| {

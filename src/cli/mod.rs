@@ -363,6 +363,38 @@ enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+    /// A month of slashing-protection traffic in fast forward with pruning on: database size
+    /// and rows at the end, and check latency at the end of day 1 against the end of the last
+    /// day, on SQLite and optionally PostgreSQL.
+    SlashingLongrun {
+        /// Validators (each attests every epoch; one block a slot among them).
+        #[arg(long, default_value_t = 10_000)]
+        validators: usize,
+        /// Simulated days (225 epochs each).
+        #[arg(long, default_value_t = 30)]
+        days: u64,
+        /// Epochs kept per validator by pruning (default: `[slashing] keep_epochs`' default).
+        #[arg(long, default_value_t = crate::slashing::DEFAULT_KEEP_EPOCHS)]
+        keep_epochs: u64,
+        /// Simulated minutes between two pruning passes (default: the configured default).
+        #[arg(long, default_value_t = crate::slashing::DEFAULT_PRUNE_INTERVAL.as_secs() / 60)]
+        prune_interval_minutes: u64,
+        /// Epochs measured at the end of day 1 and at the end of the last day.
+        #[arg(long, default_value_t = 20)]
+        measure_epochs: u64,
+        /// Concurrent callers in the measured epochs.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Attestations per group in the fast-forwarded epochs.
+        #[arg(long, default_value_t = 512)]
+        batch: usize,
+        /// Also simulate on this PostgreSQL server (postgres://…; its role needs CREATEDB).
+        #[arg(long)]
+        postgres: Option<String>,
+        /// Print a JSON report.
+        #[arg(long)]
+        json: bool,
+    },
     /// 1-of-1, 2-of-3 and 3-of-5 keys through the scheduler, every signature verified.
     Threshold {
         /// Seconds per key shape.

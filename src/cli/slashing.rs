@@ -18,7 +18,7 @@ pub(super) fn slashing_cmd(config: &Config, cmd: SlashingCmd) -> Result<()> {
             // A fresh database is bound to the configured network; an interchange of another
             // network is refused.
             let gvr = configured_network(config)?.genesis_validators_root;
-            let db = open_slashing_db(config, gvr).1.map_err(err)?;
+            let db = open_slashing_db(config, gvr, None).1.map_err(err)?;
             let summary = db.import_interchange(&json).map_err(err)?;
             println!(
                 "imported {} validator(s): {} block(s), {} attestation(s) recorded, {} already present",
@@ -30,7 +30,7 @@ pub(super) fn slashing_cmd(config: &Config, cmd: SlashingCmd) -> Result<()> {
             Ok(())
         }
         SlashingCmd::Prune { keep_epochs } => {
-            let (_, db) = open_slashing_db(config, None);
+            let (_, db) = open_slashing_db(config, None, None);
             let removed = db.map_err(err)?.prune(keep_epochs).map_err(err)?;
             println!("pruned {removed} record(s); the newest {keep_epochs} epochs per validator are kept");
             Ok(())
@@ -44,7 +44,7 @@ pub(super) fn slashing_cmd(config: &Config, cmd: SlashingCmd) -> Result<()> {
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let db = open_slashing_db(config, None).1.map_err(err)?;
+            let db = open_slashing_db(config, None, None).1.map_err(err)?;
             let json = db
                 .export_interchange((!keys.is_empty()).then_some(keys.as_slice()))
                 .map_err(err)?;

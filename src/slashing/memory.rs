@@ -2,7 +2,8 @@
 //! reference the SQLite queries are compared against.
 
 use super::store::{
-    AttestationRecord, BlockRecord, Pruned, SlashingStore, StoreTxn, ValidatorId, Watermarks,
+    AttestationRecord, BlockRecord, Footprint, Pruned, SlashingStore, StoreTxn, ValidatorId,
+    Watermarks,
 };
 use super::{Pubkey, Root, SlashingError};
 
@@ -38,6 +39,15 @@ impl SlashingStore for MemoryStore {
         })?;
         self.state = work;
         Ok(r)
+    }
+
+    fn footprint(&mut self) -> Result<Footprint, SlashingError> {
+        Ok(Footprint {
+            validators: self.state.validators.len() as u64,
+            blocks: self.state.blocks.len() as u64,
+            attestations: self.state.attestations.len() as u64,
+            bytes: 0,
+        })
     }
 }
 
@@ -148,8 +158,14 @@ impl StoreTxn for Txn<'_> {
             self.atts(v).map(|a| a.target_epoch).min(),
         ))
     }
-    fn max_attestation_target(&mut self, v: ValidatorId) -> Result<Option<u64>, SlashingError> {
-        Ok(self.atts(v).map(|a| a.target_epoch).max())
+    fn max_attestation_epochs(
+        &mut self,
+        v: ValidatorId,
+    ) -> Result<(Option<u64>, Option<u64>), SlashingError> {
+        Ok((
+            self.atts(v).map(|a| a.source_epoch).max(),
+            self.atts(v).map(|a| a.target_epoch).max(),
+        ))
     }
     fn attestation_surrounded_by(
         &mut self,

@@ -27,6 +27,7 @@ pub(crate) mod interchange;
 mod memory;
 mod pg_tls;
 mod postgres;
+mod prune;
 mod rules;
 mod service;
 mod sqlite;
@@ -35,7 +36,12 @@ mod store;
 use std::fmt;
 
 pub(crate) use self::postgres::{connection_string_has_password, with_scratch_database};
-pub use service::{Options, SlashingProtection};
+pub use prune::{
+    PruneReport, Pruning, DEFAULT_CHUNK_BUDGET, DEFAULT_KEEP_EPOCHS, DEFAULT_PRUNE_INTERVAL,
+    MIN_KEEP_EPOCHS,
+};
+pub use service::{Options, SlashingProtection, Stats};
+pub use store::Footprint;
 
 /// A validator's 48-byte compressed BLS public key.
 pub type Pubkey = [u8; 48];

@@ -5,10 +5,21 @@
 //! the SQL and the locking; the rules, group commit, import and export are its siblings'.
 //!
 //! Locking. Every batch transaction locks each validator it touches before reading that
-//! validator's records: `SELECT … FOR UPDATE` on its `validators` row (inserted first with
-//! `ON CONFLICT DO NOTHING` if new), in ascending pubkey order (the callers sort), so two
-//! processes never hold locks the other waits for. A second process wanting the same validator
-//! waits until the first one's transaction has committed, and then reads what it committed.
+//! validator's records: `SELECT … FOR UPDATE` on its `validators` row, in ascending pubkey order
+//! (the callers sort), so two processes never hold locks the other waits for. A second process
+//! wanting the same validator waits until the first one's transaction has committed, and then
+//! reads what it committed.
+//!
+//! Round trips. A batch costs five statements however large it is: BEGIN; one statement that
+//! locks all its validators (`pubkey = ANY($1) ORDER BY pubkey FOR UPDATE`); one that reads what
+//! the rules need of each (watermarks, deletion mark, lowest and highest records) — a statement
+//! of its own, since a statement reads from the snapshot taken when it starts, before any lock
+//! wait; one `UNNEST` insert of the records it decided (inserts are held back until the next
+//! read or the commit); COMMIT. A request that is not above everything its validator recorded
+//! costs the lookups the rules need for it. A batch with a key this process has not seen
+//! committed yet registers and locks its keys one by one (`ON CONFLICT DO NOTHING`), in the same
+//! order. The network's root and the validators' ids are remembered once committed (neither
+//! ever changes); a key whose row is gone fails its batch and makes the next one register anew.
 //!
 //! Why READ COMMITTED with row locks, not SERIALIZABLE: under READ COMMITTED every statement
 //! sees everything committed before it began, so once the lock is ours the reads that follow see
@@ -32,6 +43,7 @@
 //! two hours; and on every session a `statement_timeout`, so that a statement stuck on a lock or
 //! a sick server fails in seconds.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use postgres::config::Host;
@@ -42,7 +54,8 @@ use zeroize::Zeroizing;
 use super::pg_tls::{self, Transport};
 use super::service::{Options, SlashingProtection};
 use super::store::{
-    AttestationRecord, BlockRecord, Pruned, SlashingStore, StoreTxn, ValidatorId, Watermarks,
+    AttestationRecord, BlockRecord, Footprint, Pruned, SlashingStore, StoreTxn, ValidatorId,
+    ValidatorState, Watermarks,
 };
 use super::{hex_root, Pubkey, Refusal, Root, SlashingError};
 
@@ -116,6 +129,19 @@ pub(crate) struct PostgresStore {
     /// `host:port/dbname`, never the password: for messages.
     target: String,
     conn: Option<Connection>,
+    memo: Memo,
+}
+
+/// What the store learns that outlives a connection: committed facts that never change.
+#[derive(Default)]
+struct Memo {
+    /// Statements sent, each one round trip (the benchmark's profile).
+    round_trips: u64,
+    /// Validators' ids by key, as committed (a row is never deleted nor its id changed): a batch
+    /// whose keys are all here locks them in one statement.
+    known: HashMap<Pubkey, ValidatorId>,
+    /// The network, once committed (it is recorded once and never changes).
+    gvr: Option<Root>,
 }
 
 struct Connection {
@@ -257,6 +283,7 @@ impl PostgresStore {
             transport,
             target,
             conn: Some(Connection { client, st }),
+            memo: Memo::default(),
         };
         store.transaction(|tx| match (tx.genesis_validators_root()?, gvr) {
             (Some(stored), Some(given)) if stored != given => Err(SlashingError::Refused(
@@ -434,7 +461,11 @@ impl SlashingStore for PostgresStore {
         // A connection that died while idle is noticed only when used: if BEGIN fails that way,
         // reconnect once. Nothing has run yet, so trying again is safe.
         for attempt in 0..2 {
-            let conn = self.connection()?;
+            self.connection()?;
+            let (Some(conn), memo) = (self.conn.as_mut(), &mut self.memo) else {
+                break;
+            };
+            memo.round_trips += 1;
             // (A temporary, so that its borrow of the client ends with this statement.)
             let failed = match conn
                 .client
@@ -443,14 +474,28 @@ impl SlashingStore for PostgresStore {
                 .start()
             {
                 Ok(mut tx) => {
-                    return match f(&mut PgTxn {
+                    let mut txn = PgTxn {
                         tx: &mut tx,
                         st: &conn.st,
-                    }) {
+                        memo: &mut *memo,
+                        learned: Vec::new(),
+                        gvr: None,
+                        blocks: Vec::new(),
+                        attestations: Vec::new(),
+                    };
+                    let result = f(&mut txn).and_then(|r| txn.flush().map(|()| r));
+                    let PgTxn { learned, gvr, .. } = txn;
+                    return match result {
                         // With fsync on and synchronous_commit not off, COMMIT returns once the
                         // WAL is flushed. If it fails (or its outcome is unknown), the caller
-                        // signs nothing.
-                        Ok(r) => tx.commit().db().map(|()| r),
+                        // signs nothing, and nothing of it is remembered.
+                        Ok(r) => {
+                            memo.round_trips += 1;
+                            tx.commit().db()?;
+                            memo.known.extend(learned);
+                            memo.gvr = memo.gvr.or(gvr);
+                            Ok(r)
+                        }
                         Err(e) => {
                             let _ = tx.rollback();
                             Err(e)
@@ -468,6 +513,33 @@ impl SlashingStore for PostgresStore {
             self.target
         )))
     }
+
+    fn round_trips(&self) -> u64 {
+        self.memo.round_trips
+    }
+
+    fn footprint(&mut self) -> Result<Footprint, SlashingError> {
+        let conn = self.connection()?;
+        let row = conn
+            .client
+            .query_one(
+                "SELECT (SELECT COUNT(*) FROM hsm_signer.validators),
+                        (SELECT COUNT(*) FROM hsm_signer.signed_blocks),
+                        (SELECT COUNT(*) FROM hsm_signer.signed_attestations),
+                        (SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0)::BIGINT
+                         FROM pg_catalog.pg_class c
+                         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                         WHERE n.nspname = 'hsm_signer' AND c.relkind = 'r')",
+                &[],
+            )
+            .db()?;
+        Ok(Footprint {
+            validators: uint(col(&row, 0)?)?,
+            blocks: uint(col(&row, 1)?)?,
+            attestations: uint(col(&row, 2)?)?,
+            bytes: uint(col(&row, 3)?)?,
+        })
+    }
 }
 
 /// Every statement, prepared once per connection (one round trip per use, not two).
@@ -483,14 +555,16 @@ struct Statements {
     block_at: Statement,
     min_block_slot: Statement,
     max_block_slot: Statement,
-    insert_block: Statement,
     blocks: Statement,
     attestation_at_target: Statement,
     min_attestation_epochs: Statement,
-    max_attestation_target: Statement,
+    max_attestation_epochs: Statement,
+    lock_validators: Statement,
+    states: Statement,
+    insert_blocks: Statement,
+    insert_attestations: Statement,
     surrounded_by: Statement,
     surrounding: Statement,
-    insert_attestation: Statement,
     attestations: Statement,
     lock_for_prune: Statement,
     prune_blocks: Statement,
@@ -526,10 +600,6 @@ impl Statements {
             max_block_slot: p(
                 "SELECT MAX(slot) FROM hsm_signer.signed_blocks WHERE validator_id = $1",
             )?,
-            insert_block: p(
-                "INSERT INTO hsm_signer.signed_blocks (validator_id, slot, signing_root)
-                 VALUES ($1, $2, $3)",
-            )?,
             blocks: p("SELECT slot, signing_root FROM hsm_signer.signed_blocks
                  WHERE validator_id = $1 ORDER BY slot")?,
             attestation_at_target: p(
@@ -541,10 +611,41 @@ impl Statements {
                   WHERE validator_id = $1),
                  (SELECT MIN(target_epoch) FROM hsm_signer.signed_attestations
                   WHERE validator_id = $1)")?,
-            max_attestation_target: p(
-                "SELECT MAX(target_epoch) FROM hsm_signer.signed_attestations
-                 WHERE validator_id = $1",
-            )?,
+            max_attestation_epochs: p("SELECT
+                 (SELECT MAX(source_epoch) FROM hsm_signer.signed_attestations
+                  WHERE validator_id = $1),
+                 (SELECT MAX(target_epoch) FROM hsm_signer.signed_attestations
+                  WHERE validator_id = $1)")?,
+            // A batch's validators, locked in pubkey order (the rows are locked as the sort
+            // hands them over), so that two instances' batches never wait for each other in
+            // a circle.
+            lock_validators: p("SELECT id, pubkey FROM hsm_signer.validators
+                 WHERE pubkey = ANY($1) ORDER BY pubkey FOR UPDATE")?,
+            // What the rules need of each (ValidatorState::from_columns' order), in a statement
+            // of its own after the locks: it sees what their previous holders committed. Each
+            // minimum and maximum is one index seek.
+            states: p("SELECT v.id, v.wm_block_slot, v.wm_attestation_source,
+                 v.wm_attestation_target,
+                 (EXISTS (SELECT 1 FROM hsm_signer.deleted_keys d
+                  WHERE d.pubkey = v.pubkey))::INT::BIGINT,
+                 (SELECT MIN(slot) FROM hsm_signer.signed_blocks WHERE validator_id = v.id),
+                 (SELECT MAX(slot) FROM hsm_signer.signed_blocks WHERE validator_id = v.id),
+                 (SELECT MIN(source_epoch) FROM hsm_signer.signed_attestations
+                  WHERE validator_id = v.id),
+                 (SELECT MIN(target_epoch) FROM hsm_signer.signed_attestations
+                  WHERE validator_id = v.id),
+                 (SELECT MAX(source_epoch) FROM hsm_signer.signed_attestations
+                  WHERE validator_id = v.id),
+                 (SELECT MAX(target_epoch) FROM hsm_signer.signed_attestations
+                  WHERE validator_id = v.id)
+                 FROM hsm_signer.validators v WHERE v.id = ANY($1)")?,
+            // A transaction's records, held back until a read or the commit, in one statement.
+            insert_blocks: p("INSERT INTO hsm_signer.signed_blocks
+                 (validator_id, slot, signing_root)
+                 SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::BYTEA[])")?,
+            insert_attestations: p("INSERT INTO hsm_signer.signed_attestations
+                 (validator_id, target_epoch, source_epoch, signing_root)
+                 SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], $4::BYTEA[])")?,
             // Each range-scans an index from the new attestation's epoch upwards, which in
             // honest operation (epochs only rise) finds nothing after one seek.
             surrounded_by: p("SELECT source_epoch, target_epoch, signing_root
@@ -553,10 +654,6 @@ impl Statements {
             surrounding: p("SELECT source_epoch, target_epoch, signing_root
                  FROM hsm_signer.signed_attestations
                  WHERE validator_id = $1 AND target_epoch > $3 AND source_epoch < $2 LIMIT 1")?,
-            insert_attestation: p(
-                "INSERT INTO hsm_signer.signed_attestations
-                 (validator_id, target_epoch, source_epoch, signing_root) VALUES ($1, $2, $3, $4)",
-            )?,
             attestations: p("SELECT source_epoch, target_epoch, signing_root
                  FROM hsm_signer.signed_attestations WHERE validator_id = $1
                  ORDER BY target_epoch")?,
@@ -579,25 +676,99 @@ impl Statements {
 struct PgTxn<'a, 'c> {
     tx: &'a mut postgres::Transaction<'c>,
     st: &'a Statements,
+    memo: &'a mut Memo,
+    /// Ids seen in this transaction, remembered once it committed.
+    learned: Vec<(Pubkey, ValidatorId)>,
+    /// The network read or recorded in this transaction, remembered once it committed.
+    gvr: Option<Root>,
+    /// Records held back until the next statement or the commit, then inserted in one each.
+    blocks: Vec<(ValidatorId, i64, Option<Root>)>,
+    attestations: Vec<(ValidatorId, i64, i64, Option<Root>)>,
 }
 
 type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
 
 impl PgTxn<'_, '_> {
+    /// Lock `pubkey`'s row, inserting it first if it is new.
+    fn lock_one(&mut self, pubkey: &Pubkey) -> Result<ValidatorId, SlashingError> {
+        let pk: &[u8] = &pubkey[..];
+        let (lock, insert) = (&self.st.lock_validator, &self.st.insert_validator);
+        if let Some(row) = self.opt(lock, &[&pk])? {
+            return col(&row, 0);
+        }
+        // New: our inserted row is ours until commit. If another process inserted it first, the
+        // insert waited for that commit and did nothing; then the row is there to lock.
+        if let Some(row) = self.opt(insert, &[&pk])? {
+            return col(&row, 0);
+        }
+        match self.opt(lock, &[&pk])? {
+            Some(row) => col(&row, 0),
+            None => Err(SlashingError::Store(
+                "a validator row vanished while being locked".into(),
+            )),
+        }
+    }
+
+    /// Insert the records held back, so that what follows sees them.
+    fn flush(&mut self) -> Result<(), SlashingError> {
+        if !self.blocks.is_empty() {
+            let ids: Vec<i64> = self.blocks.iter().map(|b| b.0).collect();
+            let slots: Vec<i64> = self.blocks.iter().map(|b| b.1).collect();
+            let roots: Vec<Option<&[u8]>> = self.blocks.iter().map(|b| root_param(&b.2)).collect();
+            self.memo.round_trips += 1;
+            self.tx
+                .execute(&self.st.insert_blocks, &[&ids, &slots, &roots])
+                .db()?;
+            self.blocks.clear();
+        }
+        if !self.attestations.is_empty() {
+            let ids: Vec<i64> = self.attestations.iter().map(|a| a.0).collect();
+            let targets: Vec<i64> = self.attestations.iter().map(|a| a.1).collect();
+            let sources: Vec<i64> = self.attestations.iter().map(|a| a.2).collect();
+            let roots: Vec<Option<&[u8]>> =
+                self.attestations.iter().map(|a| root_param(&a.3)).collect();
+            self.memo.round_trips += 1;
+            self.tx
+                .execute(
+                    &self.st.insert_attestations,
+                    &[&ids, &targets, &sources, &roots],
+                )
+                .db()?;
+            self.attestations.clear();
+        }
+        Ok(())
+    }
+
+    /// Before any statement: what was held back goes first, and the trip is counted.
+    fn before_statement(&mut self) -> Result<(), SlashingError> {
+        self.flush()?;
+        self.memo.round_trips += 1;
+        Ok(())
+    }
+
     fn opt(&mut self, st: &Statement, params: Params<'_>) -> Result<Option<Row>, SlashingError> {
+        self.before_statement()?;
         self.tx.query_opt(st, params).db()
     }
 
     fn one(&mut self, st: &Statement, params: Params<'_>) -> Result<Row, SlashingError> {
+        self.before_statement()?;
         self.tx.query_one(st, params).db()
     }
 
     fn all(&mut self, st: &Statement, params: Params<'_>) -> Result<Vec<Row>, SlashingError> {
+        self.before_statement()?;
         self.tx.query(st, params).db()
     }
 
     fn exec(&mut self, st: &Statement, params: Params<'_>) -> Result<u64, SlashingError> {
+        self.before_statement()?;
         self.tx.execute(st, params).db()
+    }
+
+    fn batch(&mut self, sql: &str) -> Result<(), SlashingError> {
+        self.before_statement()?;
+        self.tx.batch_execute(sql).db()
     }
 
     /// One nullable BIGINT from a single-row query.
@@ -631,11 +802,16 @@ fn attestation_row(row: &Row) -> Result<AttestationRecord, SlashingError> {
 
 impl StoreTxn for PgTxn<'_, '_> {
     fn genesis_validators_root(&mut self) -> Result<Option<Root>, SlashingError> {
-        let st = &self.st.gvr;
-        match self.opt(st, &[&GVR_KEY])? {
-            Some(row) => root_col(Some(col(&row, 0)?)),
-            None => Ok(None),
+        if let Some(gvr) = self.memo.gvr.or(self.gvr) {
+            return Ok(Some(gvr));
         }
+        let st = &self.st.gvr;
+        let gvr = match self.opt(st, &[&GVR_KEY])? {
+            Some(row) => root_col(Some(col(&row, 0)?))?,
+            None => None,
+        };
+        self.gvr = gvr;
+        Ok(gvr)
     }
 
     fn set_genesis_validators_root(&mut self, gvr: &Root) -> Result<(), SlashingError> {
@@ -657,26 +833,74 @@ impl StoreTxn for PgTxn<'_, '_> {
                 }
             }
         }
+        self.gvr = Some(*gvr);
         Ok(())
     }
 
     fn lock_validator(&mut self, pubkey: &Pubkey) -> Result<ValidatorId, SlashingError> {
-        let pk: &[u8] = &pubkey[..];
-        let (lock, insert) = (&self.st.lock_validator, &self.st.insert_validator);
-        if let Some(row) = self.opt(lock, &[&pk])? {
-            return col(&row, 0);
+        let id = self.lock_one(pubkey)?;
+        // Remembered once committed (an import's keys too): their next batch locks in bulk.
+        self.learned.push((*pubkey, id));
+        Ok(id)
+    }
+
+    fn lock_validators(
+        &mut self,
+        pubkeys: &[Pubkey],
+    ) -> Result<Vec<ValidatorState>, SlashingError> {
+        let ids: Vec<ValidatorId> = if pubkeys.iter().all(|pk| self.memo.known.contains_key(pk)) {
+            // Every key is registered: one statement locks them all, in pubkey order.
+            let keys: Vec<&[u8]> = pubkeys.iter().map(|pk| &pk[..]).collect();
+            let st = &self.st.lock_validators;
+            let rows = self.all(st, &[&keys])?;
+            let ids = rows
+                .iter()
+                .zip(pubkeys)
+                .map(|(row, pk)| {
+                    let found: Vec<u8> = col(row, 1)?;
+                    if found.as_slice() != &pk[..] {
+                        return Err(SlashingError::Store("a validator row is missing".into()));
+                    }
+                    col(row, 0)
+                })
+                .collect::<Result<Vec<ValidatorId>, _>>();
+            match ids {
+                Ok(ids) if ids.len() == pubkeys.len() => ids,
+                // Rows do not vanish unless the database was replaced under us: forget what we
+                // knew, so that the next batch registers its keys afresh; this one fails.
+                _ => {
+                    self.memo.known.clear();
+                    return Err(SlashingError::Store(
+                        "validators this signer knew are no longer in the database".into(),
+                    ));
+                }
+            }
+        } else {
+            // Some key is new: register and lock key by key, in the same order.
+            pubkeys
+                .iter()
+                .map(|pk| self.lock_validator(pk))
+                .collect::<Result<_, _>>()?
+        };
+        self.learned
+            .extend(pubkeys.iter().copied().zip(ids.iter().copied()));
+        let st = &self.st.states;
+        let mut rows: HashMap<ValidatorId, [Option<i64>; 10]> = HashMap::new();
+        for row in self.all(st, &[&ids])? {
+            let mut c = [None; 10];
+            for (i, v) in c.iter_mut().enumerate() {
+                *v = col(&row, i + 1)?;
+            }
+            rows.insert(col(&row, 0)?, c);
         }
-        // New: our inserted row is ours until commit. If another process inserted it first, the
-        // insert waited for that commit and did nothing; then the row is there to lock.
-        if let Some(row) = self.opt(insert, &[&pk])? {
-            return col(&row, 0);
-        }
-        match self.opt(lock, &[&pk])? {
-            Some(row) => col(&row, 0),
-            None => Err(SlashingError::Store(
-                "a validator row vanished while being locked".into(),
-            )),
-        }
+        ids.iter()
+            .map(|id| match rows.get(id) {
+                Some(c) => ValidatorState::from_columns(*id, c),
+                None => Err(SlashingError::Store(
+                    "a locked validator's row is missing".into(),
+                )),
+            })
+            .collect()
     }
 
     fn find_validator(&mut self, pubkey: &Pubkey) -> Result<Option<ValidatorId>, SlashingError> {
@@ -747,10 +971,7 @@ impl StoreTxn for PgTxn<'_, '_> {
     }
 
     fn insert_block(&mut self, v: ValidatorId, block: &BlockRecord) -> Result<(), SlashingError> {
-        let slot = int(block.slot)?;
-        let root = root_param(&block.signing_root);
-        let st = &self.st.insert_block;
-        self.exec(st, &[&v, &slot, &root])?;
+        self.blocks.push((v, int(block.slot)?, block.signing_root));
         Ok(())
     }
 
@@ -794,9 +1015,13 @@ impl StoreTxn for PgTxn<'_, '_> {
         Ok((opt_uint(col(&row, 0)?)?, opt_uint(col(&row, 1)?)?))
     }
 
-    fn max_attestation_target(&mut self, v: ValidatorId) -> Result<Option<u64>, SlashingError> {
-        let st = &self.st.max_attestation_target;
-        self.scalar(st, v)
+    fn max_attestation_epochs(
+        &mut self,
+        v: ValidatorId,
+    ) -> Result<(Option<u64>, Option<u64>), SlashingError> {
+        let st = &self.st.max_attestation_epochs;
+        let row = self.one(st, &[&v])?;
+        Ok((opt_uint(col(&row, 0)?)?, opt_uint(col(&row, 1)?)?))
     }
 
     fn attestation_surrounded_by(
@@ -824,10 +1049,12 @@ impl StoreTxn for PgTxn<'_, '_> {
         v: ValidatorId,
         att: &AttestationRecord,
     ) -> Result<(), SlashingError> {
-        let (target, source) = (int(att.target_epoch)?, int(att.source_epoch)?);
-        let root = root_param(&att.signing_root);
-        let st = &self.st.insert_attestation;
-        self.exec(st, &[&v, &target, &source, &root])?;
+        self.attestations.push((
+            v,
+            int(att.target_epoch)?,
+            int(att.source_epoch)?,
+            att.signing_root,
+        ));
         Ok(())
     }
 
@@ -866,17 +1093,15 @@ impl StoreTxn for PgTxn<'_, '_> {
     }
 
     fn savepoint(&mut self) -> Result<(), SlashingError> {
-        self.tx.batch_execute("SAVEPOINT nested").db()
+        self.batch("SAVEPOINT nested")
     }
 
     fn rollback_savepoint(&mut self) -> Result<(), SlashingError> {
-        self.tx
-            .batch_execute("ROLLBACK TO SAVEPOINT nested; RELEASE SAVEPOINT nested")
-            .db()
+        self.batch("ROLLBACK TO SAVEPOINT nested; RELEASE SAVEPOINT nested")
     }
 
     fn release_savepoint(&mut self) -> Result<(), SlashingError> {
-        self.tx.batch_execute("RELEASE SAVEPOINT nested").db()
+        self.batch("RELEASE SAVEPOINT nested")
     }
 
     // Rare administrative operations: not worth a prepared statement per connection.
@@ -888,6 +1113,7 @@ impl StoreTxn for PgTxn<'_, '_> {
         } else {
             "DELETE FROM hsm_signer.deleted_keys WHERE pubkey = $1"
         };
+        self.before_statement()?;
         self.tx.execute(sql, &[&pk]).db().map(|_| ())
     }
 
@@ -899,6 +1125,7 @@ impl StoreTxn for PgTxn<'_, '_> {
     }
 
     fn deleted_keys(&mut self) -> Result<Vec<Pubkey>, SlashingError> {
+        self.before_statement()?;
         let rows = self
             .tx
             .query(
@@ -926,7 +1153,7 @@ impl SlashingProtection {
     }
 
     /// [`open_postgres`](Self::open_postgres) with explicit [`Options`].
-    pub(crate) fn open_postgres_with(
+    pub fn open_postgres_with(
         url: &str,
         gvr: Option<Root>,
         options: Options,

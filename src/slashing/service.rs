@@ -16,9 +16,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use super::interchange::{self, ImportSummary};
+use super::prune::{self, ChunkDone, PruneReport, Pruner, Pruning};
 use super::rules::{self, Allowed, Verdict};
 use super::sqlite::SqliteStore;
-use super::store::SlashingStore;
+use super::store::{Footprint, SlashingStore, ValidatorId, ValidatorState};
 use super::{Proposal, Pubkey, Refusal, Root, SlashingError};
 
 /// Tuning of the writer.
@@ -34,6 +35,8 @@ pub struct Options {
     /// server) then costs each request this much, not a hang; a check whose caller gave up is
     /// skipped by the writer if it has not started on it yet.
     pub wait: std::time::Duration,
+    /// Background pruning (`None`: records are kept until pruned by hand).
+    pub pruning: Option<Pruning>,
 }
 
 impl Default for Options {
@@ -42,6 +45,7 @@ impl Default for Options {
             max_batch: 512,
             queue_capacity: 16_384,
             wait: std::time::Duration::from_secs(6),
+            pruning: None,
         }
     }
 }
@@ -61,19 +65,34 @@ pub struct Stats {
     pub repeats: u64,
     /// The largest batch so far.
     pub largest_batch: u64,
+    /// Records deleted by pruning (background passes and `prune`).
+    pub pruned_records: u64,
+    /// Pruning passes completed.
+    pub prune_passes: u64,
+    /// Background pruning passes that failed (each is retried at the next interval).
+    pub prune_failures: u64,
+    /// Wall time of the last completed pass.
+    pub last_prune_duration: std::time::Duration,
+    /// Statements sent to the database server, each a round trip (PostgreSQL; 0 for SQLite).
+    pub round_trips: u64,
 }
 
 #[derive(Default)]
-struct Counters {
+pub(super) struct Counters {
     requests: AtomicU64,
     transactions: AtomicU64,
     failed_transactions: AtomicU64,
     refused: AtomicU64,
     repeats: AtomicU64,
     largest_batch: AtomicU64,
+    pub(super) pruned_records: AtomicU64,
+    pub(super) prune_passes: AtomicU64,
+    pub(super) prune_failures: AtomicU64,
+    pub(super) last_prune_micros: AtomicU64,
+    round_trips: AtomicU64,
 }
 
-enum Reply<T> {
+pub(super) enum Reply<T> {
     Blocking(SyncSender<T>),
     Async(tokio::sync::oneshot::Sender<T>),
 }
@@ -100,14 +119,14 @@ impl<T> Reply<T> {
     }
 }
 
-struct Check {
+pub(super) struct Check {
     pubkey: Pubkey,
     gvr: Root,
     proposal: Proposal,
     reply: Reply<Result<(), SlashingError>>,
 }
 
-enum Job {
+pub(super) enum Job {
     Check(Check),
     /// Several checks that go into one transaction together (a batch request's keys).
     Checks(Vec<Check>),
@@ -115,13 +134,23 @@ enum Job {
 }
 
 /// Work that runs in a transaction of its own.
-enum Task {
+pub(super) enum Task {
     Import(
         interchange::Interchange,
         Reply<Result<ImportSummary, SlashingError>>,
     ),
     Export(Option<Vec<Pubkey>>, Reply<Result<String, SlashingError>>),
-    Prune(u64, Reply<Result<u64, SlashingError>>),
+    /// Every registered validator's id, for a pruning pass.
+    ValidatorIds(Reply<Result<Vec<ValidatorId>, SlashingError>>),
+    /// One chunk of a pruning pass (see [`prune`](super::prune)).
+    PruneChunk {
+        ids: Vec<ValidatorId>,
+        keep_epochs: u64,
+        budget: std::time::Duration,
+        reply: Reply<Result<ChunkDone, SlashingError>>,
+    },
+    /// Row counts and bytes on disk (benchmarks).
+    Footprint(Reply<Result<Footprint, SlashingError>>),
     Delete(Vec<(Pubkey, bool)>, Reply<Result<Deletion, SlashingError>>),
     Restore(Vec<Pubkey>, Reply<Result<(), SlashingError>>),
     DeletedKeys(Reply<Result<Vec<Pubkey>, SlashingError>>),
@@ -153,11 +182,14 @@ struct Inner {
     wait: std::time::Duration,
     writer: Option<JoinHandle<()>>,
     counters: Arc<Counters>,
+    pruner: Option<Pruner>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // Closing the channel ends the writer's loop once the queue is drained.
+        // The pruner holds a sender too: it goes first, then closing the channel ends the
+        // writer's loop once the queue is drained.
+        self.pruner.take();
         self.sender.take();
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
@@ -207,30 +239,34 @@ impl SlashingProtection {
             .name("slashing-writer".into())
             .spawn(move || writer_loop(store, receiver, max_batch, &writer_counters))
             .map_err(|e| SlashingError::Store(format!("cannot start the writer thread: {e}")))?;
+        let pruner = match options.pruning {
+            Some(pruning) => {
+                check_pruning(&pruning)?;
+                Some(Pruner::start(sender.clone(), counters.clone(), pruning)?)
+            }
+            None => None,
+        };
         Ok(SlashingProtection {
             inner: Arc::new(Inner {
                 sender: Some(sender),
                 wait: options.wait,
                 writer: Some(writer),
                 counters,
+                pruner,
             }),
         })
     }
 
     fn submit(&self, job: Job) -> Result<(), SlashingError> {
-        let sender = self.inner.sender.as_ref().ok_or_else(writer_gone)?;
-        sender.try_send(job).map_err(|e| match e {
-            TrySendError::Full(_) => {
-                SlashingError::Store("too many signing requests queued; retry shortly".into())
-            }
-            TrySendError::Disconnected(_) => writer_gone(),
-        })
+        send(self.sender()?, job)
     }
 
     fn call<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T, SlashingError> {
-        let (tx, rx) = mpsc::sync_channel(1);
-        self.submit(job(Reply::Blocking(tx)))?;
-        rx.recv().map_err(|_| writer_gone())
+        call(self.sender()?, job)
+    }
+
+    fn sender(&self) -> Result<&SyncSender<Job>, SlashingError> {
+        self.inner.sender.as_ref().ok_or_else(writer_gone)
     }
 
     /// Check `proposal` for `pubkey` on the network `gvr` and, if safe, record it durably
@@ -349,10 +385,28 @@ impl SlashingProtection {
 
     /// Delete records older than `keep_epochs` before each validator's newest, keeping its
     /// newest block and attestation; the highest deleted values become low watermarks, so
-    /// protection never drops. Returns the number of records deleted. One transaction: run it
-    /// when idle (at start, say), since signing waits for it.
+    /// protection never drops. Returns the number of records deleted. Runs as the background
+    /// pass does, in short transactions, so signing goes on meanwhile. Blocks the calling thread.
     pub fn prune(&self, keep_epochs: u64) -> Result<u64, SlashingError> {
-        self.call(|reply| Job::Task(Task::Prune(keep_epochs, reply)))?
+        Ok(self.prune_pass(keep_epochs)?.records)
+    }
+
+    /// One pruning pass, as the background pruner runs it (see [`prune`](Self::prune)), with
+    /// what it did. Blocks the calling thread.
+    pub fn prune_pass(&self, keep_epochs: u64) -> Result<PruneReport, SlashingError> {
+        prune::pass(
+            self.sender()?,
+            &self.inner.counters,
+            keep_epochs,
+            prune::DEFAULT_CHUNK_BUDGET,
+            &|| false,
+        )
+    }
+
+    /// Rows and bytes the database holds now (counts every row: for benchmarks and tests, not
+    /// for a metric). Blocks the calling thread.
+    pub fn footprint(&self) -> Result<Footprint, SlashingError> {
+        self.call(|reply| Job::Task(Task::Footprint(reply)))?
     }
 
     /// Import an already parsed interchange (see [`import_interchange`](Self::import_interchange)).
@@ -393,8 +447,45 @@ impl SlashingProtection {
             refused: c.refused.load(Ordering::Relaxed),
             repeats: c.repeats.load(Ordering::Relaxed),
             largest_batch: c.largest_batch.load(Ordering::Relaxed),
+            pruned_records: c.pruned_records.load(Ordering::Relaxed),
+            prune_passes: c.prune_passes.load(Ordering::Relaxed),
+            prune_failures: c.prune_failures.load(Ordering::Relaxed),
+            last_prune_duration: std::time::Duration::from_micros(
+                c.last_prune_micros.load(Ordering::Relaxed),
+            ),
+            round_trips: c.round_trips.load(Ordering::Relaxed),
         }
     }
+}
+
+/// Send `job` to the writer behind `sender` and wait for its answer.
+pub(super) fn call<T>(
+    sender: &SyncSender<Job>,
+    job: impl FnOnce(Reply<T>) -> Job,
+) -> Result<T, SlashingError> {
+    let (tx, rx) = mpsc::sync_channel(1);
+    send(sender, job(Reply::Blocking(tx)))?;
+    rx.recv().map_err(|_| writer_gone())
+}
+
+/// Queue `job` without waiting: a full queue is an error at once (HTTP 503).
+fn send(sender: &SyncSender<Job>, job: Job) -> Result<(), SlashingError> {
+    sender.try_send(job).map_err(|e| match e {
+        TrySendError::Full(_) => {
+            SlashingError::Store("too many signing requests queued; retry shortly".into())
+        }
+        TrySendError::Disconnected(_) => writer_gone(),
+    })
+}
+
+fn check_pruning(p: &Pruning) -> Result<(), SlashingError> {
+    if p.keep_epochs < prune::MIN_KEEP_EPOCHS || p.interval.is_zero() {
+        return Err(SlashingError::Store(format!(
+            "pruning must keep at least {} epochs, at a non-zero interval",
+            prune::MIN_KEEP_EPOCHS
+        )));
+    }
+    Ok(())
 }
 
 type Answers = Vec<(Reply<Result<(), SlashingError>>, Result<(), SlashingError>)>;
@@ -445,18 +536,16 @@ fn writer_loop<S: SlashingStore>(
                 Err(_) => return,
             },
         };
-        let (blocks, batch) = match gather(first, &receiver, max_batch, &mut pending) {
-            Ok(checks) => checks,
-            Err(task) => {
-                run_task(&mut store, task);
-                continue;
+        match gather(first, &receiver, max_batch, &mut pending) {
+            Ok((blocks, batch)) => {
+                if !blocks.is_empty() {
+                    deliver(run_batch(&mut store, blocks, counters));
+                }
+                if !batch.is_empty() {
+                    deliver(run_batch(&mut store, batch, counters));
+                }
             }
-        };
-        if !blocks.is_empty() {
-            deliver(run_batch(&mut store, blocks, counters));
-        }
-        if !batch.is_empty() {
-            deliver(run_batch(&mut store, batch, counters));
+            Err(task) => run_task(&mut store, task, counters),
         }
     }
 }
@@ -516,56 +605,94 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, SlashingError>) -> Result<T, Slashin
     })
 }
 
-fn run_task<S: SlashingStore>(store: &mut S, task: Task) {
+/// Answer a task, its round trips counted first (so that whoever it answers reads them).
+fn answer<T, S: SlashingStore>(reply: Reply<T>, value: T, counters: &Counters, store: &S) {
+    counters
+        .round_trips
+        .store(store.round_trips(), Ordering::Relaxed);
+    reply.send(value);
+}
+
+fn run_task<S: SlashingStore>(store: &mut S, task: Task, counters: &Counters) {
     match task {
-        Task::Import(ic, reply) => reply.send(guarded(|| {
-            store.transaction(|tx| interchange::import(tx, &ic))
-        })),
-        Task::Export(pubkeys, reply) => reply.send(guarded(|| {
-            store.transaction(|tx| interchange::export(tx, pubkeys.as_deref()))
-        })),
-        Task::Prune(keep_epochs, reply) => reply.send(guarded(|| {
-            store.transaction(|tx| {
-                let mut pruned = 0;
-                for (v, _) in tx.validators()? {
-                    pruned += rules::prune_validator(tx, v, keep_epochs)?;
-                }
-                Ok(pruned)
-            })
-        })),
-        Task::Delete(keys, reply) => reply.send(guarded(|| {
-            store.transaction(|tx| {
-                let mut known = Vec::with_capacity(keys.len());
-                let mut marked: Vec<Pubkey> = Vec::new();
-                for (pk, active) in &keys {
-                    let is_known = *active || tx.find_validator(pk)?.is_some();
-                    if is_known && !marked.contains(pk) {
-                        marked.push(*pk);
+        Task::Import(ic, reply) => answer(
+            reply,
+            guarded(|| store.transaction(|tx| interchange::import(tx, &ic))),
+            counters,
+            store,
+        ),
+        Task::Export(pubkeys, reply) => answer(
+            reply,
+            guarded(|| store.transaction(|tx| interchange::export(tx, pubkeys.as_deref()))),
+            counters,
+            store,
+        ),
+        Task::ValidatorIds(reply) => answer(
+            reply,
+            guarded(|| {
+                store.transaction(|tx| Ok(tx.validators()?.into_iter().map(|(v, _)| v).collect()))
+            }),
+            counters,
+            store,
+        ),
+        Task::PruneChunk {
+            ids,
+            keep_epochs,
+            budget,
+            reply,
+        } => answer(
+            reply,
+            guarded(|| store.transaction(|tx| prune::prune_chunk(tx, &ids, keep_epochs, budget))),
+            counters,
+            store,
+        ),
+        Task::Footprint(reply) => answer(reply, guarded(|| store.footprint()), counters, store),
+        Task::Delete(keys, reply) => answer(
+            reply,
+            guarded(|| {
+                store.transaction(|tx| {
+                    let mut known = Vec::with_capacity(keys.len());
+                    let mut marked: Vec<Pubkey> = Vec::new();
+                    for (pk, active) in &keys {
+                        let is_known = *active || tx.find_validator(pk)?.is_some();
+                        if is_known && !marked.contains(pk) {
+                            marked.push(*pk);
+                        }
+                        known.push(is_known);
                     }
-                    known.push(is_known);
-                }
-                // Lock in pubkey order, like every batch, so concurrent writers cannot deadlock.
-                let mut sorted = marked.clone();
-                sorted.sort();
-                for pk in &sorted {
-                    tx.lock_validator(pk)?;
-                    tx.set_deleted(pk, true)?;
-                }
-                let interchange = interchange::export_keys(tx, &marked)?;
-                Ok(Deletion { known, interchange })
-            })
-        })),
-        Task::Restore(keys, reply) => reply.send(guarded(|| {
-            store.transaction(|tx| {
-                for pk in &keys {
-                    tx.set_deleted(pk, false)?;
-                }
-                Ok(())
-            })
-        })),
-        Task::DeletedKeys(reply) => {
-            reply.send(guarded(|| store.transaction(|tx| tx.deleted_keys())))
-        }
+                    // Lock in pubkey order, like every batch, so concurrent writers cannot deadlock.
+                    let mut sorted = marked.clone();
+                    sorted.sort();
+                    for pk in &sorted {
+                        tx.lock_validator(pk)?;
+                        tx.set_deleted(pk, true)?;
+                    }
+                    let interchange = interchange::export_keys(tx, &marked)?;
+                    Ok(Deletion { known, interchange })
+                })
+            }),
+            counters,
+            store,
+        ),
+        Task::Restore(keys, reply) => answer(
+            reply,
+            guarded(|| {
+                store.transaction(|tx| {
+                    for pk in &keys {
+                        tx.set_deleted(pk, false)?;
+                    }
+                    Ok(())
+                })
+            }),
+            counters,
+            store,
+        ),
+        Task::DeletedKeys(reply) => answer(
+            reply,
+            guarded(|| store.transaction(|tx| tx.deleted_keys())),
+            counters,
+            store,
+        ),
     }
 }
 
@@ -583,7 +710,12 @@ fn run_batch<S: SlashingStore>(store: &mut S, batch: Vec<Check>, counters: &Coun
     let n = batch.len() as u64;
     counters.requests.fetch_add(n, Ordering::Relaxed);
     counters.largest_batch.fetch_max(n, Ordering::Relaxed);
-    match guarded(|| apply_checks(store, &items)) {
+    let applied = guarded(|| apply_checks(store, &items));
+    // Counted before the answers leave, so that a caller reads the trips its batch took.
+    counters
+        .round_trips
+        .store(store.round_trips(), Ordering::Relaxed);
+    match applied {
         Ok(verdicts) => {
             counters.transactions.fetch_add(1, Ordering::Relaxed);
             batch
@@ -625,24 +757,25 @@ pub(crate) fn apply_checks<S: SlashingStore>(
 ) -> Result<Vec<Verdict>, SlashingError> {
     store.transaction(|tx| {
         // Lock every validator of the batch first, in pubkey order: a store shared by several
-        // processes (PostgreSQL row locks) can then never deadlock on two batches.
-        let mut keys: Vec<&Pubkey> = items.iter().map(|(pk, _, _)| pk).collect();
+        // processes (PostgreSQL row locks) can then never deadlock on two batches. Each one's
+        // deletion mark is read under its lock, which a Keymanager DELETE takes too: a deletion
+        // committed by any instance before now is seen, so no instance records (and signs)
+        // after it.
+        let mut keys: Vec<Pubkey> = items.iter().map(|(pk, _, _)| *pk).collect();
         keys.sort();
         keys.dedup();
-        let mut ids = HashMap::with_capacity(keys.len());
-        let mut deleted = Vec::new();
-        for pk in keys {
-            ids.insert(*pk, tx.lock_validator(pk)?);
-            // Under the row lock, which a Keymanager DELETE takes too: a deletion committed by
-            // any instance before now is seen, so no instance records (and signs) after it.
-            if tx.is_deleted(pk)? {
-                deleted.push(*pk);
-            }
+        let states = tx.lock_validators(&keys)?;
+        if states.len() != keys.len() {
+            return Err(SlashingError::Store("validator lock lost".into()));
         }
+        let mut locked: HashMap<Pubkey, ValidatorState> = keys.into_iter().zip(states).collect();
         let mut network = tx.genesis_validators_root()?;
         let mut verdicts = Vec::with_capacity(items.len());
         for (pk, gvr, proposal) in items {
-            if deleted.contains(pk) {
+            let v = locked
+                .get_mut(pk)
+                .ok_or_else(|| SlashingError::Store("validator lock lost".into()))?;
+            if v.deleted {
                 verdicts.push(Err(Refusal::KeyDeleted { pubkey: *pk }));
                 continue;
             }
@@ -661,10 +794,6 @@ pub(crate) fn apply_checks<S: SlashingStore>(
                 }));
                 continue;
             }
-            let v = ids
-                .get(pk)
-                .copied()
-                .ok_or_else(|| SlashingError::Store("validator lock lost".into()))?;
             verdicts.push(rules::check_and_record(tx, v, proposal)?);
         }
         Ok(verdicts)

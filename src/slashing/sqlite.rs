@@ -8,7 +8,8 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::store::{
-    AttestationRecord, BlockRecord, Pruned, SlashingStore, StoreTxn, ValidatorId, Watermarks,
+    AttestationRecord, BlockRecord, Footprint, Pruned, SlashingStore, StoreTxn, ValidatorId,
+    ValidatorState, Watermarks,
 };
 use super::{hex_root, Pubkey, Refusal, Root, SlashingError};
 
@@ -65,10 +66,27 @@ pub(crate) const SQL_SURROUNDING: &str = "SELECT source_epoch, target_epoch, sig
 pub(crate) const SQL_MIN_EPOCHS: &str = "SELECT
     (SELECT MIN(source_epoch) FROM signed_attestations WHERE validator_id = ?1),
     (SELECT MIN(target_epoch) FROM signed_attestations WHERE validator_id = ?1)";
+pub(crate) const SQL_MAX_EPOCHS: &str = "SELECT
+    (SELECT MAX(source_epoch) FROM signed_attestations WHERE validator_id = ?1),
+    (SELECT MAX(target_epoch) FROM signed_attestations WHERE validator_id = ?1)";
+/// A locked validator's state in one statement: each minimum and maximum is one index seek.
+pub(crate) const SQL_STATE: &str = "SELECT
+    v.wm_block_slot, v.wm_attestation_source, v.wm_attestation_target,
+    EXISTS (SELECT 1 FROM deleted_keys d WHERE d.pubkey = v.pubkey),
+    (SELECT MIN(slot) FROM signed_blocks WHERE validator_id = v.id),
+    (SELECT MAX(slot) FROM signed_blocks WHERE validator_id = v.id),
+    (SELECT MIN(source_epoch) FROM signed_attestations WHERE validator_id = v.id),
+    (SELECT MIN(target_epoch) FROM signed_attestations WHERE validator_id = v.id),
+    (SELECT MAX(source_epoch) FROM signed_attestations WHERE validator_id = v.id),
+    (SELECT MAX(target_epoch) FROM signed_attestations WHERE validator_id = v.id)
+    FROM validators v WHERE v.id = ?1";
 
 /// Pages kept in the WAL before the writer checkpoints by itself: a safety net, since the
 /// background checkpointer normally keeps the WAL far smaller.
 const WRITER_AUTOCHECKPOINT_PAGES: i64 = 20_000;
+/// Bytes the WAL file keeps once it starts over: a burst (a large pruning pass) that grew it is
+/// given back to the disk, while the usual cycle reuses the file's blocks without growing it.
+const WAL_SIZE_LIMIT: i64 = 16 * 1024 * 1024;
 
 /// The SQLite store. See the module doc.
 pub(crate) struct SqliteStore {
@@ -187,6 +205,8 @@ impl SqliteStore {
         .map_err(at)?;
         conn.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES)
             .map_err(at)?;
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
+            .map_err(at)?;
         conn.set_prepared_statement_cache_capacity(64);
         let mut store = SqliteStore {
             conn,
@@ -273,6 +293,34 @@ impl SlashingStore for SqliteStore {
             }
         }
     }
+
+    fn footprint(&mut self) -> Result<Footprint, SlashingError> {
+        let count = |table: &str| -> Result<u64, SlashingError> {
+            let n: i64 = self
+                .conn
+                .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+                .db()?;
+            uint(n)
+        };
+        let (validators, blocks, attestations) = (
+            count("validators")?,
+            count("signed_blocks")?,
+            count("signed_attestations")?,
+        );
+        let mut bytes = 0;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = self.path.clone().into_os_string();
+            p.push(suffix);
+            // The WAL and shared-memory files exist only while the database is open.
+            bytes += std::fs::metadata(&p).map_or(0, |m| m.len());
+        }
+        Ok(Footprint {
+            validators,
+            blocks,
+            attestations,
+            bytes,
+        })
+    }
 }
 
 struct SqliteTxn<'c> {
@@ -344,6 +392,30 @@ impl StoreTxn for SqliteTxn<'_> {
             .db()?
             .query_row([&pubkey[..]], |r| r.get(0))
             .db()
+    }
+
+    fn lock_validators(
+        &mut self,
+        pubkeys: &[Pubkey],
+    ) -> Result<Vec<ValidatorState>, SlashingError> {
+        let mut out = Vec::with_capacity(pubkeys.len());
+        for pk in pubkeys {
+            let id = self.lock_validator(pk)?;
+            let row: [Option<i64>; 10] = self
+                .conn
+                .prepare_cached(SQL_STATE)
+                .db()?
+                .query_row([id], |r| {
+                    let mut row = [None; 10];
+                    for (i, c) in row.iter_mut().enumerate() {
+                        *c = r.get(i)?;
+                    }
+                    Ok(row)
+                })
+                .db()?;
+            out.push(ValidatorState::from_columns(id, &row)?);
+        }
+        Ok(out)
     }
 
     fn find_validator(&mut self, pubkey: &Pubkey) -> Result<Option<ValidatorId>, SlashingError> {
@@ -529,16 +601,17 @@ impl StoreTxn for SqliteTxn<'_> {
         Ok((opt_uint(s)?, opt_uint(t)?))
     }
 
-    fn max_attestation_target(&mut self, v: ValidatorId) -> Result<Option<u64>, SlashingError> {
-        let max: Option<i64> = self
+    fn max_attestation_epochs(
+        &mut self,
+        v: ValidatorId,
+    ) -> Result<(Option<u64>, Option<u64>), SlashingError> {
+        let (s, t): (Option<i64>, Option<i64>) = self
             .conn
-            .prepare_cached(
-                "SELECT MAX(target_epoch) FROM signed_attestations WHERE validator_id = ?1",
-            )
+            .prepare_cached(SQL_MAX_EPOCHS)
             .db()?
-            .query_row([v], |r| r.get(0))
+            .query_row([v], |r| Ok((r.get(0)?, r.get(1)?)))
             .db()?;
-        opt_uint(max)
+        Ok((opt_uint(s)?, opt_uint(t)?))
     }
 
     fn attestation_surrounded_by(
@@ -749,8 +822,13 @@ mod tests {
             p.contains("SEARCH") && p.contains("PRIMARY KEY (validator_id=? AND target_epoch>?)"),
             "{p}"
         );
-        let p = plan(&store.conn, SQL_MIN_EPOCHS);
-        assert!(!p.contains("SCAN signed_attestations"), "{p}");
+        for sql in [SQL_MIN_EPOCHS, SQL_MAX_EPOCHS, SQL_STATE] {
+            let p = plan(&store.conn, sql);
+            assert!(
+                !p.contains("SCAN signed_attestations") && !p.contains("SCAN signed_blocks"),
+                "{p}"
+            );
+        }
     }
 
     #[test]

@@ -10,8 +10,14 @@
 //!   transaction ends (PostgreSQL: `SELECT … FOR UPDATE`), so that several signer processes
 //!   sharing one database serialise per validator. Callers lock in ascending pubkey order so that
 //!   two batches can never deadlock. SQLite's `BEGIN IMMEDIATE` already serialises writers.
+//! - [`StoreTxn::lock_validators`] does the same for a batch's validators at once and reads what
+//!   the rules need of each ([`ValidatorState`]) after every lock is held, so that it sees what
+//!   the previous holders committed. A store where a statement costs a round trip does it in
+//!   few statements; the default goes key by key.
 //! - At most one block per (validator, slot) and one attestation per (validator, target epoch)
 //!   are stored; the callers never insert a second one (a store may enforce it with a key).
+//! - A store may hold back inserts and write them later in the transaction, as long as every
+//!   read sees them (it writes them first) and the commit includes them.
 
 use super::{Pubkey, Root, SlashingError};
 
@@ -70,6 +76,135 @@ pub(crate) struct AttestationRecord {
     pub signing_root: Option<Root>,
 }
 
+/// The span of a validator's recorded attestations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AttestationSpan {
+    /// Lowest source epoch.
+    pub min_source: u64,
+    /// Lowest target epoch.
+    pub min_target: u64,
+    /// Highest source epoch.
+    pub max_source: u64,
+    /// Highest target epoch.
+    pub max_target: u64,
+}
+
+impl AttestationSpan {
+    /// The span with `source`→`target` recorded too.
+    pub(crate) fn with(span: Option<Self>, source: u64, target: u64) -> Self {
+        match span {
+            Some(s) => AttestationSpan {
+                min_source: s.min_source.min(source),
+                min_target: s.min_target.min(target),
+                max_source: s.max_source.max(source),
+                max_target: s.max_target.max(target),
+            },
+            None => AttestationSpan {
+                min_source: source,
+                min_target: target,
+                max_source: source,
+                max_target: target,
+            },
+        }
+    }
+}
+
+/// What the rules need of one locked validator: enough to decide the usual request (above
+/// everything recorded) without asking the store again. Kept up to date by the rules as they
+/// record within the transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ValidatorState {
+    /// The validator.
+    pub id: ValidatorId,
+    /// Marked deleted through the Keymanager API.
+    pub deleted: bool,
+    /// Its explicit watermarks.
+    pub watermarks: Watermarks,
+    /// Lowest and highest recorded block slot.
+    pub blocks: Option<(u64, u64)>,
+    /// Its recorded attestations' span.
+    pub attestations: Option<AttestationSpan>,
+}
+
+impl ValidatorState {
+    /// The state of validator `id` from the columns a store's state query returns, in this
+    /// order: the three explicit watermarks (block slot, attestation source, attestation
+    /// target), the deletion mark (non-zero: deleted), the lowest and highest block slot, the
+    /// lowest source, lowest target, highest source and highest target epoch.
+    pub(crate) fn from_columns(
+        id: ValidatorId,
+        c: &[Option<i64>; 10],
+    ) -> Result<ValidatorState, SlashingError> {
+        let u = |i: usize| {
+            c[i].map(|v| {
+                u64::try_from(v).map_err(|_| {
+                    SlashingError::Store(format!("corrupt database: negative value {v}"))
+                })
+            })
+            .transpose()
+        };
+        let blocks = match (u(4)?, u(5)?) {
+            (Some(lo), Some(hi)) => Some((lo, hi)),
+            _ => None,
+        };
+        let attestations = match (u(6)?, u(7)?, u(8)?, u(9)?) {
+            (Some(min_source), Some(min_target), Some(max_source), Some(max_target)) => {
+                Some(AttestationSpan {
+                    min_source,
+                    min_target,
+                    max_source,
+                    max_target,
+                })
+            }
+            _ => None,
+        };
+        Ok(ValidatorState {
+            id,
+            deleted: c[3].is_some_and(|d| d != 0),
+            watermarks: Watermarks {
+                block_slot: u(0)?,
+                attestation_source: u(1)?,
+                attestation_target: u(2)?,
+            },
+            blocks,
+            attestations,
+        })
+    }
+}
+
+/// Read [`ValidatorState`] of a validator whose row `tx` holds, statement by statement.
+pub(crate) fn read_state(
+    tx: &mut (impl StoreTxn + ?Sized),
+    id: ValidatorId,
+    deleted: bool,
+) -> Result<ValidatorState, SlashingError> {
+    let blocks = match (tx.min_block_slot(id)?, tx.max_block_slot(id)?) {
+        (Some(lo), Some(hi)) => Some((lo, hi)),
+        _ => None,
+    };
+    let attestations = match (
+        tx.min_attestation_epochs(id)?,
+        tx.max_attestation_epochs(id)?,
+    ) {
+        ((Some(min_source), Some(min_target)), (Some(max_source), Some(max_target))) => {
+            Some(AttestationSpan {
+                min_source,
+                min_target,
+                max_source,
+                max_target,
+            })
+        }
+        _ => None,
+    };
+    Ok(ValidatorState {
+        id,
+        deleted,
+        watermarks: tx.watermarks(id)?,
+        blocks,
+        attestations,
+    })
+}
+
 /// What pruning removed from one validator.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Pruned {
@@ -79,6 +214,20 @@ pub(crate) struct Pruned {
     pub maxima: Watermarks,
 }
 
+/// What a database holds: rows per table and bytes on disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Footprint {
+    /// Registered validators.
+    pub validators: u64,
+    /// Recorded blocks.
+    pub blocks: u64,
+    /// Recorded attestations.
+    pub attestations: u64,
+    /// Bytes on disk: SQLite's file with its WAL and shared-memory file; PostgreSQL's tables
+    /// with their indexes and TOAST (`pg_total_relation_size`).
+    pub bytes: u64,
+}
+
 /// A slashing-protection database. Owned by one writer thread, hence `Send` but not `Sync`.
 pub(crate) trait SlashingStore: Send + 'static {
     /// Run `f` in one write transaction; commit durably iff it returns `Ok`, else roll back.
@@ -86,6 +235,14 @@ pub(crate) trait SlashingStore: Send + 'static {
         &mut self,
         f: impl FnOnce(&mut dyn StoreTxn) -> Result<R, SlashingError>,
     ) -> Result<R, SlashingError>;
+
+    /// Count the rows (all of them: slow on a large database) and measure the bytes on disk.
+    fn footprint(&mut self) -> Result<Footprint, SlashingError>;
+
+    /// Statements sent to a database server so far, each a round trip (0 for a file).
+    fn round_trips(&self) -> u64 {
+        0
+    }
 }
 
 /// Operations inside one transaction. Slots and epochs are at most
@@ -98,6 +255,25 @@ pub(crate) trait StoreTxn {
 
     /// Register `pubkey` if new, lock its row until the transaction ends, return its id.
     fn lock_validator(&mut self, pubkey: &Pubkey) -> Result<ValidatorId, SlashingError>;
+    /// [`lock_validator`](Self::lock_validator) for each of `pubkeys` (ascending, without
+    /// duplicates), then, with every lock held, each one's [`ValidatorState`], in that order.
+    fn lock_validators(
+        &mut self,
+        pubkeys: &[Pubkey],
+    ) -> Result<Vec<ValidatorState>, SlashingError> {
+        let mut ids = Vec::with_capacity(pubkeys.len());
+        for pk in pubkeys {
+            ids.push(self.lock_validator(pk)?);
+        }
+        pubkeys
+            .iter()
+            .zip(ids)
+            .map(|(pk, id)| {
+                let deleted = self.is_deleted(pk)?;
+                read_state(self, id, deleted)
+            })
+            .collect()
+    }
     /// The id of `pubkey`, if registered (no lock: for export).
     fn find_validator(&mut self, pubkey: &Pubkey) -> Result<Option<ValidatorId>, SlashingError>;
     /// Every registered validator, in registration order.
@@ -133,8 +309,11 @@ pub(crate) trait StoreTxn {
         &mut self,
         v: ValidatorId,
     ) -> Result<(Option<u64>, Option<u64>), SlashingError>;
-    /// The highest recorded target epoch.
-    fn max_attestation_target(&mut self, v: ValidatorId) -> Result<Option<u64>, SlashingError>;
+    /// The highest recorded source epoch and the highest recorded target epoch.
+    fn max_attestation_epochs(
+        &mut self,
+        v: ValidatorId,
+    ) -> Result<(Option<u64>, Option<u64>), SlashingError>;
     /// A recorded attestation that `source`→`target` would surround
     /// (`source < r.source && r.target < target`), if any.
     fn attestation_surrounded_by(
