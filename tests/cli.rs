@@ -469,6 +469,12 @@ fn bench_distributed_signs_through_three_participant_processes_and_leaves_nothin
     assert_eq!(herd["pass"], measured(herd) <= 2.0, "{report}");
     // The scratch directory (PKI, the participants' tokens, keys and databases) is gone, and
     // so are the participant processes.
+    assert_bench_left_nothing(&s);
+}
+
+/// A bench's scratch directory (servers' tokens, keys, databases) is gone, and so are the
+/// server processes it started.
+fn assert_bench_left_nothing(s: &Signer) {
     let left: Vec<_> = std::fs::read_dir(s.data_dir())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -570,10 +576,5 @@ fn bench_http_drives_a_server_process_on_sqlite_and_postgresql_and_verifies_ever
     assert_eq!(startups.len(), 2, "{report}");
     assert!(startups.iter().all(|s| s["keys"] == 40), "{report}");
     // Nothing left behind: no scratch directory, no server process.
-    let left: Vec<_> = std::fs::read_dir(s.data_dir())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|name| name.starts_with("bench-"))
-        .collect();
-    assert!(left.is_empty(), "{left:?}");
+    assert_bench_left_nothing(&s);
 }
