@@ -3,9 +3,13 @@
 //! One writer thread owns the store. Callers queue requests on a bounded channel; the writer
 //! takes everything queued (up to [`Options::max_batch`]; no timer: batches grow only with
 //! load), applies it in arrival order in one transaction, commits (one fsync), then answers every
-//! caller; blocks queued among the rest go first, in a transaction of their own. Two conflicting requests for one validator in one batch: the first wins, the second
-//! is refused. If the transaction fails, every caller in it gets [`SlashingError::Store`] and
-//! must not sign. No state is kept outside the database, so nothing can diverge from it.
+//! caller; blocks queued among the rest go first, in a transaction of their own. Two
+//! conflicting requests for one validator in one batch: the first wins, the second is refused.
+//! If the transaction fails, every caller in it gets [`SlashingError::Store`] and must not sign.
+//! No history is kept outside the database between transactions, so nothing can diverge from
+//! it: a batch reads each validator's state under its lock and carries it from one request to
+//! the next only within its own transaction. Pruning ([`prune`](super::prune)) queues its
+//! chunks here like any task.
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -231,6 +235,9 @@ impl SlashingProtection {
         store: S,
         options: Options,
     ) -> Result<Self, SlashingError> {
+        if let Some(pruning) = &options.pruning {
+            check_pruning(pruning)?;
+        }
         let (sender, receiver) = mpsc::sync_channel(options.queue_capacity.max(1));
         let counters = Arc::new(Counters::default());
         let writer_counters = counters.clone();
@@ -239,13 +246,10 @@ impl SlashingProtection {
             .name("slashing-writer".into())
             .spawn(move || writer_loop(store, receiver, max_batch, &writer_counters))
             .map_err(|e| SlashingError::Store(format!("cannot start the writer thread: {e}")))?;
-        let pruner = match options.pruning {
-            Some(pruning) => {
-                check_pruning(&pruning)?;
-                Some(Pruner::start(sender.clone(), counters.clone(), pruning)?)
-            }
-            None => None,
-        };
+        let pruner = options
+            .pruning
+            .map(|pruning| Pruner::start(sender.clone(), counters.clone(), pruning))
+            .transpose()?;
         Ok(SlashingProtection {
             inner: Arc::new(Inner {
                 sender: Some(sender),
