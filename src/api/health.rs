@@ -132,6 +132,38 @@ impl HealthProbe {
         health
     }
 
+    /// The devices' health as last known, without checking anything now (a scrape of
+    /// `/metrics` must not take sessions or count as device operations): the last round of
+    /// `/healthcheck`, or, for a device it did not cover, whether the device is enabled and its
+    /// own operations since that round did not all fail.
+    pub(crate) fn last_known(&self, scheduler: &crate::scheduler::Scheduler) -> Vec<DeviceHealth> {
+        let last = self
+            .last
+            .try_lock()
+            .ok()
+            .and_then(|l| l.as_ref().map(|(_, h)| h.clone()));
+        let counts = self
+            .counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        scheduler
+            .devices()
+            .iter()
+            .map(|device| {
+                let name = device.name().to_owned();
+                let round = last
+                    .as_ref()
+                    .and_then(|h| h.iter().find(|(n, _)| *n == name).map(|(_, up)| *up));
+                let (ops, failed) = device.op_counts();
+                let (ops0, failed0) = counts.get(&name).copied().unwrap_or((0, 0));
+                let failing = ops > ops0 && failed - failed0 == ops - ops0;
+                let up = device.is_enabled() && !failing && round.unwrap_or(true);
+                (name, up)
+            })
+            .collect()
+    }
+
     /// Device checks made so far.
     pub(crate) fn probes(&self) -> u64 {
         self.probes.load(std::sync::atomic::Ordering::Relaxed)
@@ -262,10 +294,9 @@ fn reachable_shares(
 pub async fn metrics(State(app): State<AppState>) -> Response {
     let runtime = app.runtime();
     let mut gauges = Vec::new();
-    // Device health from the last round of checks (made at most every `HEALTH_TTL`, shared
-    // with `/healthcheck`), and the threshold keys that can no longer reach t shares on
-    // devices that are up and participants that are available.
-    let health = app.health.devices(&runtime.scheduler).await;
+    // Device health as last known (no check is made for a scrape), and the threshold keys that
+    // can no longer reach t shares on devices that are up and participants that are available.
+    let health = app.health.last_known(&runtime.scheduler);
     let up = |name: &str| health.iter().any(|(n, up)| n == name && *up);
     for (device, is_up) in &health {
         gauges.push((
