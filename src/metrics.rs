@@ -178,10 +178,10 @@ fn thread_cpu() -> Duration {
     )
 }
 
-/// Run `f`, counting the calling thread's CPU time in `stage` (for `items` requests) while
-/// stage accounting is on.
+/// Run `f`, counting the calling thread's CPU time in `stage` (and one item of it) while stage
+/// accounting is on.
 #[inline]
-pub fn in_stage<T>(stage: Stage, items: u64, f: impl FnOnce() -> T) -> T {
+pub fn in_stage<T>(stage: Stage, f: impl FnOnce() -> T) -> T {
     if !STAGE_CPU.on.load(Ordering::Relaxed) {
         return f();
     }
@@ -193,7 +193,7 @@ pub fn in_stage<T>(stage: Stage, items: u64, f: impl FnOnce() -> T) -> T {
         u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX),
         Ordering::Relaxed,
     );
-    STAGE_CPU.items[i].fetch_add(items, Ordering::Relaxed);
+    STAGE_CPU.items[i].fetch_add(1, Ordering::Relaxed);
     out
 }
 

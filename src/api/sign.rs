@@ -330,7 +330,7 @@ pub(crate) fn parse_checked<'a>(
     body: &'a [u8],
     served: Served,
 ) -> Result<Checked<'a>, ApiError> {
-    let request = in_stage(Stage::Parse, 1, || {
+    let request = in_stage(Stage::Parse, || {
         let request = Request::from_json(body, app.network.preset)
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
         if let (Request::Typed(typed), true) = (&request, app.network_check) {
@@ -344,7 +344,7 @@ pub(crate) fn parse_checked<'a>(
         Request::Typed(request) => request,
         Request::Generic(generic) => return check_generic(generic, served, body),
     };
-    let root = in_stage(Stage::Root, 1, || request.signing_root(&app.network))
+    let root = in_stage(Stage::Root, || request.signing_root(&app.network))
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     check_supplied(request.supplied_signing_root(), root)?;
     Ok(Checked::new(Request::Typed(request), root, body))
@@ -614,7 +614,7 @@ fn freshness(window: Option<ValidityWindow>, clock: &dyn SlotClock, slots_per_ep
 
 /// The answer: `{"signature": …}` or the bare hex, by `Accept`.
 fn signature_response(headers: &HeaderMap, hex: String) -> Response {
-    in_stage(Stage::Response, 1, || signature_body(headers, hex))
+    in_stage(Stage::Response, || signature_body(headers, hex))
 }
 
 fn signature_body(headers: &HeaderMap, hex: String) -> Response {

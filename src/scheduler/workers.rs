@@ -211,7 +211,7 @@ fn operate(station: &Station, ctx: &super::Ctx, i: usize) -> Result<Opened, JobE
             let share = ctx.key.shares.get(i).ok_or_else(|| {
                 JobError::Failed(SignerError::Internal(format!("no local share {i}")))
             })?;
-            in_stage(MetricStage::Device, 1, || {
+            in_stage(MetricStage::Device, || {
                 crate::keys::open_share(device, &ctx.key.pubkey, share)
             })
             .map(Opened::Secret)
@@ -326,7 +326,7 @@ pub(super) fn cpu_worker(inner: Arc<Inner>, rescue: bool) {
         }
         let started = Instant::now();
         let result = match task.secrets.first() {
-            Some((_, Opened::Secret(secret))) => Ok(in_stage(MetricStage::Sign, 1, || {
+            Some((_, Opened::Secret(secret))) => Ok(in_stage(MetricStage::Sign, || {
                 crate::keys::sign_opened_hashed(secret, &inner.hashed.get(&task.ctx.root))
             })),
             _ => Err(JobError::Failed(SignerError::Internal(
@@ -426,7 +426,7 @@ pub(super) fn still_wanted(inner: &Inner, ctx: &Ctx, stage: Stage) -> bool {
 /// block), unless its client went away or its deadline passed meanwhile.
 pub(super) fn sign_whole(inner: &Inner, ctx: &Ctx, secret: &SecretKey) {
     if still_wanted(inner, ctx, Stage::Device) {
-        ctx.answer(Ok(in_stage(MetricStage::Sign, 1, || {
+        ctx.answer(Ok(in_stage(MetricStage::Sign, || {
             crate::keys::sign_opened_hashed(secret, &inner.hashed.get(&ctx.root))
         })));
     }

@@ -90,6 +90,25 @@ pub(crate) struct AttestationSpan {
 }
 
 impl AttestationSpan {
+    /// The span from its four bounds, as the store reads them (`None` each when the validator
+    /// has no attestation recorded).
+    pub(crate) fn of(
+        min: (Option<u64>, Option<u64>),
+        max: (Option<u64>, Option<u64>),
+    ) -> Option<AttestationSpan> {
+        match (min, max) {
+            ((Some(min_source), Some(min_target)), (Some(max_source), Some(max_target))) => {
+                Some(AttestationSpan {
+                    min_source,
+                    min_target,
+                    max_source,
+                    max_target,
+                })
+            }
+            _ => None,
+        }
+    }
+
     /// The span with `source`→`target` recorded too.
     pub(crate) fn with(span: Option<Self>, source: u64, target: u64) -> Self {
         match span {
@@ -147,17 +166,7 @@ impl ValidatorState {
             (Some(lo), Some(hi)) => Some((lo, hi)),
             _ => None,
         };
-        let attestations = match (u(6)?, u(7)?, u(8)?, u(9)?) {
-            (Some(min_source), Some(min_target), Some(max_source), Some(max_target)) => {
-                Some(AttestationSpan {
-                    min_source,
-                    min_target,
-                    max_source,
-                    max_target,
-                })
-            }
-            _ => None,
-        };
+        let attestations = AttestationSpan::of((u(6)?, u(7)?), (u(8)?, u(9)?));
         Ok(ValidatorState {
             id,
             deleted: c[3].is_some_and(|d| d != 0),
@@ -182,20 +191,10 @@ pub(crate) fn read_state(
         (Some(lo), Some(hi)) => Some((lo, hi)),
         _ => None,
     };
-    let attestations = match (
+    let attestations = AttestationSpan::of(
         tx.min_attestation_epochs(id)?,
         tx.max_attestation_epochs(id)?,
-    ) {
-        ((Some(min_source), Some(min_target)), (Some(max_source), Some(max_target))) => {
-            Some(AttestationSpan {
-                min_source,
-                min_target,
-                max_source,
-                max_target,
-            })
-        }
-        _ => None,
-    };
+    );
     Ok(ValidatorState {
         id,
         deleted,
