@@ -93,10 +93,7 @@ pub(crate) fn open_slashing_db(
     String,
     std::result::Result<SlashingProtection, crate::slashing::SlashingError>,
 ) {
-    let options = SlashingOptions {
-        pruning: background,
-        ..SlashingOptions::default()
-    };
+    let options = slashing_options(config, background);
     match &config.slashing_db {
         Some(url) => (
             "in PostgreSQL".into(),
@@ -113,6 +110,18 @@ pub(crate) fn open_slashing_db(
                 SlashingProtection::open_sqlite_with(&db, gvr, options),
             )
         }
+    }
+}
+
+/// The writer's options `[slashing]` asks for, with `background` pruning.
+pub(crate) fn slashing_options(config: &Config, background: Option<Pruning>) -> SlashingOptions {
+    SlashingOptions {
+        pruning: background,
+        gather_wait: config.slashing.group_commit_wait_us.map_or(
+            crate::slashing::DEFAULT_GATHER_WAIT,
+            std::time::Duration::from_micros,
+        ),
+        ..SlashingOptions::default()
     }
 }
 

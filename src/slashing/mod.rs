@@ -40,7 +40,7 @@ pub use prune::{
     PruneReport, Pruning, DEFAULT_CHUNK_BUDGET, DEFAULT_KEEP_EPOCHS, DEFAULT_PRUNE_INTERVAL,
     MIN_KEEP_EPOCHS,
 };
-pub use service::{Options, SlashingProtection, Stats};
+pub use service::{Options, SlashingProtection, Stats, DEFAULT_GATHER_WAIT};
 pub use store::Footprint;
 
 /// A validator's 48-byte compressed BLS public key.
