@@ -901,3 +901,113 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+fn batch(
+    sp: &SlashingProtection,
+    items: Vec<([u8; 48], Proposal)>,
+) -> Vec<Result<(), SlashingError>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(
+        sp.check_and_record_many_async(items.into_iter().map(|(pk, p)| (pk, GVR, p)).collect()),
+    )
+}
+
+fn key(i: usize) -> [u8; 48] {
+    let mut k = [0x21u8; 48];
+    k[..8].copy_from_slice(&(i as u64).to_be_bytes());
+    k
+}
+
+#[test]
+fn a_batch_of_known_validators_takes_two_round_trips_and_decides_as_one_by_one_would() {
+    let pg = PgServer::start();
+    let sp = open(pg.url());
+    // First sight of 40 keys: registered one by one.
+    let first = batch(&sp, (0..40).map(|i| (key(i), att(0, 1, i))).collect());
+    assert!(first.iter().all(Result::is_ok), "{first:?}");
+    // Known now: BEGIN + one lock + one read in one trip, the inserts + COMMIT in another.
+    let before = sp.stats().round_trips;
+    let next = batch(&sp, (0..40).map(|i| (key(i), att(1, 2, i))).collect());
+    assert!(next.iter().all(Result::is_ok), "{next:?}");
+    assert_eq!(sp.stats().round_trips - before, 2);
+    // A batch mixing honest votes with a double vote and a surround: the lookups the rules
+    // need, and the right verdicts.
+    let mixed = batch(
+        &sp,
+        vec![
+            (key(0), att(2, 3, 0)),
+            (key(1), att(1, 2, 99)), // double vote at target 2
+            (key(2), att(0, 3, 2)),  // surrounds 1 -> 2
+            (key(3), att(2, 3, 3)),
+            (key(0), att(2, 3, 77)), // double vote with the first of this batch
+        ],
+    );
+    assert!(mixed[0].is_ok() && mixed[3].is_ok(), "{mixed:?}");
+    assert!(
+        matches!(
+            mixed[1],
+            Err(SlashingError::Refused(Refusal::DoubleVote { .. }))
+        ),
+        "{mixed:?}"
+    );
+    assert!(
+        matches!(mixed[2], Err(SlashingError::Refused(_))),
+        "{mixed:?}"
+    );
+    assert!(
+        matches!(
+            mixed[4],
+            Err(SlashingError::Refused(Refusal::DoubleVote { .. }))
+        ),
+        "{mixed:?}"
+    );
+    // What was committed is exactly the allowed records: 40 + 40 + 2.
+    let rows: i64 = pg
+        .connect(pg.url())
+        .query_one("SELECT COUNT(*) FROM hsm_signer.signed_attestations", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 82);
+    assert_eq!(sp.stats().failed_transactions, 0);
+}
+
+#[test]
+fn a_batch_that_fails_after_its_locks_is_rolled_back_and_the_connection_serves_the_next() {
+    let pg = PgServer::start();
+    let sp = open(pg.url());
+    assert!(batch(&sp, (0..4).map(|i| (key(i), att(0, 1, i))).collect())
+        .iter()
+        .all(Result::is_ok));
+    // Another session holds key 3's row: the batch locks 0..2, waits for 3, times out.
+    let mut other = pg.connect(pg.url());
+    let mut holder = other.transaction().unwrap();
+    holder
+        .execute(
+            "SELECT id FROM hsm_signer.validators WHERE pubkey = $1 FOR UPDATE",
+            &[&&key(3)[..]],
+        )
+        .unwrap();
+    let failed = batch(&sp, (0..4).map(|i| (key(i), att(1, 2, i))).collect());
+    assert!(
+        failed
+            .iter()
+            .all(|r| matches!(r, Err(SlashingError::Store(_)))),
+        "{failed:?}"
+    );
+    holder.rollback().unwrap();
+    // Nothing of it was recorded, no lock of it remains, and the same connection is not left
+    // in an aborted transaction: the same votes are decided afresh and recorded.
+    let again = batch(&sp, (0..4).map(|i| (key(i), att(1, 2, i))).collect());
+    assert!(again.iter().all(Result::is_ok), "{again:?}");
+    let stats = sp.stats();
+    assert_eq!((stats.failed_transactions, stats.transactions), (1, 2));
+    let rows: i64 = pg
+        .connect(pg.url())
+        .query_one("SELECT COUNT(*) FROM hsm_signer.signed_attestations", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 8);
+}

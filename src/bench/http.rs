@@ -53,6 +53,8 @@ pub struct HttpOptions {
     pub connections: usize,
     /// A PostgreSQL connection string: `ATTESTATION` on PostgreSQL too.
     pub postgres: Option<secrecy::SecretString>,
+    /// The server's `[slashing] group_commit_wait_us` (`None`: its default).
+    pub group_commit_wait_us: Option<u64>,
 }
 
 /// Seconds of load before each measurement, not counted (connections, sessions, caches).
@@ -134,7 +136,20 @@ pub struct CpuSplit {
     pub stages_us: Vec<(String, f64)>,
     /// The load generator (this process, its HTTP client).
     pub generator_us: f64,
+    /// Where a request's time goes inside the server, mean milliseconds per request (from the
+    /// server's histograms): `slashing` (the durable check, its wait for a batch and commit
+    /// included), `queue` (waiting for a device or signing thread), `device` (the device
+    /// operation), `request` (the whole signing request, from parsed to answered).
+    pub waits_ms: Vec<(String, f64)>,
 }
+
+/// The server's histograms whose means [`CpuSplit::waits_ms`] shows, by the name shown.
+const WAITS: [(&str, &str); 4] = [
+    ("slashing", "signer_slashing_check_seconds"),
+    ("queue", "signer_queue_wait_seconds"),
+    ("device", "signer_device_operation_seconds"),
+    ("request", "signer_signing_seconds"),
+];
 
 /// One workload's figures.
 #[derive(Debug, Clone, Serialize)]
@@ -218,6 +233,13 @@ struct ServerToml {
     default_device: String,
     device: Vec<DeviceToml>,
     server: ServerSection,
+    slashing: SlashingSection,
+}
+
+#[derive(Serialize)]
+struct SlashingSection {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group_commit_wait_us: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -229,7 +251,7 @@ fn bench_error(what: &str, e: impl std::fmt::Display) -> SignerError {
     SignerError::Invalid(format!("http bench: {what}: {e}"))
 }
 
-fn write_server_config(dir: &Path) -> Result<()> {
+fn write_server_config(dir: &Path, opts: &HttpOptions) -> Result<()> {
     let devices = embedded_devices(dir)?;
     let text = toml::to_string(&ServerToml {
         default_device: devices
@@ -238,6 +260,9 @@ fn write_server_config(dir: &Path) -> Result<()> {
             .ok_or_else(|| SignerError::Internal("the embedded default has no device".into()))?,
         device: devices,
         server: ServerSection { stage_cpu: true },
+        slashing: SlashingSection {
+            group_commit_wait_us: opts.group_commit_wait_us,
+        },
     })
     .map_err(|e| SignerError::Internal(format!("the server's configuration: {e}")))?;
     let path = dir.join(crate::config::CONFIG_FILE_NAME);
@@ -512,8 +537,12 @@ fn thread_cpu(pid: u32) -> Option<ThreadCpu> {
     Some(out)
 }
 
-/// `signer_stage_cpu_seconds_total` per stage from the server's `/metrics`.
-fn stage_cpu(addr: std::net::SocketAddr) -> Option<Vec<(String, f64)>> {
+/// Stage CPU seconds by stage, and (sum of seconds, count) of each of [`WAITS`].
+type Scraped = (Vec<(String, f64)>, Vec<(f64, f64)>);
+
+/// From the server's `/metrics`: `signer_stage_cpu_seconds_total` per stage, and the sum and
+/// count of each histogram in [`WAITS`] (all its labels together).
+fn scrape(addr: std::net::SocketAddr) -> Option<Scraped> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
@@ -531,20 +560,41 @@ fn stage_cpu(addr: std::net::SocketAddr) -> Option<Vec<(String, f64)>> {
             Some((stage.to_owned(), value.trim().parse().ok()?))
         })
         .collect();
-    (!out.is_empty()).then_some(out)
+    let mut waits = vec![(0.0, 0.0); WAITS.len()];
+    for line in text.lines() {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let name = series.split('{').next().unwrap_or(series);
+        for ((_, family), (sum, count)) in WAITS.iter().zip(waits.iter_mut()) {
+            match name.strip_prefix(family) {
+                Some("_sum") => *sum += value,
+                Some("_count") => *count += value,
+                _ => {}
+            }
+        }
+    }
+    (!out.is_empty()).then_some((out, waits))
 }
 
 /// A reading of every CPU counter the split needs.
 struct Mark {
     server: ThreadCpu,
     stages: Vec<(String, f64)>,
+    /// (sum of seconds, count) of each of [`WAITS`].
+    waits: Vec<(f64, f64)>,
     generator: f64,
 }
 
 fn mark(pid: u32, addr: std::net::SocketAddr) -> Option<Mark> {
+    let (stages, waits) = scrape(addr)?;
     Some(Mark {
         server: thread_cpu(pid)?,
-        stages: stage_cpu(addr)?,
+        stages,
+        waits,
         generator: process_cpu("self")?,
     })
 }
@@ -575,6 +625,15 @@ fn split(before: &Mark, after: &Mark, requests: usize) -> CpuSplit {
             })
             .collect(),
         generator_us: per(after.generator - before.generator),
+        waits_ms: WAITS
+            .iter()
+            .zip(after.waits.iter().zip(&before.waits))
+            .map(|((shown, _), ((sum, count), (sum0, count0)))| {
+                let n = count - count0;
+                let mean = if n > 0.0 { (sum - sum0) * 1e3 / n } else { 0.0 };
+                ((*shown).to_owned(), mean)
+            })
+            .collect(),
     }
 }
 
@@ -841,7 +900,7 @@ pub fn run(config: &Config, scratch: &Path, opts: &HttpOptions) -> Result<HttpRe
     // Sealed on the embedded default (its tokens made by the sealer); then the configuration
     // file that names the same devices and turns stage accounting on.
     seal_in_children(std::slice::from_ref(&dir), vec![lines])?;
-    write_server_config(&dir)?;
+    write_server_config(&dir, opts)?;
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by_key(|i| (*i as u64 % SLOTS_PER_EPOCH, *i));
     let keys = Arc::new(Keys {
@@ -1063,6 +1122,16 @@ impl HttpReport {
                 out,
                 "  slashing protection threads {:.0}; other threads {:.0}",
                 c.slashing_threads_us, c.other_threads_us
+            );
+            let waits: Vec<String> = c
+                .waits_ms
+                .iter()
+                .map(|(name, ms)| format!("{name} {ms:.2}"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "  time in the server, mean ms a request: {}",
+                waits.join(", ")
             );
         }
         let _ = writeln!(

@@ -261,6 +261,7 @@ pub(super) fn bench_cmd(config: &Config, cmd: BenchCmd) -> Result<()> {
             seconds,
             connections,
             postgres,
+            group_commit_wait_us,
             plot,
             json,
         } => {
@@ -279,6 +280,7 @@ pub(super) fn bench_cmd(config: &Config, cmd: BenchCmd) -> Result<()> {
                     seconds,
                     connections,
                     postgres: postgres.map(secrecy::SecretString::from),
+                    group_commit_wait_us,
                 },
             );
             let _ = std::fs::remove_dir_all(&dir);

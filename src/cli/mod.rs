@@ -531,6 +531,9 @@ enum BenchCmd {
         /// PostgreSQL connection string: durable ATTESTATION on PostgreSQL too.
         #[arg(long)]
         postgres: Option<String>,
+        /// The server's `[slashing] group_commit_wait_us` (default: its default).
+        #[arg(long)]
+        group_commit_wait_us: Option<u64>,
         /// Write the latency distributions as an SVG here.
         #[arg(long)]
         plot: Option<PathBuf>,

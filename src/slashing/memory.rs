@@ -30,7 +30,7 @@ struct Txn<'a> {
 impl SlashingStore for MemoryStore {
     fn transaction<R>(
         &mut self,
-        f: impl FnOnce(&mut dyn StoreTxn) -> Result<R, SlashingError>,
+        mut f: impl FnMut(&mut dyn StoreTxn) -> Result<R, SlashingError>,
     ) -> Result<R, SlashingError> {
         let mut work = self.state.clone();
         let r = f(&mut Txn {

@@ -267,7 +267,7 @@ impl SqliteStore {
 impl SlashingStore for SqliteStore {
     fn transaction<R>(
         &mut self,
-        f: impl FnOnce(&mut dyn StoreTxn) -> Result<R, SlashingError>,
+        mut f: impl FnMut(&mut dyn StoreTxn) -> Result<R, SlashingError>,
     ) -> Result<R, SlashingError> {
         if !self.conn.is_autocommit() {
             // A failed rollback left a transaction open; clear it before starting anew.

@@ -230,9 +230,12 @@ pub struct Footprint {
 /// A slashing-protection database. Owned by one writer thread, hence `Send` but not `Sync`.
 pub(crate) trait SlashingStore: Send + 'static {
     /// Run `f` in one write transaction; commit durably iff it returns `Ok`, else roll back.
+    /// A store may run `f` a second time, in a new transaction, when the first one's opening
+    /// failed (a server connection that had died while idle): `f` acts only through the
+    /// transaction it is given.
     fn transaction<R>(
         &mut self,
-        f: impl FnOnce(&mut dyn StoreTxn) -> Result<R, SlashingError>,
+        f: impl FnMut(&mut dyn StoreTxn) -> Result<R, SlashingError>,
     ) -> Result<R, SlashingError>;
 
     /// Count the rows (all of them: slow on a large database) and measure the bytes on disk.
