@@ -20,9 +20,9 @@
 //! for the server's process to be scheduled (`bench slashing` with two CPU-bound processes
 //! beside it: p99 5 ms → 22 ms with five round trips a batch, 10 ms with two). The lock and the
 //! read are statements prepared once per session (`PREPARE`, run by `EXECUTE` with the batch's
-//! keys concatenated into one hex parameter: a simple query cannot bind parameters, and a
-//! statement planned afresh each batch cost the server more than the round trips saved); the
-//! inserts carry their values written out. Both are formatted here from bytes and numbers:
+//! validator ids, known from earlier commits, written out as one array: a simple query cannot
+//! bind parameters, and a statement planned afresh each batch cost the server more than the
+//! round trips saved); the inserts carry their values written out. Both are formatted here from bytes and numbers:
 //! nothing of a request is spliced in as text. A request that is not above everything its
 //! validator recorded costs the lookups the rules need for it (prepared statements). A batch with a key this process has not seen
 //! committed yet registers and locks its keys one by one (`ON CONFLICT DO NOTHING`), in the same
@@ -556,14 +556,6 @@ macro_rules! states_select {
     };
 }
 
-/// The 48-byte keys concatenated in `$1`, as an array.
-macro_rules! keys_of_param {
-    () => {
-        "ARRAY(SELECT substring($1 FROM i * 48 + 1 FOR 48)
-         FROM generate_series(0, octet_length($1) / 48 - 1) AS i)"
-    };
-}
-
 /// A signing root as an SQL literal.
 fn root_literal(root: &Option<Root>) -> String {
     match root {
@@ -645,19 +637,15 @@ struct Statements {
 
 impl Statements {
     fn prepare(client: &mut Client) -> Result<Self, SlashingError> {
-        // Run by name inside a simple query of several statements (`PgTxn::lock_known`): a
-        // batch's keys, concatenated, as one parameter.
+        // Run by name inside a simple query of several statements (`PgTxn::lock_known`), with
+        // the batch's validator ids written out as an array.
         client
             .batch_execute(concat!(
-                "PREPARE hsm_signer_lock (BYTEA) AS SELECT id, encode(pubkey, 'hex')
-                 FROM hsm_signer.validators WHERE pubkey = ANY(",
-                keys_of_param!(),
-                ") ORDER BY pubkey FOR UPDATE;
-                 PREPARE hsm_signer_states (BYTEA) AS ",
+                "PREPARE hsm_signer_lock (BIGINT[]) AS SELECT id, encode(pubkey, 'hex')
+                 FROM hsm_signer.validators WHERE id = ANY($1) ORDER BY pubkey FOR UPDATE;
+                 PREPARE hsm_signer_states (BIGINT[]) AS ",
                 states_select!(),
-                " WHERE v.pubkey = ANY(",
-                keys_of_param!(),
-                ")"
+                " WHERE v.id = ANY($1)"
             ))
             .db()?;
         let mut p = |sql: &str| client.prepare(sql).db();
@@ -765,6 +753,8 @@ type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
 
 /// Opens every transaction: READ COMMITTED whatever the server's default (see the module doc).
 const BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
+/// [`BEGIN`] before more statements of one simple query.
+const BEGIN_THEN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED;";
 
 impl Drop for PgTxn<'_> {
     fn drop(&mut self) {
@@ -812,16 +802,21 @@ impl PgTxn<'_> {
     /// their states), sent as one simple query.
     fn lock_known(&mut self, pubkeys: &[Pubkey]) -> Result<Vec<ValidatorState>, SlashingError> {
         self.flush()?;
-        let keys = hex::encode(pubkeys.concat());
+        // Known keys' ids are committed facts (a row is never deleted nor its id changed); the
+        // lock statement still returns each row's key, checked below against the batch's.
+        let ids = pubkeys
+            .iter()
+            .map(|pk| {
+                self.memo.known.get(pk).map(i64::to_string).ok_or_else(|| {
+                    SlashingError::Store("a key of the batch is not registered".into())
+                })
+            })
+            .collect::<Result<Vec<String>, _>>()?
+            .join(",");
         let opening = !self.begun;
         let sql = format!(
-            "{}EXECUTE hsm_signer_lock(decode('{keys}','hex'));\
-             EXECUTE hsm_signer_states(decode('{keys}','hex'))",
-            if opening {
-                "BEGIN ISOLATION LEVEL READ COMMITTED;"
-            } else {
-                ""
-            },
+            "{}EXECUTE hsm_signer_lock('{{{ids}}}');EXECUTE hsm_signer_states('{{{ids}}}')",
+            if opening { BEGIN_THEN } else { "" },
         );
         self.trip();
         self.begun = true;
