@@ -78,6 +78,13 @@ fn a_few_simulated_days_leave_a_bounded_database_on_sqlite_and_postgres() {
             let w = &run[window];
             assert_eq!(w["attestations"], validators * 4, "{store} {window}: {w}");
             assert_eq!(w["blocks"], 32 * 4, "{store} {window}: {w}");
+            // Every measured check is counted once: clear of any pruning pass, or during one.
+            assert_eq!(
+                w["attestations_clear"].as_u64().unwrap()
+                    + w["attestations_during_pass"].as_u64().unwrap(),
+                validators * 4,
+                "{store} {window}: {w}"
+            );
         }
     }
     // The scratch database is gone.
