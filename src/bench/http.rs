@@ -931,23 +931,31 @@ pub fn run(config: &Config, scratch: &Path, opts: &HttpOptions) -> Result<HttpRe
         drop(servers);
     }
     if let Some(url) = &opts.postgres {
-        let file = scratch.join("slashing-db.url");
-        {
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&file)
-                .map_err(SignerError::io(&file))?;
-            f.write_all(secrecy::ExposeSecret::expose_secret(url).as_bytes())
-                .map_err(SignerError::io(&file))?;
-        }
-        let (servers, server, startup) = start_server(&dir, Some(&file), "postgresql", n)?;
+        // A database of its own, dropped afterwards: every run starts from an empty one (a
+        // database left from earlier runs slows the checks down as it grows).
+        let url = secrecy::ExposeSecret::expose_secret(url);
+        let (startup, workload) = crate::slashing::with_scratch_url(url, "http", |scratch_url| {
+            let file = scratch.join("slashing-db.url");
+            {
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&file)
+                    .map_err(SignerError::io(&file))?;
+                f.write_all(scratch_url.as_bytes())
+                    .map_err(SignerError::io(&file))?;
+            }
+            let (servers, server, startup) = start_server(&dir, Some(&file), "postgresql", n)?;
+            let workload = drive(&server, Kind::Attestation, &load, opts);
+            drop(servers);
+            Ok::<_, SignerError>((startup, workload?))
+        })
+        .map_err(|e| bench_error("the scratch PostgreSQL database", e))??;
         startups.push(startup);
-        workloads.push(drive(&server, Kind::Attestation, &load, opts)?);
-        drop(servers);
+        workloads.push(workload);
     }
     let targets = targets(&workloads, &startups);
     Ok(HttpReport {

@@ -35,7 +35,9 @@ mod store;
 
 use std::fmt;
 
-pub(crate) use self::postgres::{connection_string_has_password, with_scratch_database};
+pub(crate) use self::postgres::{
+    connection_string_has_password, with_scratch_database, with_scratch_url,
+};
 pub use prune::{
     PruneReport, Pruning, DEFAULT_CHUNK_BUDGET, DEFAULT_KEEP_EPOCHS, DEFAULT_PRUNE_INTERVAL,
     MIN_KEEP_EPOCHS,

@@ -1342,6 +1342,85 @@ impl SlashingProtection {
     }
 }
 
+/// A scratch database just created, and the administrative session that drops it.
+struct Scratch {
+    admin: Client,
+    name: String,
+    config: Config,
+    params: pg_tls::TlsParams,
+}
+
+impl Scratch {
+    /// Create a database named after `tag`, this process and the time on the server `url`
+    /// points to (its role needs `CREATEDB`).
+    fn create(url: &str, tag: &str) -> Result<Scratch, SlashingError> {
+        let (mut config, params) = parse_url(url)?;
+        let target = describe_target(&config);
+        let transport = pg_tls::decide(&config, &params)
+            .and_then(|mode| pg_tls::transport(&mut config, mode, params.root_cert.as_deref()))
+            .map_err(|e| SlashingError::Store(format!("postgresql {target}: {e}")))?;
+        let name = format!(
+            "hsm_signer_{tag}_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        );
+        let mut admin = open_session(&config, &transport).map_err(|e| {
+            SlashingError::Store(format!(
+                "postgresql {target}: cannot connect: {}",
+                describe(&e)
+            ))
+        })?;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .db()?;
+        Ok(Scratch {
+            admin,
+            name,
+            config,
+            params,
+        })
+    }
+}
+
+/// `url` naming the database `dbname` instead of its own (`postgres://…/db?…` or the
+/// `key=value` form). `dbname` is one of ours: letters, digits and underscores.
+fn url_with_dbname(url: &str, dbname: &str) -> String {
+    for scheme in ["postgres://", "postgresql://"] {
+        if let Some(rest) = url.strip_prefix(scheme) {
+            let (main, query) = match rest.split_once('?') {
+                Some((m, q)) => (m, Some(q)),
+                None => (rest, None),
+            };
+            let authority = main.split_once('/').map_or(main, |(a, _)| a);
+            return match query {
+                Some(q) => format!("{scheme}{authority}/{dbname}?{q}"),
+                None => format!("{scheme}{authority}/{dbname}"),
+            };
+        }
+    }
+    format!("{url} dbname={dbname}")
+}
+
+/// A fresh database on the server `url` points to (see [`with_scratch_database`]), given to
+/// `f` as a connection string like `url` (same server, role and TLS settings), and dropped once
+/// `f` returned: whatever `f` started on it must have closed its connections by then. For
+/// benchmarks that run a server process on it. The outer error is the scratch database's.
+pub(crate) fn with_scratch_url<R>(
+    url: &str,
+    tag: &str,
+    f: impl FnOnce(&str) -> R,
+) -> Result<R, SlashingError> {
+    let mut scratch = Scratch::create(url, tag)?;
+    let result = f(&url_with_dbname(url, &scratch.name));
+    scratch
+        .admin
+        .batch_execute(&format!("DROP DATABASE {}", scratch.name))
+        .db()?;
+    Ok(result)
+}
+
 /// A fresh database on the server `url` points to (its role needs `CREATEDB`), named after
 /// `tag` and this process, opened for `f` as slashing protection by the function it is given,
 /// and dropped once `f` returned (its service, and so its connection, is gone by then). For
@@ -1353,32 +1432,18 @@ pub(crate) fn with_scratch_database<R>(
         &mut dyn FnMut(Root, Options) -> Result<SlashingProtection, SlashingError>,
     ) -> Result<R, SlashingError>,
 ) -> Result<R, SlashingError> {
-    let (mut config, params) = parse_url(url)?;
-    let target = describe_target(&config);
-    let transport = pg_tls::decide(&config, &params)
-        .and_then(|mode| pg_tls::transport(&mut config, mode, params.root_cert.as_deref()))
-        .map_err(|e| SlashingError::Store(format!("postgresql {target}: {e}")))?;
-    let name = format!(
-        "hsm_signer_{tag}_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
-    );
-    let mut admin = open_session(&config, &transport).map_err(|e| {
-        SlashingError::Store(format!(
-            "postgresql {target}: cannot connect: {}",
-            describe(&e)
-        ))
-    })?;
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .db()?;
+    let Scratch {
+        mut admin,
+        name,
+        config,
+        params,
+    } = Scratch::create(url, tag)?;
+    let params = &params;
     let mut bench_config = config.clone();
     bench_config.dbname(&name);
     let result = f(&mut |gvr, options| {
         SlashingProtection::with_store(
-            PostgresStore::open_config(bench_config.clone(), &params, Some(gvr))?,
+            PostgresStore::open_config(bench_config.clone(), params, Some(gvr))?,
             options,
         )
     });
@@ -1387,4 +1452,34 @@ pub(crate) fn with_scratch_database<R>(
     let run = result?;
     dropped?;
     Ok(run)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_with_dbname;
+
+    #[test]
+    fn a_connection_string_names_another_database_and_keeps_the_rest() {
+        let cases = [
+            (
+                "postgres://u:p@h:5432/db?sslmode=require",
+                "postgres://u:p@h:5432/x_1?sslmode=require",
+            ),
+            ("postgresql://h", "postgresql://h/x_1"),
+            (
+                "host=/run dbname=a user=u",
+                "host=/run dbname=a user=u dbname=x_1",
+            ),
+        ];
+        for (url, expected) in cases {
+            let rewritten = url_with_dbname(url, "x_1");
+            assert_eq!(rewritten, expected);
+            let parsed: postgres::Config = rewritten.parse().unwrap();
+            assert_eq!(parsed.get_dbname(), Some("x_1"), "{url}");
+            assert_eq!(
+                parsed.get_user(),
+                url.parse::<postgres::Config>().unwrap().get_user()
+            );
+        }
+    }
 }
