@@ -33,7 +33,7 @@
 //! prune = true
 //! keep_epochs = 1024               # per validator, before its newest record; at least 2
 //! prune_interval_minutes = 60      # the first pass runs at start
-//! group_commit_wait_us = 500       # under load, wait this long for more checks per fsync
+//! group_commit_wait_us = 2000      # under load, wait this long for more checks per fsync
 //! ```
 //!
 //! Who may sign what is the signing policy, a file of its own (`policy_file`, default
@@ -331,7 +331,7 @@ pub struct SlashingSettings {
     /// Minutes between two pruning passes (default 60); the first runs at start.
     pub prune_interval_minutes: Option<u64>,
     /// Group commit: how long the writer waits for more checks before committing, once
-    /// several arrive together (microseconds, default 500, at most 20,000; 0: only what is
+    /// several arrive together (microseconds, default 2000, at most 20,000; 0: only what is
     /// already queued). Never for a block, never for a lone request. See
     /// `crate::slashing::Options::gather_wait`.
     pub group_commit_wait_us: Option<u64>,
