@@ -11,20 +11,21 @@
 //! reads what it committed.
 //!
 //! Round trips. A batch costs two however large it is, each one simple query of several
-//! statements: BEGIN, one statement that locks all its validators (`pubkey = ANY(…) ORDER BY
-//! pubkey FOR UPDATE`) and one that reads what the rules need of each (watermarks, deletion
-//! mark, lowest and highest records) — a statement of its own, since under READ COMMITTED each
-//! statement reads from a snapshot taken when it starts, after the locks it waited for; then
-//! the inserts of the records it decided (held back until the next read or the commit) and
-//! COMMIT. Round trips, not statements, are what a batch waits for: on a busy host each one waits
-//! for the server's process to be scheduled (`bench slashing` with two CPU-bound processes
-//! beside it: p99 5 ms → 22 ms with five round trips a batch, 10 ms with two). The lock and the
-//! read are statements prepared once per session (`PREPARE`, run by `EXECUTE` with the batch's
-//! validator ids, known from earlier commits, written out as one array: a simple query cannot
-//! bind parameters, and a statement planned afresh each batch cost the server more than the
-//! round trips saved); the inserts carry their values written out. Both are formatted here from bytes and numbers:
-//! nothing of a request is spliced in as text. A request that is not above everything its
-//! validator recorded costs the lookups the rules need for it (prepared statements). A batch with a key this process has not seen
+//! statements: BEGIN, one statement that locks all its validators (`id = ANY(…) ORDER BY pubkey
+//! FOR UPDATE`) and one that reads what the rules need of each (watermarks, deletion mark,
+//! lowest and highest records) — a statement of its own, since under READ COMMITTED each
+//! statement reads from a snapshot taken when it starts, after the locks it waited for; then the
+//! inserts of the records it decided (held back until the next read or the commit) and COMMIT.
+//! Round trips, not statements, are what a batch waits for: on a busy host each one waits for the
+//! server's process to be scheduled (`bench slashing` with two CPU-bound processes beside it: p99
+//! 5 ms → 22 ms with five round trips a batch, 10 ms with two). The lock and the read are
+//! statements prepared once per session (`PREPARE`, run by `EXECUTE` with the batch's validator
+//! ids, known from earlier commits, written out as one array: a simple query cannot bind
+//! parameters, and a statement planned afresh each batch cost the server more than the round
+//! trips saved); the inserts carry their values written out. Both are formatted here from bytes
+//! and numbers: nothing of a request is spliced in as text. A request that is not above
+//! everything its validator recorded costs the lookups the rules need for it (prepared
+//! statements). A batch with a key this process has not seen
 //! committed yet registers and locks its keys one by one (`ON CONFLICT DO NOTHING`), in the same
 //! order. The network's root and the validators' ids are remembered once committed (neither
 //! ever changes); a key whose row is gone fails its batch and makes the next one register anew.
@@ -481,6 +482,7 @@ impl SlashingStore for PostgresStore {
                 begun: false,
                 finished: false,
                 trips: 0,
+                committing: false,
                 learned: Vec::new(),
                 gvr: None,
                 blocks: Vec::new(),
@@ -491,7 +493,8 @@ impl SlashingStore for PostgresStore {
             // nothing of it is remembered. On any error the transaction is rolled back (also
             // when `f` panics: `PgTxn`'s drop).
             let result = f(&mut txn).and_then(|r| txn.commit().map(|()| r));
-            let first_trip_lost = result.is_err() && txn.trips <= 1 && txn.client.is_closed();
+            let first_trip_lost =
+                result.is_err() && txn.trips <= 1 && !txn.committing && txn.client.is_closed();
             let (learned, gvr) = (std::mem::take(&mut txn.learned), txn.gvr);
             drop(txn);
             match result {
@@ -740,6 +743,8 @@ struct PgTxn<'a> {
     finished: bool,
     /// Round trips of this transaction so far.
     trips: u32,
+    /// COMMIT was sent (whatever came back): a failure from here on may have committed.
+    committing: bool,
     /// Ids seen in this transaction, remembered once it committed.
     learned: Vec<(Pubkey, ValidatorId)>,
     /// The network read or recorded in this transaction, remembered once it committed.
@@ -790,6 +795,7 @@ impl PgTxn<'_> {
         held_back_sql(&mut sql, &self.blocks, &self.attestations);
         sql.push_str("COMMIT");
         self.trip();
+        self.committing = true;
         self.client.batch_execute(&sql).db()?;
         self.finished = true;
         self.blocks.clear();

@@ -591,9 +591,9 @@ fn writer_loop<S: SlashingStore>(
 /// The checks the writer applies next: `first` and what is queued behind it, up to `max_batch`
 /// (a task found behind it waits in `pending` for the next round); `Err` when `first` is a
 /// task. With a non-zero `wait`, checks arriving until `wait` after `first` join too, unless
-/// a block is among them (it must not wait) or a task arrives. Blocks queued on their own come out apart, to go first in a transaction of their own:
-/// a proposal then waits for the fsync in progress and one more, not for a herd's attestations
-/// to be applied with it. A block and an attestation never decide each other, and blocks keep
+/// a block is among them (it must not wait) or a task arrives. Blocks queued on their own come
+/// out apart, to go first in a transaction of their own: a proposal then waits for the fsync in
+/// progress and one more, not for a herd's attestations to be applied with it. A block and an attestation never decide each other, and blocks keep
 /// their order among themselves, as the rest does.
 fn gather(
     first: Job,
