@@ -202,10 +202,6 @@ fn root_col(bytes: Option<Vec<u8>>) -> Result<Option<Root>, SlashingError> {
         .transpose()
 }
 
-fn root_param(root: &Option<Root>) -> Option<&[u8]> {
-    root.as_ref().map(|r| &r[..])
-}
-
 /// Column `i` of `row`, typed; a mismatch is a store error, never a panic.
 fn col<'r, T: postgres::types::FromSql<'r>>(row: &'r Row, i: usize) -> Result<T, SlashingError> {
     row.try_get(i).db()
@@ -627,8 +623,6 @@ struct Statements {
     min_attestation_epochs: Statement,
     max_attestation_epochs: Statement,
     states: Statement,
-    insert_blocks: Statement,
-    insert_attestations: Statement,
     surrounded_by: Statement,
     surrounding: Statement,
     attestations: Statement,
@@ -695,13 +689,6 @@ impl Statements {
                   WHERE validator_id = $1)")?,
             // After keys locked one by one (some were new); see `states_select!`.
             states: p(concat!(states_select!(), " WHERE v.id = ANY($1)"))?,
-            // A transaction's records, held back until a read or the commit, in one statement.
-            insert_blocks: p("INSERT INTO hsm_signer.signed_blocks
-                 (validator_id, slot, signing_root)
-                 SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::BYTEA[])")?,
-            insert_attestations: p("INSERT INTO hsm_signer.signed_attestations
-                 (validator_id, target_epoch, source_epoch, signing_root)
-                 SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::BIGINT[], $4::BYTEA[])")?,
             // Each range-scans an index from the new attestation's epoch upwards, which in
             // honest operation (epochs only rise) finds nothing after one seek.
             surrounded_by: p("SELECT source_epoch, target_epoch, signing_root
@@ -749,7 +736,8 @@ struct PgTxn<'a> {
     learned: Vec<(Pubkey, ValidatorId)>,
     /// The network read or recorded in this transaction, remembered once it committed.
     gvr: Option<Root>,
-    /// Records held back until the next statement or the commit, then inserted in one each.
+    /// Records held back until the next statement or the commit, then inserted in one round
+    /// trip (with the commit, or before a read).
     blocks: Vec<(ValidatorId, i64, Option<Root>)>,
     attestations: Vec<(ValidatorId, i64, i64, Option<Root>)>,
 }
@@ -900,34 +888,16 @@ impl PgTxn<'_> {
 
     /// Insert the records held back, so that what follows sees them.
     fn flush(&mut self) -> Result<(), SlashingError> {
-        if !self.blocks.is_empty() || !self.attestations.is_empty() {
-            self.begin()?;
+        if self.blocks.is_empty() && self.attestations.is_empty() {
+            return Ok(());
         }
-        if !self.blocks.is_empty() {
-            let ids: Vec<i64> = self.blocks.iter().map(|b| b.0).collect();
-            let slots: Vec<i64> = self.blocks.iter().map(|b| b.1).collect();
-            self.trip();
-            let roots: Vec<Option<&[u8]>> = self.blocks.iter().map(|b| root_param(&b.2)).collect();
-            self.client
-                .execute(&self.st.insert_blocks, &[&ids, &slots, &roots])
-                .db()?;
-            self.blocks.clear();
-        }
-        if !self.attestations.is_empty() {
-            let ids: Vec<i64> = self.attestations.iter().map(|a| a.0).collect();
-            let targets: Vec<i64> = self.attestations.iter().map(|a| a.1).collect();
-            let sources: Vec<i64> = self.attestations.iter().map(|a| a.2).collect();
-            self.trip();
-            let roots: Vec<Option<&[u8]>> =
-                self.attestations.iter().map(|a| root_param(&a.3)).collect();
-            self.client
-                .execute(
-                    &self.st.insert_attestations,
-                    &[&ids, &targets, &sources, &roots],
-                )
-                .db()?;
-            self.attestations.clear();
-        }
+        self.begin()?;
+        let mut sql = String::new();
+        held_back_sql(&mut sql, &self.blocks, &self.attestations);
+        self.trip();
+        self.client.batch_execute(&sql).db()?;
+        self.blocks.clear();
+        self.attestations.clear();
         Ok(())
     }
 
