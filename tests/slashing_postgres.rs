@@ -1011,3 +1011,137 @@ fn a_batch_that_fails_after_its_locks_is_rolled_back_and_the_connection_serves_t
         .get(0);
     assert_eq!(rows, 8);
 }
+
+/// Validator `i`'s history: attestations of epochs 1..=20+i%7, blocks at slots 32·e for
+/// e in 1..=10+i%5 (none when i%11 == 0), so bounds and watermarks differ between validators.
+fn write_history(sp: &SlashingProtection, n: usize) {
+    for i in 0..n {
+        let mut items: Vec<([u8; 48], Proposal)> = (1..=20 + (i as u64 % 7))
+            .map(|e| (key(i), att(e - 1, e, i)))
+            .collect();
+        if i % 11 != 0 {
+            items.extend((1..=10 + (i as u64 % 5)).map(|e| {
+                (
+                    key(i),
+                    Proposal::Block {
+                        slot: e * 32,
+                        signing_root: root(i),
+                    },
+                )
+            }));
+        }
+        assert!(batch(sp, items).iter().all(Result::is_ok));
+    }
+}
+
+/// Verdicts of probes around each validator's pruning bounds: old votes, surrounds, blocks
+/// below and above what was deleted, and new duties.
+fn probe(sp: &SlashingProtection, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let last = 20 + (i as u64 % 7);
+        let mut probes = vec![
+            att(2, 3, 1000 + i),
+            att(last - 5, last - 4, 1000 + i),
+            att(last - 7, last - 6, 1000 + i),
+            att(0, last + 1, 1000 + i),
+            att(last, last + 1, 1000 + i),
+        ];
+        for slot in [40, 32 * 6, 32 * 9, 32 * 30] {
+            probes.push(Proposal::Block {
+                slot,
+                signing_root: root(1000 + i),
+            });
+        }
+        for p in probes {
+            let verdict = sp.check_and_record(&key(i), &GVR, p);
+            out.push(format!(
+                "{i} {p:?}: {:?}",
+                verdict.map_err(|e| e.to_string())
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn bulk_pruning_on_postgres_keeps_what_pruning_one_by_one_keeps_and_skips_a_busy_validator() {
+    const N: usize = 300;
+    let pg = PgServer::start();
+    let pg_sp = open(pg.url());
+    let dir = tempfile::tempdir().unwrap();
+    let lite = SlashingProtection::open_sqlite(&dir.path().join("s.sqlite"), Some(GVR)).unwrap();
+    write_history(&pg_sp, N);
+    write_history(&lite, N);
+
+    // Another session holds validator 7's row: the pass skips it and takes the rest.
+    let mut other = pg.connect(pg.url());
+    let mut holder = other.transaction().unwrap();
+    holder
+        .execute(
+            "SELECT id FROM hsm_signer.validators WHERE pubkey = $1 FOR UPDATE",
+            &[&&key(7)[..]],
+        )
+        .unwrap();
+    let trips = pg_sp.stats().round_trips;
+    let report = pg_sp.prune_pass(5).unwrap();
+    let bulk_trips = pg_sp.stats().round_trips - trips;
+    holder.rollback().unwrap();
+    assert_eq!(report.validators, N as u64);
+    // Validator 7 (held) kept all of its 20 attestations.
+    let kept_7: i64 = pg
+        .connect(pg.url())
+        .query_one(
+            "SELECT COUNT(*) FROM hsm_signer.signed_attestations a
+             JOIN hsm_signer.validators v ON v.id = a.validator_id WHERE v.pubkey = $1",
+            &[&&key(7)[..]],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(kept_7, 20);
+    // One statement a group of validators, not seven round trips a validator.
+    assert!(
+        bulk_trips < (N as u64) / 4,
+        "{bulk_trips} round trips for {N} validators"
+    );
+    // The next pass takes validator 7 too; then both stores hold the same and decide the same.
+    let second = pg_sp.prune(5).unwrap();
+    let first_lite = lite.prune(5).unwrap();
+    assert_eq!(report.records + second, first_lite);
+    assert!(second > 0 && second < 30, "validator 7's records: {second}");
+    let (p, l) = (pg_sp.footprint().unwrap(), lite.footprint().unwrap());
+    assert_eq!(
+        (p.validators, p.blocks, p.attestations),
+        (l.validators, l.blocks, l.attestations)
+    );
+    assert_eq!(pg_sp.prune(5).unwrap(), 0);
+    // The watermarks are the highest values deleted: targets below last-5 went (source one
+    // less), and blocks more than 5·32 slots below the newest.
+    let mut db = pg.connect(pg.url());
+    for i in 0..N {
+        let row = db
+            .query_one(
+                "SELECT wm_block_slot, wm_attestation_source, wm_attestation_target
+                 FROM hsm_signer.validators WHERE pubkey = $1",
+                &[&&key(i)[..]],
+            )
+            .unwrap();
+        let last = 20 + (i as i64 % 7);
+        let blocks = 10 + (i as i64 % 5);
+        let want_block = (i % 11 != 0).then_some(32 * (blocks - 6));
+        let got: (Option<i64>, Option<i64>, Option<i64>) = (row.get(0), row.get(1), row.get(2));
+        assert_eq!(
+            got,
+            (want_block, Some(last - 7), Some(last - 6)),
+            "validator {i}"
+        );
+    }
+    let (pv, lv) = (probe(&pg_sp, N), probe(&lite, N));
+    for (a, b) in pv.iter().zip(&lv) {
+        assert_eq!(a, b);
+    }
+    assert!(
+        pv.iter().any(|v| v.contains("Ok")) && pv.iter().any(|v| v.contains("Err")),
+        "the probes must both pass and fail somewhere"
+    );
+}

@@ -629,6 +629,7 @@ struct Statements {
     lock_for_prune: Statement,
     prune_blocks: Statement,
     prune_attestations: Statement,
+    prune_many: Statement,
     is_deleted: Statement,
 }
 
@@ -708,6 +709,49 @@ impl Statements {
             prune_attestations: p("WITH gone AS (DELETE FROM hsm_signer.signed_attestations
                  WHERE validator_id = $1 AND target_epoch < $2 RETURNING source_epoch, target_epoch)
                  SELECT COUNT(*), MAX(source_epoch), MAX(target_epoch) FROM gone")?,
+            // `prune` for many validators in one round trip. Locks as `lock_for_prune` does
+            // (busy rows skipped); a validator's bounds are its newest values less $2 slots
+            // and $3 epochs (negative or NULL: nothing goes); the watermarks rise to the
+            // highest values deleted (GREATEST ignores NULL, as `Watermarks::raise` does).
+            // Every part reads the statement's snapshot, taken before the locks: a record
+            // committed by another instance in between is neither deleted nor counted in the
+            // newest value, which only keeps more.
+            prune_many: p("WITH locked AS (
+                     SELECT id FROM hsm_signer.validators WHERE id = ANY($1)
+                     ORDER BY id FOR UPDATE SKIP LOCKED),
+                 bounds AS (
+                     SELECT l.id,
+                         (SELECT MAX(slot) FROM hsm_signer.signed_blocks
+                          WHERE validator_id = l.id) - $2 AS below_slot,
+                         (SELECT MAX(target_epoch) FROM hsm_signer.signed_attestations
+                          WHERE validator_id = l.id) - $3 AS below_target
+                     FROM locked l),
+                 gone_blocks AS (
+                     DELETE FROM hsm_signer.signed_blocks b USING bounds
+                     WHERE b.validator_id = bounds.id AND b.slot < bounds.below_slot
+                     RETURNING b.validator_id, b.slot),
+                 gone_attestations AS (
+                     DELETE FROM hsm_signer.signed_attestations a USING bounds
+                     WHERE a.validator_id = bounds.id AND a.target_epoch < bounds.below_target
+                     RETURNING a.validator_id, a.source_epoch, a.target_epoch),
+                 mb AS (SELECT validator_id, COUNT(*) AS n, MAX(slot) AS slot
+                     FROM gone_blocks GROUP BY validator_id),
+                 ma AS (SELECT validator_id, COUNT(*) AS n, MAX(source_epoch) AS source,
+                         MAX(target_epoch) AS target
+                     FROM gone_attestations GROUP BY validator_id),
+                 raised AS (
+                     UPDATE hsm_signer.validators v SET
+                         wm_block_slot = GREATEST(v.wm_block_slot, mb.slot),
+                         wm_attestation_source = GREATEST(v.wm_attestation_source, ma.source),
+                         wm_attestation_target = GREATEST(v.wm_attestation_target, ma.target)
+                     FROM locked l
+                         LEFT JOIN mb ON mb.validator_id = l.id
+                         LEFT JOIN ma ON ma.validator_id = l.id
+                     WHERE v.id = l.id AND (mb.n IS NOT NULL OR ma.n IS NOT NULL)
+                     RETURNING v.id)
+                 SELECT (COALESCE((SELECT SUM(n) FROM mb), 0)
+                         + COALESCE((SELECT SUM(n) FROM ma), 0))::BIGINT,
+                     (SELECT COUNT(*) FROM raised)")?,
             // On every check: the deletion mark of another instance, read under the row lock.
             is_deleted: p(
                 "SELECT EXISTS (SELECT 1 FROM hsm_signer.deleted_keys WHERE pubkey = $1)",
@@ -1246,6 +1290,19 @@ impl StoreTxn for PgTxn<'_> {
                 attestation_target: opt_uint(col(&atts, 2)?)?,
             },
         })
+    }
+
+    fn prune_many(
+        &mut self,
+        ids: &[ValidatorId],
+        keep_epochs: u64,
+    ) -> Result<Option<u64>, SlashingError> {
+        let keep_slots = i64::try_from(keep_epochs.saturating_mul(super::rules::SLOTS_PER_EPOCH))
+            .unwrap_or(i64::MAX);
+        let keep_epochs = i64::try_from(keep_epochs).unwrap_or(i64::MAX);
+        let st = &self.st.prune_many;
+        let row = self.one(st, &[&ids, &keep_slots, &keep_epochs])?;
+        Ok(Some(uint(col(&row, 0)?)?))
     }
 
     fn savepoint(&mut self) -> Result<(), SlashingError> {

@@ -350,6 +350,20 @@ pub(crate) trait StoreTxn {
         below_target: u64,
     ) -> Result<Pruned, SlashingError>;
 
+    /// Prune each of `ids` as [`rules::prune_validator`](super::rules::prune_validator) would,
+    /// in one statement: every record more than `keep_epochs` epochs (`keep_epochs` × 32 slots)
+    /// below the validator's newest is deleted, and the highest deleted values raise its
+    /// watermarks. A validator another transaction holds is skipped (left for the next pass).
+    /// The records deleted; `None` when this store prunes one validator at a time (the
+    /// default: the caller then uses the per-validator operations).
+    fn prune_many(
+        &mut self,
+        _ids: &[ValidatorId],
+        _keep_epochs: u64,
+    ) -> Result<Option<u64>, SlashingError> {
+        Ok(None)
+    }
+
     /// Mark `pubkey` deleted through the Keymanager API (`true`, idempotent) or clear the mark
     /// (`false`: an explicit re-import). A deleted key is never loaded for signing.
     fn set_deleted(&mut self, pubkey: &Pubkey, deleted: bool) -> Result<(), SlashingError>;
