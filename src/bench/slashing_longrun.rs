@@ -219,20 +219,25 @@ impl LongrunReport {
     }
 }
 
-/// Run the simulation on SQLite (a file in `dir`) and, when `postgres` is given, on a scratch
-/// database of that server.
+/// Run the simulation on SQLite (a file in `dir`; not when `postgres_only`) and, when
+/// `postgres` is given, on a scratch database of that server.
 pub(crate) fn run(
     dir: &Path,
     postgres: Option<&str>,
+    postgres_only: bool,
     options: &LongrunOptions,
 ) -> Result<LongrunReport, SlashingError> {
-    let sqlite = simulate_on(Store::Sqlite(dir), options)?;
+    let sqlite = if postgres_only && postgres.is_some() {
+        None
+    } else {
+        Some(simulate_on(Store::Sqlite(dir), options)?)
+    };
     let postgres = postgres
         .map(|url| simulate_on(Store::Postgres(url), options))
         .transpose()?;
     Ok(LongrunReport {
         options: *options,
-        sqlite: Some(sqlite),
+        sqlite,
         postgres,
     })
 }

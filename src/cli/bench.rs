@@ -105,6 +105,7 @@ pub(super) fn bench_cmd(config: &Config, cmd: BenchCmd) -> Result<()> {
             concurrency,
             batch,
             postgres,
+            postgres_only,
             json,
         } => {
             if keep_epochs < crate::slashing::MIN_KEEP_EPOCHS || prune_interval_minutes == 0 {
@@ -125,7 +126,8 @@ pub(super) fn bench_cmd(config: &Config, cmd: BenchCmd) -> Result<()> {
                 batch,
             };
             let dir = tempfile_dir(&config.data_dir)?;
-            let report = bench::slashing_longrun::run(&dir, postgres.as_deref(), &options);
+            let report =
+                bench::slashing_longrun::run(&dir, postgres.as_deref(), postgres_only, &options);
             let _ = std::fs::remove_dir_all(&dir);
             let report =
                 report.map_err(|e| SignerError::Slashing(format!("slashing long run: {e}")))?;

@@ -391,6 +391,9 @@ enum BenchCmd {
         /// Also simulate on this PostgreSQL server (postgres://…; its role needs CREATEDB).
         #[arg(long)]
         postgres: Option<String>,
+        /// With --postgres: simulate on PostgreSQL only (SQLite's month takes most of an hour).
+        #[arg(long, requires = "postgres")]
+        postgres_only: bool,
         /// Print a JSON report.
         #[arg(long)]
         json: bool,

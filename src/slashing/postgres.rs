@@ -727,13 +727,19 @@ impl Statements {
                           WHERE validator_id = l.id) - $3 AS below_target
                      FROM locked l),
                  gone_blocks AS (
-                     DELETE FROM hsm_signer.signed_blocks b USING bounds
-                     WHERE b.validator_id = bounds.id AND b.slot < bounds.below_slot
-                     RETURNING b.validator_id, b.slot),
+                     DELETE FROM hsm_signer.signed_blocks WHERE ctid = ANY (ARRAY(
+                         SELECT x.ctid FROM bounds b CROSS JOIN LATERAL (
+                             SELECT s.ctid FROM hsm_signer.signed_blocks s
+                             WHERE s.validator_id = b.id AND s.slot < b.below_slot
+                             OFFSET 0) x))
+                     RETURNING validator_id, slot),
                  gone_attestations AS (
-                     DELETE FROM hsm_signer.signed_attestations a USING bounds
-                     WHERE a.validator_id = bounds.id AND a.target_epoch < bounds.below_target
-                     RETURNING a.validator_id, a.source_epoch, a.target_epoch),
+                     DELETE FROM hsm_signer.signed_attestations WHERE ctid = ANY (ARRAY(
+                         SELECT x.ctid FROM bounds b CROSS JOIN LATERAL (
+                             SELECT s.ctid FROM hsm_signer.signed_attestations s
+                             WHERE s.validator_id = b.id AND s.target_epoch < b.below_target
+                             OFFSET 0) x))
+                     RETURNING validator_id, source_epoch, target_epoch),
                  mb AS (SELECT validator_id, COUNT(*) AS n, MAX(slot) AS slot
                      FROM gone_blocks GROUP BY validator_id),
                  ma AS (SELECT validator_id, COUNT(*) AS n, MAX(source_epoch) AS source,
@@ -747,7 +753,8 @@ impl Statements {
                      FROM locked l
                          LEFT JOIN mb ON mb.validator_id = l.id
                          LEFT JOIN ma ON ma.validator_id = l.id
-                     WHERE v.id = l.id AND (mb.n IS NOT NULL OR ma.n IS NOT NULL)
+                     WHERE v.id = ANY($1) AND v.id = l.id
+                         AND (mb.n IS NOT NULL OR ma.n IS NOT NULL)
                      RETURNING v.id)
                  SELECT (COALESCE((SELECT SUM(n) FROM mb), 0)
                          + COALESCE((SELECT SUM(n) FROM ma), 0))::BIGINT,
