@@ -915,6 +915,18 @@ fn batch(
     )
 }
 
+/// A transaction of another session holding `pubkey`'s validator row until it ends.
+fn hold_row<'c>(session: &'c mut postgres::Client, pubkey: &[u8; 48]) -> postgres::Transaction<'c> {
+    let mut holder = session.transaction().unwrap();
+    holder
+        .execute(
+            "SELECT id FROM hsm_signer.validators WHERE pubkey = $1 FOR UPDATE",
+            &[&&pubkey[..]],
+        )
+        .unwrap();
+    holder
+}
+
 fn key(i: usize) -> [u8; 48] {
     let mut k = [0x21u8; 48];
     k[..8].copy_from_slice(&(i as u64).to_be_bytes());
@@ -983,13 +995,7 @@ fn a_batch_that_fails_after_its_locks_is_rolled_back_and_the_connection_serves_t
         .all(Result::is_ok));
     // Another session holds key 3's row: the batch locks 0..2, waits for 3, times out.
     let mut other = pg.connect(pg.url());
-    let mut holder = other.transaction().unwrap();
-    holder
-        .execute(
-            "SELECT id FROM hsm_signer.validators WHERE pubkey = $1 FOR UPDATE",
-            &[&&key(3)[..]],
-        )
-        .unwrap();
+    let holder = hold_row(&mut other, &key(3));
     let failed = batch(&sp, (0..4).map(|i| (key(i), att(1, 2, i))).collect());
     assert!(
         failed
@@ -1076,13 +1082,7 @@ fn bulk_pruning_on_postgres_keeps_what_pruning_one_by_one_keeps_and_skips_a_busy
 
     // Another session holds validator 7's row: the pass skips it and takes the rest.
     let mut other = pg.connect(pg.url());
-    let mut holder = other.transaction().unwrap();
-    holder
-        .execute(
-            "SELECT id FROM hsm_signer.validators WHERE pubkey = $1 FOR UPDATE",
-            &[&&key(7)[..]],
-        )
-        .unwrap();
+    let holder = hold_row(&mut other, &key(7));
     let trips = pg_sp.stats().round_trips;
     let report = pg_sp.prune_pass(5).unwrap();
     let bulk_trips = pg_sp.stats().round_trips - trips;

@@ -712,8 +712,8 @@ impl Statements {
             // `prune` for many validators in one round trip. Locks as `lock_for_prune` does
             // (busy rows skipped); a validator's bounds are its newest values less $2 slots
             // and $3 epochs (negative or NULL: nothing goes); the watermarks rise to the
-            // highest values deleted (GREATEST ignores NULL, as `Watermarks::raise` does).
-            // Every part reads the statement's snapshot, taken before the locks: a record
+            // highest values deleted (GREATEST ignores NULL, as `Watermarks::raise` does; a
+            // data-modifying CTE runs whether or not the query reads it). Every part reads the statement's snapshot, taken before the locks: a record
             // committed by another instance in between is neither deleted nor counted in the
             // newest value, which only keeps more.
             prune_many: p("WITH locked AS (
@@ -754,11 +754,9 @@ impl Statements {
                          LEFT JOIN mb ON mb.validator_id = l.id
                          LEFT JOIN ma ON ma.validator_id = l.id
                      WHERE v.id = ANY($1) AND v.id = l.id
-                         AND (mb.n IS NOT NULL OR ma.n IS NOT NULL)
-                     RETURNING v.id)
+                         AND (mb.n IS NOT NULL OR ma.n IS NOT NULL))
                  SELECT (COALESCE((SELECT SUM(n) FROM mb), 0)
-                         + COALESCE((SELECT SUM(n) FROM ma), 0))::BIGINT,
-                     (SELECT COUNT(*) FROM raised)")?,
+                         + COALESCE((SELECT SUM(n) FROM ma), 0))::BIGINT")?,
             // On every check: the deletion mark of another instance, read under the row lock.
             is_deleted: p(
                 "SELECT EXISTS (SELECT 1 FROM hsm_signer.deleted_keys WHERE pubkey = $1)",
