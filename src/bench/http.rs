@@ -14,7 +14,8 @@
 //! Measured per workload: requests per second and its ratio to raw blst, latency p50/p99/max,
 //! and where the CPU went per request: the server's threads by role (HTTP runtime, devices,
 //! signing, slashing protection), the stages inside them the server counts itself
-//! (`[server] stage_cpu`: parse, root, device, sign, response), and the load generator.
+//! (`[server] stage_cpu`: parse, root, device, sign, response; estimated from one run in 16 of
+//! each, so that counting them barely slows what is measured), and the load generator.
 //! Every signature is verified afterwards with blst against its key (subgroup-checked, in
 //! random-linear-combination batches), outside the measured time. Start-up to serving and the
 //! server's memory are reported for the key count given.
@@ -131,8 +132,8 @@ pub struct CpuSplit {
     pub slashing_threads_us: f64,
     /// Every other thread of the server.
     pub other_threads_us: f64,
-    /// Stages the server counts itself (`signer_stage_cpu_seconds_total`): parse, root,
-    /// device, sign, response.
+    /// Stages the server counts itself (`signer_stage_cpu_seconds_total`, from one run in
+    /// [`crate::metrics::STAGE_SAMPLE_EVERY`]): parse, root, device, sign, response.
     pub stages_us: Vec<(String, f64)>,
     /// The load generator (this process, its HTTP client).
     pub generator_us: f64,
@@ -1083,7 +1084,9 @@ impl HttpReport {
         }
         let _ = writeln!(
             out,
-            "\nCPU per request, µs (server threads by role; stages counted inside them)"
+            "\nCPU per request, µs (server threads by role; stages inside them, estimated from one \
+             run in {})",
+            crate::metrics::STAGE_SAMPLE_EVERY
         );
         for w in &self.workloads {
             let Some(c) = &w.cpu else { continue };
