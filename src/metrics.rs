@@ -199,7 +199,11 @@ fn stage_sampled(stage: Stage) -> bool {
     STAGE_TICKS.with(|ticks| {
         let tick = &ticks[stage as usize];
         let n = tick.get();
-        tick.set(if n + 1 >= STAGE_SAMPLE_EVERY { 0 } else { n + 1 });
+        tick.set(if n + 1 >= STAGE_SAMPLE_EVERY {
+            0
+        } else {
+            n + 1
+        });
         n == 0
     })
 }
