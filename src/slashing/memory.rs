@@ -2,8 +2,8 @@
 //! reference the SQLite queries are compared against.
 
 use super::store::{
-    AttestationRecord, BlockRecord, Footprint, Pruned, SlashingStore, StoreTxn, ValidatorId,
-    Watermarks,
+    AttestationRecord, BlockRecord, DeletesBelow, Footprint, Pruned, SlashingStore, StoreTxn,
+    ValidatorId, Watermarks,
 };
 use super::{Pubkey, Root, SlashingError};
 
@@ -205,37 +205,8 @@ impl StoreTxn for Txn<'_> {
         out.sort_by_key(|a| a.target_epoch);
         Ok(out)
     }
-    fn prune(
-        &mut self,
-        v: ValidatorId,
-        below_slot: u64,
-        below_target: u64,
-    ) -> Result<Pruned, SlashingError> {
-        let mut p = Pruned::default();
-        self.state.blocks.retain(|(w, b)| {
-            let drop = *w == v && b.slot < below_slot;
-            if drop {
-                p.records += 1;
-                p.maxima.raise(&Watermarks {
-                    block_slot: Some(b.slot),
-                    ..Default::default()
-                });
-            }
-            !drop
-        });
-        self.state.attestations.retain(|(w, a)| {
-            let drop = *w == v && a.target_epoch < below_target;
-            if drop {
-                p.records += 1;
-                p.maxima.raise(&Watermarks {
-                    block_slot: None,
-                    attestation_source: Some(a.source_epoch),
-                    attestation_target: Some(a.target_epoch),
-                });
-            }
-            !drop
-        });
-        Ok(p)
+    fn prune_many(&mut self, ids: &[ValidatorId], keep_epochs: u64) -> Result<u64, SlashingError> {
+        super::rules::prune_each(self, ids, keep_epochs)
     }
     fn savepoint(&mut self) -> Result<(), SlashingError> {
         self.savepoint = Some(self.state.clone());
@@ -267,5 +238,40 @@ impl StoreTxn for Txn<'_> {
 
     fn deleted_keys(&mut self) -> Result<Vec<Pubkey>, SlashingError> {
         Ok(self.state.deleted.iter().copied().collect())
+    }
+}
+
+impl DeletesBelow for Txn<'_> {
+    fn delete_below(
+        &mut self,
+        v: ValidatorId,
+        below_slot: u64,
+        below_target: u64,
+    ) -> Result<Pruned, SlashingError> {
+        let mut p = Pruned::default();
+        self.state.blocks.retain(|(w, b)| {
+            let drop = *w == v && b.slot < below_slot;
+            if drop {
+                p.records += 1;
+                p.maxima.raise(&Watermarks {
+                    block_slot: Some(b.slot),
+                    ..Default::default()
+                });
+            }
+            !drop
+        });
+        self.state.attestations.retain(|(w, a)| {
+            let drop = *w == v && a.target_epoch < below_target;
+            if drop {
+                p.records += 1;
+                p.maxima.raise(&Watermarks {
+                    block_slot: None,
+                    attestation_source: Some(a.source_epoch),
+                    attestation_target: Some(a.target_epoch),
+                });
+            }
+            !drop
+        });
+        Ok(p)
     }
 }

@@ -63,7 +63,7 @@ use zeroize::Zeroizing;
 use super::pg_tls::{self, Transport};
 use super::service::{Options, SlashingProtection};
 use super::store::{
-    AttestationRecord, BlockRecord, Footprint, Pruned, SlashingStore, StoreTxn, ValidatorId,
+    AttestationRecord, BlockRecord, Footprint, SlashingStore, StoreTxn, ValidatorId,
     ValidatorState, Watermarks,
 };
 use super::{hex_root, Pubkey, Refusal, Root, SlashingError};
@@ -626,9 +626,6 @@ struct Statements {
     surrounded_by: Statement,
     surrounding: Statement,
     attestations: Statement,
-    lock_for_prune: Statement,
-    prune_blocks: Statement,
-    prune_attestations: Statement,
     prune_many: Statement,
     is_deleted: Statement,
 }
@@ -701,21 +698,16 @@ impl Statements {
             attestations: p("SELECT source_epoch, target_epoch, signing_root
                  FROM hsm_signer.signed_attestations WHERE validator_id = $1
                  ORDER BY target_epoch")?,
-            lock_for_prune: p("SELECT id FROM hsm_signer.validators WHERE id = $1
-                 FOR UPDATE SKIP LOCKED")?,
-            prune_blocks: p("WITH gone AS (DELETE FROM hsm_signer.signed_blocks
-                 WHERE validator_id = $1 AND slot < $2 RETURNING slot)
-                 SELECT COUNT(*), MAX(slot) FROM gone")?,
-            prune_attestations: p("WITH gone AS (DELETE FROM hsm_signer.signed_attestations
-                 WHERE validator_id = $1 AND target_epoch < $2 RETURNING source_epoch, target_epoch)
-                 SELECT COUNT(*), MAX(source_epoch), MAX(target_epoch) FROM gone")?,
-            // `prune` for many validators in one round trip. Locks as `lock_for_prune` does
-            // (busy rows skipped); a validator's bounds are its newest values less $2 slots
-            // and $3 epochs (negative or NULL: nothing goes); the watermarks rise to the
-            // highest values deleted (GREATEST ignores NULL, as `Watermarks::raise` does; a
-            // data-modifying CTE runs whether or not the query reads it). Every part reads the statement's snapshot, taken before the locks: a record
-            // committed by another instance in between is neither deleted nor counted in the
-            // newest value, which only keeps more.
+            // `StoreTxn::prune_many`: many validators in one round trip. A validator another
+            // transaction holds is skipped (`SKIP LOCKED`; the next pass takes it): pruning
+            // locks in id order and checks in pubkey order, and a skip never waits, so never
+            // deadlocks with another instance's batch. A validator's bounds are its newest
+            // values less $2 slots and $3 epochs (negative or NULL: nothing goes); the
+            // watermarks rise to the highest values deleted (GREATEST ignores NULL, as
+            // `Watermarks::raise` does; a data-modifying CTE runs whether or not the query
+            // reads it). Every part reads the statement's snapshot, taken before the locks: a
+            // record committed by another instance in between is neither deleted nor counted
+            // in the newest value, which only keeps more.
             prune_many: p("WITH locked AS (
                      SELECT id FROM hsm_signer.validators WHERE id = ANY($1)
                      ORDER BY id FOR UPDATE SKIP LOCKED),
@@ -1268,46 +1260,13 @@ impl StoreTxn for PgTxn<'_> {
         self.all(st, &[&v])?.iter().map(attestation_row).collect()
     }
 
-    fn prune(
-        &mut self,
-        v: ValidatorId,
-        below_slot: u64,
-        below_target: u64,
-    ) -> Result<Pruned, SlashingError> {
-        // Pruning walks validators in id order, batches lock in pubkey order: to never deadlock
-        // with another process's batch, skip a validator that is busy now (the next prune takes
-        // it). Once locked, the watermarks read after this are the latest committed ones.
-        let st = &self.st.lock_for_prune;
-        if self.opt(st, &[&v])?.is_none() {
-            tracing::debug!("slashing protection: validator {v} busy, not pruned this time");
-            return Ok(Pruned::default());
-        }
-        let (below_slot, below_target) = (int(below_slot)?, int(below_target)?);
-        let st = &self.st.prune_blocks;
-        let blocks = self.one(st, &[&v, &below_slot])?;
-        let st = &self.st.prune_attestations;
-        let atts = self.one(st, &[&v, &below_target])?;
-        Ok(Pruned {
-            records: uint(col(&blocks, 0)?)? + uint(col(&atts, 0)?)?,
-            maxima: Watermarks {
-                block_slot: opt_uint(col(&blocks, 1)?)?,
-                attestation_source: opt_uint(col(&atts, 1)?)?,
-                attestation_target: opt_uint(col(&atts, 2)?)?,
-            },
-        })
-    }
-
-    fn prune_many(
-        &mut self,
-        ids: &[ValidatorId],
-        keep_epochs: u64,
-    ) -> Result<Option<u64>, SlashingError> {
+    fn prune_many(&mut self, ids: &[ValidatorId], keep_epochs: u64) -> Result<u64, SlashingError> {
         let keep_slots = i64::try_from(keep_epochs.saturating_mul(super::rules::SLOTS_PER_EPOCH))
             .unwrap_or(i64::MAX);
         let keep_epochs = i64::try_from(keep_epochs).unwrap_or(i64::MAX);
         let st = &self.st.prune_many;
         let row = self.one(st, &[&ids, &keep_slots, &keep_epochs])?;
-        Ok(Some(uint(col(&row, 0)?)?))
+        uint(col(&row, 0)?)
     }
 
     fn savepoint(&mut self) -> Result<(), SlashingError> {

@@ -5,8 +5,9 @@
 //! chunks: each chunk is one task on the writer's queue, prunes validators until its time budget
 //! is spent (at least one), and commits. The next chunk is queued only once the previous one is
 //! answered, so checks that arrived meanwhile are ahead of it in the queue and are served between
-//! chunks. Protection never drops: [`rules::prune_validator`](super::rules::prune_validator)
-//! turns the highest deleted values into low watermarks in the same transaction.
+//! chunks. Protection never drops: the highest deleted values become low watermarks in the same
+//! transaction ([`rules::prune_validator`](super::rules::prune_validator), and PostgreSQL's bulk
+//! statement alike).
 //!
 //! Several instances on one PostgreSQL database may prune at once: the store skips a validator
 //! whose row another transaction holds (it is taken at the next pass), so a chunk never waits for
@@ -190,15 +191,16 @@ fn run(sender: &SyncSender<Job>, counters: &Counters, pruning: Pruning, stopped:
     }
 }
 
-/// Most validators one bulk statement prunes (a store that prunes many at once).
+/// Most validators in one group of a chunk (one statement on PostgreSQL).
 const MAX_BULK_VALIDATORS: usize = 256;
 
 /// Prune the validators of one chunk, in the writer's transaction: until `budget` is spent, at
-/// least one. A store that prunes many validators in one statement
-/// ([`StoreTxn::prune_many`](super::store::StoreTxn::prune_many), PostgreSQL: one round trip
-/// instead of seven a validator) gets groups that start at one validator and double while a
-/// statement takes under an eighth of the budget, so a first pass after a long pause (many
-/// records a validator) does not hold the writer much past its budget.
+/// least one. Validators go to the store in groups
+/// ([`StoreTxn::prune_many`](super::store::StoreTxn::prune_many): PostgreSQL prunes a group in
+/// one round trip instead of seven a validator, SQLite one validator after another) that start
+/// at one validator and double while a group takes under an eighth of the budget, so a first
+/// pass after a long pause (many records a validator) does not hold the writer much past its
+/// budget.
 pub(super) fn prune_chunk(
     tx: &mut dyn super::store::StoreTxn,
     ids: &[ValidatorId],
@@ -211,19 +213,10 @@ pub(super) fn prune_chunk(
     while done.validators < ids.len() {
         let end = (done.validators + group).min(ids.len());
         let took = Instant::now();
-        match tx.prune_many(&ids[done.validators..end], keep_epochs)? {
-            Some(records) => {
-                done.records += records;
-                done.validators = end;
-                if took.elapsed() < budget / 8 {
-                    group = (group * 2).min(MAX_BULK_VALIDATORS);
-                }
-            }
-            None => {
-                done.records +=
-                    super::rules::prune_validator(tx, ids[done.validators], keep_epochs)?;
-                done.validators += 1;
-            }
+        done.records += tx.prune_many(&ids[done.validators..end], keep_epochs)?;
+        done.validators = end;
+        if took.elapsed() < budget / 8 {
+            group = (group * 2).min(MAX_BULK_VALIDATORS);
         }
         if start.elapsed() >= budget {
             break;

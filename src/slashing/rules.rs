@@ -2,7 +2,7 @@
 //! caller's transaction: check, and if safe, record. Written once for every store.
 
 use super::store::{
-    max_opt, AttestationRecord, AttestationSpan, BlockRecord, StoreTxn, ValidatorId,
+    max_opt, AttestationRecord, AttestationSpan, BlockRecord, DeletesBelow, StoreTxn, ValidatorId,
     ValidatorState, Watermarks,
 };
 use super::{Proposal, Refusal, Root, SlashingError, WatermarkKind, MAX_SLOT_OR_EPOCH};
@@ -209,8 +209,8 @@ pub(crate) const SLOTS_PER_EPOCH: u64 = 32;
 /// and attestation always. Protection never drops: the highest pruned values become watermarks,
 /// and any new attestation at or above them (source ≥, target >) can neither double-vote nor
 /// surround or be surrounded by a pruned one; the lowest remaining records only rise.
-pub(crate) fn prune_validator(
-    tx: &mut dyn StoreTxn,
+pub(crate) fn prune_validator<T: StoreTxn + DeletesBelow + ?Sized>(
+    tx: &mut T,
     v: ValidatorId,
     keep_epochs: u64,
 ) -> Result<u64, SlashingError> {
@@ -221,13 +221,25 @@ pub(crate) fn prune_validator(
         .max_attestation_epochs(v)?
         .1
         .map_or(0, |max| max.saturating_sub(keep_epochs));
-    let pruned = tx.prune(v, below_slot, below_target)?;
+    let pruned = tx.delete_below(v, below_slot, below_target)?;
     if pruned.records > 0 {
         let mut wm = tx.watermarks(v)?;
         wm.raise(&pruned.maxima);
         tx.set_watermarks(v, &wm)?;
     }
     Ok(pruned.records)
+}
+
+/// [`StoreTxn::prune_many`] for a store that prunes one validator at a time: each of `ids` by
+/// [`prune_validator`], in order. The records deleted.
+pub(crate) fn prune_each<T: StoreTxn + DeletesBelow + ?Sized>(
+    tx: &mut T,
+    ids: &[ValidatorId],
+    keep_epochs: u64,
+) -> Result<u64, SlashingError> {
+    ids.iter().try_fold(0, |records, &v| {
+        Ok(records + prune_validator(tx, v, keep_epochs)?)
+    })
 }
 
 #[cfg(test)]

@@ -8,8 +8,8 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::store::{
-    AttestationRecord, BlockRecord, Footprint, Pruned, SlashingStore, StoreTxn, ValidatorId,
-    ValidatorState, Watermarks,
+    AttestationRecord, BlockRecord, DeletesBelow, Footprint, Pruned, SlashingStore, StoreTxn,
+    ValidatorId, ValidatorState, Watermarks,
 };
 use super::{hex_root, Pubkey, Refusal, Root, SlashingError};
 
@@ -678,57 +678,8 @@ impl StoreTxn for SqliteTxn<'_> {
         Ok(out)
     }
 
-    fn prune(
-        &mut self,
-        v: ValidatorId,
-        below_slot: u64,
-        below_target: u64,
-    ) -> Result<Pruned, SlashingError> {
-        let (below_slot, below_target) = (int(below_slot)?, int(below_target)?);
-        let (blocks, max_slot): (i64, Option<i64>) = self
-            .conn
-            .prepare_cached(
-                "SELECT COUNT(*), MAX(slot) FROM signed_blocks
-                 WHERE validator_id = ?1 AND slot < ?2",
-            )
-            .db()?
-            .query_row(params![v, below_slot], |r| Ok((r.get(0)?, r.get(1)?)))
-            .db()?;
-        let (atts, max_source, max_target): (i64, Option<i64>, Option<i64>) = self
-            .conn
-            .prepare_cached(
-                "SELECT COUNT(*), MAX(source_epoch), MAX(target_epoch) FROM signed_attestations
-                 WHERE validator_id = ?1 AND target_epoch < ?2",
-            )
-            .db()?
-            .query_row(params![v, below_target], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .db()?;
-        if blocks > 0 {
-            self.conn
-                .prepare_cached("DELETE FROM signed_blocks WHERE validator_id = ?1 AND slot < ?2")
-                .db()?
-                .execute(params![v, below_slot])
-                .db()?;
-        }
-        if atts > 0 {
-            self.conn
-                .prepare_cached(
-                    "DELETE FROM signed_attestations WHERE validator_id = ?1 AND target_epoch < ?2",
-                )
-                .db()?
-                .execute(params![v, below_target])
-                .db()?;
-        }
-        Ok(Pruned {
-            records: uint(blocks)? + uint(atts)?,
-            maxima: Watermarks {
-                block_slot: opt_uint(max_slot)?,
-                attestation_source: opt_uint(max_source)?,
-                attestation_target: opt_uint(max_target)?,
-            },
-        })
+    fn prune_many(&mut self, ids: &[ValidatorId], keep_epochs: u64) -> Result<u64, SlashingError> {
+        super::rules::prune_each(self, ids, keep_epochs)
     }
 
     fn savepoint(&mut self) -> Result<(), SlashingError> {
@@ -788,6 +739,61 @@ impl StoreTxn for SqliteTxn<'_> {
             })
         })
         .collect()
+    }
+}
+
+impl DeletesBelow for SqliteTxn<'_> {
+    fn delete_below(
+        &mut self,
+        v: ValidatorId,
+        below_slot: u64,
+        below_target: u64,
+    ) -> Result<Pruned, SlashingError> {
+        let (below_slot, below_target) = (int(below_slot)?, int(below_target)?);
+        let (blocks, max_slot): (i64, Option<i64>) = self
+            .conn
+            .prepare_cached(
+                "SELECT COUNT(*), MAX(slot) FROM signed_blocks
+                 WHERE validator_id = ?1 AND slot < ?2",
+            )
+            .db()?
+            .query_row(params![v, below_slot], |r| Ok((r.get(0)?, r.get(1)?)))
+            .db()?;
+        let (atts, max_source, max_target): (i64, Option<i64>, Option<i64>) = self
+            .conn
+            .prepare_cached(
+                "SELECT COUNT(*), MAX(source_epoch), MAX(target_epoch) FROM signed_attestations
+                 WHERE validator_id = ?1 AND target_epoch < ?2",
+            )
+            .db()?
+            .query_row(params![v, below_target], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .db()?;
+        if blocks > 0 {
+            self.conn
+                .prepare_cached("DELETE FROM signed_blocks WHERE validator_id = ?1 AND slot < ?2")
+                .db()?
+                .execute(params![v, below_slot])
+                .db()?;
+        }
+        if atts > 0 {
+            self.conn
+                .prepare_cached(
+                    "DELETE FROM signed_attestations WHERE validator_id = ?1 AND target_epoch < ?2",
+                )
+                .db()?
+                .execute(params![v, below_target])
+                .db()?;
+        }
+        Ok(Pruned {
+            records: uint(blocks)? + uint(atts)?,
+            maxima: Watermarks {
+                block_slot: opt_uint(max_slot)?,
+                attestation_source: opt_uint(max_source)?,
+                attestation_target: opt_uint(max_target)?,
+            },
+        })
     }
 }
 

@@ -204,6 +204,19 @@ pub(crate) fn read_state(
     })
 }
 
+/// The per-validator deletion a store that prunes one validator at a time builds
+/// [`StoreTxn::prune_many`] from ([`rules::prune_each`](super::rules::prune_each)).
+pub(crate) trait DeletesBelow {
+    /// Delete `v`'s blocks with `slot < below_slot` and attestations with
+    /// `target_epoch < below_target`; report how many and the highest deleted values.
+    fn delete_below(
+        &mut self,
+        v: ValidatorId,
+        below_slot: u64,
+        below_target: u64,
+    ) -> Result<Pruned, SlashingError>;
+}
+
 /// What pruning removed from one validator.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Pruned {
@@ -341,28 +354,14 @@ pub(crate) trait StoreTxn {
     /// Every recorded attestation, by ascending target epoch.
     fn attestations(&mut self, v: ValidatorId) -> Result<Vec<AttestationRecord>, SlashingError>;
 
-    /// Delete blocks with `slot < below_slot` and attestations with
-    /// `target_epoch < below_target`; report how many and the highest pruned values.
-    fn prune(
-        &mut self,
-        v: ValidatorId,
-        below_slot: u64,
-        below_target: u64,
-    ) -> Result<Pruned, SlashingError>;
-
-    /// Prune each of `ids` as [`rules::prune_validator`](super::rules::prune_validator) would,
-    /// in one statement: every record more than `keep_epochs` epochs (`keep_epochs` × 32 slots)
-    /// below the validator's newest is deleted, and the highest deleted values raise its
-    /// watermarks. A validator another transaction holds is skipped (left for the next pass).
-    /// The records deleted; `None` when this store prunes one validator at a time (the
-    /// default: the caller then uses the per-validator operations).
-    fn prune_many(
-        &mut self,
-        _ids: &[ValidatorId],
-        _keep_epochs: u64,
-    ) -> Result<Option<u64>, SlashingError> {
-        Ok(None)
-    }
+    /// Prune each of `ids` as [`rules::prune_validator`](super::rules::prune_validator)
+    /// defines it: every record more than `keep_epochs` epochs (`keep_epochs` × 32 slots) below
+    /// the validator's newest is deleted, and the highest deleted values raise its watermarks.
+    /// A store may skip a validator another transaction holds (left for the next pass). The
+    /// records deleted. SQLite and the in-memory store go one validator at a time
+    /// ([`rules::prune_each`](super::rules::prune_each) over [`DeletesBelow`]); PostgreSQL in
+    /// one statement for them all.
+    fn prune_many(&mut self, ids: &[ValidatorId], keep_epochs: u64) -> Result<u64, SlashingError>;
 
     /// Mark `pubkey` deleted through the Keymanager API (`true`, idempotent) or clear the mark
     /// (`false`: an explicit re-import). A deleted key is never loaded for signing.
