@@ -67,6 +67,17 @@ impl Cluster {
     /// corrupted participant), and the coordinator's record is written by hand with the true
     /// share keys (discovery would refuse the account).
     fn start(n: usize, thresholds: &[usize], wrong_share: Option<usize>) -> Cluster {
+        Cluster::start_with(n, thresholds, wrong_share, "")
+    }
+
+    /// [`Cluster::start`], with `participant_extra` added to each `[[participant]]` table of
+    /// the coordinator.
+    fn start_with(
+        n: usize,
+        thresholds: &[usize],
+        wrong_share: Option<usize>,
+        participant_extra: &str,
+    ) -> Cluster {
         let lan = Lan::new(n + 1);
         let server_ca = Ca::new("participants CA");
         let client_ca = Ca::new("coordinators CA");
@@ -165,7 +176,8 @@ impl Cluster {
         for p in &participants {
             tables.push_str(&format!(
                 "[[participant]]\nname = \"{}\"\nurl = \"{}\"\nca_file = {ca_file:?}\n\
-                 cert_file = {cert:?}\nkey_file = {key:?}\ntimeout_ms = 1500\n\n",
+                 cert_file = {cert:?}\nkey_file = {key:?}\ntimeout_ms = 1500\n\
+                 {participant_extra}\n",
                 p.name,
                 endpoint(lan.host(p.host))
             ));
@@ -609,5 +621,66 @@ fn a_participant_with_a_wrong_share_is_named_and_excluded_and_the_signature_stil
     assert!(
         log.contains("share 1 on participant p1"),
         "the faulty participant is named: {log}"
+    );
+}
+
+#[test]
+fn one_message_for_many_keys_goes_to_a_participant_in_batch_requests_and_each_key_gets_its_own_answer(
+) {
+    // One partial in flight per participant: what many keys send at once queues, and the
+    // coordinator sends one message's queued partials for several keys in one batch request.
+    const KEYS: usize = 12;
+    let c = Cluster::start_with(3, &[2; KEYS], None, "max_in_flight = 1\n");
+    let http = c.participant_client();
+    let vote = attestation(20, 21, 5);
+    // Key 0 already voted otherwise for that target, straight at every participant: each
+    // refuses key 0's partial of the vote (a double vote), and only key 0's.
+    let other = attestation(20, 21, 6);
+    for i in 0..3 {
+        let (status, answer) = c.partial(&http, i, 0, &other);
+        assert_eq!(status, StatusCode::OK, "p{}: {answer}", i + 1);
+    }
+    let requests = |c: &Cluster| -> (f64, f64) {
+        c.participants.iter().fold((0.0, 0.0), |(r, n), p| {
+            let label = format!("{{participant=\"{}\"}}", p.name);
+            (
+                r + c
+                    .server
+                    .metric(&format!("signer_participant_sign_requests_total{label}")),
+                n + c
+                    .server
+                    .metric(&format!("signer_participant_partials_asked_total{label}")),
+            )
+        })
+    };
+    let before = requests(&c);
+    let answers: Vec<(StatusCode, String)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..KEYS)
+            .map(|k| {
+                let (c, vote) = (&c, &vote);
+                scope.spawn(move || c.sign(k, vote))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (k, (status, msg)) in answers.iter().enumerate().skip(1) {
+        // `sign` checked the signature against the original key's own.
+        assert_eq!(*status, StatusCode::OK, "key {k}: {msg}");
+    }
+    let (status, msg) = &answers[0];
+    assert_ne!(*status, StatusCode::OK, "key 0's double vote: {msg}");
+    assert!(msg.contains("fewer than 2"), "key 0: {msg}");
+    let after = requests(&c);
+    let (sent, asked) = (after.0 - before.0, after.1 - before.1);
+    // Every key needs two partials (key 0 asks all three and gets none).
+    assert!(asked >= (2 * KEYS) as f64, "{asked} partials asked");
+    assert!(
+        sent < asked,
+        "{asked} partials in {sent} requests: none were batched"
+    );
+    let log = c.coordinator_log();
+    assert!(
+        log.contains("slashing") || log.contains("412"),
+        "the participants' refusal of key 0 is logged with its reason: {log}"
     );
 }

@@ -95,6 +95,13 @@ pub(crate) fn failure(identifier: &str, e: &ApiError) -> serde_json::Value {
     })
 }
 
+/// Whether `kind` is a message many validators sign alike (one of [`BATCHABLE`]): a
+/// coordinator sends the same message's partials for several keys to a participant in one
+/// batch request.
+pub fn shared_message(kind: RequestKind) -> bool {
+    matches!(kind, RequestKind::Typed(t) if BATCHABLE.contains(&t))
+}
+
 /// Whether a batch may carry `kind`: the draft's batchable types, and `GENERIC` (which only the
 /// distributed endpoints accept).
 fn batchable(kind: RequestKind) -> bool {

@@ -26,7 +26,7 @@ use crate::consensus::{
 use crate::duties::{Claim as ProofClaim, LiveProof, JOIN_PATIENCE};
 use crate::keys::{KeyRecord, PublicKeyBytes};
 use crate::metrics::{in_stage, Stage};
-use crate::scheduler::{Class, JobError, SignJob};
+use crate::scheduler::{Class, Forwarded, JobError, SignJob};
 use crate::slashing::{Proposal, Refusal, SlashingError, SlashingProtection};
 
 /// The priority class of a request type (DESIGN §2).
@@ -566,7 +566,10 @@ pub(crate) fn job(key: Arc<KeyRecord>, checked: &Checked<'_>, timing: Timing) ->
         class: timing.class,
         deadline: timing.deadline,
         freshness: timing.freshness,
-        request: (!key.remote.is_empty()).then(|| checked.forwarded()),
+        request: (!key.remote.is_empty()).then(|| Forwarded {
+            body: checked.forwarded(),
+            shared: super::batch::shared_message(checked.kind()),
+        }),
         key,
     }
 }

@@ -47,7 +47,7 @@ use crate::keys::{
     KEY_FILE_VERSION,
 };
 use crate::participants::Participants;
-use crate::scheduler::{Class, JobError, Scheduler, SchedulerMetrics, SignJob};
+use crate::scheduler::{Class, Forwarded, JobError, Scheduler, SchedulerMetrics, SignJob};
 
 /// Settings of one run.
 #[derive(Debug, Clone)]
@@ -84,6 +84,10 @@ pub struct ShapeReport {
     pub latency: Latency,
     /// Where the CPU went during the throughput measurement (`None`: no `/proc`).
     pub cpu: Option<CpuSpent>,
+    /// The same measurement with the messages a validator client's keys sign alike: every key
+    /// signs each slot's `AGGREGATION_SLOT` (as an operator's validators with duties in one
+    /// slot sign one selection-proof message, and since Electra one attestation message).
+    pub shared: SharedThroughput,
     /// Block latency on the idle setup (before or after the herds: the lower p50).
     pub idle_block: Latency,
     /// Block latency while a herd runs, pooled over the rounds.
@@ -106,6 +110,22 @@ pub struct ShapeReport {
     pub verified: usize,
     /// Signatures that did not verify.
     pub unverified: usize,
+}
+
+/// Throughput with one message for every key at a time.
+#[derive(Debug, Clone, Serialize)]
+pub struct SharedThroughput {
+    /// Verified signatures per second.
+    pub signatures_per_sec: f64,
+    /// ÷ 1-of-1's on the same messages.
+    pub ratio_to_1_of_1: f64,
+    /// Latency of its requests.
+    pub latency: Latency,
+    /// Where the CPU went (`None`: no `/proc`).
+    pub cpu: Option<CpuSpent>,
+    /// Partials asked of the participants per request (one message's partials for several
+    /// keys go in one batch request); `None` for a shape without participants.
+    pub partials_per_request: Option<f64>,
 }
 
 /// One target of the issue, as measured.
@@ -170,6 +190,11 @@ const MAX_HERD_BLOCKS: usize = 10_000;
 // rest in Fulu (`batch::fork_info`).
 /// First slot of the throughput measurements' `AGGREGATION_SLOT`s (Fulu).
 const AGGREGATION_SLOT_BASE: u64 = 13_200_000;
+/// First slot of the shared-message throughput measurements; each measurement takes the next
+/// [`SHARED_SLOTS_EACH`] slots (far above the other requests' slots, so no root is shared with
+/// them).
+const SHARED_SLOT_BASE: u64 = 100_000_000;
+const SHARED_SLOTS_EACH: u64 = 10_000_000;
 /// First block slot (Capella: epochs 194,048 to 269,567).
 const BLOCK_SLOT_BASE: u64 = 6_300_000;
 /// Epoch of the first herd (Fulu, below the throughput slots).
@@ -407,6 +432,7 @@ fn distributed_keys(n: usize, names: &[String], endpoints: &[String]) -> Result<
 struct Requests {
     network: Network,
     aggregation_slots: AtomicU64,
+    shared_slots: AtomicU64,
     block_slots: AtomicU64,
     herds: AtomicU64,
 }
@@ -417,6 +443,7 @@ impl Requests {
             network: Network::preset("mainnet")
                 .ok_or_else(|| SignerError::Internal("mainnet is not built in".into()))?,
             aggregation_slots: AtomicU64::new(AGGREGATION_SLOT_BASE),
+            shared_slots: AtomicU64::new(SHARED_SLOT_BASE),
             block_slots: AtomicU64::new(BLOCK_SLOT_BASE),
             herds: AtomicU64::new(HERD_EPOCH_BASE),
         })
@@ -437,7 +464,12 @@ impl Requests {
             class,
             deadline: None,
             freshness: 0,
-            request: (!key.remote.is_empty()).then(|| Arc::from(body)),
+            request: (!key.remote.is_empty()).then(|| Forwarded {
+                shared: crate::api::batch::shared_message(crate::consensus::RequestKind::Typed(
+                    request.message_type(),
+                )),
+                body: Arc::from(body),
+            }),
         })
     }
 
@@ -445,6 +477,17 @@ impl Requests {
     fn aggregation_slot(&self, key: &Arc<KeyRecord>) -> Result<SignJob> {
         let slot = self.aggregation_slots.fetch_add(1, Ordering::Relaxed);
         self.job(key, aggregation_slot(slot), Class::Aggregate)
+    }
+
+    /// An `AGGREGATION_SLOT` of `slot`.
+    fn aggregation_slot_of(&self, key: &Arc<KeyRecord>, slot: u64) -> Result<SignJob> {
+        self.job(key, aggregation_slot(slot), Class::Aggregate)
+    }
+
+    /// The first of [`SHARED_SLOTS_EACH`] slots no request of the run has had.
+    fn shared_slots(&self) -> u64 {
+        self.shared_slots
+            .fetch_add(SHARED_SLOTS_EACH, Ordering::Relaxed)
     }
 
     /// A `BLOCK_V2` of a slot above every block before it (slashing protection on the
@@ -623,7 +666,9 @@ async fn throughput(
     requests: &Arc<Requests>,
     seconds: f64,
     concurrency: usize,
+    messages: Messages,
 ) -> Result<(f64, Outcomes)> {
+    let first_shared = requests.shared_slots();
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(seconds);
     let next = Arc::new(AtomicU64::new(0));
@@ -638,8 +683,15 @@ async fn throughput(
         tasks.push(tokio::spawn(async move {
             let mut out = Outcomes::default();
             while Instant::now() < end {
-                let i = next.fetch_add(1, Ordering::Relaxed) as usize % keys.len();
-                let job = requests.aggregation_slot(&keys[i])?;
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                let i = (n % keys.len() as u64) as usize;
+                let job = match messages {
+                    Messages::Distinct => requests.aggregation_slot(&keys[i])?,
+                    Messages::Shared => {
+                        let slot = first_shared + (n / keys.len() as u64) % SHARED_SLOTS_EACH;
+                        requests.aggregation_slot_of(&keys[i], slot)?
+                    }
+                };
                 let root = job.signing_root.0;
                 let (took, result) = timed(&scheduler, job).await;
                 out.record(i, root, took, result);
@@ -652,6 +704,15 @@ async fn throughput(
         all.absorb(t.await.map_err(task_error)??);
     }
     Ok((all.got.len() as f64 / start.elapsed().as_secs_f64(), all))
+}
+
+/// The messages of a throughput measurement.
+#[derive(Debug, Clone, Copy)]
+enum Messages {
+    /// Every request another slot's: no two share a signing root.
+    Distinct,
+    /// Every key signs one slot, then the next: the keys' requests in flight share roots.
+    Shared,
 }
 
 /// `n` blocks one after another (after [`WARM_UP_BLOCKS`] not counted), nothing else running.
@@ -828,10 +889,24 @@ struct Measured {
     rate: f64,
     cpu: Option<CpuSpent>,
     throughput: Outcomes,
+    shared_rate: f64,
+    shared_cpu: Option<CpuSpent>,
+    shared_batching: Option<f64>,
+    shared: Outcomes,
     idle: Latency,
     herd_blocks: Outcomes,
     herd_rate: f64,
     other: Outcomes,
+}
+
+/// Requests for partials sent to the participants, and partials they asked for, so far.
+fn asked(participants: &Participants) -> (u64, u64) {
+    participants.iter().fold((0, 0), |(r, n), p| {
+        (
+            r + p.metrics.sign_requests.load(Ordering::Relaxed),
+            n + p.metrics.partials_asked.load(Ordering::Relaxed),
+        )
+    })
 }
 
 async fn measure(
@@ -839,18 +914,50 @@ async fn measure(
     shape: &Shape,
     requests: &Arc<Requests>,
     opts: &DistributedOptions,
-    participants: &[u32],
+    (participants, remote): (&[u32], &Participants),
 ) -> Result<Measured> {
     let mut other = Outcomes::default();
     // Warm up: connections to the participants, sessions, the runtime's threads.
-    let (_, warm) = throughput(scheduler, shape, requests, 0.5, opts.concurrency).await?;
+    let (_, warm) = throughput(
+        scheduler,
+        shape,
+        requests,
+        0.5,
+        opts.concurrency,
+        Messages::Distinct,
+    )
+    .await?;
     other.absorb(warm);
     let before = CpuMark::now(participants);
-    let (rate, tput) =
-        throughput(scheduler, shape, requests, opts.seconds, opts.concurrency).await?;
+    let (rate, tput) = throughput(
+        scheduler,
+        shape,
+        requests,
+        opts.seconds,
+        opts.concurrency,
+        Messages::Distinct,
+    )
+    .await?;
     let cpu = before
         .zip(CpuMark::now(participants))
         .map(|(before, after)| before.spent(&after, tput.got.len()));
+    let before = CpuMark::now(participants);
+    let asked_before = asked(remote);
+    let (shared_rate, shared) = throughput(
+        scheduler,
+        shape,
+        requests,
+        opts.seconds,
+        opts.concurrency,
+        Messages::Shared,
+    )
+    .await?;
+    let shared_cpu = before
+        .zip(CpuMark::now(participants))
+        .map(|(before, after)| before.spent(&after, shared.got.len()));
+    let asked_after = asked(remote);
+    let shared_batching = (asked_after.0 > asked_before.0)
+        .then(|| (asked_after.1 - asked_before.1) as f64 / (asked_after.0 - asked_before.0) as f64);
     let (idle_before, before) = idle_blocks(scheduler, shape, requests, opts.blocks).await?;
     other.absorb(before);
     let (mut herd, mut herd_blocks) = (Outcomes::default(), Outcomes::default());
@@ -874,6 +981,10 @@ async fn measure(
         rate,
         cpu,
         throughput: tput,
+        shared_rate,
+        shared_cpu,
+        shared_batching,
+        shared,
         idle: if idle_after.p50_ms < idle_before.p50_ms {
             idle_after
         } else {
@@ -943,6 +1054,7 @@ pub fn run(
         })
         .collect();
     let participants = Participants::open(&settings)?;
+    let remote = participants.clone();
     let max_in_flight = participants
         .iter()
         .map(|p| p.max_in_flight())
@@ -971,18 +1083,26 @@ pub fn run(
             shape.name, opts.rounds
         );
         let hedges = metrics.hedges.load(Ordering::Relaxed);
-        let mut m = rt.block_on(measure(&scheduler, shape, &requests, opts, &pids))?;
+        let mut m = rt.block_on(measure(
+            &scheduler,
+            shape,
+            &requests,
+            opts,
+            (&pids, &remote),
+        ))?;
         m.hedges = metrics.hedges.load(Ordering::Relaxed) - hedges;
         measured.push(m);
     }
     // The measurements are over: free the cores for the check.
     drop(scheduler);
+    drop(remote);
     drop(processes);
     eprintln!("verifying every signature…");
     let base = measured.first().map_or(0.0, |m| m.rate);
+    let shared_base = measured.first().map_or(0.0, |m| m.shared_rate);
     let mut reports = Vec::new();
     for (shape, m) in shapes.iter().zip(measured) {
-        let sets = [&m.throughput, &m.herd_blocks, &m.other];
+        let sets = [&m.throughput, &m.shared, &m.herd_blocks, &m.other];
         let verified: usize = sets.iter().map(|o| o.got.len()).sum();
         let unverified: usize = sets
             .iter()
@@ -995,6 +1115,13 @@ pub fn run(
             ratio_to_1_of_1: m.rate / base.max(1e-9),
             latency: Latency::of(&m.throughput.latencies),
             cpu: m.cpu,
+            shared: SharedThroughput {
+                signatures_per_sec: m.shared_rate,
+                ratio_to_1_of_1: m.shared_rate / shared_base.max(1e-9),
+                latency: Latency::of(&m.shared.latencies),
+                cpu: m.shared_cpu,
+                partials_per_request: m.shared_batching,
+            },
             herd_block_p50_over_idle: herd_block.p50_ms / m.idle.p50_ms.max(1e-9),
             idle_block: m.idle,
             herd_block,
@@ -1014,6 +1141,12 @@ pub fn run(
                 measured: d.ratio_to_1_of_1,
                 target: ">= 0.25",
                 pass: d.ratio_to_1_of_1 >= 0.25,
+            },
+            Target {
+                what: "distributed throughput / 1-of-1, one message for every key at a time",
+                measured: d.shared.ratio_to_1_of_1,
+                target: ">= 0.25",
+                pass: d.shared.ratio_to_1_of_1 >= 0.25,
             },
             Target {
                 what: "distributed herd block p50 / idle block p50",
@@ -1116,6 +1249,31 @@ impl DistributedReport {
                     s.hedges
                 );
             }
+        }
+        out += &format!(
+            "one message for every key at a time ({} AGGREGATION_SLOTs in flight, every key \
+             signing each slot in turn, {:.1} s):\n",
+            self.concurrency, self.seconds_each
+        );
+        for s in &self.shapes {
+            let t = &s.shared;
+            let mut cpu = t.cpu.as_ref().map_or(String::new(), |c| {
+                format!(
+                    "; coordinator {:.2} ms + participants {:.2} ms a signature",
+                    c.coordinator_ms_per_signature, c.participants_ms_per_signature
+                )
+            });
+            if let Some(n) = t.partials_per_request {
+                cpu += &format!("; {n:.1} partials a request to a participant");
+            }
+            out += &format!(
+                "{:<19} {:>8.0} {:>8.3} {:>8.2} {:>8.2}{cpu}\n",
+                s.shape,
+                t.signatures_per_sec,
+                t.ratio_to_1_of_1,
+                t.latency.p50_ms,
+                t.latency.p99_ms,
+            );
         }
         for t in &self.targets {
             out += &format!(

@@ -14,8 +14,9 @@ use serde::Deserialize;
 use crate::config::ParticipantSettings;
 use crate::error::{Result, SignerError};
 
-/// Largest partial-signature answer read (the profile's is a few hundred bytes).
-const ANSWER_LIMIT: usize = 16 * 1024;
+/// Largest partial-signature answer read (the profile's is a few hundred bytes), and the most a
+/// batch answer may add for each of its partials.
+pub(super) const ANSWER_LIMIT: usize = 16 * 1024;
 /// Largest accounts list read: 10,000 accounts of three participants are about 6 MB.
 pub(super) const ACCOUNTS_LIMIT: usize = 64 * 1024 * 1024;
 
@@ -154,12 +155,13 @@ impl Client {
         })
     }
 
-    /// POST `body` (JSON) to `path`; the status and at most [`ANSWER_LIMIT`] bytes of answer,
-    /// within `wait`. `Err`: no answer (the reason, with its causes).
+    /// POST `body` (JSON) to `path`; the status and at most `limit` bytes of answer, within
+    /// `wait`. `Err`: no answer (the reason, with its causes).
     pub(super) fn post_json(
         &self,
         path: &str,
-        body: &str,
+        body: String,
+        limit: usize,
         wait: Duration,
     ) -> std::result::Result<(u16, Vec<u8>), String> {
         let req = self
@@ -167,9 +169,9 @@ impl Client {
             .post(format!("{}{path}", self.base))
             .header("content-type", "application/json")
             .header("accept", "application/json")
-            .body(body.to_owned())
+            .body(body)
             .timeout(wait);
-        self.run(req, ANSWER_LIMIT, wait)
+        self.run(req, limit, wait)
     }
 
     /// GET `path`, with an answer of at most `limit` bytes, within `wait`.

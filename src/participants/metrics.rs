@@ -22,10 +22,17 @@ pub struct ParticipantMetrics {
     pub bad_answers: Family,
     /// Partials that did not verify under its share's key (counted by the scheduler).
     pub faulty: AtomicU64,
+    /// Requests for partials sent to it (single and batch), and the partials they asked for:
+    /// their ratio is how much one message's partials for several keys were batched.
+    pub sign_requests: AtomicU64,
+    /// See `sign_requests`.
+    pub partials_asked: AtomicU64,
 }
 
 /// Which of a participant's histogram families to render.
 type Pick = fn(&ParticipantMetrics) -> &Family;
+/// Which of a participant's counters to render.
+type PickCounter = fn(&ParticipantMetrics) -> &AtomicU64;
 
 /// Every family is declared even with no participant configured, so that dashboards and alert
 /// rules name metrics that exist on every signer.
@@ -53,6 +60,25 @@ pub(super) fn render(list: &[Arc<Participant>], out: &mut String) {
             p.name,
             p.metrics.faulty.load(Ordering::Relaxed)
         );
+    }
+    let counters: [(&str, PickCounter); 2] = [
+        ("signer_participant_sign_requests_total", |m| {
+            &m.sign_requests
+        }),
+        ("signer_participant_partials_asked_total", |m| {
+            &m.partials_asked
+        }),
+    ];
+    for (name, counter) in counters {
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for p in list {
+            let _ = writeln!(
+                out,
+                "{name}{{participant=\"{}\"}} {}",
+                p.name,
+                counter(&p.metrics).load(Ordering::Relaxed)
+            );
+        }
     }
     let _ = writeln!(out, "# TYPE signer_participant_up gauge");
     for p in list {

@@ -37,7 +37,7 @@ const PROBE_UP: Duration = Duration::from_secs(2);
 /// Why a participant gave no partial signature. The scheduler branches on the kind: an
 /// unreachable participant is marked down; a refusal is its own decision (slashing
 /// protection, policy) and leaves it up; a wrong answer names it as faulty.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ParticipantError {
     /// No answer: connection refused or timed out, TLS failure, request timed out.
     #[error("participant {name} is unreachable: {reason}")]
@@ -109,6 +109,24 @@ struct PartialAnswer {
     signature: String,
 }
 
+/// One result of the profile's batch answer: a partial signature with its identifier, or the
+/// failure the single request would have answered.
+#[derive(Deserialize)]
+struct BatchAnswer {
+    identifier: String,
+    participant_id: Option<String>,
+    signing_root: Option<String>,
+    signature: Option<String>,
+    error: Option<BatchFailure>,
+}
+
+/// A batch result's failure: the status and message the single request would have answered.
+#[derive(Deserialize)]
+struct BatchFailure {
+    code: u16,
+    message: String,
+}
+
 impl Participant {
     /// Its configured name.
     pub fn name(&self) -> &str {
@@ -165,6 +183,109 @@ impl Participant {
         root: &SigningRoot,
         deadline: Instant,
     ) -> std::result::Result<Signature, ParticipantError> {
+        let path = format!("/api/v1/eth2/distributed/sign/{composite}");
+        self.count_request(1);
+        let (body, took) = self.post(&path, request.to_owned(), client::ANSWER_LIMIT, deadline)?;
+        let answer: PartialAnswer = serde_json::from_slice(&body)
+            .map_err(|e| self.bad_answer(took, format!("not a partial-signature answer: {e}")))?;
+        self.check_partial(&answer, share, root, took)
+    }
+
+    /// [`Participant::partial`] for several keys signing one message (`request`, over `root`):
+    /// one request of the profile's batch form (`POST /api/v1/eth2/distributed/sign`), and an
+    /// outcome per `(composite, share)` in order. The keys must differ (the participant refuses
+    /// a batch that names one twice). An answer that is not one result per key, in order, is a
+    /// wrong answer for every key.
+    pub fn partials(
+        &self,
+        items: &[(PublicKeyBytes, ShareId)],
+        request: &str,
+        root: &SigningRoot,
+        deadline: Instant,
+    ) -> Vec<std::result::Result<Signature, ParticipantError>> {
+        let identifiers: Vec<String> = items.iter().map(|(k, _)| format!("\"{k}\"")).collect();
+        let body = format!(
+            "{{\"identifiers\":[{}],\"signing_request\":{request}}}",
+            identifiers.join(",")
+        );
+        self.count_request(items.len());
+        let limit = client::ANSWER_LIMIT.saturating_mul(items.len().max(1));
+        let all = |e: ParticipantError| items.iter().map(|_| Err(e.clone())).collect();
+        let (body, took) = match self.post("/api/v1/eth2/distributed/sign", body, limit, deadline) {
+            Ok(answered) => answered,
+            Err(e) => return all(e),
+        };
+        let answers: Vec<BatchAnswer> = match serde_json::from_slice(&body) {
+            Ok(a) => a,
+            Err(e) => {
+                return all(self.bad_answer(took, format!("not a batch of partial signatures: {e}")))
+            }
+        };
+        if answers.len() != items.len() {
+            return all(self.bad_answer(
+                took,
+                format!(
+                    "{} result(s) for a batch of {} key(s)",
+                    answers.len(),
+                    items.len()
+                ),
+            ));
+        }
+        items
+            .iter()
+            .zip(answers)
+            .map(|((composite, share), answer)| {
+                if PublicKeyBytes::parse(&answer.identifier).as_ref() != Some(composite) {
+                    return Err(self.bad_answer(
+                        took,
+                        format!(
+                            "a batch result for {}, where {composite} was asked",
+                            short(&answer.identifier)
+                        ),
+                    ));
+                }
+                match answer {
+                    BatchAnswer { error: Some(e), .. } => {
+                        self.metrics.refusals.get(&self.name).observe(took);
+                        Err(ParticipantError::Refused {
+                            name: self.name.clone(),
+                            status: e.code,
+                            message: short(&e.message.replace(['\n', '\r'], " ")),
+                        })
+                    }
+                    BatchAnswer {
+                        participant_id: Some(participant_id),
+                        signing_root: Some(signing_root),
+                        signature: Some(signature),
+                        ..
+                    } => self.check_partial(
+                        &PartialAnswer {
+                            participant_id,
+                            signing_root,
+                            signature,
+                        },
+                        *share,
+                        root,
+                        took,
+                    ),
+                    _ => Err(self.bad_answer(
+                        took,
+                        "a batch result with neither a partial signature nor an error".into(),
+                    )),
+                }
+            })
+            .collect()
+    }
+
+    /// POST to `path` within the participant's timeout and `deadline`: the answer's body and
+    /// how long it took, if it answered 200. No answer marks it down; any answer marks it up.
+    fn post(
+        &self,
+        path: &str,
+        body: String,
+        limit: usize,
+        deadline: Instant,
+    ) -> std::result::Result<(Vec<u8>, Duration), ParticipantError> {
         if !self.is_enabled() {
             return Err(ParticipantError::NotAvailable {
                 name: self.name.clone(),
@@ -175,8 +296,7 @@ impl Participant {
             .saturating_duration_since(Instant::now())
             .min(self.timeout);
         let started = Instant::now();
-        let path = format!("/api/v1/eth2/distributed/sign/{composite}");
-        let outcome = self.client.post_json(&path, request, wait);
+        let outcome = self.client.post_json(path, body, limit, wait);
         let took = started.elapsed();
         let (status, body) = match outcome {
             Ok(answer) => answer,
@@ -199,30 +319,54 @@ impl Participant {
                 message: short_message(&body),
             });
         }
-        let bad = |reason: String| {
-            self.metrics.bad_answers.get(&self.name).observe(took);
-            ParticipantError::BadAnswer {
-                name: self.name.clone(),
-                reason,
-            }
-        };
-        let answer: PartialAnswer = serde_json::from_slice(&body)
-            .map_err(|e| bad(format!("not a partial-signature answer: {e}")))?;
+        Ok((body, took))
+    }
+
+    fn count_request(&self, partials: usize) {
+        self.metrics.sign_requests.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .partials_asked
+            .fetch_add(partials as u64, Ordering::Relaxed);
+    }
+
+    /// A wrong answer, counted.
+    fn bad_answer(&self, took: Duration, reason: String) -> ParticipantError {
+        self.metrics.bad_answers.get(&self.name).observe(took);
+        ParticipantError::BadAnswer {
+            name: self.name.clone(),
+            reason,
+        }
+    }
+
+    /// `answer`, checked to be share `share`'s partial over `root` and a valid G2 point.
+    fn check_partial(
+        &self,
+        answer: &PartialAnswer,
+        share: ShareId,
+        root: &SigningRoot,
+        took: Duration,
+    ) -> std::result::Result<Signature, ParticipantError> {
         if answer.participant_id.parse::<u64>().ok() != Some(share.get()) {
-            return Err(bad(format!(
-                "participant_id {:?}, but it holds share {share}",
-                short(&answer.participant_id)
-            )));
+            return Err(self.bad_answer(
+                took,
+                format!(
+                    "participant_id {:?}, but it holds share {share}",
+                    short(&answer.participant_id)
+                ),
+            ));
         }
         if crate::consensus::parse_root(&answer.signing_root) != Some(root.0) {
-            return Err(bad(format!(
-                "signing_root {}, but the request's is 0x{}",
-                short(&answer.signing_root),
-                hex::encode(root.0)
-            )));
+            return Err(self.bad_answer(
+                took,
+                format!(
+                    "signing_root {}, but the request's is 0x{}",
+                    short(&answer.signing_root),
+                    hex::encode(root.0)
+                ),
+            ));
         }
         let sig = parse_signature(&answer.signature)
-            .ok_or_else(|| bad("the signature is not a valid G2 point".into()))?;
+            .ok_or_else(|| self.bad_answer(took, "the signature is not a valid G2 point".into()))?;
         self.metrics.requests.get(&self.name).observe(took);
         Ok(sig)
     }

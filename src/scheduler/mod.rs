@@ -141,7 +141,19 @@ pub struct SignJob {
     /// The signing request as the client sent it (JSON), for a key with shares on remote
     /// participants: it is forwarded to them as it is, and each computes the root itself. A
     /// job without it cannot use a participant.
-    pub request: Option<Arc<str>>,
+    pub request: Option<Forwarded>,
+}
+
+/// A signing request to forward to participants.
+#[derive(Debug, Clone)]
+pub struct Forwarded {
+    /// Its JSON, as the client sent it.
+    pub body: Arc<str>,
+    /// Its type is one of the messages many validators sign alike (the batch draft's types:
+    /// `AGGREGATION_SLOT`, `ATTESTATION`, `RANDAO_REVEAL`, the sync committee's message and
+    /// selection proof): jobs of other keys queued for the same participant with the same
+    /// signing root go to it in one request of the profile's batch form.
+    pub shared: bool,
 }
 
 /// Which limit a job ran into.
@@ -245,7 +257,7 @@ struct Ctx {
     key: Arc<KeyRecord>,
     root: SigningRoot,
     /// The request to forward to participants (see [`SignJob::request`]).
-    request: Option<Arc<str>>,
+    request: Option<Forwarded>,
     /// Where the job stands in the queues: its class, then its duty's slot.
     class: Class,
     freshness: u64,

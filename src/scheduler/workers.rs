@@ -26,7 +26,7 @@ pub(super) fn device_worker(inner: Arc<Inner>, d: usize, blocks: bool) {
         &inner.dev_cv[d]
     };
     loop {
-        let (ctx, share_index) = {
+        let (ctx, share_index, alike) = {
             let mut st = inner.lock();
             loop {
                 if st.shutdown {
@@ -67,23 +67,15 @@ pub(super) fn device_worker(inner: Arc<Inner>, d: usize, blocks: bool) {
                             inner.stats.peak_background_busy[d]
                                 .fetch_max(st.dev_busy_background[d], Ordering::SeqCst);
                         }
-                        break (ctx, share);
+                        let alike = if remote && !blocks {
+                            take_alike_partials(&inner, &mut st, d, &ctx, now, allow_background)
+                        } else {
+                            Vec::new()
+                        };
+                        break (ctx, share, alike);
                     }
-                    Next::Expired(DevTask(ctx, _)) => {
-                        st.waiting -= 1;
-                        if let Some(thr) = &ctx.threshold {
-                            thr.lock().unwrap_or_else(|p| p.into_inner()).outstanding -= 1;
-                        }
-                        inner.metrics.shed_expired[ctx.class as usize]
-                            .fetch_add(1, Ordering::Relaxed);
-                        ctx.answer(Err(JobError::expired(&ctx, Stage::Device)));
-                    }
-                    Next::Cancelled(DevTask(ctx, _)) => {
-                        st.waiting -= 1;
-                        if let Some(thr) = &ctx.threshold {
-                            thr.lock().unwrap_or_else(|p| p.into_inner()).outstanding -= 1;
-                        }
-                        inner.metrics.cancelled[ctx.class as usize].fetch_add(1, Ordering::Relaxed);
+                    next @ (Next::Expired(_) | Next::Cancelled(_)) => {
+                        clear_unstarted(&inner, &mut st, next);
                     }
                     Next::Idle => {
                         st = cv.wait(st);
@@ -91,6 +83,12 @@ pub(super) fn device_worker(inner: Arc<Inner>, d: usize, blocks: bool) {
                 }
             }
         };
+        if !alike.is_empty() {
+            let mut jobs = vec![(ctx, share_index)];
+            jobs.extend(alike);
+            ask_participant_batch(&inner, d, blocks, jobs);
+            continue;
+        }
         inner.metrics.queue_wait[ctx.class as usize].observe(ctx.enqueued.elapsed());
         let started = Instant::now();
         let opened = operate(station, &ctx, share_index);
@@ -143,62 +141,241 @@ pub(super) fn device_worker(inner: Arc<Inner>, d: usize, blocks: bool) {
                 drop(st);
                 ctx.answer(Err(e));
             }
-            (Some(thr), opened) => {
-                let mut job = thr.lock().unwrap_or_else(|p| p.into_inner());
-                job.outstanding -= 1;
-                // Only the t-th share becomes a CPU task; the others free a place ahead of
-                // the CPU.
-                if !(opened.is_ok()
-                    && !job.combining
-                    && job.collected.len() + 1 == job.key.threshold)
+            (Some(_), opened) => {
+                if let Some(task) =
+                    settle_share(&inner, &mut st, station, &ctx, share_index, opened, took)
                 {
-                    inner.wake_a_device(&st);
-                }
-                match opened {
-                    Ok(secret) if !job.combining && job.collected.len() < job.key.threshold => {
-                        job.collected.push((share_index, secret));
-                        if job.collected.len() == job.key.threshold {
-                            job.combining = true;
-                            let task = CpuTask {
-                                ctx: ctx.clone(),
-                                secrets: std::mem::take(&mut job.collected),
-                                queued_at: Instant::now(),
-                            };
-                            drop(job);
-                            if ctx.class == Class::Block && !fifo {
-                                // As a whole key's block: combined where it stands.
-                                drop(st);
-                                if still_wanted(&inner, &ctx, Stage::Device) {
-                                    combine_threshold(&inner, task);
-                                }
-                                continue;
-                            }
-                            if ctx.class != Class::Block {
-                                st.cpu_buffered += 1;
-                            }
-                            st.cpu_q.push(task);
-                            inner.notify_cpu();
-                        }
+                    // As a whole key's block: combined where it stands.
+                    drop(st);
+                    if still_wanted(&inner, &ctx, Stage::Device) {
+                        combine_threshold(&inner, task);
                     }
-                    // A hedged extra that came back after t others: not needed, wiped on drop.
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(holder = %station.name(), validator = %ctx.key.pubkey, error = %e, "share unavailable; asking another device or participant");
-                        job.excluded.push(share_index);
-                        job.failures.push(e.to_string());
-                        inner
-                            .metrics
-                            .share_failures
-                            .get(station.name())
-                            .observe(took);
-                        inner.top_up(&mut st, &ctx, &mut job);
-                    }
+                    continue;
                 }
             }
         }
         // This thread looks at its queue again itself; a sibling is woken only by a place
         // freed elsewhere (a CPU buffer slot) or by a job it may start beside this one.
     }
+}
+
+/// Answer or drop a job that left a device queue without starting: its deadline passed, or its
+/// client went away.
+fn clear_unstarted(inner: &Inner, st: &mut State, next: Next<DevTask>) {
+    let (Next::Expired(DevTask(ctx, _)) | Next::Cancelled(DevTask(ctx, _))) = &next else {
+        return;
+    };
+    st.waiting -= 1;
+    if let Some(thr) = &ctx.threshold {
+        thr.lock().unwrap_or_else(|p| p.into_inner()).outstanding -= 1;
+    }
+    if matches!(next, Next::Expired(_)) {
+        inner.metrics.shed_expired[ctx.class as usize].fetch_add(1, Ordering::Relaxed);
+        ctx.answer(Err(JobError::expired(ctx, Stage::Device)));
+    } else {
+        inner.metrics.cancelled[ctx.class as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Partials one request to a participant carries at most: enough that its HTTPS round trip is
+/// a small share of each, few enough that one answer does not hold the first of them long.
+pub(super) const PARTIAL_BATCH: usize = 32;
+
+/// The jobs queued right behind `first` on participant `d` that sign the same message in the
+/// same class, for other keys, up to [`PARTIAL_BATCH`] with it: they ride in `first`'s request,
+/// in the profile's batch form, on `first`'s session. Only what is queued now: nothing waits
+/// for a batch to fill. None for a block, or a message many keys do not sign alike.
+fn take_alike_partials(
+    inner: &Inner,
+    st: &mut State,
+    d: usize,
+    first: &Ctx,
+    now: Instant,
+    allow_background: bool,
+) -> Vec<(Arc<Ctx>, usize)> {
+    let mut alike: Vec<(Arc<Ctx>, usize)> = Vec::new();
+    if first.class == Class::Block || !first.request.as_ref().is_some_and(|f| f.shared) {
+        return alike;
+    }
+    while alike.len() + 1 < PARTIAL_BATCH {
+        match st.dev_q[d].pop(now, allow_background) {
+            Next::Run(DevTask(ctx, share))
+                if ctx.class == first.class
+                    && ctx.root == first.root
+                    && ctx.request.as_ref().is_some_and(|f| f.shared)
+                    && ctx.key.pubkey != first.key.pubkey
+                    && alike.iter().all(|(c, _)| c.key.pubkey != ctx.key.pubkey) =>
+            {
+                st.waiting -= 1;
+                alike.push((ctx, share));
+            }
+            Next::Run(task) => {
+                st.dev_q[d].push_front(task);
+                break;
+            }
+            Next::Idle => break,
+            next => clear_unstarted(inner, st, next),
+        }
+    }
+    alike
+}
+
+/// Ask participant `d` for the partials of `jobs` (one message, several keys: see
+/// [`take_alike_partials`]) in one request, on the one session they hold, and settle each.
+fn ask_participant_batch(inner: &Arc<Inner>, d: usize, blocks: bool, jobs: Vec<(Arc<Ctx>, usize)>) {
+    let station = &inner.stations[d];
+    for (ctx, _) in &jobs {
+        inner.metrics.queue_wait[ctx.class as usize].observe(ctx.enqueued.elapsed());
+    }
+    let started = Instant::now();
+    let outcomes = operate_batch(station, &jobs);
+    let took = started.elapsed();
+    inner.metrics.device_op.get(station.name()).observe(took);
+
+    let mut st = inner.lock();
+    st.dev_busy[d] -= 1;
+    if jobs
+        .first()
+        .is_some_and(|(ctx, _)| ctx.class == Class::Background)
+    {
+        st.dev_busy_background[d] -= 1;
+    }
+    if !inner.config.fifo && !blocks && matches!(st.dev_q[d].head(), Some((Class::Block, _))) {
+        inner.block_cv[d].notify_one();
+    }
+    let mut inline = Vec::new();
+    for ((ctx, share_index), opened) in jobs.into_iter().zip(outcomes) {
+        if let Some(task) = settle_share(inner, &mut st, station, &ctx, share_index, opened, took) {
+            inline.push((ctx, task));
+        }
+    }
+    drop(st);
+    // Blocks never ride in a batch; this only keeps [`settle_share`]'s contract.
+    for (ctx, task) in inline {
+        if still_wanted(inner, &ctx, Stage::Device) {
+            combine_threshold(inner, task);
+        }
+    }
+}
+
+/// What share `share_index` of threshold job `ctx` got from `station` (`took` to get): kept
+/// until t are in, then one CPU task; or the station excluded and another asked. Returns the
+/// CPU task when it is a block's, to be combined by the caller where it stands once the
+/// state's lock is released.
+fn settle_share(
+    inner: &Inner,
+    st: &mut State,
+    station: &Station,
+    ctx: &Arc<Ctx>,
+    share_index: usize,
+    opened: Result<Opened, JobError>,
+    took: std::time::Duration,
+) -> Option<CpuTask> {
+    let thr = ctx.threshold.as_ref()?;
+    let mut job = thr.lock().unwrap_or_else(|p| p.into_inner());
+    job.outstanding -= 1;
+    // Only the t-th share becomes a CPU task; the others free a place ahead of the CPU.
+    if !(opened.is_ok() && !job.combining && job.collected.len() + 1 == job.key.threshold) {
+        inner.wake_a_device(st);
+    }
+    match opened {
+        Ok(secret) if !job.combining && job.collected.len() < job.key.threshold => {
+            job.collected.push((share_index, secret));
+            if job.collected.len() == job.key.threshold {
+                job.combining = true;
+                let task = CpuTask {
+                    ctx: ctx.clone(),
+                    secrets: std::mem::take(&mut job.collected),
+                    queued_at: Instant::now(),
+                };
+                drop(job);
+                if ctx.class == Class::Block && !inner.config.fifo {
+                    return Some(task);
+                }
+                if ctx.class != Class::Block {
+                    st.cpu_buffered += 1;
+                }
+                st.cpu_q.push(task);
+                inner.notify_cpu();
+            }
+        }
+        // A hedged extra that came back after t others: not needed, wiped on drop.
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(holder = %station.name(), validator = %ctx.key.pubkey, error = %e, "share unavailable; asking another device or participant");
+            job.excluded.push(share_index);
+            job.failures.push(e.to_string());
+            inner
+                .metrics
+                .share_failures
+                .get(station.name())
+                .observe(took);
+            inner.top_up(st, ctx, &mut job);
+        }
+    }
+    None
+}
+
+/// The remote share of `ctx`'s key at share index `i`.
+fn remote_share(ctx: &Ctx, i: usize) -> Result<&crate::keys::RemoteShare, JobError> {
+    i.checked_sub(ctx.key.shares.len())
+        .and_then(|r| ctx.key.remote.get(r))
+        .ok_or_else(|| JobError::Failed(SignerError::Internal(format!("no remote share {i}"))))
+}
+
+/// [`operate`] for jobs that ask one participant for one message's partials: one request, an
+/// outcome per job in order.
+fn operate_batch(station: &Station, jobs: &[(Arc<Ctx>, usize)]) -> Vec<Result<Opened, JobError>> {
+    let Station::Participant(p) = station else {
+        return jobs
+            .iter()
+            .map(|(ctx, i)| operate(station, ctx, *i))
+            .collect();
+    };
+    let Some((first, _)) = jobs.first() else {
+        return Vec::new();
+    };
+    let Some(request) = first.request.as_ref() else {
+        let e = format!(
+            "participant {} needs the signing request, which this job lacks",
+            p.name()
+        );
+        return jobs
+            .iter()
+            .map(|_| Err(JobError::Unavailable(e.clone())))
+            .collect();
+    };
+    let mut outcomes: Vec<Option<Result<Opened, JobError>>> = Vec::with_capacity(jobs.len());
+    let mut items = Vec::with_capacity(jobs.len());
+    for (ctx, i) in jobs {
+        match remote_share(ctx, *i) {
+            Ok(share) => {
+                items.push((ctx.key.pubkey, share.id));
+                outcomes.push(None);
+            }
+            Err(e) => outcomes.push(Some(Err(e))),
+        }
+    }
+    let deadline = jobs
+        .iter()
+        .map(|(ctx, _)| ctx.deadline)
+        .min()
+        .unwrap_or(first.deadline);
+    let mut asked = p
+        .partials(&items, &request.body, &first.root, deadline)
+        .into_iter();
+    outcomes
+        .into_iter()
+        .map(|o| {
+            o.unwrap_or_else(|| match asked.next() {
+                Some(Ok(sig)) => Ok(Opened::Partial(sig)),
+                Some(Err(e)) => Err(JobError::Unavailable(e.to_string())),
+                None => Err(JobError::Failed(SignerError::Internal(
+                    "a batch answered fewer partials than it asked".into(),
+                ))),
+            })
+        })
+        .collect()
 }
 
 /// A station's operation for one share: a device opens the envelope (THE decrypt of the
@@ -218,21 +395,22 @@ fn operate(station: &Station, ctx: &super::Ctx, i: usize) -> Result<Opened, JobE
             .map_err(JobError::from)
         }
         Station::Participant(p) => {
-            let share = i
-                .checked_sub(ctx.key.shares.len())
-                .and_then(|r| ctx.key.remote.get(r))
-                .ok_or_else(|| {
-                    JobError::Failed(SignerError::Internal(format!("no remote share {i}")))
-                })?;
-            let request = ctx.request.as_deref().ok_or_else(|| {
+            let share = remote_share(ctx, i)?;
+            let request = ctx.request.as_ref().ok_or_else(|| {
                 JobError::Unavailable(format!(
                     "participant {} needs the signing request, which this job lacks",
                     p.name()
                 ))
             })?;
-            p.partial(&ctx.key.pubkey, request, share.id, &ctx.root, ctx.deadline)
-                .map(Opened::Partial)
-                .map_err(|e| JobError::Unavailable(e.to_string()))
+            p.partial(
+                &ctx.key.pubkey,
+                &request.body,
+                share.id,
+                &ctx.root,
+                ctx.deadline,
+            )
+            .map(Opened::Partial)
+            .map_err(|e| JobError::Unavailable(e.to_string()))
         }
     }
 }
