@@ -361,9 +361,12 @@ fn operate_batch(station: &Station, jobs: &[(Arc<Ctx>, usize)]) -> Vec<Result<Op
         .map(|(ctx, _)| ctx.deadline)
         .min()
         .unwrap_or(first.deadline);
-    let mut asked = p
-        .partials(&items, &request.body, &first.root, deadline)
-        .into_iter();
+    let asked = if items.is_empty() {
+        Vec::new()
+    } else {
+        p.partials(&items, &request.body, &first.root, deadline)
+    };
+    let mut asked = asked.into_iter();
     outcomes
         .into_iter()
         .map(|o| {
