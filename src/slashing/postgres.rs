@@ -748,7 +748,8 @@ impl Statements {
                      WHERE v.id = ANY($1) AND v.id = l.id
                          AND (mb.n IS NOT NULL OR ma.n IS NOT NULL))
                  SELECT (COALESCE((SELECT SUM(n) FROM mb), 0)
-                         + COALESCE((SELECT SUM(n) FROM ma), 0))::BIGINT")?,
+                         + COALESCE((SELECT SUM(n) FROM ma), 0))::BIGINT,
+                     (SELECT COUNT(*) FROM locked)::BIGINT")?,
             // On every check: the deletion mark of another instance, read under the row lock.
             is_deleted: p(
                 "SELECT EXISTS (SELECT 1 FROM hsm_signer.deleted_keys WHERE pubkey = $1)",
@@ -1266,6 +1267,17 @@ impl StoreTxn for PgTxn<'_> {
         let keep_epochs = i64::try_from(keep_epochs).unwrap_or(i64::MAX);
         let st = &self.st.prune_many;
         let row = self.one(st, &[&ids, &keep_slots, &keep_epochs])?;
+        let locked = uint(col(&row, 1)?)?;
+        let skipped = (ids.len() as u64).saturating_sub(locked);
+        if skipped > 0 {
+            // Another transaction (this instance's checks, or another instance's) held their
+            // rows; SKIP LOCKED left them to the next pass rather than wait.
+            tracing::debug!(
+                skipped,
+                of = ids.len(),
+                "pruning skipped validators whose rows another transaction held"
+            );
+        }
         uint(col(&row, 0)?)
     }
 
