@@ -458,14 +458,24 @@ fn bench_distributed_signs_through_three_participant_processes_and_leaves_nothin
             shape["signatures_per_sec"].as_f64().unwrap() > 0.0,
             "{shape}"
         );
+        // And with one message for every key at a time.
+        assert!(
+            shape["shared"]["signatures_per_sec"].as_f64().unwrap() > 0.0,
+            "{shape}"
+        );
     }
+    // Only the distributed shape asks participants: at least one partial a request.
+    let batching = |s: &serde_json::Value| s["shared"]["partials_per_request"].as_f64();
+    assert_eq!(batching(&shapes[0]), None, "{report}");
+    assert!(batching(&shapes[2]).unwrap() >= 1.0, "{report}");
     // The figures depend on the machine's load: reported, not asserted. The verdicts follow
     // them.
     let targets = report["targets"].as_array().unwrap();
-    assert_eq!(targets.len(), 2, "{report}");
-    let (throughput, herd) = (&targets[0], &targets[1]);
+    assert_eq!(targets.len(), 3, "{report}");
+    let (throughput, shared, herd) = (&targets[0], &targets[1], &targets[2]);
     let measured = |t: &serde_json::Value| t["measured"].as_f64().unwrap();
     assert_eq!(throughput["pass"], measured(throughput) >= 0.25, "{report}");
+    assert_eq!(shared["pass"], measured(shared) >= 0.25, "{report}");
     assert_eq!(herd["pass"], measured(herd) <= 2.0, "{report}");
     // The scratch directory (PKI, the participants' tokens, keys and databases) is gone, and
     // so are the participant processes.

@@ -127,6 +127,61 @@ struct BatchFailure {
     message: String,
 }
 
+/// One key's result in a batch answer, as read.
+enum BatchResult {
+    /// A partial (its id, root and point still to check).
+    Partial(PartialAnswer),
+    /// The participant's refusal for this key: its status and message (shortened, one line).
+    Refused { code: u16, message: String },
+}
+
+/// A batch answer for `keys`, read: one result per key, in order. `Err`: the whole answer is
+/// wrong (not JSON of the profile's shape, or not one result per key); an item's `Err`: that
+/// result is wrong (another key's, or neither a partial nor an error).
+fn read_batch(
+    body: &[u8],
+    keys: &[PublicKeyBytes],
+) -> std::result::Result<Vec<std::result::Result<BatchResult, String>>, String> {
+    let answers: Vec<BatchAnswer> = serde_json::from_slice(body)
+        .map_err(|e| format!("not a batch of partial signatures: {e}"))?;
+    if answers.len() != keys.len() {
+        return Err(format!(
+            "{} result(s) for a batch of {} key(s)",
+            answers.len(),
+            keys.len()
+        ));
+    }
+    Ok(keys
+        .iter()
+        .zip(answers)
+        .map(|(key, answer)| {
+            if PublicKeyBytes::parse(&answer.identifier).as_ref() != Some(key) {
+                return Err(format!(
+                    "a batch result for {}, where {key} was asked",
+                    short(&answer.identifier)
+                ));
+            }
+            match answer {
+                BatchAnswer { error: Some(e), .. } => Ok(BatchResult::Refused {
+                    code: e.code,
+                    message: short(&e.message.replace(['\n', '\r'], " ")),
+                }),
+                BatchAnswer {
+                    participant_id: Some(participant_id),
+                    signing_root: Some(signing_root),
+                    signature: Some(signature),
+                    ..
+                } => Ok(BatchResult::Partial(PartialAnswer {
+                    participant_id,
+                    signing_root,
+                    signature,
+                })),
+                _ => Err("a batch result with neither a partial signature nor an error".into()),
+            }
+        })
+        .collect())
+}
+
 impl Participant {
     /// Its configured name.
     pub fn name(&self) -> &str {
@@ -215,64 +270,25 @@ impl Participant {
             Ok(answered) => answered,
             Err(e) => return all(e),
         };
-        let answers: Vec<BatchAnswer> = match serde_json::from_slice(&body) {
-            Ok(a) => a,
-            Err(e) => {
-                return all(self.bad_answer(took, format!("not a batch of partial signatures: {e}")))
-            }
+        let keys: Vec<PublicKeyBytes> = items.iter().map(|(k, _)| *k).collect();
+        let results = match read_batch(&body, &keys) {
+            Ok(results) => results,
+            Err(reason) => return all(self.bad_answer(took, reason)),
         };
-        if answers.len() != items.len() {
-            return all(self.bad_answer(
-                took,
-                format!(
-                    "{} result(s) for a batch of {} key(s)",
-                    answers.len(),
-                    items.len()
-                ),
-            ));
-        }
         items
             .iter()
-            .zip(answers)
-            .map(|((composite, share), answer)| {
-                if PublicKeyBytes::parse(&answer.identifier).as_ref() != Some(composite) {
-                    return Err(self.bad_answer(
-                        took,
-                        format!(
-                            "a batch result for {}, where {composite} was asked",
-                            short(&answer.identifier)
-                        ),
-                    ));
+            .zip(results)
+            .map(|((_, share), result)| match result {
+                Err(reason) => Err(self.bad_answer(took, reason)),
+                Ok(BatchResult::Refused { code, message }) => {
+                    self.metrics.refusals.get(&self.name).observe(took);
+                    Err(ParticipantError::Refused {
+                        name: self.name.clone(),
+                        status: code,
+                        message,
+                    })
                 }
-                match answer {
-                    BatchAnswer { error: Some(e), .. } => {
-                        self.metrics.refusals.get(&self.name).observe(took);
-                        Err(ParticipantError::Refused {
-                            name: self.name.clone(),
-                            status: e.code,
-                            message: short(&e.message.replace(['\n', '\r'], " ")),
-                        })
-                    }
-                    BatchAnswer {
-                        participant_id: Some(participant_id),
-                        signing_root: Some(signing_root),
-                        signature: Some(signature),
-                        ..
-                    } => self.check_partial(
-                        &PartialAnswer {
-                            participant_id,
-                            signing_root,
-                            signature,
-                        },
-                        *share,
-                        root,
-                        took,
-                    ),
-                    _ => Err(self.bad_answer(
-                        took,
-                        "a batch result with neither a partial signature nor an error".into(),
-                    )),
-                }
+                Ok(BatchResult::Partial(answer)) => self.check_partial(&answer, *share, root, took),
             })
             .collect()
     }
@@ -539,5 +555,83 @@ impl Participants {
     /// Append every participant's metrics.
     pub fn render_metrics(&self, out: &mut String) {
         metrics::render(&self.list, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(b: u8) -> PublicKeyBytes {
+        PublicKeyBytes([b; 48])
+    }
+
+    fn partial(k: &PublicKeyBytes) -> serde_json::Value {
+        serde_json::json!({
+            "identifier": k.to_string(), "participant_id": "2",
+            "signing_root": format!("0x{}", "11".repeat(32)), "signature": "0xab",
+        })
+    }
+
+    fn read(
+        answer: serde_json::Value,
+        keys: &[PublicKeyBytes],
+    ) -> Vec<std::result::Result<BatchResult, String>> {
+        read_batch(answer.to_string().as_bytes(), keys).unwrap()
+    }
+
+    #[test]
+    fn a_batch_answer_gives_each_key_its_own_partial_or_refusal_in_order() {
+        let keys = [key(1), key(2), key(3)];
+        let refusal = serde_json::json!({
+            "identifier": keys[1].to_string(),
+            "error": {"code": 412, "message": "slashable:\nsurround vote"},
+        });
+        let results = read(
+            serde_json::json!([partial(&keys[0]), refusal, partial(&keys[2])]),
+            &keys,
+        );
+        assert!(matches!(&results[0], Ok(BatchResult::Partial(a)) if a.participant_id == "2"));
+        match &results[1] {
+            Ok(BatchResult::Refused { code, message }) => {
+                assert_eq!(*code, 412);
+                assert_eq!(message, "slashable: surround vote", "on one line");
+            }
+            _ => panic!("key 2's refusal is its own"),
+        }
+        assert!(matches!(&results[2], Ok(BatchResult::Partial(_))));
+    }
+
+    #[test]
+    fn a_result_for_another_key_or_with_nothing_in_it_is_a_wrong_answer_for_that_key() {
+        let keys = [key(1), key(2)];
+        // Swapped: each result names the other key.
+        let results = read(
+            serde_json::json!([partial(&keys[1]), partial(&keys[0])]),
+            &keys,
+        );
+        for r in &results {
+            assert!(
+                matches!(r, Err(reason) if reason.contains("was asked")),
+                "{:?}",
+                r.as_ref().err()
+            );
+        }
+        let bare = serde_json::json!({ "identifier": keys[1].to_string() });
+        let results = read(serde_json::json!([partial(&keys[0]), bare]), &keys);
+        assert!(matches!(&results[0], Ok(BatchResult::Partial(_))));
+        assert!(matches!(&results[1], Err(reason) if reason.contains("neither")));
+    }
+
+    #[test]
+    fn an_answer_that_is_not_one_result_per_key_is_wrong_for_every_key() {
+        let keys = [key(1), key(2)];
+        let short = serde_json::json!([partial(&keys[0])]);
+        let err = read_batch(short.to_string().as_bytes(), &keys)
+            .err()
+            .unwrap();
+        assert!(err.contains("1 result(s) for a batch of 2"), "{err}");
+        let err = read_batch(b"{\"code\":400}", &keys).err().unwrap();
+        assert!(err.contains("not a batch"), "{err}");
     }
 }
