@@ -316,6 +316,14 @@ fn settle_share(
     None
 }
 
+/// A participant asked for a job that does not carry the signing request to forward.
+fn no_request(p: &crate::participants::Participant) -> JobError {
+    JobError::Unavailable(format!(
+        "participant {} needs the signing request, which this job lacks",
+        p.name()
+    ))
+}
+
 /// The remote share of `ctx`'s key at share index `i`.
 fn remote_share(ctx: &Ctx, i: usize) -> Result<&crate::keys::RemoteShare, JobError> {
     i.checked_sub(ctx.key.shares.len())
@@ -336,14 +344,7 @@ fn operate_batch(station: &Station, jobs: &[(Arc<Ctx>, usize)]) -> Vec<Result<Op
         return Vec::new();
     };
     let Some(request) = first.request.as_ref() else {
-        let e = format!(
-            "participant {} needs the signing request, which this job lacks",
-            p.name()
-        );
-        return jobs
-            .iter()
-            .map(|_| Err(JobError::Unavailable(e.clone())))
-            .collect();
+        return jobs.iter().map(|_| Err(no_request(p))).collect();
     };
     let mut outcomes: Vec<Option<Result<Opened, JobError>>> = Vec::with_capacity(jobs.len());
     let mut items = Vec::with_capacity(jobs.len());
@@ -399,12 +400,7 @@ fn operate(station: &Station, ctx: &super::Ctx, i: usize) -> Result<Opened, JobE
         }
         Station::Participant(p) => {
             let share = remote_share(ctx, i)?;
-            let request = ctx.request.as_ref().ok_or_else(|| {
-                JobError::Unavailable(format!(
-                    "participant {} needs the signing request, which this job lacks",
-                    p.name()
-                ))
-            })?;
+            let request = ctx.request.as_ref().ok_or_else(|| no_request(p))?;
             p.partial(
                 &ctx.key.pubkey,
                 &request.body,
