@@ -883,16 +883,21 @@ fn batch_verifies(pubkeys: &[PublicKey], chunk: &[Got]) -> bool {
     ) == blst::BLST_ERROR::BLST_SUCCESS
 }
 
+/// One throughput measurement of a shape.
+struct Throughput {
+    rate: f64,
+    outcomes: Outcomes,
+    /// Where the CPU went (`None`: no `/proc`).
+    cpu: Option<CpuSpent>,
+    /// Partials asked of the participants per request (`None`: none was sent).
+    partials_per_request: Option<f64>,
+}
+
 /// Everything measured of one shape, before verification.
 struct Measured {
     hedges: u64,
-    rate: f64,
-    cpu: Option<CpuSpent>,
-    throughput: Outcomes,
-    shared_rate: f64,
-    shared_cpu: Option<CpuSpent>,
-    shared_batching: Option<f64>,
-    shared: Outcomes,
+    distinct: Throughput,
+    shared: Throughput,
     idle: Latency,
     herd_blocks: Outcomes,
     herd_rate: f64,
@@ -906,6 +911,41 @@ fn asked(participants: &Participants) -> (u64, u64) {
             r + p.metrics.sign_requests.load(Ordering::Relaxed),
             n + p.metrics.partials_asked.load(Ordering::Relaxed),
         )
+    })
+}
+
+/// [`throughput`] for `opts.seconds`, with the CPU the host's processes spent and the
+/// partials asked of the participants per request meanwhile.
+async fn measured_throughput(
+    scheduler: &Scheduler,
+    shape: &Shape,
+    requests: &Arc<Requests>,
+    opts: &DistributedOptions,
+    (participants, remote): (&[u32], &Participants),
+    messages: Messages,
+) -> Result<Throughput> {
+    let before = CpuMark::now(participants);
+    let asked_before = asked(remote);
+    let (rate, outcomes) = throughput(
+        scheduler,
+        shape,
+        requests,
+        opts.seconds,
+        opts.concurrency,
+        messages,
+    )
+    .await?;
+    let cpu = before
+        .zip(CpuMark::now(participants))
+        .map(|(before, after)| before.spent(&after, outcomes.got.len()));
+    let asked_after = asked(remote);
+    let partials_per_request = (asked_after.0 > asked_before.0)
+        .then(|| (asked_after.1 - asked_before.1) as f64 / (asked_after.0 - asked_before.0) as f64);
+    Ok(Throughput {
+        rate,
+        outcomes,
+        cpu,
+        partials_per_request,
     })
 }
 
@@ -928,36 +968,24 @@ async fn measure(
     )
     .await?;
     other.absorb(warm);
-    let before = CpuMark::now(participants);
-    let (rate, tput) = throughput(
+    let distinct = measured_throughput(
         scheduler,
         shape,
         requests,
-        opts.seconds,
-        opts.concurrency,
+        opts,
+        (participants, remote),
         Messages::Distinct,
     )
     .await?;
-    let cpu = before
-        .zip(CpuMark::now(participants))
-        .map(|(before, after)| before.spent(&after, tput.got.len()));
-    let before = CpuMark::now(participants);
-    let asked_before = asked(remote);
-    let (shared_rate, shared) = throughput(
+    let shared = measured_throughput(
         scheduler,
         shape,
         requests,
-        opts.seconds,
-        opts.concurrency,
+        opts,
+        (participants, remote),
         Messages::Shared,
     )
     .await?;
-    let shared_cpu = before
-        .zip(CpuMark::now(participants))
-        .map(|(before, after)| before.spent(&after, shared.got.len()));
-    let asked_after = asked(remote);
-    let shared_batching = (asked_after.0 > asked_before.0)
-        .then(|| (asked_after.1 - asked_before.1) as f64 / (asked_after.0 - asked_before.0) as f64);
     let (idle_before, before) = idle_blocks(scheduler, shape, requests, opts.blocks).await?;
     other.absorb(before);
     let (mut herd, mut herd_blocks) = (Outcomes::default(), Outcomes::default());
@@ -978,12 +1006,7 @@ async fn measure(
     other.absorb(herd);
     Ok(Measured {
         hedges: 0,
-        rate,
-        cpu,
-        throughput: tput,
-        shared_rate,
-        shared_cpu,
-        shared_batching,
+        distinct,
         shared,
         idle: if idle_after.p50_ms < idle_before.p50_ms {
             idle_after
@@ -1098,11 +1121,16 @@ pub fn run(
     drop(remote);
     drop(processes);
     eprintln!("verifying every signature…");
-    let base = measured.first().map_or(0.0, |m| m.rate);
-    let shared_base = measured.first().map_or(0.0, |m| m.shared_rate);
+    let base = measured.first().map_or(0.0, |m| m.distinct.rate);
+    let shared_base = measured.first().map_or(0.0, |m| m.shared.rate);
     let mut reports = Vec::new();
     for (shape, m) in shapes.iter().zip(measured) {
-        let sets = [&m.throughput, &m.shared, &m.herd_blocks, &m.other];
+        let sets = [
+            &m.distinct.outcomes,
+            &m.shared.outcomes,
+            &m.herd_blocks,
+            &m.other,
+        ];
         let verified: usize = sets.iter().map(|o| o.got.len()).sum();
         let unverified: usize = sets
             .iter()
@@ -1111,16 +1139,16 @@ pub fn run(
         let herd_block = Latency::of(&m.herd_blocks.latencies);
         reports.push(ShapeReport {
             shape: shape.name,
-            signatures_per_sec: m.rate,
-            ratio_to_1_of_1: m.rate / base.max(1e-9),
-            latency: Latency::of(&m.throughput.latencies),
-            cpu: m.cpu,
+            signatures_per_sec: m.distinct.rate,
+            ratio_to_1_of_1: m.distinct.rate / base.max(1e-9),
+            latency: Latency::of(&m.distinct.outcomes.latencies),
+            cpu: m.distinct.cpu,
             shared: SharedThroughput {
-                signatures_per_sec: m.shared_rate,
-                ratio_to_1_of_1: m.shared_rate / shared_base.max(1e-9),
-                latency: Latency::of(&m.shared.latencies),
-                cpu: m.shared_cpu,
-                partials_per_request: m.shared_batching,
+                signatures_per_sec: m.shared.rate,
+                ratio_to_1_of_1: m.shared.rate / shared_base.max(1e-9),
+                latency: Latency::of(&m.shared.outcomes.latencies),
+                cpu: m.shared.cpu,
+                partials_per_request: m.shared.partials_per_request,
             },
             herd_block_p50_over_idle: herd_block.p50_ms / m.idle.p50_ms.max(1e-9),
             idle_block: m.idle,

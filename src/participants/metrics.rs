@@ -49,19 +49,8 @@ pub(super) fn render(list: &[Arc<Participant>], out: &mut String) {
             family(&p.metrics).render(out, name, "participant");
         }
     }
-    let _ = writeln!(
-        out,
-        "# TYPE signer_participant_faulty_partials_total counter"
-    );
-    for p in list {
-        let _ = writeln!(
-            out,
-            "signer_participant_faulty_partials_total{{participant=\"{}\"}} {}",
-            p.name,
-            p.metrics.faulty.load(Ordering::Relaxed)
-        );
-    }
-    let counters: [(&str, PickCounter); 2] = [
+    let counters: [(&str, PickCounter); 3] = [
+        ("signer_participant_faulty_partials_total", |m| &m.faulty),
         ("signer_participant_sign_requests_total", |m| {
             &m.sign_requests
         }),

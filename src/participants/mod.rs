@@ -135,26 +135,26 @@ enum BatchResult {
     Refused { code: u16, message: String },
 }
 
-/// A batch answer for `keys`, read: one result per key, in order. `Err`: the whole answer is
+/// A batch answer for the keys of `items`, read: one result per key, in order. `Err`: the whole answer is
 /// wrong (not JSON of the profile's shape, or not one result per key); an item's `Err`: that
 /// result is wrong (another key's, or neither a partial nor an error).
 fn read_batch(
     body: &[u8],
-    keys: &[PublicKeyBytes],
+    items: &[(PublicKeyBytes, ShareId)],
 ) -> std::result::Result<Vec<std::result::Result<BatchResult, String>>, String> {
     let answers: Vec<BatchAnswer> = serde_json::from_slice(body)
         .map_err(|e| format!("not a batch of partial signatures: {e}"))?;
-    if answers.len() != keys.len() {
+    if answers.len() != items.len() {
         return Err(format!(
             "{} result(s) for a batch of {} key(s)",
             answers.len(),
-            keys.len()
+            items.len()
         ));
     }
-    Ok(keys
+    Ok(items
         .iter()
         .zip(answers)
-        .map(|(key, answer)| {
+        .map(|((key, _), answer)| {
             if PublicKeyBytes::parse(&answer.identifier).as_ref() != Some(key) {
                 return Err(format!(
                     "a batch result for {}, where {key} was asked",
@@ -270,8 +270,7 @@ impl Participant {
             Ok(answered) => answered,
             Err(e) => return all(e),
         };
-        let keys: Vec<PublicKeyBytes> = items.iter().map(|(k, _)| *k).collect();
-        let results = match read_batch(&body, &keys) {
+        let results = match read_batch(&body, items) {
             Ok(results) => results,
             Err(reason) => return all(self.bad_answer(took, reason)),
         };
@@ -573,11 +572,17 @@ mod tests {
         })
     }
 
+    /// `keys` as a batch's items (share 2 each).
+    fn items(keys: &[PublicKeyBytes]) -> Vec<(PublicKeyBytes, ShareId)> {
+        let share = ShareId::new(2).unwrap();
+        keys.iter().map(|k| (*k, share)).collect()
+    }
+
     fn read(
         answer: serde_json::Value,
         keys: &[PublicKeyBytes],
     ) -> Vec<std::result::Result<BatchResult, String>> {
-        read_batch(answer.to_string().as_bytes(), keys).unwrap()
+        read_batch(answer.to_string().as_bytes(), &items(keys)).unwrap()
     }
 
     #[test]
@@ -627,11 +632,11 @@ mod tests {
     fn an_answer_that_is_not_one_result_per_key_is_wrong_for_every_key() {
         let keys = [key(1), key(2)];
         let short = serde_json::json!([partial(&keys[0])]);
-        let err = read_batch(short.to_string().as_bytes(), &keys)
+        let err = read_batch(short.to_string().as_bytes(), &items(&keys))
             .err()
             .unwrap();
         assert!(err.contains("1 result(s) for a batch of 2"), "{err}");
-        let err = read_batch(b"{\"code\":400}", &keys).err().unwrap();
+        let err = read_batch(b"{\"code\":400}", &items(&keys)).err().unwrap();
         assert!(err.contains("not a batch"), "{err}");
     }
 }
