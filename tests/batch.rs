@@ -179,6 +179,7 @@ fn one_slashable_attestation_among_a_hundred_leaves_the_other_99_signed_in_one_c
     let root = root_of(&request, &server, &http);
     let transactions = server.metric("signer_slashing_transactions");
     let checks = server.metric("signer_slashing_checks");
+    let timed = server.metric("signer_slashing_transaction_seconds_count");
     let (status, results) = batch(
         &http,
         &server,
@@ -210,6 +211,12 @@ fn one_slashable_attestation_among_a_hundred_leaves_the_other_99_signed_in_one_c
         server.metric("signer_slashing_transactions") - transactions,
         1.0
     );
+    // Its time in the store observed once.
+    assert_eq!(
+        server.metric("signer_slashing_transaction_seconds_count") - timed,
+        1.0
+    );
+    assert!(server.metric("signer_slashing_transaction_seconds_sum") > 0.0);
     // And recorded: the 99 now refuse a conflicting vote for that target.
     let (status, _) = single(&http, &server, &keys[0], &attestation(5, 3));
     assert_eq!(status, StatusCode::PRECONDITION_FAILED);

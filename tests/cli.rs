@@ -563,11 +563,35 @@ fn bench_http_drives_a_server_process_on_sqlite_and_postgresql_and_verifies_ever
         assert!(cpu["http_threads_us"].as_f64().unwrap() > 0.0, "{w}");
         assert!(cpu["signing_threads_us"].as_f64().unwrap() > 0.0, "{w}");
         let slashing = cpu["slashing_threads_us"].as_f64().unwrap();
+        // A batch's own time in the store, from the server's histogram: none without a store.
+        let transaction = cpu["waits_ms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p[0] == "transaction")
+            .and_then(|p| p[1].as_f64())
+            .unwrap_or_else(|| panic!("no transaction time: {w}"));
         if w["store"] == "none" {
             assert_eq!(slashing, 0.0, "{w}");
+            assert_eq!(transaction, 0.0, "{w}");
         } else {
             assert!(slashing > 0.0, "{w}");
+            assert!(transaction > 0.0, "{w}");
         }
+        // The pauses are counted among the measured requests' answers.
+        let pauses = &w["pauses"];
+        let share = pauses["share_of_time"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&share), "{w}");
+        assert!(
+            pauses["above_p99_across_a_pause"].as_u64().unwrap()
+                <= pauses["above_p99"].as_u64().unwrap(),
+            "{w}"
+        );
+        assert_eq!(
+            pauses["count"].as_u64().unwrap() == 0,
+            pauses["longest_ms"].as_f64().unwrap() == 0.0,
+            "{w}"
+        );
     }
     // The verdicts follow the figures (which depend on the machine: reported, not asserted).
     for t in report["targets"].as_array().unwrap() {

@@ -413,6 +413,9 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
     }
     let mut page = app.metrics.render(&gauges);
     runtime.scheduler.participants().render_metrics(&mut page);
+    if let Some(slashing) = &app.slashing {
+        slashing.render_metrics(&mut page);
+    }
     (
         StatusCode::OK,
         [(

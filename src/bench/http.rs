@@ -140,16 +140,19 @@ pub struct CpuSplit {
     /// Where a request's time goes inside the server, mean milliseconds per request (from the
     /// server's histograms): `slashing` (the durable check, its wait for a batch and commit
     /// included), `queue` (waiting for a device or signing thread), `device` (the device
-    /// operation), `request` (the whole signing request, from parsed to answered).
+    /// operation), `request` (the whole signing request, from parsed to answered); and
+    /// `transaction`, a batch of checks' own time in the store (each batch's, not each
+    /// request's: of `slashing`, the rest is waiting for the batch in progress and for company).
     pub waits_ms: Vec<(String, f64)>,
 }
 
 /// The server's histograms whose means [`CpuSplit::waits_ms`] shows, by the name shown.
-const WAITS: [(&str, &str); 4] = [
+const WAITS: [(&str, &str); 5] = [
     ("slashing", "signer_slashing_check_seconds"),
     ("queue", "signer_queue_wait_seconds"),
     ("device", "signer_device_operation_seconds"),
     ("request", "signer_signing_seconds"),
+    ("transaction", "signer_slashing_transaction_seconds"),
 ];
 
 /// One workload's figures.
@@ -181,9 +184,65 @@ pub struct WorkloadReport {
     /// Signatures verified afterwards, and how many did not verify.
     pub verified: usize,
     pub unverified: usize,
+    /// Stretches in which the server answered nothing, and the slowest requests they held.
+    pub pauses: Pauses,
     /// Latency samples (ms) for the plot.
     #[serde(skip)]
     pub samples_ms: Vec<f64>,
+}
+
+/// A pause: longer than this without any request answered. At the rates measured here (a few
+/// thousand answers a second over 64 connections, one every few hundred microseconds) that is
+/// the whole pipeline standing still, not one slow request.
+const PAUSE: Duration = Duration::from_millis(2);
+
+/// The pauses of one workload as the load generator saw them, and how much of the latency tail
+/// they explain: a request slower than the p99 that was in flight across a whole pause waited
+/// for the server (or the machine) as a whole, not for its own turn.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Pauses {
+    /// Stretches of more than [`PAUSE`] with no answer.
+    pub count: usize,
+    /// The longest, milliseconds.
+    pub longest_ms: f64,
+    /// Their total, as a share of the measured window.
+    pub share_of_time: f64,
+    /// Requests slower than the p99.
+    pub above_p99: usize,
+    /// Of those, the ones in flight across a whole pause.
+    pub above_p99_across_a_pause: usize,
+}
+
+/// [`Pauses`] of the requests `timed` (start, latency), all inside a window of `window`.
+fn pauses(timed: &[(Duration, Duration)], p99: Duration, window: Duration) -> Pauses {
+    let mut ends: Vec<Duration> = timed.iter().map(|(at, took)| *at + *took).collect();
+    ends.sort_unstable();
+    // Each pause as (last answer before it, first answer after it).
+    let gaps: Vec<(Duration, Duration)> = ends
+        .windows(2)
+        .filter(|w| w[1] - w[0] > PAUSE)
+        .map(|w| (w[0], w[1]))
+        .collect();
+    let total: Duration = gaps.iter().map(|(a, b)| *b - *a).sum();
+    let slow: Vec<&(Duration, Duration)> = timed.iter().filter(|(_, took)| *took > p99).collect();
+    let across = slow
+        .iter()
+        .filter(|(at, took)| {
+            // The first pause that starts at or after the request's start; pauses are sorted.
+            let i = gaps.partition_point(|(from, _)| *from < *at);
+            gaps.get(i).is_some_and(|(_, to)| *to <= *at + *took)
+        })
+        .count();
+    Pauses {
+        count: gaps.len(),
+        longest_ms: gaps
+            .iter()
+            .map(|(a, b)| (*b - *a).as_secs_f64() * 1e3)
+            .fold(0.0, f64::max),
+        share_of_time: total.as_secs_f64() / window.as_secs_f64().max(1e-9),
+        above_p99: slow.len(),
+        above_p99_across_a_pause: across,
+    }
 }
 
 /// A server's start.
@@ -714,12 +773,13 @@ fn drive(server: &Measured, kind: Kind, load: &Load, opts: &HttpOptions) -> Resu
         }
     }
     // Requests that both started and ended inside the window.
-    let inside: Vec<Duration> = outcome
+    let timed: Vec<(Duration, Duration)> = outcome
         .timed
         .iter()
         .filter(|(at, took)| *at >= from && *at + *took <= to)
-        .map(|(_, took)| *took)
+        .copied()
         .collect();
+    let inside: Vec<Duration> = timed.iter().map(|(_, took)| *took).collect();
     let window = (to - from).as_secs_f64().max(1e-9);
     let per_sec = inside.len() as f64 / window;
     let cpu = match (first, last) {
@@ -728,6 +788,12 @@ fn drive(server: &Measured, kind: Kind, load: &Load, opts: &HttpOptions) -> Resu
     };
     let (verified, unverified) = verify(kind, keys, bodies, &outcome.got)?;
     let mut samples_ms: Vec<f64> = inside.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    let latency = Latency::of_ms(&mut samples_ms);
+    let pauses = pauses(
+        &timed,
+        Duration::from_secs_f64(latency.p99_ms / 1e3),
+        to - from,
+    );
     Ok(WorkloadReport {
         kind: kind.name(),
         shared_messages: kind.shared_messages(),
@@ -736,12 +802,13 @@ fn drive(server: &Measured, kind: Kind, load: &Load, opts: &HttpOptions) -> Resu
         per_sec,
         ratio_to_raw_blst: per_sec / load.raw.max(1e-9),
         ratio_to_hashed_once: per_sec / load.hashed_once.max(1e-9),
-        latency: Latency::of_ms(&mut samples_ms),
+        latency,
         cpu,
         failed: outcome.failed,
         first_failure: outcome.first_failure,
         verified,
         unverified,
+        pauses,
         samples_ms,
     })
 }
@@ -1084,6 +1151,28 @@ impl HttpReport {
         }
         let _ = writeln!(
             out,
+            "\nPauses: stretches of more than {} ms with no request answered (the whole server, or \
+             the machine, standing still), and the requests above the p99 in flight across one",
+            PAUSE.as_millis()
+        );
+        for w in &self.workloads {
+            let p = &w.pauses;
+            let _ = writeln!(
+                out,
+                "{:<18} {:<9} {:<11} {} pauses, longest {:.1} ms, {:.1} % of the time; {} of {} \
+                 requests above the p99",
+                w.kind,
+                messages(w),
+                w.store,
+                p.count,
+                p.longest_ms,
+                p.share_of_time * 100.0,
+                p.above_p99_across_a_pause,
+                p.above_p99
+            );
+        }
+        let _ = writeln!(
+            out,
             "\nCPU per request, µs (server threads by role; stages inside them, estimated from one \
              run in {})",
             crate::metrics::STAGE_SAMPLE_EVERY
@@ -1137,11 +1226,18 @@ impl HttpReport {
             let waits: Vec<String> = c
                 .waits_ms
                 .iter()
+                .filter(|(name, _)| name != "transaction")
                 .map(|(name, ms)| format!("{name} {ms:.2}"))
                 .collect();
+            let transaction = c
+                .waits_ms
+                .iter()
+                .find(|(name, _)| name == "transaction")
+                .map_or(0.0, |(_, ms)| *ms);
             let _ = writeln!(
                 out,
-                "  time in the server, mean ms a request: {}",
+                "  time in the server, mean ms a request: {}; a batch's transaction in the \
+                 store {transaction:.2}",
                 waits.join(", ")
             );
         }
@@ -1193,5 +1289,40 @@ impl HttpReport {
             Some((20.0, "20 ms (the p99 target)")),
             &series,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(x: u64) -> Duration {
+        Duration::from_millis(x)
+    }
+
+    #[test]
+    fn a_pause_is_a_stretch_without_answers_and_holds_the_slow_requests_in_flight_across_it() {
+        // Answers every millisecond from 1 to 10 ms, none from 10 to 15 ms (a 5 ms pause),
+        // then every millisecond to 20 ms.
+        let mut timed: Vec<(Duration, Duration)> = (1..=10)
+            .chain(15..=20)
+            .map(|end| (ms(end) - ms(1), ms(1)))
+            .collect();
+        // Two slow requests: one in flight across the whole pause, one that ended inside it.
+        timed.push((ms(8), ms(9)));
+        timed.push((ms(2), ms(8)));
+        let p = pauses(&timed, ms(5), ms(20));
+        assert_eq!(p.count, 1);
+        assert!((p.longest_ms - 5.0).abs() < 1e-9, "{p:?}");
+        assert!((p.share_of_time - 0.25).abs() < 1e-9, "{p:?}");
+        assert_eq!((p.above_p99, p.above_p99_across_a_pause), (2, 1), "{p:?}");
+    }
+
+    #[test]
+    fn answers_at_most_the_pause_length_apart_make_no_pause() {
+        let timed: Vec<(Duration, Duration)> = (0..50).map(|i| (ms(2 * i), ms(1))).collect();
+        let p = pauses(&timed, ms(1), ms(100));
+        assert_eq!(p, Pauses::default());
+        assert_eq!(pauses(&[], ms(1), ms(1)), Pauses::default());
     }
 }

@@ -110,6 +110,8 @@ pub(super) struct Counters {
     pub(super) prune_failures: AtomicU64,
     pub(super) last_prune_micros: AtomicU64,
     round_trips: AtomicU64,
+    /// Each batch of checks' transaction: from its first statement to its commit answered.
+    transaction_time: crate::metrics::Histogram,
 }
 
 pub(super) enum Reply<T> {
@@ -479,6 +481,16 @@ impl SlashingProtection {
             round_trips: c.round_trips.load(Ordering::Relaxed),
         }
     }
+
+    /// Append `signer_slashing_transaction_seconds`: how long each batch of checks held the
+    /// store, commit included (the database's own latency, without the wait for a batch).
+    pub fn render_metrics(&self, out: &mut String) {
+        out.push_str("# TYPE signer_slashing_transaction_seconds histogram\n");
+        self.inner
+            .counters
+            .transaction_time
+            .render(out, "signer_slashing_transaction_seconds", "");
+    }
 }
 
 /// Send `job` to the writer behind `sender` and wait for its answer.
@@ -759,7 +771,9 @@ fn run_batch<S: SlashingStore>(store: &mut S, batch: Vec<Check>, counters: &Coun
     let n = batch.len() as u64;
     counters.requests.fetch_add(n, Ordering::Relaxed);
     counters.largest_batch.fetch_max(n, Ordering::Relaxed);
+    let began = std::time::Instant::now();
     let applied = guarded(|| apply_checks(store, &items));
+    counters.transaction_time.observe(began.elapsed());
     // Counted before the answers leave, so that a caller reads the trips its batch took.
     counters
         .round_trips
