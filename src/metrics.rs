@@ -103,6 +103,15 @@ pub(crate) fn render_labelled<'a>(
     }
 }
 
+/// Append a summary without quantiles: `name_sum` (seconds) and `name_count`.
+pub(crate) fn render_summary(out: &mut String, name: &str, sum: Duration, count: u64) {
+    let _ = writeln!(
+        out,
+        "# TYPE {name} summary\n{name}_sum {}\n{name}_count {count}",
+        sum.as_secs_f64()
+    );
+}
+
 /// Append one unlabelled counter or gauge.
 pub(crate) fn render_one(out: &mut String, name: &str, kind: &str, value: &AtomicU64) {
     let _ = writeln!(

@@ -187,10 +187,13 @@ fn every_metric_the_dashboard_and_the_rules_name_is_one_the_signer_exports() {
             continue;
         };
         exported.insert(name.to_owned());
-        if kind == "histogram" {
-            for suffix in ["_bucket", "_sum", "_count"] {
-                exported.insert(format!("{name}{suffix}"));
-            }
+        let suffixes: &[&str] = match kind {
+            "histogram" => &["_bucket", "_sum", "_count"],
+            "summary" => &["_sum", "_count"],
+            _ => &[],
+        };
+        for suffix in suffixes {
+            exported.insert(format!("{name}{suffix}"));
         }
     }
     let missing: Vec<&String> = named.difference(&exported).collect();

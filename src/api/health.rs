@@ -414,7 +414,15 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
     let mut page = app.metrics.render(&gauges);
     runtime.scheduler.participants().render_metrics(&mut page);
     if let Some(slashing) = &app.slashing {
-        slashing.render_metrics(&mut page);
+        // Each check transaction's own time in the store, as a summary (its mean is sum ÷
+        // count): the database's latency as the signer sees it.
+        let stats = slashing.stats();
+        crate::metrics::render_summary(
+            &mut page,
+            "signer_slashing_transaction_seconds",
+            stats.transaction_time,
+            stats.transactions + stats.failed_transactions,
+        );
     }
     (
         StatusCode::OK,

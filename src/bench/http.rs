@@ -146,7 +146,8 @@ pub struct CpuSplit {
     pub waits_ms: Vec<(String, f64)>,
 }
 
-/// The server's histograms whose means [`CpuSplit::waits_ms`] shows, by the name shown.
+/// The server's histograms (and one summary) whose means [`CpuSplit::waits_ms`] shows, by the
+/// name shown: each `_sum` ÷ `_count`.
 const WAITS: [(&str, &str); 5] = [
     ("slashing", "signer_slashing_check_seconds"),
     ("queue", "signer_queue_wait_seconds"),
