@@ -335,9 +335,10 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
             device.op_counts().0 as f64,
         ));
     }
-    // Slashing protection's writer: decisions, and the transactions (commits) they took.
-    if let Some(slashing) = &app.slashing {
-        let stats = slashing.stats();
+    // Slashing protection's writer: decisions, and the transactions (commits) they took; read
+    // once, for these gauges and the transaction-time summary below.
+    let slashing_stats = app.slashing.as_ref().map(|s| s.stats());
+    if let Some(stats) = &slashing_stats {
         gauges.push((
             "signer_slashing_checks",
             String::new(),
@@ -413,10 +414,9 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
     }
     let mut page = app.metrics.render(&gauges);
     runtime.scheduler.participants().render_metrics(&mut page);
-    if let Some(slashing) = &app.slashing {
+    if let Some(stats) = &slashing_stats {
         // Each check transaction's own time in the store, as a summary (its mean is sum ÷
         // count): the database's latency as the signer sees it.
-        let stats = slashing.stats();
         crate::metrics::render_summary(
             &mut page,
             "signer_slashing_transaction_seconds",

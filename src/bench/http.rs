@@ -780,15 +780,17 @@ fn drive(server: &Measured, kind: Kind, load: &Load, opts: &HttpOptions) -> Resu
         .filter(|(at, took)| *at >= from && *at + *took <= to)
         .copied()
         .collect();
-    let inside: Vec<Duration> = timed.iter().map(|(_, took)| *took).collect();
     let window = (to - from).as_secs_f64().max(1e-9);
-    let per_sec = inside.len() as f64 / window;
+    let per_sec = timed.len() as f64 / window;
     let cpu = match (first, last) {
-        (Some(a), Some(b)) => Some(split(&a, &b, inside.len())),
+        (Some(a), Some(b)) => Some(split(&a, &b, timed.len())),
         _ => None,
     };
     let (verified, unverified) = verify(kind, keys, bodies, &outcome.got)?;
-    let mut samples_ms: Vec<f64> = inside.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    let mut samples_ms: Vec<f64> = timed
+        .iter()
+        .map(|(_, took)| took.as_secs_f64() * 1e3)
+        .collect();
     let latency = Latency::of_ms(&mut samples_ms);
     let pauses = pauses(
         &timed,
@@ -799,7 +801,7 @@ fn drive(server: &Measured, kind: Kind, load: &Load, opts: &HttpOptions) -> Resu
         kind: kind.name(),
         shared_messages: kind.shared_messages(),
         store,
-        requests: inside.len(),
+        requests: timed.len(),
         per_sec,
         ratio_to_raw_blst: per_sec / load.raw.max(1e-9),
         ratio_to_hashed_once: per_sec / load.hashed_once.max(1e-9),
