@@ -206,6 +206,61 @@ async fn a_corrupted_share_is_named_excluded_and_never_released() {
     );
 }
 
+/// Many attestations at once for several keys: the CPU falls behind, so the bulk workers
+/// combine and verify them in batches; a key whose share 1 is wrong is among them. Every
+/// signature released is the key's own, and the faulty device is named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_herd_of_threshold_signatures_verified_together_has_the_corrupted_share_named() {
+    let s = Signer::new();
+    let (_config, devices) = s.open();
+    let good: Vec<_> = (0..3).map(|_| corrupted_key(&devices, &[])).collect();
+    let bad = corrupted_key(&devices, &[1]);
+    let keys: Vec<(Arc<KeyRecord>, blst::min_pk::SecretKey)> = good
+        .into_iter()
+        .chain([bad])
+        .map(|(r, sk)| (Arc::new(r), sk))
+        .collect();
+    let (sched, metrics) = scheduler(devices);
+    let sched = Arc::new(sched);
+    let mut jobs = Vec::new();
+    for i in 0..96u8 {
+        let (record, _) = &keys[usize::from(i) % keys.len()];
+        let (sched, record) = (sched.clone(), record.clone());
+        jobs.push(tokio::spawn(async move {
+            sched
+                .sign(SignJob {
+                    key: record,
+                    signing_root: SigningRoot([i; 32]),
+                    class: Class::Attestation,
+                    deadline: None,
+                    freshness: 0,
+                    request: None,
+                })
+                .await
+        }));
+    }
+    for (i, job) in jobs.into_iter().enumerate() {
+        let (_, sk) = &keys[i % keys.len()];
+        let sig = job
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("job {i}: {e:?}"));
+        assert_eq!(
+            sig.compress(),
+            bls::sign(sk, &[i as u8; 32]).compress(),
+            "job {i}: the released signature is the key's own"
+        );
+    }
+    let text = metrics.render();
+    assert!(
+        text.contains(&format!(
+            "signer_threshold_faulty_shares_count{{device=\"{}\"}}",
+            device(1)
+        )),
+        "the faulty device is named in the metrics:\n{text}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_corrupted_shares_of_a_2_of_3_key_release_nothing() {
     let s = Signer::new();

@@ -983,6 +983,69 @@ pub fn sign_with_opened_shares(
     key.combine_weighted_checked(hashed, &partials)
 }
 
+/// One threshold signature from shares opened here ([`sign_many_with_opened_shares`]): its key,
+/// its hashed message and t opened shares.
+pub struct LocalCombination<'a> {
+    /// The threshold key.
+    pub key: &'a ThresholdKey,
+    /// The message, hashed.
+    pub hashed: &'a HashedMessage,
+    /// The opened shares (share id, secret), exactly t of them.
+    pub opened: &'a [(ShareId, &'a SecretKey)],
+}
+
+/// [`sign_with_opened_shares`] for many signatures, the results verified in one batch
+/// ([`batch_verifies`]: one Miller loop per distinct message and one final exponentiation for
+/// them all, where each alone costs two and one). Each result is checked under its own key and
+/// message only. When the batch fails, each signature is verified alone, which names its
+/// faulty shares; the answers are in the order of `jobs`, and no unverified signature is among
+/// them.
+pub fn sign_many_with_opened_shares(
+    jobs: &[LocalCombination<'_>],
+) -> Vec<Result<Signature, CombineError>> {
+    let weighted: Vec<Result<Vec<(ShareId, Signature)>, CombineError>> = jobs
+        .iter()
+        .map(|job| {
+            job.key.check_subset(job.opened.iter().map(|(id, _)| *id))?;
+            let ids: Vec<ShareId> = job.opened.iter().map(|(id, _)| *id).collect();
+            let weights =
+                lagrange_at_zero(&ids).map_err(|e| CombineError::Weights(e.to_string()))?;
+            Ok(job
+                .opened
+                .iter()
+                .zip(&weights)
+                .map(|((id, sk), w)| (*id, partial_sign_weighted(sk, w, job.hashed)))
+                .collect())
+        })
+        .collect();
+    let combined: Vec<Result<Signature, CombineError>> = weighted
+        .iter()
+        .map(|partials| {
+            let partials = partials.as_ref().map_err(Clone::clone)?;
+            let sigs: Vec<Signature> = partials.iter().map(|(_, s)| *s).collect();
+            combine_weighted(&sigs).map_err(|_| CombineError::Unverified { faulty: vec![] })
+        })
+        .collect();
+    let items: Vec<BatchItem<'_>> = jobs
+        .iter()
+        .zip(&combined)
+        .filter_map(|(job, sig)| {
+            sig.as_ref().ok().map(|signature| BatchItem {
+                pubkey: &job.key.pubkey,
+                hashed: job.hashed,
+                signature,
+            })
+        })
+        .collect();
+    if batch_verifies(&items) {
+        return combined;
+    }
+    jobs.iter()
+        .zip(weighted)
+        .map(|(job, partials)| job.key.combine_weighted_checked(job.hashed, &partials?))
+        .collect()
+}
+
 /// The sign of a key with shares on remote participants: the local shares' plain partials
 /// beside the participants' partials, combined, and every partial and the result verified
 /// ([`ThresholdKey::combine_each_verified`]).
@@ -1400,6 +1463,82 @@ mod tests {
             }
         }
         assert!(combine(&[]).is_err());
+    }
+
+    #[test]
+    fn many_local_signatures_verify_together_and_a_wrong_share_is_named_in_its_own() {
+        let roots: Vec<[u8; 32]> = (0..6u8).map(|i| [i + 40; 32]).collect();
+        let hashes: Vec<HashedMessage> = roots.iter().map(HashedMessage::new).collect();
+        let set = ids(&[1, 2, 3]);
+        let mut keys = Vec::new();
+        let mut secrets = Vec::new();
+        for _ in 0..3 {
+            let sk = bls::random_secret_key().unwrap();
+            let shares = split(&sk, 2, &set).unwrap();
+            keys.push(ThresholdKey {
+                pubkey_bytes: PublicKeyBytes(sk.sk_to_pk().compress()),
+                pubkey: sk.sk_to_pk(),
+                threshold: 2,
+                shares: shares
+                    .iter()
+                    .map(|(id, s)| ShareKey {
+                        id: *id,
+                        device: format!("d{id}"),
+                        pubkey: s.sk_to_pk(),
+                    })
+                    .collect(),
+            });
+            secrets.push((sk, shares));
+        }
+        // Job j: key j % 3, root j, shares (j, j+1) mod 3: every pair, two jobs of each key.
+        let picks = |j: usize| [j % 3, (j + 1) % 3];
+        let run = |opened: &[Vec<(ShareId, &SecretKey)>]| {
+            let jobs: Vec<LocalCombination<'_>> = (0..6)
+                .map(|j| LocalCombination {
+                    key: &keys[j % 3],
+                    hashed: &hashes[j],
+                    opened: &opened[j],
+                })
+                .collect();
+            sign_many_with_opened_shares(&jobs)
+        };
+        let opened: Vec<Vec<(ShareId, &SecretKey)>> = (0..6)
+            .map(|j| {
+                let (_, shares) = &secrets[j % 3];
+                picks(j)
+                    .iter()
+                    .map(|&i| (shares[i].0, &shares[i].1))
+                    .collect()
+            })
+            .collect();
+        for (j, got) in run(&opened).into_iter().enumerate() {
+            let expected = bls::sign(&secrets[j % 3].0, &roots[j]).compress();
+            assert_eq!(got.unwrap().compress(), expected, "job {j}");
+        }
+        // Job 4 opens a wrong secret for its second share (a device given the wrong share):
+        // only job 4 fails, naming that share; the others are still the keys' own signatures.
+        let wrong = bls::random_secret_key().unwrap();
+        let mut bad = opened.clone();
+        let wrong_id = bad[4][1].0;
+        bad[4][1].1 = &wrong;
+        // Job 2 has one share only: too few, and says so.
+        bad[2].truncate(1);
+        for (j, got) in run(&bad).into_iter().enumerate() {
+            match j {
+                4 => assert_eq!(
+                    got.unwrap_err(),
+                    CombineError::Unverified {
+                        faulty: vec![wrong_id]
+                    }
+                ),
+                2 => assert_eq!(got.unwrap_err(), CombineError::TooFew { have: 1, need: 2 }),
+                _ => assert_eq!(
+                    got.unwrap().compress(),
+                    bls::sign(&secrets[j % 3].0, &roots[j]).compress(),
+                    "job {j}"
+                ),
+            }
+        }
     }
 
     #[test]

@@ -6,14 +6,15 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use blst::min_pk::Signature;
+use blst::min_pk::{SecretKey, Signature};
 
 use super::state::{CpuTask, DevTask, Inner, Opened, Reply};
 use super::{Ctx, State};
 use super::{JobError, Limit, Scheduler, SignJob};
 use crate::error::SignerError;
 use crate::keys::threshold::{
-    combine_many_verified, partial_sign, Combination, CombineError, HashedMessage, ThresholdKey,
+    combine_many_verified, partial_sign, sign_many_with_opened_shares, Combination, CombineError,
+    HashedMessage, LocalCombination, ThresholdKey,
 };
 use crate::keys::KeyRecord;
 use crate::keys::ShareId;
@@ -325,6 +326,73 @@ pub(super) fn combine_remote_batch(inner: &Arc<Inner>, tasks: Vec<CpuTask>) {
             break;
         };
         finish_combination(inner, task, &p.key, outcome);
+    }
+}
+
+/// True for a CPU task of a threshold key whose t shares were all opened here (combined by
+/// [`combine_local_batch`], with others like it).
+pub(super) fn holds_local_shares(task: &CpuTask) -> bool {
+    task.ctx.threshold.is_some()
+        && !task.secrets.is_empty()
+        && task
+            .secrets
+            .iter()
+            .all(|(_, got)| matches!(got, Opened::Secret(_)))
+}
+
+/// [`combine_threshold`] for many tasks whose shares were all opened here: each one's weighted
+/// partials summed, and the sums verified together ([`sign_many_with_opened_shares`]). A batch
+/// that does not verify is verified again signature by signature, so a faulty device is named,
+/// and only its signature waits for another device.
+pub(super) fn combine_local_batch(inner: &Arc<Inner>, tasks: Vec<CpuTask>) {
+    struct Prepared<'t> {
+        key: Arc<ThresholdKey>,
+        hashed: Arc<HashedMessage>,
+        opened: Vec<(ShareId, &'t SecretKey)>,
+    }
+    fn prepare<'t>(inner: &Inner, task: &'t CpuTask) -> Option<Prepared<'t>> {
+        let thr = task.ctx.threshold.as_ref()?;
+        let key = thr.lock().unwrap_or_else(|p| p.into_inner()).key.clone();
+        let hashed = inner.hashed.get(&task.ctx.root);
+        let opened = task
+            .secrets
+            .iter()
+            .filter_map(|(i, got)| match got {
+                Opened::Secret(secret) => Some((key.shares.get(*i)?.id, secret)),
+                Opened::Partial(_) => None,
+            })
+            .collect();
+        Some(Prepared {
+            key,
+            hashed,
+            opened,
+        })
+    }
+    // The opened secrets are borrowed from the tasks until every combination is made; the
+    // tasks then go to their answers.
+    let (keys, outcomes) = {
+        let prepared: Vec<Option<Prepared<'_>>> = tasks.iter().map(|t| prepare(inner, t)).collect();
+        let jobs: Vec<LocalCombination<'_>> = prepared
+            .iter()
+            .flatten()
+            .map(|p| LocalCombination {
+                key: &p.key,
+                hashed: &p.hashed,
+                opened: &p.opened,
+            })
+            .collect();
+        let outcomes = sign_many_with_opened_shares(&jobs);
+        let keys: Vec<Option<Arc<ThresholdKey>>> =
+            prepared.into_iter().map(|p| p.map(|p| p.key)).collect();
+        (keys, outcomes)
+    };
+    let mut outcomes = outcomes.into_iter();
+    for (task, key) in tasks.into_iter().zip(keys) {
+        let Some(key) = key else { continue };
+        let Some(outcome) = outcomes.next() else {
+            break;
+        };
+        finish_combination(inner, task, &key, outcome);
     }
 }
 

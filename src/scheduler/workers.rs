@@ -10,7 +10,10 @@ use blst::min_pk::SecretKey;
 
 use super::queue::{Class, ClassQueues, Next, Queued};
 use super::state::{CpuTask, DevTask, Inner, Opened, Station};
-use super::threshold::{combine_remote_batch, combine_threshold, holds_remote_partials};
+use super::threshold::{
+    combine_local_batch, combine_remote_batch, combine_threshold, holds_local_shares,
+    holds_remote_partials,
+};
 use super::{Ctx, State};
 use super::{JobError, SignerError, Stage};
 use crate::metrics::{in_stage, Stage as MetricStage};
@@ -493,8 +496,13 @@ pub(super) fn cpu_worker(inner: Arc<Inner>, rescue: bool) {
             cv.notify_one();
         }
         if holds_remote_partials(&task) {
-            let batch = take_alike(&inner, task);
+            let batch = take_alike(&inner, task, holds_remote_partials);
             combine_remote_batch(&inner, batch);
+            continue;
+        }
+        if holds_local_shares(&task) {
+            let batch = take_alike(&inner, task, holds_local_shares);
+            combine_local_batch(&inner, batch);
             continue;
         }
         if task.ctx.threshold.is_some() {
@@ -516,15 +524,16 @@ pub(super) fn cpu_worker(inner: Arc<Inner>, rescue: bool) {
     }
 }
 
-/// Combinations of participants' partials verified in one batch, at most: enough that the
-/// final exponentiation and the batch's bookkeeping are a small share of each, few enough
-/// that the first of them waits a few milliseconds at most.
+/// Threshold combinations verified in one batch, at most: enough that the final
+/// exponentiation and the batch's bookkeeping are a small share of each, few enough that the
+/// first of them waits a few milliseconds at most.
 const COMBINE_BATCH: usize = 16;
 
-/// `first` and the tasks of its class behind it in the CPU queue that also hold participants'
-/// partials, up to [`COMBINE_BATCH`], to verify together. They are queued only while the CPU
-/// is behind, so an idle signer combines each alone, as it comes.
-fn take_alike(inner: &Inner, first: CpuTask) -> Vec<CpuTask> {
+/// `first` and the tasks of its class behind it in the CPU queue that are `alike` too (hold
+/// participants' partials, or t shares opened here), up to [`COMBINE_BATCH`], to verify
+/// together. They are queued only while the CPU is behind, so an idle signer combines each
+/// alone, as it comes.
+fn take_alike(inner: &Inner, first: CpuTask, alike: fn(&CpuTask) -> bool) -> Vec<CpuTask> {
     let class = first.ctx.class;
     let mut batch = vec![first];
     if class == Class::Block {
@@ -536,7 +545,7 @@ fn take_alike(inner: &Inner, first: CpuTask) -> Vec<CpuTask> {
     while batch.len() < COMBINE_BATCH {
         let task = match st.cpu_q.pop_except_blocks(now, true) {
             Next::Idle => break,
-            Next::Run(t) if t.ctx.class != class || !holds_remote_partials(&t) => {
+            Next::Run(t) if t.ctx.class != class || !alike(&t) => {
                 st.cpu_q.push_front(t);
                 break;
             }
