@@ -156,6 +156,17 @@ fn corrupted_key(
     (record, sk)
 }
 
+/// The metrics name `device` as having given a faulty share.
+fn assert_named_faulty(metrics: &Metrics, device: &str) {
+    let text = metrics.render();
+    assert!(
+        text.contains(&format!(
+            "signer_threshold_faulty_shares_count{{device=\"{device}\"}}"
+        )),
+        "the faulty device is named in the metrics:\n{text}"
+    );
+}
+
 fn scheduler(devices: hsm_signer::devices::Devices) -> (Scheduler, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::default());
     (
@@ -196,14 +207,7 @@ async fn a_corrupted_share_is_named_excluded_and_never_released() {
             "the released signature is the key's own"
         );
     }
-    let text = metrics.render();
-    assert!(
-        text.contains(&format!(
-            "signer_threshold_faulty_shares_count{{device=\"{}\"}}",
-            device(1)
-        )),
-        "the faulty device is named in the metrics:\n{text}"
-    );
+    assert_named_faulty(&metrics, &device(1));
 }
 
 /// Many attestations at once for several keys: the CPU falls behind, so the bulk workers
@@ -251,14 +255,7 @@ async fn a_herd_of_threshold_signatures_verified_together_has_the_corrupted_shar
             "job {i}: the released signature is the key's own"
         );
     }
-    let text = metrics.render();
-    assert!(
-        text.contains(&format!(
-            "signer_threshold_faulty_shares_count{{device=\"{}\"}}",
-            device(1)
-        )),
-        "the faulty device is named in the metrics:\n{text}"
-    );
+    assert_named_faulty(&metrics, &device(1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1465,16 +1465,19 @@ mod tests {
         assert!(combine(&[]).is_err());
     }
 
-    #[test]
-    fn many_local_signatures_verify_together_and_a_wrong_share_is_named_in_its_own() {
-        let roots: Vec<[u8; 32]> = (0..6u8).map(|i| [i + 40; 32]).collect();
-        let hashes: Vec<HashedMessage> = roots.iter().map(HashedMessage::new).collect();
-        let set = ids(&[1, 2, 3]);
+    /// Three 2-of-3 keys with shares 1, 2, 3 on devices `{prefix}{id}`, and their secrets.
+    #[allow(clippy::type_complexity)]
+    fn three_2_of_3_keys(
+        prefix: &str,
+    ) -> (
+        Vec<ThresholdKey>,
+        Vec<(SecretKey, Vec<(ShareId, SecretKey)>)>,
+    ) {
         let mut keys = Vec::new();
         let mut secrets = Vec::new();
         for _ in 0..3 {
             let sk = bls::random_secret_key().unwrap();
-            let shares = split(&sk, 2, &set).unwrap();
+            let shares = split(&sk, 2, &ids(&[1, 2, 3])).unwrap();
             keys.push(ThresholdKey {
                 pubkey_bytes: PublicKeyBytes(sk.sk_to_pk().compress()),
                 pubkey: sk.sk_to_pk(),
@@ -1483,13 +1486,21 @@ mod tests {
                     .iter()
                     .map(|(id, s)| ShareKey {
                         id: *id,
-                        device: format!("d{id}"),
+                        device: format!("{prefix}{id}"),
                         pubkey: s.sk_to_pk(),
                     })
                     .collect(),
             });
             secrets.push((sk, shares));
         }
+        (keys, secrets)
+    }
+
+    #[test]
+    fn many_local_signatures_verify_together_and_a_wrong_share_is_named_in_its_own() {
+        let roots: Vec<[u8; 32]> = (0..6u8).map(|i| [i + 40; 32]).collect();
+        let hashes: Vec<HashedMessage> = roots.iter().map(HashedMessage::new).collect();
+        let (keys, secrets) = three_2_of_3_keys("d");
         // Job j: key j % 3, root j, shares (j, j+1) mod 3: every pair, two jobs of each key.
         let picks = |j: usize| [j % 3, (j + 1) % 3];
         let run = |opened: &[Vec<(ShareId, &SecretKey)>]| {
@@ -1545,29 +1556,7 @@ mod tests {
     fn many_combinations_verify_together_and_a_wrong_partial_is_named_in_its_own() {
         let roots: Vec<[u8; 32]> = (0..5u8).map(|i| [i + 10; 32]).collect();
         let hashes: Vec<HashedMessage> = roots.iter().map(HashedMessage::new).collect();
-        let mut keys = Vec::new();
-        let mut secrets = Vec::new();
-        for _ in 0..3 {
-            let sk = bls::random_secret_key().unwrap();
-            let set = ids(&[1, 2, 3]);
-            let shares = split(&sk, 2, &set).unwrap();
-            let record_shares: Vec<(ShareId, PublicKey)> =
-                shares.iter().map(|(id, s)| (*id, s.sk_to_pk())).collect();
-            keys.push(ThresholdKey {
-                pubkey_bytes: PublicKeyBytes(sk.sk_to_pk().compress()),
-                pubkey: sk.sk_to_pk(),
-                threshold: 2,
-                shares: record_shares
-                    .iter()
-                    .map(|(id, pk)| ShareKey {
-                        id: *id,
-                        device: format!("p{id}"),
-                        pubkey: *pk,
-                    })
-                    .collect(),
-            });
-            secrets.push((sk, shares));
-        }
+        let (keys, secrets) = three_2_of_3_keys("p");
         // Job j: key j % 3, root j, shares (j, j+1) mod 3 — every pair, and two jobs of a key.
         let partials: Vec<Vec<(ShareId, Signature)>> = (0..5)
             .map(|j| {

@@ -289,9 +289,7 @@ pub(super) fn combine_remote_batch(inner: &Arc<Inner>, tasks: Vec<CpuTask>) {
         partials: Vec<(ShareId, Signature)>,
     }
     let prepare = |task: &CpuTask| {
-        let thr = task.ctx.threshold.as_ref()?;
-        let key = thr.lock().unwrap_or_else(|p| p.into_inner()).key.clone();
-        let hashed = inner.hashed.get(&task.ctx.root);
+        let (key, hashed) = key_and_message(inner, task)?;
         let partials = task
             .secrets
             .iter()
@@ -329,6 +327,17 @@ pub(super) fn combine_remote_batch(inner: &Arc<Inner>, tasks: Vec<CpuTask>) {
     }
 }
 
+/// A threshold task's key and its message, hashed (`None` for a key that is not a threshold
+/// key).
+fn key_and_message(
+    inner: &Inner,
+    task: &CpuTask,
+) -> Option<(Arc<ThresholdKey>, Arc<HashedMessage>)> {
+    let thr = task.ctx.threshold.as_ref()?;
+    let key = thr.lock().unwrap_or_else(|p| p.into_inner()).key.clone();
+    Some((key, inner.hashed.get(&task.ctx.root)))
+}
+
 /// True for a CPU task of a threshold key whose t shares were all opened here (combined by
 /// [`combine_local_batch`], with others like it).
 pub(super) fn holds_local_shares(task: &CpuTask) -> bool {
@@ -351,9 +360,7 @@ pub(super) fn combine_local_batch(inner: &Arc<Inner>, tasks: Vec<CpuTask>) {
         opened: Vec<(ShareId, &'t SecretKey)>,
     }
     fn prepare<'t>(inner: &Inner, task: &'t CpuTask) -> Option<Prepared<'t>> {
-        let thr = task.ctx.threshold.as_ref()?;
-        let key = thr.lock().unwrap_or_else(|p| p.into_inner()).key.clone();
-        let hashed = inner.hashed.get(&task.ctx.root);
+        let (key, hashed) = key_and_message(inner, task)?;
         let opened = task
             .secrets
             .iter()
