@@ -256,6 +256,11 @@ async fn a_herd_of_threshold_signatures_verified_together_has_the_corrupted_shar
         );
     }
     assert_named_faulty(&metrics, &device(1));
+    // The herd was verified in batches, not one signature at a time.
+    let batched = metrics
+        .batch_verified
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(batched >= 2, "{batched} signatures verified in batches");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,6 +32,8 @@ pub struct SchedulerMetrics {
     pub faulty_shares: Family,
     /// Extra devices asked because one was late.
     pub hedges: AtomicU64,
+    /// Threshold signatures verified in a batch with others (a bulk worker behind on a herd).
+    pub batch_verified: AtomicU64,
 }
 
 impl SchedulerMetrics {
@@ -88,6 +90,12 @@ impl SchedulerMetrics {
             "signer_threshold_hedges_total",
             "counter",
             &self.hedges,
+        );
+        render_one(
+            out,
+            "signer_threshold_batch_verified_total",
+            "counter",
+            &self.batch_verified,
         );
     }
 

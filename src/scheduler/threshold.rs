@@ -317,6 +317,7 @@ pub(super) fn combine_remote_batch(inner: &Arc<Inner>, tasks: Vec<CpuTask>) {
             partials: &p.partials,
         })
         .collect();
+    count_batched(inner, jobs.len());
     let mut outcomes = combine_many_verified(&jobs).into_iter();
     for (task, p) in tasks.into_iter().zip(&prepared) {
         let Some(p) = p else { continue };
@@ -324,6 +325,16 @@ pub(super) fn combine_remote_batch(inner: &Arc<Inner>, tasks: Vec<CpuTask>) {
             break;
         };
         finish_combination(inner, task, &p.key, outcome);
+    }
+}
+
+/// Count `n` signatures verified together, if they are more than one.
+fn count_batched(inner: &Inner, n: usize) {
+    if n > 1 {
+        inner
+            .metrics
+            .batch_verified
+            .fetch_add(n as u64, Ordering::Relaxed);
     }
 }
 
@@ -388,6 +399,7 @@ pub(super) fn combine_local_batch(inner: &Arc<Inner>, tasks: Vec<CpuTask>) {
                 opened: &p.opened,
             })
             .collect();
+        count_batched(inner, jobs.len());
         let outcomes = sign_many_with_opened_shares(&jobs);
         let keys: Vec<Option<Arc<ThresholdKey>>> =
             prepared.into_iter().map(|p| p.map(|p| p.key)).collect();
