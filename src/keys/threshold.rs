@@ -939,9 +939,7 @@ impl ThresholdKey {
         hashed: &HashedMessage,
         partials: &[(ShareId, Signature)],
     ) -> Result<Signature, CombineError> {
-        let sigs: Vec<Signature> = partials.iter().map(|(_, s)| *s).collect();
-        let sig =
-            combine_weighted(&sigs).map_err(|_| CombineError::Unverified { faulty: vec![] })?;
+        let sig = sum_weighted(partials)?;
         if verify_hashed(&self.pubkey, hashed, &sig) {
             return Ok(sig);
         }
@@ -971,16 +969,32 @@ pub fn sign_with_opened_shares(
     hashed: &HashedMessage,
     opened: &[(ShareId, &SecretKey)],
 ) -> Result<Signature, CombineError> {
+    let partials = weighted_partials(key, hashed, opened)?;
+    // The subset was checked there: combine and verify without checking it again.
+    key.combine_weighted_checked(hashed, &partials)
+}
+
+/// The partials of `opened` (a subset of `key`'s shares, checked here), each weighted by its
+/// Lagrange coefficient in exactly this subset.
+fn weighted_partials(
+    key: &ThresholdKey,
+    hashed: &HashedMessage,
+    opened: &[(ShareId, &SecretKey)],
+) -> Result<Vec<(ShareId, Signature)>, CombineError> {
     key.check_subset(opened.iter().map(|(id, _)| *id))?;
     let ids: Vec<ShareId> = opened.iter().map(|(id, _)| *id).collect();
     let weights = lagrange_at_zero(&ids).map_err(|e| CombineError::Weights(e.to_string()))?;
-    let partials: Vec<(ShareId, Signature)> = opened
+    Ok(opened
         .iter()
         .zip(&weights)
         .map(|((id, sk), w)| (*id, partial_sign_weighted(sk, w, hashed)))
-        .collect();
-    // The subset was checked above: combine and verify without checking it again.
-    key.combine_weighted_checked(hashed, &partials)
+        .collect())
+}
+
+/// The sum of weighted partials: the signature they make, not yet verified.
+fn sum_weighted(partials: &[(ShareId, Signature)]) -> Result<Signature, CombineError> {
+    let sigs: Vec<Signature> = partials.iter().map(|(_, s)| *s).collect();
+    combine_weighted(&sigs).map_err(|_| CombineError::Unverified { faulty: vec![] })
 }
 
 /// One threshold signature from shares opened here ([`sign_many_with_opened_shares`]): its key,
@@ -999,32 +1013,21 @@ pub struct LocalCombination<'a> {
 /// them all, where each alone costs two and one). Each result is checked under its own key and
 /// message only. When the batch fails, each signature is verified alone, which names its
 /// faulty shares; the answers are in the order of `jobs`, and no unverified signature is among
-/// them.
+/// them. A single job is [`sign_with_opened_shares`] itself.
 pub fn sign_many_with_opened_shares(
     jobs: &[LocalCombination<'_>],
 ) -> Vec<Result<Signature, CombineError>> {
+    // One alone is verified alone: a batch of one would only add its random weights.
+    if let [job] = jobs {
+        return vec![sign_with_opened_shares(job.key, job.hashed, job.opened)];
+    }
     let weighted: Vec<Result<Vec<(ShareId, Signature)>, CombineError>> = jobs
         .iter()
-        .map(|job| {
-            job.key.check_subset(job.opened.iter().map(|(id, _)| *id))?;
-            let ids: Vec<ShareId> = job.opened.iter().map(|(id, _)| *id).collect();
-            let weights =
-                lagrange_at_zero(&ids).map_err(|e| CombineError::Weights(e.to_string()))?;
-            Ok(job
-                .opened
-                .iter()
-                .zip(&weights)
-                .map(|((id, sk), w)| (*id, partial_sign_weighted(sk, w, job.hashed)))
-                .collect())
-        })
+        .map(|job| weighted_partials(job.key, job.hashed, job.opened))
         .collect();
     let combined: Vec<Result<Signature, CombineError>> = weighted
         .iter()
-        .map(|partials| {
-            let partials = partials.as_ref().map_err(Clone::clone)?;
-            let sigs: Vec<Signature> = partials.iter().map(|(_, s)| *s).collect();
-            combine_weighted(&sigs).map_err(|_| CombineError::Unverified { faulty: vec![] })
-        })
+        .map(|partials| sum_weighted(partials.as_ref().map_err(Clone::clone)?))
         .collect();
     let items: Vec<BatchItem<'_>> = jobs
         .iter()
@@ -1534,6 +1537,24 @@ mod tests {
         bad[4][1].1 = &wrong;
         // Job 2 has one share only: too few, and says so.
         bad[2].truncate(1);
+        // One job alone goes the single-signature way, with the same answers.
+        let alone = |j: usize, opened: &[(ShareId, &SecretKey)]| {
+            sign_many_with_opened_shares(&[LocalCombination {
+                key: &keys[j % 3],
+                hashed: &hashes[j],
+                opened,
+            }])
+        };
+        assert_eq!(
+            alone(0, &opened[0])[0].as_ref().unwrap().compress(),
+            bls::sign(&secrets[0].0, &roots[0]).compress()
+        );
+        assert_eq!(
+            alone(4, &bad[4])[0],
+            Err(CombineError::Unverified {
+                faulty: vec![wrong_id]
+            })
+        );
         for (j, got) in run(&bad).into_iter().enumerate() {
             match j {
                 4 => assert_eq!(

@@ -318,14 +318,9 @@ pub(super) fn combine_remote_batch(inner: &Arc<Inner>, tasks: Vec<CpuTask>) {
         })
         .collect();
     count_batched(inner, jobs.len());
-    let mut outcomes = combine_many_verified(&jobs).into_iter();
-    for (task, p) in tasks.into_iter().zip(&prepared) {
-        let Some(p) = p else { continue };
-        let Some(outcome) = outcomes.next() else {
-            break;
-        };
-        finish_combination(inner, task, &p.key, outcome);
-    }
+    let outcomes = combine_many_verified(&jobs);
+    let keys = prepared.into_iter().map(|p| p.map(|p| p.key)).collect();
+    finish_each(inner, tasks, keys, outcomes);
 }
 
 /// Count `n` signatures verified together, if they are more than one.
@@ -401,10 +396,20 @@ pub(super) fn combine_local_batch(inner: &Arc<Inner>, tasks: Vec<CpuTask>) {
             .collect();
         count_batched(inner, jobs.len());
         let outcomes = sign_many_with_opened_shares(&jobs);
-        let keys: Vec<Option<Arc<ThresholdKey>>> =
-            prepared.into_iter().map(|p| p.map(|p| p.key)).collect();
+        let keys = prepared.into_iter().map(|p| p.map(|p| p.key)).collect();
         (keys, outcomes)
     };
+    finish_each(inner, tasks, keys, outcomes);
+}
+
+/// Answer each task of a batch with its outcome: `keys` has a key per task (`None` for a task
+/// that was not combined), `outcomes` an outcome per combined task, in order.
+fn finish_each(
+    inner: &Arc<Inner>,
+    tasks: Vec<CpuTask>,
+    keys: Vec<Option<Arc<ThresholdKey>>>,
+    outcomes: Vec<Result<Signature, CombineError>>,
+) {
     let mut outcomes = outcomes.into_iter();
     for (task, key) in tasks.into_iter().zip(keys) {
         let Some(key) = key else { continue };
