@@ -83,6 +83,10 @@ pub struct Profile {
     /// Environment variable through which the module finds its own configuration.
     #[serde(default)]
     pub config_env: Option<String>,
+    /// Decrypt with a session copy of the custody key (`hsm::DeviceConfig::session_copy`).
+    /// Measured on the soft tokens only, so off unless a profile turns it on.
+    #[serde(default)]
+    pub custody_key_session_copy: bool,
 }
 
 /// Look up a built-in profile by name.
@@ -126,6 +130,8 @@ pub(crate) struct DeviceEntry {
     pub max_sessions: Option<usize>,
     /// Override the custody key label.
     pub custody_key_label: Option<String>,
+    /// Override the profile's `custody_key_session_copy`.
+    pub custody_key_session_copy: Option<bool>,
     /// Value for the profile's `config_env` (e.g. the path of softhsm2.conf).
     pub module_config: Option<PathBuf>,
     /// Benchmarks only: fixed latency added to every device operation (a stand-in network HSM).
@@ -707,6 +713,7 @@ impl Config {
                 module: None,
                 max_sessions: None,
                 custody_key_label: None,
+                custody_key_session_copy: None,
                 module_config: Some(soft.join("softhsm2.conf")),
                 simulated_latency_ms: None,
                 so_pin_file: Some(soft.join(format!("softhsm-{i}.so-pin"))),
@@ -949,6 +956,9 @@ fn resolve_device(d: &DeviceEntry, base: &Path) -> Result<ResolvedDevice> {
                 .custody_key_label
                 .clone()
                 .unwrap_or_else(|| DEFAULT_CUSTODY_KEY_LABEL.to_owned()),
+            session_copy: d
+                .custody_key_session_copy
+                .unwrap_or(profile.custody_key_session_copy),
             simulated_latency: d.simulated_latency_ms.map(Duration::from_millis),
         },
         module_env,
@@ -1200,6 +1210,28 @@ keep_epoch = 64",
             .to_string();
         assert!(err.contains("only http:// URLs"), "{err}");
         assert!(load_with_one_device("").unwrap().beacon_node_url.is_none());
+    }
+
+    #[test]
+    fn the_session_copy_of_the_custody_key_comes_from_the_profile_unless_the_device_says() {
+        let copy = |device: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("c.toml");
+            let base = "[[device]]\nname='a'\ntoken_label='x'\npin_env='P'\nmodule='/bin/sh'\n";
+            std::fs::write(&path, format!("{base}{device}")).unwrap();
+            let c = Config::load(Some(&path), dir.path()).unwrap();
+            c.devices[0].hsm.session_copy
+        };
+        // The soft tokens' profiles turn it on; a real HSM's leaves it off (not measured).
+        assert!(copy(""));
+        assert!(copy("profile='kryoptic'"));
+        assert!(!copy("profile='luna'"));
+        assert!(!copy("profile='yubihsm2'"));
+        assert!(!copy("custody_key_session_copy=false"));
+        assert!(copy("profile='cloudhsm'\ncustody_key_session_copy=true"));
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config::load(None, dir.path()).unwrap();
+        assert!(c.devices.iter().all(|d| d.hsm.session_copy));
     }
 
     #[test]

@@ -76,8 +76,8 @@ pub struct Device {
     serial: String,
     pin: SecretString,
     pool: SessionPool,
-    /// Custody key handle and the pool generation it was found in.
-    custody_key: Mutex<Option<(ObjectHandle, u64)>>,
+    /// The custody key's handles for one pool generation (a token reset makes a new one).
+    custody_key: Mutex<Option<CustodyHandles>>,
     /// Set when the token rejected our PIN: never try it again (tokens lock after a few tries).
     pin_rejected: AtomicBool,
     enabled: AtomicBool,
@@ -86,6 +86,27 @@ pub struct Device {
     /// Tests only: while set, an operation that has its session waits here (see [`Device::hold`]).
     held: AtomicBool,
     hold_gate: (Mutex<bool>, Condvar),
+}
+
+/// The custody key as found in one pool generation: the token object, and the session copy
+/// encryption and decryption use when [`DeviceConfig::session_copy`] is on and the token made one.
+struct CustodyHandles {
+    generation: u64,
+    token: ObjectHandle,
+    copy: Option<SessionCopy>,
+}
+
+/// A session object copied from the custody key, and the session it lives in (not a pooled
+/// one: closing `anchor` destroys the copy, which is how an old generation's copy goes).
+struct SessionCopy {
+    _anchor: Session,
+    handle: ObjectHandle,
+}
+
+impl CustodyHandles {
+    fn working(&self) -> ObjectHandle {
+        self.copy.as_ref().map_or(self.token, |c| c.handle)
+    }
 }
 
 impl std::fmt::Debug for Device {
@@ -380,7 +401,10 @@ impl Device {
     }
 
     fn find_custody_key(&self, session: &Session) -> Result<Option<ObjectHandle>, CkError> {
+        // Token objects only: our session copy (and another device's of the same token in this
+        // process) carries the same label.
         let found = session.find_objects(&[
+            Attribute::Token(true),
             Attribute::Class(ObjectClass::SECRET_KEY),
             Attribute::KeyType(KeyType::AES),
             Attribute::Label(self.config.custody_key_label.as_bytes().to_vec()),
@@ -393,16 +417,99 @@ impl Device {
         }
     }
 
+    /// Copy the custody key into a session object of a session of its own, and check that the
+    /// token made it as it must be: a session object, sensitive, not extractable. `None` (with
+    /// the reason logged) when the token refuses; the token object is then used.
+    fn session_copy(&self, token_key: ObjectHandle) -> Option<SessionCopy> {
+        let refused = |reason: String| {
+            tracing::warn!(device = %self.name, %reason,
+                "custody key: no session copy; decrypting with the token object");
+            None
+        };
+        let anchor = match self.open_session() {
+            Ok(s) => s,
+            Err(e) => return refused(e.to_string()),
+        };
+        // Everything else is the token object's own (tokens refuse to change most of it while
+        // copying); what matters is checked on the copy below.
+        let handle = match anchor.copy_object(token_key, &[Attribute::Token(false)]) {
+            Ok(h) => h,
+            Err(e) => return refused(format!("C_CopyObject: {e}")),
+        };
+        let wanted = [
+            (AttributeType::Token, false),
+            (AttributeType::Sensitive, true),
+            (AttributeType::Extractable, false),
+        ];
+        let types: Vec<AttributeType> = wanted.iter().map(|(t, _)| *t).collect();
+        let as_made = match anchor.get_attributes(handle, &types) {
+            Ok(attrs) => attrs,
+            Err(e) => return refused(format!("C_GetAttributeValue on the copy: {e}")),
+        };
+        let holds = |t: AttributeType, v: bool| {
+            as_made.iter().any(|a| {
+                matches!(
+                    (a, t),
+                    (Attribute::Token(x), AttributeType::Token)
+                        | (Attribute::Sensitive(x), AttributeType::Sensitive)
+                        | (Attribute::Extractable(x), AttributeType::Extractable) if *x == v
+                )
+            })
+        };
+        if let Some((t, _)) = wanted.iter().find(|(t, v)| !holds(*t, *v)) {
+            // Closing the anchor destroys it.
+            return refused(format!("the copy's {t:?} is not as asked"));
+        }
+        tracing::info!(device = %self.name, "custody key: decrypting with a session copy");
+        Some(SessionCopy {
+            _anchor: anchor,
+            handle,
+        })
+    }
+
+    /// The custody key on the token (for its attributes).
     fn custody_key_handle(&self, lease: &Lease<'_>) -> Result<ObjectHandle, HsmError> {
+        self.custody_handles(lease, |h| h.token)
+    }
+
+    /// The handle encryption and decryption use: the session copy if there is one, else the
+    /// token object.
+    fn working_key_handle(&self, lease: &Lease<'_>) -> Result<ObjectHandle, HsmError> {
+        self.custody_handles(lease, CustodyHandles::working)
+    }
+
+    /// `pick` from the custody key's handles of `lease`'s generation, found (and copied) first
+    /// when the generation is new. The copy of the generation before dies with its session.
+    fn custody_handles(
+        &self,
+        lease: &Lease<'_>,
+        pick: impl Fn(&CustodyHandles) -> ObjectHandle,
+    ) -> Result<ObjectHandle, HsmError> {
         let mut cached = self.custody_key.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((handle, gen)) = *cached {
-            if gen == lease.generation() {
-                return Ok(handle);
+        if let Some(handles) = cached.as_ref() {
+            // A lease of an older generation may still be out: a newer generation's handles
+            // serve it too (a session object is visible to every session of the application).
+            if handles.generation >= lease.generation() {
+                return Ok(pick(handles));
             }
         }
+        // Sessions were lost since (a token reset, say): find the key again and copy it anew.
+        // An operation still using the old copy fails once as a lost handle and is retried.
+        *cached = None;
         match self.find_custody_key(lease.session()) {
-            Ok(Some(handle)) => {
-                *cached = Some((handle, lease.generation()));
+            Ok(Some(token)) => {
+                let copy = if self.config.session_copy {
+                    self.session_copy(token)
+                } else {
+                    None
+                };
+                let handles = CustodyHandles {
+                    generation: lease.generation(),
+                    token,
+                    copy,
+                };
+                let handle = pick(&handles);
+                *cached = Some(handles);
                 Ok(handle)
             }
             Ok(None) => Err(HsmError::CustodyKeyMissing {
@@ -424,6 +531,18 @@ impl Device {
     fn with_custody_key<T>(
         &self,
         op: &'static str,
+        f: impl FnMut(&Session, ObjectHandle) -> Result<T, CkError>,
+    ) -> Result<T, HsmError> {
+        let result = self.on_a_session(op, f);
+        // Its session is back in the pool: if the device was disabled meanwhile, this may
+        // have been its last operation.
+        self.close_copy_if_out_of_service();
+        result
+    }
+
+    fn on_a_session<T>(
+        &self,
+        op: &'static str,
         mut f: impl FnMut(&Session, ObjectHandle) -> Result<T, CkError>,
     ) -> Result<T, HsmError> {
         let mut attempt = 0;
@@ -440,7 +559,7 @@ impl Device {
             if let Some(latency) = self.config.simulated_latency {
                 std::thread::sleep(latency);
             }
-            let result = match self.custody_key_handle(&lease) {
+            let result = match self.working_key_handle(&lease) {
                 Ok(key) => f(lease.session(), key),
                 Err(HsmError::Unavailable { reason, .. }) if attempt == 1 => {
                     tracing::warn!(device = %self.name, %reason, "session lost; reopening");
@@ -560,12 +679,12 @@ impl Device {
             Attribute::Derive(false),
             Attribute::Label(self.config.custody_key_label.as_bytes().to_vec()),
         ];
-        let handle = lease
+        lease
             .session()
             .generate_key(&Mechanism::AesKeyGen, &template)
             .map_err(|e| self.ck_err("C_GenerateKey", e))?;
-        *self.custody_key.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((handle, lease.generation()));
+        // Found again (and copied) by the next operation.
+        *self.custody_key.lock().unwrap_or_else(|p| p.into_inner()) = None;
         tracing::info!(device = %self.name, "created custody key");
         Ok(true)
     }
@@ -666,6 +785,18 @@ impl Device {
         self.enabled.store(enabled, Ordering::SeqCst);
         if !enabled {
             self.pool.drain_idle();
+            self.close_copy_if_out_of_service();
+        }
+    }
+
+    /// A disabled device keeps no session open once its last operation is done: the session
+    /// copy's goes too (the next operation after enabling makes a new one).
+    fn close_copy_if_out_of_service(&self) {
+        if !self.is_enabled() && self.pool.stats().in_use == 0 {
+            let mut cached = self.custody_key.lock().unwrap_or_else(|p| p.into_inner());
+            if cached.as_ref().is_some_and(|h| h.copy.is_some()) {
+                *cached = None;
+            }
         }
     }
 

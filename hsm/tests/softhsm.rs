@@ -50,6 +50,7 @@ fn config(t: &Tokens, label: &str, max_sessions: usize) -> DeviceConfig {
         pin: PinSource::File(t.dir.path().join("pin")),
         max_sessions,
         custody_key_label: DEFAULT_CUSTODY_KEY_LABEL.to_owned(),
+        session_copy: true,
         simulated_latency: None,
     }
 }
@@ -489,4 +490,151 @@ fn a_decryption_that_cannot_start_is_not_called_tampering() {
     assert!(matches!(err, HsmError::Integrity { .. }), "{err}");
     fresh = Device::open(config(&t, "a", 2)).unwrap();
     assert_eq!(&fresh.decrypt(&envelope, b"aad").unwrap()[..], &[8u8; 32]);
+}
+
+/// A logged-in session of this process on `label`'s token, beside the device's own (the module
+/// is initialised once per process, so it sees the device's session objects).
+fn side_session(t: &Tokens, device: &Device) -> cryptoki::session::Session {
+    let ctx = load_module(&t.module).unwrap();
+    let slot = cryptoki::slot::Slot::try_from(device.token_summary().unwrap().slot).unwrap();
+    let session = ctx.open_rw_session(slot).unwrap();
+    match session.login(
+        cryptoki::session::UserType::User,
+        Some(&SecretString::from(PIN.to_owned())),
+    ) {
+        Ok(())
+        | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {
+        }
+        Err(e) => panic!("login: {e}"),
+    }
+    session
+}
+
+/// The custody key objects the token holds for this process: (handle, `CKA_TOKEN`).
+fn custody_objects(
+    session: &cryptoki::session::Session,
+) -> Vec<(cryptoki::object::ObjectHandle, bool)> {
+    use cryptoki::object::{Attribute, AttributeType, ObjectClass};
+    let found = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Label(DEFAULT_CUSTODY_KEY_LABEL.as_bytes().to_vec()),
+        ])
+        .unwrap();
+    found
+        .into_iter()
+        .map(|h| {
+            let attrs = session.get_attributes(h, &[AttributeType::Token]).unwrap();
+            let token = attrs.iter().any(|a| matches!(a, Attribute::Token(true)));
+            (h, token)
+        })
+        .collect()
+}
+
+#[test]
+fn decryption_uses_a_session_copy_inside_the_token_that_is_as_protected_as_the_original() {
+    use cryptoki::mechanism::{aead::GcmParams, Mechanism};
+    use cryptoki::object::{Attribute, AttributeType};
+    let t = tokens(&["a"]);
+    let device = ready_device(&t, "a", 2);
+    let envelope = device.encrypt(&[9u8; 32], b"aad").unwrap();
+    let side = side_session(&t, &device);
+    let objects = custody_objects(&side);
+    assert_eq!(
+        objects.len(),
+        2,
+        "the token key and one session copy: {objects:?}"
+    );
+    let copy = objects
+        .iter()
+        .find(|(_, token)| !token)
+        .expect("a session object")
+        .0;
+    // As protected as the token object: sensitive, never extractable, its value unreadable.
+    let attrs = side
+        .get_attributes(
+            copy,
+            &[AttributeType::Sensitive, AttributeType::Extractable],
+        )
+        .unwrap();
+    assert!(attrs.contains(&Attribute::Sensitive(true)), "{attrs:?}");
+    assert!(attrs.contains(&Attribute::Extractable(false)), "{attrs:?}");
+    let value = side.get_attributes(copy, &[AttributeType::Value]);
+    assert!(
+        !matches!(&value, Ok(v) if v.iter().any(|a| matches!(a, Attribute::Value(_)))),
+        "CKA_VALUE of the copy must not be readable: {value:?}"
+    );
+    // The same key: it opens the device's envelope.
+    let mut iv = envelope.iv;
+    let opened = side
+        .decrypt(
+            &Mechanism::AesGcm(GcmParams::new(&mut iv, b"aad", 128.into()).unwrap()),
+            copy,
+            &envelope.ciphertext,
+        )
+        .unwrap();
+    assert_eq!(opened, vec![9u8; 32]);
+
+    // The device decrypts with it: destroyed behind its back, the next decryption fails once
+    // as a lost handle (a session discarded), is retried, and a new copy serves it.
+    let before = device.pool_stats();
+    side.destroy_object(copy).unwrap();
+    assert_eq!(&device.decrypt(&envelope, b"aad").unwrap()[..], &[9u8; 32]);
+    assert_eq!(device.pool_stats().discarded, before.discarded + 1);
+    let objects = custody_objects(&side);
+    assert_eq!(
+        objects.iter().filter(|(_, token)| !token).count(),
+        1,
+        "{objects:?}"
+    );
+    assert_eq!(device.op_counts().1, 0, "no operation failed");
+}
+
+#[test]
+fn without_the_session_copy_or_when_the_token_refuses_it_the_token_object_decrypts() {
+    use cryptoki::mechanism::Mechanism;
+    use cryptoki::object::{Attribute, KeyType, ObjectClass};
+    // Turned off: no copy is made.
+    let t = tokens(&["a"]);
+    let mut cfg = config(&t, "a", 2);
+    cfg.session_copy = false;
+    let device = Device::open(cfg).unwrap();
+    assert!(device.ensure_custody_key().unwrap());
+    let envelope = device.encrypt(&[3u8; 32], b"aad").unwrap();
+    assert_eq!(&device.decrypt(&envelope, b"aad").unwrap()[..], &[3u8; 32]);
+    let side = side_session(&t, &device);
+    assert_eq!(custody_objects(&side).len(), 1);
+    drop((side, device));
+
+    // A custody key the token may not copy (CKA_COPYABLE false, as an HSM's policy may make
+    // it): the copy is refused, and the token object does the work.
+    let t = tokens(&["b"]);
+    let cfg = config(&t, "b", 2);
+    let device = Device::open(cfg).unwrap();
+    let side = side_session(&t, &device);
+    side.generate_key(
+        &Mechanism::AesKeyGen,
+        &[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::ValueLen(32.into()),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Copyable(false),
+            Attribute::Encrypt(true),
+            Attribute::Decrypt(true),
+            Attribute::Label(DEFAULT_CUSTODY_KEY_LABEL.as_bytes().to_vec()),
+        ],
+    )
+    .unwrap();
+    assert!(!device.ensure_custody_key().unwrap(), "ours is found");
+    let envelope = device.encrypt(&[4u8; 32], b"aad").unwrap();
+    assert_eq!(&device.decrypt(&envelope, b"aad").unwrap()[..], &[4u8; 32]);
+    assert_eq!(
+        custody_objects(&side),
+        vec![(custody_objects(&side)[0].0, true)]
+    );
+    assert_eq!(device.op_counts().1, 0);
 }
