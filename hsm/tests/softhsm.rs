@@ -226,6 +226,10 @@ fn pool_never_exceeds_max_sessions_with_64_concurrent_users() {
     let t = tokens(&["a"]);
     let device = Arc::new(ready_device(&t, "a", 4));
     let envelope = device.encrypt(&[3u8; 32], b"aad").unwrap();
+    // Contention as a state, not a race against how fast the token decrypts (kryoptic's
+    // session copy takes microseconds): operations wait with their sessions until every
+    // session is taken, then go.
+    device.hold(true);
     let threads: Vec<_> = (0..64)
         .map(|_| {
             let device = device.clone();
@@ -237,6 +241,16 @@ fn pool_never_exceeds_max_sessions_with_64_concurrent_users() {
             })
         })
         .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while device.pool_stats().in_use < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            device.pool_stats()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    device.hold(false);
     for t in threads {
         t.join().unwrap();
     }
@@ -637,4 +651,50 @@ fn without_the_session_copy_or_when_the_token_refuses_it_the_token_object_decryp
         vec![(custody_objects(&side)[0].0, true)]
     );
     assert_eq!(device.op_counts().1, 0);
+}
+
+#[test]
+fn many_threads_decrypt_after_token_resets_and_one_session_copy_is_left() {
+    let t = tokens(&["a"]);
+    let device = ready_device(&t, "a", 8);
+    let envelope = device.encrypt(&[6u8; 32], b"aad").unwrap();
+    let slot = device.token_summary().unwrap().slot;
+    for round in 0..4 {
+        if round > 0 {
+            // A token reset between rounds (every session closed, the copy's among them; not
+            // while an operation runs: the modules do not survive that race themselves). The
+            // round's eight threads then all meet dead sessions at once.
+            close_all_sessions_behind_the_pools_back(&t.module, slot);
+        }
+        let start = std::sync::Barrier::new(8);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    start.wait();
+                    for _ in 0..25 {
+                        let opened = device.decrypt(&envelope, b"aad").unwrap();
+                        assert_eq!(&opened[..], &[6u8; 32]);
+                    }
+                });
+            }
+        });
+    }
+    assert_eq!(
+        device.op_counts(),
+        (4 * 8 * 25 + 1 + 1, 0),
+        "every decryption succeeded"
+    );
+    assert!(
+        device.pool_stats().discarded >= 3,
+        "{:?}",
+        device.pool_stats()
+    );
+    // Each reset's copy went with its session; the last one made is the only one left.
+    let side = side_session(&t, &device);
+    let objects = custody_objects(&side);
+    assert_eq!(
+        objects.iter().filter(|(_, token)| !token).count(),
+        1,
+        "{objects:?}"
+    );
 }
