@@ -778,6 +778,7 @@ async fn foreground_under_precompute(fifo: bool) -> Vec<&'static str> {
         );
         tasks.push(tokio::spawn(async move {
             s.sign(SignJob {
+                arrived: None,
                 key: k,
                 signing_root: proof.signing_root(),
                 class: Class::Background,
@@ -810,6 +811,7 @@ async fn foreground_under_precompute(fifo: bool) -> Vec<&'static str> {
         let (s, k, l) = (b.scheduler.clone(), b.keys[0].clone(), log.clone());
         tasks.push(tokio::spawn(async move {
             let job = SignJob {
+                arrived: None,
                 key: k,
                 signing_root: hsm_signer::consensus::SigningRoot([i; 32]),
                 class,

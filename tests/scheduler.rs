@@ -56,6 +56,7 @@ fn fixture(sessions: usize, latency_ms: u64, n: usize, config: SchedulerConfig) 
 
 fn job(key: &Arc<KeyRecord>, class: Class, i: u8) -> SignJob {
     SignJob {
+        arrived: None,
         key: key.clone(),
         signing_root: hsm_signer::consensus::SigningRoot([i; 32]),
         class,

@@ -187,6 +187,7 @@ async fn a_corrupted_share_is_named_excluded_and_never_released() {
         let root = [i; 32];
         let sig = sched
             .sign(SignJob {
+                arrived: None,
                 key: record.clone(),
                 signing_root: SigningRoot(root),
                 // Blocks too: a device's block thread combines them, and asks again itself.
@@ -233,6 +234,7 @@ async fn a_herd_of_threshold_signatures_verified_together_has_the_corrupted_shar
         jobs.push(tokio::spawn(async move {
             sched
                 .sign(SignJob {
+                    arrived: None,
                     key: record,
                     signing_root: SigningRoot([i; 32]),
                     class: Class::Attestation,
@@ -272,6 +274,7 @@ async fn two_corrupted_shares_of_a_2_of_3_key_release_nothing() {
     let (sched, _metrics) = scheduler(devices);
     let result = sched
         .sign(SignJob {
+            arrived: None,
             key: record,
             signing_root: SigningRoot([7; 32]),
             class: Class::Attestation,
@@ -303,6 +306,7 @@ async fn every_subset_of_devices_gives_the_keys_own_signature() {
         let root = [9; 32];
         let sig = sched
             .sign(SignJob {
+                arrived: None,
                 key: record.clone(),
                 signing_root: SigningRoot(root),
                 class: Class::Block,

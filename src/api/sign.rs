@@ -402,6 +402,9 @@ pub(crate) struct Timing {
     pub class: Class,
     pub deadline: Option<std::time::Instant>,
     pub freshness: u64,
+    /// When the request was found in its window: before slashing protection, so the queue
+    /// orders it by its arrival ([`crate::scheduler::SignJob::arrived`]).
+    pub arrived: std::time::Instant,
 }
 
 /// The validity window: a request that can no longer be of use is refused here, before it is
@@ -414,11 +417,13 @@ pub(crate) fn in_window(
     pubkey: &dyn std::fmt::Display,
     checked: &Checked<'_>,
 ) -> Result<Timing, ApiError> {
+    let arrived = std::time::Instant::now();
     let Some(request) = checked.request.typed() else {
         return Ok(Timing {
             class: Class::Admin,
             deadline: None,
             freshness: 0,
+            arrived,
         });
     };
     let kind = request.message_type();
@@ -429,6 +434,7 @@ pub(crate) fn in_window(
             class,
             deadline: None,
             freshness: 0,
+            arrived,
         });
     };
     let deadline = validity::check(kind, window, clock.as_ref()).map_err(|past| {
@@ -453,6 +459,7 @@ pub(crate) fn in_window(
         class,
         deadline,
         freshness: freshness(window, clock.as_ref(), app.network.slots_per_epoch),
+        arrived,
     })
 }
 
@@ -566,6 +573,7 @@ pub(crate) fn job(key: Arc<KeyRecord>, checked: &Checked<'_>, timing: Timing) ->
         class: timing.class,
         deadline: timing.deadline,
         freshness: timing.freshness,
+        arrived: Some(timing.arrived),
         request: (!key.remote.is_empty()).then(|| Forwarded {
             body: checked.forwarded(),
             shared: super::batch::shared_message(checked.kind()),

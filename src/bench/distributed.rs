@@ -459,6 +459,7 @@ impl Requests {
         request.check_network(&self.network).map_err(bad)?;
         let root = request.signing_root(&self.network).map_err(bad)?;
         Ok(SignJob {
+            arrived: None,
             key: key.clone(),
             signing_root: root,
             class,

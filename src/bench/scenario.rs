@@ -281,6 +281,7 @@ async fn idle_blocks(devices: &Devices, keys: &[Arc<KeyRecord>]) -> Latency {
         let t = Instant::now();
         let _ = scheduler
             .sign(SignJob {
+                arrived: None,
                 key: keys[i % keys.len()].clone(),
                 signing_root: SigningRoot(root(i, 0xb0)),
                 class: Class::Block,
@@ -337,6 +338,7 @@ async fn burst(
                 let t = Instant::now();
                 let r = s
                     .sign(SignJob {
+                        arrived: None,
                         key,
                         signing_root: SigningRoot(root(b, 0xbb)),
                         class: Class::Block,
@@ -380,6 +382,7 @@ async fn burst(
                                     let root = proof.signing_root();
                                     cache.lookup(&key.pubkey, &proof, &root).is_some()
                                         || s.sign(SignJob {
+                                            arrived: None,
                                             key,
                                             signing_root: root,
                                             class,
@@ -392,6 +395,7 @@ async fn burst(
                                 }
                                 None => s
                                     .sign(SignJob {
+                                        arrived: None,
                                         key,
                                         signing_root: SigningRoot(root(i, salt)),
                                         class,
@@ -426,6 +430,7 @@ async fn burst(
                     let t = Instant::now();
                     let r = s
                         .sign(SignJob {
+                            arrived: None,
                             key,
                             signing_root: bench_proof(i, 1).signing_root(),
                             class: Class::Background,
@@ -543,6 +548,7 @@ async fn precompute_proofs(
             let pubkey = key.pubkey;
             if let Ok(sig) = s
                 .sign(SignJob {
+                    arrived: None,
                     key,
                     signing_root: root,
                     class: Class::Background,

@@ -130,6 +130,7 @@ pub fn run(config: &Config, seconds: f64, concurrency: usize) -> Result<Threshol
                         root[..8].copy_from_slice(&i.to_le_bytes());
                         let t0 = Instant::now();
                         let job = SignJob {
+                            arrived: None,
                             key: keys[i as usize % keys.len()].clone(),
                             signing_root: SigningRoot(root),
                             class: Class::Attestation,

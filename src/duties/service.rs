@@ -402,6 +402,7 @@ impl Service {
                 continue;
             };
             let job = SignJob {
+                arrived: None,
                 key,
                 signing_root: proof.signing_root(),
                 class: Class::Background,

@@ -142,6 +142,11 @@ pub struct SignJob {
     /// participants: it is forwarded to them as it is, and each computes the root itself. A
     /// job without it cannot use a participant.
     pub request: Option<Forwarded>,
+    /// When its request reached the signer, if before now: among jobs of equal class and
+    /// freshness it runs in this order ([`queue`]), so a request held up on its way (in slashing
+    /// protection, waiting for a commit) is not queued behind the requests that came after it.
+    /// `None`: when it is submitted.
+    pub arrived: Option<Instant>,
 }
 
 /// A signing request to forward to participants.
@@ -265,6 +270,8 @@ struct Ctx {
     deadline: Instant,
     limit: Limit,
     enqueued: Instant,
+    /// When its request reached the signer ([`SignJob::arrived`]; else `enqueued`).
+    arrived: Instant,
     /// The client went away (or the job was taken out of the queue).
     cancelled: AtomicBool,
     /// Where the answer goes; taken by the first answer.

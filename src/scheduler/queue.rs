@@ -4,7 +4,11 @@
 //! **Order.** Classes first (DESIGN §2). Within a class, the freshest work first: a task's
 //! *freshness* is the slot its work is for, as the caller judges it (the API gives the duty's
 //! slot, capped at the current slot, so a selection proof asked ahead of time is no fresher than
-//! the present's work); among equals, arrival order. Under an overload that outlasts a slot, the
+//! the present's work); among equals, arrival order — the order in which the requests reached the
+//! signer, not the queue ([`Queued::arrived`]): a request held up on its way (slashing protection
+//! waiting on a commit, say) takes the place its arrival gives it rather than one behind every
+//! request that came after it, so such a delay is absorbed by the queue instead of adding to that
+//! request's latency. Under an overload that outlasts a slot, the
 //! backlog of an older slot then waits behind the new slot's work, not the other way round: an
 //! attestation signed in its own slot can still earn head, source and target rewards, a slot
 //! later only source and target, five slots later only target (`specs/deneb/beacon-chain.md`,
@@ -73,6 +77,8 @@ pub(crate) trait Queued {
     fn freshness(&self) -> u64;
     /// When it stops being worth doing.
     fn deadline(&self) -> Instant;
+    /// When its request reached the signer: among equals, the earlier runs first.
+    fn arrived(&self) -> Instant;
     /// Whether its client went away.
     fn cancelled(&self) -> bool;
     /// Unique id (for removal on cancel).
@@ -93,10 +99,11 @@ pub(crate) enum Next<T> {
 }
 
 /// How urgent a queue's head is, to compare the heads of several queues: lower runs first
-/// (class, then freshness, highest first, then arrival).
-pub(crate) type Urgency = (usize, Reverse<u64>, u64);
+/// (class, then freshness, highest first, then arrival, then the order of submission).
+pub(crate) type Urgency = (usize, Reverse<u64>, Instant, u64);
 
-/// One class's tasks: runs of equal freshness, the freshest run first, each in arrival order.
+/// One class's tasks: runs of equal freshness, the freshest run first, each in arrival order
+/// (then submission order: the id).
 /// No run is empty but a sole one: the last run is kept when the queue empties, so a queue that
 /// empties and fills again (an idle signer: every job) makes no run. Other emptied runs' buffers
 /// are kept for reuse.
@@ -147,8 +154,19 @@ impl<T: Queued> ClassQueue<T> {
         &mut self.runs[i].1
     }
 
+    /// Behind every task of its run that arrived before it (or at the same moment): at the back
+    /// unless it was held up on its way, then past the later arrivals.
     fn push_back(&mut self, t: T, freshness: u64) {
-        self.run_of(freshness).push_back(t);
+        let run = self.run_of(freshness);
+        let key = (t.arrived(), t.id());
+        // Runs are kept in this order, so a binary search finds the place (a task put back at
+        // the front may sit before an earlier arrival queued meanwhile: close enough).
+        if run.back().is_none_or(|u| (u.arrived(), u.id()) <= key) {
+            run.push_back(t);
+        } else {
+            let at = run.partition_point(|u| (u.arrived(), u.id()) <= key);
+            run.insert(at, t);
+        }
         self.len += 1;
     }
 
@@ -255,12 +273,14 @@ impl<T: Queued> ClassQueues<T> {
     /// meanwhile), and its urgency, to compare with other queues' heads.
     pub fn head(&self) -> Option<(Class, Urgency)> {
         self.q.iter().enumerate().find_map(|(s, q)| {
-            q.front()
-                .map(|t| (t.class(), (s, Reverse(self.freshness_of(t)), t.id())))
+            q.front().map(|t| {
+                let urgency = (s, Reverse(self.freshness_of(t)), t.arrived(), t.id());
+                (t.class(), urgency)
+            })
         })
     }
 
-    /// Add behind the tasks of its class that are as fresh or fresher.
+    /// Add behind the tasks of its class that are fresher, or as fresh and arrived before it.
     pub fn push(&mut self, t: T) {
         let (s, f) = (self.slot(t.class()), self.freshness_of(&t));
         self.q[s].push_back(t, f);
@@ -349,6 +369,7 @@ mod tests {
         class: Class,
         freshness: u64,
         deadline: Instant,
+        arrived: Instant,
         cancelled: bool,
     }
 
@@ -361,6 +382,9 @@ mod tests {
         }
         fn deadline(&self) -> Instant {
             self.deadline
+        }
+        fn arrived(&self) -> Instant {
+            self.arrived
         }
         fn cancelled(&self) -> bool {
             self.cancelled
@@ -380,6 +404,7 @@ mod tests {
             class,
             freshness,
             deadline: now + Duration::from_secs(10),
+            arrived: now,
             cancelled: false,
         }
     }
@@ -629,6 +654,35 @@ mod tests {
     }
 
     #[test]
+    fn among_equals_the_earlier_arrival_at_the_signer_runs_first_however_late_it_is_queued() {
+        let now = Instant::now();
+        let at = |ms: u64| now + Duration::from_millis(ms);
+        let mut q = ClassQueues::new(false);
+        let arriving = |id, class, freshness, arrived| T {
+            arrived,
+            ..fresh(id, class, freshness, now)
+        };
+        // Submitted in id order; 4 and 5 arrived before 2 and 3 but were held up on their way
+        // (slashing protection), 6 arrived with 1. Freshness and class still come first.
+        q.push(arriving(1, Attestation, 0, at(1)));
+        q.push(arriving(2, Attestation, 0, at(5)));
+        q.push(arriving(3, Attestation, 0, at(6)));
+        q.push(arriving(4, Attestation, 0, at(2)));
+        q.push(arriving(5, Attestation, 0, at(3)));
+        q.push(arriving(6, Attestation, 0, at(1)));
+        q.push(arriving(7, Attestation, 1, at(9)));
+        q.push(arriving(8, Block, 0, at(9)));
+        assert_eq!(q.head().map(|(_, u)| u), Some((0, Reverse(0), at(9), 8)));
+        assert_eq!(ids(&mut q, now, true), vec![8, 7, 1, 6, 4, 5, 2, 3]);
+        // The FIFO baseline orders by arrival alone.
+        let mut q = ClassQueues::new(true);
+        q.push(arriving(1, Admin, 0, at(4)));
+        q.push(arriving(2, Block, 5, at(2)));
+        q.push(arriving(3, Attestation, 9, at(3)));
+        assert_eq!(ids(&mut q, now, true), vec![2, 3, 1]);
+    }
+
+    #[test]
     fn a_queue_that_empties_and_fills_again_keeps_its_order() {
         let now = Instant::now();
         let mut q = ClassQueues::new(false);
@@ -639,7 +693,7 @@ mod tests {
         for (id, f) in [(2, 3), (3, 7), (4, 3), (5, 9)] {
             q.push(fresh(id, Attestation, f, now));
         }
-        assert_eq!(q.head().map(|(_, u)| u), Some((1, Reverse(9), 5)));
+        assert_eq!(q.head().map(|(_, u)| u), Some((1, Reverse(9), now, 5)));
         // Runs emptied by removal and eviction go too; the rest keep their order.
         assert_eq!(q.remove(3).map(|x| x.id), Some(3));
         assert_eq!(q.evict_below(Block).map(|x| x.id), Some(4));

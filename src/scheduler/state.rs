@@ -68,6 +68,8 @@ impl Ctx {
     ) -> Arc<Ctx> {
         Arc::new(Ctx {
             id,
+            // Not later than now, whatever the caller says.
+            arrived: job.arrived.map_or(enqueued, |a| a.min(enqueued)),
             class: job.class,
             freshness: job.freshness,
             deadline,
@@ -120,6 +122,9 @@ impl Queued for DevTask {
     fn deadline(&self) -> Instant {
         self.0.deadline
     }
+    fn arrived(&self) -> Instant {
+        self.0.arrived
+    }
     fn cancelled(&self) -> bool {
         self.0.gone()
     }
@@ -137,6 +142,9 @@ impl Queued for CpuTask {
     }
     fn deadline(&self) -> Instant {
         self.ctx.deadline
+    }
+    fn arrived(&self) -> Instant {
+        self.ctx.arrived
     }
     fn cancelled(&self) -> bool {
         self.ctx.gone()
