@@ -174,7 +174,7 @@ pub(crate) async fn sign_one(
         .check_message(caller, &pubkey, checked.kind(), checked.fee_recipient())
         .map_err(|refusal| Refused::Policy(refusal.answer(&app.metrics)))?;
     let timing = in_window(app, &pubkey, &checked)?;
-    let started = std::time::Instant::now();
+    let started = timing.arrived;
     let claim = match from_proof_cache(app, &pubkey, &checked).await {
         Cached::Answered(signature) => {
             observe(app, &checked, started);
