@@ -32,6 +32,7 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use crate::bench::batch::{aggregation_slot, attestation};
+use crate::bench::bls_floor::BlsFloor;
 use crate::bench::child::{
     embedded_devices, free_ports, host_cpu, process_cpu, seal_in_children, DeviceToml, SealLine,
     Servers,
@@ -170,6 +171,9 @@ pub struct DistributedReport {
     pub setup_seconds: f64,
     /// Per shape: 1-of-1, local 2-of-3, distributed 2-of-3.
     pub shapes: Vec<ShapeReport>,
+    /// The BLS work alone on one thread: what the distributed throughput ratio would be with
+    /// transport, tokens and scheduling free.
+    pub bls_floor: BlsFloor,
     /// The issue's targets.
     pub targets: Vec<Target>,
 }
@@ -181,6 +185,8 @@ const THRESHOLD: usize = 2;
 const COORDINATOR: &str = "coordinator";
 /// Blocks signed before each idle measurement and not counted (connections, sessions, caches).
 const WARM_UP_BLOCKS: usize = 5;
+/// Signatures of each kind timed for [`BlsFloor`] (about a second of one core).
+const BLS_FLOOR_SIGNATURES: usize = 512;
 /// Blocks of one herd at most, should a herd never end.
 const MAX_HERD_BLOCKS: usize = 10_000;
 
@@ -1186,6 +1192,8 @@ pub fn run(
         ],
         None => Vec::new(),
     };
+    eprintln!("timing the BLS work alone…");
+    let bls_floor = crate::bench::bls_floor::measure(BLS_FLOOR_SIGNATURES)?;
     Ok(DistributedReport {
         bench: "distributed",
         keys: n,
@@ -1202,6 +1210,7 @@ pub fn run(
         load_average_at_start,
         setup_seconds,
         shapes: reports,
+        bls_floor,
         targets,
     })
 }
@@ -1304,6 +1313,18 @@ impl DistributedReport {
                 t.latency.p99_ms,
             );
         }
+        let f = &self.bls_floor;
+        out += &format!(
+            "BLS work alone, one thread, {} signatures each: 1-of-1 {:.2} ms; distributed 2-of-3 \
+             {:.2} ms (participants {:.2} + coordinator {:.2}): {:.3} x 1-of-1 with transport, \
+             tokens and scheduling free\n",
+            f.signatures,
+            f.whole_ms,
+            f.participants_ms + f.coordinator_ms,
+            f.participants_ms,
+            f.coordinator_ms,
+            f.ratio
+        );
         for t in &self.targets {
             out += &format!(
                 "{} = {:.3} (target {}): {}\n",

@@ -2,6 +2,7 @@
 //! measured in one run (ours against a baseline), as a table or as JSON.
 
 pub mod batch;
+pub mod bls_floor;
 pub mod child;
 pub mod combine;
 pub mod custody;
