@@ -15,17 +15,19 @@ use serde::Serialize;
 use crate::bls;
 use crate::error::{Result, SignerError};
 use crate::keys::threshold::{
-    combine_many_verified, default_ids, split, Combination, HashedMessage, ShareKey, ThresholdKey,
+    combine_many_verified, default_ids, partial_sign, split, Combination, HashedMessage, ShareKey,
+    ThresholdKey,
 };
 use crate::keys::{PublicKeyBytes, ShareId};
 
-/// Signatures the coordinator combines and verifies together at most (the scheduler's batch).
+/// Signatures the coordinator combines and verifies together at most (the scheduler's batch),
+/// and keys of the measurement.
 const BATCH: usize = 16;
 
 /// CPU per signature of the BLS work alone, one thread, in milliseconds.
 #[derive(Debug, Clone, Serialize)]
 pub struct BlsFloor {
-    /// Signatures timed per side.
+    /// Signatures timed per side and workload.
     pub signatures: usize,
     /// A whole key's signature: hash to G2 and multiplication.
     pub whole_ms: f64,
@@ -37,21 +39,41 @@ pub struct BlsFloor {
     /// `whole_ms / (participants_ms + coordinator_ms)`: the most the distributed throughput
     /// could be, as a share of the 1-of-1's, with everything but BLS free.
     pub ratio: f64,
+    /// The same with one message for every key at a time: each signer hashes a root once for
+    /// all its keys (as the signer's cache of hashed roots does), so a whole key's signature is
+    /// the multiplication alone.
+    pub shared: SharedFloor,
+}
+
+/// [`BlsFloor`] with one message for every key at a time.
+#[derive(Debug, Clone, Serialize)]
+pub struct SharedFloor {
+    /// A whole key's signature: its share of the root's hash and the multiplication.
+    pub whole_ms: f64,
+    /// Two participants' partials.
+    pub participants_ms: f64,
+    /// The coordinator's work.
+    pub coordinator_ms: f64,
+    /// `whole_ms / (participants_ms + coordinator_ms)`.
+    pub ratio: f64,
 }
 
 fn internal(e: impl std::fmt::Display) -> SignerError {
     SignerError::Bls(format!("BLS floor: {e}"))
 }
 
-/// Time `signatures` signatures (at least one batch) of each kind, over distinct roots, the
-/// kinds interleaved batch by batch so that a burst of other load falls on all of them. Every
-/// distributed signature must equal the whole key's, or the measurement is refused.
-pub fn measure(signatures: usize) -> Result<BlsFloor> {
-    let signatures = signatures.max(BATCH).next_multiple_of(BATCH);
-    let sk = bls::random_secret_key()?;
-    let ids = default_ids(3);
-    let shares: Vec<(ShareId, SecretKey)> = split(&sk, 2, &ids)?;
-    let pubkey = sk.sk_to_pk();
+/// A 2-of-3 key: the whole secret, its shares, and its public keys as the coordinator holds
+/// them.
+struct Split {
+    whole: SecretKey,
+    shares: Vec<(ShareId, SecretKey)>,
+    key: ThresholdKey,
+}
+
+fn split_key() -> Result<Split> {
+    let whole = bls::random_secret_key()?;
+    let shares = split(&whole, 2, &default_ids(3))?;
+    let pubkey = whole.sk_to_pk();
     let key = ThresholdKey {
         pubkey_bytes: PublicKeyBytes(pubkey.compress()),
         pubkey,
@@ -65,70 +87,122 @@ pub fn measure(signatures: usize) -> Result<BlsFloor> {
             })
             .collect(),
     };
-    // Every 2-subset in turn: shares 1 and 3 have a coefficient that is not an integer.
-    let subsets = [[0, 1], [0, 2], [1, 2]];
-    let mut spent = [Duration::ZERO; 3];
+    Ok(Split { whole, shares, key })
+}
+
+/// Every 2-subset in turn: shares 1 and 3 have a coefficient that is not an integer.
+const SUBSETS: [[usize; 2]; 3] = [[0, 1], [0, 2], [1, 2]];
+
+/// One batch of [`BATCH`] signatures, key `i` of `keys` signing `roots[i]`, timed on each
+/// side: the whole keys', the participants' and the coordinator's. `shared`: every root is
+/// the same, hashed once per side. Every combined signature must equal the whole key's.
+fn batch(
+    keys: &[Split],
+    roots: &[[u8; 32]],
+    shared: bool,
+    spent: &mut [Duration; 3],
+) -> Result<()> {
+    let hash = |roots: &[[u8; 32]]| -> Vec<HashedMessage> {
+        if shared {
+            let one = HashedMessage::new(&roots[0]);
+            vec![one; roots.len()]
+        } else {
+            roots.iter().map(HashedMessage::new).collect()
+        }
+    };
+    let started = Instant::now();
+    let hashed = hash(roots);
+    let whole: Vec<Signature> = keys
+        .iter()
+        .zip(&hashed)
+        .map(|(k, h)| partial_sign(&k.whole, h))
+        .collect();
+    spent[0] += started.elapsed();
+
+    let started = Instant::now();
+    // Each participant hashes for itself; the first of the pair's hashes stand for both.
+    let first = hash(roots);
+    let second = hash(roots);
+    let wire: Vec<[(ShareId, [u8; 96]); 2]> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let mut pair = SUBSETS[i % SUBSETS.len()].map(|s| (k.shares[s].0, [0u8; 96]));
+            for (j, (hashes, slot)) in [&first, &second].into_iter().zip(&mut pair).enumerate() {
+                let share = &k.shares[SUBSETS[i % SUBSETS.len()][j]].1;
+                slot.1 = partial_sign(share, &hashes[i]).compress();
+            }
+            pair
+        })
+        .collect();
+    spent[1] += started.elapsed();
+
+    let started = Instant::now();
+    let hashed = hash(roots);
+    let partials = wire
+        .iter()
+        .map(|pair| {
+            pair.iter()
+                .map(|(id, bytes)| Ok((*id, Signature::sig_validate(bytes, true)?)))
+                .collect::<std::result::Result<Vec<_>, blst::BLST_ERROR>>()
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| internal(format!("a partial does not decompress: {e:?}")))?;
+    let jobs: Vec<Combination<'_>> = keys
+        .iter()
+        .zip(&hashed)
+        .zip(&partials)
+        .map(|((k, hashed), partials)| Combination {
+            key: &k.key,
+            hashed,
+            partials,
+        })
+        .collect();
+    let combined = combine_many_verified(&jobs);
+    spent[2] += started.elapsed();
+
+    for (c, w) in combined.into_iter().zip(&whole) {
+        if c.map_err(internal)? != *w {
+            return Err(internal(
+                "a combined signature differs from the whole key's",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Time `signatures` signatures (whole batches of [`BATCH`] keys) of each side on each
+/// workload, over roots no other measurement uses, the sides interleaved batch by batch so
+/// that a burst of other load falls on all of them.
+pub fn measure(signatures: usize) -> Result<BlsFloor> {
+    let signatures = signatures.max(BATCH).next_multiple_of(BATCH);
+    let keys = (0..BATCH)
+        .map(|_| split_key())
+        .collect::<Result<Vec<_>>>()?;
+    let mut distinct = [Duration::ZERO; 3];
+    let mut shared = [Duration::ZERO; 3];
     for first in (0..signatures).step_by(BATCH) {
         let roots: Vec<[u8; 32]> = (first..first + BATCH)
             .map(|i| crate::bench::message(i as u64 ^ 0xB15_F100))
             .collect();
-
-        let started = Instant::now();
-        let whole: Vec<Signature> = roots.iter().map(|r| bls::sign(&sk, r)).collect();
-        spent[0] += started.elapsed();
-
-        let started = Instant::now();
-        let wire: Vec<[(ShareId, [u8; 96]); 2]> = roots
-            .iter()
-            .enumerate()
-            .map(|(i, root)| {
-                subsets[(first + i) % subsets.len()].map(|s| {
-                    let (id, share) = &shares[s];
-                    (*id, bls::sign(share, root).compress())
-                })
-            })
-            .collect();
-        spent[1] += started.elapsed();
-
-        let started = Instant::now();
-        let hashed: Vec<HashedMessage> = roots.iter().map(HashedMessage::new).collect();
-        let partials = wire
-            .iter()
-            .map(|pair| {
-                pair.iter()
-                    .map(|(id, bytes)| Ok((*id, Signature::sig_validate(bytes, true)?)))
-                    .collect::<std::result::Result<Vec<_>, blst::BLST_ERROR>>()
-            })
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| internal(format!("a partial does not decompress: {e:?}")))?;
-        let jobs: Vec<Combination<'_>> = hashed
-            .iter()
-            .zip(&partials)
-            .map(|(hashed, partials)| Combination {
-                key: &key,
-                hashed,
-                partials,
-            })
-            .collect();
-        let combined = combine_many_verified(&jobs);
-        spent[2] += started.elapsed();
-
-        for (c, w) in combined.into_iter().zip(&whole) {
-            if c.map_err(internal)? != *w {
-                return Err(internal(
-                    "a combined signature differs from the whole key's",
-                ));
-            }
-        }
+        batch(&keys, &roots, false, &mut distinct)?;
+        let root = crate::bench::message(first as u64 ^ 0x5_4A3E_D000);
+        batch(&keys, &vec![root; BATCH], true, &mut shared)?;
     }
     let ms = |d: Duration| d.as_secs_f64() * 1e3 / signatures as f64;
-    let (whole_ms, participants_ms, coordinator_ms) = (ms(spent[0]), ms(spent[1]), ms(spent[2]));
+    let ratio = |s: &[Duration; 3]| ms(s[0]) / (ms(s[1]) + ms(s[2])).max(1e-9);
     Ok(BlsFloor {
         signatures,
-        whole_ms,
-        participants_ms,
-        coordinator_ms,
-        ratio: whole_ms / (participants_ms + coordinator_ms).max(1e-9),
+        whole_ms: ms(distinct[0]),
+        participants_ms: ms(distinct[1]),
+        coordinator_ms: ms(distinct[2]),
+        ratio: ratio(&distinct),
+        shared: SharedFloor {
+            whole_ms: ms(shared[0]),
+            participants_ms: ms(shared[1]),
+            coordinator_ms: ms(shared[2]),
+            ratio: ratio(&shared),
+        },
     })
 }
 
@@ -145,5 +219,9 @@ mod tests {
         // otherwise vary with the machine and are not asserted.
         assert!(floor.ratio > 0.0 && floor.ratio < 1.0, "{floor:?}");
         assert!(floor.participants_ms > floor.whole_ms, "{floor:?}");
+        let shared = &floor.shared;
+        assert!(shared.ratio > 0.0 && shared.ratio < 1.0, "{floor:?}");
+        // A shared root is hashed once for many keys: a whole key's signature costs less.
+        assert!(shared.whole_ms < floor.whole_ms, "{floor:?}");
     }
 }
