@@ -1319,26 +1319,18 @@ impl DistributedReport {
              transport, tokens and scheduling free):\n",
             f.signatures
         );
-        for (what, whole, participants, coordinator, ratio) in [
-            (
-                "distinct messages",
-                f.whole_ms,
-                f.participants_ms,
-                f.coordinator_ms,
-                f.ratio,
-            ),
-            (
-                "one message for every key",
-                f.shared.whole_ms,
-                f.shared.participants_ms,
-                f.shared.coordinator_ms,
-                f.shared.ratio,
-            ),
+        for (what, w) in [
+            ("distinct messages", &f.distinct),
+            ("one message for every key", &f.shared),
         ] {
             out += &format!(
-                "{what:<26} 1-of-1 {whole:.2} ms; distributed 2-of-3 {:.2} ms (participants \
-                 {participants:.2} + coordinator {coordinator:.2}): {ratio:.3} x 1-of-1\n",
-                participants + coordinator,
+                "{what:<26} 1-of-1 {:.2} ms; distributed 2-of-3 {:.2} ms (participants {:.2} + \
+                 coordinator {:.2}): {:.3} x 1-of-1\n",
+                w.whole_ms,
+                w.participants_ms + w.coordinator_ms,
+                w.participants_ms,
+                w.coordinator_ms,
+                w.ratio,
             );
         }
         for t in &self.targets {
